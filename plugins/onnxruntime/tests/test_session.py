@@ -1,0 +1,247 @@
+"""unirt.Session on the real onnxruntime, with models built by onnx.helper."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import unirt
+from unirt import InputError, RunError, UnsupportedOptionError
+
+
+def ort_session(path, **so_attrs):
+    so = ort.SessionOptions()
+    for k, v in so_attrs.items():
+        setattr(so, k, v)
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def test_auto_selects_onnxruntime_on_this_machine(model):
+    sess = unirt.Session(model("matmul_relu"))
+    assert sess.backend == "onnxruntime" and sess.device == "cpu"
+    assert sess.selection is not None and sess.selection.chosen.backend == "onnxruntime"
+    assert "onnxruntime" in repr(sess)
+
+
+def test_static_model_matches_onnxruntime(model):
+    path = model("matmul_relu")
+    sess = unirt.Session(path, backend="onnxruntime", device="cpu", threads=1)
+    x = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    (expected,) = ort_session(path).run(None, {"x": x})
+    np.testing.assert_array_equal(sess.run(x)["y"], expected)
+    assert sess.inputs[0].shape == (64, 64) and not sess.inputs[0].is_dynamic
+
+
+@pytest.mark.parametrize("batch", [1, 3, 17, 0])
+def test_dynamic_batch(model, batch):
+    path = model("dynamic_mlp")
+    sess = unirt.Session(path, backend="onnxruntime")
+    assert sess.inputs[0].shape == ("N", 8)
+    x = np.random.default_rng(batch).standard_normal((batch, 8)).astype(np.float32)
+    got = sess.run(x)
+    logits, probs = ort_session(path).run(None, {"x": x})
+    np.testing.assert_array_equal(got["logits"], logits)
+    np.testing.assert_array_equal(got["probs"], probs)
+    assert got["probs"].shape == (batch, 3)
+
+
+def test_several_inputs_dtypes_and_a_scalar(model):
+    path = model("multi_io")
+    sess = unirt.Session(path, backend="onnxruntime")
+    assert [(i.name, i.shape, i.dtype) for i in sess.inputs] == [
+        ("a", ("N", 4), np.float32), ("b", ("N", 4), np.float32), ("idx", ("K",), np.int64), ("scale", (), np.float32)]
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    b = np.ones((3, 4), np.float32)
+    out = sess.run({"a": a, "b": b, "idx": np.array([2, 0]), "scale": np.float32(0.5)})
+    np.testing.assert_array_equal(out["sum"], (a + b) * 0.5)
+    np.testing.assert_array_equal(out["picked"], a[[2, 0]])
+    assert out["count"].shape == () and out["count"] == 2 and out["count"].dtype == np.int64
+    np.testing.assert_array_equal(out["mask"], a > b)
+    # Python scalars and lists take the model's dtypes
+    out2 = sess.run({"a": a, "b": b, "idx": [2, 0], "scale": 0.5})
+    np.testing.assert_array_equal(out2["sum"], out["sum"])
+
+
+def test_integer_model(model):
+    sess = unirt.Session(model("int_ops"), backend="onnxruntime")
+    a = np.arange(6, dtype=np.int32).reshape(2, 3)
+    b = np.full((2, 3), -3, np.int32)
+    out = sess.run({"a": a, "b": b})
+    assert out["y"].dtype == np.int32 and out["z"].dtype == np.float32
+    np.testing.assert_array_equal(out["y"], a * b)
+    with pytest.raises(InputError, match="input 'a': expected int32, got int64"):
+        sess.run({"a": a.astype(np.int64), "b": b})
+
+
+def test_unknown_and_symbolic_dims(model):
+    sess = unirt.Session(model("unknown_dims"), backend="onnxruntime")
+    assert sess.inputs[0].shape == (None, 3, "H", "W")
+    x = np.random.default_rng(2).standard_normal((2, 3, 5, 7)).astype(np.float32)
+    np.testing.assert_array_equal(sess.run(x)["y"], x * 2)
+    with pytest.raises(InputError, match=r"expected shape \(\?, 3, H, W\) \(dim 1 is static\)"):
+        sess.run(np.ones((2, 4, 5, 7), np.float32))
+
+
+def test_string_tensors(model):
+    sess = unirt.Session(model("strings"), backend="onnxruntime")
+    assert sess.inputs[0].dtype == np.object_
+    out = sess.run(np.array(["a", "bc", "déf"]))
+    assert list(out["y"]) == ["a", "bc", "déf"]
+
+
+def test_non_contiguous_input(model):
+    path = model("matmul_relu")
+    sess = unirt.Session(path, backend="onnxruntime")
+    base = np.random.default_rng(3).standard_normal((128, 128)).astype(np.float32)
+    view = base[::2, ::-2]
+    (expected,) = ort_session(path).run(None, {"x": np.ascontiguousarray(view)})
+    np.testing.assert_array_equal(sess.run(view)["y"], expected)
+    np.testing.assert_array_equal(sess.run(view.T)["y"], ort_session(path).run(None, {"x": view.T.copy()})[0])
+
+
+def test_dlpack_producer_input(model):
+    class Producer:
+        def __init__(self, a):
+            self.a = a
+
+        def __dlpack__(self, **kw):
+            return self.a.__dlpack__(**kw)
+
+        def __dlpack_device__(self):
+            return self.a.__dlpack_device__()
+
+    sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime")
+    x = np.random.default_rng(4).standard_normal((4, 8)).astype(np.float32)
+    np.testing.assert_array_equal(sess.run(Producer(x))["probs"], sess.run(x)["probs"])
+
+
+def test_torch_cpu_tensor_input(model):
+    torch = pytest.importorskip("torch")
+    sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime")
+    t = torch.randn(5, 8)
+    np.testing.assert_array_equal(sess.run(t)["logits"], sess.run(t.numpy())["logits"])
+    np.testing.assert_array_equal(sess.run(t.T.contiguous().T)["logits"], sess.run(t.numpy())["logits"])
+
+
+def test_outputs_are_not_overwritten_by_the_next_run(model):
+    sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime")
+    x1 = np.ones((2, 8), np.float32)
+    first = sess.run(x1)["probs"]
+    kept = first.copy()
+    sess.run(np.full((2, 8), 5, np.float32))
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_run_into_caller_arrays(model):
+    sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime")
+    x = np.random.default_rng(5).standard_normal((6, 8)).astype(np.float32)
+    probs = np.empty((6, 3), np.float32)
+    result = sess.run(x, out={"probs": probs})
+    assert result["probs"] is probs
+    expected = sess.run(x)
+    np.testing.assert_array_equal(probs, expected["probs"])
+    np.testing.assert_array_equal(result["logits"], expected["logits"])  # outputs not in `out` still come back
+    address = probs.ctypes.data
+    sess.run(x * 2, out={"probs": probs})
+    assert probs.ctypes.data == address
+    np.testing.assert_array_equal(probs, sess.run(x * 2)["probs"])
+    with pytest.raises((RunError, InputError)):
+        sess.run(x, out={"probs": np.empty((5, 3), np.float32)})
+
+
+def test_threads_and_backend_options(model):
+    path = model("dynamic_mlp")
+    sess = unirt.Session(path, backend="onnxruntime", threads=2,
+                         backend_options={"graph_optimization_level": "disable", "enable_mem_pattern": False,
+                                          "session_config": {"session.intra_op.allow_spinning": "0"}})
+    options = sess._runner._sess.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert options.enable_mem_pattern is False
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    np.testing.assert_allclose(sess.run(np.ones((1, 8), np.float32))["probs"].sum(), 1.0, rtol=1e-6)
+    with pytest.raises(UnsupportedOptionError, match="unknown backend option 'nope'"):
+        unirt.Session(path, backend="onnxruntime", backend_options={"nope": 1})
+    with pytest.raises(UnsupportedOptionError, match="graph_optimization_level must be one of"):
+        unirt.Session(path, backend="onnxruntime", backend_options={"graph_optimization_level": "max"})
+
+
+def test_free_dimension_override(model):
+    sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime",
+                         backend_options={"free_dimension_overrides": {"N": 4}})
+    assert sess.inputs[0].shape == (4, 8)
+    with pytest.raises(InputError, match="dim 0 is static"):
+        sess.run(np.ones((3, 8), np.float32))
+
+
+def test_precision_is_honest(model):
+    path = model("dynamic_mlp")
+    assert unirt.Session(path, backend="onnxruntime").options.precision == "fp32"
+    with pytest.raises(UnsupportedOptionError, match="cannot run an fp32 model in fp16 on cpu"):
+        unirt.Session(path, backend="onnxruntime", precision="fp16")
+    with pytest.raises(UnsupportedOptionError, match="int8 only from a quantized model"):
+        unirt.Session(path, backend="onnxruntime", precision="int8")
+
+
+def test_int8_precision_runs_a_quantized_model(tmp_path, model):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    q = tmp_path / "q.onnx"
+    quantize_dynamic(str(model("matmul_relu")), str(q), weight_type=QuantType.QInt8)
+    sess = unirt.Session(q, backend="onnxruntime", precision="int8")
+    x = np.random.default_rng(6).standard_normal((64, 64)).astype(np.float32)
+    ref = unirt.Session(model("matmul_relu"), backend="onnxruntime").run(x)["y"]
+    got = sess.run(x)["y"]
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.05
+
+
+def test_cuda_is_refused_where_there_is_none(model):
+    with pytest.raises(UnsupportedOptionError, match="cannot run on cuda here; it offers cpu"):
+        unirt.Session(model("dynamic_mlp"), backend="onnxruntime", device="cuda")
+
+
+def test_errors_inside_the_graph_become_run_errors(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    # Reshape to a shape that cannot hold the data: only the engine can find this out.
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "bad_reshape",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"]),
+                           helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp_path / "reshape.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    sess = unirt.Session(path, backend="onnxruntime")
+    np.testing.assert_array_equal(sess.run({"x": np.arange(6, dtype=np.float32), "shape": [2, 3]})["y"],
+                                  np.arange(6, dtype=np.float32).reshape(2, 3))
+    with pytest.raises(RunError, match="onnxruntime"):
+        sess.run({"x": np.arange(5, dtype=np.float32), "shape": np.array([2, 3])})
+
+
+def test_concurrent_runs_from_threads(model):
+    sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime")
+    rng = np.random.default_rng(7)
+    xs = [rng.standard_normal((3, 8)).astype(np.float32) for _ in range(8)]
+    expected = [sess.run(x)["probs"] for x in xs]
+    errors = []
+
+    def worker(i):
+        for _ in range(50):
+            if not np.array_equal(sess.run(xs[i])["probs"], expected[i]):
+                errors.append(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_model_from_bytes(model):
+    data = model("dynamic_mlp").read_bytes()
+    sess = unirt.Session(data, backend="onnxruntime")
+    assert sess.run(np.ones((2, 8), np.float32))["probs"].shape == (2, 3)

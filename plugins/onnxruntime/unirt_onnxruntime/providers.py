@@ -1,0 +1,135 @@
+"""Mapping unirt's device and precision to ONNX Runtime execution providers. Pure logic: no onnxruntime import,
+so every branch (CUDA, TensorRT, OpenVINO...) is testable on a machine without those providers."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from unirt import Device, Hardware, UnsupportedOptionError
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+OPENVINO = "OpenVINOExecutionProvider"
+ROCM = "ROCMExecutionProvider"
+DML = "DmlExecutionProvider"
+COREML = "CoreMLExecutionProvider"
+QNN = "QNNExecutionProvider"
+
+# backend_options["execution_provider"] short names
+EP_NAMES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT, "openvino": OPENVINO, "rocm": ROCM, "dml": DML,
+            "coreml": COREML, "qnn": QNN}
+_NPU_EPS = (OPENVINO, QNN, COREML)
+
+Provider = tuple[str, dict[str, Any]]
+
+
+def offered_devices(available: Sequence[str], hw: Hardware) -> tuple[str, ...]:
+    """unirt devices this onnxruntime build can use on this machine, most capable first."""
+    devices: list[str] = []
+    if hw.cuda_gpus and (CUDA in available or TENSORRT in available):
+        devices += [f"cuda:{i}" for i in range(len(hw.cuda_gpus))]
+    if ROCM in available:
+        devices.append("rocm:0")
+    if DML in available:
+        devices.append("gpu:0")
+    if any(ep in available for ep in _NPU_EPS) and (hw.npus or COREML in available or QNN in available):
+        devices.append("npu")
+    devices.append("cpu")
+    return tuple(devices)
+
+
+def _first_available(candidates: Sequence[str], available: Sequence[str]) -> str | None:
+    return next((ep for ep in candidates if ep in available), None)
+
+
+def providers_for(device: Device, precision: str, available: Sequence[str], options: Mapping[str, Any],
+                  quantized: bool = False) -> list[Provider]:
+    """The provider list (with provider options) for `InferenceSession`, most preferred first."""
+    wanted = options.get("execution_provider")
+    if wanted is not None and wanted not in EP_NAMES:
+        raise UnsupportedOptionError(f"onnxruntime: backend_options['execution_provider'] must be one of "
+                                     f"{', '.join(EP_NAMES)}, got {wanted!r}")
+    index = device.index or 0
+    if device.kind == "cpu":
+        if wanted not in (None, "cpu", "openvino"):
+            raise UnsupportedOptionError(f"onnxruntime: execution_provider {wanted!r} does not run on the cpu")
+        if wanted == "openvino":
+            chain = [(OPENVINO, {"device_type": "CPU"})]
+        else:
+            chain = []
+    elif device.kind in ("cuda", "gpu") and (CUDA in available or TENSORRT in available) and wanted != "dml":
+        chain = []
+        if wanted == "tensorrt":
+            chain.append((TENSORRT, {"device_id": index}))
+        chain.append((CUDA, {"device_id": index}))
+    elif device.kind in ("rocm", "gpu") and ROCM in available:
+        chain = [(ROCM, {"device_id": index})]
+    elif device.kind == "gpu" and DML in available:
+        chain = [(DML, {"device_id": index})]
+    elif device.kind == "npu":
+        ep = EP_NAMES.get(wanted) if wanted else _first_available(_NPU_EPS, available)
+        if ep is None or ep not in _NPU_EPS:
+            raise UnsupportedOptionError("onnxruntime: device 'npu' needs the OpenVINO, QNN or CoreML execution "
+                                         "provider; this onnxruntime has " + ", ".join(available))
+        chain = [(ep, {"device_type": "NPU"} if ep == OPENVINO else {})]
+    else:
+        raise UnsupportedOptionError(f"onnxruntime: no execution provider for device {device} in this build "
+                                     f"(available: {', '.join(available)})")
+    chain = [_apply_precision(p, precision, quantized) for p in chain]
+    if precision != "fp32" and not any(_runs_precision(p, precision, quantized) for p in chain) \
+            and not (precision == "int8" and quantized):
+        raise UnsupportedOptionError(_precision_hint(device, precision))
+    missing = [name for name, _ in chain if name not in available]
+    if missing:
+        raise UnsupportedOptionError(f"onnxruntime: execution provider {missing[0]} is not in this build "
+                                     f"(available: {', '.join(available)})")
+    return chain + [(CPU, {})]
+
+
+def _apply_precision(provider: Provider, precision: str, quantized: bool) -> Provider:
+    name, opts = provider
+    opts = dict(opts)
+    if name == CUDA:
+        # cuDNN/cuBLAS use TF32 on Ampere+ unless told not to: fp32 must mean fp32.
+        opts["use_tf32"] = 0
+    elif name == TENSORRT:
+        opts["trt_fp16_enable"] = precision == "fp16"
+        opts["trt_int8_enable"] = precision == "int8"
+    elif name == OPENVINO:
+        # Without an explicit precision OpenVINO runs bf16 on AMX CPUs and fp16 on GPUs.
+        if opts.get("device_type") == "NPU":
+            if precision == "fp32":
+                raise UnsupportedOptionError("onnxruntime: the NPU computes in fp16; ask for precision='fp16'")
+            opts["precision"] = "FP16"
+        else:
+            opts["precision"] = "FP16" if precision == "fp16" else "FP32"
+    return name, opts
+
+
+def _runs_precision(provider: Provider, precision: str, quantized: bool) -> bool:
+    name, opts = provider
+    if precision == "fp16":
+        return (name == TENSORRT and opts.get("trt_fp16_enable")) or (name == OPENVINO and opts.get("precision")
+                                                                         == "FP16") or name in (DML, COREML, QNN)
+    if precision == "int8":
+        return name == TENSORRT or quantized
+    return True
+
+
+def _precision_hint(device: Device, precision: str) -> str:
+    if precision == "fp16":
+        return (f"onnxruntime cannot run an fp32 model in fp16 on {device}: use device='cuda' with "
+                "backend_options={'execution_provider': 'tensorrt'}, the OpenVINO EP, or convert the model to "
+                "fp16 first (then load it with precision='fp32')")
+    return (f"onnxruntime runs int8 only from a quantized model (QuantizeLinear/QLinear/Integer ops) on {device}; "
+            "quantize the model first, or use the TensorRT EP with a calibration cache")
+
+
+QUANTIZED_OPS = (b"QuantizeLinear", b"DequantizeLinear", b"QLinearConv", b"QLinearMatMul", b"MatMulInteger",
+                 b"ConvInteger", b"DynamicQuantizeLinear", b"MatMulIntegerToFloat", b"QGemm")
+
+
+def looks_quantized(model_bytes: bytes) -> bool:
+    """Whether an ONNX model contains int8 quantization ops (op types are stored as plain strings)."""
+    return any(op in model_bytes for op in QUANTIZED_OPS)

@@ -1,0 +1,158 @@
+"""The runner: one onnxruntime.InferenceSession behind unirt's BackendSession interface."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from unirt import (BackendSession, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
+                   UnsupportedOptionError)
+
+from .providers import CPU, looks_quantized, providers_for
+
+_ORT_ERRORS: tuple[type[BaseException], ...] = tuple(
+    cls for cls in (getattr(ort.capi.onnxruntime_pybind11_state, n, None) for n in (
+        "Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException", "InvalidProtobuf",
+        "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")) if isinstance(cls, type)
+) + (RuntimeError,)
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+if hasattr(ort.GraphOptimizationLevel, "ORT_ENABLE_LAYOUT"):
+    _OPT_LEVELS["layout"] = ort.GraphOptimizationLevel.ORT_ENABLE_LAYOUT
+
+_ORT_TYPES = {
+    "float": np.float32, "double": np.float64, "float16": np.float16, "int8": np.int8, "int16": np.int16,
+    "int32": np.int32, "int64": np.int64, "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32,
+    "uint64": np.uint64, "bool": np.bool_, "string": np.object_, "complex64": np.complex64,
+    "complex128": np.complex128,
+}
+try:  # numpy has no bfloat16/float8; ml_dtypes (installed with onnx) provides them when present
+    import ml_dtypes
+
+    _ORT_TYPES.update({"bfloat16": ml_dtypes.bfloat16, "float8e4m3fn": ml_dtypes.float8_e4m3fn,
+                       "float8e5m2": ml_dtypes.float8_e5m2, "float8e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
+                       "float8e5m2fnuz": ml_dtypes.float8_e5m2fnuz, "int4": ml_dtypes.int4,
+                       "uint4": ml_dtypes.uint4})
+except ImportError:
+    pass
+
+# Keys of backend_options that unirt interprets; the rest must be SessionOptions attributes.
+_OWN_KEYS = {"graph_optimization_level", "execution_provider", "providers", "provider_options", "session_config",
+             "free_dimension_overrides"}
+
+
+def _tensor_info(arg: Any) -> TensorInfo:
+    kind = arg.type or ""
+    if kind.startswith("tensor(") and kind.endswith(")"):
+        elem = kind[len("tensor("):-1]
+        dtype = _ORT_TYPES.get(elem)
+        if dtype is None:
+            raise ModelLoadError(f"tensor {arg.name!r} has element type {elem}, which numpy cannot hold "
+                                 "(install ml_dtypes for bfloat16/float8/int4)")
+        shape = tuple(arg.shape) if arg.shape is not None else ()
+        return TensorInfo(arg.name, shape, dtype)
+    # sequence/map/optional values come back as Python objects
+    return TensorInfo(arg.name, (), np.object_)
+
+
+def _session_options(options: LoadOptions) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # errors only; warnings about unused initializers are noise to users
+    if options.threads is not None:
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+    bo = options.backend_options
+    level = bo.get("graph_optimization_level", "all")
+    if isinstance(level, str):
+        if level not in _OPT_LEVELS:
+            raise UnsupportedOptionError(f"onnxruntime: graph_optimization_level must be one of "
+                                         f"{', '.join(_OPT_LEVELS)}, got {level!r}")
+        level = _OPT_LEVELS[level]
+    so.graph_optimization_level = level
+    for key, value in dict(bo.get("session_config", {})).items():
+        so.add_session_config_entry(str(key), str(value))
+    for dim, size in dict(bo.get("free_dimension_overrides", {})).items():
+        so.add_free_dimension_override_by_name(str(dim), int(size))
+    for key, value in bo.items():
+        if key in _OWN_KEYS:
+            continue
+        if key.startswith("_") or not hasattr(so, key):
+            raise UnsupportedOptionError(f"onnxruntime: unknown backend option {key!r}; use one of "
+                                         f"{', '.join(sorted(_OWN_KEYS))} or an onnxruntime.SessionOptions attribute")
+        try:
+            setattr(so, key, value)
+        except (TypeError, AttributeError) as exc:
+            raise UnsupportedOptionError(f"onnxruntime: backend option {key}={value!r} rejected: {exc}") from None
+    return so
+
+
+class OnnxRuntimeSession(BackendSession):
+    def __init__(self, model: ModelFile, options: LoadOptions) -> None:
+        bo = options.backend_options
+        so = _session_options(options)
+        available = ort.get_available_providers()
+        if "providers" in bo:
+            providers, provider_options = list(bo["providers"]), bo.get("provider_options")
+        else:
+            quantized = options.precision == "int8" and looks_quantized(model.read_bytes())
+            chain = providers_for(options.device, options.precision, available, bo, quantized)
+            providers, provider_options = [p for p, _ in chain], [o for _, o in chain]
+        source = str(model.path) if model.path is not None else model.data
+        try:
+            self._sess = ort.InferenceSession(source, so, providers=providers, provider_options=provider_options)
+        except _ORT_ERRORS as exc:
+            raise ModelLoadError(f"{model.name}: onnxruntime could not load this {model.format} model: "
+                                 f"{str(exc).strip()}") from None
+        active = self._sess.get_providers()
+        # onnxruntime silently falls back to the CPU when a provider fails to start: refuse that.
+        if providers[0] != CPU and providers[0] not in active:
+            raise UnsupportedOptionError(f"onnxruntime: {providers[0]} failed to start (active: {', '.join(active)})")
+        self.device = str(options.device)
+        self.providers = tuple(active)
+        self.inputs = [_tensor_info(a) for a in self._sess.get_inputs()]
+        self.outputs = [_tensor_info(a) for a in self._sess.get_outputs()]
+        # The native session's run skips InferenceSession.run's Python re-validation, which unirt already did.
+        native = getattr(self._sess, "_sess", None)
+        self._native_run = native.run if native is not None and hasattr(native, "run") else None
+
+    def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[Any]:
+        try:
+            if self._native_run is not None:
+                return self._native_run(output_names, feeds, None)
+            return self._sess.run(list(output_names), feeds)
+        except _ORT_ERRORS as exc:
+            raise RunError(f"onnxruntime: {str(exc).strip()}") from None
+
+    def run_into(self, feeds: dict[str, np.ndarray], output_names: Sequence[str],
+                 out: dict[str, np.ndarray]) -> list[Any]:
+        """Bind inputs and the caller's output arrays with IOBinding, so outputs are written in place."""
+        binding = self._sess.io_binding()  # per call: a binding holds state, sessions may run concurrently
+        try:
+            for name, array in feeds.items():
+                binding.bind_cpu_input(name, array)
+            for name in output_names:
+                target = out.get(name)
+                if target is None:
+                    binding.bind_output(name, "cpu")
+                else:
+                    binding.bind_output(name, "cpu", 0, target.dtype.type, list(target.shape), target.ctypes.data)
+            self._sess.run_with_iobinding(binding)
+            values = binding.get_outputs()
+            # Outputs not in `out` live in memory owned by their OrtValue; numpy() keeps it alive.
+            return [out[name] if name in out else values[i].numpy() for i, name in enumerate(output_names)]
+        except _ORT_ERRORS as exc:
+            raise RunError(f"onnxruntime: {str(exc).strip()}") from None
+        finally:
+            binding.clear_binding_inputs()
+            binding.clear_binding_outputs()
+
+    def close(self) -> None:
+        self._native_run = None
+        self._sess = None

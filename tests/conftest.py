@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import unirt
+from unirt import testing
+
+PLUGIN_SOURCES = Path(__file__).parent / "plugin_sources"
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def model(models_dir):
+    """model("dynamic_mlp") -> path of that test model, built once per test run."""
+    return lambda name: testing.build(name, models_dir)
+
+
+def install_distribution(site: Path, dist: str, module: str, entry_points: dict[str, str]) -> None:
+    """Write a distribution the way pip does (module + .dist-info with entry_points.txt) into `site`."""
+    shutil.copy(PLUGIN_SOURCES / f"{module}.py", site / f"{module}.py")
+    info = site / f"{dist.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
+    lines = ["[unirt.backends]"] + [f"{name} = {target}" for name, target in entry_points.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def test_plugins(tmp_path, monkeypatch):
+    """Install two test distributions: `reference` (works) and `broken` (its import fails)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    install_distribution(site, "unirt-reference-test", "unirt_reference_plugin",
+                         {"reference": "unirt_reference_plugin:ReferenceBackend"})
+    install_distribution(site, "unirt-broken-test", "unirt_broken_plugin", {"broken": "unirt_broken_plugin:Backend"})
+    monkeypatch.syspath_prepend(str(site))
+    unirt.refresh()
+    yield site
+    unirt.refresh()

@@ -1,0 +1,80 @@
+"""The `unirt` command line, run as a user runs it (the installed console script)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from unirt.cli import main
+
+
+def test_console_script_is_installed(tmp_path):
+    exe = shutil.which("unirt")
+    assert exe is not None
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("unirt ")
+
+
+def test_backends_table_and_json(test_plugins, capsys):
+    assert main(["backends", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "hardware:" in out and "reference" in out and "available" in out
+    assert "fancyengine" in out  # the broken plugin shows its import error
+    assert "pip install unirt-openvino" in out or "openvino" in out
+    assert main(["backends", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in data["backends"]}
+    assert rows["reference"]["available"] and not rows["broken"]["available"]
+
+
+def test_run_with_random_inputs(test_plugins, model, capsys):
+    assert main(["run", str(model("dynamic_mlp")), "--backend", "reference", "--shape", "x=3x8",
+                 "--iterations", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "backend:  reference on cpu" in out
+    assert "input:    x  float32[3, 8]  (random)" in out
+    assert "output:   probs  float32[3, 3]" in out and "latency:" in out and "median" in out
+
+
+def test_run_with_input_files_json_and_saved_outputs(test_plugins, model, tmp_path, capsys):
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    saved = tmp_path / "out.npz"
+    assert main(["run", str(model("dynamic_mlp")), "--backend", "reference", "--input", f"x={tmp_path / 'x.npy'}",
+                 "--json", "--save-outputs", str(saved), "--iterations", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["backend"] == "reference" and report["inputs"][0]["source"] == "file"
+    probs = next(o for o in report["outputs"] if o["name"] == "probs")
+    assert probs["shape"] == [2, 3] and 0 <= probs["min"] <= probs["max"] <= 1
+    with np.load(saved) as archive:
+        assert archive["probs"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "missing.onnx"], "no such model file"),
+    (["run", "{model}", "--backend", "reference", "--shape", "x=abc"], "expected NAME=DxDxD"),
+    (["run", "{model}", "--backend", "reference", "--shape", "y=1x8"], "unknown input"),
+    (["run", "{model}", "--backend", "reference", "--input", "x=nope.npy"], "no such file"),
+    (["run", "{model}", "--backend", "nosuch"], "not installed"),
+])
+def test_run_errors_are_clear(test_plugins, model, capsys, argv, message):
+    argv = [a.replace("{model}", str(model("dynamic_mlp"))) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+
+
+def test_explain(test_plugins, model, capsys, monkeypatch):
+    monkeypatch.setenv("UNIRT_BACKEND_ORDER", "reference")
+    assert main(["explain", str(model("dynamic_mlp"))]) == 0
+    assert "reference" in capsys.readouterr().out
+
+
+def test_python_dash_m(tmp_path, model):
+    proc = subprocess.run([sys.executable, "-m", "unirt", "backends"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and "backend" in proc.stdout

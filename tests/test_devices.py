@@ -1,0 +1,28 @@
+import pytest
+
+from unirt import Device, UnsupportedOptionError
+
+
+@pytest.mark.parametrize("spec,kind,index", [("cpu", "cpu", None), ("CUDA:1", "cuda", 1), ("gpu", "gpu", None),
+                                             ("npu", "npu", None), ("auto", "auto", None), (None, "auto", None)])
+def test_parse(spec, kind, index):
+    d = Device.parse(spec)
+    assert (d.kind, d.index) == (kind, index)
+
+
+@pytest.mark.parametrize("spec", ["tpu", "cuda:x", "cpu:3", "", 3])
+def test_parse_errors(spec):
+    with pytest.raises(UnsupportedOptionError):
+        Device.parse(spec)
+
+
+def test_matching():
+    offers = ("cuda:0", "cuda:1", "npu", "cpu")
+    assert Device.parse("auto").pick(offers) == "cuda:0"
+    assert Device.parse("cuda:1").pick(offers) == "cuda:1"
+    assert Device.parse("gpu").pick(offers) == "cuda:0"
+    assert Device.parse("npu").pick(offers) == "npu"
+    assert Device.parse("cpu").pick(offers) == "cpu"
+    assert Device.parse("cuda:2").pick(offers) is None
+    assert Device.parse("cuda").pick(("cpu",)) is None
+    assert str(Device.parse("cuda:1")) == "cuda:1"

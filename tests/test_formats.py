@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import pytest
+
+import unirt
+from unirt import ModelFormat, ModelFormatError, ModelLoadError, detect_format, open_model
+
+from formats_samples import mnn_bytes, tensorrt_bytes, tflite_bytes, write_ncnn, write_openvino
+
+
+def test_onnx_detected_by_content_whatever_the_suffix(model, tmp_path):
+    data = model("dynamic_mlp").read_bytes()
+    renamed = tmp_path / "weights.dat"
+    renamed.write_bytes(data)
+    m = open_model(renamed)
+    assert m.format is ModelFormat.ONNX and m.files == (renamed,) and m.size == len(data)
+    assert detect_format(data)[0] is ModelFormat.ONNX
+
+
+def test_onnx_from_bytes(model):
+    data = model("matmul_relu").read_bytes()
+    m = open_model(data)
+    assert m.format is ModelFormat.ONNX and m.path is None and m.read_bytes() == data
+
+
+@pytest.mark.parametrize("cut", [1, 2, 10, 100, -1])
+def test_truncated_onnx_is_a_load_error_naming_the_format(model, tmp_path, cut):
+    data = model("matmul_relu").read_bytes()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[:cut])
+    with pytest.raises(ModelLoadError, match="onnx") as err:
+        open_model(path)
+    assert str(path) in str(err.value)
+
+
+def test_tflite_by_identifier(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_bytes(tflite_bytes())
+    assert open_model(path).format is ModelFormat.TFLITE
+
+
+def test_truncated_tflite(tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(tflite_bytes()[:30])
+    with pytest.raises(ModelLoadError, match="tflite"):
+        open_model(path)
+
+
+def test_mnn_by_structure(tmp_path):
+    path = tmp_path / "model.mnn"
+    path.write_bytes(mnn_bytes())
+    assert open_model(path).format is ModelFormat.MNN
+    path2 = tmp_path / "noext"
+    path2.write_bytes(mnn_bytes())
+    assert open_model(path2).format is ModelFormat.MNN
+
+
+def test_openvino_ir_with_weights(tmp_path):
+    xml = write_openvino(tmp_path)
+    m = open_model(xml)
+    assert m.format is ModelFormat.OPENVINO
+    assert m.files == (xml, tmp_path / "model.bin") and m.companion(".bin") == tmp_path / "model.bin"
+
+
+def test_openvino_ir_missing_weights(tmp_path):
+    xml = write_openvino(tmp_path, with_bin=False)
+    with pytest.raises(ModelLoadError, match=r"openvino.*model\.bin is missing"):
+        open_model(xml)
+
+
+def test_ncnn_param(tmp_path):
+    param = write_ncnn(tmp_path)
+    m = open_model(param)
+    assert m.format is ModelFormat.NCNN and m.files == (param, tmp_path / "model.bin")
+    assert m.details["param_format"] == "text"
+
+
+def test_tensorrt_plan(tmp_path):
+    path = tmp_path / "model.engine"
+    path.write_bytes(tensorrt_bytes())
+    assert open_model(path).format is ModelFormat.TENSORRT
+    wrapped = tmp_path / "yolo.engine"  # Ultralytics: [u32 len][json][plan]
+    meta = b'{"imgsz": [640, 640]}'
+    wrapped.write_bytes(len(meta).to_bytes(4, "little") + meta + tensorrt_bytes())
+    m = open_model(wrapped)
+    assert m.format is ModelFormat.TENSORRT and m.details["payload_offset"] == 4 + len(meta)
+
+
+def test_missing_empty_directory_garbage(tmp_path):
+    with pytest.raises(ModelLoadError, match="no such model file"):
+        open_model(tmp_path / "nope.onnx")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="empty"):
+        open_model(empty)
+    with pytest.raises(ModelLoadError, match="directory"):
+        open_model(tmp_path)
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ModelFormatError, match="unrecognised model format"):
+        open_model(garbage)
+    fake = tmp_path / "fake.onnx"
+    fake.write_bytes(b"\xff" * 64)
+    with pytest.raises(ModelLoadError, match="suffix says onnx"):
+        open_model(fake)
+    with pytest.raises(ModelLoadError, match="expected a model path"):
+        open_model(123)  # type: ignore[arg-type]
+
+
+def test_every_error_is_a_unirt_error(tmp_path):
+    path = tmp_path / "x.tflite"
+    path.write_bytes(b"\x00" * 3)
+    with pytest.raises(unirt.UnirtError):
+        open_model(path)

@@ -1,0 +1,94 @@
+"""unirt._core: the compiled part, built by scikit-build-core on every install."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import numpy as np
+import pytest
+
+from unirt import _core, hardware
+
+
+def test_cpu_info_reads_the_hardware():
+    info = _core.cpu_info()
+    assert set(info) == {"arch", "vendor", "brand", "features"}
+    assert info["arch"] in ("x86_64", "aarch64", "x86", "arm")
+    if info["arch"] == "x86_64":
+        assert info["vendor"] in ("GenuineIntel", "AuthenticAMD", "HygonGenuine") or info["vendor"]
+        assert "sse2" in info["features"]  # part of x86-64 itself
+    hw = hardware()
+    assert hw.cpu_features == frozenset(info["features"]) and hw.cpu_count >= 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8, np.uint16, np.bool_, np.complex64])
+@pytest.mark.parametrize("alignment", [64, 128, 4096])
+def test_aligned_empty(dtype, alignment):
+    a = _core.aligned_empty((3, 5), dtype, alignment)
+    assert a.shape == (3, 5) and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    assert a.ctypes.data % alignment == 0 and _core.is_aligned(a, alignment)
+    a[...] = 1
+    assert (a == 1).all()
+    assert _core.aligned_empty((0,), dtype).shape == (0,)
+
+
+def test_aligned_empty_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        _core.aligned_empty((-1, 2), np.float32)
+    with pytest.raises(ValueError):
+        _core.aligned_empty((2,), np.float32, 48)
+    with pytest.raises(TypeError):
+        _core.aligned_empty((2,), object)
+    with pytest.raises(ValueError):
+        _core.aligned_empty((2**62, 2**62), np.float32)
+
+
+VIEWS = {
+    "transposed": lambda a: a.T,
+    "every_other_column": lambda a: a[:, ::2],
+    "reversed": lambda a: a[::-1, ::-1],
+    "broadcast": lambda a: np.broadcast_to(a[:1], a.shape),
+    "fortran": np.asfortranarray,
+    "scalar": lambda a: a[0, 0, ...],
+    "empty": lambda a: a[:0],
+    "4d_slice": lambda a: a.reshape(2, 3, 2, 4)[:, 1:, ::-1, 1::2],
+}
+
+
+@pytest.mark.parametrize("view", VIEWS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int8, np.float16, np.bool_, np.complex128])
+def test_contiguous_copy_matches_numpy(view, dtype):
+    base = (np.arange(48).reshape(6, 8) % 7).astype(dtype)
+    src = VIEWS[view](base)
+    out = _core.contiguous_copy(src)
+    assert out.flags.c_contiguous and out.dtype == src.dtype and out.shape == src.shape
+    np.testing.assert_array_equal(out, src)
+    assert not np.shares_memory(out, base)
+
+
+def test_contiguous_copy_keeps_memory_alive_after_source_dies():
+    out = _core.contiguous_copy(np.arange(1000.0).reshape(10, 100)[:, ::3])
+    gc.collect()
+    junk = [np.full(10_000, 7.0) for _ in range(50)]  # reuse freed memory if it had been freed
+    assert out[9, 33] == 999.0 and len(junk) == 50
+    view = out[2:4]
+    del out
+    gc.collect()
+    assert view[1, 0] == 300.0  # a view keeps the capsule-owned buffer alive
+
+
+def test_contiguous_copy_runs_in_parallel_threads():
+    src = np.random.default_rng(0).standard_normal((512, 512))[::2, ::2]
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(_core.contiguous_copy(src))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 8 and all(np.array_equal(r, src) for r in results)
+
+
+def test_contiguous_copy_rejects_objects():
+    with pytest.raises(TypeError):
+        _core.contiguous_copy(np.array(["a", None], dtype=object))

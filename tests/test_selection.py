@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import unirt
+from unirt import Hardware, open_model
+from unirt.selection import DEFAULT_ORDER, ENV_ORDER, rank
+
+from formats_samples import write_ncnn
+
+INTEL = Hardware("x86_64", "intel", "Xeon", frozenset({"avx512f"}), 8)
+ARM = Hardware("aarch64", "arm", "", frozenset({"neon"}), 4)
+
+
+def names(explanation):
+    return [c.backend for c in explanation.candidates]
+
+
+def test_env_variable_puts_its_backends_first(test_plugins, model, monkeypatch):
+    m = open_model(model("dynamic_mlp"))
+    monkeypatch.setenv(ENV_ORDER, "reference")
+    exp = rank(m, "auto", INTEL)
+    assert exp.chosen.backend == "reference" and exp.chosen.device == "cpu"
+    assert ENV_ORDER in exp.order_source
+    assert "first eligible" in exp.chosen.reason
+
+
+def test_default_order_follows_hardware_class(model, test_plugins, monkeypatch):
+    monkeypatch.delenv(ENV_ORDER, raising=False)
+    m = open_model(model("dynamic_mlp"))
+    exp = rank(m, "auto", INTEL)
+    assert exp.hardware_class == "x86-intel"
+    ordered = [n for n in names(exp) if n in DEFAULT_ORDER["x86-intel"]]
+    assert ordered == [n for n in DEFAULT_ORDER["x86-intel"] if n in ordered]
+    # third-party plugins come after this project's backends
+    assert names(exp).index("reference") > max(names(exp).index(n) for n in ordered)
+    assert rank(m, "auto", ARM).hardware_class == "arm"
+    gpu = dataclasses.replace(INTEL, cuda_gpus=("NVIDIA H100",))
+    assert rank(m, "auto", gpu).hardware_class == "cuda"
+    assert rank(m, "cpu", gpu).hardware_class == "x86-intel"
+
+
+def test_reasons_for_skipping(test_plugins, model, tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_ORDER, "broken,reference")
+    exp = rank(open_model(model("dynamic_mlp")), "cuda", INTEL)
+    by_name = {c.backend: c for c in exp.candidates}
+    assert "fancyengine" in by_name["broken"].reason and not by_name["broken"].eligible
+    assert "cannot run on cuda" in by_name["reference"].reason
+    assert exp.chosen is None or exp.chosen.backend != "reference"
+    ncnn = rank(open_model(write_ncnn(tmp_path)), "auto", INTEL)
+    assert "does not read ncnn" in {c.backend: c for c in ncnn.candidates}["reference"].reason
+    assert any("pip install unirt-ncnn" in c.reason for c in ncnn.candidates)
+    assert ncnn.chosen is None and "no backend can run" in str(ncnn)
+
+
+def test_explain_is_public_and_printable(test_plugins, model, monkeypatch):
+    monkeypatch.setenv(ENV_ORDER, "reference")
+    exp = unirt.explain(model("dynamic_mlp"))
+    text = str(exp)
+    assert "chosen" in text and "reference" in text and "format onnx" in text
+
+
+def test_session_auto_without_any_capable_backend(test_plugins, tmp_path):
+    with pytest.raises(unirt.BackendUnavailableError, match="no installed backend can run this ncnn model"):
+        unirt.Session(write_ncnn(tmp_path))

@@ -1,0 +1,54 @@
+"""unirt: one Python API over the inference engines people deploy models with.
+
+    import unirt
+    with unirt.Session("model.onnx") as sess:      # backend="auto" picks from format and hardware
+        outputs = sess.run({"input": x})
+
+Backends are plugins (`pip install unirt-onnxruntime`, ...); `unirt.backends()` lists them.
+This module imports no backend library.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    from . import _core  # noqa: F401  (the compiled core; everything below needs it)
+except ImportError as _exc:  # pragma: no cover - depends on how unirt was installed
+    raise ImportError(
+        f"unirt's compiled core (unirt._core) cannot be imported from {__path__[0]}: {_exc}. "
+        "If this is the source tree, install unirt (pip install .) and run from another directory or with the "
+        "`pytest` command (not `python -m pytest`, which puts the source tree first on sys.path)."
+    ) from None
+
+from .backend import Availability, Backend, BackendSession, LoadOptions
+from .devices import Device
+from .errors import (BackendUnavailableError, InputError, ModelFormatError, ModelLoadError, RunError,
+                     SessionClosedError, UnirtError, UnsupportedOptionError)
+from .formats import ModelFile, ModelFormat, detect_format, open_model
+from .hardware import Hardware, hardware
+from .registry import BackendInfo, backends, refresh
+from .selection import Candidate, Explanation
+from .session import Session
+from .tensor import Quantization, TensorInfo
+
+try:
+    __version__ = _version("unirt")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0"
+
+
+def explain(model, device: str = "auto") -> Explanation:
+    """Rank the backends for `model` on `device` and say why each was chosen or skipped."""
+    from .selection import rank
+
+    return rank(open_model(model), device)
+
+
+__all__ = [
+    "Session", "TensorInfo", "Quantization", "backends", "explain", "refresh", "hardware", "Hardware",
+    "BackendInfo", "Candidate", "Explanation", "ModelFormat", "ModelFile", "detect_format", "open_model",
+    "Device", "Backend", "BackendSession", "Availability", "LoadOptions",
+    "UnirtError", "ModelLoadError", "ModelFormatError", "InputError", "BackendUnavailableError",
+    "UnsupportedOptionError", "RunError", "SessionClosedError", "__version__",
+]

@@ -1,0 +1,105 @@
+"""The plugin contract: what a backend distribution implements.
+
+A plugin is a distribution that registers a `Backend` subclass under the `unirt.backends` entry-point group:
+
+    [project.entry-points."unirt.backends"]
+    myengine = "unirt_myengine.backend:MyEngineBackend"
+
+The Backend is a *loader*: cheap to construct, imports its engine only in `probe()` and `load()`.
+`load()` returns a `BackendSession`, the *runner*: `inputs`, `outputs`, `run`, `close`.
+unirt checks every feed (names, dtypes, ranks, static dims, contiguity) before calling `run`, so a plugin
+only translates. Optional abilities are small extra methods (`run_into`), looked up once at load.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .devices import Device
+from .formats import ModelFile, ModelFormat
+from .tensor import TensorInfo
+
+__all__ = ["Availability", "LoadOptions", "Backend", "BackendSession", "SupportsRunInto", "PRECISIONS"]
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run on this machine, and if not, why.
+
+    `devices` lists where it can run here, most capable first, as unirt device strings ("cuda:0", "npu", "cpu").
+    """
+
+    available: bool
+    reason: str = ""
+    version: str | None = None
+    devices: tuple[str, ...] = ()
+
+    @classmethod
+    def missing(cls, reason: str) -> "Availability":
+        return cls(False, reason)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Options with one meaning on every backend. `backend_options` goes to the engine verbatim."""
+
+    device: Device = field(default_factory=lambda: Device("cpu"))
+    threads: int | None = None
+    precision: str = "fp32"
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class BackendSession(abc.ABC):
+    """A loaded model on one backend (the runner). Inputs it receives are already checked by unirt."""
+
+    inputs: Sequence[TensorInfo]
+    outputs: Sequence[TensorInfo]
+    device: str = "cpu"
+
+    @abc.abstractmethod
+    def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> Sequence[Any]:
+        """Run once; return the outputs named in `output_names`, in that order, as arrays the caller owns.
+
+        `feeds` holds one C-contiguous array of the declared dtype and rank for every input. The returned arrays
+        must not be overwritten by later calls.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the engine's resources. Called once; the session is not used afterwards."""
+
+
+class Backend(abc.ABC):
+    """A backend plugin (the loader). Subclasses set `name` and `formats` and implement `probe` and `load`."""
+
+    name: ClassVar[str]
+    formats: ClassVar[frozenset[ModelFormat]]
+    #: What to install for this backend, shown in errors.
+    install_hint: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def probe(self) -> Availability:
+        """Import the engine and say whether it can run here. Must not raise."""
+
+    @abc.abstractmethod
+    def load(self, model: ModelFile, options: LoadOptions) -> BackendSession:
+        """Load `model` with `options`. Raise unirt errors: ModelLoadError for a model the engine refuses,
+        UnsupportedOptionError for an option it cannot honour."""
+
+    def accepts(self, model: ModelFile) -> bool:
+        """Whether this backend can load this model; by default, by format."""
+        return model.format in self.formats
+
+
+@runtime_checkable
+class SupportsRunInto(Protocol):
+    """Optional: a runner that writes outputs straight into caller memory (`Session.run(..., out=...)`)."""
+
+    def run_into(self, feeds: dict[str, np.ndarray], output_names: Sequence[str],
+                 out: dict[str, np.ndarray]) -> Sequence[Any]:
+        """Like `run`, but each output named in `out` is written into that array and returned as it."""

@@ -1,0 +1,38 @@
+"""The `unirt` command line: a thin layer over the public API, one module per command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from ..errors import UnirtError
+from . import backends_cmd, explain_cmd, run_cmd
+
+COMMANDS = (backends_cmd, explain_cmd, run_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(prog="unirt", description="One API over ONNX Runtime, OpenVINO, TensorRT, "
+                                     "TFLite, ncnn and MNN.")
+    parser.add_argument("--version", action="version", version=f"unirt {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what unirt does")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except UnirtError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

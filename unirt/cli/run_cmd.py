@@ -1,0 +1,159 @@
+"""`unirt run MODEL`: load a model, run it on given or random inputs, print outputs and latency."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import InputError, Session, TensorInfo
+from ..errors import UnsupportedOptionError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a model once on given or random inputs and report outputs and latency")
+    p.add_argument("model", help="model file (format detected from content)")
+    p.add_argument("--backend", default="auto", help="backend name or 'auto' (default)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N], gpu, npu")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--input", action="append", default=[], metavar="NAME=FILE",
+                   help="input from a .npy file (repeatable); or FILE.npz holding every input by name")
+    p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
+                   help="shape for a random input with dynamic dims (default: 1 for each dynamic dim)")
+    p.add_argument("--iterations", type=int, default=10, help="timed runs after the first (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
+    p.add_argument("--save-outputs", metavar="FILE.npz", help="write the outputs to an .npz file")
+    p.add_argument("--json", action="store_true", help="print a JSON report instead of text")
+    p.set_defaults(handler=run)
+
+
+def parse_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for spec in specs:
+        name, sep, dims = spec.rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = tuple(int(d) for d in dims.lower().split("x")) if dims else ()
+        except ValueError:
+            raise UnsupportedOptionError(f"--shape {spec!r}: expected NAME=DxDxD, e.g. images=1x3x224x224") from None
+    return shapes
+
+
+def load_inputs(specs: list[str]) -> dict[str, np.ndarray]:
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        name, sep, file = spec.rpartition("=")
+        path = Path(file if sep else spec)
+        if not path.is_file():
+            raise InputError(f"--input {spec!r}: no such file {path}")
+        try:
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as archive:
+                    feeds.update({k: archive[k] for k in archive.files})
+            else:
+                if not sep:
+                    raise InputError(f"--input {spec!r}: name the input, e.g. images={path}")
+                feeds[name] = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"--input {spec!r}: cannot read {path}: {exc}") from None
+    return feeds
+
+
+def random_input(info: TensorInfo, shape: tuple[int, ...] | None, rng: np.random.Generator) -> np.ndarray:
+    if shape is None:
+        shape = tuple(d if isinstance(d, int) else 1 for d in info.shape)
+    elif len(shape) != info.rank:
+        raise InputError(f"--shape for {info.name!r}: model expects rank {info.rank} {info.shape_str()}, "
+                         f"got {list(shape)}")
+    kind = info.dtype.kind
+    if kind == "f":
+        return rng.standard_normal(shape).astype(info.dtype)
+    if kind in "iu":
+        return rng.integers(0, 2, size=shape).astype(info.dtype)
+    if kind == "b":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if kind == "c":
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(info.dtype)
+    return np.full(shape, "a", dtype=object)
+
+
+def summarize(name: str, value: Any) -> dict[str, Any]:
+    arr = np.asarray(value)
+    row: dict[str, Any] = {"name": name, "shape": list(arr.shape), "dtype": str(arr.dtype)}
+    if arr.size and arr.dtype.kind in "biuf":
+        data = arr.astype(np.float64)
+        finite = data[np.isfinite(data)]
+        row.update(min=float(data.min()), max=float(data.max()), mean=float(data.mean()), std=float(data.std()),
+                   nonfinite=int(data.size - finite.size))
+    return row
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.iterations < 0:
+        raise UnsupportedOptionError("--iterations must be >= 0")
+    shapes = parse_shapes(args.shape)
+    given = load_inputs(args.input)
+    t0 = time.perf_counter()
+    with Session(args.model, backend=args.backend, device=args.device, threads=args.threads,
+                 precision=args.precision) as sess:
+        load_ms = (time.perf_counter() - t0) * 1e3
+        unknown = set(shapes) - {i.name for i in sess.inputs}
+        if unknown:
+            raise InputError(f"--shape for unknown input(s) {', '.join(sorted(unknown))}; inputs: "
+                             f"{', '.join(i.name for i in sess.inputs)}")
+        rng = np.random.default_rng(args.seed)
+        feeds = {i.name: given[i.name] if i.name in given else random_input(i, shapes.get(i.name), rng)
+                 for i in sess.inputs}
+        feeds.update({k: v for k, v in given.items() if k not in feeds})  # extra names: let run() report them
+        t0 = time.perf_counter()
+        outputs = sess.run(feeds)
+        first_ms = (time.perf_counter() - t0) * 1e3
+        times = []
+        for _ in range(args.iterations):
+            t0 = time.perf_counter()
+            sess.run(feeds)
+            times.append((time.perf_counter() - t0) * 1e3)
+        report = {
+            "model": str(args.model), "format": sess.model.format.value, "backend": sess.backend,
+            "device": sess.device, "precision": sess.options.precision,
+            "why": sess.selection.chosen.reason if sess.selection and sess.selection.chosen else "asked for",
+            "inputs": [{"name": k, "shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype),
+                        "source": "file" if k in given else "random"} for k, v in feeds.items()],
+            "outputs": [summarize(k, v) for k, v in outputs.items()],
+            "latency_ms": {"load": load_ms, "first": first_ms, "iterations": len(times),
+                           **({"median": statistics.median(times), "mean": statistics.fmean(times),
+                               "min": min(times), "max": max(times)} if times else {})},
+        }
+    if args.save_outputs:
+        np.savez(args.save_outputs, **{k: np.asarray(v) for k, v in outputs.items()})
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
+def print_report(r: dict[str, Any]) -> None:
+    print(f"model:    {r['model']} ({r['format']})")
+    print(f"backend:  {r['backend']} on {r['device']}, precision {r['precision']} ({r['why']})")
+    for i in r["inputs"]:
+        print(f"input:    {i['name']}  {i['dtype']}{i['shape']}  ({i['source']})")
+    for o in r["outputs"]:
+        stats = (f"  min {o['min']:.6g}  max {o['max']:.6g}  mean {o['mean']:.6g}  std {o['std']:.6g}"
+                 if "min" in o else "")
+        if o.get("nonfinite"):
+            stats += f"  non-finite {o['nonfinite']}"
+        print(f"output:   {o['name']}  {o['dtype']}{o['shape']}{stats}")
+    lat = r["latency_ms"]
+    line = f"latency:  load {lat['load']:.2f} ms, first run {lat['first']:.3f} ms"
+    if lat["iterations"]:
+        line += (f", then median {lat['median']:.3f} ms (min {lat['min']:.3f}, mean {lat['mean']:.3f}) over "
+                 f"{lat['iterations']} runs")
+    print(line)

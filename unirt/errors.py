@@ -1,0 +1,46 @@
+"""The unirt exception hierarchy. Every error unirt raises on purpose is a `UnirtError`."""
+
+from __future__ import annotations
+
+__all__ = [
+    "UnirtError",
+    "ModelLoadError",
+    "ModelFormatError",
+    "InputError",
+    "BackendUnavailableError",
+    "UnsupportedOptionError",
+    "RunError",
+    "SessionClosedError",
+]
+
+
+class UnirtError(Exception):
+    """Base of every error unirt raises on purpose."""
+
+
+class ModelLoadError(UnirtError):
+    """A model file is missing, unreadable, malformed, or the backend refused to load it."""
+
+
+class ModelFormatError(ModelLoadError):
+    """The model's format could not be recognised, or no backend accepts it."""
+
+
+class InputError(UnirtError, ValueError):
+    """The inputs given to `Session.run` do not match what the model expects."""
+
+
+class BackendUnavailableError(UnirtError):
+    """The requested backend is not installed, failed to import, or cannot run here."""
+
+
+class UnsupportedOptionError(UnirtError, ValueError):
+    """An option (precision, device, threads, a backend option) is invalid or not supported by the backend."""
+
+
+class RunError(UnirtError, RuntimeError):
+    """The backend failed while running a model on inputs that passed unirt's checks."""
+
+
+class SessionClosedError(UnirtError):
+    """The session was used after `close()`."""

@@ -1,0 +1,121 @@
+"""Checking feeds against a model's inputs before anything reaches native code.
+
+Everything that can be worked out from the model is precomputed in `InputChecker.__init__`; `check` is the
+hot path of `Session.run` and does only per-call work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _core
+from .errors import InputError
+from .tensor import TensorInfo, to_array
+
+__all__ = ["InputChecker"]
+
+
+def _shape_text(shape: Sequence[Any]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+class InputChecker:
+    """Turns user feeds into `{name: C-contiguous ndarray}` or raises InputError naming the input."""
+
+    def __init__(self, inputs: Sequence[TensorInfo]) -> None:
+        self._inputs = tuple(inputs)
+        self._count = len(inputs)
+        self._names = tuple(i.name for i in inputs)
+        # (name, dtype, full shape if every dim is static else None, static (axis, size) pairs, info)
+        self._specs = tuple(
+            (i.name, i.dtype, None if i.is_dynamic else i.shape,
+             tuple((axis, d) for axis, d in enumerate(i.shape) if isinstance(d, int)), i)
+            for i in inputs
+        )
+        self._single = inputs[0].name if len(inputs) == 1 else None
+        # Symbolic dims shared by several places must agree at run time (e.g. batch "N" on two inputs).
+        places: dict[str, list[tuple[str, int]]] = {}
+        for i in inputs:
+            for axis, d in enumerate(i.shape):
+                if isinstance(d, str):
+                    places.setdefault(d, []).append((i.name, axis))
+        self._shared_symbols = tuple((s, tuple(p)) for s, p in places.items() if len(p) > 1)
+
+    # -- hot path ------------------------------------------------------------------------------------------
+    def check(self, feeds: Any) -> dict[str, np.ndarray]:
+        if type(feeds) is not dict:
+            feeds = self._as_dict(feeds)
+        if len(feeds) != self._count:
+            raise self._mismatch(feeds)
+        out = feeds  # handed on as-is when every input is already right (the common case): no new dict
+        for name, dtype, static_shape, fixed, info in self._specs:
+            try:
+                x = given = feeds[name]
+            except KeyError:
+                raise self._mismatch(feeds) from None
+            if type(x) is not np.ndarray:
+                x = to_array(x, name, dtype)
+            if x.dtype is not dtype and x.dtype != dtype:
+                x = self._fix_dtype(x, info)
+            shape = x.shape
+            if shape != static_shape:  # one comparison settles a fully static input
+                if len(shape) != info.rank:
+                    raise InputError(f"input {name!r}: expected rank {info.rank} with shape "
+                                     f"{_shape_text(info.shape)}, got rank {len(shape)} with shape {_shape_text(shape)}")
+                for axis, size in fixed:
+                    if shape[axis] != size:
+                        raise InputError(f"input {name!r}: expected shape {_shape_text(info.shape)} (dim {axis} is "
+                                         f"static), got {_shape_text(shape)}")
+            if not x.flags.c_contiguous:
+                x = _core.contiguous_copy(x) if x.dtype.kind != "O" else np.ascontiguousarray(x)
+            if x is not given:
+                if out is feeds:
+                    out = dict(feeds)
+                out[name] = x
+        if self._shared_symbols:
+            self._check_symbols(out)
+        return out
+
+    # -- slow paths, only on unusual input ------------------------------------------------------------------
+    def _as_dict(self, feeds: Any) -> dict[str, Any]:
+        if isinstance(feeds, Mapping):
+            return dict(feeds)
+        if self._single is not None:
+            return {self._single: feeds}
+        if isinstance(feeds, (list, tuple)) and len(feeds) == self._count and self._count > 0:
+            return dict(zip(self._names, feeds))
+        raise InputError(f"the model has {self._count} inputs ({', '.join(self._names)}); pass a dict "
+                         f"{{name: array}} or a sequence of {self._count} arrays in that order, "
+                         f"got {type(feeds).__name__}")
+
+    def _mismatch(self, feeds: Mapping[str, Any]) -> InputError:
+        missing = [repr(n) for n in self._names if n not in feeds]
+        extra = [repr(n) for n in feeds if n not in self._names]
+        parts = []
+        if missing:
+            parts.append(f"missing input{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+        if extra:
+            parts.append(f"unexpected input{'s' if len(extra) > 1 else ''} {', '.join(extra)}")
+        return InputError(f"{'; '.join(parts)}; the model's inputs are: {', '.join(self._names)}")
+
+    @staticmethod
+    def _fix_dtype(x: np.ndarray, info: TensorInfo) -> np.ndarray:
+        expected = info.dtype
+        got = x.dtype
+        # Same type in the other byte order: the same values, so convert rather than refuse.
+        if got.newbyteorder("=") == expected and got.kind == expected.kind:
+            return x.astype(expected)
+        # String tensors: numpy str/bytes arrays are fine for an object-typed (string) input.
+        if expected.kind == "O" and got.kind in "US":
+            return x.astype(object)
+        raise InputError(f"input {info.name!r}: expected {expected}, got {got}")
+
+    def _check_symbols(self, arrays: dict[str, np.ndarray]) -> None:
+        for symbol, places in self._shared_symbols:
+            sizes = {(name, axis): arrays[name].shape[axis] for name, axis in places}
+            if len(set(sizes.values())) > 1:
+                detail = ", ".join(f"{name} dim {axis} = {size}" for (name, axis), size in sizes.items())
+                raise InputError(f"dim {symbol!r} must be the same size everywhere it appears; got {detail}")

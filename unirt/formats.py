@@ -1,0 +1,339 @@
+"""Model formats and their detection from file content (magic bytes and structure), not from the suffix alone.
+
+Each format has one small sniff function; `detect_format` runs them all. A sniff function answers
+"yes", "no", or "this is my format but it is damaged" (a `Damaged`), so a truncated ONNX file is
+reported as a damaged ONNX file instead of an unknown one.
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Union
+
+from .errors import ModelFormatError, ModelLoadError
+
+__all__ = ["ModelFormat", "ModelFile", "detect_format", "open_model"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class ModelFormat(str, enum.Enum):
+    """A serialized model format. The value is the short name used in messages and the CLI."""
+
+    ONNX = "onnx"
+    OPENVINO = "openvino"  # OpenVINO IR: .xml topology + .bin weights
+    TFLITE = "tflite"
+    NCNN = "ncnn"  # .param (text or binary) + .bin weights
+    MNN = "mnn"
+    TENSORRT = "tensorrt"  # serialized engine ("plan")
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model found on disk (or given as bytes) and its detected format.
+
+    `files` lists every file the model consists of, the main file first (an OpenVINO IR's .xml then .bin).
+    `data` holds the bytes when the model was given in memory; `path` is then None.
+    `details` carries format facts found while sniffing (e.g. a TensorRT payload offset).
+    """
+
+    format: ModelFormat
+    path: Path | None
+    files: tuple[Path, ...] = ()
+    data: bytes | None = field(default=None, repr=False)
+    size: int = 0
+    details: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else f"<{self.size} bytes in memory>"
+
+    def read_bytes(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        return self.path.read_bytes()
+
+    def companion(self, suffix: str) -> Path | None:
+        """The model's file ending in `suffix` (e.g. ".bin"), if it has one."""
+        return next((f for f in self.files if f.suffix == suffix), None)
+
+
+class Damaged(Exception):
+    """Raised by a sniff function: the content is this format, but broken."""
+
+
+Sniff = Callable[[memoryview, "Path | None"], "dict | None"]  # returns details when it matches
+
+# --- ONNX: a protobuf ModelProto; walk the top-level fields and check they fit the file ---------------------
+
+_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+# ModelProto fields unirt checks: number -> (name, wire type)
+_ONNX_FIELDS = {1: ("ir_version", _VARINT), 2: ("producer_name", _LEN), 3: ("producer_version", _LEN),
+                4: ("domain", _LEN), 5: ("model_version", _VARINT), 6: ("doc_string", _LEN),
+                7: ("graph", _LEN), 8: ("opset_import", _LEN), 14: ("metadata_props", _LEN),
+                20: ("training_info", _LEN), 25: ("functions", _LEN)}
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    end = min(len(buf), pos + 10)
+    while pos < end:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+    raise ValueError("bad varint")
+
+
+def _sniff_onnx(buf: memoryview, path: Path | None) -> dict | None:
+    # A ModelProto almost always starts with ir_version (field 1, varint): tag byte 0x08.
+    looks_onnx = len(buf) > 1 and buf[0] == 0x08
+    pos, seen = 0, {}
+    try:
+        while pos < len(buf):
+            key, pos = _varint(buf, pos)
+            number, wire = key >> 3, key & 7
+            if number == 0 or wire not in (_VARINT, _I64, _LEN, _I32):
+                raise ValueError(f"invalid protobuf tag {key} at byte {pos}")
+            expected = _ONNX_FIELDS.get(number)
+            if expected is not None and expected[1] != wire:
+                raise ValueError(f"field {expected[0]} has the wrong wire type")
+            if wire == _VARINT:
+                value, pos = _varint(buf, pos)
+            elif wire == _LEN:
+                length, pos = _varint(buf, pos)
+                if pos + length > len(buf):
+                    raise ValueError(f"field {expected[0] if expected else number} needs {length} bytes at byte "
+                                     f"{pos} but the file ends at byte {len(buf)} (truncated?)")
+                value, pos = None, pos + length
+            else:
+                width = 8 if wire == _I64 else 4
+                if pos + width > len(buf):
+                    raise ValueError("truncated fixed-width field")
+                value, pos = None, pos + width
+            seen[number] = value
+    except ValueError as exc:
+        if looks_onnx:
+            raise Damaged(f"not a valid ONNX protobuf: {exc}") from None
+        return None
+    if 7 not in seen or 1 not in seen:
+        if looks_onnx:
+            missing = "graph" if 7 not in seen else "ir_version"
+            raise Damaged(f"ONNX model has no {missing}")
+        return None
+    return {"ir_version": seen[1]}
+
+
+# --- FlatBuffers (TFLite, MNN): check the root table and its vtable lie inside the file -------------------
+
+
+def _u16(buf: memoryview, pos: int) -> int:
+    return struct.unpack_from("<H", buf, pos)[0]
+
+
+def _u32(buf: memoryview, pos: int) -> int:
+    return struct.unpack_from("<I", buf, pos)[0]
+
+
+def _flatbuffer_fields(buf: memoryview) -> tuple[int, list[int]]:
+    """The root table's position and its vtable's field offsets; ValueError if they do not fit the file."""
+    size = len(buf)
+    if size < 12:
+        raise ValueError(f"file is {size} bytes, too small for a FlatBuffer")
+    root = _u32(buf, 0)
+    if not 4 <= root <= size - 4:
+        raise ValueError(f"root table offset {root} is outside the file ({size} bytes)")
+    vtable = root - struct.unpack_from("<i", buf, root)[0]
+    if not 0 <= vtable <= size - 4:
+        raise ValueError(f"vtable offset {vtable} is outside the file")
+    vt_size, obj_size = _u16(buf, vtable), _u16(buf, vtable + 2)
+    if vt_size < 4 or vt_size % 2 or vtable + vt_size > size or root + obj_size > size:
+        raise ValueError("root vtable is malformed")
+    return root, [_u16(buf, vtable + 4 + 2 * i) for i in range((vt_size - 4) // 2)]
+
+
+def _flatbuffer_vector(buf: memoryview, root: int, fields: list[int], index: int) -> int | None:
+    """Length of the vector in field `index` of the root table, None if absent; ValueError if out of bounds."""
+    if index >= len(fields) or fields[index] == 0:
+        return None
+    slot = root + fields[index]
+    if slot + 4 > len(buf):
+        raise ValueError(f"field {index} lies outside the file")
+    vec = slot + _u32(buf, slot)
+    if vec + 4 > len(buf):
+        raise ValueError(f"vector in field {index} starts outside the file")
+    count = _u32(buf, vec)
+    if vec + 4 + 4 * count > len(buf):
+        raise ValueError(f"vector in field {index} ({count} entries) runs past the end of the file (truncated?)")
+    return count
+
+
+def _sniff_tflite(buf: memoryview, path: Path | None) -> dict | None:
+    if len(buf) < 8 or bytes(buf[4:8]) != b"TFL3":
+        return None
+    try:
+        root, fields = _flatbuffer_fields(buf)
+        subgraphs = _flatbuffer_vector(buf, root, fields, 2)  # Model.subgraphs
+        _flatbuffer_vector(buf, root, fields, 4)  # Model.buffers
+    except ValueError as exc:
+        raise Damaged(f"TFLite flatbuffer is malformed: {exc}") from None
+    if not subgraphs:
+        raise Damaged("TFLite model has no subgraphs")
+    return {"subgraphs": subgraphs}
+
+
+def _sniff_mnn(buf: memoryview, path: Path | None) -> dict | None:
+    # MNN's Net has no file identifier: require its op list (field 3) and tensor names (field 7).
+    claimed = path is not None and path.suffix.lower() == ".mnn"
+    if len(buf) >= 8 and bytes(buf[4:8]) == b"TFL3":
+        return None
+    try:
+        root, fields = _flatbuffer_fields(buf)
+        ops = _flatbuffer_vector(buf, root, fields, 3)
+        names = _flatbuffer_vector(buf, root, fields, 7)
+    except (ValueError, struct.error) as exc:
+        if claimed:
+            raise Damaged(f"MNN flatbuffer is malformed: {exc}") from None
+        return None
+    if not ops or names is None or len(fields) > 64:
+        if claimed:
+            raise Damaged("MNN model has no operators")
+        return None
+    return {"ops": ops}
+
+
+# --- Text and header formats -------------------------------------------------------------------------------
+
+
+def _sniff_openvino(buf: memoryview, path: Path | None) -> dict | None:
+    head = bytes(buf[:4096]).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not (head.startswith(b"<?xml") or head.startswith(b"<net")) or b"<net" not in head:
+        return None
+    if path is None:
+        raise Damaged("an OpenVINO IR must be loaded from its .xml path so its .bin weights can be found")
+    weights = path.with_suffix(".bin")
+    if not weights.is_file() and b'type="Const"' in bytes(buf):
+        raise Damaged(f"OpenVINO IR weights file {weights} is missing")
+    return {"weights": weights if weights.is_file() else None}
+
+
+_NCNN_MAGIC = 7767517
+
+
+def _sniff_ncnn(buf: memoryview, path: Path | None) -> dict | None:
+    text_magic = bytes(buf[:16]).split(b"\n", 1)[0].strip() == str(_NCNN_MAGIC).encode()
+    binary_magic = len(buf) >= 4 and struct.unpack_from("<i", buf, 0)[0] == _NCNN_MAGIC
+    if not (text_magic or binary_magic):
+        return None
+    if path is None:
+        raise Damaged("an ncnn model must be loaded from its .param path so its .bin weights can be found")
+    weights = path.with_suffix(".bin") if path.suffix != ".bin" else None
+    if path.name.endswith(".param.bin"):
+        weights = path.with_name(path.name[: -len(".param.bin")] + ".bin")
+    return {"param_format": "text" if text_magic else "binary",
+            "weights": weights if weights is not None and weights.is_file() else None}
+
+
+_TRT_MAGICS = (b"ftrt", b"ptrt")
+
+
+def _sniff_tensorrt(buf: memoryview, path: Path | None) -> dict | None:
+    if bytes(buf[:4]) in _TRT_MAGICS:
+        return {"payload_offset": 0}
+    # Ultralytics wraps plans as [u32 metadata length][JSON metadata][plan].
+    if len(buf) >= 8 and buf[4:5] == b"{":
+        start = 4 + _u32(buf, 0)
+        if start + 4 <= len(buf) and bytes(buf[start:start + 4]) in _TRT_MAGICS:
+            return {"payload_offset": start}
+    if path is not None and path.suffix.lower() in (".engine", ".plan", ".trt"):
+        raise Damaged("no TensorRT plan header (magic tag 'ftrt') found")
+    return None
+
+
+# Order matters only for speed and for formats whose checks are weaker (MNN has no magic: keep it last).
+_SNIFFERS: tuple[tuple[ModelFormat, Sniff], ...] = (
+    (ModelFormat.TFLITE, _sniff_tflite),
+    (ModelFormat.TENSORRT, _sniff_tensorrt),
+    (ModelFormat.NCNN, _sniff_ncnn),
+    (ModelFormat.OPENVINO, _sniff_openvino),
+    (ModelFormat.ONNX, _sniff_onnx),
+    (ModelFormat.MNN, _sniff_mnn),
+)
+
+_SUFFIXES = {".onnx": ModelFormat.ONNX, ".xml": ModelFormat.OPENVINO, ".tflite": ModelFormat.TFLITE,
+             ".lite": ModelFormat.TFLITE, ".param": ModelFormat.NCNN, ".mnn": ModelFormat.MNN,
+             ".engine": ModelFormat.TENSORRT, ".plan": ModelFormat.TENSORRT, ".trt": ModelFormat.TENSORRT}
+
+
+def detect_format(buf: bytes | memoryview, path: Path | None = None) -> tuple[ModelFormat, dict]:
+    """Detect a model's format from its content. Raises ModelLoadError (damaged) or ModelFormatError (unknown)."""
+    view = buf if isinstance(buf, memoryview) else memoryview(buf)
+    where = str(path) if path is not None else "model bytes"
+    if len(view) == 0:
+        raise ModelLoadError(f"{where}: the file is empty")
+    for fmt, sniff in _SNIFFERS:
+        try:
+            details = sniff(view, path)
+        except Damaged as exc:
+            raise ModelLoadError(f"{where}: detected format {fmt}, but {exc}") from None
+        except (struct.error, IndexError) as exc:  # a sniffer's bounds check missed a case
+            if path is not None and _SUFFIXES.get(path.suffix.lower()) is fmt:
+                raise ModelLoadError(f"{where}: detected format {fmt}, but its structure is broken ({exc})") from None
+            continue
+        if details is not None:
+            return fmt, details
+    hinted = _SUFFIXES.get(path.suffix.lower()) if path is not None else None
+    if hinted is not None:
+        raise ModelLoadError(f"{where}: the suffix says {hinted}, but the content is not a valid {hinted} model "
+                             f"(first bytes: {bytes(view[:8])!r})")
+    known = ", ".join(f.value for f in ModelFormat)
+    raise ModelFormatError(f"{where}: unrecognised model format (first bytes: {bytes(view[:8])!r}); "
+                           f"unirt reads {known}")
+
+
+def _model_files(fmt: ModelFormat, path: Path, details: dict) -> tuple[Path, ...]:
+    weights = details.get("weights")
+    return (path, weights) if weights is not None else (path,)
+
+
+def open_model(model: PathLike | bytes | ModelFile) -> ModelFile:
+    """Resolve a path (or in-memory bytes) to a `ModelFile`, reading only what detection needs."""
+    if isinstance(model, ModelFile):
+        return model
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data = bytes(model)
+        fmt, details = detect_format(data)
+        return ModelFile(format=fmt, path=None, data=data, size=len(data), details=details)
+    if not isinstance(model, (str, os.PathLike)):
+        raise ModelLoadError(f"expected a model path or bytes, got {type(model).__name__}")
+    path = Path(model)
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, expected a model file")
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                raise ModelLoadError(f"{path}: the file is empty")
+            # Map instead of reading: sniffing a multi-GB model touches only a few pages.
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                view = memoryview(mapped)
+                try:
+                    fmt, details = detect_format(view, path)
+                finally:
+                    view.release()
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: no such model file") from None
+    except OSError as exc:
+        raise ModelLoadError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
+    return ModelFile(format=fmt, path=path, files=_model_files(fmt, path, details), size=size, details=details)

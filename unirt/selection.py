@@ -1,0 +1,132 @@
+"""Choosing a backend for a model: rank every backend, with the reason each was chosen or skipped.
+
+The order comes from the hardware class (a CUDA GPU; an Intel, AMD or other x86 CPU; an ARM CPU), from the
+table below, and the environment variable UNIRT_BACKEND_ORDER (comma-separated names) puts its backends first.
+Backends not in the table (third-party plugins) come after those in it, alphabetically. The first backend
+that reads the model's format, is available here and offers the requested device is chosen.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from . import registry
+from .devices import Device
+from .formats import ModelFile
+from .hardware import Hardware, hardware
+
+__all__ = ["DEFAULT_ORDER", "ENV_ORDER", "Candidate", "Explanation", "rank"]
+
+ENV_ORDER = "UNIRT_BACKEND_ORDER"
+
+# Most preferred first. TensorRT leads on NVIDIA GPUs, OpenVINO on Intel CPUs; ONNX Runtime elsewhere.
+DEFAULT_ORDER: dict[str, tuple[str, ...]] = {
+    "cuda": ("tensorrt", "onnxruntime", "openvino", "tflite", "mnn", "ncnn"),
+    "x86-intel": ("openvino", "onnxruntime", "tflite", "mnn", "ncnn", "tensorrt"),
+    "x86-amd": ("onnxruntime", "openvino", "tflite", "mnn", "ncnn", "tensorrt"),
+    "x86": ("onnxruntime", "openvino", "tflite", "mnn", "ncnn", "tensorrt"),
+    "arm": ("onnxruntime", "tflite", "mnn", "ncnn", "openvino", "tensorrt"),
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    backend: str
+    eligible: bool
+    reason: str
+    device: str | None = None
+    chosen: bool = False
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The ranked candidates for one model, device request and machine."""
+
+    model: ModelFile
+    device: str
+    hardware_class: str
+    order_source: str
+    candidates: tuple[Candidate, ...] = field(default_factory=tuple)
+
+    @property
+    def chosen(self) -> Candidate | None:
+        return next((c for c in self.candidates if c.chosen), None)
+
+    def __str__(self) -> str:
+        lines = [f"model: {self.model.name} (format {self.model.format})",
+                 f"device requested: {self.device}; hardware class: {self.hardware_class}; order: {self.order_source}"]
+        for i, c in enumerate(self.candidates, 1):
+            mark = "chosen" if c.chosen else ("eligible" if c.eligible else "skipped")
+            lines.append(f"  {i}. {c.backend:<12} {mark:<8} {c.reason}")
+        if self.chosen is None:
+            lines.append("  -> no backend can run this model here")
+        return "\n".join(lines)
+
+
+def _order(hw: Hardware, device: Device) -> tuple[list[str], str]:
+    wants_gpu = device.kind in ("auto", "cuda", "gpu") and hw.has_cuda
+    hw_class = "cuda" if wants_gpu else hw.cpu_class
+    base = list(DEFAULT_ORDER.get(hw_class, DEFAULT_ORDER["x86"]))
+    source = f"default for {hw_class}"
+    env = os.environ.get(ENV_ORDER, "").strip()
+    if env:
+        first = [n.strip() for n in env.split(",") if n.strip()]
+        base = first + [n for n in base if n not in first]
+        source = f"{ENV_ORDER}={env}, then default for {hw_class}"
+    extra = sorted(n for n in registry.installed_names() if n not in base)
+    return base + extra, source
+
+
+def _judge(name: str, model: ModelFile, device: Device, installed: set[str]) -> Candidate:
+    if name not in installed:
+        return Candidate(name, False, f"not installed ({registry.install_hint(name)})")
+    try:
+        backend = registry.get_backend(name)
+    except Exception as exc:
+        return Candidate(name, False, str(exc))
+    if not backend.accepts(model):
+        reads = ", ".join(sorted(f.value for f in backend.formats))
+        return Candidate(name, False, f"does not read {model.format} (reads {reads})")
+    avail = registry.availability(name)
+    if not avail.available:
+        return Candidate(name, False, f"unavailable: {avail.reason}")
+    picked = device.pick(avail.devices)
+    if picked is None:
+        return Candidate(name, False, f"cannot run on {device} here (offers {', '.join(avail.devices) or 'nothing'})")
+    return Candidate(name, True, f"reads {model.format}, runs on {picked}", device=picked)
+
+
+def rank(model: ModelFile, device: Device | str = "auto", hw: Hardware | None = None) -> Explanation:
+    """Every backend in preference order, judged for `model` on `device`; the first eligible one is chosen."""
+    device = Device.parse(device)
+    hw = hw or hardware()
+    order, source = _order(hw, device)
+    installed = set(registry.installed_names())
+    judged = [_judge(n, model, device, installed) for n in order]
+    # Only mention missing backends that could have read this format, to keep the explanation short.
+    judged = [c for c in judged if c.backend in installed or c.backend in _readers(model)]
+    candidates, chosen = [], False
+    for c in judged:
+        if c.eligible and not chosen:
+            c = Candidate(c.backend, True, c.reason + f"; first eligible in order ({source})", c.device, chosen=True)
+            chosen = True
+        candidates.append(c)
+    hw_class = "cuda" if (device.kind in ("auto", "cuda", "gpu") and hw.has_cuda) else hw.cpu_class
+    return Explanation(model=model, device=str(device), hardware_class=hw_class, order_source=source,
+                       candidates=tuple(candidates))
+
+
+# Which of this project's backends read which format: used only to word explanations about missing plugins.
+_FORMAT_READERS = {
+    "onnx": {"onnxruntime", "openvino", "tensorrt"},
+    "openvino": {"openvino"},
+    "tflite": {"tflite", "openvino"},
+    "ncnn": {"ncnn"},
+    "mnn": {"mnn"},
+    "tensorrt": {"tensorrt"},
+}
+
+
+def _readers(model: ModelFile) -> set[str]:
+    return _FORMAT_READERS.get(model.format.value, set())
