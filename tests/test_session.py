@@ -67,6 +67,7 @@ def test_introspection_and_repr(mlp):
     for part in ("reference", "cpu", "x: float32[N,8]", "probs: float32[N,3]"):
         assert part in text
     assert mlp.model.format is unirt.ModelFormat.ONNX and mlp.options.precision == "fp32"
+    assert mlp.precision == "fp32" and "precision='fp32'" in text
 
 
 @pytest.mark.parametrize("wrap", [DLPackOnly, ArrayProtocol, list], ids=["dlpack", "__array__", "list"])
@@ -136,9 +137,10 @@ def test_input_errors_name_the_input(test_plugins, model):
         sess.run(good["a"])
     with pytest.raises(InputError, match=r"unknown output 'nope'.*outputs are: sum, picked, count, mask"):
         sess.run(good, output_names=["nope"])
-    # Python scalars and lists take the model's dtype when no kind is lost
-    out = sess.run({**good, "scale": 2, "idx": [0, 1]})
-    assert out["sum"][0, 0] == 4
+    # Python scalars and lists take the model's dtype when no kind is lost; the caller's dict is left alone
+    feeds = {**good, "scale": 2, "idx": [0, 1]}
+    out = sess.run(feeds)
+    assert out["sum"][0, 0] == 4 and feeds["scale"] == 2 and feeds["idx"] == [0, 1]
     with pytest.raises(InputError, match="do not fit"):
         unirt.Session(model("int_ops"), backend="reference").run({"a": [[2**40] * 3] * 2, "b": [[1] * 3] * 2})
     with pytest.raises(InputError, match="by position or by name"):
@@ -174,7 +176,7 @@ def test_close_and_context_manager(test_plugins, model):
 @pytest.mark.parametrize("kwargs,pattern", [
     ({"threads": 0}, "threads must be a positive integer"),
     ({"threads": True}, "threads must be a positive integer"),
-    ({"precision": "bf17"}, "precision must be one of fp32, fp16, int8"),
+    ({"precision": "bf17"}, "precision must be one of fp32, fp16, bf16, int8"),
     ({"backend_options": [1]}, "backend_options must be a dict"),
     ({"device": "tpu"}, "device 'tpu' is not known"),
     ({"device": "cuda"}, "backend 'reference' cannot run on cuda here; it offers cpu"),

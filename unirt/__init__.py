@@ -21,10 +21,11 @@ except ImportError as _exc:  # pragma: no cover - depends on how unirt was insta
         "`pytest` command (not `python -m pytest`, which puts the source tree first on sys.path)."
     ) from None
 
+from .cache import cache_dir
 from .backend import Availability, Backend, BackendSession, LoadOptions
 from .devices import Device
-from .errors import (BackendUnavailableError, InputError, ModelFormatError, ModelLoadError, RunError,
-                     SessionClosedError, UnirtError, UnsupportedOptionError)
+from .errors import (BackendCrashedError, BackendUnavailableError, ConversionError, InputError, ModelFormatError,
+                     ModelLoadError, RunError, SessionClosedError, UnirtError, UnsupportedOptionError)
 from .formats import ModelFile, ModelFormat, detect_format, open_model
 from .hardware import Hardware, hardware
 from .registry import BackendInfo, backends, refresh
@@ -50,5 +51,6 @@ __all__ = [
     "BackendInfo", "Candidate", "Explanation", "ModelFormat", "ModelFile", "detect_format", "open_model",
     "Device", "Backend", "BackendSession", "Availability", "LoadOptions",
     "UnirtError", "ModelLoadError", "ModelFormatError", "InputError", "BackendUnavailableError",
-    "UnsupportedOptionError", "RunError", "SessionClosedError", "__version__",
+    "UnsupportedOptionError", "RunError", "SessionClosedError", "ConversionError", "BackendCrashedError",
+    "cache_dir", "__version__",
 ]

@@ -14,18 +14,20 @@ only translates. Optional abilities are small extra methods (`run_into`), looked
 from __future__ import annotations
 
 import abc
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from .devices import Device
+from .errors import UnsupportedOptionError
 from .formats import ModelFile, ModelFormat
 from .tensor import TensorInfo
 
 __all__ = ["Availability", "LoadOptions", "Backend", "BackendSession", "SupportsRunInto", "PRECISIONS"]
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class BackendSession(abc.ABC):
     inputs: Sequence[TensorInfo]
     outputs: Sequence[TensorInfo]
     device: str = "cpu"
+    #: The precision actually in force (shown by Session.repr); None means "as requested".
+    precision: str | None = None
 
     @abc.abstractmethod
     def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> Sequence[Any]:
@@ -81,6 +85,8 @@ class Backend(abc.ABC):
     formats: ClassVar[frozenset[ModelFormat]]
     #: What to install for this backend, shown in errors.
     install_hint: ClassVar[str] = ""
+    #: Formats this backend can convert into one it reads, with its engine's own converter (e.g. ONNX for MNN).
+    converts_from: ClassVar[frozenset[ModelFormat]] = frozenset()
 
     @abc.abstractmethod
     def probe(self) -> Availability:
@@ -90,6 +96,14 @@ class Backend(abc.ABC):
     def load(self, model: ModelFile, options: LoadOptions) -> BackendSession:
         """Load `model` with `options`. Raise unirt errors: ModelLoadError for a model the engine refuses,
         UnsupportedOptionError for an option it cannot honour."""
+
+    def convert(self, model: ModelFile, out_dir: Path, options: LoadOptions) -> ModelFile:
+        """Convert `model` (a format in `converts_from`) into this backend's native format inside `out_dir`.
+
+        Called by unirt's conversion layer, which owns caching, running it in a child process and verifying the
+        result; a plugin only calls its converter. Raise ConversionError with the converter's own message.
+        """
+        raise UnsupportedOptionError(f"backend {self.name!r} converts no model formats")
 
     def accepts(self, model: ModelFile) -> bool:
         """Whether this backend can load this model; by default, by format."""

@@ -11,6 +11,8 @@ __all__ = [
     "UnsupportedOptionError",
     "RunError",
     "SessionClosedError",
+    "ConversionError",
+    "BackendCrashedError",
 ]
 
 
@@ -44,3 +46,11 @@ class RunError(UnirtError, RuntimeError):
 
 class SessionClosedError(UnirtError):
     """The session was used after `close()`."""
+
+
+class ConversionError(UnirtError):
+    """Converting a model to another format failed, crashed, or produced a model whose outputs disagree."""
+
+
+class BackendCrashedError(RunError):
+    """The backend's native code died (in an isolated child process); the session restarts it on the next call."""

@@ -70,6 +70,7 @@ class Session:
         self._inputs = tuple(runner.inputs)
         self._outputs = tuple(runner.outputs)
         self._device = str(getattr(runner, "device", resolved) or resolved)
+        self._precision = getattr(runner, "precision", None) or precision
         self._check = InputChecker(self._inputs).check
         self._output_names = tuple(o.name for o in self._outputs)
         self._output_infos = {o.name: o for o in self._outputs}
@@ -217,6 +218,11 @@ class Session:
         return self._device
 
     @property
+    def precision(self) -> str:
+        """The precision in force on the backend (fp32 unless another was asked for)."""
+        return self._precision
+
+    @property
     def model(self) -> ModelFile:
         return self._model
 
@@ -252,4 +258,5 @@ class Session:
         name = os.path.basename(self._model.name) if self._model.path is not None else self._model.name
         state = " closed" if self.closed else ""
         return (f"<unirt.Session{state} model={name!r} backend={self._backend_name!r} device={self._device!r} "
+                f"precision={self._precision!r} "
                 f"inputs=[{fmt(self._inputs)}] outputs=[{fmt(self._outputs)}]>")

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import InputError, Session, TensorInfo
+from ..backend import PRECISIONS
 from ..errors import UnsupportedOptionError
 
 
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", help="backend name or 'auto' (default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N], gpu, npu")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the backend")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE",
                    help="input from a .npy file (repeatable); or FILE.npz holding every input by name")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             times.append((time.perf_counter() - t0) * 1e3)
         report = {
             "model": str(args.model), "format": sess.model.format.value, "backend": sess.backend,
-            "device": sess.device, "precision": sess.options.precision,
+            "device": sess.device, "precision": sess.precision,
             "why": sess.selection.chosen.reason if sess.selection and sess.selection.chosen else "asked for",
             "inputs": [{"name": k, "shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype),
                         "source": "file" if k in given else "random"} for k, v in feeds.items()],

@@ -184,6 +184,9 @@ def test_precision_is_honest(model):
         unirt.Session(path, backend="onnxruntime", precision="fp16")
     with pytest.raises(UnsupportedOptionError, match="int8 only from a quantized model"):
         unirt.Session(path, backend="onnxruntime", precision="int8")
+    with pytest.raises(UnsupportedOptionError, match="no bf16 mode"):
+        unirt.Session(path, backend="onnxruntime", precision="bf16")
+    assert "precision='fp32'" in repr(unirt.Session(path, backend="onnxruntime"))
 
 
 def test_int8_precision_runs_a_quantized_model(tmp_path, model):

@@ -118,6 +118,9 @@ def _runs_precision(provider: Provider, precision: str, quantized: bool) -> bool
 
 
 def _precision_hint(device: Device, precision: str) -> str:
+    if precision == "bf16":
+        return (f"onnxruntime has no bf16 mode for fp32 models on {device}; it supports fp32, fp16 (TensorRT/OpenVINO "
+                "EPs) and int8 (quantized models)")
     if precision == "fp16":
         return (f"onnxruntime cannot run an fp32 model in fp16 on {device}: use device='cuda' with "
                 "backend_options={'execution_provider': 'tensorrt'}, the OpenVINO EP, or convert the model to "

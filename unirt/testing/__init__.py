@@ -1,0 +1,13 @@
+"""Test helpers shared by unirt's tests and every plugin's tests (a third party's too).
+
+- `models`: small models built with onnx.helper (static/dynamic dims, several inputs, ints, scalars, strings);
+- `cases`: the real models inside the onnx wheel with their reference outputs.
+
+onnx is needed to use this package; `import unirt` never imports it.
+"""
+
+from .cases import ConformanceCase, assert_outputs_close, conformance_cases
+from .models import MODEL_BUILDERS, build, dynamic_mlp, int_ops, matmul_relu, multi_io, string_concat, unknown_dims
+
+__all__ = ["ConformanceCase", "assert_outputs_close", "conformance_cases", "MODEL_BUILDERS", "build",
+           "dynamic_mlp", "int_ops", "matmul_relu", "multi_io", "string_concat", "unknown_dims"]
