@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "bind_common.hpp"
 #include "host_memory.hpp"
 
 namespace py = pybind11;
@@ -21,16 +22,6 @@ py::array wrap_buffer(std::unique_ptr<AlignedBuffer> buffer, const py::dtype& dt
   py::capsule owner(buffer.release(), "unirt.AlignedBuffer",
                     [](void* p) { delete static_cast<AlignedBuffer*>(p); });
   return py::array(dtype, shape, {}, data, owner);
-}
-
-std::size_t checked_nbytes(const std::vector<py::ssize_t>& shape, std::size_t itemsize) {
-  std::size_t n = itemsize;
-  for (py::ssize_t d : shape) {
-    if (d < 0) throw py::value_error("shape dimensions must be >= 0");
-    if (d != 0 && n > SIZE_MAX / static_cast<std::size_t>(d)) throw py::value_error("shape is too large");
-    n *= static_cast<std::size_t>(d);
-  }
-  return n;
 }
 
 py::array aligned_empty(const std::vector<py::ssize_t>& shape, const py::object& dtype_like, std::size_t alignment) {

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gc
+import os
 import shutil
 from pathlib import Path
 
@@ -44,3 +46,32 @@ def test_plugins(tmp_path, monkeypatch):
     unirt.refresh()
     yield site
     unirt.refresh()
+
+
+def _unirt_segments() -> set[str]:
+    try:
+        return {n for n in os.listdir("/dev/shm") if n.startswith("unirt.")}
+    except OSError:  # no /dev/shm listing here (macOS): nothing to check
+        return set()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_shared_memory():
+    """After the suite, no shared-memory segment made by this test process or by a process of it that has died
+    may remain in /dev/shm ("unirt.<pid>.<n>": regions of other live processes on the machine are theirs)."""
+    before = _unirt_segments()
+    yield
+    gc.collect()
+    leaked = sorted(n for n in _unirt_segments() - before
+                    if int(n.split(".")[1]) == os.getpid() or not _pid_alive(int(n.split(".")[1])))
+    assert not leaked, f"shared-memory segments leaked by the test suite: {leaked}"

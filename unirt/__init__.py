@@ -21,16 +21,21 @@ except ImportError as _exc:  # pragma: no cover - depends on how unirt was insta
         "`pytest` command (not `python -m pytest`, which puts the source tree first on sys.path)."
     ) from None
 
+from .arena import Arena, ArenaReport, ArenaStats
+from .batch_runner import BatchStats
+from .batching import BatchSpec, gather, scatter
 from .cache import cache_dir
 from .backend import Availability, Backend, BackendSession, LoadOptions
 from .devices import Device
-from .errors import (BackendCrashedError, BackendUnavailableError, ConversionError, InputError, ModelFormatError,
-                     ModelLoadError, RunError, SessionClosedError, UnirtError, UnsupportedOptionError)
+from .errors import (ArenaBusyError, BackendCrashedError, BackendUnavailableError, ConversionError, InputError,
+                     ModelFormatError, ModelLoadError, RunError, SessionClosedError, UnirtError, UnsupportedOptionError)
 from .formats import ModelFile, ModelFormat, detect_format, open_model
 from .hardware import Hardware, hardware
+from .pool import BufferPool, PoolStats, pinned_memory_status
 from .registry import BackendInfo, backends, refresh
 from .selection import Candidate, Explanation
 from .session import Session
+from .shm import SharedRegion, SharedTensors, TensorSlot
 from .tensor import Quantization, TensorInfo
 
 try:
@@ -53,4 +58,6 @@ __all__ = [
     "UnirtError", "ModelLoadError", "ModelFormatError", "InputError", "BackendUnavailableError",
     "UnsupportedOptionError", "RunError", "SessionClosedError", "ConversionError", "BackendCrashedError",
     "cache_dir", "__version__",
+    "BufferPool", "PoolStats", "pinned_memory_status", "Arena", "ArenaStats", "ArenaReport", "ArenaBusyError",
+    "BatchSpec", "BatchStats", "gather", "scatter", "SharedRegion", "SharedTensors", "TensorSlot",
 ]

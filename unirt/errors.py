@@ -13,6 +13,7 @@ __all__ = [
     "SessionClosedError",
     "ConversionError",
     "BackendCrashedError",
+    "ArenaBusyError",
 ]
 
 
@@ -53,4 +54,28 @@ class ConversionError(UnirtError):
 
 
 class BackendCrashedError(RunError):
-    """The backend's native code died (in an isolated child process); the session restarts it on the next call."""
+    """The backend's native code died (in an isolated child process); the session restarts it on the next call.
+
+    `signal` is the signal that killed it (e.g. 11 for SIGSEGV, 6 for SIGABRT) and `signal_name` its name;
+    `exitcode` is set instead when the process exited without one.
+    """
+
+    def __init__(self, message: str, *, signal: int | None = None, exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.signal = signal
+        self.exitcode = exitcode
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.signal is None:
+            return None
+        import signal as _signal
+
+        try:
+            return _signal.Signals(self.signal).name
+        except ValueError:
+            return f"signal {self.signal}"
+
+
+class ArenaBusyError(RunError):
+    """A session ran while another session held the `unirt.Arena` they share (an arena made with blocking=False)."""

@@ -15,7 +15,17 @@ from . import _core
 from .errors import InputError
 from .tensor import TensorInfo, to_array
 
-__all__ = ["InputChecker"]
+__all__ = ["InputChecker", "BatchSizeMismatch"]
+
+
+class BatchSizeMismatch(InputError):
+    """Raised by `check` for a static-batch model when every check passed but the batch dim is not N: the
+    session then pads or splits. Carries the checked arrays and the request's batch size."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], rows: int, expected: int) -> None:
+        super().__init__(f"the model takes a static batch of {expected}, the inputs have {rows} rows")
+        self.arrays = arrays
+        self.rows = rows
 
 
 def _shape_text(shape: Sequence[Any]) -> str:
@@ -25,14 +35,18 @@ def _shape_text(shape: Sequence[Any]) -> str:
 class InputChecker:
     """Turns user feeds into `{name: C-contiguous ndarray}` or raises InputError naming the input."""
 
-    def __init__(self, inputs: Sequence[TensorInfo]) -> None:
+    def __init__(self, inputs: Sequence[TensorInfo], batch_size: int | None = None) -> None:
+        """`batch_size`: the static batch dim N of a model whose dim 0 is a batch dim; a request with another
+        batch size then raises BatchSizeMismatch (for the session to pad or split) instead of InputError."""
         self._inputs = tuple(inputs)
+        self._batch_size = batch_size
         self._count = len(inputs)
         self._names = tuple(i.name for i in inputs)
         # (name, dtype, full shape if every dim is static else None, static (axis, size) pairs, info)
         self._specs = tuple(
             (i.name, i.dtype, None if i.is_dynamic else i.shape,
-             tuple((axis, d) for axis, d in enumerate(i.shape) if isinstance(d, int)), i)
+             tuple((axis, d) for axis, d in enumerate(i.shape) if isinstance(d, int) and
+                   not (axis == 0 and batch_size is not None)), i)
             for i in inputs
         )
         self._single = inputs[0].name if len(inputs) == 1 else None
@@ -51,6 +65,7 @@ class InputChecker:
         if len(feeds) != self._count:
             raise self._mismatch(feeds)
         out = feeds  # handed on as-is when every input is already right (the common case): no new dict
+        rows = None  # set when a static batch dim differs from the model's
         for name, dtype, static_shape, fixed, info in self._specs:
             try:
                 x = given = feeds[name]
@@ -69,6 +84,8 @@ class InputChecker:
                     if shape[axis] != size:
                         raise InputError(f"input {name!r}: expected shape {_shape_text(info.shape)} (dim {axis} is "
                                          f"static), got {_shape_text(shape)}")
+                if self._batch_size is not None and shape[0] != self._batch_size:
+                    rows = self._batch_rows(rows, name, shape[0])
             if not x.flags.c_contiguous:
                 x = _core.contiguous_copy(x) if x.dtype.kind != "O" else np.ascontiguousarray(x)
             if x is not given:
@@ -77,9 +94,24 @@ class InputChecker:
                 out[name] = x
         if self._shared_symbols:
             self._check_symbols(out)
+        if rows is not None:
+            self._check_batch(out, rows)
+            raise BatchSizeMismatch(out, rows, self._batch_size)  # type: ignore[arg-type]
         return out
 
     # -- slow paths, only on unusual input ------------------------------------------------------------------
+    @staticmethod
+    def _batch_rows(rows: int | None, name: str, size: int) -> int:
+        if rows is not None and rows != size:
+            raise InputError(f"the inputs disagree on the batch size (dim 0): {rows} rows, and {size} in {name!r}")
+        return size
+
+    def _check_batch(self, arrays: dict[str, np.ndarray], rows: int) -> None:
+        for name in self._names:
+            if arrays[name].shape[0] != rows:
+                raise InputError(f"the inputs disagree on the batch size (dim 0): {rows} rows, and "
+                                 f"{arrays[name].shape[0]} in {name!r}")
+
     def _as_dict(self, feeds: Any) -> dict[str, Any]:
         if isinstance(feeds, Mapping):
             return dict(feeds)

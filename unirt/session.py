@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Mapping
@@ -12,10 +13,15 @@ import numpy as np
 from . import registry
 from .backend import PRECISIONS, BackendSession, LoadOptions
 from .devices import Device
+from .arena import Arena
+from .batch_runner import BatchStats
+from .batching import BatchSpec
 from .errors import (BackendUnavailableError, InputError, ModelFormatError, ModelLoadError, RunError,
                      SessionClosedError, UnirtError, UnsupportedOptionError)
-from .feeds import InputChecker
+from .feeds import BatchSizeMismatch, InputChecker
 from .formats import ModelFile, PathLike, open_model
+from .pool import BufferPool
+from .run_plan import RunPlan
 from .selection import Explanation, rank
 from .tensor import TensorInfo
 
@@ -32,6 +38,18 @@ def _check_options(threads: Any, precision: Any, backend_options: Any) -> None:
         raise UnsupportedOptionError(f"backend_options must be a dict, got {type(backend_options).__name__}")
 
 
+def _check_memory_options(max_batch: Any, pool: Any, arena: Any) -> None:
+    if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
+        raise UnsupportedOptionError(f"max_batch must be a positive integer or None, got {max_batch!r}")
+    if pool is not None and not isinstance(pool, BufferPool):
+        raise UnsupportedOptionError(f"pool must be a unirt.BufferPool, got {type(pool).__name__}")
+    if arena is not None and not isinstance(arena, Arena):
+        raise UnsupportedOptionError(f"arena must be a unirt.Arena, got {type(arena).__name__}")
+
+
+_session_numbers = itertools.count(1)
+
+
 class Session:
     """A model loaded on one backend.
 
@@ -42,7 +60,14 @@ class Session:
     `precision="fp32"` (the default) gives fp32 answers on every backend; "fp16" and "int8" are asked for and
     raise UnsupportedOptionError where the backend cannot honour them. `backend_options` go to the engine as-is.
     Thread safety: `run` may be called from several threads at once when the backend allows it (ONNX Runtime
-    does); `close` must not race with `run`.
+    does); `close` must not race with `run`. Sessions sharing an `arena` run one at a time.
+
+    Memory and batching (see the README): outputs of at least 64 KiB (all with `pooled_outputs=True`) are written
+    by the backend into buffers from `pool` (the session's own BufferPool unless one is given) or `arena`, reused
+    across runs. A static-batch model pads or splits requests of another batch size; `max_batch` splits larger
+    requests for a dynamic one; `batched=False` turns both off. `run_many` packs requests into few runs.
+    `isolate=True` runs the backend in a child process: a native crash raises BackendCrashedError and the next
+    call restarts it.
     """
 
     def __init__(
@@ -54,27 +79,45 @@ class Session:
         threads: int | None = None,
         precision: str = "fp32",
         backend_options: Mapping[str, Any] | None = None,
+        max_batch: int | None = None,
+        batched: bool | None = None,
+        pool: BufferPool | None = None,
+        pooled_outputs: bool | str = "auto",
+        arena: Arena | None = None,
+        isolate: bool = False,
     ) -> None:
         self._runner: BackendSession | None = None
         self._run = None
+        self._own_pool: BufferPool | None = None
         _check_options(threads, precision, backend_options)
+        _check_memory_options(max_batch, pool, arena)
         requested = Device.parse(device)
         self._model = open_model(model)
         self._selection: Explanation | None = None
         name, resolved = self._choose(backend, requested)
         self._options = LoadOptions(device=Device.parse(resolved), threads=threads, precision=precision,
                                     backend_options=dict(backend_options or {}))
-        runner = self._load(name)
+        runner = self._load_isolated(name) if isolate else self._load(name)
+        self._isolated = bool(isolate)
         self._backend_name = name
         self._runner = runner
         self._inputs = tuple(runner.inputs)
         self._outputs = tuple(runner.outputs)
         self._device = str(getattr(runner, "device", resolved) or resolved)
         self._precision = getattr(runner, "precision", None) or precision
-        self._check = InputChecker(self._inputs).check
+        self._batch = BatchSpec.detect(self._inputs, self._outputs, batched)
+        if max_batch is not None and self._batch.kind != "dynamic":
+            raise UnsupportedOptionError(f"max_batch applies to models with a dynamic batch dim; this model has "
+                                         f"{self._batch}")
+        self._check = InputChecker(self._inputs, self._batch.size).check
         self._output_names = tuple(o.name for o in self._outputs)
         self._output_infos = {o.name: o for o in self._outputs}
-        self._run_into = getattr(runner, "run_into", None)
+        if pool is None:
+            pool = self._own_pool = BufferPool()
+        label = f"{os.path.basename(self._model.name)} on {name} (session {next(_session_numbers)})"
+        self._plan = RunPlan(runner, name, self._inputs, self._outputs, self._check, batch=self._batch,
+                             max_batch=max_batch, pool=pool, arena=arena, pooled_outputs=pooled_outputs, label=label)
+        self._planned = self._plan.active
         self._run = runner.run  # bound once: the hot path does no attribute lookups on the runner
 
     # -- loading ---------------------------------------------------------------------------------------------
@@ -118,6 +161,11 @@ class Session:
         log.debug("loaded %s on %s (%s)", self._model.name, name, self._options.device)
         return runner
 
+    def _load_isolated(self, name: str) -> BackendSession:
+        from .isolation import IsolatedRunner
+
+        return IsolatedRunner(name, self._model, self._options)
+
     # -- running ---------------------------------------------------------------------------------------------
     def run(
         self,
@@ -134,10 +182,13 @@ class Session:
         run = self._run
         if run is None:
             raise SessionClosedError("this Session is closed")
-        arrays = self._check(feeds)
+        try:
+            arrays = self._check(feeds)
+        except BatchSizeMismatch as mismatch:  # a static-batch model given another batch size: pad or split
+            return self._plan.run_rebatched(mismatch, self._names(output_names), out)
         names = self._output_names if output_names is None else self._check_output_names(output_names)
-        if out is not None:
-            return self._run_with_out(arrays, names, out)
+        if out is not None or self._planned:
+            return self._plan.run(arrays, names, out)
         try:
             results = run(arrays, names)
         except UnirtError:
@@ -145,6 +196,28 @@ class Session:
         except Exception as exc:
             raise RunError(f"backend {self._backend_name!r} failed to run: {type(exc).__name__}: {exc}") from exc
         return dict(zip(names, results))
+
+    def run_many(
+        self,
+        requests: Sequence[Any],
+        output_names: Sequence[str] | None = None,
+        *,
+        out: Sequence[Mapping[str, np.ndarray] | None] | None = None,
+    ) -> list[dict[str, np.ndarray]]:
+        """Run independent requests (each what `run` takes) in as few backend runs as the model allows.
+
+        Requests whose dims after the batch dim agree are gathered into batches (padded to N for a static-batch
+        model, at most `max_batch` rows for a dynamic one) and their outputs scattered back: results, in request
+        order, equal one-by-one runs. Each result is a view of its batch's output buffer, which returns to the
+        pool when every view is gone; `out` (one dict or None per request) has outputs copied into your arrays.
+        A model without a batch dim runs the requests one by one.
+        """
+        if self._run is None:
+            raise SessionClosedError("this Session is closed")
+        return self._plan.run_many(requests, self._names(output_names), out)
+
+    def _names(self, output_names: Sequence[str] | None) -> tuple[str, ...]:
+        return self._output_names if output_names is None else self._check_output_names(output_names)
 
     def __call__(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
         """Sugar for `run`: `sess(x)`, `sess(a, b)` in input order, or `sess(a=..., b=...)`."""
@@ -165,39 +238,6 @@ class Session:
             raise InputError(f"unknown output{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                              f"the model's outputs are: {', '.join(self._output_names)}")
         return names
-
-    def _run_with_out(self, arrays: dict[str, np.ndarray], names: tuple[str, ...],
-                      out: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for name, target in out.items():
-            if name not in names:
-                raise InputError(f"out[{name!r}]: not an output of this run; outputs: {', '.join(names)}")
-            info = self._output_infos[name]
-            if not isinstance(target, np.ndarray) or not target.flags.c_contiguous or not target.flags.writeable:
-                raise InputError(f"out[{name!r}]: expected a writeable C-contiguous numpy array")
-            if target.dtype != info.dtype:
-                raise InputError(f"out[{name!r}]: expected dtype {info.dtype}, got {target.dtype}")
-            if len(target.shape) != info.rank or any(isinstance(d, int) and d != s
-                                                     for d, s in zip(info.shape, target.shape)):
-                raise InputError(f"out[{name!r}]: expected shape {info.shape_str()}, got {list(target.shape)}")
-        try:
-            if self._run_into is not None:
-                results = self._run_into(arrays, names, dict(out))
-            else:
-                results = self._run(arrays, names)
-        except UnirtError:
-            raise
-        except Exception as exc:
-            raise RunError(f"backend {self._backend_name!r} failed to run: {type(exc).__name__}: {exc}") from exc
-        result = dict(zip(names, results))
-        for name, target in out.items():
-            value = result[name]
-            if value is not target:
-                if np.shape(value) != target.shape:
-                    raise RunError(f"out[{name!r}]: the model produced shape {list(np.shape(value))}, "
-                                   f"the array given has shape {list(target.shape)}")
-                np.copyto(target, value)
-                result[name] = target
-        return result
 
     # -- introspection and lifetime --------------------------------------------------------------------------
     @property
@@ -236,14 +276,41 @@ class Session:
         return self._selection
 
     @property
+    def batch(self) -> BatchSpec:
+        """Whether the model's batch dim is static (N), dynamic, or absent."""
+        return self._batch
+
+    def batch_stats(self) -> BatchStats:
+        """What padding, splitting and run_many did so far: requests, backend runs, padded rows, waste."""
+        return self._plan.stats()
+
+    @property
+    def pool(self) -> BufferPool:
+        """The BufferPool this session's outputs and staging buffers come from (unless it uses an arena)."""
+        return self._plan.pool
+
+    @property
+    def arena(self) -> Arena | None:
+        return self._plan.arena
+
+    @property
+    def isolated(self) -> bool:
+        """Whether the backend runs in a child process (isolate=True)."""
+        return self._isolated
+
+    @property
     def closed(self) -> bool:
         return self._run is None
 
     def close(self) -> None:
-        """Release the backend's resources. Idempotent."""
-        runner, self._runner, self._run, self._run_into = self._runner, None, None, None
+        """Release the backend's resources, and the cache of the session's own pool. Idempotent.
+        Arrays returned earlier stay valid."""
+        runner, self._runner, self._run = self._runner, None, None
         if runner is not None:
+            self._plan.close()
             runner.close()
+        if self._own_pool is not None:
+            self._own_pool.close()
 
     def __enter__(self) -> "Session":
         return self

@@ -7,7 +7,8 @@ onnx is needed to use this package; `import unirt` never imports it.
 """
 
 from .cases import ConformanceCase, assert_outputs_close, conformance_cases
-from .models import MODEL_BUILDERS, build, dynamic_mlp, int_ops, matmul_relu, multi_io, string_concat, unknown_dims
+from .models import (MODEL_BUILDERS, build, conv_net, dynamic_mlp, int_ops, matmul_relu, multi_io, string_concat,
+                     unknown_dims)
 
 __all__ = ["ConformanceCase", "assert_outputs_close", "conformance_cases", "MODEL_BUILDERS", "build",
-           "dynamic_mlp", "int_ops", "matmul_relu", "multi_io", "string_concat", "unknown_dims"]
+           "dynamic_mlp", "int_ops", "matmul_relu", "multi_io", "string_concat", "unknown_dims", "conv_net"]

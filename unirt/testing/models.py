@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["MODEL_BUILDERS", "build", "matmul_relu", "dynamic_mlp", "multi_io", "int_ops", "unknown_dims",
-           "string_concat"]
+           "string_concat", "conv_net"]
 
 
 def _onnx():
@@ -100,6 +100,27 @@ def string_concat(path: Path) -> Path:
     return _save(h.make_model(graph), path)
 
 
+def conv_net(path: Path, batch: int | str = "N", channels: int = 8, size: int | None = 32, seed: int = 0) -> Path:
+    """A small CNN whose rows are independent: x float32[batch, 3, size, size] ->
+    features = relu(conv3x3(x)) float32[batch, channels, size, size], pooled = GlobalAveragePool float32[batch,
+    channels, 1, 1]. `batch` is a fixed size (a static-batch model) or a dim name (a dynamic one); `size=None`
+    makes the spatial dims dynamic ("H", "W")."""
+    onnx, T, h, nh = _onnx()
+    hw = [size, size] if size is not None else ["H", "W"]
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((channels, 3, 3, 3)) / 5).astype(np.float32)
+    b = rng.standard_normal(channels).astype(np.float32) / 10
+    graph = h.make_graph(
+        [h.make_node("Conv", ["x", "W", "B"], ["conv"], pads=[1, 1, 1, 1]),
+         h.make_node("Relu", ["conv"], ["features"]),
+         h.make_node("GlobalAveragePool", ["features"], ["pooled"])],
+        "conv_net", [h.make_tensor_value_info("x", T.FLOAT, [batch, 3, *hw])],
+        [h.make_tensor_value_info("features", T.FLOAT, [batch, channels, *hw]),
+         h.make_tensor_value_info("pooled", T.FLOAT, [batch, channels, 1, 1])],
+        [nh.from_array(w, "W"), nh.from_array(b, "B")])
+    return _save(h.make_model(graph), path)
+
+
 MODEL_BUILDERS = {
     "matmul_relu": matmul_relu,
     "dynamic_mlp": dynamic_mlp,
@@ -107,6 +128,8 @@ MODEL_BUILDERS = {
     "int_ops": int_ops,
     "unknown_dims": unknown_dims,
     "strings": string_concat,
+    "conv_dynamic": conv_net,
+    "conv_static": lambda path: conv_net(path, batch=4),
 }
 
 

@@ -173,8 +173,14 @@ def test_free_dimension_override(model):
     sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime",
                          backend_options={"free_dimension_overrides": {"N": 4}})
     assert sess.inputs[0].shape == (4, 8)
+    # N is now a static batch of 4: 3 rows are padded to 4 and the padding's outputs dropped
+    assert sess.batch.kind == "static" and sess.batch.size == 4
+    x = np.random.default_rng(3).standard_normal((3, 8)).astype(np.float32)
+    np.testing.assert_allclose(sess.run(x)["probs"], unirt.Session(model("dynamic_mlp")).run(x)["probs"], rtol=1e-6)
+    strict = unirt.Session(model("dynamic_mlp"), backend="onnxruntime", batched=False,
+                           backend_options={"free_dimension_overrides": {"N": 4}})
     with pytest.raises(InputError, match="dim 0 is static"):
-        sess.run(np.ones((3, 8), np.float32))
+        strict.run(np.ones((3, 8), np.float32))
 
 
 def test_precision_is_honest(model):

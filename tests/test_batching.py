@@ -1,0 +1,287 @@
+"""Static vs dynamic batch: detection, gather/scatter, padding/splitting and run_many against one-by-one runs on
+real ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import unirt
+import unirt.testing
+from unirt import BatchSpec, InputError, TensorInfo, UnsupportedOptionError
+
+
+def T(name, shape, dtype=np.float32):
+    return TensorInfo(name, shape, dtype)
+
+
+@pytest.mark.parametrize("inputs, outputs, expected", [
+    ([T("x", (4, 3))], [T("y", (4, 2))], ("static", 4)),
+    ([T("x", ("N", 3)), T("m", ("N",), np.int64)], [T("y", ("N", 2))], ("dynamic", None)),
+    ([T("x", ("N", 3))], [T("y", ("M", 2))], ("none", None)),          # output dim 0 is something else
+    ([T("x", ("N", 3))], [T("y", (None, 2))], ("none", None)),         # unnamed: maybe not the batch
+    ([T("x", (4, 3))], [T("y", (3,))], ("none", None)),                # dim 0 differs
+    ([T("x", ("N", 3)), T("s", ())], [T("y", ("N",))], ("none", None)),  # a scalar input
+    ([T("x", (4, 3))], [T("y", ("N", 2))], ("none", None)),            # fixed on one side, dynamic on the other
+    ([T("s", ("N",), object)], [T("y", ("N",), object)], ("none", None)),
+])
+def test_batch_spec_detection(inputs, outputs, expected):
+    spec = BatchSpec.detect(inputs, outputs)
+    assert (spec.kind, spec.size) == expected
+    assert spec.batched == (expected[0] != "none")
+    if not spec.batched:
+        assert spec.reason
+
+
+def test_batch_spec_overrides():
+    inputs, outputs = [T("x", (None, 3))], [T("y", (None, 2))]
+    assert not BatchSpec.detect(inputs, outputs).batched
+    assert BatchSpec.detect(inputs, outputs, batched=True).kind == "dynamic"
+    assert BatchSpec.detect([T("x", (4, 3))], [T("y", (4, 2))], batched=False).kind == "none"
+    with pytest.raises(UnsupportedOptionError, match="no batch dim"):
+        BatchSpec.detect([T("x", ())], [T("y", ())], batched=True)
+
+
+# -- gather / scatter ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int64, np.uint8, np.bool_])
+@pytest.mark.parametrize("threads", [1, 4])
+def test_gather_matches_concatenate(dtype, threads):
+    rng = np.random.default_rng(0)
+    parts = [(rng.standard_normal((n, 5, 7)) * 10).astype(dtype) for n in (3, 0, 1, 6)]
+    batch = unirt.gather(parts, threads=threads)
+    np.testing.assert_array_equal(batch, np.concatenate(parts))
+    padded = unirt.gather(parts, rows=13, threads=threads)
+    np.testing.assert_array_equal(padded[:10], np.concatenate(parts))
+    assert not padded[10:].any()
+    pool = unirt.BufferPool()
+    pooled = unirt.gather(parts, rows=10, empty=pool.empty_raw, threads=threads)
+    assert pool.stats().blocks_live == 1 and np.array_equal(pooled, batch)
+
+
+def test_gather_takes_non_contiguous_parts_and_large_threaded_copies():
+    base = np.arange(4 * 6 * 512, dtype=np.float64).reshape(4, 6, 512)
+    parts = [base[:, ::2], base[::-1, 1::2]]
+    np.testing.assert_array_equal(unirt.gather(parts), np.concatenate(parts))
+    big = [np.random.default_rng(i).standard_normal((64, 128, 128)).astype(np.float32) for i in range(3)]  # 12 MB
+    np.testing.assert_array_equal(unirt.gather(big, threads=4), np.concatenate(big))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_scatter_into_arrays_and_views(threads):
+    batch = np.random.default_rng(1).standard_normal((10, 4, 33)).astype(np.float32)
+    outs = [np.empty((n, 4, 33), np.float32) for n in (2, 5, 3)]
+    assert unirt.scatter(batch, outs, threads=threads) is not None
+    np.testing.assert_array_equal(np.concatenate(outs), batch)
+    views = unirt.scatter(batch, [4, 6])
+    assert views[0].base is batch and np.array_equal(views[1], batch[4:])
+
+
+def test_gather_scatter_release_the_gil():
+    """Large copies in 4 threads finish while another thread runs Python code: the GIL is released."""
+    parts = [np.ones((256, 1024, 16), np.float32) for _ in range(4)]  # 64 MB
+    out = np.empty((1024, 1024, 16), np.float32)
+    ticks = []
+    stop = threading.Event()
+
+    def python_loop():
+        while not stop.is_set():
+            ticks.append(1)
+
+    t = threading.Thread(target=python_loop)
+    t.start()
+    try:
+        for _ in range(5):
+            unirt.gather(parts, out=out, threads=4)
+    finally:
+        stop.set()
+        t.join()
+    assert out.all() and len(ticks) > 0
+
+
+def test_gather_scatter_errors_are_clear():
+    with pytest.raises(InputError, match=r"parts\[1\] is float32\[2, 4\]"):
+        unirt.gather([np.ones((1, 3), np.float32), np.ones((2, 4), np.float32)])
+    with pytest.raises(InputError, match="more than rows=2"):
+        unirt.gather([np.ones((3, 3), np.float32)], rows=2)
+    with pytest.raises(InputError, match="scalar"):
+        unirt.gather([np.array(1.0, np.float32)])
+    with pytest.raises(InputError, match="dtype"):
+        unirt.gather([np.ones((1, 3), np.float64)], out=np.empty((2, 3), np.float32))
+    with pytest.raises(InputError, match="do not fit"):
+        unirt.scatter(np.ones((3, 2)), [2, 2])
+    with pytest.raises(InputError, match="take 4 rows"):
+        unirt.scatter(np.ones((3, 2)), [np.empty((4, 2))])
+    with pytest.raises(InputError, match="read-only"):
+        ro = np.empty((3, 2))
+        ro.flags.writeable = False
+        unirt.scatter(np.ones((3, 2)), [ro])
+
+
+# -- sessions on real models -----------------------------------------------------------------------------------
+def requests(rows, seed=0, size=32):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((n, 3, size, size)).astype(np.float32) for n in rows]
+
+
+@pytest.fixture(scope="module")
+def static_conv(model):
+    return unirt.Session(model("conv_static"), backend="onnxruntime", threads=1)
+
+
+@pytest.fixture(scope="module")
+def dynamic_conv(model):
+    return unirt.Session(model("conv_dynamic"), backend="onnxruntime", threads=1)
+
+
+def assert_same(got, expected):
+    assert list(got) == list(expected)
+    for name in expected:
+        assert got[name].shape == expected[name].shape, name
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_static_model_knows_its_batch(static_conv, dynamic_conv):
+    assert static_conv.batch.kind == "static" and static_conv.batch.size == 4
+    assert dynamic_conv.batch.kind == "dynamic" and dynamic_conv.batch.symbol == "N"
+    assert "static batch of 4" in str(static_conv.batch)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 8, 11])
+def test_static_batch_pads_and_splits_like_the_dynamic_model(static_conv, dynamic_conv, rows):
+    x = requests([rows], seed=rows)[0]
+    before = static_conv.batch_stats()
+    got = static_conv.run(x)
+    after = static_conv.batch_stats()
+    assert_same(got, dynamic_conv.run(x))  # the same weights, run on exactly `rows` rows
+    runs = -(-rows // 4) if rows != 4 else 0  # a request of exactly N rows takes the plain path
+    assert after.backend_runs - before.backend_runs == runs
+    assert after.padded_rows - before.padded_rows == (runs * 4 - rows if runs else 0)
+    # and row by row on the static model itself: each row padded alone
+    for i in range(rows):
+        row = static_conv.run(x[i:i + 1])
+        np.testing.assert_allclose(got["pooled"][i:i + 1], row["pooled"], rtol=1e-5, atol=1e-6)
+
+
+def test_padding_waste_is_reported(model):
+    sess = unirt.Session(model("conv_static"), backend="onnxruntime")
+    sess.run(requests([1])[0])
+    sess.run(requests([6])[0])
+    s = sess.batch_stats()
+    assert (s.requests, s.backend_runs, s.rows, s.padded_rows, s.split_requests) == (2, 3, 7, 5, 1)
+    assert s.padding_waste == pytest.approx(5 / 12)
+
+
+def test_static_batch_with_out_arrays(static_conv, dynamic_conv):
+    x = requests([6], seed=9)[0]
+    features = np.empty((6, 8, 32, 32), np.float32)
+    got = static_conv.run(x, out={"features": features})
+    assert got["features"] is features
+    assert_same(got, dynamic_conv.run(x))
+    with pytest.raises(InputError, match="expected 6 rows"):
+        static_conv.run(x, out={"features": np.empty((4, 8, 32, 32), np.float32)})
+
+
+@pytest.mark.parametrize("rows", [[1, 2, 3], [4, 4], [5, 1, 7, 2], [0, 3], [9]])
+def test_run_many_equals_one_by_one(static_conv, dynamic_conv, rows):
+    xs = requests(rows, seed=sum(rows))
+    for sess in (static_conv, dynamic_conv):
+        before = sess.batch_stats()
+        many = sess.run_many(xs)
+        after = sess.batch_stats()
+        assert len(many) == len(xs)
+        for got, x in zip(many, xs):
+            assert_same(got, dynamic_conv.run(x))
+        limit = -(-sum(rows) // 4) if sess is static_conv else 1
+        assert after.backend_runs - before.backend_runs == max(1, limit)
+
+
+def test_run_many_groups_requests_by_shape(tmp_path):
+    any_size = unirt.Session(unirt.testing.conv_net(tmp_path / "conv_hw.onnx", size=None), backend="onnxruntime")
+    assert any_size.inputs[0].shape == ("N", 3, "H", "W")
+    xs = requests([2, 1], seed=4) + requests([3], seed=5, size=16) + requests([1], seed=6)
+    many = any_size.run_many(xs)
+    assert any_size.batch_stats().backend_runs == 2  # the 32x32 requests together, the 16x16 one apart
+    for got, x in zip(many, xs):
+        assert_same(got, any_size.run(x))
+
+
+def test_run_many_results_share_a_pooled_batch(model):
+    sess = unirt.Session(model("conv_dynamic"), backend="onnxruntime")
+    many = sess.run_many(requests([2, 2, 2]))
+    assert many[0]["features"].base is many[2]["features"].base  # views of one batch buffer ...
+    assert not np.shares_memory(many[0]["features"], many[2]["features"])  # ... each of its own rows
+    blocks = sess.pool.stats().blocks_live
+    del many[:2]
+    assert sess.pool.stats().blocks_live == blocks  # the last request's view still holds the batch
+    many.clear()
+    assert sess.pool.stats().blocks_live == 0
+
+
+def test_run_many_writes_into_out_arrays(static_conv, dynamic_conv):
+    xs = requests([3, 2], seed=11)
+    outs = [{"pooled": np.empty((n, 8, 1, 1), np.float32)} for n in (3, 2)]
+    many = static_conv.run_many(xs, out=[outs[0], outs[1]])
+    for got, x, o in zip(many, xs, outs):
+        assert got["pooled"] is o["pooled"]
+        assert_same(got, dynamic_conv.run(x))
+    with pytest.raises(InputError, match="one dict"):
+        static_conv.run_many(xs, out=[None])
+
+
+def test_max_batch_splits_dynamic_requests(model, dynamic_conv):
+    sess = unirt.Session(model("conv_dynamic"), backend="onnxruntime", max_batch=3)
+    x = requests([8], seed=12)[0]
+    assert_same(sess.run(x), dynamic_conv.run(x))
+    s = sess.batch_stats()
+    assert (s.backend_runs, s.padded_rows, s.split_requests) == (3, 0, 1)
+    many = sess.run_many(requests([2, 2, 2], seed=13))
+    assert sess.batch_stats().backend_runs == 5  # 6 rows in runs of at most 3
+    assert len(many) == 3
+    with pytest.raises(UnsupportedOptionError, match="dynamic batch dim"):
+        unirt.Session(model("conv_static"), backend="onnxruntime", max_batch=2)
+    with pytest.raises(UnsupportedOptionError, match="max_batch must be"):
+        unirt.Session(model("conv_dynamic"), backend="onnxruntime", max_batch=0)
+
+
+def test_batched_false_keeps_static_dims_strict(model):
+    sess = unirt.Session(model("conv_static"), backend="onnxruntime", batched=False)
+    with pytest.raises(InputError, match="dim 0 is static"):
+        sess.run(requests([3])[0])
+    xs = requests([4, 4])
+    assert len(sess.run_many(xs)) == 2  # no batch dim: one run per request
+    assert sess.batch_stats().requests == 0
+
+
+def test_run_many_checks_each_request(dynamic_conv, static_conv):
+    with pytest.raises(InputError, match=r"request 1: input 'x': expected float32"):
+        dynamic_conv.run_many([requests([1])[0], np.ones((1, 3, 32, 32))])
+    with pytest.raises(InputError, match="list of requests"):
+        dynamic_conv.run_many(requests([1])[0])
+    with pytest.raises(InputError, match=r"request 0: input 'x': expected shape"):
+        static_conv.run_many([np.ones((2, 3, 16, 16), np.float32)])
+    assert dynamic_conv.run_many([]) == []
+
+
+def test_inputs_must_agree_on_the_batch(test_plugins, tmp_path):
+    """A static-batch model with two inputs: both must have the same number of rows."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "add",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    path = tmp_path / "add.onnx"
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    onnx.save(m, str(path))
+    sess = unirt.Session(path, backend="reference")  # a plugin without run_into: outputs cut from its arrays
+    a, b = np.arange(15, dtype=np.float32).reshape(5, 3), np.ones((5, 3), np.float32)
+    np.testing.assert_array_equal(sess.run({"a": a, "b": b})["y"], a + b)
+    assert sess.batch_stats().backend_runs == 3
+    with pytest.raises(InputError, match="disagree on the batch size"):
+        sess.run({"a": a, "b": np.ones((2, 3), np.float32)})
+    with pytest.raises(InputError, match="disagree on the batch size"):
+        sess.run({"a": a, "b": np.ones((4, 3), np.float32)})

@@ -1,0 +1,136 @@
+"""Outputs written by the backend into pool memory (run_into), on real ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import unirt
+from unirt import InputError, UnsupportedOptionError
+
+
+def ort_reference(path, feeds):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+
+
+@pytest.fixture
+def conv(model):
+    return model("conv_dynamic")
+
+
+def test_steady_state_runs_allocate_no_new_output_memory(conv):
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    sess = unirt.Session(conv, backend="onnxruntime")  # features: 128 KiB, above the pooling threshold
+    expected = ort_reference(conv, {"x": x})
+    for _ in range(3):  # warm-up: the first runs fill the pool
+        sess.run(x)
+    before = sess.pool.stats()
+    for _ in range(50):
+        out = sess.run(x)
+        np.testing.assert_allclose(out["features"], expected["features"], rtol=1e-5, atol=1e-6)
+        del out
+    after = sess.pool.stats()
+    assert after.allocations == before.allocations, "steady-state runs took new memory for outputs"
+    assert after.reuses - before.reuses == 50  # one block per run for `features`, always from the cache
+    assert after.bytes_reserved == before.bytes_reserved
+
+
+def test_pooled_outputs_true_pools_small_outputs_too(conv):
+    x = np.ones((1, 3, 32, 32), np.float32)
+    sess = unirt.Session(conv, backend="onnxruntime", pooled_outputs=True)
+    for _ in range(3):
+        out = sess.run(x)
+        assert out["pooled"].ctypes.data % 64 == 0 and out["features"].ctypes.data % 64 == 0
+        del out
+    s = sess.pool.stats()
+    assert s.allocations == 2 and s.reuses == 4  # features and pooled, each allocated once
+
+
+def test_pooled_outputs_false_leaves_allocation_to_the_engine(conv):
+    sess = unirt.Session(conv, backend="onnxruntime", pooled_outputs=False)
+    sess.run(np.ones((4, 3, 32, 32), np.float32))
+    assert sess.pool.stats().allocations == 0
+
+
+def test_results_held_by_the_caller_are_never_overwritten(conv):
+    sess = unirt.Session(conv, backend="onnxruntime")
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((4, 3, 32, 32)).astype(np.float32) for _ in range(4)]
+    held = [sess.run(x)["features"] for x in xs]
+    assert len({h.ctypes.data for h in held}) == 4
+    for x, h in zip(xs, held):
+        np.testing.assert_allclose(h, ort_reference(conv, {"x": x})["features"], rtol=1e-5, atol=1e-6)
+
+
+def test_an_output_outlives_its_session(conv):
+    x = np.ones((4, 3, 32, 32), np.float32)
+    sess = unirt.Session(conv, backend="onnxruntime")
+    features = sess.run(x)["features"]
+    expected = features.copy()
+    sess.close()
+    del sess
+    gc.collect()
+    np.testing.assert_array_equal(features, expected)
+
+
+def test_shared_pool_between_sessions(conv, model):
+    pool = unirt.BufferPool()
+    a = unirt.Session(conv, backend="onnxruntime", pool=pool)
+    b = unirt.Session(model("conv_static"), backend="onnxruntime", pool=pool)
+    assert a.pool is pool and b.pool is pool
+    x = np.ones((4, 3, 32, 32), np.float32)
+    first = a.run(x)["features"].copy()  # a's block goes back to the shared pool ...
+    np.testing.assert_array_equal(b.run(x)["features"], first)
+    assert pool.stats().reuses == 1  # ... and b's run takes it
+    a.close()
+    assert not pool.closed  # a shared pool is the caller's to close
+
+
+def test_out_arrays_are_written_in_place(conv):
+    sess = unirt.Session(conv, backend="onnxruntime")
+    x = np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    features = np.empty((2, 8, 32, 32), np.float32)
+    pooled = np.empty((2, 8, 1, 1), np.float32)
+    out = sess.run(x, out={"features": features, "pooled": pooled})
+    assert out["features"] is features and out["pooled"] is pooled
+    expected = ort_reference(conv, {"x": x})
+    np.testing.assert_allclose(features, expected["features"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooled, expected["pooled"], rtol=1e-5, atol=1e-6)
+    partial = sess.run(x, out={"pooled": np.empty((2, 8, 1, 1), np.float32)})  # IOBinding path
+    np.testing.assert_allclose(partial["features"], expected["features"], rtol=1e-5, atol=1e-6)
+    with pytest.raises((InputError, unirt.RunError)):
+        sess.run(x, out={"features": np.empty((3, 8, 32, 32), np.float32)})
+
+
+def test_concurrent_runs_on_pooled_outputs(conv):
+    sess = unirt.Session(conv, backend="onnxruntime", threads=1)
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((2, 3, 32, 32)).astype(np.float32) for _ in range(4)]
+    expected = [ort_reference(conv, {"x": x})["features"] for x in xs]
+    failures = []
+
+    def worker(i: int) -> None:
+        for _ in range(20):
+            got = sess.run(xs[i])["features"]
+            if not np.allclose(got, expected[i], rtol=1e-5, atol=1e-6):
+                failures.append(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert sess.pool.stats().bytes_live == 0
+
+
+def test_pooled_outputs_option_is_checked(conv):
+    with pytest.raises(UnsupportedOptionError, match="pooled_outputs"):
+        unirt.Session(conv, backend="onnxruntime", pooled_outputs="yes")
+    with pytest.raises(UnsupportedOptionError, match="pool must be a unirt.BufferPool"):
+        unirt.Session(conv, backend="onnxruntime", pool=object())

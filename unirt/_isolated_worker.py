@@ -1,0 +1,97 @@
+"""The child process of `isolate=True` (see unirt.isolation): loads one model with one plugin and runs it on
+request. Commands come on stdin and replies go on stdout (both pipes to the parent; anything the engine prints
+goes to stderr instead); tensors travel through shared-memory regions the parent owns.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import sys
+
+
+def _die_with_parent() -> None:
+    """On Linux, have the kernel kill this process when its parent dies mid-run."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main() -> int:
+    commands = os.dup(0)
+    replies = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)  # prints from the engine must not corrupt the reply pipe
+    os.close(devnull)
+    parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _die_with_parent()
+    if os.getppid() != parent:
+        return 0
+
+    from unirt import registry
+    from unirt.isolation import (ATTACH_INPUTS, ATTACH_OUTPUTS, CLOSE, ERROR, GROW, LOAD, OK, RUN, error_payload,
+                                 receive, send)
+    from unirt.shm import SharedRegion, SharedTensors
+
+    message = receive(commands)
+    if message is None or message[0] != LOAD:
+        return 0
+    backend, model, options = pickle.loads(message[1])
+    try:
+        runner = registry.get_backend(backend).load(model, options)
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
+        send(replies, ERROR, error_payload(exc))
+        return 0
+    names = [o.name for o in runner.outputs]
+    send(replies, OK, pickle.dumps({"inputs": list(runner.inputs), "outputs": list(runner.outputs),
+                                    "device": str(getattr(runner, "device", options.device)),
+                                    "precision": getattr(runner, "precision", None) or options.precision}))
+    inputs: SharedTensors | None = None
+    outputs: SharedTensors | None = None
+    pending: dict | None = None  # results waiting for a larger output region
+    while True:
+        message = receive(commands)
+        if message is None or message[0] == CLOSE:
+            runner.close()
+            return 0
+        op, payload = message
+        if op == ATTACH_INPUTS:
+            inputs = SharedTensors(SharedRegion.attach(payload.decode()))
+            send(replies, OK)
+        elif op == ATTACH_OUTPUTS:
+            outputs = SharedTensors(SharedRegion.attach(payload.decode()))
+            if pending is not None:
+                results, pending = pending, None
+                outputs.rewrite(results)
+            send(replies, OK)
+        elif op == RUN:
+            wanted = [names[i] for i in struct.unpack(f"<{len(payload) // 2}H", payload)]
+            try:
+                inputs.refresh()  # type: ignore[union-attr]
+                values = runner.run(dict(inputs), wanted)  # type: ignore[arg-type]
+                import numpy as np
+
+                results = {n: np.ascontiguousarray(v) for n, v in zip(wanted, values)}
+            except BaseException as exc:  # noqa: BLE001
+                send(replies, ERROR, error_payload(exc))
+                continue
+            if outputs is not None and outputs.rewrite(results):
+                send(replies, OK)
+            else:
+                pending = results
+                send(replies, GROW, struct.pack("<Q", SharedTensors.size_for(results)))
+        else:
+            send(replies, ERROR, error_payload(RuntimeError(f"unknown command {op!r}")))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Sizing outputs before a run, so the backend can write them into unirt's memory (a pool or an arena).
+
+An output's shape is known before the run when each of its dims is fixed or is a symbolic dim that also appears
+in an input (its size is then read from that input). Everything is worked out at load; `shapes` is per call.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import numpy as np
+
+from .tensor import TensorInfo
+
+__all__ = ["OutputPlanner", "POOL_MIN_BYTES"]
+
+#: Outputs smaller than this are left to the engine's allocator under pooled_outputs="auto": for small arrays a
+#: fresh allocation costs less than binding caller memory (measured with ONNX Runtime: about 3 us per call).
+POOL_MIN_BYTES = 64 * 1024
+
+Recipe = tuple[Union[int, tuple[str, int]], ...]  # per dim: a size, or (input name, axis) to read it from
+
+
+class OutputPlanner:
+    """Knows, for each output whose shape can be computed from the inputs' shapes, how to compute it."""
+
+    def __init__(self, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo]) -> None:
+        where: dict[str, tuple[str, int]] = {}
+        for i in inputs:
+            for axis, d in enumerate(i.shape):
+                if isinstance(d, str):
+                    where.setdefault(d, (i.name, axis))
+        self.dtypes = {o.name: o.dtype for o in outputs}
+        self.recipes: dict[str, Recipe] = {}
+        self.static: dict[str, tuple[int, ...]] = {}
+        for o in outputs:
+            if o.dtype == object:
+                continue  # strings are Python objects: the engine builds them
+            recipe: list[int | tuple[str, int]] = []
+            for d in o.shape:
+                if isinstance(d, int) and d >= 0:
+                    recipe.append(d)
+                elif isinstance(d, str) and d in where:
+                    recipe.append(where[d])
+                else:
+                    break
+            else:
+                self.recipes[o.name] = tuple(recipe)
+                if all(isinstance(d, int) for d in recipe):
+                    self.static[o.name] = tuple(recipe)  # type: ignore[arg-type]
+
+    def nbytes_static(self, name: str) -> int:
+        shape = self.static[name]
+        return int(np.prod(shape, dtype=np.int64)) * self.dtypes[name].itemsize
+
+    def shape(self, name: str, arrays: dict[str, np.ndarray]) -> tuple[int, ...] | None:
+        recipe = self.recipes.get(name)
+        if recipe is None:
+            return None
+        return tuple(d if type(d) is int else arrays[d[0]].shape[d[1]] for d in recipe)  # type: ignore[index]
+
+    def nbytes(self, name: str, shape: tuple[int, ...]) -> int:
+        n = self.dtypes[name].itemsize
+        for d in shape:
+            n *= d
+        return n
