@@ -35,6 +35,7 @@ void run_copies(const std::vector<CopySpan>& spans, int threads, std::size_t min
   for (const CopySpan& s : spans) total += s.nbytes;
   if (total == 0) return;
   std::size_t n = static_cast<std::size_t>(std::max(threads, 1));
+  n = std::min<std::size_t>(n, std::max(1u, std::thread::hardware_concurrency()));  // more threads than CPUs: no gain
   if (min_bytes_per_thread > 0) n = std::min(n, std::max<std::size_t>(1, total / min_bytes_per_thread));
   if (n == 1) {
     copy_range(spans, 0, total);

@@ -12,8 +12,9 @@ struct CopySpan {
   std::size_t nbytes;
 };
 
-// Performs every span, on up to `threads` threads (the calling thread included). Work is split by bytes, so a
-// single large span is shared out too; below `min_bytes_per_thread` per thread fewer threads are used.
+// Performs every span, on up to `threads` threads (the calling thread included; never more than the CPUs). Work
+// is split by bytes, so a single large span is shared out too; below `min_bytes_per_thread` per thread fewer
+// threads are used.
 void run_copies(const std::vector<CopySpan>& spans, int threads, std::size_t min_bytes_per_thread = 1 << 20);
 
 struct Piece {

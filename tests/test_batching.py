@@ -175,12 +175,12 @@ def test_padding_waste_is_reported(model):
 
 def test_static_batch_with_out_arrays(static_conv, dynamic_conv):
     x = requests([6], seed=9)[0]
-    features = np.empty((6, 8, 32, 32), np.float32)
+    features = np.empty((6, 16, 32, 32), np.float32)
     got = static_conv.run(x, out={"features": features})
     assert got["features"] is features
     assert_same(got, dynamic_conv.run(x))
     with pytest.raises(InputError, match="expected 6 rows"):
-        static_conv.run(x, out={"features": np.empty((4, 8, 32, 32), np.float32)})
+        static_conv.run(x, out={"features": np.empty((4, 16, 32, 32), np.float32)})
 
 
 @pytest.mark.parametrize("rows", [[1, 2, 3], [4, 4], [5, 1, 7, 2], [0, 3], [9]])
@@ -221,7 +221,7 @@ def test_run_many_results_share_a_pooled_batch(model):
 
 def test_run_many_writes_into_out_arrays(static_conv, dynamic_conv):
     xs = requests([3, 2], seed=11)
-    outs = [{"pooled": np.empty((n, 8, 1, 1), np.float32)} for n in (3, 2)]
+    outs = [{"pooled": np.empty((n, 16, 1, 1), np.float32)} for n in (3, 2)]
     many = static_conv.run_many(xs, out=[outs[0], outs[1]])
     for got, x, o in zip(many, xs, outs):
         assert got["pooled"] is o["pooled"]

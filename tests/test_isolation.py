@@ -45,7 +45,7 @@ def test_isolated_onnxruntime_matches_in_process(model):
             np.testing.assert_allclose(out["features"], ref[0], rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(out["pooled"], ref[1], rtol=1e-5, atol=1e-6)
         small = sess.run(x[:1], output_names=["pooled"])
-        assert list(small) == ["pooled"] and small["pooled"].shape == (1, 8, 1, 1)
+        assert list(small) == ["pooled"] and small["pooled"].shape == (1, 16, 1, 1)
         big = np.random.default_rng(1).standard_normal((40, 3, 32, 32)).astype(np.float32)  # regions must grow
         np.testing.assert_allclose(sess.run(big)["pooled"],
                                    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -124,7 +124,9 @@ def test_crash_with_pooled_outputs_and_out_arrays(crashing, model):
         bad[0, 0] = ABORT
         with pytest.raises(BackendCrashedError):
             sess.run(bad, out={"probs": probs})
+        assert sess._runner.pid is None and sess._runner.restarts == 0  # crashed once, not retried
         np.testing.assert_allclose(sess.run(x)["probs"], probs)
+        assert sess._runner.restarts == 1
 
 
 def test_string_models_cannot_be_isolated(model):

@@ -25,7 +25,7 @@ def conv(model):
 
 def test_steady_state_runs_allocate_no_new_output_memory(conv):
     x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
-    sess = unirt.Session(conv, backend="onnxruntime")  # features: 128 KiB, above the pooling threshold
+    sess = unirt.Session(conv, backend="onnxruntime")  # features: 64 KiB a row, pooled under "auto"
     expected = ort_reference(conv, {"x": x})
     for _ in range(3):  # warm-up: the first runs fill the pool
         sess.run(x)
@@ -49,6 +49,13 @@ def test_pooled_outputs_true_pools_small_outputs_too(conv):
         del out
     s = sess.pool.stats()
     assert s.allocations == 2 and s.reuses == 4  # features and pooled, each allocated once
+
+
+def test_auto_leaves_small_outputs_to_the_engine_and_the_lean_path(model):
+    sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime")  # outputs: 12 bytes a row
+    out = sess.run(np.ones((5, 8), np.float32))
+    assert out["probs"].shape == (5, 3) and sess.pool.stats().allocations == 0
+    assert not sess._planned  # Session.run goes straight to the backend
 
 
 def test_pooled_outputs_false_leaves_allocation_to_the_engine(conv):
@@ -94,17 +101,17 @@ def test_shared_pool_between_sessions(conv, model):
 def test_out_arrays_are_written_in_place(conv):
     sess = unirt.Session(conv, backend="onnxruntime")
     x = np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32)
-    features = np.empty((2, 8, 32, 32), np.float32)
-    pooled = np.empty((2, 8, 1, 1), np.float32)
+    features = np.empty((2, 16, 32, 32), np.float32)
+    pooled = np.empty((2, 16, 1, 1), np.float32)
     out = sess.run(x, out={"features": features, "pooled": pooled})
     assert out["features"] is features and out["pooled"] is pooled
     expected = ort_reference(conv, {"x": x})
     np.testing.assert_allclose(features, expected["features"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(pooled, expected["pooled"], rtol=1e-5, atol=1e-6)
-    partial = sess.run(x, out={"pooled": np.empty((2, 8, 1, 1), np.float32)})  # IOBinding path
+    partial = sess.run(x, out={"pooled": np.empty((2, 16, 1, 1), np.float32)})  # IOBinding path
     np.testing.assert_allclose(partial["features"], expected["features"], rtol=1e-5, atol=1e-6)
     with pytest.raises((InputError, unirt.RunError)):
-        sess.run(x, out={"features": np.empty((3, 8, 32, 32), np.float32)})
+        sess.run(x, out={"features": np.empty((3, 16, 32, 32), np.float32)})
 
 
 def test_concurrent_runs_on_pooled_outputs(conv):

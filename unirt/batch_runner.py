@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from itertools import accumulate
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -213,8 +213,9 @@ class BatchRunner:
 def check_request_out(out: Any, names: Sequence[str], planner: OutputPlanner, rows: int,
                       where: str) -> dict[str, np.ndarray]:
     """Validate a caller's output arrays for a request of `rows` rows."""
-    if not isinstance(out, dict):
+    if not isinstance(out, Mapping):
         raise InputError(f"{where}: expected a dict {{output name: array}}, got {type(out).__name__}")
+    out = dict(out)
     for name, target in out.items():
         if name not in names:
             raise InputError(f"{where}[{name!r}]: not an output of this run; outputs: {', '.join(names)}")

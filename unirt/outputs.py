@@ -14,8 +14,9 @@ from .tensor import TensorInfo
 
 __all__ = ["OutputPlanner", "POOL_MIN_BYTES"]
 
-#: Outputs smaller than this are left to the engine's allocator under pooled_outputs="auto": for small arrays a
-#: fresh allocation costs less than binding caller memory (measured with ONNX Runtime: about 3 us per call).
+#: Under pooled_outputs="auto", outputs smaller than this (with every dynamic dim at 1) are left to the engine's
+#: allocator: for small arrays a fresh allocation costs less than binding caller memory (about 3 us per call with
+#: ONNX Runtime), and deciding at load keeps Session.run's lean path for them.
 POOL_MIN_BYTES = 64 * 1024
 
 Recipe = tuple[Union[int, tuple[str, int]], ...]  # per dim: a size, or (input name, axis) to read it from
@@ -49,9 +50,13 @@ class OutputPlanner:
                 if all(isinstance(d, int) for d in recipe):
                     self.static[o.name] = tuple(recipe)  # type: ignore[arg-type]
 
-    def nbytes_static(self, name: str) -> int:
-        shape = self.static[name]
-        return int(np.prod(shape, dtype=np.int64)) * self.dtypes[name].itemsize
+    def min_nbytes(self, name: str) -> int:
+        """The output's size with every dim read from an input at 1."""
+        n = self.dtypes[name].itemsize
+        for d in self.recipes[name]:
+            if type(d) is int:
+                n *= d
+        return n
 
     def shape(self, name: str, arrays: dict[str, np.ndarray]) -> tuple[int, ...] | None:
         recipe = self.recipes.get(name)

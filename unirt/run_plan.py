@@ -16,16 +16,14 @@ from .arena import Arena
 from .backend import BackendSession
 from .batch_runner import BatchRunner, BatchStats, check_request_out
 from .batching import BatchSpec
-from .errors import InputError, RunError, UnirtError, UnsupportedOptionError
+from .errors import BackendCrashedError, InputError, RunError, UnirtError, UnsupportedOptionError
 from .feeds import BatchSizeMismatch
 from .outputs import POOL_MIN_BYTES, OutputPlanner
 from .pool import BufferPool
 from .tensor import TensorInfo
 
-__all__ = ["RunPlan", "POOLED_OUTPUT_MODES"]
+__all__ = ["RunPlan"]
 log = logging.getLogger(__name__)
-
-POOLED_OUTPUT_MODES = ("auto", True, False)
 
 
 class RunPlan:
@@ -47,20 +45,16 @@ class RunPlan:
         self.label = label
         self.batch = batch
         # Outputs unirt allocates: none without run_into; with an arena or pooled_outputs=True every one it can
-        # size; under "auto" the fixed-shape ones of at least POOL_MIN_BYTES, and the others when a run's shapes
-        # make them that large.
+        # size; under "auto" those of at least POOL_MIN_BYTES even with every dynamic dim at 1. Decided here, so a
+        # session whose outputs are all left to the engine keeps the lean path in Session.run.
         if self._run_into is None or pooled_outputs is False:
-            self._fixed: tuple[str, ...] = ()
-            self._sized: tuple[str, ...] = ()
-            self._min_bytes = 0
+            chosen: tuple[str, ...] = ()
         elif arena is not None or pooled_outputs is True:
-            self._fixed = ()
-            self._sized = tuple(planner.recipes)
-            self._min_bytes = 0
+            chosen = tuple(planner.recipes)
         else:
-            self._fixed = tuple(n for n in planner.static if planner.nbytes_static(n) >= POOL_MIN_BYTES)
-            self._sized = tuple(n for n in planner.recipes if n not in planner.static)
-            self._min_bytes = POOL_MIN_BYTES
+            chosen = tuple(n for n in planner.recipes if planner.min_nbytes(n) >= POOL_MIN_BYTES)
+        self._fixed = tuple(n for n in chosen if n in planner.static)
+        self._sized = tuple(n for n in chosen if n not in planner.static)
         self.batcher = BatchRunner(batch, max_batch, [i.name for i in inputs], planner, self._call,
                                    writes_into=self._run_into is not None)
         #: Whether a plain run (no out=) must come here: the hot path in Session.run skips this class otherwise.
@@ -79,7 +73,7 @@ class RunPlan:
     def run_rebatched(self, mismatch: BatchSizeMismatch, names: tuple[str, ...],
                       out: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         """A static-batch model given B != N rows: pad or split."""
-        target = check_request_out(dict(out), names, self.planner, mismatch.rows, "out") if out is not None else None
+        target = check_request_out(out, names, self.planner, mismatch.rows, "out") if out is not None else None
         with self._memory() as memory:
             return self.batcher.run_one(mismatch.arrays, names, target, memory)
 
@@ -102,7 +96,7 @@ class RunPlan:
         if not self.batch.batched:  # nothing to pack: one run per request
             return [self.run(arrays, names, outs[i] if outs else None) for i, arrays in enumerate(checked)]
         first = self._first_input
-        targets = {i: check_request_out(dict(o), names, self.planner, checked[i][first].shape[0], f"out[{i}]")
+        targets = {i: check_request_out(o, names, self.planner, checked[i][first].shape[0], f"out[{i}]")
                    for i, o in enumerate(outs or ()) if o is not None}
         with self._memory() as memory:
             return self.batcher.run_many(checked, names, targets, memory)
@@ -124,11 +118,7 @@ class RunPlan:
         targets = dict(out) if out else {}
         planner = self.planner
         wanted = [(n, planner.static[n]) for n in self._fixed if n in names and n not in targets]
-        for n in self._sized:
-            if n in names and n not in targets:
-                shape = planner.shape(n, arrays)
-                if planner.nbytes(n, shape) >= self._min_bytes:  # type: ignore[arg-type]
-                    wanted.append((n, shape))
+        wanted += [(n, planner.shape(n, arrays)) for n in self._sized if n in names and n not in targets]
         if len(wanted) > 1:
             memory.reserve(sum(-(-planner.nbytes(n, s) // 64) * 64 for n, s in wanted))
         for n, shape in wanted:
@@ -136,6 +126,8 @@ class RunPlan:
         ours = [n for n, _ in wanted]
         try:
             results = self._call(arrays, names, targets or None)
+        except BackendCrashedError:
+            raise
         except RunError:
             if not ours:
                 raise

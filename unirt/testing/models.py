@@ -100,7 +100,7 @@ def string_concat(path: Path) -> Path:
     return _save(h.make_model(graph), path)
 
 
-def conv_net(path: Path, batch: int | str = "N", channels: int = 8, size: int | None = 32, seed: int = 0) -> Path:
+def conv_net(path: Path, batch: int | str = "N", channels: int = 16, size: int | None = 32, seed: int = 0) -> Path:
     """A small CNN whose rows are independent: x float32[batch, 3, size, size] ->
     features = relu(conv3x3(x)) float32[batch, channels, size, size], pooled = GlobalAveragePool float32[batch,
     channels, 1, 1]. `batch` is a fixed size (a static-batch model) or a dim name (a dynamic one); `size=None`
