@@ -8,9 +8,9 @@ import sys
 from typing import Sequence
 
 from ..errors import UnirtError
-from . import backends_cmd, explain_cmd, run_cmd
+from . import backends_cmd, bench_cmd, compare_cmd, explain_cmd, info_cmd, optimize_cmd, quantize_cmd, run_cmd
 
-COMMANDS = (backends_cmd, explain_cmd, run_cmd)
+COMMANDS = (backends_cmd, explain_cmd, run_cmd, info_cmd, bench_cmd, compare_cmd, optimize_cmd, quantize_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except UnirtError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return 2  # like argparse's usage errors; 1 is left for a command's own "failed" (compare out of tolerance)
     except KeyboardInterrupt:
         return 130
