@@ -15,6 +15,7 @@ from unirt import BackendUnavailableError, InputError, UnsupportedOptionError
 from unirt.cli import main
 from unirt.testing import conformance_cases
 from unirt.tools import info
+from unirt.tools.flops import NodeShapes, count_flops
 
 rng = np.random.default_rng(0)
 
@@ -189,3 +190,37 @@ def test_non_onnx_formats_need_a_backend_that_reads_them(tmp_path):
     path.write_bytes(tflite_bytes())
     with pytest.raises(BackendUnavailableError, match="for this tflite model unirt shows its inputs and outputs"):
         info(path)
+
+
+@pytest.mark.parametrize("node,expected", [
+    # ConvTranspose 4->2 channels, 3x3 kernel, 5x5 input -> 7x7 output, with bias: 2*MACs
+    (NodeShapes("ConvTranspose", inputs=[(1, 4, 5, 5), (4, 2, 3, 3), (2,)], outputs=[(1, 2, 7, 7)],
+                present=[True, True, True]), 2 * (4 * 5 * 5) * (2 * 3 * 3)),
+    # Batched MatMul [2,3,4,5] @ [2,3,5,6]: 2K-1 per output
+    (NodeShapes("MatMul", inputs=[(2, 3, 4, 5), (2, 3, 5, 6)], outputs=[(2, 3, 4, 6)], present=[True, True]),
+     2 * 3 * 4 * 6 * (2 * 5 - 1)),
+    # Einsum as a matmul: same count as MatMul
+    (NodeShapes("Einsum", attrs={"equation": "ij,jk->ik"}, inputs=[(4, 5), (5, 6)], outputs=[(4, 6)],
+                present=[True, True]), 4 * 6 * (2 * 5 - 1)),
+    # Bilinear 2x upsampling of H and W: 4 taps -> 7 FLOPs per output
+    (NodeShapes("Resize", attrs={"mode": "linear"}, inputs=[(1, 3, 4, 4)], outputs=[(1, 3, 8, 8)],
+                present=[True]), 3 * 64 * 7),
+    (NodeShapes("Resize", attrs={"mode": "nearest"}, inputs=[(1, 3, 4, 4)], outputs=[(1, 3, 8, 8)],
+                present=[True]), 0),
+    # ONNX Attention with 3-D inputs and 4 query heads / 2 kv heads (grouped-query)
+    (NodeShapes("Attention", attrs={"q_num_heads": 4, "kv_num_heads": 2},
+                inputs=[(2, 5, 32), (2, 7, 16), (2, 7, 16)], outputs=[(2, 5, 32)], present=[True] * 3),
+     2 * 4 * 5 * 7 * (2 * 8 - 1) + 4 * (2 * 4 * 5 * 7) + 2 * 4 * 5 * 8 * (2 * 7 - 1)),
+    # ONNX Runtime's MultiHeadAttention, 2 heads
+    (NodeShapes("MultiHeadAttention", domain="com.microsoft", attrs={"num_heads": 2},
+                inputs=[(1, 3, 8), (1, 4, 8), (1, 4, 8)], outputs=[(1, 3, 8)], present=[True] * 3),
+     2 * 3 * 4 * (2 * 4 - 1) + 4 * (2 * 3 * 4) + 2 * 3 * 4 * (2 * 4 - 1)),
+    (NodeShapes("BatchNormalization", inputs=[(2, 4, 3, 3)] + [(4,)] * 4, outputs=[(2, 4, 3, 3)],
+                present=[True] * 5), 2 * 72),
+    (NodeShapes("Sum", inputs=[(3,), (3,), (3,)], outputs=[(3,)], present=[True] * 3), 2 * 3),
+    (NodeShapes("Transpose", inputs=[(3, 4)], outputs=[(4, 3)], present=[True]), 0),
+    (NodeShapes("Conv", inputs=[(1, 3, 8, 8), None], outputs=[(1, 4, 8, 8)], present=[True, True]), None),
+    (NodeShapes("NoSuchOp", domain="my.domain", inputs=[(3,)], outputs=[(3,)], present=[True]), None),
+])
+def test_flop_rules_by_hand(node, expected):
+    assert count_flops(node) == expected

@@ -9,7 +9,7 @@ import os
 from ..tools import bench
 from ..tools.bench import BenchReport
 from .table import render
-from .tool_output import Progress, add_backends, add_shapes, backend_names, int_list, ms, print_json
+from .tool_output import Progress, add_backends, add_shapes, backend_names, int_list, ms
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -50,7 +50,8 @@ def print_info(r: ModelInfo) -> None:
         print(f"FLOPs:       {human(r.flops)} ({r.flops:,}){lower}")
         print(f"             convention: {r.flops_convention}")
     if r.weight_bytes is not None:
-        dtypes = ", ".join(f"{d} {human(v['count'])} ({human_bytes(v['bytes'])})" for d, v in r.weights_by_dtype.items())
+        dtypes = ", ".join(f"{d} {human(v['count'])} ({human_bytes(v['bytes'])})"
+                           for d, v in r.weights_by_dtype.items())
         print(f"weights:     {human_bytes(r.weight_bytes)}" + (f": {dtypes}" if dtypes else ""))
     if r.activation_bytes_peak is not None:
         print(f"activations: peak {human_bytes(r.activation_bytes_peak)} (tensors alive at once, in graph order, "

@@ -11,7 +11,8 @@ from typing import Any
 from ..backend import PRECISIONS
 from ..errors import UnsupportedOptionError
 
-__all__ = ["add_shapes", "add_backends", "backend_names", "int_list", "ms", "human", "human_bytes", "print_json", "Progress"]
+__all__ = ["add_shapes", "add_backends", "backend_names", "int_list", "ms", "human", "human_bytes", "print_json",
+           "Progress"]
 
 
 def add_shapes(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-__all__ = ["CONVENTION", "NodeShapes", "count_flops", "has_rule", "ZERO_FLOP_OPS"]
+__all__ = ["CONVENTION", "NodeShapes", "count_flops", "ZERO_FLOP_OPS"]
 
 CONVENTION = ("FLOPs = multiplies + adds (a multiply-accumulate is 2 FLOPs; a length-K dot product is 2K-1, "
               "plus 1 per bias add: conv with bias = 2*H*W*M*C*K*K); elementwise and activation ops 1 per output "
@@ -247,6 +247,9 @@ COUNTERS: dict[str, Callable[[NodeShapes], int]] = {
     "Resize": _resize, "Upsample": _resize,
     "Sum": _variadic(), "Max": _variadic(), "Min": _variadic(), "Mean": _variadic(1),
     "Clip": _per_output(2), "QuantizeLinear": _per_output(2), "DequantizeLinear": _per_output(2),
+    "DynamicQuantizeLinear": _reduce(4),  # min and max over the tensor, then scale and shift each element
+    "com.microsoft:MatMulIntegerToFloat": _matmul(0), "com.microsoft:DynamicQuantizeMatMul": _matmul(0),
+    "com.microsoft:QLinearAdd": _per_output(1), "com.microsoft:QLinearMul": _per_output(1),
     **{op: _per_output(1) for op in _UNARY + _BINARY},
 }
 
@@ -265,9 +268,4 @@ def count_flops(node: NodeShapes) -> int | None:
         return int(counter(node))
     except (_Unknown, IndexError, ValueError, TypeError, ZeroDivisionError):
         return None
-
-
-def has_rule(op_type: str, domain: str = "") -> bool:
-    key = op_type if not domain or domain == "ai.onnx" else f"{domain}:{op_type}"
-    return key in COUNTERS or (key in ZERO_FLOP_OPS)
 

@@ -201,7 +201,7 @@ def _count_flops(out: ModelInfo, graph: Any, known: Mapping[str, tuple[Any, int]
     out.flops_not_counted = dict(missing.most_common())
     if missing:
         out.notes.append("FLOPs not counted for " + ", ".join(f"{n}x {op}" for op, n in missing.items())
-                         + " (no rule for the op, a shape shape inference could not find, or a subgraph body); "
+                         + " (no rule for the op, a shape that shape inference could not find, or a subgraph body); "
                            "the total is a lower bound")
 
 
