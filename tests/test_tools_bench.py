@@ -95,3 +95,13 @@ def test_cli_bad_input_exits_2_with_one_line(test_plugins, model, capsys, argv, 
     assert main(argv) == 2
     err = capsys.readouterr().err.splitlines()  # progress lines may come first
     assert err[-1].startswith("error: ") and message in err[-1] and not any("Traceback" in e for e in err)
+
+
+def test_unwritable_report_path_is_a_one_line_error(test_plugins, model, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    argv = ["bench", str(model("dynamic_mlp")), "--backends", "reference", "--iterations", "1", "--no-progress",
+            "--json", str(blocker / "r.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "file" in err and "Traceback" not in err

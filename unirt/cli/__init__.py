@@ -34,5 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnirtError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2  # like argparse's usage errors; 1 is left for a command's own "failed" (compare out of tolerance)
+    except OSError as exc:  # a file the command reads or writes (e.g. --json PATH in a read-only place)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130

@@ -7,6 +7,7 @@ import argparse
 import os
 
 from ..tools import bench
+from ..tools._deps import require
 from ..tools.bench import BenchReport
 from .table import render
 from .tool_output import Progress, add_backends, add_shapes, backend_names, int_list, ms
@@ -33,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot:
+        require("matplotlib", "bench --plot")  # before minutes of measuring, not after
     report = bench(args.model, backend_names(args.backends), shapes=args.shapes,
                    batch=int_list("--batch", args.batch), concurrency=int_list("--concurrency", args.concurrency),
                    threads=args.threads, precision=args.precision, device=args.device, warmup=args.warmup,
