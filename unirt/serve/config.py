@@ -7,6 +7,7 @@ with a message its author can act on while the server goes on serving the other 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ BACKENDS = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "openvino": "o
 # unirt backend -> the platform name Triton clients know it by (auto-complete and model metadata)
 _PLATFORM_OF = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 _PARAMETERS = {"threads", "precision"}
+_GIVEN_MBS = "_unirt_max_batch_size_given"  # set by the parsers; removed from the completed config
 
 
 class ConfigError(ModelLoadError):
@@ -93,22 +95,36 @@ class ModelSpec:
         return {t.name: t for t in self.outputs}
 
 
+def _mark_max_batch_size(config: Any, given: bool) -> Any:
+    # proto3 cannot tell "max_batch_size: 0" from no max_batch_size; auto-complete must (0 = "don't batch").
+    config.parameters[_GIVEN_MBS].string_value = "1" if given else ""
+    if not given:
+        del config.parameters[_GIVEN_MBS]
+    return config
+
+
 def parse_config_text(text: str, where: str = "config.pbtxt") -> Any:
     config = mc.ModelConfig()
     try:
         text_format.Parse(text, config)
+        tokens = text_format.Tokenizer(text.splitlines())
+        given = False
+        while not tokens.AtEnd():
+            given = given or tokens.token == "max_batch_size"
+            tokens.NextToken()
     except text_format.ParseError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    return config
+    return _mark_max_batch_size(config, given)
 
 
 def parse_config_json(text: str | bytes, where: str = "config override") -> Any:
     config = mc.ModelConfig()
     try:
         json_format.Parse(text, config)
+        doc = json.loads(text)
     except (json_format.ParseError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    return config
+    return _mark_max_batch_size(config, "max_batch_size" in doc or "maxBatchSize" in doc)
 
 
 def read_config(path: Path | None) -> Any:
@@ -282,6 +298,9 @@ def build_spec(config: Any, name: str, inputs: Sequence[TensorInfo], outputs: Se
     if cfg.name and cfg.name != name:
         raise ConfigError(f"name: {cfg.name!r} does not match the model's directory name {name!r}")
     cfg.name = name
+    mbs_given = _GIVEN_MBS in cfg.parameters
+    if mbs_given:
+        del cfg.parameters[_GIVEN_MBS]
     for unsupported in ("sequence_batching", "ensemble_scheduling"):
         if cfg.HasField(unsupported):
             raise ConfigError(f"{unsupported}: not supported by unirt serve")
@@ -289,8 +308,8 @@ def build_spec(config: Any, name: str, inputs: Sequence[TensorInfo], outputs: Se
         raise ConfigError("batch_input/batch_output: not supported by unirt serve")
     if cfg.max_batch_size < 0:
         raise ConfigError(f"max_batch_size must be >= 0, got {cfg.max_batch_size}")
-    # Auto-complete: with no inputs and outputs given, the config describes nothing yet (Triton's rule).
-    if not len(cfg.input) and not len(cfg.output):
+    # Auto-complete batching only where the config says nothing about it: no inputs, outputs or max_batch_size.
+    if not len(cfg.input) and not len(cfg.output) and not mbs_given:
         if cfg.max_batch_size == 0 and default_max_batch_size > 0 and _batchable([*inputs, *outputs]):
             cfg.max_batch_size = default_max_batch_size
             if not cfg.HasField("dynamic_batching") and cfg.max_batch_size > 1:
@@ -347,6 +366,8 @@ def _options(cfg: Any) -> dict:
     options: dict[str, Any] = {}
     for key, value in cfg.parameters.items():
         text = value.string_value
+        if key == _GIVEN_MBS:
+            continue
         if key == "threads":
             if not text.isdigit() or int(text) < 1:
                 raise ConfigError(f"parameters[threads]: expected a positive integer, got {text!r}")

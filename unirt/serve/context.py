@@ -30,13 +30,9 @@ class ServerContext:
         self.service = InferenceService(self.manager, self.shm)
 
     def is_ready(self) -> bool:
-        """Ready when started, not shutting down, and every model the repository holds is loaded (Triton's
-        rule in the default control mode; in explicit mode, the server is ready once it started)."""
-        if not self.ready:
-            return False
-        if self.manager.explicit:
-            return True
-        return all(self.manager.is_ready(n) for n in self.manager.repository.names())
+        """Ready when started, not shutting down, and no model whose load was attempted failed (Triton's
+        strict readiness)."""
+        return self.ready and not self.manager.failed()
 
     @staticmethod
     def server_metadata() -> dict[str, Any]:

@@ -116,16 +116,17 @@ def _decode_bytes(name: str, shape: Sequence[int], count: int, data: memoryview)
     return out.reshape(shape)
 
 
-def bytes_for_model(array: np.ndarray) -> np.ndarray:
-    """BYTES elements as `str` where they are UTF-8 text: backends take string tensors as Python str (ONNX
-    Runtime would store str(b"ab") = "b'ab'" for a bytes object). Elements that are not UTF-8 stay bytes."""
+def bytes_for_model(name: str, array: np.ndarray) -> np.ndarray:
+    """BYTES elements as `str`: backends take string tensors as Python str (ONNX Runtime would store
+    str(b"ab") = "b'ab'" for a bytes object), so an element that is not UTF-8 text is refused, not mangled."""
     flat = array.reshape(-1)
     out = np.empty(flat.shape, dtype=object)
     for i, v in enumerate(flat):
         try:
             out[i] = v.decode("utf-8") if isinstance(v, bytes) else v
-        except UnicodeDecodeError:
-            out[i] = v
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"input {name!r}: BYTES element {i} is not UTF-8 text ({exc.reason} at byte "
+                             f"{exc.start}); model string tensors hold text") from None
     return out.reshape(array.shape)
 
 

@@ -129,7 +129,7 @@ class InferenceService:
                     raise BadRequest(f"input {name!r}: batch size {shape[0]} differs from the other inputs' {size}")
             array = self._decode(tensor, shape)
             if tensor.datatype == "BYTES":
-                array = bytes_for_model(array)
+                array = bytes_for_model(name, array)
             if spec_t.reshaped:
                 array = array.reshape(shape[:1] + spec_t.model_dims if batched else spec_t.model_dims)
             feeds[name] = array

@@ -82,6 +82,10 @@ class ModelManager:
     def ready_names(self) -> list[str]:
         return sorted(n for n, e in self._entries.items() if e.versions)
 
+    def failed(self) -> list[str]:
+        """Models whose last load failed (and which serve no version)."""
+        return sorted(n for n, e in self._entries.items() if not e.versions and e.reason and e.reason != "unloaded")
+
     def loaded(self) -> list[LoadedModel]:
         return [m for e in list(self._entries.values()) for m in list(e.versions.values())]
 
