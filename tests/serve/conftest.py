@@ -21,7 +21,8 @@ output [ { name: "probs" data_type: TYPE_FP32 dims: [ 3 ] },
          { name: "logits" data_type: TYPE_FP32 dims: [ 3 ] } ]
 dynamic_batching { preferred_batch_size: [ 4, 8 ] max_queue_delay_microseconds: 200000 }
 instance_group [ { count: 2 kind: KIND_CPU } ]
-model_warmup [ { name: "zeros" batch_size: 2 inputs { key: "x" value { data_type: TYPE_FP32 dims: [ 8 ] zero_data: true } } } ]
+model_warmup [ { name: "zeros" batch_size: 2
+                 inputs { key: "x" value { data_type: TYPE_FP32 dims: [ 8 ] zero_data: true } } } ]
 """
 
 STATIC_CONFIG = """

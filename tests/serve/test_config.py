@@ -5,8 +5,16 @@ from __future__ import annotations
 import pytest
 
 import unirt
-from unirt.serve.config import (ConfigError, backend_for, build_spec, config_to_dict, instance_devices,
-                                parse_config_json, parse_config_text, select_versions)
+from unirt.serve.config import (
+    ConfigError,
+    backend_for,
+    build_spec,
+    config_to_dict,
+    instance_devices,
+    parse_config_json,
+    parse_config_text,
+    select_versions,
+)
 from unirt.serve.errors import BadRequest, NotFound
 from unirt.serve.repository import DirectoryRepository, SingleModelRepository, check_model_name, parse_version
 
@@ -48,8 +56,10 @@ def test_given_fields_are_kept_and_checked(mlp):
 
 @pytest.mark.parametrize("text,field", [
     ('input [ { name: "x" data_type: TYPE_FP32 dims: [ 7 ] } ] max_batch_size: 2', r"input\[0\].dims\[0\] is 7"),
-    ('input [ { name: "x" data_type: TYPE_INT32 dims: [ 8 ] } ] max_batch_size: 2', r"input\[0\].data_type: TYPE_INT32"),
-    ('input [ { name: "y" data_type: TYPE_FP32 dims: [ 8 ] } ] max_batch_size: 2', r"input\[0\].name: the model has no"),
+    ('input [ { name: "x" data_type: TYPE_INT32 dims: [ 8 ] } ] max_batch_size: 2',
+     r"input\[0\].data_type: TYPE_INT32"),
+    ('input [ { name: "y" data_type: TYPE_FP32 dims: [ 8 ] } ] max_batch_size: 2',
+     r"input\[0\].name: the model has no"),
     ('input [ { name: "x" data_type: TYPE_FP32 dims: [ 8 ] } ]', r"input\[0\].dims: \[8\] has rank 1"),
     ('input [ { name: "x" data_type: TYPE_FP32 dims: [ 0 ] } ] max_batch_size: 1', r"input\[0\].dims: dims must be"),
     ('input [ { name: "x" dims: [ 8 ] } ] max_batch_size: 1', r"input\[0\].data_type is missing"),

@@ -13,8 +13,9 @@ import numpy as np
 
 from .errors import BadRequest
 
-__all__ = ["DATATYPES", "to_numpy_dtype", "from_numpy_dtype", "config_type_to_datatype", "datatype_to_config_type",
-           "element_count", "bytes_for_model", "decode_raw", "encode_raw", "decode_json_data", "encode_json_data", "byte_size"]
+__all__ = ["DATATYPES", "to_numpy_dtype", "from_numpy_dtype", "config_type_to_datatype",
+           "datatype_to_config_type", "element_count", "bytes_for_model", "decode_raw", "encode_raw",
+           "decode_json_data", "encode_json_data", "byte_size"]
 
 _NUMERIC: dict[str, Any] = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,

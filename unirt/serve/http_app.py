@@ -23,7 +23,7 @@ from starlette.routing import Route
 from ..errors import UnirtError
 from .config import config_to_dict
 from .context import ServerContext
-from .errors import BadRequest, NotFound, TooLarge, Unsupported, status_of
+from .errors import BadRequest, TooLarge, Unsupported, status_of
 from .http_codec import encode_infer_response, parse_infer_request, parse_json_object
 
 __all__ = ["build_http_app"]

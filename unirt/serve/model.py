@@ -12,7 +12,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from ..errors import UnirtError
 from ..session import Session
-from .config import (ConfigError, ModelSpec, backend_for, build_spec, instance_devices, session_options)
+from .config import ConfigError, ModelSpec, backend_for, build_spec, instance_devices, session_options
 from .datatypes import config_type_to_datatype, decode_raw, element_count, to_numpy_dtype
 from .repository import ModelSource
 from .scheduler import Scheduler
@@ -84,7 +84,8 @@ def _runner(session: Session) -> Callable[[dict[str, np.ndarray], Any], dict[str
 def _warmup_feeds(spec: ModelSpec, warm: Any, index: int, source: ModelSource) -> dict[str, np.ndarray]:
     where = f"model_warmup[{index}]"
     if spec.max_batch_size and not 1 <= warm.batch_size <= spec.max_batch_size:
-        raise ConfigError(f"{where}.batch_size must be 1..max_batch_size ({spec.max_batch_size}), got {warm.batch_size}")
+        raise ConfigError(f"{where}.batch_size must be 1..max_batch_size ({spec.max_batch_size}), "
+                          f"got {warm.batch_size}")
     inputs = spec.input_map
     unknown = [k for k in warm.inputs if k not in inputs]
     if unknown:

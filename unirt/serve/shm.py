@@ -88,7 +88,8 @@ class SharedMemoryRegistry:
             raise BadRequest(f"shared memory key {key!r}: expected a POSIX shared-memory name such as '/my_region'")
         for label, value in (("offset", offset), ("byte_size", byte_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise BadRequest(f"shared memory region {name!r}: {label} must be a non-negative integer, got {value!r}")
+                raise BadRequest(f"shared memory region {name!r}: {label} must be a non-negative integer, "
+                                 f"got {value!r}")
         if byte_size == 0:
             raise BadRequest(f"shared memory region {name!r}: byte_size must be positive")
         with self._lock:
