@@ -50,6 +50,21 @@ def test_explicit_load_unload_over_http(control_server):
         assert client.is_model_ready("b") and client.get_model_config("b")["max_batch_size"] == 0
         with pytest.raises(InferenceServerException, match=r"model_warmup\[0\].inputs: input 'x' is missing"):
             client.load_model("b", config=json.dumps({"model_warmup": [{"name": "w", "batch_size": 1}]}))
+        # warm-up from a file in <model>/warmup/, and random data
+        (repo / "b" / "warmup").mkdir()
+        (repo / "b" / "warmup" / "x.bin").write_bytes(np.ones((2, 8), np.float32).tobytes())
+        warm = {"name": "w", "batch_size": 2, "count": 2, "inputs": {"x": {"data_type": "TYPE_FP32", "dims": [8],
+                                                                           "input_data_file": "x.bin"}}}
+        rand = {"name": "r", "batch_size": 1, "inputs": {"x": {"data_type": "TYPE_FP32", "dims": [8],
+                                                               "random_data": True}}}
+        client.load_model("b", config=json.dumps({"max_batch_size": 2, "model_warmup": [warm, rand]}))
+        assert client.is_model_ready("b") and len(client.get_model_config("b")["model_warmup"]) == 2
+        warm["inputs"]["x"]["input_data_file"] = "../../a/1/model.onnx"
+        with pytest.raises(InferenceServerException, match="is outside"):
+            client.load_model("b", config=json.dumps({"max_batch_size": 2, "model_warmup": [warm]}))
+        warm["batch_size"], warm["inputs"]["x"]["input_data_file"] = 1, "x.bin"  # 64 bytes for 32
+        with pytest.raises(InferenceServerException, match=r"model_warmup\[0\].inputs\[x\].input_data_file: .*32"):
+            client.load_model("b", config=json.dumps({"max_batch_size": 2, "model_warmup": [warm]}))
         client.unload_model("b")
         assert not client.is_model_ready("b")
         with pytest.raises(InferenceServerException, match="not ready: unloaded") as info:

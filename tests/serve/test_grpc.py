@@ -79,6 +79,27 @@ def test_errors_carry_grpc_codes(grpc_client):
         assert info.value.status() == code
 
 
+def test_typed_contents_instead_of_raw_bytes(server, repository):
+    """Clients other than tritonclient may send InferTensorContents (fp32_contents, ...): same answer."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    x = np.random.default_rng(12).standard_normal((2, 8)).astype(np.float32)
+    with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        request = service_pb2.ModelInferRequest(model_name="mlp")
+        tensor = request.inputs.add(name="x", datatype="FP32", shape=[2, 8])
+        tensor.contents.fp32_contents.extend(x.reshape(-1).tolist())
+        response = stub.ModelInfer(request, timeout=30)
+        names = [o.name for o in response.outputs]
+        probs = np.frombuffer(response.raw_output_contents[names.index("probs")], np.float32).reshape(2, 3)
+        np.testing.assert_allclose(probs, _reference(repository, "mlp", 2, {"x": x})["probs"], rtol=1e-6)
+        tensor.contents.fp32_contents.append(1.0)  # 17 values for 16 elements
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request, timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "the data has 17" in info.value.details()
+
+
 def test_stream_infer(grpc_client, repository):
     answers: queue.Queue = queue.Queue()
     grpc_client.start_stream(callback=lambda result, error: answers.put((result, error)))
