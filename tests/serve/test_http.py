@@ -208,6 +208,16 @@ def test_body_size_limit_and_bombs(repository, raw_http_to):
         assert raw.request("GET", "/v2/health/live")[0] == 200  # and the server carries on
 
 
+def test_client_vanishing_mid_body_leaves_the_server_serving(server, http_client, caplog):
+    import socket
+
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.ports["http"]), timeout=10) as sock:
+            sock.sendall(b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"inp")
+    assert http_client.is_server_live() and http_client.is_model_ready("mlp")
+    assert not [r for r in caplog.records if r.levelname == "ERROR" and "internal error" in r.getMessage()]
+
+
 def test_model_names_cannot_leave_the_repository(raw_http):
     for path in ("/v2/models/..%2F..%2Fetc/config", "/v2/models/.hidden/config", "/v2/models/%2e%2e/config"):
         status, _, body = raw_http.request("GET", path)

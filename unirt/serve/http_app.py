@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -81,6 +81,9 @@ def build_http_app(ctx: ServerContext) -> Starlette:
                 return _error(exc.status, str(exc), connection="close")
             except UnirtError as exc:
                 return _error(status_of(exc)[0], str(exc))
+            except ClientDisconnect:  # the client went away mid-request: nobody to answer
+                log.debug("client disconnected during %s %s", request.method, request.url.path)
+                return Response(status_code=499)
             except Exception as exc:  # noqa: BLE001 - a bug must still answer the client
                 log.exception("internal error on %s %s", request.method, request.url.path)
                 return _error(500, f"internal error: {type(exc).__name__}: {exc}")
