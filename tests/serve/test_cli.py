@@ -102,10 +102,10 @@ def test_command_line_errors(tmp_path):
         return subprocess.run([UNIRT, "serve", *args], capture_output=True, text=True, timeout=60, cwd=tmp_path)
 
     both = run(str(tmp_path / "m.onnx"), "--model-repository", str(tmp_path))
-    assert both.returncode == 1 and "either a model file" in both.stderr
+    assert both.returncode == 2 and "either a model file" in both.stderr
     missing = run("--model-repository", str(tmp_path / "nowhere"), "--http-port", "0", "--grpc-port", "0",
                   "--metrics-port", "0")
-    assert missing.returncode == 1 and "is not a directory" in missing.stderr
+    assert missing.returncode == 2 and "is not a directory" in missing.stderr
     bad_port = run("--model-repository", str(tmp_path), "--http-port", "70000")
     assert bad_port.returncode == 2 and "port must be 0..65535" in bad_port.stderr
 
@@ -117,4 +117,4 @@ def test_missing_serve_extra_names_the_extra(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(blocker)}
     out = subprocess.run([UNIRT, "serve", "--model-repository", str(tmp_path)], capture_output=True, text=True,
                          timeout=60, env=env, cwd=tmp_path)
-    assert out.returncode == 1 and "pip install 'unirt[serve]'" in out.stderr and "uvicorn" in out.stderr
+    assert out.returncode == 2 and "pip install 'unirt[serve]'" in out.stderr and "uvicorn" in out.stderr
