@@ -9,6 +9,7 @@ changes. An Interpreter runs one call at a time: a lock serialises concurrent ca
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from typing import Any, Sequence
 
@@ -28,6 +29,10 @@ def _load_delegates(specs: Sequence[Any]) -> list[Any]:
             delegates.append(spec)
             continue
         library, opts = (spec["library"], spec.get("options")) if isinstance(spec, dict) else (spec, None)
+        try:  # open it first: LiteRT's Delegate raises in __del__ when its library failed to load
+            ctypes.CDLL(str(library))
+        except OSError as exc:
+            raise UnsupportedOptionError(f"tflite: cannot load delegate {library}: {exc}") from None
         try:
             delegates.append(litert.load_delegate(str(library), opts))
         except (ValueError, OSError, RuntimeError) as exc:
