@@ -114,6 +114,8 @@ def _runs_precision(provider: Provider, precision: str, quantized: bool) -> bool
                                                                          == "FP16") or name in (DML, COREML, QNN)
     if precision == "int8":
         return name == TENSORRT or quantized
+    if precision == "bf16":
+        return False  # no provider here runs an fp32 model in bf16; accepting it would run fp32 under a bf16 label
     return True
 
 
