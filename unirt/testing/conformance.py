@@ -42,7 +42,8 @@ from .cases import ConformanceCase, conformance_cases
 from .models import MODEL_BUILDERS, build
 from .random_weights import random_weight_cases
 
-__all__ = ["BackendConformance", "Tolerance", "TOLERANCES", "Outcome", "check_case", "compare", "sample_feeds",
+__all__ = ["BackendConformance", "Tolerance", "TOLERANCES", "Outcome", "check_case", "check_built", "compare",
+           "sample_feeds", "wheel_cases", "random_cases",
            "reference_outputs", "BUILT_MODELS"]
 
 
@@ -182,6 +183,43 @@ def check_case(backend: str, case: ConformanceCase, precision: str = "fp32",
         tolerance = TOLERANCES[precision]
         problems = [p for name in expected if (p := compare(outputs[name], expected[name], tolerance, name))]
         return Outcome("wrong", "; ".join(problems)) if problems else Outcome("pass")
+
+
+def check_built(backend: str, name: str, directory: Path, precision: str = "fp32",
+                session_kwargs: Mapping[str, Any] | None = None) -> Outcome:
+    """Run built test model `name` on `backend`, in ONNX or (for TFLite readers) as its TFLite twin, against
+    ONNX Runtime on the ONNX model."""
+    import unirt
+
+    from .. import registry
+    from ..formats import ModelFormat
+
+    formats = registry.get_backend(backend).formats
+    onnx_path = build(name, directory)
+    if ModelFormat.ONNX in formats:
+        path = onnx_path
+    else:
+        from .tflite import TFLITE_BUILDERS, build_tflite
+
+        if ModelFormat.TFLITE not in formats:
+            return Outcome("unsupported", f"{backend} reads neither onnx nor tflite")
+        if name not in TFLITE_BUILDERS:
+            return Outcome("unsupported", "no TFLite twin of this model")
+        path = build_tflite(name, directory)
+    feeds = sample_feeds(name, seed=1)
+    try:
+        sess = unirt.Session(path, backend=backend, precision=precision, **dict(session_kwargs or {}))
+    except (unirt.ModelLoadError, unirt.UnsupportedOptionError) as exc:
+        return Outcome("refused", f"{type(exc).__name__}: {exc}")
+    with sess:
+        try:
+            got = sess.run(feeds)
+        except unirt.UnirtError as exc:
+            return Outcome("error", f"{type(exc).__name__}: {exc}")
+    expected = reference_outputs(onnx_path, feeds)
+    problems = [p for n in expected if (p := compare(got.get(n), expected[n], TOLERANCES[precision], n))] \
+        if list(got) == list(expected) else [f"outputs {list(got)}, expected {list(expected)}"]
+    return Outcome("wrong", "; ".join(problems)) if problems else Outcome("pass")
 
 
 _cache: dict[str, list[ConformanceCase]] = {}

@@ -191,6 +191,46 @@ def unknown_dims(path: Path) -> Path:
     return g.save(path)
 
 
+def conv_net(path: Path, size: int = 224, seed: int = 0) -> Path:
+    """A small image classifier (NHWC 1 x size x size x 3): four strided 3x3 CONV_2D + RELU6, a 3x3
+    DEPTHWISE_CONV_2D, global AVERAGE_POOL_2D, FULLY_CONNECTED to 1000 classes, SOFTMAX. Random weights: a real
+    workload for benchmarks, not a test of accuracy."""
+    s = _schema()
+    rng = np.random.default_rng(seed)
+    g = TFLiteGraph()
+    x = g.tensor("image", [1, size, size, 3], np.float32)
+    g.inputs = [x]
+    current, channels, hw = x, 3, size
+    for i, out_ch in enumerate((16, 32, 64, 128)):
+        w = (rng.standard_normal((out_ch, 3, 3, channels)) / np.sqrt(9 * channels)).astype(np.float32)
+        wt = g.tensor(f"conv{i}/w", [out_ch, 3, 3, channels], np.float32, w)
+        bt = g.tensor(f"conv{i}/b", [out_ch], np.float32, np.zeros(out_ch, np.float32))
+        hw = (hw + 1) // 2
+        y = g.tensor(f"conv{i}", [1, hw, hw, out_ch], np.float32)
+        g.op("CONV_2D", [current, wt, bt], [y], _options("Conv2DOptionsT", padding=s.Padding.SAME, strideW=2,
+                                                        strideH=2, fusedActivationFunction=s.ActivationFunctionType.RELU6))
+        current, channels = y, out_ch
+    dw = g.tensor("dw/w", [1, 3, 3, channels], np.float32,
+                  (rng.standard_normal((1, 3, 3, channels)) / 3).astype(np.float32))
+    db = g.tensor("dw/b", [channels], np.float32, np.zeros(channels, np.float32))
+    y = g.tensor("dw", [1, hw, hw, channels], np.float32)
+    g.op("DEPTHWISE_CONV_2D", [current, dw, db], [y], _options("DepthwiseConv2DOptionsT", padding=s.Padding.SAME,
+                                                              strideW=1, strideH=1, depthMultiplier=1,
+                                                              fusedActivationFunction=s.ActivationFunctionType.RELU6))
+    pooled = g.tensor("pool", [1, 1, 1, channels], np.float32)
+    g.op("AVERAGE_POOL_2D", [y], [pooled], _options("Pool2DOptionsT", padding=s.Padding.VALID, strideW=1, strideH=1,
+                                                    filterWidth=hw, filterHeight=hw))
+    fw = g.tensor("fc/w", [1000, channels], np.float32,
+                  (rng.standard_normal((1000, channels)) / np.sqrt(channels)).astype(np.float32))
+    fb = g.tensor("fc/b", [1000], np.float32, np.zeros(1000, np.float32))
+    logits = g.tensor("logits", [1, 1000], np.float32)
+    probs = g.tensor("probs", [1, 1000], np.float32)
+    g.op("FULLY_CONNECTED", [pooled, fw, fb], [logits], _options("FullyConnectedOptionsT", keepNumDims=False))
+    g.op("SOFTMAX", [logits], [probs], _options("SoftmaxOptionsT", beta=1.0))
+    g.outputs = [probs]
+    return g.save(path)
+
+
 #: quantized_add's (scale, zero point) for a, b (int8), sum (int8) and sum_u8 (uint8).
 QUANTIZED_ADD = {"a": (0.1, 2), "b": (0.05, -3), "sum": (0.2, 0), "sum_u8": (0.2, 128)}
 
@@ -226,6 +266,7 @@ TFLITE_BUILDERS: dict[str, Callable[[Path], Path]] = {
     "int_ops": int_ops,
     "unknown_dims": unknown_dims,
     "quantized_add": quantized_add,
+    "conv_net": conv_net,
 }
 
 

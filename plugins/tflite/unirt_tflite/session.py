@@ -76,8 +76,9 @@ class TFLiteSession(BackendSession):
         self.delegates = tuple(type(d).__name__ for d in delegates)
         self._lock = threading.Lock()
         self._native = it._interpreter  # the C++ wrapper the public methods call
-        self._in_index = tuple((d["name"], int(d["index"]), any(s < 0 for s in d["shape_signature"]))
-                               for d in in_details)
+        self._in_pairs = tuple((d["name"], int(d["index"])) for d in in_details)
+        self._dynamic_inputs = tuple((d["name"], int(d["index"])) for d in in_details
+                                     if any(s < 0 for s in d["shape_signature"]))
         self._shapes = {int(d["index"]): tuple(int(s) for s in d["shape"]) for d in in_details}
         self._out_index = {d["name"]: int(d["index"]) for d in out_details}
         self._scalar_outputs = any(o.rank == 0 for o in self.outputs)
@@ -94,16 +95,17 @@ class TFLiteSession(BackendSession):
 
     def _feed(self, feeds: dict[str, np.ndarray]) -> None:
         native = self._native
-        resized = False
-        for name, index, dynamic in self._in_index:
-            x = feeds[name]
-            if dynamic and x.shape != self._shapes[index]:
-                native.ResizeInputTensor(index, np.array(x.shape, np.int32), False)
-                self._shapes[index] = x.shape
-                resized = True
-        if resized:
-            native.AllocateTensors()
-        for name, index, _ in self._in_index:
+        if self._dynamic_inputs:
+            resized = False
+            for name, index in self._dynamic_inputs:
+                shape = feeds[name].shape
+                if shape != self._shapes[index]:
+                    native.ResizeInputTensor(index, np.array(shape, np.int32), False)
+                    self._shapes[index] = shape
+                    resized = True
+            if resized:  # re-plan only when a shape changed
+                native.AllocateTensors()
+        for name, index in self._in_pairs:
             native.SetTensor(index, feeds[name])
 
     def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[Any]:
