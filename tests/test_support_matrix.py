@@ -12,7 +12,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "support_matrix.py"
 
 
 def test_support_matrix_from_real_runs(tmp_path):
-    backends = [b.name for b in unirt.backends() if b.available]
+    backends = [b.name for b in unirt.backends() if b.available and b.name in ("onnxruntime", "openvino", "tflite")]
     out = tmp_path / "matrix.md"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--only", "built", "--output", str(out),
                            "--backends", ",".join(backends)], capture_output=True, text=True, timeout=300,
