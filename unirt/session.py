@@ -41,6 +41,8 @@ class Session:
 
     `precision="fp32"` (the default) gives fp32 answers on every backend; "fp16" and "int8" are asked for and
     raise UnsupportedOptionError where the backend cannot honour them. `backend_options` go to the engine as-is.
+    `backend="fastest"` times every backend that can run the model (with `input_shapes` for dynamic dims) and
+    keeps the fastest; the choice is cached per model, machine and options (see `unirt.fastest`).
     Thread safety: `run` may be called from several threads at once when the backend allows it (ONNX Runtime
     does); `close` must not race with `run`.
     """
@@ -54,6 +56,7 @@ class Session:
         threads: int | None = None,
         precision: str = "fp32",
         backend_options: Mapping[str, Any] | None = None,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         self._runner: BackendSession | None = None
         self._run = None
@@ -61,10 +64,17 @@ class Session:
         requested = Device.parse(device)
         self._model = open_model(model)
         self._selection: Explanation | None = None
-        name, resolved = self._choose(backend, requested)
+        runner: BackendSession | None = None
+        if backend == "fastest":  # timed choice (unirt.fastest); the winner comes back loaded
+            name, resolved, runner, backend_options = self._choose_fastest(requested, threads, precision,
+                                                                            backend_options, input_shapes)
+        elif input_shapes is not None:
+            raise UnsupportedOptionError("input_shapes is used by backend='fastest' (the shapes to time with)")
+        else:
+            name, resolved = self._choose(backend, requested)
         self._options = LoadOptions(device=Device.parse(resolved), threads=threads, precision=precision,
                                     backend_options=dict(backend_options or {}))
-        runner = self._load(name)
+        runner = runner or self._load(name)
         self._backend_name = name
         self._runner = runner
         self._inputs = tuple(runner.inputs)
@@ -105,6 +115,19 @@ class Session:
             raise UnsupportedOptionError(f"backend {backend!r} cannot run on {device} here; it offers "
                                          f"{', '.join(avail.devices) or 'no device'}")
         return backend, picked
+
+    def _choose_fastest(self, device: Device, threads: int | None, precision: str,
+                        backend_options: Mapping[str, Any] | None,
+                        input_shapes: Mapping[str, Sequence[int]] | None) -> tuple[str, str, Any, dict]:
+        from .fastest import choose, options_for
+
+        self._selection, runner = choose(self._model, device, threads=threads, precision=precision,
+                                         backend_options=backend_options, input_shapes=input_shapes)
+        chosen = self._selection.chosen
+        if chosen is None or chosen.device is None:
+            raise BackendUnavailableError(f"no installed backend can run this {self._model.format} model on "
+                                          f"{device}:\n{self._selection}")
+        return chosen.backend, chosen.device, runner, options_for(backend_options or {}, chosen.backend)
 
     def _load(self, name: str) -> BackendSession:
         plugin = registry.get_backend(name)
@@ -232,7 +255,7 @@ class Session:
 
     @property
     def selection(self) -> Explanation | None:
-        """Why this backend was chosen, when `backend="auto"`."""
+        """Why this backend was chosen, when `backend="auto"` or `"fastest"` (then with the timings)."""
         return self._selection
 
     @property

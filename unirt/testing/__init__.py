@@ -1,7 +1,10 @@
 """Test helpers shared by unirt's tests and every plugin's tests (a third party's too).
 
 - `models`: small models built with onnx.helper (static/dynamic dims, several inputs, ints, scalars, strings);
-- `cases`: the real models inside the onnx wheel with their reference outputs.
+- `cases`: the real models inside the onnx wheel with their reference outputs;
+- `random_weights`: random-weight copies of the wheel's light CNNs (their own weights are constant);
+- `tflite`: TFLite twins of the built models, built with LiteRT's FlatBuffers schema (needs ai-edge-litert);
+- `conformance`: the pytest suite every backend plugin runs against itself (import it from a test module).
 
 onnx is needed to use this package; `import unirt` never imports it.
 """
