@@ -8,7 +8,7 @@ from pathlib import Path
 
 import unirt
 
-SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "support_matrix.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "support_matrix.py"
 
 
 def test_support_matrix_from_real_runs(tmp_path):

@@ -184,12 +184,22 @@ def test_cli_text_and_json(model, capsys):
 
 
 def test_non_onnx_formats_need_a_backend_that_reads_them(tmp_path):
-    from formats_samples import tflite_bytes  # test helper shared with the formats tests
+    from formats_samples import tensorrt_bytes  # test helper shared with the formats tests
 
-    path = tmp_path / "m.tflite"
-    path.write_bytes(tflite_bytes())
-    with pytest.raises(BackendUnavailableError, match="for this tflite model unirt shows its inputs and outputs"):
+    path = tmp_path / "m.engine"  # the TensorRT plugin is installed but cannot run without a GPU
+    path.write_bytes(tensorrt_bytes())
+    with pytest.raises(BackendUnavailableError, match="for this tensorrt model unirt shows its inputs and outputs"):
         info(path)
+
+
+def test_non_onnx_formats_show_io_through_a_backend(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    from unirt.testing.tflite import dynamic_mlp as tflite_mlp
+
+    result = info(tflite_mlp(tmp_path / "mlp.tflite"))
+    assert result.format == "tflite"
+    assert [i.name for i in result.inputs] and [o.name for o in result.outputs]
+    assert any("inputs and outputs that backend" in n for n in result.notes)
 
 
 @pytest.mark.parametrize("node,expected", [
