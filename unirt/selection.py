@@ -20,13 +20,15 @@ __all__ = ["DEFAULT_ORDER", "ENV_ORDER", "Candidate", "Explanation", "rank"]
 
 ENV_ORDER = "UNIRT_BACKEND_ORDER"
 
-# Most preferred first. TensorRT leads on NVIDIA GPUs, OpenVINO on Intel CPUs; ONNX Runtime elsewhere.
+# Most preferred first. TensorRT leads on NVIDIA GPUs, OpenVINO on Intel CPUs; ONNX Runtime elsewhere. Each engine's
+# own format goes to that engine first (LiteRT for .tflite, ahead of OpenVINO's TFLite frontend); the order only
+# decides between backends that read the same format.
 DEFAULT_ORDER: dict[str, tuple[str, ...]] = {
-    "cuda": ("tensorrt", "onnxruntime", "openvino", "tflite", "mnn", "ncnn"),
-    "x86-intel": ("openvino", "onnxruntime", "tflite", "mnn", "ncnn", "tensorrt"),
-    "x86-amd": ("onnxruntime", "openvino", "tflite", "mnn", "ncnn", "tensorrt"),
-    "x86": ("onnxruntime", "openvino", "tflite", "mnn", "ncnn", "tensorrt"),
-    "arm": ("onnxruntime", "tflite", "mnn", "ncnn", "openvino", "tensorrt"),
+    "cuda": ("tensorrt", "onnxruntime", "tflite", "openvino", "mnn", "ncnn"),
+    "x86-intel": ("tflite", "openvino", "onnxruntime", "mnn", "ncnn", "tensorrt"),
+    "x86-amd": ("tflite", "onnxruntime", "openvino", "mnn", "ncnn", "tensorrt"),
+    "x86": ("tflite", "onnxruntime", "openvino", "mnn", "ncnn", "tensorrt"),
+    "arm": ("tflite", "onnxruntime", "mnn", "ncnn", "openvino", "tensorrt"),
 }
 
 
