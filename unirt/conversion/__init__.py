@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import registry
 from ..backend import PRECISIONS, LoadOptions
+from ..canary import mark_safe
 from ..devices import Device
 from ..errors import BackendUnavailableError, ConversionError, UnirtError, UnsupportedOptionError
 from ..formats import ModelFile, ModelFormat, PathLike, open_model
@@ -264,6 +265,9 @@ def _build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *
                 with np.load(p, allow_pickle=False) as z:
                     got_sets.append({k: z[k] for k in z.files})
             errors = compare(got_sets, ref_sets)
+        if verify:  # the child loaded and ran it: no need to try it again in a throwaway process
+            mark_safe(open_model(result["main"]), plugin_name, registry.availability(plugin_name).version or "",
+                      LoadOptions(device=options.device, precision=options.precision))
         shutil.rmtree(work / "source", ignore_errors=True)
         for p in in_paths + out_paths:
             Path(p).unlink(missing_ok=True)

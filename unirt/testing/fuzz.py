@@ -11,7 +11,7 @@ naming the variant instead of killing pytest. Usage in a plugin's tests:
     def test_malformed_models_never_crash(tmp_path, model_path):
         check_malformed(model_path, backend="mybackend", workdir=tmp_path).assert_ok()
 
-A variant passes when it is refused with `ModelLoadError` (or a subclass), or loads (a damaged file can still be a
+The undamaged model runs first, as a control, and must run. A variant passes when it is refused with `ModelLoadError` (or a subclass), or loads (a damaged file can still be a
 valid model: a flipped weight bit) and then runs or fails with a unirt error. Anything else fails: another exception
 type, a dead child process, or no answer within the time limit.
 """
@@ -31,6 +31,8 @@ import numpy as np
 
 __all__ = ["Variant", "VariantResult", "FuzzReport", "variants", "check_malformed", "REFUSED", "DEFAULT_MUST_REFUSE"]
 
+#: The name of the undamaged copy run first as a control.
+CONTROL = "original"
 #: Outcomes that mean "unirt refused the file cleanly".
 REFUSED = ("ModelLoadError", "ModelFormatError")
 #: Variants that can never be a valid model, so they must be refused (not merely survive).
@@ -70,6 +72,10 @@ class FuzzReport:
 
     def failures(self) -> list[str]:
         bad = [f"{r.variant}: {r.outcome} {r.detail}".strip() for r in self.results if not r.ok]
+        control = next((r for r in self.results if r.variant == CONTROL), None)
+        if control is not None and control.outcome != "ran":
+            bad.insert(0, f"{CONTROL}: the undamaged model must load and run, but {control.outcome} "
+                          f"{control.detail}".strip())
         for r in self.results:
             if r.ok and not r.refused and any(fnmatch.fnmatch(r.variant, p) for p in self.must_refuse):
                 bad.append(f"{r.variant}: must be refused with ModelLoadError, but {r.outcome} {r.detail}".strip())
@@ -216,12 +222,20 @@ def check_malformed(model: Path | str, backend: str, workdir: Path | str, *, see
     variants of your own. A child that dies is restarted after the variant it died on, so one crash does not
     hide the others.
     """
-    model, workdir = Path(model), Path(workdir)
+    model, workdir = Path(model).resolve(), Path(workdir).resolve()
     todo: list[tuple[str, str]] = []
-    for v in list(variants(model, seed=seed, bitflips=bitflips)) + list(extra):
+    # The undamaged model first, as a control: if it does not run, every "refused" below would prove nothing.
+    files = _model_files(model)
+    control = Variant(CONTROL, files[0].name, {f.name: f.read_bytes() for f in files})
+    # A conversion's sidecar (the source model's names and shapes) goes along undamaged, as a user would have it.
+    from ..conversion.signature import sidecar_path
+
+    side = sidecar_path(model)
+    kept = {side.name: side.read_bytes()} if side.is_file() else {}
+    for v in [control] + list(variants(model, seed=seed, bitflips=bitflips)) + list(extra):
         d = workdir / v.name.replace("/", "_")
         d.mkdir(parents=True, exist_ok=True)
-        for fname, content in v.files.items():
+        for fname, content in {**kept, **v.files}.items():
             if content is not None:
                 (d / fname).write_bytes(content)
         todo.append((v.name, str(d / v.main)))

@@ -26,8 +26,13 @@ class MnnBackend(Backend):
         return Availability(True, version=str(version), devices=("cpu",))
 
     def load(self, model: ModelFile, options: LoadOptions) -> BackendSession:
+        from unirt.canary import check_loads
+
         from .session import MnnSession
 
+        # MNN's loader crashes on some damaged files that pass its FlatBuffer verifier and unirt's checks: the
+        # first load of a file happens in a throwaway process (remembered per content).
+        check_loads(model, self.name, self.probe().version or "", options)
         return MnnSession(model, options)
 
     def convert(self, model: ModelFile, out_dir: Path, options: LoadOptions) -> ModelFile:

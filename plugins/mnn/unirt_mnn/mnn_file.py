@@ -13,9 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["InputSpec", "read_inputs"]
+__all__ = ["InputSpec", "read_inputs", "check_structure"]
 
 _OP_INPUT = 34  # OpType.Input
+# OpType values in MNN's schema (MNN.fbs); an op type outside them makes MNN index its creator table out of bounds.
+_OP_TYPE_RANGES = ((0, 122), (128, 156), (256, 269), (299, 308), (512, 515), (517, 518), (600, 601), (603, 604))
+_PARAM_TAGS = 103  # OpParameter union members (1..103; 0 = NONE)
 _PARAM_INPUT = 21  # OpParameter.Input (union type tag)
 _DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8, 9: np.int64,
            10: np.bool_, 17: np.uint16, 19: np.float16}
@@ -119,3 +122,49 @@ def read_inputs(data: bytes) -> list[InputSpec]:
             name = fb.string(name_pos) if name_pos is not None else f"input{len(specs)}"
         specs.append(InputSpec(name, dims, dtype, layout))
     return specs
+
+
+def _known_op(kind: int) -> bool:
+    return any(lo <= kind <= hi for lo, hi in _OP_TYPE_RANGES)
+
+
+def check_structure(data: bytes) -> None:
+    """What MNN's FlatBuffer verifier does not check and its loader trusts: every op's tensor indexes inside the
+    tensor table, op types and parameter tags that exist, output names that name tensors, one Input op per model
+    input. ValueError naming the first problem."""
+    fb = _Buffer(data)
+    root = fb.u32(0)
+    names_at, n_names = fb.vector(root, 7)
+    ops_at, n_ops = fb.vector(root, 3)
+    if n_ops == 0 or n_names == 0:
+        raise ValueError("the model has no operators or no tensors")
+    number_pos = fb.field(root, 8)
+    if number_pos is not None and fb.i32(number_pos) not in (0, n_names):
+        raise ValueError(f"tensorNumber {fb.i32(number_pos)} does not match the {n_names} tensor names")
+    names = {fb.string(names_at + 4 * i) for i in range(n_names)}
+    written: set[int] = set()
+    for i in range(n_ops):
+        op = fb.deref(ops_at + 4 * i)
+        type_pos = fb.field(op, 5)
+        kind = fb.i32(type_pos) if type_pos is not None else 0
+        if not _known_op(kind):
+            raise ValueError(f"op {i} has type {kind}, which is not an MNN op type")
+        tag_pos = fb.field(op, 1)
+        tag = fb.u8(tag_pos) if tag_pos is not None else 0
+        if tag > _PARAM_TAGS:
+            raise ValueError(f"op {i} has parameter type tag {tag}, beyond MNN's {_PARAM_TAGS}")
+        if (tag == _PARAM_INPUT) != (kind == _OP_INPUT) and (kind == _OP_INPUT or tag == _PARAM_INPUT):
+            raise ValueError(f"op {i}: an Input op must carry Input parameters and only it (type {kind}, tag {tag})")
+        for field, what in ((0, "input"), (4, "output")):
+            at, count = fb.vector(op, field)
+            for k in range(count):
+                index = fb.i32(at + 4 * k)
+                if not 0 <= index < n_names:
+                    raise ValueError(f"op {i} {what} #{k} is tensor {index}, outside the {n_names} tensors")
+                if field == 4:
+                    written.add(index)
+    outs_at, n_outs = fb.vector(root, 4)
+    for k in range(n_outs):
+        name = fb.string(outs_at + 4 * k)
+        if name not in names:
+            raise ValueError(f"output {name!r} names no tensor of the model")

@@ -21,7 +21,7 @@ from unirt import (BackendSession, LoadOptions, ModelFile, ModelLoadError, RunEr
                    UnsupportedOptionError)
 from unirt.conversion.signature import read_sidecar
 
-from .mnn_file import InputSpec, read_inputs
+from .mnn_file import check_structure, read_inputs
 from .quiet import native_output_captured, native_output_silenced
 
 _OPTION_KEYS = {"input_shapes", "backend_type", "memory_mode", "power_mode", "shape_mutable"}
@@ -62,6 +62,7 @@ class MnnSession(BackendSession):
             raise UnsupportedOptionError(f"mnn: backend_type must be one of {', '.join(_BACKENDS)}, got {kind!r}")
         data = model.path.read_bytes()
         try:
+            check_structure(data)
             specs = read_inputs(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ModelLoadError(f"{model.name}: damaged MNN model: {exc}") from None
