@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from .backend import LoadOptions
 from .cache import cache_dir
@@ -78,7 +77,7 @@ def check_loads(model: ModelFile, backend: str, version: str, options: LoadOptio
     env = dict(os.environ, **{_ENV_CHILD: "1"})
     try:
         proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(spec, default=str), text=True,
-                              capture_output=True, timeout=timeout, env=env, cwd=Path(model.path).parent)
+                              capture_output=True, timeout=timeout, env=env, cwd=cache_dir("canary"))
     except subprocess.TimeoutExpired:
         raise ModelLoadError(f"{model.name}: {backend} did not finish loading and running this model within "
                              f"{timeout:.0f} s in a test process") from None

@@ -114,7 +114,6 @@ class Session:
             from .conversion import convert_for_load
 
             self._model, self.conversion, self._options = convert_for_load(self._model, name, self._options)
-            log.info("%s", self.conversion)
         try:
             runner = plugin.load(self._model, self._options)
         except UnirtError:

@@ -8,9 +8,9 @@ import sys
 from typing import Sequence
 
 from ..errors import UnirtError
-from . import backends_cmd, explain_cmd, run_cmd
+from . import backends_cmd, convert_cmd, explain_cmd, run_cmd
 
-COMMANDS = (backends_cmd, explain_cmd, run_cmd)
+COMMANDS = (backends_cmd, explain_cmd, run_cmd, convert_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

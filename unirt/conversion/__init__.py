@@ -165,11 +165,11 @@ def _prepare_source(model: ModelFile, work: Path) -> tuple[ModelFile, list[str]]
     return open_model(path), notes
 
 
-def _run_child(spec: dict, timeout: float) -> dict:
+def _run_child(spec: dict, timeout: float, cwd: Path) -> dict:
     env = dict(os.environ, PYTHONFAULTHANDLER="1")
-    try:
+    try:  # cwd: `-m` puts it first on sys.path, and a source checkout there would shadow the installed unirt
         proc = subprocess.run([sys.executable, "-m", "unirt.conversion.child"], input=json.dumps(spec),
-                              capture_output=True, text=True, timeout=timeout, env=env)
+                              capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
     except subprocess.TimeoutExpired:
         raise ConversionError(f"{spec['backend']}: the conversion did not finish within {timeout:.0f} s") from None
     messages = []
@@ -256,7 +256,7 @@ def _build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *
                             "precision": options.precision, "fixups": fix_notes,
                             "shapes": {k: list(v) for k, v in shapes.items()}},
                 "verify_inputs": in_paths, "verify_outputs": out_paths}
-        result = _run_child(spec, timeout)
+        result = _run_child(spec, timeout, work)
         seconds = time.perf_counter() - t0
         errors: list[OutputError] = []
         if verify:

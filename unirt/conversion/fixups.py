@@ -36,8 +36,10 @@ def initializers_as_inputs(model: Any) -> list[str]:
     keep = [vi for vi in model.graph.input if vi.name not in inits]
     del model.graph.input[:]
     model.graph.input.extend(keep)
-    return [f"dropped {len(listed)} initializers listed as graph inputs (IR {model.ir_version} style; pnnx takes "
-            "them for real inputs)"]
+    old_ir = model.ir_version
+    model.ir_version = max(old_ir, 4)  # IR 4 is the first that allows initializers outside the inputs
+    return [f"dropped {len(listed)} initializers listed as graph inputs (IR {old_ir} style; pnnx takes them for "
+            "real inputs)"]
 
 
 def batchnorm_epsilon(model: Any) -> list[str]:

@@ -25,8 +25,9 @@ def content_hash(model: ModelFile) -> str:
     if model.data is not None:
         h.update(model.data)
     else:
-        for f in model.files or ((model.path,) if model.path else ()):
-            h.update(f.name.encode() + b"\0")
+        for i, f in enumerate(model.files or ((model.path,) if model.path else ())):
+            if i:
+                h.update(b"\0next file\0")
             with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
