@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import ConversionError
 from ..tensor import TensorInfo
 from .signature import concrete_shape
 
@@ -48,7 +49,8 @@ def random_feeds(inputs: Sequence[TensorInfo], shapes: Mapping[str, tuple[int, .
         elif kind == "b":
             feeds[info.name] = rng.integers(0, 2, size=shape).astype(bool)
         else:
-            raise ValueError(f"input {info.name!r} has dtype {info.dtype}: no random inputs for it")
+            raise ConversionError(f"input {info.name!r} is a {info.dtype} tensor: unirt cannot make random inputs "
+                                  "to verify a conversion of it (and the converters take numeric tensors only)")
     return feeds
 
 

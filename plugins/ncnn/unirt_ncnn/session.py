@@ -2,9 +2,11 @@
 
 - The .param is parsed and checked (`param.py`) and every return code of load_param/load_model is checked: ncnn
   returns -1 on a damaged .bin and the next `extract` would read freed memory.
-- `ncnn.Mat(ndarray)` wraps the array's memory without a copy (a temporary is freed before `extract` reads it:
-  silently wrong outputs; strided views and float64 are misread) and with an unaligned channel step. Inputs are
-  copied into Mats that ncnn allocated itself, from C-contiguous float32 arrays (unirt checks dtype and layout).
+- `ncnn.Mat(ndarray)` wraps the array's memory without a copy: a temporary is freed before `extract` reads it
+  (silently wrong outputs), strided views and float64 are misread, and a channel step that is not 16-byte aligned
+  makes packed kernels read out of bounds. unirt hands over C-contiguous float32 arrays (it checks dtype and
+  layout), keeps each one referenced until `extract` returns, and copies those whose channels would be unaligned
+  into Mats that ncnn allocates.
 - fp16 storage/arithmetic (ncnn's default) and bf16 are switched off unless `precision` asks for them.
 - ncnn has no batch dim: an input whose leading dim is a batch runs sample by sample and the outputs are stacked.
 """
@@ -74,11 +76,14 @@ def _int8_layers(graph: ParamGraph) -> bool:
 
 
 def _to_mat(array: np.ndarray) -> Any:
-    """A Mat that owns a copy of `array`. `ncnn.Mat(ndarray)` would wrap the array's memory with an unaligned
-    channel step (cstep = h*w): ncnn's packed kernels then read out of bounds (a SIGSEGV on a 3x1x1 input)."""
-    if array.ndim == 0:
-        array = array.reshape(1)
-    mat = ncnn.Mat(tuple(reversed(array.shape)))  # (w, h, d, c): ncnn aligns each channel to 16 bytes
+    """A Mat for a C-contiguous float32 `array`, which the caller keeps referenced until extract returns.
+
+    `ncnn.Mat(ndarray)` wraps the array's memory, with a channel step of h*w elements: where that is not a
+    multiple of 16 bytes (ncnn aligns channels so), its packed kernels read out of bounds (a SIGSEGV on a 3x1x1
+    input). Such arrays are copied into a Mat that ncnn allocates (aligned); the others are wrapped, no copy."""
+    if array.ndim <= 2 or array.size == 0 or (array.size // array.shape[0]) % 4 == 0:
+        return ncnn.Mat(array if array.ndim else array.reshape(1))
+    mat = ncnn.Mat(tuple(reversed(array.shape)))  # (w, h, d, c)
     np.asarray(mat)[...] = array
     return mat
 
@@ -178,10 +183,10 @@ class NcnnSession(BackendSession):
     def _extract_one(self, samples: dict[str, np.ndarray], ports: Sequence[_Port]) -> list[np.ndarray]:
         net = self._net
         ex = net.create_extractor()
-        mats = []  # referenced until every extract has returned
+        mats = []  # the Mats and the arrays they may wrap stay referenced until every extract has returned
         for blob, array in samples.items():
             mat = _to_mat(array)
-            mats.append(mat)
+            mats.append((mat, array))
             if ex.input(blob, mat) != 0:
                 raise RunError(f"ncnn: input blob {blob!r} was refused")
         results = []
@@ -189,7 +194,7 @@ class NcnnSession(BackendSession):
             code, out = ex.extract(port.blob)
             if code != 0:
                 raise RunError(f"ncnn: extracting {port.info.name!r} (blob {port.blob!r}) failed with code {code}")
-            results.append(np.array(out, dtype=np.float32))  # a copy: the Mat's memory goes back to ncnn's pool
+            results.append(np.array(out))  # a copy: the Mat's memory belongs to the net's pool allocator
         del mats
         return results
 
