@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", required=True, metavar="BACKEND", help="target backend, e.g. ncnn, mnn, openvino, tensorrt")
     p.add_argument("-o", "--out", help="output file (e.g. model.param, model.mnn) or folder; default: the cache")
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="weights/arithmetic (default fp32)")
-    p.add_argument("--device", default="cpu", help="device the result is for (TensorRT engines are per GPU)")
+    p.add_argument("--device", default="auto", help="device the result is for and is verified on (default: the "
+                   "backend's first device here; TensorRT engines are per GPU)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
                    help="shape for an input with dynamic dims (default: 1 for each dynamic dim)")
     p.add_argument("--tolerance", type=float, default=None,

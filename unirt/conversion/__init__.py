@@ -322,7 +322,7 @@ def _copy_out(conv: Conversion, out: Path) -> Conversion:
 
 
 def convert(model: PathLike | bytes | ModelFile, to: str, out: PathLike | None = None, *,
-            precision: str = "fp32", device: str = "cpu", input_shapes: Mapping[str, Sequence[int]] | None = None,
+            precision: str = "fp32", device: str = "auto", input_shapes: Mapping[str, Sequence[int]] | None = None,
             verify: bool = True, tolerance: float | None = None, accept: bool = False, cache: bool = True,
             timeout: float = 900.0, converter_options: Mapping[str, Any] | None = None) -> Conversion:
     """Convert `model` into backend `to`'s native format with that backend's own converter, verified.
@@ -330,7 +330,8 @@ def convert(model: PathLike | bytes | ModelFile, to: str, out: PathLike | None =
     `out`: where to put the result (a file name such as "model.param", or a folder); by default it stays in the
     cache. `input_shapes`: {input: shape} for dynamic dims (default 1 each; converters that need static shapes,
     like pnnx, use them). `precision`: the weights and arithmetic asked of the converter (fp32 keeps fp32 weights).
-    `verify`: compare outputs with the source model's on random inputs; beyond `tolerance` (default per precision,
+    `device`: where the result is for and is verified ("auto": the backend's first device here; TensorRT engines
+    are per GPU). `verify`: compare outputs with the source model's on random inputs; beyond `tolerance` (default per precision,
     `TOLERANCES`) raise ConversionError stating the error unless `accept=True`. `cache=False` converts afresh.
     """
     if precision not in PRECISIONS:
