@@ -39,7 +39,7 @@ from ..formats import ModelFile, ModelFormat, PathLike, open_model
 from ..tensor import TensorInfo
 from . import store
 from .fixups import FIXUPS_VERSION
-from .signature import SIDECAR_SUFFIX, concrete_shape, infos_to_json, read_sidecar, sidecar_path
+from .signature import concrete_shape, infos_to_json, read_sidecar, sidecar_path
 from .verify import TOLERANCES, OutputError, compare, feed_sets
 
 __all__ = ["Conversion", "convert", "convert_for_load", "TOLERANCES", "CONVERSION_OPTION", "read_sidecar"]
@@ -331,8 +331,9 @@ def convert(model: PathLike | bytes | ModelFile, to: str, out: PathLike | None =
     cache. `input_shapes`: {input: shape} for dynamic dims (default 1 each; converters that need static shapes,
     like pnnx, use them). `precision`: the weights and arithmetic asked of the converter (fp32 keeps fp32 weights).
     `device`: where the result is for and is verified ("auto": the backend's first device here; TensorRT engines
-    are per GPU). `verify`: compare outputs with the source model's on random inputs; beyond `tolerance` (default per precision,
-    `TOLERANCES`) raise ConversionError stating the error unless `accept=True`. `cache=False` converts afresh.
+    are per GPU). `verify`: compare outputs with the source model's on random inputs; beyond `tolerance` (default
+    per precision, `TOLERANCES`) raise ConversionError stating the error unless `accept=True`. `cache=False`
+    converts afresh. `converter_options` go to the plugin's converter (e.g. MNN's `mnnconvert_args`).
     """
     if precision not in PRECISIONS:
         raise UnsupportedOptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

@@ -11,9 +11,10 @@ naming the variant instead of killing pytest. Usage in a plugin's tests:
     def test_malformed_models_never_crash(tmp_path, model_path):
         check_malformed(model_path, backend="mybackend", workdir=tmp_path).assert_ok()
 
-The undamaged model runs first, as a control, and must run. A variant passes when it is refused with `ModelLoadError` (or a subclass), or loads (a damaged file can still be a
-valid model: a flipped weight bit) and then runs or fails with a unirt error. Anything else fails: another exception
-type, a dead child process, or no answer within the time limit.
+The undamaged model runs first, as a control, and must run. A variant passes when it is refused with
+`ModelLoadError` (or a subclass), or loads (a damaged file can still be a valid model: a flipped weight bit) and
+then runs or fails with a unirt error. Anything else fails: another exception type, a dead child process, or no
+answer within the time limit.
 """
 
 from __future__ import annotations

@@ -100,7 +100,8 @@ def test_a_plain_ncnn_model_without_the_conversion_sidecar(converted, squeezenet
     sess = unirt.Session(tmp_path / "sq.param", backend="ncnn")
     assert [(i.name, i.shape) for i in sess.inputs] == [("in0", ("N", "C", "H", "W"))]
     assert [o.name for o in sess.outputs] == ["out0"]
-    sized = unirt.Session(tmp_path / "sq.param", backend="ncnn", backend_options={"input_shapes": {"in0": [3, 224, 224]}})
+    sized = unirt.Session(tmp_path / "sq.param", backend="ncnn",
+                          backend_options={"input_shapes": {"in0": [3, 224, 224]}})
     assert sized.inputs[0].shape == ("N", 3, 224, 224)
     x = np.concatenate([squeezenet.inputs[0]] * 2)
     got = sized.run(x)["out0"]
