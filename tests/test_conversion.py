@@ -145,6 +145,12 @@ def test_cache_keys_and_entries(tmp_path, model):
     final = store.publish(k1, work, {"main": "out/model.mnn", "files": ["out/model.mnn"]})
     assert final.parent == tmp_path / "cache" / "conversions" and not work.exists()
     assert store.read_record(k1)["main"] == "out/model.mnn"
+    # a second process finishing the same conversion later leaves the entry alone (and its own work dir goes)
+    late = store.new_work_dir(k1)
+    (late / "out").mkdir()
+    (late / "out" / "model.mnn").write_bytes(b"converted")
+    assert store.publish(k1, late, {"main": "out/model.mnn", "files": ["out/model.mnn"], "note": "late"}) == final
+    assert "note" not in store.read_record(k1) and not late.exists()
     (final / "out" / "model.mnn").unlink()  # a half-gone entry is a miss, not a broken model
     assert store.read_record(k1) is None
 

@@ -68,7 +68,11 @@ def publish(key: str, work: Path, record: dict) -> Path:
     (work / RECORD).write_text(json.dumps(record, indent=1))
     final = entry_dir(key)
     if final.exists():
-        shutil.rmtree(final, ignore_errors=True)
+        existing = read_record(key)
+        if existing is not None and (existing.get("verified") or not record.get("verified")):
+            shutil.rmtree(work, ignore_errors=True)  # another process finished the same conversion first
+            return final
+        shutil.rmtree(final, ignore_errors=True)  # broken, or less than this one (not verified)
     try:
         os.replace(work, final)
     except OSError:
