@@ -21,10 +21,11 @@ from .cache import cache_dir
 from .errors import ModelLoadError
 from .formats import ModelFile
 
-__all__ = ["ENV_CANARY", "check_loads", "mark_safe"]
+__all__ = ["ENV_CANARY", "CHILD_ENV", "check_loads", "mark_safe"]
 
 ENV_CANARY = "UNIRT_CANARY"
-_ENV_CHILD = "UNIRT_CANARY_CHILD"
+#: Set in processes that are themselves throwaway (a canary, a conversion child): no canary inside them.
+CHILD_ENV = "UNIRT_CANARY_CHILD"
 
 _CHILD = r"""
 import json, sys
@@ -67,14 +68,14 @@ def mark_safe(model: ModelFile, backend: str, version: str, options: LoadOptions
 def check_loads(model: ModelFile, backend: str, version: str, options: LoadOptions, timeout: float = 300.0) -> None:
     """Load and run `model` once in a child process unless that already succeeded for this content, backend,
     engine `version` and options; ModelLoadError if the child crashed, hung or was refused."""
-    if os.environ.get(_ENV_CHILD) or os.environ.get(ENV_CANARY, "1") == "0" or model.path is None:
+    if os.environ.get(CHILD_ENV) or os.environ.get(ENV_CANARY, "1") == "0" or model.path is None:
         return
     marker = cache_dir("canary") / _key(model, backend, version, options)
     if marker.exists():
         return
     spec = {"path": str(model.path), "backend": backend, "device": str(options.device),
             "precision": options.precision, "backend_options": dict(options.backend_options)}
-    env = dict(os.environ, **{_ENV_CHILD: "1"})
+    env = dict(os.environ, **{CHILD_ENV: "1"})
     try:
         proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(spec, default=str), text=True,
                               capture_output=True, timeout=timeout, env=env, cwd=cache_dir("canary"))

@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import registry
 from ..backend import PRECISIONS, LoadOptions
-from ..canary import mark_safe
+from ..canary import CHILD_ENV, mark_safe
 from ..devices import Device
 from ..errors import BackendUnavailableError, ConversionError, UnirtError, UnsupportedOptionError
 from ..formats import ModelFile, ModelFormat, PathLike, open_model
@@ -166,7 +166,8 @@ def _prepare_source(model: ModelFile, work: Path) -> tuple[ModelFile, list[str]]
 
 
 def _run_child(spec: dict, timeout: float, cwd: Path) -> dict:
-    env = dict(os.environ, PYTHONFAULTHANDLER="1")
+    # The child is itself a throwaway process: its first load of the result needs no canary of its own.
+    env = dict(os.environ, PYTHONFAULTHANDLER="1", **{CHILD_ENV: "1"})
     try:  # cwd: `-m` puts it first on sys.path, and a source checkout there would shadow the installed unirt
         proc = subprocess.run([sys.executable, "-m", "unirt.conversion.child"], input=json.dumps(spec),
                               capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
@@ -186,6 +187,10 @@ def _run_child(spec: dict, timeout: float, cwd: Path) -> dict:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise ConversionError(f"{spec['backend']}: the process crashed ({how}) while {stage}:\n{tail}")
     result = messages[-1] if messages else {}
+    if result.get("type") in ("UnsupportedOptionError", "BackendUnavailableError"):
+        # an option the converter cannot honour is the caller's mistake, not a failed conversion
+        error = UnsupportedOptionError if result["type"] == "UnsupportedOptionError" else BackendUnavailableError
+        raise error(result["message"])
     if "error" in result:
         raise ConversionError(f"{spec['backend']}: {stage} failed: {result['error']}")
     if "main" not in result:

@@ -49,7 +49,7 @@ def _main() -> int:
                         outputs = sess.run({k: feeds[k] for k in feeds.files})
                     np.savez(spec["verify_outputs"][i], **{k: np.asarray(v) for k, v in outputs.items()})
     except UnirtError as exc:
-        result = {"error": f"{type(exc).__name__}: {exc}"}
+        result = {"error": f"{type(exc).__name__}: {exc}", "type": type(exc).__name__, "message": str(exc)}
     except Exception as exc:  # a plugin bug: still report it as a failed conversion
         result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-2000:]}
     print(json.dumps(result), flush=True)

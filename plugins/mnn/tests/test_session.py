@@ -139,3 +139,11 @@ def test_concurrent_runs(converted):
     for t in threads:
         t.join()
     assert not bad
+
+
+def test_dynamic_nchw_shapes_resize(converted):
+    sess = unirt.Session(converted("unknown_dims"), backend="mnn")
+    assert sess.inputs[0].shape == (None, 3, "H", "W")
+    for shape in [(1, 3, 1, 1), (3, 3, 5, 7), (2, 3, 8, 2)]:
+        x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
+        np.testing.assert_array_equal(sess.run(x)["y"], x * 2)

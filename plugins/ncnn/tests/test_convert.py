@@ -120,3 +120,18 @@ def test_cli_convert(model, tmp_path, capsys):
     assert report["verified"] and report["path"] == str(out) and out.is_file()
     assert os.path.isfile(out.with_suffix(".bin"))
     assert all(e["rel_l2"] < 1e-5 for e in report["errors"])
+
+
+def test_bf16_runs_from_fp32_weights_and_int8_is_refused(model):
+    source = model("dynamic_mlp")
+    sess = unirt.Session(source, backend="ncnn", precision="bf16")
+    assert sess.precision == "bf16" and sess._runner._net.opt.use_bf16_storage
+    assert sess.conversion.within_tolerance
+    with pytest.raises(unirt.UnsupportedOptionError, match="int8 needs ncnn2int8"):
+        unirt.convert(source, to="ncnn", precision="int8")
+
+
+def test_a_missing_pnnx_says_what_to_install(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNIRT_PNNX", str(tmp_path / "no-such-pnnx"))
+    with pytest.raises(unirt.BackendUnavailableError, match="pip install --no-deps pnnx"):
+        unirt.convert(model("dynamic_mlp"), to="ncnn", cache=False)

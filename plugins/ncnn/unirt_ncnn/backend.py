@@ -39,14 +39,15 @@ class NcnnBackend(Backend):
         return NcnnSession(model, options)
 
     def convert(self, model: ModelFile, out_dir: Path, options: LoadOptions) -> ModelFile:
-        """ONNX -> model.param + model.bin with pnnx, at the shapes unirt's conversion layer passes."""
+        """ONNX -> model.param + model.bin with pnnx, at the shapes unirt's conversion layer passes; fp32 weights
+        unless precision='fp16' (bf16 runs from fp32 weights with ncnn's bf16 storage)."""
         from .pnnx import run_pnnx
 
         if model.path is None:
             raise ConversionError("pnnx converts model files; save the model to a file first")
-        if options.precision in ("int8", "bf16"):
-            raise UnsupportedOptionError(f"ncnn: pnnx writes fp32 or fp16 weights; precision={options.precision!r} "
-                                         "is not a conversion it makes (int8 needs ncnn2int8 with calibration data)")
+        if options.precision == "int8":
+            raise UnsupportedOptionError("ncnn: pnnx writes fp32 or fp16 weights; int8 needs ncnn2int8 with "
+                                         "calibration data")
         bo = options.backend_options
         param, weights = out_dir / "model.param", out_dir / "model.bin"
         run_pnnx(model.path, param, weights, dict(bo.get("input_shapes") or {}), dict(bo.get("input_dtypes") or {}),

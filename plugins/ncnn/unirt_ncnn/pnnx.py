@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from unirt import ConversionError, UnsupportedOptionError
+from unirt import BackendUnavailableError, ConversionError
 
 __all__ = ["ENV_PNNX", "find_pnnx", "pnnx_version", "run_pnnx", "shape_arg"]
 
@@ -60,7 +60,7 @@ def run_pnnx(source: Path, param: Path, weights: Path, shapes: Mapping[str, Sequ
     """Convert `source` (ONNX) into ncnn's `param` + `weights`; ConversionError with pnnx's own output on failure."""
     exe = find_pnnx()
     if exe is None:
-        raise UnsupportedOptionError("converting to ncnn needs the pnnx binary: pip install --no-deps pnnx "
+        raise BackendUnavailableError("converting to ncnn needs the pnnx binary: pip install --no-deps pnnx "
                                      f"(its Python part would pull in torch), or set {ENV_PNNX}")
     if not shapes:
         raise ConversionError("pnnx needs the model's input shapes")
