@@ -87,7 +87,8 @@ def _judge(name: str, model: ModelFile, device: Device, installed: set[str]) -> 
         backend = registry.get_backend(name)
     except Exception as exc:
         return Candidate(name, False, str(exc))
-    if not backend.accepts(model):
+    converts = not backend.accepts(model) and model.format in backend.converts_from
+    if not backend.accepts(model) and not converts:
         reads = ", ".join(sorted(f.value for f in backend.formats))
         return Candidate(name, False, f"does not read {model.format} (reads {reads})")
     avail = registry.availability(name)
@@ -96,6 +97,10 @@ def _judge(name: str, model: ModelFile, device: Device, installed: set[str]) -> 
     picked = device.pick(avail.devices)
     if picked is None:
         return Candidate(name, False, f"cannot run on {device} here (offers {', '.join(avail.devices) or 'nothing'})")
+    if converts:
+        native = "/".join(sorted(f.value for f in backend.formats))
+        return Candidate(name, True, f"converts {model.format} to {native} with its own converter on first load "
+                                     f"(verified, cached), runs on {picked}", device=picked)
     return Candidate(name, True, f"reads {model.format}, runs on {picked}", device=picked)
 
 

@@ -60,6 +60,8 @@ class Session:
     ) -> None:
         self._runner: BackendSession | None = None
         self._run = None
+        #: The `unirt.conversion.Conversion` made on load when the backend converts the model's format, else None.
+        self.conversion = None
         _check_options(threads, precision, backend_options)
         requested = Device.parse(device)
         self._model = open_model(model)
@@ -103,7 +105,7 @@ class Session:
             assert chosen.device is not None
             return chosen.backend, chosen.device
         plugin = registry.get_backend(backend)
-        if not plugin.accepts(self._model):
+        if not plugin.accepts(self._model) and self._model.format not in plugin.converts_from:
             reads = ", ".join(sorted(f.value for f in plugin.formats))
             raise ModelFormatError(f"{self._model.name}: backend {backend!r} does not read {self._model.format} "
                                    f"models (it reads {reads})")
@@ -131,6 +133,10 @@ class Session:
 
     def _load(self, name: str) -> BackendSession:
         plugin = registry.get_backend(name)
+        if not plugin.accepts(self._model) and self._model.format in plugin.converts_from:
+            from .conversion import convert_for_load
+
+            self._model, self.conversion, self._options = convert_for_load(self._model, name, self._options)
         try:
             runner = plugin.load(self._model, self._options)
         except UnirtError:
