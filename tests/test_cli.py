@@ -64,7 +64,7 @@ def test_run_with_input_files_json_and_saved_outputs(test_plugins, model, tmp_pa
 ])
 def test_run_errors_are_clear(test_plugins, model, capsys, argv, message):
     argv = [a.replace("{model}", str(model("dynamic_mlp"))) for a in argv]
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
 

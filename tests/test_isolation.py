@@ -16,16 +16,16 @@ from unirt import BackendCrashedError, InputError, ModelLoadError, UnsupportedOp
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="isolate=True needs POSIX shared memory")
 
-ABORT, SEGFAULT = -1234.0, -4321.0  # the values unirt_crashing_plugin crashes on
+ABORT, SEGFAULT = -1234.0, -4321.0  # the values unirt_aborting_plugin crashes on
 
 
 @pytest.fixture
-def crashing(tmp_path, monkeypatch):
-    """The test distribution `unirt-crashing-test` (backend "crashing"), registered through its entry point."""
+def aborting(tmp_path, monkeypatch):
+    """The test distribution `unirt-aborting-test` (backend "aborting"), registered through its entry point."""
     site = tmp_path / "site"
     site.mkdir()
-    install_distribution(site, "unirt-crashing-test", "unirt_crashing_plugin",
-                         {"crashing": "unirt_crashing_plugin:CrashingBackend"})
+    install_distribution(site, "unirt-aborting-test", "unirt_aborting_plugin",
+                         {"aborting": "unirt_aborting_plugin:AbortingBackend"})
     monkeypatch.syspath_prepend(str(site))
     unirt.refresh()
     yield
@@ -75,8 +75,8 @@ def test_a_model_the_engine_refuses_is_a_model_load_error(tmp_path):
         unirt.Session(bad, backend="onnxruntime", isolate=True)
 
 
-def test_abort_in_native_code_raises_and_the_next_call_restarts(crashing, model):
-    sess = unirt.Session(model("dynamic_mlp"), backend="crashing", isolate=True)
+def test_abort_in_native_code_raises_and_the_next_call_restarts(aborting, model):
+    sess = unirt.Session(model("dynamic_mlp"), backend="aborting", isolate=True)
     x = np.random.default_rng(2).standard_normal((2, 8)).astype(np.float32)
     expected = sess.run(x)
     first_child = sess._runner.pid
@@ -99,7 +99,7 @@ def test_abort_in_native_code_raises_and_the_next_call_restarts(crashing, model)
     sess.close()
 
 
-def test_segfault_while_loading_a_malformed_model(crashing, tmp_path):
+def test_segfault_while_loading_a_malformed_model(aborting, tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
@@ -111,12 +111,12 @@ def test_segfault_while_loading_a_malformed_model(crashing, tmp_path):
     path = tmp_path / "crash_on_load.onnx"
     onnx.save(proto, str(path))
     with pytest.raises(BackendCrashedError, match=r"while loading .*crash_on_load.onnx: killed by SIGSEGV") as info:
-        unirt.Session(path, backend="crashing", isolate=True)
+        unirt.Session(path, backend="aborting", isolate=True)
     assert info.value.signal == signal.SIGSEGV
 
 
-def test_crash_with_pooled_outputs_and_out_arrays(crashing, model):
-    with unirt.Session(model("dynamic_mlp"), backend="crashing", isolate=True, pooled_outputs=True) as sess:
+def test_crash_with_pooled_outputs_and_out_arrays(aborting, model):
+    with unirt.Session(model("dynamic_mlp"), backend="aborting", isolate=True, pooled_outputs=True) as sess:
         x = np.ones((3, 8), np.float32)
         probs = np.empty((3, 3), np.float32)
         assert sess.run(x, out={"probs": probs})["probs"] is probs

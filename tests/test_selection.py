@@ -8,7 +8,7 @@ import unirt
 from unirt import Hardware, open_model
 from unirt.selection import DEFAULT_ORDER, ENV_ORDER, rank
 
-from formats_samples import write_ncnn
+from formats_samples import tensorrt_bytes, write_ncnn
 
 INTEL = Hardware("x86_64", "intel", "Xeon", frozenset({"avx512f"}), 8)
 ARM = Hardware("aarch64", "arm", "", frozenset({"neon"}), 4)
@@ -51,8 +51,15 @@ def test_reasons_for_skipping(test_plugins, model, tmp_path, monkeypatch):
     assert exp.chosen is None or exp.chosen.backend != "reference"
     ncnn = rank(open_model(write_ncnn(tmp_path)), "auto", INTEL)
     assert "does not read ncnn" in {c.backend: c for c in ncnn.candidates}["reference"].reason
-    assert any("pip install unirt-ncnn" in c.reason for c in ncnn.candidates)
-    assert ncnn.chosen is None and "no backend can run" in str(ncnn)
+    if "ncnn" not in unirt.registry.installed_names():
+        assert any("pip install unirt-ncnn" in c.reason for c in ncnn.candidates)
+        assert ncnn.chosen is None and "no backend can run" in str(ncnn)
+    else:
+        assert ncnn.chosen.backend == "ncnn"
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(tensorrt_bytes())
+    plan = rank(open_model(engine), "auto", INTEL)  # TensorRT plans need a CUDA GPU: none in INTEL
+    assert plan.chosen is None and "no backend can run" in str(plan)
 
 
 def test_explain_is_public_and_printable(test_plugins, model, monkeypatch):
@@ -63,5 +70,7 @@ def test_explain_is_public_and_printable(test_plugins, model, monkeypatch):
 
 
 def test_session_auto_without_any_capable_backend(test_plugins, tmp_path):
-    with pytest.raises(unirt.BackendUnavailableError, match="no installed backend can run this ncnn model"):
-        unirt.Session(write_ncnn(tmp_path))
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(tensorrt_bytes())
+    with pytest.raises(unirt.BackendUnavailableError, match="no installed backend can run this tensorrt model"):
+        unirt.Session(engine, device="cpu")

@@ -186,9 +186,12 @@ def test_option_errors(test_plugins, model, kwargs, pattern):
         unirt.Session(model("dynamic_mlp"), backend="reference", **kwargs)
 
 
-def test_backend_errors(test_plugins, model, tmp_path):
-    with pytest.raises(unirt.BackendUnavailableError, match="pip install unirt-openvino"):
-        unirt.Session(model("dynamic_mlp"), backend="openvino")
+def test_backend_errors(test_plugins, model, tmp_path, monkeypatch):
+    from unirt import registry
+
+    monkeypatch.setitem(registry.KNOWN_BACKENDS, "fakeengine", "unirt-fakeengine")  # known, not installed
+    with pytest.raises(unirt.BackendUnavailableError, match="pip install unirt-fakeengine"):
+        unirt.Session(model("dynamic_mlp"), backend="fakeengine")
     with pytest.raises(unirt.BackendUnavailableError, match="fancyengine"):
         unirt.Session(model("dynamic_mlp"), backend="broken")
     from formats_samples import write_ncnn

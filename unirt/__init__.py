@@ -44,6 +44,14 @@ except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
 
+def convert(model, to: str, out=None, **options):
+    """Convert `model` to backend `to`'s native format with its own converter, verified against the source model.
+    See `unirt.conversion.convert` for the options; returns a `unirt.conversion.Conversion`."""
+    from .conversion import convert as _convert
+
+    return _convert(model, to, out, **options)
+
+
 def explain(model, device: str = "auto") -> Explanation:
     """Rank the backends for `model` on `device` and say why each was chosen or skipped."""
     from .selection import rank
@@ -52,7 +60,7 @@ def explain(model, device: str = "auto") -> Explanation:
 
 
 __all__ = [
-    "Session", "TensorInfo", "Quantization", "backends", "explain", "refresh", "hardware", "Hardware",
+    "Session", "TensorInfo", "Quantization", "backends", "explain", "convert", "refresh", "hardware", "Hardware",
     "BackendInfo", "Candidate", "Explanation", "ModelFormat", "ModelFile", "detect_format", "open_model",
     "Device", "Backend", "BackendSession", "Availability", "LoadOptions",
     "UnirtError", "ModelLoadError", "ModelFormatError", "InputError", "BackendUnavailableError",

@@ -20,13 +20,15 @@ __all__ = ["DEFAULT_ORDER", "ENV_ORDER", "Candidate", "Explanation", "rank"]
 
 ENV_ORDER = "UNIRT_BACKEND_ORDER"
 
-# Most preferred first. TensorRT leads on NVIDIA GPUs, OpenVINO on Intel CPUs; ONNX Runtime elsewhere.
+# Most preferred first. TensorRT leads on NVIDIA GPUs, OpenVINO on Intel CPUs; ONNX Runtime elsewhere. Each engine's
+# own format goes to that engine first (LiteRT for .tflite, ahead of OpenVINO's TFLite frontend); the order only
+# decides between backends that read the same format.
 DEFAULT_ORDER: dict[str, tuple[str, ...]] = {
-    "cuda": ("tensorrt", "onnxruntime", "openvino", "tflite", "mnn", "ncnn"),
-    "x86-intel": ("openvino", "onnxruntime", "tflite", "mnn", "ncnn", "tensorrt"),
-    "x86-amd": ("onnxruntime", "openvino", "tflite", "mnn", "ncnn", "tensorrt"),
-    "x86": ("onnxruntime", "openvino", "tflite", "mnn", "ncnn", "tensorrt"),
-    "arm": ("onnxruntime", "tflite", "mnn", "ncnn", "openvino", "tensorrt"),
+    "cuda": ("tensorrt", "onnxruntime", "tflite", "openvino", "mnn", "ncnn"),
+    "x86-intel": ("tflite", "openvino", "onnxruntime", "mnn", "ncnn", "tensorrt"),
+    "x86-amd": ("tflite", "onnxruntime", "openvino", "mnn", "ncnn", "tensorrt"),
+    "x86": ("tflite", "onnxruntime", "openvino", "mnn", "ncnn", "tensorrt"),
+    "arm": ("tflite", "onnxruntime", "mnn", "ncnn", "openvino", "tensorrt"),
 }
 
 
@@ -85,7 +87,8 @@ def _judge(name: str, model: ModelFile, device: Device, installed: set[str]) -> 
         backend = registry.get_backend(name)
     except Exception as exc:
         return Candidate(name, False, str(exc))
-    if not backend.accepts(model):
+    converts = not backend.accepts(model) and model.format in backend.converts_from
+    if not backend.accepts(model) and not converts:
         reads = ", ".join(sorted(f.value for f in backend.formats))
         return Candidate(name, False, f"does not read {model.format} (reads {reads})")
     avail = registry.availability(name)
@@ -94,6 +97,10 @@ def _judge(name: str, model: ModelFile, device: Device, installed: set[str]) -> 
     picked = device.pick(avail.devices)
     if picked is None:
         return Candidate(name, False, f"cannot run on {device} here (offers {', '.join(avail.devices) or 'nothing'})")
+    if converts:
+        native = "/".join(sorted(f.value for f in backend.formats))
+        return Candidate(name, True, f"converts {model.format} to {native} with its own converter on first load "
+                                     f"(verified, cached), runs on {picked}", device=picked)
     return Candidate(name, True, f"reads {model.format}, runs on {picked}", device=picked)
 
 

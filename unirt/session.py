@@ -59,6 +59,8 @@ class Session:
 
     `precision="fp32"` (the default) gives fp32 answers on every backend; "fp16" and "int8" are asked for and
     raise UnsupportedOptionError where the backend cannot honour them. `backend_options` go to the engine as-is.
+    `backend="fastest"` times every backend that can run the model (with `input_shapes` for dynamic dims) and
+    keeps the fastest; the choice is cached per model, machine and options (see `unirt.fastest`).
     Thread safety: `run` may be called from several threads at once when the backend allows it (ONNX Runtime
     does); `close` must not race with `run`. Sessions sharing an `arena` run one at a time.
 
@@ -79,6 +81,7 @@ class Session:
         threads: int | None = None,
         precision: str = "fp32",
         backend_options: Mapping[str, Any] | None = None,
+        input_shapes: Mapping[str, Sequence[int]] | None = None,
         max_batch: int | None = None,
         batched: bool | None = None,
         pool: BufferPool | None = None,
@@ -89,15 +92,29 @@ class Session:
         self._runner: BackendSession | None = None
         self._run = None
         self._own_pool: BufferPool | None = None
+        #: The `unirt.conversion.Conversion` made on load when the backend converts the model's format, else None.
+        self.conversion = None
         _check_options(threads, precision, backend_options)
         _check_memory_options(max_batch, pool, arena)
         requested = Device.parse(device)
         self._model = open_model(model)
         self._selection: Explanation | None = None
-        name, resolved = self._choose(backend, requested)
+        runner: BackendSession | None = None
+        if backend == "fastest":  # timed choice (unirt.fastest); the winner comes back loaded
+            name, resolved, runner, backend_options = self._choose_fastest(requested, threads, precision,
+                                                                            backend_options, input_shapes)
+        elif input_shapes is not None:
+            raise UnsupportedOptionError("input_shapes is used by backend='fastest' (the shapes to time with)")
+        else:
+            name, resolved = self._choose(backend, requested)
         self._options = LoadOptions(device=Device.parse(resolved), threads=threads, precision=precision,
                                     backend_options=dict(backend_options or {}))
-        runner = self._load_isolated(name) if isolate else self._load(name)
+        if isolate:
+            if runner is not None:  # "fastest" timed it in this process; it runs in a child from now on
+                runner.close()
+            runner = self._load_isolated(name)
+        else:
+            runner = runner or self._load(name)
         self._isolated = bool(isolate)
         self._backend_name = name
         self._runner = runner
@@ -136,7 +153,7 @@ class Session:
             assert chosen.device is not None
             return chosen.backend, chosen.device
         plugin = registry.get_backend(backend)
-        if not plugin.accepts(self._model):
+        if not plugin.accepts(self._model) and self._model.format not in plugin.converts_from:
             reads = ", ".join(sorted(f.value for f in plugin.formats))
             raise ModelFormatError(f"{self._model.name}: backend {backend!r} does not read {self._model.format} "
                                    f"models (it reads {reads})")
@@ -149,8 +166,25 @@ class Session:
                                          f"{', '.join(avail.devices) or 'no device'}")
         return backend, picked
 
+    def _choose_fastest(self, device: Device, threads: int | None, precision: str,
+                        backend_options: Mapping[str, Any] | None,
+                        input_shapes: Mapping[str, Sequence[int]] | None) -> tuple[str, str, Any, dict]:
+        from .fastest import choose, options_for
+
+        self._selection, runner = choose(self._model, device, threads=threads, precision=precision,
+                                         backend_options=backend_options, input_shapes=input_shapes)
+        chosen = self._selection.chosen
+        if chosen is None or chosen.device is None:
+            raise BackendUnavailableError(f"no installed backend can run this {self._model.format} model on "
+                                          f"{device}:\n{self._selection}")
+        return chosen.backend, chosen.device, runner, options_for(backend_options or {}, chosen.backend)
+
     def _load(self, name: str) -> BackendSession:
         plugin = registry.get_backend(name)
+        if not plugin.accepts(self._model) and self._model.format in plugin.converts_from:
+            from .conversion import convert_for_load
+
+            self._model, self.conversion, self._options = convert_for_load(self._model, name, self._options)
         try:
             runner = plugin.load(self._model, self._options)
         except UnirtError:
@@ -164,6 +198,11 @@ class Session:
     def _load_isolated(self, name: str) -> BackendSession:
         from .isolation import IsolatedRunner
 
+        plugin = registry.get_backend(name)
+        if not plugin.accepts(self._model) and self._model.format in plugin.converts_from:
+            from .conversion import convert_for_load  # converted here (cached); the child loads the result
+
+            self._model, self.conversion, self._options = convert_for_load(self._model, name, self._options)
         return IsolatedRunner(name, self._model, self._options)
 
     # -- running ---------------------------------------------------------------------------------------------
@@ -272,7 +311,7 @@ class Session:
 
     @property
     def selection(self) -> Explanation | None:
-        """Why this backend was chosen, when `backend="auto"`."""
+        """Why this backend was chosen, when `backend="auto"` or `"fastest"` (then with the timings)."""
         return self._selection
 
     @property

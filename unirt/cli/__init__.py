@@ -8,9 +8,11 @@ import sys
 from typing import Sequence
 
 from ..errors import UnirtError
-from . import backends_cmd, explain_cmd, run_cmd
+from . import (backends_cmd, bench_cmd, compare_cmd, convert_cmd, explain_cmd, info_cmd, optimize_cmd, quantize_cmd,
+               run_cmd, serve_cmd)
 
-COMMANDS = (backends_cmd, explain_cmd, run_cmd)
+COMMANDS = (backends_cmd, explain_cmd, run_cmd, info_cmd, bench_cmd, compare_cmd, optimize_cmd, quantize_cmd,
+            convert_cmd, serve_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except UnirtError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return 2  # like argparse's usage errors; 1 is left for a command's own "failed" (compare out of tolerance)
+    except OSError as exc:  # a file the command reads or writes (e.g. --json PATH in a read-only place)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130

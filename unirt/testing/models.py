@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["MODEL_BUILDERS", "build", "matmul_relu", "dynamic_mlp", "multi_io", "int_ops", "unknown_dims",
-           "string_concat", "conv_net"]
+           "string_concat", "byte_transformer", "batchnorm_default_epsilon", "softmax_coerced", "conv_net"]
 
 
 def _onnx():
@@ -139,3 +139,86 @@ def build(name: str, directory: Path | str) -> Path:
     if not path.exists():
         MODEL_BUILDERS[name](path)
     return path
+
+
+def byte_transformer(path: Path, seq: int = 16, dim: int = 32, heads: int = 2, classes: int = 4, seed: int = 0,
+                     opset: int = 17) -> Path:
+    """A one-block transformer classifying byte strings: tokens int64[N, seq] -> logits float32[N, classes].
+
+    Embedding (Gather) + positions, LayerNormalization, multi-head self-attention (MatMul, Softmax), GELU written
+    with Erf as exporters write it, mean pooling, a linear head: the shape of the byte classifiers that
+    converters get subtly wrong.
+    """
+    onnx, T, h, nh = _onnx()
+    rng = np.random.default_rng(seed)
+    hd = dim // heads
+
+    def w(*shape, scale=None):
+        return (rng.standard_normal(shape) * (scale or 1 / np.sqrt(shape[0]))).astype(np.float32)
+
+    inits = {"emb": w(256, dim, scale=0.5), "pos": w(seq, dim, scale=0.1), "ln1_g": 1 + w(dim, scale=0.1),
+             "ln1_b": w(dim, scale=0.1), "wq": w(dim, dim), "wk": w(dim, dim), "wv": w(dim, dim), "wo": w(dim, dim),
+             "ln2_g": 1 + w(dim, scale=0.1), "ln2_b": w(dim, scale=0.1), "w1": w(dim, 4 * dim),
+             "b1": w(4 * dim, scale=0.1), "w2": w(4 * dim, dim), "b2": w(dim, scale=0.1), "wc": w(dim, classes),
+             "bc": w(classes, scale=0.1), "heads_shape": np.array([0, seq, heads, hd], np.int64),
+             "merge_shape": np.array([0, seq, dim], np.int64), "scale": np.array(1 / np.sqrt(hd), np.float32),
+             "sqrt2": np.array(np.sqrt(2.0), np.float32), "one": np.array(1.0, np.float32),
+             "half": np.array(0.5, np.float32)}
+    n = h.make_node
+    nodes = [n("Gather", ["emb", "tokens"], ["e"], axis=0), n("Add", ["e", "pos"], ["x0"]),
+             n("LayerNormalization", ["x0", "ln1_g", "ln1_b"], ["x1"], axis=-1, epsilon=1e-5)]
+    for name in ("q", "k", "v"):
+        nodes += [n("MatMul", ["x1", f"w{name}"], [f"{name}2"]),
+                  n("Reshape", [f"{name}2", "heads_shape"], [f"{name}4"]),
+                  n("Transpose", [f"{name}4"], [f"{name}h"], perm=[0, 2, 1, 3])]
+    nodes += [n("Transpose", ["kh"], ["kt"], perm=[0, 1, 3, 2]), n("MatMul", ["qh", "kt"], ["s0"]),
+              n("Mul", ["s0", "scale"], ["s1"]), n("Softmax", ["s1"], ["p"], axis=-1),
+              n("MatMul", ["p", "vh"], ["a0"]), n("Transpose", ["a0"], ["a1"], perm=[0, 2, 1, 3]),
+              n("Reshape", ["a1", "merge_shape"], ["a2"]), n("MatMul", ["a2", "wo"], ["a3"]),
+              n("Add", ["x0", "a3"], ["r1"]),
+              n("LayerNormalization", ["r1", "ln2_g", "ln2_b"], ["x2"], axis=-1, epsilon=1e-5),
+              n("MatMul", ["x2", "w1"], ["f0"]), n("Add", ["f0", "b1"], ["f1"]),
+              # GELU as torch exports it: 0.5 * x * (1 + erf(x / sqrt(2)))
+              n("Div", ["f1", "sqrt2"], ["g0"]), n("Erf", ["g0"], ["g1"]), n("Add", ["g1", "one"], ["g2"]),
+              n("Mul", ["f1", "g2"], ["g3"]), n("Mul", ["g3", "half"], ["g4"]),
+              n("MatMul", ["g4", "w2"], ["f2"]), n("Add", ["f2", "b2"], ["f3"]), n("Add", ["r1", "f3"], ["r2"]),
+              n("ReduceMean", ["r2"], ["pooled"], axes=[1], keepdims=0),
+              n("MatMul", ["pooled", "wc"], ["c0"]), n("Add", ["c0", "bc"], ["logits"])]
+    graph = h.make_graph(nodes, "byte_transformer", [h.make_tensor_value_info("tokens", T.INT64, ["N", seq])],
+                         [h.make_tensor_value_info("logits", T.FLOAT, ["N", classes])],
+                         [nh.from_array(v, k) for k, v in inits.items()])
+    return _save(h.make_model(graph), path, opset=opset)
+
+
+
+
+def batchnorm_default_epsilon(path: Path, channels: int = 8, seed: int = 0) -> Path:
+    """y = BatchNormalization(x) with no epsilon attribute (ONNX default 1e-5) and variances near 1e-5, so a
+    converter that drops the default epsilon is far off: x float32[N, C, 4, 4]."""
+    onnx, T, h, nh = _onnx()
+    rng = np.random.default_rng(seed)
+    c = channels
+    inits = [nh.from_array((rng.random(c) + 0.5).astype(np.float32), "scale"),
+             nh.from_array(rng.standard_normal(c).astype(np.float32), "bias"),
+             nh.from_array(rng.standard_normal(c).astype(np.float32), "mean"),
+             nh.from_array((rng.random(c) * 1e-5).astype(np.float32), "var")]
+    graph = h.make_graph([h.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["y"])], "bn",
+                         [h.make_tensor_value_info("x", T.FLOAT, ["N", c, 4, 4])],
+                         [h.make_tensor_value_info("y", T.FLOAT, ["N", c, 4, 4])], inits)
+    return _save(h.make_model(graph), path, opset=13)
+
+
+def softmax_coerced(path: Path, axis: int | None = None, seed: int = 0) -> Path:
+    """Opset-11 Softmax on a 4-D tensor, `axis` left out (default 1) or given: ONNX coerces the input to 2-D at
+    `axis`, which converters that apply it on one axis get wrong. x float32[1, 3, 4, 5] -> y = softmax(conv(x))."""
+    onnx, T, h, nh = _onnx()
+    w = (np.random.default_rng(seed).standard_normal((6, 3, 1, 1))).astype(np.float32)
+    attrs = {} if axis is None else {"axis": axis}
+    graph = h.make_graph([h.make_node("Conv", ["x", "w"], ["c"]), h.make_node("Softmax", ["c"], ["y"], **attrs)],
+                         "softmax_coerced", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 4, 5])],
+                         [h.make_tensor_value_info("y", T.FLOAT, [1, 6, 4, 5])], [nh.from_array(w, "w")])
+    return _save(h.make_model(graph), path, opset=11)
+
+
+MODEL_BUILDERS.update(byte_transformer=byte_transformer, batchnorm_default_epsilon=batchnorm_default_epsilon,
+                      softmax_coerced=softmax_coerced)

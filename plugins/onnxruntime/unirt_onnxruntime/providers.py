@@ -114,6 +114,8 @@ def _runs_precision(provider: Provider, precision: str, quantized: bool) -> bool
                                                                          == "FP16") or name in (DML, COREML, QNN)
     if precision == "int8":
         return name == TENSORRT or quantized
+    if precision == "bf16":
+        return False  # no provider here runs an fp32 model in bf16; accepting it would run fp32 under a bf16 label
     return True
 
 
@@ -124,9 +126,9 @@ def _precision_hint(device: Device, precision: str) -> str:
     if precision == "fp16":
         return (f"onnxruntime cannot run an fp32 model in fp16 on {device}: use device='cuda' with "
                 "backend_options={'execution_provider': 'tensorrt'}, the OpenVINO EP, or convert the model to "
-                "fp16 first (then load it with precision='fp32')")
+                "fp16 first (then load it with precision='fp32'); it supports fp32 here")
     return (f"onnxruntime runs int8 only from a quantized model (QuantizeLinear/QLinear/Integer ops) on {device}; "
-            "quantize the model first, or use the TensorRT EP with a calibration cache")
+            "quantize the model first, or use the TensorRT EP with a calibration cache; it supports fp32 here")
 
 
 QUANTIZED_OPS = (b"QuantizeLinear", b"DequantizeLinear", b"QLinearConv", b"QLinearMatMul", b"MatMulInteger",

@@ -1,0 +1,149 @@
+"""unirt.Session on the real MNN, with models converted from ONNX by MNN's own converter (through unirt.convert)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import unirt
+from unirt import InputError, ModelLoadError, UnsupportedOptionError
+
+
+def ort_run(path, feeds):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def rel_l2(a, b):
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(np.asarray(b, np.float64)))
+
+
+def test_converted_squeezenet_matches_the_conformance_outputs(converted, squeezenet):
+    sess = unirt.Session(converted("squeezenet"), backend="mnn", device="cpu")
+    assert [(i.name, i.shape, i.dtype) for i in sess.inputs] == [("data_0", (1, 3, 224, 224), np.float32)]
+    got = sess.run(squeezenet.inputs[0])["softmaxout_1"]
+    np.testing.assert_allclose(got, squeezenet.outputs[0], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 17])
+def test_dynamic_batch_resizes(converted, model, batch):
+    sess = unirt.Session(converted("dynamic_mlp"), backend="mnn")
+    assert sess.inputs[0].shape == ("N", 8)
+    x = np.random.default_rng(batch).standard_normal((batch, 8)).astype(np.float32)
+    got = sess.run(x)
+    logits, probs = ort_run(model("dynamic_mlp"), {"x": x})
+    np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["probs"], probs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_wrong_batch_is_refused_not_resized(converted):
+    """MNN silently resizes a static-batch model to whatever batch it is given (and may truncate); unirt knows
+    the batch is static and refuses first."""
+    sess = unirt.Session(converted("squeezenet"), backend="mnn")
+    with pytest.raises(InputError, match=r"dim 0 is static"):
+        sess.run(np.zeros((4, 3, 224, 224), np.float32))
+
+
+def test_a_plain_mnn_file_reads_its_dims_from_the_file(converted, model, tmp_path):
+    shutil.copy(converted("dynamic_mlp").path, tmp_path / "mlp.mnn")  # no sidecar: what the .mnn says
+    sess = unirt.Session(tmp_path / "mlp.mnn", backend="mnn")
+    assert [(i.name, i.shape) for i in sess.inputs] == [("x", (1, 8))]  # MNN's converter stores the batch as 1
+    assert [(o.name, o.shape) for o in sess.outputs] == [("logits", (1, 3)), ("probs", (1, 3))]
+    with pytest.raises(InputError, match="dim 0 is static"):
+        sess.run(np.zeros((3, 8), np.float32))
+    free = unirt.Session(tmp_path / "mlp.mnn", backend="mnn", backend_options={"input_shapes": {"x": ["N", 8]}})
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    np.testing.assert_allclose(free.run(x)["probs"], ort_run(model("dynamic_mlp"), {"x": x})[1], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_float64_and_raw_arrays_never_reach_mnn(converted):
+    """Module.forward(ndarray) segfaults and float64 is read as float32 garbage: unirt checks, then wraps."""
+    sess = unirt.Session(converted("dynamic_mlp"), backend="mnn")
+    x = np.random.default_rng(1).standard_normal((2, 8))
+    with pytest.raises(InputError, match="expected float32, got float64"):
+        sess.run(x)
+    view = np.random.default_rng(2).standard_normal((4, 16)).astype(np.float32)[::2, ::2]
+    np.testing.assert_array_equal(sess.run(view)["logits"], sess.run(np.ascontiguousarray(view))["logits"])
+
+
+def test_outputs_survive_the_next_forward(converted):
+    """Var.read() maps memory that the next forward overwrites; unirt copies it out."""
+    sess = unirt.Session(converted("dynamic_mlp"), backend="mnn")
+    first = sess.run(np.ones((2, 8), np.float32))
+    kept = {k: v.copy() for k, v in first.items()}
+    sess.run(np.full((2, 8), 5, np.float32))
+    for k in kept:
+        np.testing.assert_array_equal(first[k], kept[k])
+
+
+def test_integer_inputs_keep_the_source_dtype(converted, model):
+    """The byte transformer takes int64 tokens; MNN stores them as int32. unirt takes int64 like the ONNX model."""
+    sess = unirt.Session(converted("byte_transformer"), backend="mnn")
+    assert sess.inputs[0].dtype == np.int64 and sess.inputs[0].shape == ("N", 16)
+    tokens = np.random.default_rng(3).integers(0, 256, size=(3, 16))
+    got = sess.run(tokens)["logits"]
+    (ref,) = ort_run(model("byte_transformer"), {"tokens": tokens})
+    assert rel_l2(got, ref) < 1e-5
+
+
+def test_precision_modes(converted):
+    path = converted("squeezenet").path
+    x = np.random.default_rng(4).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    ref = unirt.Session(path, backend="mnn").run(x)["softmaxout_1"]
+    for precision, tol in (("fp16", 1e-2), ("bf16", 5e-2)):
+        sess = unirt.Session(path, backend="mnn", precision=precision)
+        assert sess.precision == precision
+        assert rel_l2(sess.run(x)["softmaxout_1"], ref) < tol
+    with pytest.raises(UnsupportedOptionError, match="int8"):
+        unirt.Session(path, backend="mnn", precision="int8")
+
+
+def test_options(converted):
+    path = converted("dynamic_mlp").path
+    sess = unirt.Session(path, backend="mnn", threads=2, backend_options={"memory_mode": "low"})
+    assert sess.run(np.ones((1, 8), np.float32))["probs"].shape == (1, 3)
+    with pytest.raises(UnsupportedOptionError, match="unknown backend option"):
+        unirt.Session(path, backend="mnn", backend_options={"nope": 1})
+    with pytest.raises(UnsupportedOptionError, match="backend_type must be one of"):
+        unirt.Session(path, backend="mnn", backend_options={"backend_type": "tpu"})
+    with pytest.raises(UnsupportedOptionError, match="cannot run on cuda"):
+        unirt.Session(path, backend="mnn", device="cuda")
+
+
+def test_damaged_files_are_refused(converted, tmp_path):
+    data = converted("dynamic_mlp").path.read_bytes()
+    (tmp_path / "cut.mnn").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelLoadError):
+        unirt.Session(tmp_path / "cut.mnn", backend="mnn")
+
+
+def test_concurrent_runs(converted):
+    sess = unirt.Session(converted("dynamic_mlp"), backend="mnn")
+    rng = np.random.default_rng(5)
+    xs = [rng.standard_normal((3, 8)).astype(np.float32) for _ in range(4)]
+    expected = [sess.run(x)["probs"] for x in xs]
+    bad = []
+
+    def worker(i):
+        for _ in range(30):
+            if not np.array_equal(sess.run(xs[i])["probs"], expected[i]):
+                bad.append(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
+
+
+def test_dynamic_nchw_shapes_resize(converted):
+    sess = unirt.Session(converted("unknown_dims"), backend="mnn")
+    assert sess.inputs[0].shape == (None, 3, "H", "W")
+    for shape in [(1, 3, 1, 1), (3, 3, 5, 7), (2, 3, 8, 2)]:
+        x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
+        np.testing.assert_array_equal(sess.run(x)["y"], x * 2)

@@ -1,0 +1,172 @@
+"""The runner: an MNN expression Module (MNN.nn.load_module_from_file) behind unirt's BackendSession.
+
+MNN's Python API has traps, each handled here:
+- `Module.forward` given a raw ndarray segfaults: inputs always go in as `MNN.expr.const` Vars;
+- a float64 (or any mismatched) array is read as the input's dtype, giving garbage: unirt checks dtypes first,
+  against the dtypes read from the file (`mnn_file.py`);
+- a batch larger than the model's is silently resized or truncated: the input dims come from the file (or the
+  conversion's sidecar), static where the model is static, so unirt refuses a wrong batch before MNN sees it;
+- `Var.read()` returns memory that the next forward overwrites: outputs are copied out at once;
+- one Module is not safe to run from several threads: runs are serialised with a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from unirt import (BackendSession, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
+                   UnsupportedOptionError)
+from unirt.conversion.signature import read_sidecar
+
+from .mnn_file import check_structure, read_inputs
+from .quiet import native_output_captured, native_output_silenced
+
+_OPTION_KEYS = {"input_shapes", "backend_type", "memory_mode", "power_mode", "shape_mutable"}
+_BACKENDS = ("cpu", "opencl", "vulkan", "cuda", "metal")
+_NP_TO_MNN = {"float32": "float", "float64": "double", "int32": "int", "int64": "int64", "uint8": "uint8",
+              "int8": "int8"}
+
+
+def _mnn():
+    with native_output_silenced():  # MNN prints the CPU's features to stdout on import
+        import MNN  # noqa: F401
+        import MNN.expr as F
+        import MNN.nn as nn
+    return F, nn
+
+
+def precision_mode(F: Any, precision: str) -> Any:
+    """fp32 -> High (fp32 even where Normal would use fp16 on ARM), fp16 -> Low, bf16 -> Low_BF16."""
+    if precision == "int8":
+        raise UnsupportedOptionError("mnn: precision='int8' needs a model quantized by MNN's quantization tools; "
+                                     "this runner computes in fp32/fp16/bf16")
+    return {"fp32": F.PrecisionMode.High, "fp16": F.PrecisionMode.Low, "bf16": F.PrecisionMode.Low_BF16}[precision]
+
+
+class MnnSession(BackendSession):
+    def __init__(self, model: ModelFile, options: LoadOptions) -> None:
+        if model.path is None:
+            raise ModelLoadError("MNN loads models from files: give the .mnn path")
+        bo = dict(options.backend_options)
+        unknown = set(bo) - _OPTION_KEYS
+        if unknown:
+            raise UnsupportedOptionError(f"mnn: unknown backend option(s) {', '.join(sorted(unknown))}; "
+                                         f"known: {', '.join(sorted(_OPTION_KEYS))}")
+        F, nn = _mnn()
+        self._F = F
+        kind = str(bo.get("backend_type", "cpu")).lower()
+        if kind not in _BACKENDS:
+            raise UnsupportedOptionError(f"mnn: backend_type must be one of {', '.join(_BACKENDS)}, got {kind!r}")
+        data = model.path.read_bytes()
+        try:
+            check_structure(data)
+            specs = read_inputs(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ModelLoadError(f"{model.name}: damaged MNN model: {exc}") from None
+        if not specs:
+            raise ModelLoadError(f"{model.name}: the MNN model has no inputs")
+        kwargs = {"precision_mode": precision_mode(F, options.precision),
+                  "thread_num": options.threads or 1, "shape_mutable": bool(bo.get("shape_mutable", True)),
+                  "backend": getattr(F.Backend, kind.upper())}
+        if "memory_mode" in bo:
+            kwargs["memory_mode"] = getattr(F.MemoryMode, str(bo["memory_mode"]).capitalize())
+        if "power_mode" in bo:
+            kwargs["power_mode"] = getattr(F.PowerMode, str(bo["power_mode"]).capitalize())
+        printed: list[str] = []
+        try:
+            with native_output_captured(printed):  # MNN verifies the FlatBuffer and prints why it refuses
+                module = nn.load_module_from_file(str(model.path), [], [], **kwargs)
+        except Exception as exc:
+            reason = " ".join(printed).strip() or str(exc)
+            raise ModelLoadError(f"{model.name}: MNN refused the model: {reason}") from None
+        if module is None:
+            raise ModelLoadError(f"{model.name}: MNN refused the model: {' '.join(printed).strip()}")
+        info = module.get_info()
+        self._module = module
+        self._lock = threading.Lock()
+        self.precision = options.precision
+        self.device = "cpu" if kind == "cpu" else "gpu:0"
+        by_name = {s.name: s for s in specs}
+        missing = [n for n in info["inputNames"] if n not in by_name]
+        if missing:
+            raise ModelLoadError(f"{model.name}: MNN lists input {missing[0]!r}, which has no Input op in the file")
+        self._specs = [by_name[n] for n in info["inputNames"]]
+        self._formats = [F.NHWC if s.layout in ("NHWC", "NHWC4") else F.NCHW for s in self._specs]
+        # Inputs stored as NC4HW4 take an NCHW array converted by MNN itself.
+        self._c4 = [s.layout == "NC4HW4" and len(s.dims) == 4 for s in self._specs]
+        self._dtypes = []
+        for s in self._specs:
+            if s.dtype.name not in _NP_TO_MNN:
+                raise ModelLoadError(f"{model.name}: input {s.name!r} has dtype {s.dtype}, which MNN's Python API "
+                                     "cannot feed")
+            self._dtypes.append(getattr(F, _NP_TO_MNN[s.dtype.name]))
+        self._out_order = list(info["outputNames"])
+        self._out_dtypes: dict[str, np.dtype] = {}
+        self._in_casts: dict[str, np.dtype] = {}
+        self.inputs, self.outputs = self._signature(model, info, bo.get("input_shapes"))
+        # A converted model keeps the source's dtypes (MNN stores int64 as int32): cast at the boundary.
+        self._in_casts = {i.name: s.dtype for i, s in zip(self.inputs, self._specs) if i.dtype != s.dtype}
+        self._out_dtypes = {o.name: o.dtype for o in self.outputs}
+
+    def _signature(self, model: ModelFile, info: dict, given: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
+        side = read_sidecar(model.path)
+        names_in = list(info["inputNames"])
+        if side is not None and [i.name for i in side["inputs"]] == names_in \
+                and {o.name for o in side["outputs"]} <= set(info["outputNames"]):
+            return list(side["inputs"]), list(side["outputs"])
+        given = dict(given or {})
+        inputs = []
+        for s in self._specs:
+            shape = tuple(given[s.name]) if s.name in given else tuple(d if d >= 0 else None for d in s.dims)
+            inputs.append(TensorInfo(s.name, shape, s.dtype))
+        # The file records no output shapes: run once on zeros to learn their ranks and dtypes.
+        zeros = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], i.dtype) for i in inputs}
+        try:
+            values = self._forward(zeros, list(info["outputNames"]))
+        except RunError as exc:
+            raise ModelLoadError(f"{model.name}: MNN cannot run the model on inputs of its declared shapes: "
+                                 f"{exc}") from None
+        static = all(not i.is_dynamic for i in inputs)
+        outputs = [TensorInfo(n, v.shape if static else (None,) * v.ndim, v.dtype)
+                   for n, v in zip(info["outputNames"], values)]
+        return inputs, outputs
+
+    def _forward(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[np.ndarray]:
+        F = self._F
+        vars_in = []
+        for spec, fmt, dt, c4 in zip(self._specs, self._formats, self._dtypes, self._c4):
+            x = feeds[spec.name]
+            if spec.name in self._in_casts:
+                x = x.astype(self._in_casts[spec.name])
+            var = F.const(x, list(x.shape), fmt, dt)
+            vars_in.append(F.convert(var, F.NC4HW4) if c4 else var)
+        with self._lock:
+            outs = self._module.forward(vars_in)
+            if not isinstance(outs, (list, tuple)):
+                outs = [outs]
+            if len(outs) != len(self._out_order):
+                raise RunError(f"mnn: the model returned {len(outs)} outputs, expected {len(self._out_order)}")
+            by_name = dict(zip(self._out_order, outs))
+            # read() maps memory that the next forward reuses: copy while the lock is held
+            results = [np.array(by_name[n].read(), copy=True) for n in output_names]
+        for k, name in enumerate(output_names):
+            want = self._out_dtypes.get(name)
+            if want is not None and results[k].dtype != want:
+                results[k] = results[k].astype(want)
+        return results
+
+    def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[np.ndarray]:
+        if self._module is None:
+            raise RunError("mnn: the session is closed")
+        try:
+            return self._forward(feeds, output_names)
+        except RunError:
+            raise
+        except Exception as exc:
+            raise RunError(f"mnn: {type(exc).__name__}: {exc}") from None
+
+    def close(self) -> None:
+        self._module = None

@@ -1,0 +1,137 @@
+"""ONNX -> ncnn through unirt.convert: pnnx's known bugs fixed up, every result verified, crashes contained."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import unirt
+from unirt import ConversionError
+from unirt_ncnn.pnnx import run_pnnx
+
+
+def rel_l2(a, b):
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(np.asarray(b, np.float64)))
+
+
+def test_softmax_without_axis_is_fixed_up(model, tmp_path):
+    """Opset 11 Softmax with the default axis (1) on a 4-D tensor: pnnx applies it on the last axis."""
+    from unirt.testing import softmax_coerced
+
+    source = softmax_coerced(tmp_path / "softmax.onnx")
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 5)).astype(np.float32)
+    (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    # pnnx as is: runs, but answers something else
+    run_pnnx(source, tmp_path / "raw.param", tmp_path / "raw.bin", {"x": [1, 3, 4, 5]}, {}, fp16=False)
+    raw = unirt.Session(tmp_path / "raw.param", backend="ncnn",
+                        backend_options={"input_shapes": {"in0": [3, 4, 5]}}).run(x)["out0"]
+    assert rel_l2(raw.reshape(ref.shape), ref) > 0.1
+    conv = unirt.convert(source, to="ncnn")
+    assert any("coerces to 2-D at axis 1" in f for f in conv.fixups)
+    assert conv.within_tolerance and conv.max_error < 1e-5
+    np.testing.assert_allclose(unirt.Session(conv, backend="ncnn").run(x)["y"], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_ir3_initializers_as_inputs_are_fixed_up(squeezenet, tmp_path):
+    with pytest.raises(ConversionError, match="pnnx failed"):
+        run_pnnx(squeezenet.model, tmp_path / "raw.param", tmp_path / "raw.bin", {"data_0": [1, 3, 224, 224]}, {},
+                 fp16=False)
+    conv = unirt.convert(squeezenet.model, to="ncnn", out=tmp_path / "sq.param")
+    assert any("initializers listed as graph inputs" in f for f in conv.fixups)
+    assert conv.verified and conv.max_error < 1e-5 and conv.reference == "onnxruntime"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("sq.")) == ["sq.bin", "sq.param",
+                                                                                       "sq.unirt.json"]
+
+
+def test_fp32_weights_unless_fp16_is_asked_for(model, converted):
+    fp32 = converted("matmul_relu")
+    fp16 = converted("matmul_relu", precision="fp16")
+    size32 = fp32.path.with_suffix(".bin").stat().st_size
+    size16 = fp16.path.with_suffix(".bin").stat().st_size
+    assert size32 >= 64 * 64 * 4 and size16 < size32 * 0.6
+    assert fp32.max_error < 1e-6 < fp16.max_error < 1e-2
+
+
+def test_cache_hit_and_conversion_on_load(model, caplog):
+    source = model("dynamic_mlp")
+    first = unirt.convert(source, to="ncnn")
+    again = unirt.convert(source, to="ncnn")
+    assert again.cached and again.path == first.path
+    assert unirt.convert(source, to="ncnn", precision="fp16").path != first.path
+    with caplog.at_level(logging.INFO, logger="unirt"):
+        sess = unirt.Session(source, backend="ncnn")
+    assert sess.backend == "ncnn" and sess.conversion is not None and sess.conversion.cached
+    assert "ncnn" in caplog.text and "cache hit" in caplog.text
+    x = np.ones((2, 8), np.float32)
+    np.testing.assert_allclose(sess.run(x)["probs"], unirt.Session(source, backend="onnxruntime").run(x)["probs"],
+                               rtol=1e-5)
+
+
+def test_auto_selection_and_explain_say_what_is_converted(model, monkeypatch):
+    source = model("dynamic_mlp")
+    text = str(unirt.explain(source))
+    assert "ncnn" in text and "converts onnx to ncnn with its own converter on first load" in text
+    monkeypatch.setenv("UNIRT_BACKEND_ORDER", "ncnn")
+    sess = unirt.Session(source)
+    assert sess.backend == "ncnn" and sess.conversion is not None
+    assert "converts onnx to ncnn" in sess.selection.chosen.reason
+
+
+def test_a_disagreeing_conversion_is_refused_with_the_measured_error(model):
+    source = model("matmul_relu")
+    with pytest.raises(ConversionError, match=r"disagrees with onnxruntime beyond the fp16 tolerance .* y: rel-L2 "
+                                              r"[0-9.e-]+, max abs"):
+        unirt.convert(source, to="ncnn", precision="fp16", tolerance=1e-9)
+    kept = unirt.convert(source, to="ncnn", precision="fp16", tolerance=1e-9, accept=True)
+    assert kept.verified and not kept.within_tolerance and kept.max_error > 1e-9
+    with pytest.raises(ConversionError, match="disagrees"):
+        unirt.Session(source, backend="ncnn", precision="fp16", backend_options={"conversion": {"tolerance": 1e-9}})
+    sess = unirt.Session(source, backend="ncnn", precision="fp16",
+                         backend_options={"conversion": {"tolerance": 1e-9, "accept": True}})
+    assert sess.conversion.max_error == kept.max_error
+
+
+def test_a_crashing_converter_is_a_conversion_error(model, tmp_path, monkeypatch):
+    crash = tmp_path / "pnnx"
+    crash.write_text("#!/bin/sh\necho 'pnnx: about to fail' >&2\nkill -SEGV $$\n")
+    crash.chmod(crash.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("UNIRT_PNNX", str(crash))
+    with pytest.raises(ConversionError, match=r"(?s)pnnx failed \(killed by signal 11\).*pnnx: about to fail"):
+        unirt.convert(model("dynamic_mlp"), to="ncnn", cache=False)
+
+
+def test_what_ncnn_cannot_run_is_refused_clearly(model):
+    with pytest.raises(ConversionError, match="unknown layer type"):
+        unirt.convert(model("byte_transformer"), to="ncnn")  # Gather on int64 tokens: no ncnn layer
+
+
+def test_cli_convert(model, tmp_path, capsys):
+    from unirt.cli import main
+
+    out = tmp_path / "cli" / "mlp.param"
+    assert main(["convert", str(model("dynamic_mlp")), "--to", "ncnn", "-o", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["verified"] and report["path"] == str(out) and out.is_file()
+    assert os.path.isfile(out.with_suffix(".bin"))
+    assert all(e["rel_l2"] < 1e-5 for e in report["errors"])
+
+
+def test_bf16_runs_from_fp32_weights_and_int8_is_refused(model):
+    source = model("dynamic_mlp")
+    sess = unirt.Session(source, backend="ncnn", precision="bf16")
+    assert sess.precision == "bf16" and sess._runner._net.opt.use_bf16_storage
+    assert sess.conversion.within_tolerance
+    with pytest.raises(unirt.UnsupportedOptionError, match="int8 needs ncnn2int8"):
+        unirt.convert(source, to="ncnn", precision="int8")
+
+
+def test_a_missing_pnnx_says_what_to_install(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNIRT_PNNX", str(tmp_path / "no-such-pnnx"))
+    with pytest.raises(unirt.BackendUnavailableError, match="pip install --no-deps pnnx"):
+        unirt.convert(model("dynamic_mlp"), to="ncnn", cache=False)

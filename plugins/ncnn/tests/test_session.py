@@ -1,0 +1,166 @@
+"""unirt.Session on the real ncnn, with models converted from ONNX by pnnx (through unirt.convert)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import unirt
+from unirt import InputError, ModelLoadError, UnsupportedOptionError
+
+
+def ort_run(path, feeds):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def rel_l2(a, b):
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(np.asarray(b, np.float64)))
+
+
+def test_converted_squeezenet_matches_the_conformance_outputs(converted, squeezenet):
+    conv = converted("squeezenet")
+    sess = unirt.Session(conv, backend="ncnn", device="cpu")
+    assert [(i.name, i.shape) for i in sess.inputs] == [("data_0", (1, 3, 224, 224))]
+    assert sess.outputs[0].name == "softmaxout_1" and sess.precision == "fp32"
+    got = sess.run(squeezenet.inputs[0])["softmaxout_1"]
+    np.testing.assert_allclose(got, squeezenet.outputs[0], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 17, 0])
+def test_batch_n_runs_sample_by_sample(converted, model, batch):
+    sess = unirt.Session(converted("dynamic_mlp"), backend="ncnn")
+    assert sess.inputs[0].shape == ("N", 8)
+    x = np.random.default_rng(batch).standard_normal((batch, 8)).astype(np.float32)
+    got = sess.run(x)
+    logits, probs = ort_run(model("dynamic_mlp"), {"x": x})
+    assert got["logits"].shape == (batch, 3) and got["probs"].shape == (batch, 3)
+    np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["probs"], probs, rtol=1e-5, atol=1e-6)
+
+
+def test_fp16_is_off_unless_asked_for(converted):
+    path = converted("squeezenet").path
+    sess = unirt.Session(path, backend="ncnn")
+    opt = sess._runner._net.opt
+    assert not (opt.use_fp16_storage or opt.use_fp16_arithmetic or opt.use_fp16_packed or opt.use_bf16_storage)
+    fast = unirt.Session(path, backend="ncnn", precision="fp16")
+    opt = fast._runner._net.opt
+    assert opt.use_fp16_storage and opt.use_fp16_arithmetic and fast.precision == "fp16"
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    assert rel_l2(fast.run(x)["softmaxout_1"], sess.run(x)["softmaxout_1"]) < 1e-2
+    with pytest.raises(UnsupportedOptionError, match="int8' needs a model quantized with ncnn2int8"):
+        unirt.Session(path, backend="ncnn", precision="int8")
+
+
+def test_temporary_inputs_give_the_same_answers(converted, model):
+    """ncnn.Mat(ndarray) wraps memory that a temporary frees before extract reads it (rel-L2 0.26 measured);
+    unirt copies inputs into Mats ncnn owns, so temporaries and garbage between runs change nothing."""
+    sess = unirt.Session(converted("dynamic_mlp"), backend="ncnn")
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((4, 8)).astype(np.float32) for _ in range(20)]
+    for x in xs:
+        got = sess.run(x.copy())["logits"]  # the only reference to the copy is the feed
+        _ = [np.full((4, 8), 1e6, np.float32) for _ in range(10)]  # reuse freed memory
+        np.testing.assert_allclose(got, ort_run(model("dynamic_mlp"), {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_strided_views_and_float64(converted):
+    sess = unirt.Session(converted("dynamic_mlp"), backend="ncnn")
+    base = np.random.default_rng(2).standard_normal((8, 16)).astype(np.float32)
+    view = base[::2, ::2]
+    np.testing.assert_array_equal(sess.run(view)["logits"], sess.run(np.ascontiguousarray(view))["logits"])
+    with pytest.raises(InputError, match="expected float32, got float64"):
+        sess.run(view.astype(np.float64))
+
+
+def test_tiny_channels_need_aligned_mats(converted, model):
+    """A 3x1x1 sample wrapped by ncnn.Mat(ndarray) has an unaligned channel step and crashes ncnn's packed
+    kernels (SIGSEGV); unirt's own Mats are aligned."""
+    conv = converted("unknown_dims", input_shapes={"x": [1, 3, 1, 1]})
+    sess = unirt.Session(conv, backend="ncnn")
+    x = np.arange(6, dtype=np.float32).reshape(2, 3, 1, 1)
+    np.testing.assert_array_equal(sess.run(x)["y"], x * 2)
+
+
+def test_outputs_are_not_overwritten_by_the_next_run(converted):
+    sess = unirt.Session(converted("dynamic_mlp"), backend="ncnn")
+    first = sess.run(np.ones((2, 8), np.float32))["probs"]
+    kept = first.copy()
+    sess.run(np.full((2, 8), 5, np.float32))
+    np.testing.assert_array_equal(first, kept)
+
+
+def test_a_plain_ncnn_model_without_the_conversion_sidecar(converted, squeezenet, tmp_path):
+    conv = converted("squeezenet")
+    shutil.copy(conv.path, tmp_path / "sq.param")
+    shutil.copy(conv.path.with_suffix(".bin"), tmp_path / "sq.bin")
+    sess = unirt.Session(tmp_path / "sq.param", backend="ncnn")
+    assert [(i.name, i.shape) for i in sess.inputs] == [("in0", ("N", "C", "H", "W"))]
+    assert [o.name for o in sess.outputs] == ["out0"]
+    sized = unirt.Session(tmp_path / "sq.param", backend="ncnn",
+                          backend_options={"input_shapes": {"in0": [3, 224, 224]}})
+    assert sized.inputs[0].shape == ("N", 3, 224, 224)
+    x = np.concatenate([squeezenet.inputs[0]] * 2)
+    got = sized.run(x)["out0"]
+    np.testing.assert_allclose(got.reshape(2, -1), np.concatenate([squeezenet.outputs[0]] * 2).reshape(2, -1),
+                               rtol=1e-3, atol=1e-5)
+
+
+def test_damaged_models_are_refused_before_ncnn_sees_them(converted, tmp_path):
+    conv = converted("dynamic_mlp")
+    param = conv.path.read_text()
+    weights = conv.path.with_suffix(".bin").read_bytes()
+
+    def write(name, text, bin_bytes=weights):
+        (tmp_path / f"{name}.param").write_text(text)
+        if bin_bytes is not None:
+            (tmp_path / f"{name}.bin").write_bytes(bin_bytes)
+        return tmp_path / f"{name}.param"
+
+    with pytest.raises(ModelLoadError, match=r"weights file .*nobin\.bin is missing"):
+        unirt.Session(write("nobin", param, None), backend="ncnn")
+    with pytest.raises(ModelLoadError, match="could not read the weights"):
+        unirt.Session(write("short", param, weights[: len(weights) // 2]), backend="ncnn")
+    with pytest.raises(ModelLoadError, match="unknown layer type 'NoSuchLayer'"):
+        unirt.Session(write("unknown", param.replace("InnerProduct", "NoSuchLayer")), backend="ncnn")
+    lines = param.splitlines()
+    with pytest.raises(ModelLoadError, match="declares .* layers but the file has"):
+        unirt.Session(write("cut", "\n".join(lines[:-1])), backend="ncnn")
+    swapped = "\n".join(lines[:2] + [lines[3], lines[2]] + lines[4:])
+    with pytest.raises(ModelLoadError, match="which no earlier layer writes"):
+        unirt.Session(write("order", swapped), backend="ncnn")
+
+
+def test_options(converted):
+    path = converted("dynamic_mlp").path
+    sess = unirt.Session(path, backend="ncnn", threads=2, backend_options={"use_winograd_convolution": False})
+    assert sess._runner._net.opt.num_threads == 2 and sess._runner._net.opt.use_winograd_convolution is False
+    with pytest.raises(UnsupportedOptionError, match="unknown backend option"):
+        unirt.Session(path, backend="ncnn", backend_options={"nope": 1})
+    with pytest.raises(UnsupportedOptionError, match="cannot run on cuda"):
+        unirt.Session(path, backend="ncnn", device="cuda")
+
+
+def test_concurrent_runs(converted):
+    import threading
+
+    sess = unirt.Session(converted("dynamic_mlp"), backend="ncnn")
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((3, 8)).astype(np.float32) for _ in range(4)]
+    expected = [sess.run(x)["probs"] for x in xs]
+    bad = []
+
+    def worker(i):
+        for _ in range(30):
+            if not np.array_equal(sess.run(xs[i])["probs"], expected[i]):
+                bad.append(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad

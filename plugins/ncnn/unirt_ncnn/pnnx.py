@@ -1,0 +1,80 @@
+"""ONNX -> ncnn with the `pnnx` binary from the pnnx wheel.
+
+The wheel's Python package imports torch on import, so it is never imported: the binary is found next to it
+(`pip install --no-deps pnnx` is enough), or through the UNIRT_PNNX environment variable.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from unirt import BackendUnavailableError, ConversionError
+
+__all__ = ["ENV_PNNX", "find_pnnx", "pnnx_version", "run_pnnx", "shape_arg"]
+
+ENV_PNNX = "UNIRT_PNNX"
+_TYPES = {"float32": "f32", "float64": "f64", "float16": "f16", "int32": "i32", "int64": "i64", "int16": "i16",
+          "int8": "i8", "uint8": "u8", "bool": "bool"}
+
+
+def find_pnnx() -> Path | None:
+    """The pnnx executable: $UNIRT_PNNX, else the one inside the installed pnnx wheel."""
+    env = os.environ.get(ENV_PNNX)
+    if env:
+        return Path(env) if Path(env).is_file() else None
+    spec = importlib.util.find_spec("pnnx")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        for name in ("pnnx", "pnnx.exe"):
+            exe = Path(folder) / name
+            if exe.is_file() and os.access(exe, os.X_OK):
+                return exe
+    return None
+
+
+def pnnx_version() -> str:
+    try:
+        return importlib.metadata.version("pnnx")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def shape_arg(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, str]) -> str:
+    """pnnx's inputshape: [1,3,224,224]f32,[1,8]i64 (graph input order)."""
+    parts = []
+    for name, shape in shapes.items():
+        dtype = dtypes.get(name, "float32")
+        if dtype not in _TYPES:
+            raise ConversionError(f"pnnx: input {name!r} has dtype {dtype}, which pnnx cannot take")
+        parts.append("[" + ",".join(str(int(d)) for d in shape) + "]" + _TYPES[dtype])
+    return ",".join(parts)
+
+
+def run_pnnx(source: Path, param: Path, weights: Path, shapes: Mapping[str, Sequence[int]],
+             dtypes: Mapping[str, str], fp16: bool, timeout: float = 600.0) -> None:
+    """Convert `source` (ONNX) into ncnn's `param` + `weights`; ConversionError with pnnx's own output on failure."""
+    exe = find_pnnx()
+    if exe is None:
+        raise BackendUnavailableError("converting to ncnn needs the pnnx binary: pip install --no-deps pnnx "
+                                     f"(its Python part would pull in torch), or set {ENV_PNNX}")
+    if not shapes:
+        raise ConversionError("pnnx needs the model's input shapes")
+    with tempfile.TemporaryDirectory(prefix="unirt-pnnx-") as scratch:
+        s = Path(scratch)
+        cmd = [str(exe), str(source), f"inputshape={shape_arg(shapes, dtypes)}", f"fp16={int(fp16)}",
+               f"ncnnparam={param}", f"ncnnbin={weights}", f"pnnxparam={s / 'm.pnnx.param'}",
+               f"pnnxbin={s / 'm.pnnx.bin'}", f"pnnxpy={s / 'm_pnnx.py'}", f"pnnxonnx={s / 'm.pnnx.onnx'}",
+               f"ncnnpy={s / 'm_ncnn.py'}"]
+        try:
+            proc = subprocess.run(cmd, cwd=s, capture_output=True, text=True, errors="replace", timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ConversionError(f"pnnx did not finish within {timeout:.0f} s") from None
+        output = (proc.stdout + proc.stderr).strip().splitlines()
+        if proc.returncode != 0 or not param.is_file() or not weights.is_file():
+            how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+            raise ConversionError(f"pnnx failed ({how}):\n" + "\n".join(output[-20:]))

@@ -1,0 +1,230 @@
+"""The runner: an ncnn.Net behind unirt's BackendSession, with ncnn's sharp edges filed off.
+
+- The .param is parsed and checked (`param.py`) and every return code of load_param/load_model is checked: ncnn
+  returns -1 on a damaged .bin and the next `extract` would read freed memory.
+- `ncnn.Mat(ndarray)` wraps the array's memory without a copy: a temporary is freed before `extract` reads it
+  (silently wrong outputs), strided views and float64 are misread, and a channel step that is not 16-byte aligned
+  makes packed kernels read out of bounds. unirt hands over C-contiguous float32 arrays (it checks dtype and
+  layout), keeps each one referenced until `extract` returns, and copies those whose channels would be unaligned
+  into Mats that ncnn allocates.
+- fp16 storage/arithmetic (ncnn's default) and bf16 are switched off unless `precision` asks for them.
+- ncnn has no batch dim: an input whose leading dim is a batch runs sample by sample and the outputs are stacked.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import ncnn
+
+from unirt import (BackendSession, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
+                   UnsupportedOptionError)
+from unirt.conversion.signature import read_sidecar
+
+from .param import ParamGraph, parse_param
+
+log = logging.getLogger(__name__)
+
+_OPTION_KEYS = {"input_shapes", "lightmode", "use_winograd_convolution", "use_sgemm_convolution",
+                "use_packing_layout", "openmp_blocktime", "vulkan_device"}
+
+
+@dataclass(frozen=True)
+class _Port:
+    """A model input or output and the ncnn blob behind it."""
+
+    info: TensorInfo
+    blob: str
+    batched: bool  # the leading dim is a batch that ncnn does not see
+
+
+def _layer_exists(kind: str) -> bool:
+    return ncnn.layer_to_index(kind) >= 0 or ncnn.create_layer(kind) is not None
+
+
+def _check_weights(model: ModelFile) -> Path:
+    weights = model.companion(".bin")
+    if weights is None:
+        assert model.path is not None
+        raise ModelLoadError(f"{model.name}: the ncnn weights file {model.path.with_suffix('.bin')} is missing")
+    return weights
+
+
+def configure(opt: Any, options: LoadOptions) -> str:
+    """Map unirt's precision onto ncnn's storage/arithmetic switches; return the precision in force."""
+    fp16 = options.precision == "fp16"
+    bf16 = options.precision == "bf16"
+    opt.use_fp16_packed = fp16
+    opt.use_fp16_storage = fp16
+    opt.use_fp16_arithmetic = fp16
+    opt.use_bf16_storage = bf16
+    if hasattr(opt, "use_bf16_packed"):
+        opt.use_bf16_packed = bf16
+    if options.threads is not None:
+        opt.num_threads = options.threads
+    return options.precision
+
+
+def _int8_layers(graph: ParamGraph) -> bool:
+    # ncnn2int8 writes int8_scale_term (param 8) on Convolution/InnerProduct layers.
+    return any(layer.params.get(8) for layer in graph.layers
+               if layer.type in ("Convolution", "ConvolutionDepthWise", "InnerProduct"))
+
+
+def _to_mat(array: np.ndarray) -> Any:
+    """A Mat for a C-contiguous float32 `array`, which the caller keeps referenced until extract returns.
+
+    `ncnn.Mat(ndarray)` wraps the array's memory, with a channel step of h*w elements: where that is not a
+    multiple of 16 bytes (ncnn aligns channels so), its packed kernels read out of bounds (a SIGSEGV on a 3x1x1
+    input). Such arrays are copied into a Mat that ncnn allocates (aligned); the others are wrapped, no copy."""
+    if array.ndim <= 2 or array.size == 0 or (array.size // array.shape[0]) % 4 == 0:
+        return ncnn.Mat(array if array.ndim else array.reshape(1))
+    mat = ncnn.Mat(tuple(reversed(array.shape)))  # (w, h, d, c)
+    np.asarray(mat)[...] = array
+    return mat
+
+
+class NcnnSession(BackendSession):
+    def __init__(self, model: ModelFile, options: LoadOptions) -> None:
+        if model.path is None:
+            raise ModelLoadError("ncnn loads models from files: give the .param path (its .bin beside it)")
+        if model.details.get("param_format") == "binary":
+            raise ModelLoadError(f"{model.name}: binary .param.bin files are not supported; use the text .param")
+        bo = dict(options.backend_options)
+        unknown = set(bo) - _OPTION_KEYS
+        if unknown:
+            raise UnsupportedOptionError(f"ncnn: unknown backend option(s) {', '.join(sorted(unknown))}; "
+                                         f"known: {', '.join(sorted(_OPTION_KEYS))}")
+        weights = _check_weights(model)
+        try:
+            graph = parse_param(model.path.read_bytes(), _layer_exists)
+        except ValueError as exc:
+            raise ModelLoadError(f"{model.name}: damaged ncnn .param: {exc}") from None
+        if options.precision == "int8" and not _int8_layers(graph):
+            raise UnsupportedOptionError(f"ncnn: precision='int8' needs a model quantized with ncnn2int8; "
+                                         f"{model.name} has no int8 layers")
+        self._net = net = ncnn.Net()
+        self.precision = configure(net.opt, options)
+        for key in ("lightmode", "use_winograd_convolution", "use_sgemm_convolution", "use_packing_layout",
+                    "openmp_blocktime"):
+            if key in bo:
+                setattr(net.opt, key, bo[key])
+        self.device = self._set_device(net, options)
+        if net.load_param(str(model.path)) != 0:
+            raise ModelLoadError(f"{model.name}: ncnn refused the .param (load_param returned an error)")
+        if net.load_model(str(weights)) != 0:
+            # A failed load_model leaves the net half-built; extract would then crash. Never use it.
+            self._net = None
+            raise ModelLoadError(f"{model.name}: ncnn could not read the weights in {weights} (too short or "
+                                 "damaged for this .param)")
+        self._inputs, self._outputs = self._ports(model, graph, bo.get("input_shapes"))
+        self.inputs = [p.info for p in self._inputs]
+        self.outputs = [p.info for p in self._outputs]
+        self._by_name = {p.info.name: p for p in self._outputs}
+        self._batched = any(p.batched for p in self._inputs)
+
+    @staticmethod
+    def _set_device(net: Any, options: LoadOptions) -> str:
+        if options.device.kind == "cpu":
+            net.opt.use_vulkan_compute = False
+            return "cpu"
+        index = options.device.index or 0
+        net.opt.use_vulkan_compute = True
+        net.set_vulkan_device(index)
+        return f"gpu:{index}"
+
+    @staticmethod
+    def _ports(model: ModelFile, graph: ParamGraph, shapes: Any) -> tuple[list[_Port], list[_Port]]:
+        """Inputs and outputs: from the conversion's sidecar (the ONNX names and shapes) when there is one, else
+        from the .param (Input layers; outputs are blobs no layer reads), each with a leading batch dim."""
+        in_blobs = [layer.tops[0] for layer in graph.inputs]
+        side = read_sidecar(model.path)
+        if side is not None and len(side["inputs"]) == len(in_blobs) and len(side["outputs"]) <= len(graph.outputs) \
+                and all(f"in{i}" == b for i, b in enumerate(in_blobs)):
+            conv_shapes = side.get("shapes", {})
+            inputs = []
+            for i, info in enumerate(side["inputs"]):
+                shape = tuple(conv_shapes.get(info.name, info.shape))
+                batched = len(shape) > 0 and shape[0] == 1  # pnnx drops a leading 1 as the batch
+                if info.dtype != np.float32:
+                    raise ModelLoadError(f"{model.name}: input {info.name!r} is {info.dtype}; ncnn takes float32 "
+                                         "inputs only")
+                if len(shape) - batched > 4:
+                    raise ModelLoadError(f"{model.name}: input {info.name!r} has rank {len(shape)}; ncnn holds at "
+                                         "most 4 dims per sample")
+                # What was converted and verified: the conversion's shapes, with the batch dim left free.
+                dims = ((info.shape[0] if batched else shape[0]),) + shape[1:] if shape else ()
+                inputs.append(_Port(TensorInfo(info.name, dims, np.float32), f"in{i}", batched))
+            outputs = [_Port(TensorInfo(info.name, info.shape, np.float32), f"out{i}", inputs[0].batched
+                             if inputs else False) for i, info in enumerate(side["outputs"])]
+            missing = [p.blob for p in outputs if p.blob not in graph.outputs]
+            if not missing:
+                return inputs, outputs
+            log.warning("%s: the sidecar does not match the .param (no blob %s); using the .param's names",
+                        model.name, missing[0])
+        given = dict(shapes or {})
+        inputs = []
+        for layer in graph.inputs:
+            blob = layer.tops[0]
+            dims = tuple(given[blob]) if blob in given else graph.input_dims(layer)
+            shape = ("N",) + (dims if dims is not None else ("C", "H", "W"))
+            inputs.append(_Port(TensorInfo(blob, shape, np.float32), blob, True))
+        # ncnn records no output shapes: the rank is the inputs' (the usual case, e.g. feature maps) until run.
+        rank = inputs[0].info.rank if inputs else 1
+        outputs = [_Port(TensorInfo(blob, ("N",) + (None,) * (rank - 1), np.float32), blob, True)
+                   for blob in graph.outputs]
+        return inputs, outputs
+
+    # -- running -------------------------------------------------------------------------------------------------
+    def _extract_one(self, samples: dict[str, np.ndarray], ports: Sequence[_Port]) -> list[np.ndarray]:
+        net = self._net
+        ex = net.create_extractor()
+        mats = []  # the Mats and the arrays they may wrap stay referenced until every extract has returned
+        for blob, array in samples.items():
+            mat = _to_mat(array)
+            mats.append((mat, array))
+            if ex.input(blob, mat) != 0:
+                raise RunError(f"ncnn: input blob {blob!r} was refused")
+        results = []
+        for port in ports:
+            code, out = ex.extract(port.blob)
+            if code != 0:
+                raise RunError(f"ncnn: extracting {port.info.name!r} (blob {port.blob!r}) failed with code {code}")
+            results.append(np.array(out))  # a copy: the Mat's memory belongs to the net's pool allocator
+        del mats
+        return results
+
+    def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[np.ndarray]:
+        if self._net is None:
+            raise RunError("ncnn: the model failed to load")
+        ports = [self._by_name[n] for n in output_names]
+        if not self._batched:
+            samples = {p.blob: feeds[p.info.name] for p in self._inputs}
+            return self._extract_one(samples, ports)
+        batch = next(feeds[p.info.name].shape[0] for p in self._inputs if p.batched)
+        per_sample = []
+        for i in range(batch):
+            samples = {p.blob: feeds[p.info.name][i] if p.batched else feeds[p.info.name] for p in self._inputs}
+            per_sample.append(self._extract_one(samples, ports))
+        results = []
+        for k, port in enumerate(ports):
+            parts = [sample[k] for sample in per_sample]
+            if batch == 0:
+                results.append(np.zeros((0,) + tuple(d if isinstance(d, int) else 0 for d in port.info.shape[1:]),
+                                        np.float32))
+            elif port.batched and parts[0].ndim == port.info.rank - 1:
+                results.append(np.stack(parts))
+            elif parts[0].ndim == port.info.rank and batch == 1:
+                results.append(parts[0])
+            else:
+                results.append(np.stack(parts).reshape((batch,) + parts[0].shape))
+        return results
+
+    def close(self) -> None:
+        if self._net is not None:
+            self._net.clear()
+        self._net = None

@@ -1,0 +1,39 @@
+"""More of the device/precision -> execution-provider mapping: ROCm, DirectML, the TensorRT EP's precisions,
+requests that name an EP the device cannot use. Plain logic: no provider needs to be present."""
+
+from __future__ import annotations
+
+import pytest
+
+from unirt import Device, Hardware, UnsupportedOptionError
+from unirt_onnxruntime.providers import (CPU, CUDA, DML, QNN, ROCM, TENSORRT, offered_devices, providers_for)
+
+GPU_BOX = Hardware("x86_64", "intel", "Xeon", frozenset(), 16, cuda_gpus=("NVIDIA L4",))
+CPU_BOX = Hardware("x86_64", "amd", "EPYC", frozenset(), 16)
+
+
+def test_rocm_and_directml_devices():
+    assert offered_devices([ROCM, CPU], CPU_BOX) == ("rocm:0", "cpu")
+    assert offered_devices([DML, CPU], CPU_BOX) == ("gpu:0", "cpu")
+    assert providers_for(Device.parse("gpu"), "fp32", [ROCM, CPU], {}) == [(ROCM, {"device_id": 0}), (CPU, {})]
+    assert providers_for(Device.parse("gpu:1"), "fp32", [DML, CPU], {}) == [(DML, {"device_id": 1}), (CPU, {})]
+
+
+def test_tensorrt_ep_precisions_and_device_index():
+    chain = providers_for(Device.parse("cuda:0"), "int8", [TENSORRT, CUDA, CPU], {"execution_provider": "tensorrt"})
+    assert chain[0] == (TENSORRT, {"device_id": 0, "trt_fp16_enable": False, "trt_int8_enable": True})
+    assert chain[1] == (CUDA, {"device_id": 0, "use_tf32": 0})  # the CUDA fallback stays fp32 too
+    with pytest.raises(UnsupportedOptionError, match="no bf16 mode for fp32 models on cuda"):
+        providers_for(Device.parse("cuda"), "bf16", [TENSORRT, CUDA, CPU], {"execution_provider": "tensorrt"})
+
+
+def test_an_ep_that_does_not_fit_the_device_is_refused():
+    with pytest.raises(UnsupportedOptionError, match="execution_provider 'cuda' does not run on the cpu"):
+        providers_for(Device.parse("cpu"), "fp32", [CUDA, CPU], {"execution_provider": "cuda"})
+    with pytest.raises(UnsupportedOptionError, match="no execution provider for device cuda"):
+        providers_for(Device.parse("cuda"), "fp32", [ROCM, CPU], {})
+
+
+def test_npu_by_name_and_gpu_on_a_cuda_build_without_gpu_offer():
+    assert providers_for(Device.parse("npu"), "fp16", [QNN, CPU], {"execution_provider": "qnn"})[0] == (QNN, {})
+    assert offered_devices([CUDA, CPU], GPU_BOX) == ("cuda:0", "cpu")

@@ -1,0 +1,56 @@
+"""The loader: says whether OpenVINO is usable here, loads sessions, converts ONNX/TFLite to IR. openvino is
+imported lazily."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from unirt import Availability, Backend, ConversionError, LoadOptions, ModelFile, ModelFormat, open_model
+
+from .options import offered_devices
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    formats = frozenset({ModelFormat.OPENVINO, ModelFormat.ONNX, ModelFormat.TFLITE})
+    converts_from = frozenset({ModelFormat.ONNX, ModelFormat.TFLITE})
+    install_hint = "pip install unirt-openvino"
+
+    def probe(self) -> Availability:
+        try:
+            import openvino  # noqa: F401
+
+            from .session import shared_core
+
+            devices = offered_devices(list(shared_core().available_devices))
+        except Exception as exc:  # ImportError, or a device plugin that fails to load
+            return Availability.missing(f"cannot import openvino: {type(exc).__name__}: {exc}")
+        if not devices:
+            return Availability.missing("openvino found no device (CPU, GPU or NPU) it can use here")
+        return Availability(True, version=openvino.get_version().split("-")[0], devices=devices)
+
+    def load(self, model: ModelFile, options: LoadOptions) -> "OpenVinoSession":  # noqa: F821
+        from .session import OpenVinoSession
+
+        return OpenVinoSession(model, options)
+
+    def convert(self, model: ModelFile, out_dir: Path, options: LoadOptions) -> ModelFile:
+        """ONNX or TFLite -> OpenVINO IR (`model.xml` + `model.bin`). Weights stay fp32 unless precision="fp16"
+        asks for fp16 weights (OpenVINO's own default, compress_to_fp16=True, would halve them silently)."""
+        import openvino as ov
+
+        from .session import _message, read_model, shared_core
+
+        if model.format not in self.converts_from:
+            raise ConversionError(f"openvino converts {', '.join(sorted(f.value for f in self.converts_from))} "
+                                  f"models, not {model.format}")
+        try:
+            ov_model = read_model(shared_core(), model)
+        except Exception as exc:
+            raise ConversionError(str(exc)) from None
+        target = Path(out_dir) / "model.xml"
+        try:
+            ov.save_model(ov_model, str(target), compress_to_fp16=options.precision == "fp16")
+        except Exception as exc:
+            raise ConversionError(f"{model.name}: openvino could not save the IR: {_message(exc)}") from None
+        return open_model(target)

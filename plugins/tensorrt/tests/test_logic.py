@@ -1,0 +1,154 @@
+"""The TensorRT plugin's logic that needs no GPU: optimization profiles from shapes and max_batch, builder flags
+per precision, dtype mapping, engine cache keys and paths, error mapping from TensorRT's and CUDA's own messages.
+(The runner and builder need TensorRT's libraries and a GPU: see test_availability.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unirt import (BackendUnavailableError, InputError, ModelLoadError, RunError, UnsupportedOptionError)
+from unirt_tensorrt.cache_keys import engine_key, engine_path, model_digest, timing_cache_path
+from unirt_tensorrt.dtypes import nbytes, numpy_dtype
+from unirt_tensorrt.errors import build_failure, cuda_failure, deserialize_failure, parser_failure
+from unirt_tensorrt.options import DEFAULT_WORKSPACE, build_settings, builder_flags, looks_quantized
+from unirt_tensorrt.profiles import Profile, derive_profile
+
+IMAGE = [("images", (-1, 3, 224, 224))]
+
+
+# -- profiles -------------------------------------------------------------------------------------------------
+def test_static_inputs_need_no_profile_range():
+    p = derive_profile([("x", (1, 3, 8, 8)), ("k", (4,))])
+    assert p.ranges == {"x": ((1, 3, 8, 8),) * 3, "k": ((4,),) * 3}
+
+
+def test_dynamic_batch_follows_max_batch():
+    assert derive_profile(IMAGE).ranges["images"] == ((1, 3, 224, 224), (1, 3, 224, 224), (1, 3, 224, 224))
+    assert derive_profile(IMAGE, max_batch=16).ranges["images"] == ((1, 3, 224, 224), (16, 3, 224, 224),
+                                                                    (16, 3, 224, 224))
+    assert derive_profile(IMAGE, max_batch=16, opt_batch=4).ranges["images"][1] == (4, 3, 224, 224)
+
+
+def test_shapes_fix_or_bound_inputs():
+    inputs = [("images", (-1, 3, -1, -1)), ("scale", (-1,))]
+    p = derive_profile(inputs, max_batch=8, shapes={
+        "images": {"min": [1, 3, 320, 320], "opt": [4, 3, 640, 640], "max": "8x3x1280x1280"}, "scale": [2]})
+    assert p.ranges["images"] == ((1, 3, 320, 320), (4, 3, 640, 640), (8, 3, 1280, 1280))
+    assert p.ranges["scale"] == ((2,), (2,), (2,))
+    assert p.as_json()["scale"] == [[2], [2], [2]]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(inputs=[("x", (-1, 3, -1, -1))]), r"input 'x' dim 2 is dynamic .*'min': \.\.\."),
+    (dict(inputs=IMAGE, max_batch=0), "max_batch must be a positive int"),
+    (dict(inputs=IMAGE, max_batch=4, opt_batch=8), "opt_batch 8 is larger than max_batch 4"),
+    (dict(inputs=IMAGE, shapes={"other": [1]}), "unknown input 'other'"),
+    (dict(inputs=IMAGE, shapes={"images": [1, 3, 224]}), "min has rank 3, the input has rank 4"),
+    (dict(inputs=IMAGE, shapes={"images": [1, 4, 224, 224]}), "changes static dim 1"),
+    (dict(inputs=IMAGE, shapes={"images": {"min": [4, 3, 224, 224], "opt": [2, 3, 224, 224],
+                                           "max": [8, 3, 224, 224]}}), "min <= opt <= max"),
+    (dict(inputs=IMAGE, shapes={"images": {"min": [1, 3, 224, 224]}}), "missing opt, max"),
+    (dict(inputs=IMAGE, shapes={"images": ["a"]}), "expected a list of ints"),
+])
+def test_profile_errors(kwargs, message):
+    with pytest.raises(UnsupportedOptionError, match=message):
+        derive_profile(**kwargs)
+
+
+def test_runs_outside_the_profile_are_input_errors():
+    p = derive_profile(IMAGE, max_batch=4)
+    p.check("images", (3, 3, 224, 224))
+    with pytest.raises(InputError, match=r"shape \[5, 3, 224, 224\] is outside .*max \[4, 3, 224, 224\].*max_batch"):
+        p.check("images", (5, 3, 224, 224))
+    with pytest.raises(InputError, match="outside"):
+        Profile({"x": ((1,), (1,), (1,))}).check("x", (1, 1))
+
+
+# -- builder flags and options --------------------------------------------------------------------------------
+def test_fp32_clears_tf32():
+    assert builder_flags("fp32", False, "8.9", True) == (set(), {"TF32"})
+
+
+def test_reduced_precisions():
+    assert builder_flags("fp16", False, "7.5", True) == ({"FP16"}, {"TF32"})
+    assert builder_flags("bf16", False, "9.0", True) == ({"BF16"}, {"TF32"})
+    assert builder_flags("int8", True, "8.6", True) == ({"INT8"}, {"TF32"})
+    with pytest.raises(UnsupportedOptionError, match=r"bf16 needs an Ampere.*sm 7.5; it supports fp32, fp16"):
+        builder_flags("bf16", False, "7.5", True)
+    with pytest.raises(UnsupportedOptionError, match="no fast fp16; it supports fp32"):
+        builder_flags("fp16", False, "6.1", False)
+    with pytest.raises(UnsupportedOptionError, match="int8 from a quantized .* supports fp32"):
+        builder_flags("int8", False, "8.6", True)
+    assert looks_quantized(b"..QuantizeLinear..") and not looks_quantized(b"Conv Relu")
+
+
+def test_build_settings():
+    s = build_settings({"max_batch": 8, "shapes": {"x": [1]}, "workspace": 1 << 20, "builder_optimization_level": 5})
+    assert (s.max_batch, s.workspace, s.optimization_level, s.engine_cache) == (8, 1 << 20, 5, True)
+    assert build_settings({}).workspace == DEFAULT_WORKSPACE
+    for bad, message in (({"fp16": True}, "unknown backend option 'fp16'"), ({"workspace": -1}, "workspace must"),
+                         ({"builder_optimization_level": 9}, "0..5"), ({"engine_cache": "yes"}, "True or False"),
+                         ({"shapes": [1]}, "shapes must be a dict")):
+        with pytest.raises(UnsupportedOptionError, match=message):
+            build_settings(bad)
+
+
+# -- dtypes ---------------------------------------------------------------------------------------------------
+def test_dtype_mapping():
+    assert numpy_dtype("FLOAT", "x") == np.float32 and numpy_dtype("HALF", "x") == np.float16
+    assert numpy_dtype("INT64", "x") == np.int64 and numpy_dtype("BOOL", "x") == np.bool_
+    assert numpy_dtype("BF16", "x").name == "bfloat16" and numpy_dtype("FP8", "x").name == "float8_e4m3fn"
+    with pytest.raises(ModelLoadError, match="tensor 'y' has TensorRT type FP4"):
+        numpy_dtype("FP4", "y")
+    assert nbytes((2, 3), np.dtype(np.float16)) == 12 and nbytes((), np.dtype(np.float32)) == 4
+    assert nbytes((3,), numpy_dtype("INT4", "x")) == 2
+
+
+# -- cache keys -----------------------------------------------------------------------------------------------
+def test_engine_cache_key_changes_with_everything_that_shapes_an_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNIRT_CACHE_DIR", str(tmp_path))
+    p = derive_profile(IMAGE, max_batch=4)
+    base = dict(model_sha256=model_digest(b"model"), gpu="NVIDIA H100", compute_capability="9.0",
+                trt_version="10.16.1", precision="fp32", profile=p, build_options={"workspace": 1})
+    key = engine_key(**base)
+    assert key == engine_key(**base) and len(key) == 40
+    for change in (dict(model_sha256=model_digest(b"other")), dict(gpu="NVIDIA L4"), dict(compute_capability="8.9"),
+                   dict(trt_version="10.16.2"), dict(precision="fp16"), dict(profile=derive_profile(IMAGE, 8)),
+                   dict(build_options={"workspace": 2})):
+        assert engine_key(**{**base, **change}) != key, change
+    assert engine_path(key) == tmp_path / "tensorrt" / "engines" / f"{key}.engine"
+    assert timing_cache_path("NVIDIA H100 80GB HBM3", "9.0", "10.16.1").name == "NVIDIA_H100_80GB_HBM3-sm9.0-trt10.16.1.cache"
+
+
+# -- error mapping --------------------------------------------------------------------------------------------
+def test_parser_errors_name_the_nodes():
+    err = parser_failure("m.onnx", [("No importer registered for op: FancyOp", "node_7"), ("Invalid Node", "")])
+    assert isinstance(err, ModelLoadError)
+    assert str(err) == ("m.onnx: tensorrt could not parse this onnx model: No importer registered for op: FancyOp "
+                        "(node node_7); Invalid Node")
+
+
+def test_stale_engines_say_rebuild():
+    msg = ("IRuntime::deserializeCudaEngine: Error Code 6: API Usage Error (The engine plan file is not compatible "
+           "with this version of TensorRT, expecting library version 10.16.1.11 got 10.3.0.26, please rebuild.)")
+    err = deserialize_failure("yolo.engine", [msg])
+    assert "built by another TensorRT version or for another GPU" in str(err) and "10.3.0.26" in str(err)
+    assert "could not deserialize" in str(deserialize_failure("x.engine", ["Error Code 1: Cuda Runtime"]))
+
+
+def test_build_failures():
+    oom = build_failure("m.onnx", ["Error Code 2: OutOfMemory (Requested size was 8589934592 bytes.) out of memory"])
+    assert isinstance(oom, UnsupportedOptionError) and "Lower max_batch" in str(oom)
+    other = build_failure("m.onnx", ["Error Code 4: Internal Error (Network has dynamic inputs, but no profile)"])
+    assert isinstance(other, ModelLoadError) and "no profile" in str(other)
+    assert "no error was logged" in str(build_failure("m.onnx", []))
+
+
+def test_cuda_errors():
+    assert isinstance(cuda_failure("cudaSetDevice", "cudaErrorNoDevice", False), BackendUnavailableError)
+    run_oom = cuda_failure("cudaMalloc", "cudaErrorMemoryAllocation", True)
+    assert isinstance(run_oom, RunError) and "out of GPU memory" in str(run_oom)
+    assert isinstance(cuda_failure("cudaMalloc", "cudaErrorMemoryAllocation", False), ModelLoadError)
+    assert str(cuda_failure("cudaMemcpyAsync", "cudaErrorIllegalAddress", True)) == \
+        "tensorrt: cudaMemcpyAsync failed: cudaErrorIllegalAddress"

@@ -1,0 +1,79 @@
+"""unirt's options in TensorRT's terms: builder flags for each precision and the backend_options. Pure logic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from unirt import UnsupportedOptionError
+
+OWN_KEYS = ("max_batch", "opt_batch", "shapes", "workspace", "engine_cache", "timing_cache",
+            "builder_optimization_level")
+DEFAULT_WORKSPACE = 1 << 30  # bytes of scratch memory the builder may use for tactics
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    max_batch: int | None = None
+    opt_batch: int | None = None
+    shapes: Mapping[str, Any] = field(default_factory=dict)
+    workspace: int = DEFAULT_WORKSPACE
+    engine_cache: bool = True
+    timing_cache: bool = True
+    optimization_level: int | None = None
+
+    def cache_fields(self) -> dict[str, Any]:
+        """What, besides the profile and precision, makes one engine differ from another."""
+        return {"workspace": self.workspace, "optimization_level": self.optimization_level}
+
+
+def build_settings(options: Mapping[str, Any]) -> BuildSettings:
+    unknown = [k for k in options if k not in OWN_KEYS]
+    if unknown:
+        raise UnsupportedOptionError(f"tensorrt: unknown backend option {unknown[0]!r}; use one of {', '.join(OWN_KEYS)}")
+    workspace = options.get("workspace", DEFAULT_WORKSPACE)
+    if isinstance(workspace, bool) or not isinstance(workspace, int) or workspace <= 0:
+        raise UnsupportedOptionError(f"tensorrt: workspace must be a positive number of bytes, got {workspace!r}")
+    level = options.get("builder_optimization_level")
+    if level is not None and (isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 5):
+        raise UnsupportedOptionError(f"tensorrt: builder_optimization_level must be 0..5, got {level!r}")
+    shapes = options.get("shapes", {})
+    if not isinstance(shapes, Mapping):
+        raise UnsupportedOptionError(f"tensorrt: shapes must be a dict {{input name: shape or range}}, got {shapes!r}")
+    for key in ("engine_cache", "timing_cache"):
+        if not isinstance(options.get(key, True), bool):
+            raise UnsupportedOptionError(f"tensorrt: {key} must be True or False, got {options[key]!r}")
+    return BuildSettings(options.get("max_batch"), options.get("opt_batch"), dict(shapes), workspace,
+                         options.get("engine_cache", True), options.get("timing_cache", True), level)
+
+
+def builder_flags(precision: str, quantized: bool, compute_capability: str, fast_fp16: bool) -> tuple[set[str], set[str]]:
+    """(BuilderFlag names to set, names to clear) for a unirt precision on a GPU of `compute_capability`.
+
+    fp32 clears TF32, which TensorRT enables by default on Ampere and later: fp32 must mean fp32.
+    """
+    major = int(compute_capability.split(".")[0]) if compute_capability[:1].isdigit() else 0
+    supported = ["fp32"] + (["fp16"] if fast_fp16 else []) + (["bf16"] if major >= 8 else []) + ["int8 (quantized models)"]
+    if precision == "fp32":
+        return set(), {"TF32"}
+    if precision == "fp16":
+        if not fast_fp16:
+            raise UnsupportedOptionError(f"tensorrt: this GPU (sm {compute_capability}) has no fast fp16; it supports "
+                                         f"{', '.join(supported)}")
+        return {"FP16"}, {"TF32"}
+    if precision == "bf16":
+        if major < 8:
+            raise UnsupportedOptionError(f"tensorrt: bf16 needs an Ampere or later GPU (sm 8.0+), this one is sm "
+                                         f"{compute_capability}; it supports {', '.join(supported)}")
+        return {"BF16"}, {"TF32"}
+    if precision == "int8":
+        if not quantized:
+            raise UnsupportedOptionError("tensorrt runs int8 from a quantized (QDQ) ONNX model; this one has no "
+                                         "QuantizeLinear/DequantizeLinear. It supports fp32, fp16, bf16 for it")
+        return {"INT8"}, {"TF32"}
+    raise UnsupportedOptionError(f"tensorrt: unknown precision {precision!r}; it supports {', '.join(supported)}")
+
+
+def looks_quantized(onnx_bytes: bytes) -> bool:
+    """An ONNX model with QDQ nodes (op types are stored as plain strings)."""
+    return b"QuantizeLinear" in onnx_bytes or b"DequantizeLinear" in onnx_bytes

@@ -1,0 +1,124 @@
+"""The runner: one TensorRT engine and execution context on one GPU, behind unirt's BackendSession interface.
+
+Inputs go host -> pinned staging buffer -> device on a CUDA stream; outputs come back device -> pinned -> a fresh
+array the caller owns (or, with `run_into`, straight into the caller's array). Device and pinned buffers are
+allocated once for the largest shape seen and reused. An execution context runs one call at a time: a lock
+serialises concurrent callers. Needs tensorrt, cuda-python and a GPU.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+import tensorrt as trt
+
+from unirt import (BackendSession, LoadOptions, ModelFile, ModelFormat, RunError, TensorInfo)
+
+from . import cuda
+from .builder import build_plan, collecting_logger
+from .dtypes import nbytes, numpy_dtype
+from .errors import deserialize_failure
+from .options import build_settings
+from .profiles import Profile
+
+
+class TensorRTSession(BackendSession):
+    def __init__(self, model: ModelFile, options: LoadOptions) -> None:
+        settings = build_settings(options.backend_options)
+        self._gpu_index = options.device.index or 0
+        cuda.set_device(self._gpu_index)
+        gpu, sm = cuda.device_properties(self._gpu_index)
+        self._logger = collecting_logger(trt)
+        if model.format is ModelFormat.ONNX:
+            plan, profile = build_plan(trt, model, options.precision, settings, gpu, sm)
+            self.precision = options.precision
+        else:  # a serialized engine: its precision was fixed when it was built
+            plan, profile = model.read_bytes()[int(model.details.get("payload_offset", 0)):], None
+            self.precision = "as built"
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(plan)
+        if self._engine is None:
+            raise deserialize_failure(model.name, self._logger.messages)
+        self._context = self._engine.create_execution_context()
+        engine = self._engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        infos = {n: TensorInfo(n, tuple(None if d < 0 else int(d) for d in engine.get_tensor_shape(n)),
+                               numpy_dtype(engine.get_tensor_dtype(n).name, n)) for n in names}
+        self.inputs = [infos[n] for n in names if is_input[n]]
+        self.outputs = [infos[n] for n in names if not is_input[n]]
+        self.device = f"cuda:{self._gpu_index}"
+        self._profile = profile or Profile({i.name: tuple(tuple(int(d) for d in s) for s in
+                                                          engine.get_tensor_profile_shape(i.name, 0))
+                                            for i in self.inputs if i.is_dynamic})
+        self._dynamic = frozenset(i.name for i in self.inputs if i.is_dynamic)
+        self._dtypes = {i.name: i.dtype for i in (*self.inputs, *self.outputs)}
+        self._device_buffers = {n: cuda.DeviceBuffer() for n in names}
+        self._pinned = {n: cuda.PinnedBuffer() for n in names}
+        self._stream = cuda.Stream()
+        self._lock = threading.Lock()
+
+    def _enqueue(self, feeds: dict[str, np.ndarray]) -> dict[str, tuple[tuple[int, ...], int]]:
+        """Stage inputs, set shapes and addresses, launch; return each output's (shape, device pointer)."""
+        ctx, stream = self._context, self._stream
+        for info in self.inputs:
+            x = feeds[info.name]
+            if info.name in self._dynamic:
+                self._profile.check(info.name, x.shape)
+            ctx.set_input_shape(info.name, x.shape)
+            size = nbytes(x.shape, x.dtype)
+            device = self._device_buffers[info.name].ensure(size, True)
+            pinned = self._pinned[info.name]
+            pinned.ensure(size, True)
+            np.copyto(pinned.view(x.shape, x.dtype), x)
+            stream.copy_in(device, pinned.ptr, size)
+            ctx.set_tensor_address(info.name, device)
+        shapes = {}
+        for info in self.outputs:
+            shape = tuple(int(d) for d in ctx.get_tensor_shape(info.name))
+            if any(d < 0 for d in shape):
+                raise RunError(f"tensorrt: output {info.name!r} has a data-dependent shape {list(shape)}, which "
+                               "unirt's TensorRT runner does not support yet")
+            device = self._device_buffers[info.name].ensure(nbytes(shape, info.dtype), True)
+            ctx.set_tensor_address(info.name, device)
+            shapes[info.name] = (shape, device)
+        self._logger.messages.clear()
+        if not ctx.execute_async_v3(self._stream.handle):
+            raise RunError(f"tensorrt: execution failed: {'; '.join(self._logger.messages[-3:]) or 'no error logged'}")
+        return shapes
+
+    def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[Any]:
+        return self.run_into(feeds, output_names, {})
+
+    def run_into(self, feeds: dict[str, np.ndarray], output_names: Sequence[str],
+                 out: dict[str, np.ndarray]) -> list[Any]:
+        with self._lock:
+            shapes = self._enqueue(feeds)
+            staged = []
+            for name in output_names:
+                shape, device = shapes[name]
+                size = nbytes(shape, self._dtypes[name])
+                target = out.get(name)
+                if target is not None:
+                    if target.shape != shape:
+                        raise RunError(f"out[{name!r}]: the model produced shape {list(shape)}, the array given "
+                                       f"has shape {list(target.shape)}")
+                    self._stream.copy_out(target.ctypes.data, device, size)
+                    staged.append((name, target, None))
+                else:
+                    pinned = self._pinned[name]
+                    pinned.ensure(size, True)
+                    self._stream.copy_out(pinned.ptr, device, size)
+                    staged.append((name, None, shape))
+            self._stream.synchronize()
+            return [target if target is not None else self._pinned[name].view(shape, self._dtypes[name]).copy()
+                    for name, target, shape in staged]
+
+    def close(self) -> None:
+        with self._lock:
+            self._stream.close()
+            for buf in (*self._device_buffers.values(), *self._pinned.values()):
+                buf.close()
+            self._context = self._engine = self._runtime = None

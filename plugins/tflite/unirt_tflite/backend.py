@@ -1,0 +1,29 @@
+"""The loader: says whether LiteRT's interpreter is usable here and loads sessions. ai_edge_litert is imported
+lazily."""
+
+from __future__ import annotations
+
+from unirt import Availability, Backend, LoadOptions, ModelFile, ModelFormat
+
+
+class TFLiteBackend(Backend):
+    name = "tflite"
+    formats = frozenset({ModelFormat.TFLITE})
+    install_hint = "pip install unirt-tflite"
+
+    def probe(self) -> Availability:
+        try:
+            from ai_edge_litert import interpreter  # noqa: F401
+            from importlib.metadata import version
+        except Exception as exc:  # ImportError, or a broken native library
+            return Availability.missing(f"cannot import ai_edge_litert: {type(exc).__name__}: {exc}")
+        try:
+            engine = version("ai-edge-litert")
+        except Exception:
+            engine = None
+        return Availability(True, version=engine, devices=("cpu",))
+
+    def load(self, model: ModelFile, options: LoadOptions) -> "TFLiteSession":  # noqa: F821
+        from .session import TFLiteSession
+
+        return TFLiteSession(model, options)

@@ -1,0 +1,155 @@
+"""Dynamic batching: gather/scatter on a real Session, the scheduler's merging rules, and the server merging
+concurrent tritonclient requests into fewer executions."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+import unirt
+from unirt.serve.batching import batch_key, run_batch
+from unirt.serve.config import BatchingPolicy
+from unirt.serve.scheduler import Scheduler
+from unirt.serve.stats import ModelStats
+
+
+@pytest.fixture(scope="module")
+def mlp(model):
+    with unirt.Session(model("dynamic_mlp"), backend="onnxruntime") as sess:
+        yield sess
+
+
+def _run(sess):
+    return lambda feeds, names: sess.run(feeds, names)
+
+
+def test_run_batch_merges_and_splits(mlp):
+    rng = np.random.default_rng(0)
+    parts = [{"x": rng.standard_normal((n, 8)).astype(np.float32)} for n in (1, 3, 2)]
+    result = run_batch(_run(mlp), parts, [1, 3, 2], ["probs", "logits"])
+    assert len(result.outputs) == 3 and result.infer_ns > 0
+    for feeds, out in zip(parts, result.outputs):
+        expected = mlp.run(feeds)
+        np.testing.assert_allclose(out["probs"], expected["probs"], rtol=1e-6)
+        np.testing.assert_allclose(out["logits"], expected["logits"], rtol=1e-6)
+
+
+def test_run_batch_pads_only_a_fixed_batch_dim(model):
+    with unirt.Session(model("matmul_relu"), backend="onnxruntime") as sess:  # x float32[64, 64]
+        rows = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
+        seen = []
+
+        def run(feeds, names):
+            seen.append(feeds["x"].shape)
+            return sess.run(feeds, names)
+
+        result = run_batch(run, [{"x": rows[:1]}, {"x": rows[1:]}], [1, 2], ["y"], static_batch=64)
+        assert seen == [(64, 64)]
+        full = np.concatenate([rows, np.zeros((61, 64), np.float32)])
+        expected = sess.run({"x": full})["y"]
+        np.testing.assert_allclose(np.concatenate([o["y"] for o in result.outputs]), expected[:3], rtol=1e-6)
+
+
+def test_batch_key_separates_shapes_and_dtypes():
+    a = {"x": np.zeros((2, 8), np.float32)}
+    assert batch_key(a) == batch_key({"x": np.zeros((5, 8), np.float32)})
+    assert batch_key(a) != batch_key({"x": np.zeros((2, 9), np.float32)})
+    assert batch_key(a) != batch_key({"x": np.zeros((2, 8), np.float64)})
+
+
+def test_scheduler_merges_queued_requests_up_to_the_limits(mlp):
+    stats = ModelStats()
+    calls = []
+    gate = threading.Event()
+
+    def run(feeds, names):
+        gate.wait(10)
+        calls.append(feeds["x"].shape[0])
+        return mlp.run(feeds, names)
+
+    sched = Scheduler("t", [run], ["probs"], stats, max_batch_size=8,
+                      batching=BatchingPolicy((4,), max_queue_delay_s=0.05))
+    try:
+        rng = np.random.default_rng(2)
+        first = sched.submit({"x": rng.standard_normal((1, 8)).astype(np.float32)}, 1)
+        time.sleep(0.1)  # the worker took the first request alone and waits at the gate
+        feeds = [{"x": rng.standard_normal((n, 8)).astype(np.float32)} for n in (2, 2, 3, 1)]
+        futures = [sched.submit(f, f["x"].shape[0]) for f in feeds]
+        odd = sched.submit({"x": np.zeros((1, 8), np.float64)}, 1)  # cannot join a float32 batch
+        gate.set()
+        results = [f.result(10) for f in futures]
+        first.result(10)
+        with pytest.raises(unirt.InputError):
+            odd.result(10)
+    finally:
+        sched.stop(10)
+    # preferred size 4: the 2+2 requests go together, then 3+1 (also 4); none are split or padded
+    assert calls[0] == 1 and calls[1:3] == [4, 4]
+    for f, r in zip(feeds, results):
+        np.testing.assert_allclose(r.outputs["probs"], mlp.run(f)["probs"], rtol=1e-6)
+        assert r.batch_size == 4 and r.queue_ns > 0
+    snap = stats.snapshot()
+    assert snap["inference_count"] == 9 and snap["execution_count"] == 3 and snap["pending"] == 0
+
+
+def test_scheduler_stop_drains_the_queue(mlp):
+    stats = ModelStats()
+    sched = Scheduler("t", [_run(mlp)], ["probs"], stats, max_batch_size=4,
+                      batching=BatchingPolicy((), max_queue_delay_s=0.2))
+    futures = [sched.submit({"x": np.ones((1, 8), np.float32)}, 1) for _ in range(3)]
+    sched.stop(10)  # finishes what is queued, then refuses more
+    assert all(f.result(0).outputs["probs"].shape == (1, 3) for f in futures)
+    with pytest.raises(unirt.UnirtError, match="being unloaded"):
+        sched.submit({"x": np.ones((1, 8), np.float32)}, 1)
+
+
+def test_max_queue_size_rejects(mlp):
+    gate = threading.Event()
+    sched = Scheduler("t", [lambda f, n: (gate.wait(10), mlp.run(f, n))[1]], ["probs"], ModelStats(),
+                      max_batch_size=1, batching=BatchingPolicy((), 0.0, max_queue_size=1))
+    try:
+        sched.submit({"x": np.ones((1, 8), np.float32)}, 1)
+        time.sleep(0.05)
+        sched.submit({"x": np.ones((1, 8), np.float32)}, 1)
+        with pytest.raises(unirt.UnirtError, match="maximum queue size"):
+            sched.submit({"x": np.ones((1, 8), np.float32)}, 1)
+    finally:
+        gate.set()
+        sched.stop(10)
+
+
+def test_server_batches_concurrent_clients(server, repository):
+    port = server.ports["http"]
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((1, 8)).astype(np.float32) for _ in range(8)]
+    results: dict[int, np.ndarray] = {}
+
+    def client(i):
+        c = httpclient.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=30)
+        try:
+            tensor = httpclient.InferInput("x", [1, 8], "FP32")
+            tensor.set_data_from_numpy(xs[i])
+            results[i] = c.infer("batched", [tensor], model_version="1").as_numpy("probs")
+        finally:
+            c.close()
+
+    stats_client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+    before = stats_client.get_inference_statistics("batched", "1")["model_stats"][0]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    after = stats_client.get_inference_statistics("batched", "1")["model_stats"][0]
+    stats_client.close()
+    with unirt.Session(repository / "batched" / "1" / "model.onnx") as sess:
+        for i, x in enumerate(xs):
+            np.testing.assert_allclose(results[i], sess.run({"x": x})["probs"], rtol=1e-6)
+    inferences = after["inference_count"] - before["inference_count"]
+    executions = after["execution_count"] - before["execution_count"]
+    assert inferences == 8 and executions < 8  # merged: max_queue_delay 200 ms, preferred sizes 4 and 8
+    assert {b["batch_size"] for b in after["batch_stats"]} & {2, 3, 4, 5, 6, 7, 8}

@@ -1,0 +1,199 @@
+"""The conversion layer's parts that need no converter: fixups (checked against onnxruntime), verification
+arithmetic, the cache, sidecars, the throwaway-process first load, and the errors of `unirt.convert`.
+Conversions with real converters are tested in plugins/ncnn and plugins/mnn."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import unirt
+from unirt import ConversionError, LoadOptions, ModelLoadError, TensorInfo, open_model, testing
+from unirt.canary import check_loads
+from unirt.conversion import fixups, store
+from unirt.conversion.signature import concrete_shape, read_sidecar, sidecar_path, write_sidecar
+from unirt.conversion.verify import compare, feed_sets
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("UNIRT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def ort_run(model, feeds):
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else open(model, "rb").read()
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def light(name):
+    return next(c for c in testing.conformance_cases(("light",)) if c.name == name)
+
+
+@pytest.mark.parametrize("name", ["light_squeezenet", "light_bvlc_alexnet", "light_zfnet512"])
+def test_fixups_keep_the_meaning_of_real_ir3_models(name):
+    case = light(name)
+    proto = onnx.load(str(case.model))
+    notes = fixups.apply_fixups(proto)
+    assert any("initializers listed as graph inputs" in n for n in notes)
+    assert any("Softmax" in n for n in notes)  # opset 9, no axis: coerced at axis 1
+    inits = {i.name for i in proto.graph.initializer}
+    assert not [i.name for i in proto.graph.input if i.name in inits]
+    onnx.checker.check_model(proto)
+    feeds = {proto.graph.input[0].name: case.inputs[0]}
+    np.testing.assert_allclose(ort_run(proto, feeds)[0], case.outputs[0], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("axis, rewritten", [(None, True), (1, True), (2, True), (3, False), (-1, False)])
+def test_softmax_fixup_rewrites_only_when_the_axis_is_not_the_last(tmp_path, axis, rewritten):
+    path = testing.softmax_coerced(tmp_path / "s.onnx", axis=axis)
+    proto = onnx.load(str(path))
+    notes = fixups.coerced_softmax_axis(proto)
+    types = [n.op_type for n in proto.graph.node]
+    assert ("Flatten" in types) is rewritten
+    if axis is None and not rewritten:
+        assert notes
+    x = np.random.default_rng(0).standard_normal((1, 3, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(ort_run(proto, {"x": x})[0], ort_run(path, {"x": x})[0], rtol=1e-6, atol=1e-7)
+    # What converters do without the fixup: softmax over the last axis only, which differs from ONNX's.
+    if rewritten:
+        c = ort_run(onnx.load(str(path)), {"x": x})[0]
+        last_axis = np.exp(c - c.max(-1, keepdims=True))
+        last_axis /= last_axis.sum(-1, keepdims=True)
+        assert not np.allclose(last_axis, c, atol=1e-3)
+
+
+def test_softmax_fixup_leaves_opset_13_alone(tmp_path):
+    proto = onnx.load(str(testing.softmax_coerced(tmp_path / "s.onnx")))
+    proto.opset_import[0].version = 13
+    assert fixups.coerced_softmax_axis(proto) == []
+
+
+def test_batchnorm_fixup_writes_the_default_epsilon(tmp_path):
+    path = testing.batchnorm_default_epsilon(tmp_path / "bn.onnx")
+    proto = onnx.load(str(path))
+    assert fixups.batchnorm_epsilon(proto) and fixups.batchnorm_epsilon(proto) == []  # idempotent
+    eps = [a.f for a in proto.graph.node[0].attribute if a.name == "epsilon"]
+    assert eps == [pytest.approx(1e-5)]
+    x = np.random.default_rng(1).standard_normal((2, 8, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(ort_run(proto, {"x": x})[0], ort_run(path, {"x": x})[0])
+
+
+def test_compare_measures_relative_l2_and_exact_ints():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((4, 5)).astype(np.float32)
+    got = ref + np.float32(1e-3) * rng.standard_normal((4, 5)).astype(np.float32)
+    (err,) = compare([{"y": got}], [{"y": ref}])
+    expected = np.linalg.norm(got.astype(np.float64) - ref) / np.linalg.norm(ref.astype(np.float64))
+    assert err.rel_l2 == pytest.approx(expected) and err.max_abs == pytest.approx(np.abs(got - ref).max())
+    ints = np.arange(10)
+    flipped = ints.copy()
+    flipped[3] = 99
+    (e_int,) = compare([{"i": flipped}], [{"i": ints}])
+    assert e_int.rel_l2 == pytest.approx(0.1) and "differ" in e_int.note
+    (e_shape,) = compare([{"y": ref[:2]}], [{"y": ref}])
+    assert e_shape.rel_l2 == float("inf") and "shape" in e_shape.note
+    (e_missing,) = compare([{}], [{"y": ref}])
+    assert "missing" in e_missing.note
+    nan = np.array([np.nan, 1.0], np.float32)
+    assert compare([{"y": nan}], [{"y": nan}])[0].rel_l2 == 0.0
+    # the worst of several input sets is kept
+    worse = compare([{"y": ref}, {"y": got}], [{"y": ref}, {"y": ref}])
+    assert worse[0].rel_l2 == pytest.approx(expected)
+
+
+def test_feed_sets_add_a_batch_of_two_for_dynamic_batches():
+    dyn = [TensorInfo("x", ("N", 8), np.float32), TensorInfo("t", ("N", 3), np.int64)]
+    sets = feed_sets(dyn, None)
+    assert [s["x"].shape for s in sets] == [(1, 8), (1, 8), (2, 8)]
+    assert sets[2]["t"].dtype == np.int64 and sets[0]["x"].dtype == np.float32
+    assert len(feed_sets([TensorInfo("x", (1, 8), np.float32)], None)) == 2
+    assert [s["x"].shape for s in feed_sets(dyn[:1], {"x": (4, 8)})] == [(4, 8), (4, 8)]
+    with pytest.raises(ConversionError, match=r"input_shapes\['x'\] = \[4, 9\] does not fit"):
+        concrete_shape(dyn[0], {"x": (4, 9)})
+
+
+def test_sidecar_round_trip_and_damage(tmp_path):
+    main = tmp_path / "model.param"
+    main.write_text("x")
+    infos = [TensorInfo("images", ("N", 3, 224, 224), np.float32)]
+    write_sidecar(main, infos, [TensorInfo("logits", ("N", 10), np.float32)], shapes={"images": [1, 3, 224, 224]})
+    side = read_sidecar(main)
+    assert side["inputs"] == infos and side["shapes"] == {"images": [1, 3, 224, 224]}
+    assert sidecar_path(main).name == "model.unirt.json"
+    sidecar_path(main).write_text("{not json")
+    assert read_sidecar(main) is None
+    assert read_sidecar(tmp_path / "other.param") is None
+
+
+def test_cache_keys_and_entries(tmp_path, model):
+    a = open_model(model("dynamic_mlp"))
+    b = open_model(model("matmul_relu"))
+    assert store.content_hash(a) != store.content_hash(b)
+    assert store.content_hash(a) == store.content_hash(open_model(a.read_bytes()))
+    k1 = store.cache_key(store.content_hash(a), {"backend": "mnn", "precision": "fp32"})
+    assert k1 != store.cache_key(store.content_hash(a), {"backend": "mnn", "precision": "fp16"})
+    assert k1 == store.cache_key(store.content_hash(a), {"precision": "fp32", "backend": "mnn"})
+    work = store.new_work_dir(k1)
+    (work / "out").mkdir()
+    (work / "out" / "model.mnn").write_bytes(b"converted")
+    assert store.read_record(k1) is None
+    final = store.publish(k1, work, {"main": "out/model.mnn", "files": ["out/model.mnn"]})
+    assert final.parent == tmp_path / "cache" / "conversions" and not work.exists()
+    assert store.read_record(k1)["main"] == "out/model.mnn"
+    # a second process finishing the same conversion later leaves the entry alone (and its own work dir goes)
+    late = store.new_work_dir(k1)
+    (late / "out").mkdir()
+    (late / "out" / "model.mnn").write_bytes(b"converted")
+    assert store.publish(k1, late, {"main": "out/model.mnn", "files": ["out/model.mnn"], "note": "late"}) == final
+    assert "note" not in store.read_record(k1) and not late.exists()
+    (final / "out" / "model.mnn").unlink()  # a half-gone entry is a miss, not a broken model
+    assert store.read_record(k1) is None
+
+
+def test_convert_refuses_what_it_cannot_do(model):
+    path = model("dynamic_mlp")
+    with pytest.raises(ConversionError, match="reads onnx models as they are; there is nothing to convert"):
+        unirt.convert(path, to="onnxruntime")
+    with pytest.raises(unirt.BackendUnavailableError, match="backend 'nosuch' is not installed"):
+        unirt.convert(path, to="nosuch")
+    with pytest.raises(unirt.UnsupportedOptionError, match="precision must be one of"):
+        unirt.convert(path, to="onnxruntime", precision="fp64")
+
+
+def test_cli_convert_reports_errors(model, capsys):
+    from unirt.cli import main
+
+    assert main(["convert", str(model("dynamic_mlp")), "--to", "onnxruntime"]) == 1
+    assert "nothing to convert" in capsys.readouterr().err
+
+
+def test_first_load_in_a_throwaway_process(tmp_path, model, monkeypatch):
+    good = open_model(model("dynamic_mlp"))
+    opts = LoadOptions()
+    check_loads(good, "onnxruntime", ort.__version__, opts)
+    markers = list((tmp_path / "cache" / "canary").iterdir())
+    assert len(markers) == 1  # remembered: the next load starts no process
+    check_loads(good, "onnxruntime", ort.__version__, opts)
+    assert list((tmp_path / "cache" / "canary").iterdir()) == markers
+    # A model the engine refuses is refused with the engine's reason, and not remembered.
+    proto = onnx.load(str(model("dynamic_mlp")))
+    proto.graph.node[0].op_type = "NoSuchOp"
+    bad = tmp_path / "bad.onnx"
+    onnx.save(proto, str(bad))
+    with pytest.raises(ModelLoadError, match="NoSuchOp"):
+        check_loads(open_model(bad), "onnxruntime", ort.__version__, opts)
+    assert len(list((tmp_path / "cache" / "canary").iterdir())) == 1
+    monkeypatch.setenv("UNIRT_CANARY", "0")
+    check_loads(open_model(bad), "onnxruntime", ort.__version__, opts)  # turned off: nothing runs
+
+
+def test_sidecar_json_is_plain(tmp_path):
+    main = tmp_path / "m.mnn"
+    main.write_bytes(b"")
+    path = write_sidecar(main, [TensorInfo("x", (None, 2), np.int64)], [])
+    assert json.loads(path.read_text())["inputs"] == [{"name": "x", "shape": [None, 2], "dtype": "int64"}]

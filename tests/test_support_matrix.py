@@ -1,0 +1,25 @@
+"""scripts/support_matrix.py writes the matrix from real runs (a small subset here; docs/ holds the full one)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import unirt
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "support_matrix.py"
+
+
+def test_support_matrix_from_real_runs(tmp_path):
+    backends = [b.name for b in unirt.backends() if b.available and b.name in ("onnxruntime", "openvino", "tflite")]
+    out = tmp_path / "matrix.md"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--only", "built", "--output", str(out),
+                           "--backends", ",".join(backends)], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "Do not edit by hand" in text
+    assert "| unirt.testing.models | dynamic_mlp | " + " | ".join(["pass"] * len(backends)) + " |" in text
+    for name in backends:
+        assert f"| {name} | " in text

@@ -1,0 +1,58 @@
+"""Shape strings, dynamic-dim resolution and the tools' missing-dependency errors."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from unirt import InputError, TensorInfo, UnsupportedOptionError
+from unirt.cli import main
+from unirt.tools import MissingDependencyError, optimize, parse_shapes, resolve_shapes
+
+X = TensorInfo("x", ("N", 3, "H", "W"), "float32")
+MASK = TensorInfo("mask", ("N", 77), "int64")
+SCALE = TensorInfo("scale", (), "float32")
+
+
+def test_parse_trtexec_style():
+    assert parse_shapes("x:1x3x224x224,mask:1x77") == {"x": (1, 3, 224, 224), "mask": (1, 77)}
+    assert parse_shapes(["input:0:2x3", "y=4"]) == {"input:0": (2, 3), "y": (4,)}  # TF names keep their colon
+    assert parse_shapes("scale:") == {"scale": ()}
+    assert parse_shapes(None) == {} and parse_shapes("") == {}
+
+
+@pytest.mark.parametrize("bad", ["x", "x:1x", "x:axb", ":1x2", "x:1,x:2", "x:-1x3", "x:1.5"])
+def test_malformed_shapes_name_the_problem(bad):
+    with pytest.raises(UnsupportedOptionError, match="shape"):
+        parse_shapes(bad)
+
+
+def test_resolve_shared_symbols_batch_and_defaults():
+    shapes = resolve_shapes([X, MASK, SCALE], {"x": (2, 3, 32, 48)})
+    assert shapes == {"x": (2, 3, 32, 48), "mask": (2, 77), "scale": ()}  # N shared with mask
+    assert resolve_shapes([X, MASK], {"x": (2, 3, 8, 8)}, batch=5)["mask"] == (5, 77)
+    assert resolve_shapes([X], dynamic_default=1) == {"x": (1, 3, 1, 1)}
+
+
+def test_resolve_errors_name_the_dim_and_the_input():
+    with pytest.raises(InputError, match=r"'x' dim 0 \('N'\) is dynamic"):
+        resolve_shapes([X])
+    with pytest.raises(InputError, match="dim 'N' is 2 in one input and 3 in 'mask'"):
+        resolve_shapes([X, MASK], {"x": (2, 3, 8, 8), "mask": (3, 77)})
+    with pytest.raises(InputError, match="rank 3"):
+        resolve_shapes([X], {"x": (1, 3, 8)})
+    with pytest.raises(InputError, match="dim 1: the model fixes it to 3"):
+        resolve_shapes([X], {"x": (1, 4, 8, 8)})
+    with pytest.raises(InputError, match="unknown input 'y'"):
+        resolve_shapes([X], {"y": (1,)})
+    with pytest.raises(InputError, match="batch 2 contradicts input 'b'"):
+        resolve_shapes([TensorInfo("b", (1, 4), "float32")], batch=2)
+
+
+def test_missing_optional_dependency_names_the_extra(monkeypatch, model, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "onnxslim", None)  # what an environment without onnxslim looks like
+    with pytest.raises(MissingDependencyError, match=r"needs the package 'onnxslim'.*pip install 'unirt\[tools\]'"):
+        optimize(model("dynamic_mlp"), tmp_path / "o.onnx")
+    assert main(["optimize", str(model("dynamic_mlp")), "-o", str(tmp_path / "o.onnx")]) == 2
+    assert "unirt[tools]" in capsys.readouterr().err

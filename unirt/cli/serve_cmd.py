@@ -1,0 +1,99 @@
+"""`unirt serve`: a KServe v2 / Triton-protocol inference server over a model repository or one model file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import UnsupportedOptionError
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535 (0 picks a free one), got {port}")
+    return port
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve models over the KServe v2 / Triton protocol (HTTP and gRPC)",
+                       description="Serve models to Triton / KServe v2 clients (tritonclient.http, "
+                                   "tritonclient.grpc) over HTTP/REST and gRPC, with Prometheus metrics.")
+    p.add_argument("model", nargs="?", help="one model file to serve (the single-model shortcut)")
+    p.add_argument("--model-repository", metavar="DIR", help="Triton model repository: DIR/<model>/config.pbtxt "
+                   "and DIR/<model>/<version>/model.<ext>")
+    p.add_argument("--model-config", metavar="FILE", help="config.pbtxt for the single-model shortcut")
+    p.add_argument("--model-name", help="name of the single model (default: the file's name without suffix)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
+                   "0.0.0.0 serves the network)")
+    p.add_argument("--http-port", type=_port, default=8000, help="HTTP/REST port (default 8000; 0 = any free)")
+    p.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001; 0 = any free)")
+    p.add_argument("--metrics-port", type=_port, default=8002, help="Prometheus metrics port (default 8002)")
+    p.add_argument("--allow-http", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--allow-grpc", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--allow-metrics", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--model-control-mode", choices=["none", "explicit"], default="none",
+                   help="none: load every model at start; explicit: only --load-model ones, then load/unload "
+                        "requests")
+    p.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                   help="with explicit control: a model to load at start (repeatable; '*' for all)")
+    p.add_argument("--default-max-batch-size", type=int, default=4, metavar="N",
+                   help="max_batch_size given to models whose config is completed automatically and which can "
+                        "batch (default 4; 0 disables batching for them)")
+    p.add_argument("--max-request-size", type=int, default=128, metavar="MiB",
+                   help="largest request body or gRPC message accepted, in MiB (default 128)")
+    p.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="on shutdown, how long in-flight requests may take to finish (default 30)")
+    p.add_argument("--strict-readiness", type=_bool, default=True, metavar="BOOL",
+                   help="ready only when every model is loaded (default true, as Triton)")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import serve
+
+    serve.require()
+    from ..serve.server import InferenceServer, ServeOptions
+
+    if (args.model is None) == (args.model_repository is None):
+        raise UnsupportedOptionError("give either a model file (unirt serve model.onnx) or --model-repository DIR")
+    if args.model_config and args.model is None:
+        raise UnsupportedOptionError("--model-config goes with a model file; a repository keeps config.pbtxt in "
+                                     "each model's directory")
+    if args.max_request_size < 1 or args.default_max_batch_size < 0 or args.drain_timeout < 0:
+        raise UnsupportedOptionError("--max-request-size must be >= 1, --default-max-batch-size and "
+                                     "--drain-timeout >= 0")
+    options = ServeOptions(
+        model_repository=args.model_repository, model=args.model, model_config=args.model_config,
+        model_name=args.model_name, host=args.host,
+        http_port=args.http_port if args.allow_http else None,
+        grpc_port=args.grpc_port if args.allow_grpc else None,
+        metrics_port=args.metrics_port if args.allow_metrics else None,
+        model_control_mode=args.model_control_mode, load_models=args.load_model,
+        default_max_batch_size=args.default_max_batch_size, max_request_bytes=args.max_request_size * 1024 * 1024,
+        drain_timeout=args.drain_timeout, strict_readiness=args.strict_readiness)
+
+    def started(server: InferenceServer) -> None:
+        host = args.host if ":" not in args.host else f"[{args.host}]"
+        for name, port in server.ports.items():
+            print(f"unirt serve: {name} on {host}:{port}", flush=True)
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"unirt serve: warning: listening on {args.host}, reachable from the network without "
+                  "authentication", file=sys.stderr, flush=True)
+
+    try:
+        return InferenceServer(options).run(started)
+    except OSError as exc:
+        raise UnsupportedOptionError(f"cannot start the server: {exc}") from None

@@ -1,0 +1,200 @@
+"""ONNX in, native format out, verified: `unirt.convert` and conversion on load.
+
+    conv = unirt.convert("model.onnx", to="mnn", out="model.mnn")      # -> Conversion (os.PathLike)
+    print(conv)                                                        # what was fixed up, measured error, cache
+    unirt.Session(conv, backend="mnn")
+
+Steps, the same for every backend (each plugin only runs its own converter in `Backend.convert`):
+1. the source model's content hash, the backend, its plugin and engine versions and the options make the cache key;
+   a finished entry under `unirt.cache_dir("conversions")` is reused;
+2. ONNX sources get the fixups for known converter bugs (`fixups.py`);
+3. the plugin's converter runs in a child process (`child.py`), which then loads the converted model and runs it on
+   random inputs: a crash in either is a ConversionError, not a dead program;
+4. ONNX Runtime (or another backend that reads the source) runs the source model on the same inputs; an output
+   whose relative L2 error exceeds the precision's tolerance makes the conversion a ConversionError stating the
+   measured error, unless `accept=True` (or a larger `tolerance`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .. import registry
+from ..backend import PRECISIONS, LoadOptions
+from ..devices import Device
+from ..errors import BackendUnavailableError, ConversionError, UnsupportedOptionError
+from ..formats import ModelFile, PathLike, open_model
+from . import store
+from .build import build, conversion_parts
+from .signature import read_sidecar
+from .verify import TOLERANCES, OutputError
+
+__all__ = ["Conversion", "convert", "convert_for_load", "TOLERANCES", "CONVERSION_OPTION", "read_sidecar"]
+
+log = logging.getLogger(__name__)
+
+#: The key of `backend_options` that carries conversion settings when a Session converts on load.
+CONVERSION_OPTION = "conversion"
+_CONVERSION_KEYS = {"input_shapes", "verify", "tolerance", "accept", "cache", "timeout", "converter_options"}
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """A converted model (usable wherever a path is: `unirt.Session(conv)`), and how it was made."""
+
+    source: str
+    backend: str
+    path: Path
+    files: tuple[Path, ...]
+    cached: bool
+    seconds: float
+    converter: str
+    fixups: tuple[str, ...] = ()
+    errors: tuple[OutputError, ...] = ()
+    tolerance: float | None = None
+    verified: bool = False
+    reference: str | None = None
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def max_error(self) -> float | None:
+        return max((e.rel_l2 for e in self.errors), default=None) if self.verified else None
+
+    @property
+    def within_tolerance(self) -> bool:
+        return self.verified and self.tolerance is not None and (self.max_error or 0.0) <= self.tolerance
+
+    def describe_errors(self) -> str:
+        return ", ".join(f"{e.name}: rel-L2 {e.rel_l2:.3g}, max abs {e.max_abs:.3g}{f' ({e.note})' if e.note else ''}"
+                         for e in self.errors)
+
+    def __str__(self) -> str:
+        how = "cache hit" if self.cached else f"converted in {self.seconds:.2f} s"
+        lines = [f"{self.source} -> {self.backend}: {self.path} ({how}; {self.converter})"]
+        lines += [f"  fixed up: {f}" for f in self.fixups]
+        if self.verified:
+            verdict = "within" if self.within_tolerance else "EXCEEDS"
+            lines.append(f"  verified against {self.reference}: {self.describe_errors()} ({verdict} tolerance "
+                         f"{self.tolerance:g})")
+        else:
+            lines.append("  not verified")
+        return "\n".join(lines)
+
+
+def _check_target(model: ModelFile, to: str) -> Any:
+    plugin = registry.get_backend(to)
+    if model.format not in plugin.converts_from:
+        if plugin.accepts(model):
+            raise ConversionError(f"{model.name}: backend {to!r} reads {model.format} models as they are; "
+                                  "there is nothing to convert")
+        froms = ", ".join(sorted(f.value for f in plugin.converts_from)) or "nothing"
+        raise ConversionError(f"{model.name}: backend {to!r} cannot convert {model.format} models "
+                              f"(it converts from: {froms})")
+    avail = registry.availability(to)
+    if not avail.available:
+        raise BackendUnavailableError(f"backend {to!r} cannot run here: {avail.reason}")
+    return plugin
+
+
+def _copy_out(conv: Conversion, out: Path) -> Conversion:
+    """Copy the converted files to `out` (a file name for the main file, or a folder)."""
+    main_suffix = "".join(conv.path.suffixes[-1:])
+    if out.suffix:
+        folder, stem = out.parent, out.name[: -len(out.suffix)]
+        if out.suffix != main_suffix:
+            raise ConversionError(f"out={out}: a {conv.backend} model's main file ends in {main_suffix}")
+    else:
+        folder, stem = out, conv.path.name[: -len(main_suffix)] if main_suffix else conv.path.name
+    folder.mkdir(parents=True, exist_ok=True)
+    old_stem = conv.path.name[: -len(main_suffix)] if main_suffix else conv.path.name
+    copied = []
+    for f in conv.files:
+        name = stem + f.name[len(old_stem):] if f.name.startswith(old_stem) else f.name
+        shutil.copyfile(f, folder / name)
+        copied.append(folder / name)
+    main = copied[conv.files.index(conv.path)]
+    return Conversion(**{**conv.__dict__, "path": main, "files": tuple(copied)})
+
+
+def convert(model: PathLike | bytes | ModelFile, to: str, out: PathLike | None = None, *,
+            precision: str = "fp32", device: str = "auto", input_shapes: Mapping[str, Sequence[int]] | None = None,
+            verify: bool = True, tolerance: float | None = None, accept: bool = False, cache: bool = True,
+            timeout: float = 900.0, converter_options: Mapping[str, Any] | None = None) -> Conversion:
+    """Convert `model` into backend `to`'s native format with that backend's own converter, verified.
+
+    `out`: where to put the result (a file name such as "model.param", or a folder); by default it stays in the
+    cache. `input_shapes`: {input: shape} for dynamic dims (default 1 each; converters that need static shapes,
+    like pnnx, use them). `precision`: the weights and arithmetic asked of the converter (fp32 keeps fp32 weights).
+    `device`: where the result is for and is verified ("auto": the backend's first device here; TensorRT engines
+    are per GPU). `verify`: compare outputs with the source model's on random inputs; beyond `tolerance` (default
+    per precision, `TOLERANCES`) raise ConversionError stating the error unless `accept=True`. `cache=False`
+    converts afresh. `converter_options` go to the plugin's converter (e.g. MNN's `mnnconvert_args`).
+    """
+    if precision not in PRECISIONS:
+        raise UnsupportedOptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    src = open_model(model)
+    plugin = _check_target(src, to)
+    dev = Device.parse(device)
+    picked = dev.pick(registry.availability(to).devices)
+    if picked is None:
+        raise UnsupportedOptionError(f"backend {to!r} cannot run on {dev} here")
+    options = LoadOptions(device=Device.parse(picked), precision=precision)
+    conv = _convert(src, plugin.name, options, input_shapes=input_shapes, verify=verify, tolerance=tolerance,
+                    accept=accept, cache=cache, timeout=timeout, converter_options=converter_options or {})
+    return _copy_out(conv, Path(out)) if out is not None else conv
+
+
+def _convert(src: ModelFile, name: str, options: LoadOptions, *, input_shapes: Mapping | None, verify: bool,
+             tolerance: float | None, accept: bool, cache: bool, timeout: float,
+             converter_options: Mapping) -> Conversion:
+    key = store.cache_key(store.content_hash(src), conversion_parts(name, options, input_shapes,
+                                                                      converter_options))
+    record = store.read_record(key) if cache else None
+    cached = record is not None and (record["verified"] or not verify)
+    if not cached:
+        log.info("converting %s (%s) for backend %s with its converter", src.name, src.format, name)
+        record = build(src, name, options, key, input_shapes=input_shapes, converter_options=converter_options,
+                        verify=verify, timeout=timeout)
+    assert record is not None
+    entry = store.entry_dir(key)
+    tol = TOLERANCES[options.precision] if tolerance is None else float(tolerance)
+    conv = Conversion(source=src.name, backend=name, path=entry / record["main"],
+                      files=tuple(entry / f for f in record["files"]), cached=cached, seconds=record["seconds"],
+                      converter=record["converter"], fixups=tuple(record["fixups"]),
+                      errors=tuple(OutputError.from_dict(e) for e in record["errors"]), tolerance=tol,
+                      verified=bool(record["verified"]) and verify, reference=record.get("reference"))
+    if conv.verified and not conv.within_tolerance:
+        message = (f"{src.name}: the {name} conversion disagrees with {conv.reference} beyond the {options.precision} "
+                   f"tolerance (relative L2 {tol:g}): {conv.describe_errors()}")
+        if not accept:
+            raise ConversionError(message + ". Pass accept=True (or a larger tolerance) to use it anyway.")
+        log.warning("%s; accepted", message)
+    elif not conv.verified:
+        log.warning("%s: the %s conversion is not verified (verify=False)", src.name, name)
+    log.info("%s", conv)
+    return conv
+
+
+def convert_for_load(model: ModelFile, backend: str, options: LoadOptions) -> tuple[ModelFile, Conversion,
+                                                                                    LoadOptions]:
+    """Conversion on load (`Session(..., backend=X)` with a model X converts from): the converted model, what was
+    done, and the options for loading it (the conversion settings taken out of `backend_options`)."""
+    backend_options = dict(options.backend_options)
+    settings = backend_options.pop(CONVERSION_OPTION, None) or {}
+    if not isinstance(settings, Mapping) or set(settings) - _CONVERSION_KEYS:
+        raise UnsupportedOptionError(f"backend_options[{CONVERSION_OPTION!r}] must be a dict with keys from "
+                                     f"{', '.join(sorted(_CONVERSION_KEYS))}, got {settings!r}")
+    conv = _convert(model, backend, LoadOptions(device=options.device, precision=options.precision),
+                    input_shapes=settings.get("input_shapes"), verify=settings.get("verify", True),
+                    tolerance=settings.get("tolerance"), accept=settings.get("accept", False),
+                    cache=settings.get("cache", True), timeout=settings.get("timeout", 900.0),
+                    converter_options=settings.get("converter_options", {}))
+    load_options = LoadOptions(device=options.device, threads=options.threads, precision=options.precision,
+                               backend_options=backend_options)
+    return open_model(conv.path), conv, load_options

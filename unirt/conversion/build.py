@@ -1,0 +1,224 @@
+"""Building one conversion: fix up the source, convert and run the result in a child process, compare with the
+reference backend's outputs, publish the cache entry. `unirt.conversion.convert` decides when to build."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .. import registry
+from ..backend import LoadOptions
+from ..canary import CHILD_ENV, mark_safe
+from ..errors import BackendUnavailableError, ConversionError, UnirtError, UnsupportedOptionError
+from ..formats import ModelFile, ModelFormat, open_model
+from ..tensor import TensorInfo
+from . import store
+from .fixups import FIXUPS_VERSION
+from .signature import concrete_shape, infos_to_json, sidecar_path
+from .verify import OutputError, compare, feed_sets
+
+__all__ = ["build", "conversion_parts", "engine_versions"]
+
+log = logging.getLogger(__name__)
+
+# Which backend gives reference outputs for a source format (any other installed reader is tried after it).
+_REFERENCE = {ModelFormat.ONNX: "onnxruntime"}
+
+
+def engine_versions(name: str) -> str:
+    entry = registry.backends(names=[name])[0]
+    return f"{name} plugin {entry.plugin_version or '?'}, engine {entry.engine_version or '?'}"
+
+
+def _reference_backend(fmt: ModelFormat, target: str) -> str | None:
+    preferred = _REFERENCE.get(fmt)
+    names = ([preferred] if preferred else []) + registry.installed_names()
+    for name in names:
+        if name == target or name not in registry.installed_names():
+            continue
+        try:
+            plugin = registry.get_backend(name)
+        except UnirtError:
+            continue
+        if fmt in plugin.formats and registry.availability(name).available:
+            return name
+    return None
+
+
+def _source_signature(model: ModelFile, reference: str | None) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    if reference is not None:
+        from ..session import Session
+
+        with Session(model, backend=reference, device="cpu") as sess:
+            return list(sess.inputs), list(sess.outputs)
+    if model.format is ModelFormat.ONNX:
+        from .signature import onnx_signature
+
+        return onnx_signature(_load_onnx(model))
+    raise ConversionError(f"{model.name}: no installed backend reads {model.format} models, so unirt cannot learn "
+                          "the model's inputs")
+
+
+def _load_onnx(model: ModelFile) -> Any:
+    try:
+        import onnx
+    except ImportError:
+        raise ConversionError("converting an ONNX model needs the onnx package: pip install 'unirt[convert]' "
+                              "(or pip install onnx)") from None
+    try:
+        if model.path is not None:
+            return onnx.load(str(model.path))
+        return onnx.load_from_string(model.data)
+    except Exception as exc:
+        raise ConversionError(f"{model.name}: onnx cannot parse the model: {exc}") from None
+
+
+def _prepare_source(model: ModelFile, work: Path) -> tuple[ModelFile, list[str]]:
+    """The model the converter sees: ONNX with fixups applied (written to `work`), other formats as they are."""
+    if model.format is not ModelFormat.ONNX:
+        return model, []
+    import onnx
+
+    from .fixups import apply_fixups
+
+    proto = _load_onnx(model)
+    notes = apply_fixups(proto)
+    path = work / "source" / (Path(model.path).stem + ".onnx" if model.path else "model.onnx")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    return open_model(path), notes
+
+
+def _run_child(spec: dict, timeout: float, cwd: Path) -> dict:
+    # The child is itself a throwaway process: its first load of the result needs no canary of its own.
+    env = dict(os.environ, PYTHONFAULTHANDLER="1", **{CHILD_ENV: "1"})
+    try:  # cwd: `-m` puts it first on sys.path, and a source checkout there would shadow the installed unirt
+        proc = subprocess.run([sys.executable, "-m", "unirt.conversion.child"], input=json.dumps(spec),
+                              capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    except subprocess.TimeoutExpired:
+        raise ConversionError(f"{spec['backend']}: the conversion did not finish within {timeout:.0f} s") from None
+    messages = []
+    for line in proc.stdout.splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict):
+            messages.append(msg)
+    stage = "running the converted model" if {"stage": "converted"} in messages else "converting"
+    if proc.returncode != 0:
+        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise ConversionError(f"{spec['backend']}: the process crashed ({how}) while {stage}:\n{tail}")
+    result = messages[-1] if messages else {}
+    if result.get("type") in ("UnsupportedOptionError", "BackendUnavailableError"):
+        # an option the converter cannot honour is the caller's mistake, not a failed conversion
+        error = UnsupportedOptionError if result["type"] == "UnsupportedOptionError" else BackendUnavailableError
+        raise error(result["message"])
+    if "error" in result:
+        raise ConversionError(f"{spec['backend']}: {stage} failed: {result['error']}")
+    if "main" not in result:
+        raise ConversionError(f"{spec['backend']}: the conversion process gave no result:\n{proc.stderr[-2000:]}")
+    return result
+
+
+def _reference_outputs(model: ModelFile, reference: str | None, feeds: dict[str, np.ndarray]
+                       ) -> dict[str, np.ndarray]:
+    """The source model's outputs on `feeds` (whose integer inputs become zeros if random ones are invalid for
+    it, e.g. out-of-range indices; `feeds` is updated so the converted model sees the same)."""
+    from ..errors import RunError
+    from ..session import Session
+
+    with Session(model, backend=reference, device="cpu") as ref:
+        try:
+            return ref.run(feeds)
+        except RunError as first:
+            ints = [k for k, v in feeds.items() if v.dtype.kind in "iub"]
+            if not ints:
+                raise ConversionError(f"{model.name}: the source model fails on random inputs: {first}") from None
+            for k in ints:
+                feeds[k] = np.zeros_like(feeds[k])
+            try:
+                return ref.run(feeds)
+            except RunError as exc:
+                raise ConversionError(f"{model.name}: the source model fails on random inputs: {exc}") from None
+
+
+def conversion_parts(plugin_name: str, options: LoadOptions, input_shapes: Mapping | None,
+                      converter_options: Mapping) -> dict:
+    return {"backend": plugin_name, "versions": engine_versions(plugin_name), "precision": options.precision,
+            "device": str(options.device), "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
+            "converter_options": dict(converter_options), "fixups": FIXUPS_VERSION}
+
+
+def build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *, input_shapes: Mapping | None,
+           converter_options: Mapping, verify: bool, timeout: float) -> dict:
+    """Convert (and run the result) in a child, compare with the reference, publish the cache entry."""
+    reference = _reference_backend(model.format, plugin_name)
+    if verify and reference is None:
+        raise ConversionError(f"{model.name}: verifying the conversion needs a backend that reads {model.format} "
+                              f"models as the reference (pip install unirt-onnxruntime); pass verify=False to accept "
+                              "an unverified conversion")
+    inputs, outputs = _source_signature(model, reference)
+    shapes = {i.name: concrete_shape(i, input_shapes) for i in inputs}
+    unknown = set(input_shapes or {}) - set(shapes)
+    if unknown:
+        raise ConversionError(f"input_shapes names unknown inputs {sorted(unknown)}; inputs: {sorted(shapes)}")
+    work = store.new_work_dir(key)
+    try:
+        t0 = time.perf_counter()
+        source, fix_notes = _prepare_source(model, work)
+        sets = feed_sets(inputs, input_shapes) if verify else []
+        ref_sets = [_reference_outputs(model, reference, feeds) for feeds in sets]
+        in_paths, out_paths = [], []
+        for i, feeds in enumerate(sets):
+            in_paths.append(str(work / f"verify_in_{i}.npz"))
+            out_paths.append(str(work / f"verify_out_{i}.npz"))
+            np.savez(in_paths[-1], **feeds)
+        spec = {"backend": plugin_name, "model": str(source.path), "out_dir": str(work / "out"),
+                "device": str(options.device), "precision": options.precision,
+                "converter_options": {**dict(converter_options),
+                                      "input_shapes": {k: list(v) for k, v in shapes.items()},
+                                      "input_dtypes": {i.name: i.dtype.name for i in inputs}},
+                "load_options": {}, "inputs": infos_to_json(inputs), "outputs": infos_to_json(outputs),
+                "sidecar": {"source": model.name, "source_format": model.format.value, "backend": plugin_name,
+                            "precision": options.precision, "fixups": fix_notes,
+                            "shapes": {k: list(v) for k, v in shapes.items()}},
+                "verify_inputs": in_paths, "verify_outputs": out_paths}
+        result = _run_child(spec, timeout, work)
+        seconds = time.perf_counter() - t0
+        errors: list[OutputError] = []
+        if verify:
+            got_sets = []
+            for p in out_paths:
+                with np.load(p, allow_pickle=False) as z:
+                    got_sets.append({k: z[k] for k in z.files})
+            errors = compare(got_sets, ref_sets)
+        if verify:  # the child loaded and ran it: no need to try it again in a throwaway process
+            mark_safe(open_model(result["main"]), plugin_name, registry.availability(plugin_name).version or "",
+                      LoadOptions(device=options.device, precision=options.precision))
+        shutil.rmtree(work / "source", ignore_errors=True)
+        for p in in_paths + out_paths:
+            Path(p).unlink(missing_ok=True)
+        files = [Path(f) for f in result["files"]]
+        side = sidecar_path(Path(result["main"]))
+        files += [side] if side.exists() and side not in files else []
+        record = {"main": str(Path(result["main"]).relative_to(work)),
+                  "files": [str(f.relative_to(work)) for f in files],
+                  "seconds": seconds, "converter": engine_versions(plugin_name), "fixups": fix_notes,
+                  "verified": verify, "reference": reference if verify else None,
+                  "errors": [e.as_dict() for e in errors], "source": model.name}
+        store.publish(key, work, record)
+        return record
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise

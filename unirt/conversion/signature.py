@@ -1,0 +1,99 @@
+"""A converted model's signature: the source model's input/output names, shapes and dtypes.
+
+Converters rename tensors (pnnx calls them in0/out0) and forget dynamic dims (MNN stores a dynamic batch as 1), so
+the conversion writes the ONNX signature into a JSON sidecar next to the converted model (`<stem>.unirt.json`).
+A plugin loading that model reads it back to present the same inputs and outputs as the ONNX model.
+Reading a sidecar needs no onnx; `onnx_signature` (reading an ONNX model) imports onnx.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ConversionError
+from ..tensor import TensorInfo
+
+__all__ = ["SIDECAR_SUFFIX", "sidecar_path", "write_sidecar", "read_sidecar", "onnx_signature", "infos_to_json",
+           "infos_from_json", "concrete_shape"]
+
+SIDECAR_SUFFIX = ".unirt.json"
+
+
+def sidecar_path(model_path: Path) -> Path:
+    """`dir/model.param` -> `dir/model.unirt.json` (also for `.mnn`, `.xml`, ...)."""
+    return model_path.with_suffix(SIDECAR_SUFFIX)
+
+
+def infos_to_json(infos: Sequence[TensorInfo]) -> list[dict[str, Any]]:
+    return [{"name": i.name, "shape": list(i.shape), "dtype": np.dtype(i.dtype).name} for i in infos]
+
+
+def infos_from_json(rows: Sequence[Mapping[str, Any]]) -> list[TensorInfo]:
+    return [TensorInfo(str(r["name"]), tuple(r["shape"]), np.dtype(r["dtype"])) for r in rows]
+
+
+def write_sidecar(model_path: Path, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo],
+                  **extra: Any) -> Path:
+    """Write the signature (and plugin-specific `extra`, e.g. a blob-name map) next to `model_path`."""
+    path = sidecar_path(model_path)
+    path.write_text(json.dumps({"inputs": infos_to_json(inputs), "outputs": infos_to_json(outputs), **extra},
+                               indent=1))
+    return path
+
+
+def read_sidecar(model_path: Path | None) -> dict[str, Any] | None:
+    """The sidecar next to `model_path` as a dict with TensorInfo lists, or None when there is none or it is
+    unreadable (a damaged sidecar must not stop a model from loading the plain way)."""
+    if model_path is None:
+        return None
+    path = sidecar_path(model_path)
+    try:
+        data = json.loads(path.read_text())
+        data["inputs"] = infos_from_json(data["inputs"])
+        data["outputs"] = infos_from_json(data["outputs"])
+        return data
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _dtype_of(elem_type: int) -> np.dtype:
+    from onnx import helper
+
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:
+        raise ConversionError(f"ONNX element type {elem_type} has no numpy equivalent") from None
+
+
+def onnx_signature(model: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """Graph inputs (initializers excluded) and outputs of an onnx.ModelProto as TensorInfo lists."""
+    inits = {i.name for i in model.graph.initializer}
+
+    def info(vi: Any) -> TensorInfo:
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type"):
+            raise ConversionError(f"tensor {vi.name!r} is not a tensor (sequence/map/optional): not convertible")
+        dims: list[Any] = []
+        for d in tt.shape.dim:
+            dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+        return TensorInfo(vi.name, tuple(dims), _dtype_of(tt.elem_type))
+
+    return ([info(v) for v in model.graph.input if v.name not in inits], [info(v) for v in model.graph.output])
+
+
+def concrete_shape(info: TensorInfo, given: Mapping[str, Sequence[int]] | None) -> tuple[int, ...]:
+    """A concrete shape for `info`: the user's shape for it if given, else its static dims with 1 for each dynamic
+    dim. ConversionError when a given shape contradicts the model."""
+    if given and info.name in given:
+        shape = tuple(int(d) for d in given[info.name])
+        if len(shape) != info.rank or any(isinstance(d, int) and d != s for d, s in zip(info.shape, shape)):
+            raise ConversionError(f"input_shapes[{info.name!r}] = {list(shape)} does not fit the model's "
+                                  f"{info.shape_str()}")
+        return shape
+    return tuple(d if isinstance(d, int) else 1 for d in info.shape)

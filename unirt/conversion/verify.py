@@ -1,0 +1,103 @@
+"""Comparing a converted model's outputs with the source model's on the same random inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import ConversionError
+from ..tensor import TensorInfo
+from .signature import concrete_shape
+
+__all__ = ["TOLERANCES", "OutputError", "random_feeds", "feed_sets", "compare"]
+
+#: Largest relative L2 error (||converted - reference|| / ||reference||) accepted per precision, on float outputs.
+#: Integer and bool outputs must match exactly.
+TOLERANCES = {"fp32": 1e-3, "fp16": 1e-2, "bf16": 5e-2, "int8": 1e-1}
+
+
+@dataclass(frozen=True)
+class OutputError:
+    """How far one output of the converted model is from the reference, worst over the input sets."""
+
+    name: str
+    rel_l2: float  # float outputs: relative L2; integer/bool outputs: fraction of elements that differ
+    max_abs: float
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "rel_l2": self.rel_l2, "max_abs": self.max_abs, "note": self.note}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "OutputError":
+        return cls(str(d["name"]), float(d["rel_l2"]), float(d["max_abs"]), str(d.get("note", "")))
+
+
+def random_feeds(inputs: Sequence[TensorInfo], shapes: Mapping[str, tuple[int, ...]],
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Inputs like a user's: standard normal floats, small non-negative ints (valid indices), random bools."""
+    feeds = {}
+    for info in inputs:
+        shape = shapes[info.name]
+        kind = info.dtype.kind
+        if kind == "f":
+            feeds[info.name] = rng.standard_normal(shape).astype(info.dtype)
+        elif kind in "iu":
+            feeds[info.name] = rng.integers(0, 2, size=shape).astype(info.dtype)
+        elif kind == "b":
+            feeds[info.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            raise ConversionError(f"input {info.name!r} is a {info.dtype} tensor: unirt cannot make random inputs "
+                                  "to verify a conversion of it (and the converters take numeric tensors only)")
+    return feeds
+
+
+def feed_sets(inputs: Sequence[TensorInfo], given: Mapping[str, Sequence[int]] | None,
+              seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Two random input sets at the conversion's shapes; a third with batch 2 where every input's leading dim is
+    dynamic and not fixed by the user (catches batch handling on engines with no batch dim)."""
+    rng = np.random.default_rng(seed)
+    shapes = {i.name: concrete_shape(i, given) for i in inputs}
+    sets = [random_feeds(inputs, shapes, rng) for _ in range(2)]
+    batchable = inputs and all(i.rank > 0 and not isinstance(i.shape[0], int) and not (given and i.name in given)
+                               for i in inputs)
+    if batchable:
+        sets.append(random_feeds(inputs, {n: (2,) + s[1:] for n, s in shapes.items()}, rng))
+    return sets
+
+
+def _error(name: str, got: np.ndarray, ref: np.ndarray) -> OutputError:
+    got, ref = np.asarray(got), np.asarray(ref)
+    if got.shape != ref.shape:
+        return OutputError(name, float("inf"), float("inf"), f"shape {list(got.shape)} != reference "
+                                                             f"{list(ref.shape)}")
+    if ref.size == 0:
+        return OutputError(name, 0.0, 0.0)
+    if ref.dtype.kind not in "fc":
+        differ = float(np.mean(got != ref))
+        return OutputError(name, differ, float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64)))),
+                           "integer output: fraction of elements that differ" if differ else "")
+    g, r = got.astype(np.float64), ref.astype(np.float64)
+    same_nonfinite = (np.isnan(g) & np.isnan(r)) | (np.isinf(g) & (g == r))
+    if np.any(~np.isfinite(g) & ~same_nonfinite) or np.any(~np.isfinite(r) & ~same_nonfinite):
+        return OutputError(name, float("inf"), float("inf"), "non-finite values where the reference has others")
+    g, r = np.where(same_nonfinite, 0.0, g), np.where(same_nonfinite, 0.0, r)
+    diff = np.linalg.norm(g - r)
+    scale = np.linalg.norm(r)
+    rel = float(diff / scale) if scale > 0 else float(diff)
+    return OutputError(name, rel, float(np.max(np.abs(g - r))))
+
+
+def compare(got_sets: Sequence[Mapping[str, np.ndarray]],
+            ref_sets: Sequence[Mapping[str, np.ndarray]]) -> list[OutputError]:
+    """Worst error per output over every input set."""
+    worst: dict[str, OutputError] = {}
+    for got, ref in zip(got_sets, ref_sets):
+        for name, r in ref.items():
+            e = _error(name, got[name], r) if name in got else OutputError(name, float("inf"), float("inf"),
+                                                                           "missing from the converted model")
+            if name not in worst or e.rel_l2 > worst[name].rel_l2:
+                worst[name] = e
+    return list(worst.values())

@@ -1,0 +1,240 @@
+"""`backend="fastest"`: time every backend that can run the model here, briefly, on the real model with the
+caller's shapes and precision, and keep the fastest.
+
+No fixed backend order is right for every model (OpenVINO wins on some CNNs, ONNX Runtime on some text models,
+and one engine may fail on a recurrent model), so the choice is measured. The winner is cached as JSON in
+`unirt.cache_dir("fastest")`, keyed by the model's content hash, the machine, the installed engine versions and
+the options, and reused on the next load without timing. The explanation lists every candidate with its timing
+or the reason it was skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import registry
+from .backend import BackendSession, LoadOptions
+from .cache import cache_dir
+from .devices import Device
+from .errors import InputError, UnirtError
+from .feeds import InputChecker
+from .formats import ModelFile
+from .hardware import hardware
+from .selection import Candidate, Explanation, rank
+from .tensor import TensorInfo
+
+__all__ = ["Timing", "FastestExplanation", "choose", "options_for", "sample_inputs", "clear_cache",
+           "BUDGET_S", "MIN_RUNS", "MAX_RUNS"]
+log = logging.getLogger(__name__)
+
+#: Seconds of timed runs per candidate (after one warm-up run), and the bounds on their count.
+BUDGET_S = 0.5
+MIN_RUNS = 5
+MAX_RUNS = 200
+_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One candidate's measurement: median latency of `runs` timed runs, or why it could not be timed."""
+
+    backend: str
+    device: str
+    median_ms: float | None = None
+    runs: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class FastestExplanation(Explanation):
+    """The candidates `backend="fastest"` timed, the winner, and whether the choice came from the cache."""
+
+    timings: tuple[Timing, ...] = field(default_factory=tuple)
+    cached: bool = False
+    cache_file: str | None = None
+
+    def __str__(self) -> str:
+        lines = [f"model: {self.model.name} (format {self.model.format})",
+                 f"device requested: {self.device}; backend='fastest': "
+                 + ("choice from the cache " + str(self.cache_file) if self.cached else "timed just now")]
+        by_name = {t.backend: t for t in self.timings}
+        for i, c in enumerate(self.candidates, 1):
+            mark = "chosen" if c.chosen else ("timed" if c.eligible else "skipped")
+            t = by_name.get(c.backend)
+            if t is not None and t.median_ms is not None:
+                detail = f"{t.median_ms:.3f} ms median of {t.runs} runs on {t.device}"
+            elif t is not None:
+                detail = f"failed: {t.error}"
+            else:
+                detail = c.reason
+            lines.append(f"  {i}. {c.backend:<12} {mark:<8} {detail}")
+        if self.chosen is None:
+            lines.append("  -> no backend can run this model here")
+        return "\n".join(lines)
+
+
+def options_for(backend_options: Mapping[str, Any], backend: str) -> dict[str, Any]:
+    """With backend="fastest", backend_options keyed by backend names go to that backend only
+    ({"openvino": {...}, "onnxruntime": {...}}); any other dict goes to every candidate."""
+    names = set(registry.installed_names()) | set(registry.KNOWN_BACKENDS)
+    if backend_options and all(k in names for k in backend_options):
+        return dict(backend_options.get(backend) or {})
+    return dict(backend_options)
+
+
+def sample_inputs(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]] | None = None,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs to time with: the caller's `shapes` for dynamic dims (1 where none is given); random floats,
+    zero integers (safe as indices), False booleans."""
+    shapes = dict(shapes or {})
+    unknown = sorted(set(shapes) - {i.name for i in inputs})
+    if unknown:
+        raise InputError(f"input_shapes names unknown input {unknown[0]!r}; the model's inputs are: "
+                         f"{', '.join(i.name for i in inputs)}")
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for info in inputs:
+        shape = tuple(int(d) for d in shapes[info.name]) if info.name in shapes else \
+            tuple(d if isinstance(d, int) else 1 for d in info.shape)
+        if info.dtype.kind == "f":
+            feeds[info.name] = rng.standard_normal(shape).astype(info.dtype)
+        elif info.dtype.kind == "O":
+            feeds[info.name] = np.full(shape, "a", dtype=object)
+        else:
+            feeds[info.name] = np.zeros(shape, info.dtype)
+    return InputChecker(inputs).check(feeds)
+
+
+def _model_hash(model: ModelFile) -> str:
+    digest = hashlib.sha256()
+    if model.data is not None:
+        digest.update(model.data)
+    for path in model.files or ((model.path,) if model.path is not None else ()):
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _cache_key(model: ModelFile, device: Device, candidates: Sequence[Candidate], threads: int | None,
+               precision: str, backend_options: Mapping[str, Any], shapes: Mapping[str, Sequence[int]] | None) -> str:
+    hw = hardware()
+    payload = {
+        "v": _CACHE_VERSION, "model": _model_hash(model), "device": str(device), "threads": threads,
+        "precision": precision, "options": backend_options,
+        "shapes": {k: list(v) for k, v in sorted((shapes or {}).items())},
+        "machine": [hw.arch, hw.cpu_brand, hw.cpu_count, list(hw.cuda_gpus), list(hw.npus)],
+        "engines": {c.backend: registry.availability(c.backend).version for c in candidates},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _time(runner: BackendSession, feeds: dict[str, np.ndarray], budget_s: float) -> tuple[float, int]:
+    names = [o.name for o in runner.outputs]
+    runner.run(feeds, names)  # warm-up: first runs allocate and compile lazily
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < MAX_RUNS and (len(samples) < MIN_RUNS or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        runner.run(feeds, names)
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples) * 1e3, len(samples)
+
+
+def _read_cache(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("v") == _CACHE_VERSION else None
+
+
+def _write_cache(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, path)  # atomic: concurrent loaders never read half a file
+    except OSError as exc:
+        log.warning("fastest: could not write %s: %s", path, exc)
+
+
+def _explanation(base: Explanation, winner: str | None, timings: Sequence[Timing], cached: bool,
+                 cache_file: Path) -> FastestExplanation:
+    failed = {t.backend: t.error for t in timings if t.error is not None}
+    candidates = tuple(
+        Candidate(c.backend, c.eligible and c.backend not in failed,
+                  c.reason if c.backend not in failed else f"failed: {failed[c.backend]}", c.device,
+                  chosen=c.backend == winner) for c in base.candidates)
+    return FastestExplanation(model=base.model, device=base.device, hardware_class=base.hardware_class,
+                              order_source="measured (backend='fastest')", candidates=candidates,
+                              timings=tuple(timings), cached=cached, cache_file=str(cache_file))
+
+
+def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | None = None, precision: str = "fp32",
+           backend_options: Mapping[str, Any] | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
+           refresh: bool = False, budget_s: float = BUDGET_S) -> tuple[FastestExplanation, BackendSession | None]:
+    """Time every eligible backend on `model`; return the explanation and the winner's loaded runner (None when
+    the winner came from the cache, or when nothing could run)."""
+    device = Device.parse(device)
+    backend_options = dict(backend_options or {})
+    base = rank(model, device)
+    eligible = [c for c in base.candidates if c.eligible]
+    key = _cache_key(model, device, eligible, threads, precision, backend_options, input_shapes)
+    path = cache_dir("fastest") / f"{key}.json"
+    cached = None if refresh else _read_cache(path)
+    if cached is not None and cached.get("winner") in {c.backend for c in eligible}:
+        timings = [Timing(**t) for t in cached.get("timings", [])]
+        log.debug("fastest: %s from cache %s", cached["winner"], path)
+        return _explanation(base, cached["winner"], timings, True, path), None
+    timings: list[Timing] = []
+    best: tuple[float, str, BackendSession] | None = None
+    for c in eligible:
+        assert c.device is not None
+        options = LoadOptions(device=Device.parse(c.device), threads=threads, precision=precision,
+                              backend_options=options_for(backend_options, c.backend))
+        runner = None
+        try:
+            runner = registry.get_backend(c.backend).load(model, options)
+            feeds = sample_inputs(runner.inputs, input_shapes)
+            median_ms, runs = _time(runner, feeds, budget_s)
+        except InputError:
+            if runner is not None:
+                runner.close()
+            raise  # the caller's input_shapes are wrong: say so rather than time nothing
+        except Exception as exc:  # any failure disqualifies this candidate, with its reason
+            if runner is not None:
+                runner.close()
+            reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UnirtError) else str(exc)
+            timings.append(Timing(c.backend, c.device, error=reason.splitlines()[0][:300]))
+            continue
+        timings.append(Timing(c.backend, c.device, round(median_ms, 4), runs))
+        if best is None or median_ms < best[0]:
+            if best is not None:
+                best[2].close()
+            best = (median_ms, c.backend, runner)
+        else:
+            runner.close()
+    winner = best[1] if best is not None else None
+    if winner is not None:
+        _write_cache(path, {"v": _CACHE_VERSION, "winner": winner, "created": time.time(), "model": model.name,
+                            "timings": [t.__dict__ for t in timings]})
+    return _explanation(base, winner, timings, False, path), (best[2] if best is not None else None)
+
+
+def clear_cache() -> int:
+    """Forget every cached choice; returns how many were removed."""
+    removed = 0
+    for path in cache_dir("fastest").glob("*.json"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed

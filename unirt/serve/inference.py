@@ -1,0 +1,240 @@
+"""Inference, independent of the protocol: check a decoded request against the model, run it, shape the outputs.
+
+The HTTP and gRPC layers decode their wire formats into an `InferRequest` (tensors as raw bytes, JSON data or
+shared-memory references), call `InferenceService.infer`, and encode the `InferResponse` it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, RunError, UnirtError
+from .config import ModelSpec, TensorSpec
+from .datatypes import byte_size, bytes_for_model, decode_json_data, decode_raw, element_count, encode_raw
+from .errors import BadRequest, ServeError
+from .manager import ModelManager
+from .model import LoadedModel
+from .shm import SharedMemoryRegistry
+
+__all__ = ["InputTensor", "RequestedOutput", "InferRequest", "OutputTensor", "InferResponse", "InferenceService"]
+
+_NO_DATA = object()
+
+
+@dataclass
+class InputTensor:
+    """One input as sent: exactly one of `raw` (binary), `json` (the JSON data field) or `shm` is set."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    raw: bytes | memoryview | None = None
+    json: Any = _NO_DATA
+    shm: tuple[str, int, int] | None = None  # region, offset, byte_size
+
+
+@dataclass
+class RequestedOutput:
+    name: str
+    binary: bool | None = None  # None: the request's default
+    class_count: int = 0
+    shm: tuple[str, int, int] | None = None
+
+
+@dataclass
+class InferRequest:
+    model_name: str
+    model_version: str = ""
+    id: str = ""
+    inputs: list[InputTensor] = field(default_factory=list)
+    outputs: list[RequestedOutput] | None = None  # None: every output
+    binary_output: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OutputTensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    array: np.ndarray | None  # None when written to shared memory
+    binary: bool = False
+    shm: tuple[str, int] | None = None  # region, bytes written
+
+
+@dataclass
+class InferResponse:
+    model_name: str
+    model_version: str
+    id: str
+    outputs: list[OutputTensor]
+
+
+class InferenceService:
+    """Runs v2 inference requests on the manager's models."""
+
+    def __init__(self, manager: ModelManager, shm: SharedMemoryRegistry) -> None:
+        self.manager = manager
+        self.shm = shm
+
+    async def infer(self, request: InferRequest) -> InferResponse:
+        started = time.perf_counter_ns()
+        model = self.manager.get(request.model_name, request.model_version)
+        try:
+            feeds, size, wanted = self._prepare(model.spec, request)
+            future = model.submit(feeds, size)
+            done = await asyncio.wrap_future(future)
+            response = self._respond(model, request, wanted, done.outputs, size)
+        except BaseException as exc:
+            model.stats.failure(time.perf_counter_ns() - started, _reason(exc))
+            if isinstance(exc, (UnirtError, asyncio.CancelledError)):
+                raise
+            raise RunError(f"model {model.name!r}: {type(exc).__name__}: {exc}") from exc
+        model.stats.success(time.perf_counter_ns() - started, done.queue_ns, done.input_ns, done.infer_ns,
+                            done.output_ns)
+        return response
+
+    # -- request -> feeds ------------------------------------------------------------------------------------
+    def _prepare(self, spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.ndarray], int, list]:
+        inputs = spec.input_map
+        given: dict[str, InputTensor] = {}
+        for tensor in request.inputs:
+            if tensor.name in given:
+                raise BadRequest(f"input {tensor.name!r} is given twice")
+            if tensor.name not in inputs:
+                raise BadRequest(f"unexpected input {tensor.name!r} for model {spec.name!r}; its inputs are: "
+                                 f"{', '.join(inputs)}")
+            given[tensor.name] = tensor
+        missing = [n for n, t in inputs.items() if n not in given and not t.optional]
+        if missing:
+            raise BadRequest(f"model {spec.name!r}: missing input(s) {', '.join(map(repr, missing))}; its inputs "
+                             f"are: {', '.join(inputs)}")
+        batched = spec.max_batch_size > 0
+        size = None
+        feeds = {}
+        for name, spec_t in inputs.items():
+            tensor = given.get(name)
+            if tensor is None:
+                continue
+            shape = self._check_shape(spec, spec_t, tensor, batched)
+            if batched:
+                if size is None:
+                    size = shape[0]
+                elif shape[0] != size:
+                    raise BadRequest(f"input {name!r}: batch size {shape[0]} differs from the other inputs' {size}")
+            array = self._decode(tensor, shape)
+            if tensor.datatype == "BYTES":
+                array = bytes_for_model(name, array)
+            if spec_t.reshaped:
+                array = array.reshape(shape[:1] + spec_t.model_dims if batched else spec_t.model_dims)
+            feeds[name] = array
+        wanted = self._wanted_outputs(spec, request)
+        return feeds, (size or 1) if batched else 1, wanted
+
+    @staticmethod
+    def _check_shape(spec: ModelSpec, spec_t: TensorSpec, tensor: InputTensor, batched: bool) -> tuple[int, ...]:
+        name = tensor.name
+        if tensor.datatype != spec_t.datatype:
+            raise BadRequest(f"input {name!r}: datatype {tensor.datatype}, expected {spec_t.datatype}")
+        shape = tensor.shape
+        expected = ([-1] if batched else []) + list(spec_t.dims)
+        if len(shape) != len(expected) or any(d < 0 for d in shape):
+            raise BadRequest(f"input {name!r}: shape {list(shape)}, expected {expected}"
+                             + (" (the batch dim first, as max_batch_size > 0)" if batched else ""))
+        if batched and not 1 <= shape[0] <= spec.max_batch_size:
+            raise BadRequest(f"input {name!r}: batch size {shape[0]} is outside 1..max_batch_size "
+                             f"({spec.max_batch_size})")
+        for want, have in zip(expected[1:] if batched else expected, shape[1:] if batched else shape):
+            if want != -1 and want != have:
+                raise BadRequest(f"input {name!r}: shape {list(shape)}, expected {expected}")
+        return tuple(shape)
+
+    def _decode(self, tensor: InputTensor, shape: tuple[int, ...]) -> np.ndarray:
+        if tensor.shm is not None:
+            region, offset, nbytes = tensor.shm
+            return decode_raw(tensor.name, tensor.datatype, shape,
+                              self.shm.read(region, offset, nbytes, f"input {tensor.name!r}"))
+        if tensor.raw is not None:
+            return decode_raw(tensor.name, tensor.datatype, shape, tensor.raw)
+        if tensor.json is not _NO_DATA:
+            return decode_json_data(tensor.name, tensor.datatype, shape, tensor.json)
+        if element_count(shape) == 0:
+            return decode_raw(tensor.name, tensor.datatype, shape, b"")
+        raise BadRequest(f"input {tensor.name!r} has no data")
+
+    @staticmethod
+    def _wanted_outputs(spec: ModelSpec, request: InferRequest) -> list[RequestedOutput]:
+        outputs = spec.output_map
+        if request.outputs is None:
+            return [RequestedOutput(name) for name in outputs]
+        seen = set()
+        for out in request.outputs:
+            if out.name not in outputs:
+                raise BadRequest(f"unexpected output {out.name!r} for model {spec.name!r}; its outputs are: "
+                                 f"{', '.join(outputs)}")
+            if out.name in seen:
+                raise BadRequest(f"output {out.name!r} is requested twice")
+            seen.add(out.name)
+            if out.class_count < 0:
+                raise BadRequest(f"output {out.name!r}: classification count must be >= 0")
+        return request.outputs
+
+    # -- outputs -> response ---------------------------------------------------------------------------------
+    def _respond(self, model: LoadedModel, request: InferRequest, wanted: list[RequestedOutput],
+                 results: dict[str, np.ndarray], size: int) -> InferResponse:
+        spec = model.spec
+        batched = spec.max_batch_size > 0
+        outs = []
+        for req in wanted:
+            spec_t = spec.output_map[req.name]
+            array = np.asarray(results[req.name])
+            if spec_t.reshaped and list(spec_t.dims).count(-1) <= 1:
+                array = array.reshape((array.shape[0],) + spec_t.dims if batched else spec_t.dims)
+            datatype = spec_t.datatype
+            if req.class_count:
+                array = _classify(array, req.class_count, spec_t.labels, batched, req.name)
+                datatype = "BYTES"
+            binary = request.binary_output if req.binary is None else req.binary
+            if req.shm is not None:
+                region, offset, room = req.shm
+                written = self.shm.write(region, offset, room, encode_raw(array, datatype), f"output {req.name!r}")
+                outs.append(OutputTensor(req.name, datatype, array.shape, None, False, (region, written)))
+            else:
+                outs.append(OutputTensor(req.name, datatype, array.shape, array, binary))
+        return InferResponse(model.name, str(model.version), request.id, outs)
+
+
+def _classify(array: np.ndarray, count: int, labels: tuple[str, ...], batched: bool, name: str) -> np.ndarray:
+    """Triton's classification extension: the top `count` classes as "value:index[:label]" strings."""
+    if array.dtype.kind not in "biuf":
+        raise BadRequest(f"output {name!r}: classification needs a numeric output, it is {array.dtype}")
+    rows = array.reshape(array.shape[0], -1) if batched else array.reshape(1, -1)
+    k = min(count, rows.shape[1])
+    out = np.empty((rows.shape[0], k), dtype=object)
+    for r, row in enumerate(rows):
+        top = np.argsort(-row.astype(np.float64), kind="stable")[:k]
+        for j, idx in enumerate(top):
+            text = f"{float(row[idx]):f}:{int(idx)}"
+            if labels and idx < len(labels):
+                text += f":{labels[idx]}"
+            out[r, j] = text.encode()
+    return out if batched else out.reshape(k)
+
+
+def _reason(exc: BaseException) -> str:
+    """Triton's failure reasons for nv_inference_request_failure."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELED"
+    if isinstance(exc, (ServeError, InputError)) and not isinstance(exc, RunError):
+        return "REJECTED"
+    return "BACKEND"
+
+
+def output_byte_size(tensor: OutputTensor) -> int:
+    assert tensor.array is not None
+    return byte_size(tensor.array, tensor.datatype)

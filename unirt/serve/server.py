@@ -1,0 +1,268 @@
+"""The server's lifecycle: bind the HTTP, gRPC and metrics ports, load the models, serve, and shut down
+gracefully (stop accepting, finish in-flight requests, drain the model queues, close the Sessions).
+
+`InferenceServer` runs on an asyncio loop (uvicorn for HTTP and metrics, grpc.aio for gRPC, one loop for all);
+`InferenceServer.run()` is the blocking entry point of `unirt serve` (SIGINT/SIGTERM stop it gracefully, a second
+signal stops it at once); `ServerThread` runs one in a background thread (tests, benchmarks, embedding).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+import uvicorn
+from prometheus_client import make_asgi_app
+
+from .context import ServerContext
+from .grpc_servicer import add_servicer
+from .http_app import build_http_app
+from .manager import ModelManager
+from .metrics import make_registry
+from .repository import DirectoryRepository, Repository, SingleModelRepository
+
+__all__ = ["ServeOptions", "InferenceServer", "ServerThread"]
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeOptions:
+    """What `unirt serve` takes on its command line. Port 0 picks a free port; None disables that endpoint."""
+
+    model_repository: str | Path | None = None
+    model: str | Path | None = None  # the single-model shortcut: one model file
+    model_config: str | Path | None = None  # config.pbtxt for the single-model shortcut
+    model_name: str | None = None
+    host: str = "127.0.0.1"
+    http_port: int | None = 8000
+    grpc_port: int | None = 8001
+    metrics_port: int | None = 8002
+    model_control_mode: str = "none"  # "none": load everything at start; "explicit": load/unload requests
+    load_models: list[str] = field(default_factory=list)
+    default_max_batch_size: int = 4
+    max_request_bytes: int = 128 * 1024 * 1024
+    drain_timeout: float = 30.0
+    strict_readiness: bool = True
+
+    def repository(self) -> Repository:
+        if (self.model_repository is None) == (self.model is None):
+            raise ValueError("give exactly one of a model repository or a model file")
+        if self.model is not None:
+            return SingleModelRepository(self.model, self.model_name, self.model_config)
+        return DirectoryRepository(self.model_repository)  # type: ignore[arg-type]
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the InferenceServer owns shutdown and its order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+def _http_impl() -> str:
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return "h11"
+    return "httptools"
+
+
+class InferenceServer:
+    """A KServe v2 inference server over one model repository."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        repository = options.repository()
+        explicit = options.model_control_mode == "explicit"
+        if options.model_control_mode not in ("none", "explicit"):
+            raise ValueError(f"model control mode must be 'none' or 'explicit', got {options.model_control_mode!r}")
+        self.manager = ModelManager(repository, explicit=explicit,
+                                    default_max_batch_size=options.default_max_batch_size,
+                                    drain_timeout=options.drain_timeout)
+        self.ctx = ServerContext(self.manager, max_request_bytes=options.max_request_bytes)
+        if not options.strict_readiness:
+            self.ctx.is_ready = lambda: self.ctx.ready  # type: ignore[method-assign]
+        self.ports: dict[str, int] = {}
+        self._http: _Uvicorn | None = None
+        self._metrics: _Uvicorn | None = None
+        self._grpc: Any = None
+        self._tasks: list[asyncio.Task] = []
+        self._http_task: asyncio.Task | None = None
+        self._stopped = False
+
+    def _uvicorn(self, app: Any, sock: socket.socket, graceful: float) -> tuple[_Uvicorn, asyncio.Task]:
+        config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off",
+                                http=_http_impl(), timeout_graceful_shutdown=graceful, timeout_keep_alive=30)
+        server = _Uvicorn(config)
+        return server, asyncio.ensure_future(server.serve(sockets=[sock]))
+
+    async def start(self, load: bool = True) -> None:
+        """Bind every endpoint, then load the models (the server answers health checks while they load)."""
+        o = self.options
+        sockets = {}
+        try:
+            for name, port in (("http", o.http_port), ("metrics", o.metrics_port)):
+                if port is not None:
+                    sockets[name] = _bind(o.host, port)
+                    self.ports[name] = sockets[name].getsockname()[1]
+        except OSError:
+            for sock in sockets.values():
+                sock.close()
+            raise
+        if o.grpc_port is not None:
+            limit = o.max_request_bytes
+            self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                                  ("grpc.max_send_message_length", 2**31 - 1),
+                                                  ("grpc.so_reuseport", 0)])
+            add_servicer(self._grpc, self.ctx)
+            host = f"[{o.host}]" if ":" in o.host else o.host
+            port = self._grpc.add_insecure_port(f"{host}:{o.grpc_port}")
+            if not port:
+                for sock in sockets.values():
+                    sock.close()
+                raise OSError(f"cannot bind the gRPC port {o.host}:{o.grpc_port}")
+            self.ports["grpc"] = port
+            await self._grpc.start()
+        if "http" in sockets:
+            self._http, self._http_task = self._uvicorn(build_http_app(self.ctx), sockets["http"], o.drain_timeout)
+            self._tasks.append(self._http_task)
+        if "metrics" in sockets:
+            self._metrics, task = self._uvicorn(make_asgi_app(make_registry(self.manager)), sockets["metrics"], 1.0)
+            self._tasks.append(task)
+        for server in (self._http, self._metrics):
+            while server is not None and not server.started:
+                if any(t.done() for t in self._tasks):
+                    for t in self._tasks:
+                        if t.done() and t.exception():
+                            raise t.exception()  # type: ignore[misc]
+                await asyncio.sleep(0.005)
+        if load:
+            await self.load_models()
+
+    async def load_models(self) -> None:
+        o = self.options
+        if o.model_control_mode == "explicit":
+            names = None if "*" in o.load_models else o.load_models
+            if names is None or names:
+                await asyncio.to_thread(self.manager.load_all, names)
+        else:
+            await asyncio.to_thread(self.manager.load_all)
+        self.ctx.ready = True
+
+    async def stop(self) -> None:
+        """Graceful: not ready, stop accepting, finish in-flight requests, drain queues, close everything."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.ctx.ready = False
+        grace = self.options.drain_timeout
+        waits = []
+        if self._http is not None:
+            self._http.should_exit = True
+        if self._grpc is not None:
+            waits.append(self._grpc.stop(grace))
+        if self._http_task is not None:
+            waits.append(self._http_task)
+        await asyncio.gather(*waits, return_exceptions=True)
+        await asyncio.to_thread(self.manager.close)
+        self.ctx.shm.close()
+        if self._metrics is not None:
+            self._metrics.should_exit = True
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.ctx.live = False
+
+    def run(self, on_started: Callable[["InferenceServer"], None] | None = None) -> int:
+        """Serve until SIGINT or SIGTERM, then shut down gracefully. Blocking; for the command line."""
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+
+            def first_signal() -> None:
+                log.warning("shutting down: finishing in-flight requests (signal again to stop at once)")
+                stop.set()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, lambda: os._exit(130))
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, first_signal)
+            try:
+                await self.start(load=False)
+                if on_started is not None:
+                    on_started(self)
+                loader = asyncio.ensure_future(self.load_models())
+                await stop.wait()
+                if not loader.done():
+                    await loader
+            finally:
+                await self.stop()
+
+        asyncio.run(main())
+        return 0
+
+
+class ServerThread:
+    """An InferenceServer on its own event loop in a background thread: `start()` returns when it is serving
+    (models loaded), `stop()` shuts it down gracefully. Also a context manager."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.server = InferenceServer(options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="unirt-serve", daemon=True)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self.server.ports
+
+    def _call(self, coro: Any, timeout: float | None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def start(self, timeout: float | None = 120.0) -> "ServerThread":
+        self._thread.start()
+        try:
+            self._call(self.server.start(), timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float | None = 60.0) -> None:
+        if not self._thread.is_alive():
+            return
+        try:
+            self._call(self.server.stop(), timeout)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

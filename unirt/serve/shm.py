@@ -1,0 +1,150 @@
+"""The system shared-memory extension: regions registered by name, read and written in place.
+
+A client creates a POSIX shared-memory object (`tritonclient.utils.shared_memory`, key "/name"), registers a
+region of it (name, key, offset, byte_size), then points inputs and outputs at (region, offset, byte_size):
+input bytes are read where they lie (the tensor handed to the model is a view of the mapping: no copy through
+the request body) and outputs are written into the region.
+
+THE SEAM FOR ISSUE 6. This registry maps `/dev/shm/<key>` with Python's mmap; the C++ core's named POSIX
+shared-memory regions replace `_Region` once issue 6 lands. The server uses only `SharedMemoryRegistry`'s
+methods (register, unregister, status, read, write); keep them and the swap stays inside this file.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadRequest, NotFound, Unsupported
+
+__all__ = ["RegionStatus", "SharedMemoryRegistry"]
+
+_SHM_DIR = Path("/dev/shm")
+_KEY = re.compile(r"/?[^/\x00]{1,250}")
+
+
+@dataclass(frozen=True)
+class RegionStatus:
+    name: str
+    key: str
+    offset: int
+    byte_size: int
+
+
+class _Region:
+    """One registered region: a mapping of [offset, offset + byte_size) of the shared-memory object `key`."""
+
+    def __init__(self, status: RegionStatus) -> None:
+        self.status = status
+        path = _SHM_DIR / status.key.lstrip("/")
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            raise NotFound(f"shared memory key {status.key!r}: no such shared-memory object") from None
+        except OSError as exc:
+            raise BadRequest(f"shared memory key {status.key!r}: cannot open: {exc.strerror}") from None
+        try:
+            size = os.fstat(fd).st_size
+            if status.offset + status.byte_size > size:
+                raise BadRequest(f"shared memory region {status.name!r}: offset {status.offset} + byte_size "
+                                 f"{status.byte_size} exceeds the object's size {size}")
+            skip = status.offset % mmap.ALLOCATIONGRANULARITY  # mmap offsets must be page-aligned
+            self._map = mmap.mmap(fd, status.byte_size + skip, offset=status.offset - skip)
+        finally:
+            os.close(fd)
+        self.view = memoryview(self._map)[skip:skip + status.byte_size]
+
+    def close(self) -> None:
+        self.view.release()
+        try:
+            self._map.close()
+        except BufferError:  # a request still holds a view of it: unmapped when that view is gone
+            pass
+
+
+class SharedMemoryRegistry:
+    """Registered system shared-memory regions, by name. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._regions: dict[str, _Region] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def available() -> bool:
+        return _SHM_DIR.is_dir()
+
+    def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        if not self.available():
+            raise Unsupported("system shared memory needs POSIX shared memory at /dev/shm, which this system lacks")
+        if not isinstance(name, str) or not name:
+            raise BadRequest("shared memory region name must be a non-empty string")
+        if not isinstance(key, str) or not _KEY.fullmatch(key) or key.lstrip("/") in (".", ".."):
+            raise BadRequest(f"shared memory key {key!r}: expected a POSIX shared-memory name such as '/my_region'")
+        for label, value in (("offset", offset), ("byte_size", byte_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise BadRequest(f"shared memory region {name!r}: {label} must be a non-negative integer, "
+                                 f"got {value!r}")
+        if byte_size == 0:
+            raise BadRequest(f"shared memory region {name!r}: byte_size must be positive")
+        with self._lock:
+            if name in self._regions:
+                raise BadRequest(f"shared memory region {name!r} is already registered; unregister it first")
+            self._regions[name] = _Region(RegionStatus(name, key, offset, byte_size))
+
+    def unregister(self, name: str | None = None) -> None:
+        """Unregister `name`, or every region when `name` is None or ''. Unknown names are not an error
+        (as in Triton: unregistering is idempotent)."""
+        with self._lock:
+            if name:
+                regions = [self._regions.pop(name)] if name in self._regions else []
+            else:
+                regions, self._regions = list(self._regions.values()), {}
+        for region in regions:
+            region.close()
+
+    def status(self, name: str | None = None) -> list[RegionStatus]:
+        with self._lock:
+            if name:
+                if name not in self._regions:
+                    raise NotFound(f"no system shared memory region named {name!r} is registered")
+                return [self._regions[name].status]
+            return [r.status for r in self._regions.values()]
+
+    def _slice(self, name: str, offset: int, byte_size: int, what: str) -> memoryview:
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0 or \
+                isinstance(byte_size, bool) or not isinstance(byte_size, int) or byte_size < 0:
+            raise BadRequest(f"{what}: shared memory offset and byte_size must be non-negative integers, got "
+                             f"{offset!r} and {byte_size!r}")
+        with self._lock:  # sliced under the lock: unregister releases the region's view
+            region = self._regions.get(name)
+            if region is None:
+                raise NotFound(f"{what}: no system shared memory region named {name!r} is registered")
+            size = region.status.byte_size
+            if offset + byte_size > size:
+                raise BadRequest(f"{what}: offset {offset} + byte_size {byte_size} is outside shared memory region "
+                                 f"{name!r} ({size} bytes)")
+            return region.view[offset:offset + byte_size]
+
+    def read(self, name: str, offset: int, byte_size: int, what: str = "input") -> memoryview:
+        """The bytes of a region, in place (a view of the mapping)."""
+        return self._slice(name, offset, byte_size, what)
+
+    def write(self, name: str, offset: int, byte_size: int, data: bytes | memoryview | np.ndarray,
+              what: str = "output") -> int:
+        """Copy `data` into the region at `offset`; `byte_size` is the room the request gave. Returns bytes written."""
+        src = memoryview(data).cast("B") if not isinstance(data, np.ndarray) else memoryview(
+            np.ascontiguousarray(data)).cast("B")
+        if src.nbytes > byte_size:
+            raise BadRequest(f"{what}: needs {src.nbytes} bytes, the shared memory given holds {byte_size}")
+        target = self._slice(name, offset, byte_size, what)
+        target[:src.nbytes] = src
+        return src.nbytes
+
+    def close(self) -> None:
+        self.unregister(None)

@@ -1,0 +1,596 @@
+"""The conformance suite every backend plugin runs against itself, a third party's too.
+
+    # plugins/myengine/tests/test_conformance.py
+    from unirt.testing.conformance import BackendConformance
+
+    class TestMyEngineConformance(BackendConformance):
+        backend = "myengine"
+
+pytest collects the inherited tests: I/O metadata, dtypes, batch 1 and N, dynamic dims, scalar inputs, several
+inputs and outputs, int and bool tensors, outputs that survive the next run, writing into caller memory,
+concurrent runs, the error paths, honest precision, and outputs against ONNX Runtime as the reference within the
+per-precision tolerances below — on the models `unirt.testing.models` builds, on the models inside the onnx wheel,
+and on random-weight copies of the wheel's light models.
+
+A backend that reads another format overrides `model_file` to give the same model in its format (the TFLite
+plugin builds twins with `unirt.testing.tflite`); ONNX Runtime on the ONNX model stays the reference. Models the
+backend refuses on purpose are listed in `refuses` with a piece of the reason; anything else it refuses, or
+answers wrongly, fails. `check_case` is also what `scripts/support_matrix.py` uses to write the support matrix.
+
+Tolerances (`TOLERANCES`), both must hold for float outputs; int and bool outputs must be equal:
+| precision | relative L2 error | max abs error / max abs reference |
+|---|---|---|
+| fp32 | 1e-4 | 1e-4 |
+| fp16 | 1e-2 | 5e-2 |
+| bf16 | 1e-1 | 2e-1 |
+| int8 | 1e-1 | 2e-1 |
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import numpy as np
+import pytest
+
+from .cases import ConformanceCase, conformance_cases
+from .models import MODEL_BUILDERS, build
+from .random_weights import random_weight_cases
+
+__all__ = ["BackendConformance", "Tolerance", "TOLERANCES", "Outcome", "check_case", "check_built", "compare",
+           "sample_feeds", "wheel_cases", "random_cases",
+           "reference_outputs", "BUILT_MODELS"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Float outputs pass when rel-L2 <= rel_l2 and max|actual - expected| <= max_rel * max|expected| + atol."""
+
+    rel_l2: float
+    max_rel: float
+    atol: float = 1e-6
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(1e-4, 1e-4),
+    "fp16": Tolerance(1e-2, 5e-2),
+    "bf16": Tolerance(1e-1, 2e-1),
+    "int8": Tolerance(1e-1, 2e-1),
+}
+
+BUILT_MODELS: tuple[str, ...] = tuple(MODEL_BUILDERS)
+
+
+def compare(actual: Any, expected: np.ndarray, tolerance: Tolerance, what: str = "") -> str | None:
+    """None when `actual` matches `expected` (shape, dtype, values within `tolerance`), else what differs."""
+    actual = np.asarray(actual)
+    if actual.shape != expected.shape:
+        return f"{what}: shape {actual.shape}, expected {expected.shape}"
+    if actual.dtype != expected.dtype:
+        return f"{what}: dtype {actual.dtype}, expected {expected.dtype}"
+    if expected.dtype.kind not in "fc":
+        if not np.array_equal(actual, expected):
+            bad = int(np.sum(actual != expected))
+            return f"{what}: {bad} of {expected.size} values differ"
+        return None
+    if expected.size == 0:
+        return None
+    a, e = actual.astype(np.float64), expected.astype(np.float64)
+    if not np.array_equal(np.isnan(a), np.isnan(e)):
+        return f"{what}: NaNs in different places"
+    a, e = np.nan_to_num(a, nan=0.0), np.nan_to_num(e, nan=0.0)
+    if not (np.isfinite(a).all() and np.isfinite(e).all()):
+        return None if np.array_equal(a, e) else f"{what}: infinities differ"
+    scale = float(np.abs(e).max())
+    unit = scale if scale > 0 else 1.0  # norms of values near 1e300 overflow: measure in units of the largest
+    diff = (a - e) / unit
+    max_err = float(np.abs(diff).max()) * unit
+    norm = float(np.linalg.norm(e / unit))
+    rel_l2 = float(np.linalg.norm(diff)) / norm if norm > 0 else float(np.linalg.norm(diff))
+    limit = tolerance.max_rel * scale + tolerance.atol
+    if rel_l2 > tolerance.rel_l2 or max_err > limit:
+        return (f"{what}: rel-L2 error {rel_l2:.2e} (limit {tolerance.rel_l2:.0e}), max abs error {max_err:.2e} "
+                f"(limit {limit:.2e})")
+    return None
+
+
+def sample_feeds(name: str, seed: int = 0, batch: int = 3, hw: tuple[int, int] = (5, 7)) -> dict[str, np.ndarray]:
+    """Seeded inputs for test model `name` (a `unirt.testing.models` name); `batch` sets the dynamic dims."""
+    rng = np.random.default_rng(seed)
+    if name == "matmul_relu":
+        return {"x": rng.standard_normal((64, 64)).astype(np.float32)}
+    if name == "dynamic_mlp":
+        return {"x": rng.standard_normal((batch, 8)).astype(np.float32)}
+    if name == "multi_io":
+        n = max(batch, 1)
+        return {"a": rng.standard_normal((n, 4)).astype(np.float32), "b": rng.standard_normal((n, 4)).astype(np.float32),
+                "idx": rng.integers(0, n, size=batch + 1).astype(np.int64), "scale": np.array(0.5, np.float32)}
+    if name == "int_ops":
+        return {"a": rng.integers(-100, 100, (2, 3)).astype(np.int32),
+                "b": rng.integers(-100, 100, (2, 3)).astype(np.int32)}
+    if name == "unknown_dims":
+        return {"x": rng.standard_normal((batch, 3, *hw)).astype(np.float32)}
+    if name == "strings":
+        return {"s": np.array(["a", "bc", "déf"][: max(batch, 1)], dtype=object)}
+    raise KeyError(f"no sample inputs for model {name!r}")
+
+
+_ort_lock = threading.Lock()
+_ort_sessions: dict[str, Any] = {}
+
+
+def reference_outputs(onnx_path: Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """ONNX Runtime's outputs (CPU, fp32, graph optimizations on) for an ONNX model: the reference."""
+    import onnxruntime as ort
+
+    key = str(onnx_path)
+    with _ort_lock:
+        sess = _ort_sessions.get(key)
+        if sess is None:
+            so = ort.SessionOptions()
+            so.log_severity_level = 3
+            sess = _ort_sessions[key] = ort.InferenceSession(key, so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, dict(feeds))))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one backend did on one model: "pass", "refused" (a unirt error at load, with its reason), "wrong"
+    (outputs off the reference), "error" (a unirt error while running) or "unsupported" (it cannot read the
+    format)."""
+
+    status: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return self.status + (f": {self.detail}" if self.detail else "")
+
+
+def check_case(backend: str, case: ConformanceCase, precision: str = "fp32",
+               session_kwargs: Mapping[str, Any] | None = None) -> Outcome:
+    """Run one onnx-wheel case (or random-weight copy) on `backend` and judge it against its reference."""
+    import unirt
+
+    from .. import registry
+    from ..formats import ModelFormat
+
+    if ModelFormat.ONNX not in registry.get_backend(backend).formats:
+        return Outcome("unsupported", f"{backend} does not read onnx")
+    try:
+        sess = unirt.Session(case.model, backend=backend, precision=precision, **dict(session_kwargs or {}))
+    except (unirt.ModelLoadError, unirt.UnsupportedOptionError) as exc:
+        return Outcome("refused", f"{type(exc).__name__}: {exc}")
+    with sess:
+        if len(sess.inputs) != len(case.inputs):
+            return Outcome("wrong", f"{len(sess.inputs)} inputs, the model has {len(case.inputs)}")
+        feeds = {info.name: value for info, value in zip(sess.inputs, case.inputs)}
+        try:
+            outputs = sess.run(feeds)
+        except unirt.RunError as exc:
+            return Outcome("error", f"{type(exc).__name__}: {exc}")
+        if case.outputs:
+            expected = dict(zip([o.name for o in sess.outputs], case.outputs))
+        else:
+            expected = reference_outputs(case.model, feeds)
+        if list(outputs) != list(expected):
+            return Outcome("wrong", f"outputs {list(outputs)}, expected {list(expected)}")
+        tolerance = TOLERANCES[precision]
+        problems = [p for name in expected if (p := compare(outputs[name], expected[name], tolerance, name))]
+        return Outcome("wrong", "; ".join(problems)) if problems else Outcome("pass")
+
+
+def check_built(backend: str, name: str, directory: Path, precision: str = "fp32",
+                session_kwargs: Mapping[str, Any] | None = None) -> Outcome:
+    """Run built test model `name` on `backend`, in ONNX or (for TFLite readers) as its TFLite twin, against
+    ONNX Runtime on the ONNX model."""
+    import unirt
+
+    from .. import registry
+    from ..formats import ModelFormat
+
+    formats = registry.get_backend(backend).formats
+    onnx_path = build(name, directory)
+    if ModelFormat.ONNX in formats:
+        path = onnx_path
+    else:
+        from .tflite import TFLITE_BUILDERS, build_tflite
+
+        if ModelFormat.TFLITE not in formats:
+            return Outcome("unsupported", f"{backend} reads neither onnx nor tflite")
+        if name not in TFLITE_BUILDERS:
+            return Outcome("unsupported", "no TFLite twin of this model")
+        path = build_tflite(name, directory)
+    feeds = sample_feeds(name, seed=1)
+    try:
+        sess = unirt.Session(path, backend=backend, precision=precision, **dict(session_kwargs or {}))
+    except (unirt.ModelLoadError, unirt.UnsupportedOptionError) as exc:
+        return Outcome("refused", f"{type(exc).__name__}: {exc}")
+    with sess:
+        try:
+            got = sess.run(feeds)
+        except unirt.UnirtError as exc:
+            return Outcome("error", f"{type(exc).__name__}: {exc}")
+    expected = reference_outputs(onnx_path, feeds)
+    problems = [p for n in expected if (p := compare(got.get(n), expected[n], TOLERANCES[precision], n))] \
+        if list(got) == list(expected) else [f"outputs {list(got)}, expected {list(expected)}"]
+    return Outcome("wrong", "; ".join(problems)) if problems else Outcome("pass")
+
+
+_cache: dict[str, list[ConformanceCase]] = {}
+
+
+def wheel_cases() -> list[ConformanceCase]:
+    """The onnx wheel's models with stored reference outputs (cached per process)."""
+    if "wheel" not in _cache:
+        _cache["wheel"] = conformance_cases()
+    return _cache["wheel"]
+
+
+def _random_dir() -> Path:
+    """A temporary folder for this process's random-weight copies (about 200 MB), removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="unirt_random_weights_"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def random_cases() -> list[ConformanceCase]:
+    """Random-weight copies of the light models (made once into unirt's cache dir)."""
+    if "random" not in _cache:
+        _cache["random"] = random_weight_cases(_random_dir())
+    return _cache["random"]
+
+
+def _case_names(loader: Callable[[], list[ConformanceCase]]) -> list[str]:
+    try:
+        return [c.name for c in loader()]
+    except ImportError:  # onnx missing: the suite reports it when a test runs
+        return []
+
+
+_WHEEL_NAMES = _case_names(wheel_cases)
+_RANDOM_NAMES = _case_names(random_cases)
+
+
+def _by_name(loader: Callable[[], list[ConformanceCase]], name: str) -> ConformanceCase:
+    return next(c for c in loader() if c.name == name)
+
+
+class BackendConformance:
+    """Subclass as `Test<Engine>Conformance` and set `backend`. Every test loads through `unirt.Session`."""
+
+    #: The backend under test (its entry-point name).
+    backend: ClassVar[str] = ""
+    #: Device and precision every test asks for; tolerances follow the precision.
+    device: ClassVar[str] = "cpu"
+    precision: ClassVar[str] = "fp32"
+    #: Extra Session keyword arguments (threads, backend_options).
+    session_kwargs: ClassVar[dict[str, Any]] = {"threads": 1}
+    #: Built models or wheel cases the backend refuses on purpose: {name: a piece of its ModelLoadError message}.
+    refuses: ClassVar[dict[str, str]] = {}
+    #: Cases the backend is known to answer wrongly or fail to run: {name: why}. They run as strict xfails.
+    known_failures: ClassVar[dict[str, str]] = {}
+
+    # -- hooks -------------------------------------------------------------------------------------------------
+    def model_file(self, name: str, directory: Path) -> Path:
+        """Test model `name` in a format this backend reads; by default the ONNX model. Call pytest.skip for a
+        model the format cannot express."""
+        return build(name, directory)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    @pytest.fixture(scope="class")
+    @classmethod
+    def model_dir(cls, tmp_path_factory: Any) -> Path:
+        return tmp_path_factory.mktemp(f"conformance_{cls.backend}")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def onnx_dir(cls, tmp_path_factory: Any) -> Path:
+        return tmp_path_factory.mktemp("conformance_onnx")
+
+    def open(self, path: Path, **kwargs: Any) -> Any:
+        import unirt
+
+        options = {"device": self.device, "precision": self.precision, **self.session_kwargs, **kwargs}
+        return unirt.Session(path, backend=self.backend, **options)
+
+    def load(self, name: str, model_dir: Path, **kwargs: Any) -> Any:
+        """A Session on built model `name`, or the expected ModelLoadError checked and the test skipped."""
+        import unirt
+
+        path = self.model_file(name, model_dir)
+        if name in self.refuses:
+            with pytest.raises(unirt.ModelLoadError) as err:
+                self.open(path, **kwargs)
+            assert self.refuses[name] in str(err.value), str(err.value)
+            pytest.skip(f"{self.backend} refuses {name}, as declared: {err.value}")
+        return self.open(path, **kwargs)
+
+    def check(self, name: str, sess: Any, feeds: dict[str, np.ndarray], onnx_dir: Path,
+              output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        got = sess.run(feeds) if output_names is None else sess.run(feeds, output_names)
+        expected = reference_outputs(build(name, onnx_dir), feeds)
+        wanted = list(expected) if output_names is None else list(output_names)
+        assert list(got) == wanted
+        tolerance = TOLERANCES[self.precision]
+        problems = [p for n in wanted if (p := compare(got[n], expected[n], tolerance, f"{name}:{n}"))]
+        assert not problems, "\n".join(problems)
+        return got
+
+    # -- the suite ---------------------------------------------------------------------------------------------
+    def test_backend_is_available(self) -> None:
+        import unirt
+
+        info = {b.name: b for b in unirt.backends()}
+        assert self.backend in info, f"{self.backend} is not installed"
+        assert info[self.backend].available, info[self.backend].reason
+
+    @pytest.mark.parametrize("name", BUILT_MODELS)
+    def test_io_metadata(self, name: str, model_dir: Path, onnx_dir: Path) -> None:
+        import onnxruntime as ort
+
+        sess = self.load(name, model_dir)
+        ref = ort.InferenceSession(str(build(name, onnx_dir)), providers=["CPUExecutionProvider"])
+        for mine, theirs in ((sess.inputs, ref.get_inputs()), (sess.outputs, ref.get_outputs())):
+            assert [i.name for i in mine] == [t.name for t in theirs]
+            for info, t in zip(mine, theirs):
+                assert info.dtype == _ort_dtype(t.type), (info, t.type)
+                assert info.rank == len(t.shape), (info, t.shape)
+                for d, r in zip(info.shape, t.shape):
+                    if isinstance(r, int):
+                        assert d == r, f"{info}: static dim {r} reported as {d!r}"
+                    else:
+                        assert not isinstance(d, int), f"{info}: dynamic dim reported as {d!r}"
+
+    @pytest.mark.parametrize("name", BUILT_MODELS)
+    def test_outputs_match_reference(self, name: str, model_dir: Path, onnx_dir: Path) -> None:
+        with self.load(name, model_dir) as sess:
+            self.check(name, sess, sample_feeds(name, seed=1), onnx_dir)
+
+    def test_batch_1_and_n_in_one_session(self, model_dir: Path, onnx_dir: Path) -> None:
+        with self.load("dynamic_mlp", model_dir) as sess:
+            for batch in (1, 4, 1, 7, 4):
+                got = self.check("dynamic_mlp", sess, sample_feeds("dynamic_mlp", seed=batch, batch=batch), onnx_dir)
+                assert got["probs"].shape == (batch, 3)
+
+    def test_dynamic_dims_change_between_runs(self, model_dir: Path, onnx_dir: Path) -> None:
+        with self.load("unknown_dims", model_dir) as sess:
+            for batch, hw in ((1, (4, 5)), (2, (6, 3)), (1, (4, 5)), (3, (1, 9))):
+                got = self.check("unknown_dims", sess, sample_feeds("unknown_dims", batch, batch, hw), onnx_dir)
+                assert got["y"].shape == (batch, 3, *hw)
+
+    def test_scalars_several_inputs_and_output_selection(self, model_dir: Path, onnx_dir: Path) -> None:
+        with self.load("multi_io", model_dir) as sess:
+            feeds = sample_feeds("multi_io", seed=2, batch=4)
+            got = self.check("multi_io", sess, feeds, onnx_dir)
+            assert got["count"].shape == () and got["count"].dtype == np.int64 and int(got["count"]) == 5
+            assert got["mask"].dtype == np.bool_
+            picked = self.check("multi_io", sess, feeds, onnx_dir, output_names=["mask", "sum"])
+            assert list(picked) == ["mask", "sum"]
+            # Python scalars and lists take the model's dtypes
+            plain = dict(feeds, scale=0.5, idx=feeds["idx"].tolist())
+            np.testing.assert_array_equal(sess.run(plain)["sum"], got["sum"])
+
+    def test_integer_tensors(self, model_dir: Path, onnx_dir: Path) -> None:
+        import unirt
+
+        with self.load("int_ops", model_dir) as sess:
+            got = self.check("int_ops", sess, sample_feeds("int_ops", seed=3), onnx_dir)
+            assert got["y"].dtype == np.int32
+            feeds = sample_feeds("int_ops", seed=3)
+            with pytest.raises(unirt.InputError, match="expected int32, got float32"):
+                sess.run({"a": feeds["a"].astype(np.float32), "b": feeds["b"]})
+
+    def test_outputs_survive_the_next_run(self, model_dir: Path) -> None:
+        with self.load("dynamic_mlp", model_dir) as sess:
+            first = sess.run(sample_feeds("dynamic_mlp", seed=4, batch=2))
+            kept = {k: v.copy() for k, v in first.items()}
+            sess.run(sample_feeds("dynamic_mlp", seed=5, batch=2))
+            sess.run(sample_feeds("dynamic_mlp", seed=6, batch=5))
+            for k in kept:
+                np.testing.assert_array_equal(first[k], kept[k])
+                assert first[k].flags.writeable or first[k].size == 0
+
+    def test_inputs_are_not_modified(self, model_dir: Path) -> None:
+        with self.load("matmul_relu", model_dir) as sess:
+            feeds = sample_feeds("matmul_relu", seed=7)
+            kept = feeds["x"].copy()
+            sess.run(feeds)
+            np.testing.assert_array_equal(feeds["x"], kept)
+
+    def test_read_only_and_strided_inputs(self, model_dir: Path, onnx_dir: Path) -> None:
+        with self.load("matmul_relu", model_dir) as sess:
+            x = sample_feeds("matmul_relu", seed=8)["x"]
+            frozen = x.copy()
+            frozen.flags.writeable = False
+            expected = reference_outputs(build("matmul_relu", onnx_dir), {"x": x})["y"]
+            assert compare(sess.run(frozen)["y"], expected, TOLERANCES[self.precision], "read-only") is None
+            big = np.zeros((128, 128), np.float32)
+            big[::2, ::2] = x
+            assert compare(sess.run(big[::2, ::2])["y"], expected, TOLERANCES[self.precision], "strided") is None
+
+    def test_run_into_caller_memory(self, model_dir: Path, onnx_dir: Path) -> None:
+        import unirt
+
+        with self.load("matmul_relu", model_dir) as sess:  # a static output: backends may write into it directly
+            feeds = sample_feeds("matmul_relu", seed=11)
+            y = np.full((64, 64), np.nan, np.float32)
+            assert sess.run(feeds, out={"y": y})["y"] is y
+            expected = reference_outputs(build("matmul_relu", onnx_dir), feeds)["y"]
+            assert compare(y, expected, TOLERANCES[self.precision], "y") is None
+            kept = y.copy()
+            fresh = sess.run(sample_feeds("matmul_relu", seed=12))["y"]
+            np.testing.assert_array_equal(y, kept)
+            assert not np.shares_memory(fresh, y)
+
+        with self.load("dynamic_mlp", model_dir) as sess:
+            feeds = sample_feeds("dynamic_mlp", seed=9, batch=6)
+            probs = np.full((6, 3), np.nan, np.float32)
+            got = sess.run(feeds, out={"probs": probs})
+            assert got["probs"] is probs
+            expected = reference_outputs(build("dynamic_mlp", onnx_dir), feeds)
+            tolerance = TOLERANCES[self.precision]
+            assert compare(probs, expected["probs"], tolerance, "probs") is None
+            assert compare(got["logits"], expected["logits"], tolerance, "logits") is None
+            # the caller's array is not written by later runs that do not pass it
+            kept = probs.copy()
+            sess.run(sample_feeds("dynamic_mlp", seed=10, batch=6))
+            np.testing.assert_array_equal(probs, kept)
+            with pytest.raises((unirt.RunError, unirt.InputError)):
+                sess.run(feeds, out={"probs": np.empty((5, 3), np.float32)})
+
+    def test_concurrent_runs_from_threads(self, model_dir: Path) -> None:
+        with self.load("dynamic_mlp", model_dir) as sess:
+            xs = [sample_feeds("dynamic_mlp", seed=20 + i, batch=1 + i % 3) for i in range(6)]
+            expected = [sess.run(x)["probs"] for x in xs]
+            errors: list[int] = []
+
+            def worker(i: int) -> None:
+                for _ in range(25):
+                    if not np.array_equal(sess.run(xs[i])["probs"], expected[i]):
+                        errors.append(i)
+
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(xs))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors
+
+    def test_input_errors(self, model_dir: Path) -> None:
+        import unirt
+
+        with self.load("dynamic_mlp", model_dir) as sess:
+            x = sample_feeds("dynamic_mlp", batch=2)["x"]
+            cases = [({"nope": x}, "missing input 'x'; unexpected input 'nope'"),
+                     ({"x": x.astype(np.float64)}, "expected float32, got float64"),
+                     ({"x": x[0]}, "expected rank 2"),
+                     ({"x": np.ones((2, 5), np.float32)}, "dim 1 is static"),
+                     ({"x": x, "y": x}, "unexpected input 'y'")]
+            for feeds, message in cases:
+                with pytest.raises(unirt.InputError, match=message.replace("(", r"\(")):
+                    sess.run(feeds)
+            with pytest.raises(unirt.InputError, match="unknown output 'nope'"):
+                sess.run(x, output_names=["nope"])
+            sess.close()
+            with pytest.raises(unirt.SessionClosedError):
+                sess.run(x)
+
+    def test_unknown_backend_option_is_refused(self, model_dir: Path) -> None:
+        import unirt
+
+        with pytest.raises(unirt.UnsupportedOptionError, match=self.backend):
+            self.open(self.model_file("dynamic_mlp", model_dir),
+                      backend_options={"surely_not_an_option_of_any_engine": 1})
+
+    def test_precision_is_honest(self, model_dir: Path) -> None:
+        """The default is fp32 and shown; every other precision is honoured (and shown) or refused, naming the
+        backend and what it supports."""
+        import unirt
+
+        path = self.model_file("dynamic_mlp", model_dir)
+        with self.open(path, precision="fp32") as sess:
+            assert sess.precision == "fp32" and "precision='fp32'" in repr(sess)
+        for precision in ("fp16", "bf16", "int8"):
+            try:
+                sess = self.open(path, precision=precision)
+            except unirt.UnsupportedOptionError as exc:
+                assert self.backend in str(exc) and "fp32" in str(exc), str(exc)
+                continue
+            with sess:
+                assert sess.precision == precision, f"asked for {precision}, in force: {sess.precision}"
+                assert f"precision={precision!r}" in repr(sess)
+
+    def test_damaged_model_files(self, model_dir: Path, tmp_path: Path) -> None:
+        """Truncated and bit-flipped copies end in a unirt error or a working session; run in a child process so
+        a crash in the engine is a failure, not the end of the test run."""
+        source = self.model_file("dynamic_mlp", model_dir).read_bytes()
+        rng = np.random.default_rng(0)
+        variants = {"cut_half": source[: len(source) // 2], "cut_tail": source[:-9],
+                    "noise": source[:16] + rng.bytes(len(source) - 16)}
+        for i in range(6):
+            flipped = bytearray(source)
+            for pos in rng.integers(16, len(source), size=1 + 2 * i):
+                flipped[pos] ^= 1 << int(rng.integers(0, 8))
+            variants[f"flip_{i}"] = bytes(flipped)
+        suffix = self.model_file("dynamic_mlp", model_dir).suffix
+        paths = []
+        for name, data in variants.items():
+            (tmp_path / f"{name}{suffix}").write_bytes(data)
+            paths.append(str(tmp_path / f"{name}{suffix}"))
+        proc = subprocess.run([sys.executable, "-c", _DAMAGED_CHILD, self.backend, *paths], capture_output=True,
+                              text=True, timeout=240, cwd=tmp_path)
+        assert proc.returncode == 0, f"the engine died (exit {proc.returncode}):\n{proc.stderr[-2000:]}"
+        results = dict(line.split("\t", 1) for line in proc.stdout.splitlines() if "\t" in line)
+        bad = {p: r for p, r in results.items() if r.startswith("NOT A UNIRT ERROR")}
+        assert not bad and len(results) == len(paths), bad or proc.stdout
+
+    @pytest.mark.parametrize("case_name", _WHEEL_NAMES)
+    def test_onnx_wheel_model(self, case_name: str) -> None:
+        self._judge(_by_name(wheel_cases, case_name))
+
+    @pytest.mark.parametrize("case_name", _RANDOM_NAMES)
+    def test_random_weight_model(self, case_name: str) -> None:
+        self._judge(_by_name(random_cases, case_name))
+
+    def _judge(self, case: ConformanceCase) -> None:
+        outcome = check_case(self.backend, case, self.precision, self.session_kwargs)
+        if outcome.status == "unsupported":
+            pytest.skip(outcome.detail)
+        if case.name in self.known_failures:
+            if outcome.status == "pass":
+                pytest.fail(f"{case.name} is listed in known_failures but passes: remove it")
+            pytest.xfail(f"{self.known_failures[case.name]} ({outcome})")
+        if case.name in self.refuses:
+            assert outcome.status == "refused" and self.refuses[case.name] in outcome.detail, str(outcome)
+            return
+        if outcome.status == "refused" and _reference_refuses(case):
+            return  # ONNX Runtime refuses it too (an old opset, a training op): a clear error is right
+        assert outcome.status == "pass", f"{case.name} on {self.backend}: {outcome}"
+
+
+def _reference_refuses(case: ConformanceCase) -> bool:
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(case.model), providers=["CPUExecutionProvider"])
+    except Exception:
+        return True
+    return False
+
+
+def _ort_dtype(type_text: str) -> np.dtype:
+    names = {"float": np.float32, "double": np.float64, "float16": np.float16, "int8": np.int8, "int16": np.int16,
+             "int32": np.int32, "int64": np.int64, "uint8": np.uint8, "bool": np.bool_, "string": np.object_}
+    return np.dtype(names[type_text[len("tensor("):-1]])
+
+
+_DAMAGED_CHILD = r"""
+import sys
+import numpy as np
+import unirt
+backend, paths = sys.argv[1], sys.argv[2:]
+for path in paths:
+    try:
+        with unirt.Session(path, backend=backend) as s:
+            feeds = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], i.dtype) for i in s.inputs}
+            try:
+                s.run(feeds)
+                result = "ran"
+            except unirt.UnirtError as e:
+                result = "run error: " + type(e).__name__
+    except unirt.UnirtError as e:
+        result = type(e).__name__
+    except Exception as e:
+        result = "NOT A UNIRT ERROR: %s: %s" % (type(e).__name__, e)
+    print(path + "\t" + result, flush=True)
+"""

@@ -1,0 +1,254 @@
+"""`unirt.tools.compare`: run the same inputs on several backends (or models) and measure how far outputs drift.
+
+Per output: max absolute error, max relative error, relative L2 error, cosine similarity, and pass/fail against
+`atol`/`rtol` with numpy's rule |x - ref| <= atol + rtol * |ref| on every element (exact equality for
+non-float outputs). The reference always runs in fp32; `precision` applies to the backends compared with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .. import registry
+from ..errors import InputError, UnirtError, UnsupportedOptionError
+from ..formats import ModelFile, PathLike, open_model
+from ..session import Session
+from .inputs import load_feeds, random_feeds, save_arrays
+from .shapes import parse_shapes, resolve_shapes
+
+__all__ = ["OutputComparison", "CompareReport", "compare", "compare_models", "compare_arrays", "pick_backends"]
+log = logging.getLogger(__name__)
+
+DEFAULT_REFERENCE = "onnxruntime"
+
+
+@dataclass
+class OutputComparison:
+    """One output of one target against the reference's."""
+
+    target: str
+    output: str
+    passed: bool
+    shape: list[int] | None = None
+    dtype: str | None = None
+    max_abs: float | None = None
+    max_rel: float | None = None
+    rel_l2: float | None = None
+    cosine: float | None = None
+    mismatched: int = 0        # elements outside the tolerance
+    elements: int = 0
+    reason: str = ""           # why it failed when no metric says it (shape, dtype, a missing output)
+
+
+@dataclass
+class CompareReport:
+    """What `compare()` found. `passed` is False when any output is out of tolerance or any target failed."""
+
+    model: str
+    reference: str
+    targets: list[str]
+    atol: float
+    rtol: float
+    precision: str
+    shapes: dict[str, list[int]]
+    inputs_source: str
+    results: list[OutputComparison] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)   # target -> error that stopped it
+    inputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    outputs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "reference": self.reference, "targets": self.targets, "atol": self.atol,
+                "rtol": self.rtol, "precision": self.precision, "shapes": self.shapes,
+                "inputs_source": self.inputs_source, "passed": self.passed,
+                "results": [vars(r) for r in self.results], "failures": self.failures}
+
+    def worst(self, target: str) -> dict[str, float | None]:
+        """The largest errors and smallest cosine over `target`'s outputs (a one-line summary)."""
+        rows = [r for r in self.results if r.target == target]
+
+        def pick(key: str, fn: Any) -> float | None:
+            values = [getattr(r, key) for r in rows if getattr(r, key) is not None]
+            return fn(values) if values else None
+        return {"max_abs": pick("max_abs", max), "max_rel": pick("max_rel", max), "rel_l2": pick("rel_l2", max),
+                "cosine": pick("cosine", min)}
+
+
+def compare_arrays(actual: Any, expected: Any, atol: float, rtol: float, *, target: str = "", output: str = ""
+                   ) -> OutputComparison:
+    """Metrics of `actual` against `expected` and whether every element is within atol + rtol * |expected|."""
+    a, e = np.asarray(actual), np.asarray(expected)
+    row = OutputComparison(target, output, passed=False, shape=list(a.shape), dtype=str(a.dtype), elements=int(e.size))
+    if a.shape != e.shape:
+        row.reason = f"shape {list(a.shape)} differs from the reference's {list(e.shape)}"
+        return row
+    numeric = a.dtype.kind in "biufc" and e.dtype.kind in "biufc"
+    if not numeric:
+        row.mismatched = int(np.count_nonzero(a != e))
+        row.passed = row.mismatched == 0
+        return row
+    a64, e64 = a.astype(np.complex128 if "c" in a.dtype.kind + e.dtype.kind else np.float64), e.astype(
+        np.complex128 if "c" in a.dtype.kind + e.dtype.kind else np.float64)
+    exact = a.dtype.kind not in "fc" and e.dtype.kind not in "fc"
+    if exact:
+        ok = a64 == e64
+    else:
+        ok = np.isclose(a64, e64, rtol=rtol, atol=atol, equal_nan=True)
+    row.mismatched = int(ok.size - np.count_nonzero(ok))
+    row.passed = row.mismatched == 0
+    finite = np.isfinite(a64) & np.isfinite(e64)
+    if not finite.all():
+        bad = int(np.count_nonzero(np.isfinite(a64) != np.isfinite(e64)))
+        if bad:
+            row.reason = f"{bad} elements are finite in one and not the other"
+    if a.size == 0:
+        row.max_abs = row.max_rel = row.rel_l2 = 0.0
+        row.cosine = 1.0
+        return row
+    diff = np.abs(a64[finite] - e64[finite])
+    ref = np.abs(e64[finite])
+    row.max_abs = float(diff.max()) if diff.size else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(ref > 0, diff / np.where(ref > 0, ref, 1.0), np.where(diff > 0, np.inf, 0.0))
+    row.max_rel = float(rel.max()) if rel.size else 0.0
+    norm_e, norm_d = float(np.linalg.norm(e64[finite])), float(np.linalg.norm(diff))
+    row.rel_l2 = norm_d / norm_e if norm_e > 0 else (0.0 if norm_d == 0 else float("inf"))
+    av, ev = a64[finite].ravel(), e64[finite].ravel()
+    na, ne = float(np.linalg.norm(av)), float(np.linalg.norm(ev))
+    row.cosine = (float(np.real(np.vdot(ev, av))) / (na * ne) if na > 0 and ne > 0 else (1.0 if na == ne else 0.0))
+    return row
+
+
+def pick_backends(model: ModelFile, names: Sequence[str] | str | None) -> list[str]:
+    """Backends to use: the names given (each must be installed), or every available one that reads `model`."""
+    if names is None or names == "all" or list(names) == ["all"]:
+        chosen = [name for name in registry.installed_names() if _usable(name, model)]
+        if not chosen:
+            raise UnsupportedOptionError(f"no installed backend can run this {model.format} model here; "
+                                         "see `unirt backends --all`")
+        return chosen
+    chosen = [n.strip() for n in ([names] if isinstance(names, str) else names) if n.strip()]
+    for name in chosen:
+        registry.get_backend(name)  # BackendUnavailableError naming it and what to install
+    if len(set(chosen)) != len(chosen):
+        raise UnsupportedOptionError(f"a backend is listed twice: {', '.join(chosen)}")
+    return chosen
+
+
+def _usable(name: str, model: ModelFile) -> bool:
+    if name not in registry.installed_names():
+        return False
+    try:
+        return registry.get_backend(name).accepts(model) and registry.availability(name).available
+    except UnirtError:
+        return False
+
+
+@dataclass
+class _Target:
+    label: str
+    model: ModelFile
+    backend: str
+    precision: str
+
+
+def _feeds(session: Session, inputs: Mapping[str, Any] | PathLike | None, shapes: Any, seed: int
+           ) -> tuple[dict[str, np.ndarray], str]:
+    if inputs is not None:
+        feeds = load_feeds(inputs) if isinstance(inputs, (str, Path)) else {k: np.asarray(v) for k, v in
+                                                                             inputs.items()}
+        names = {i.name for i in session.inputs}
+        missing, extra = names - set(feeds), set(feeds) - names
+        if missing or extra:
+            raise InputError(f"inputs given do not match the model: missing {sorted(missing) or 'none'}, unknown "
+                             f"{sorted(extra) or 'none'}; the model's inputs are {sorted(names)}")
+        return feeds, "file" if isinstance(inputs, (str, Path)) else "given"
+    if isinstance(shapes, str):
+        shapes = parse_shapes(shapes)
+    resolved = resolve_shapes(session.inputs, shapes, dynamic_default=1)
+    return random_feeds(session.inputs, resolved, seed), "random"
+
+
+def _compare(reference: _Target, targets: Sequence[_Target], *, inputs: Any, shapes: Any, seed: int, atol: float,
+             rtol: float, threads: int | None, device: str, save_inputs: PathLike | None,
+             save_outputs: PathLike | None, model_name: str) -> CompareReport:
+    if atol < 0 or rtol < 0:
+        raise UnsupportedOptionError(f"tolerances must be >= 0, got atol={atol} rtol={rtol}")
+    with Session(reference.model, backend=reference.backend, device=device, threads=threads,
+                 precision=reference.precision) as ref:
+        feeds, source = _feeds(ref, inputs, shapes, seed)
+        expected = ref.run(feeds)
+    report = CompareReport(model=model_name, reference=reference.label, targets=[t.label for t in targets],
+                           atol=atol, rtol=rtol, precision=targets[0].precision if targets else reference.precision,
+                           shapes={k: list(np.shape(v)) for k, v in feeds.items()}, inputs_source=source,
+                           inputs=feeds, outputs={reference.label: expected})
+    for target in targets:
+        try:
+            with Session(target.model, backend=target.backend, device=device, threads=threads,
+                         precision=target.precision) as sess:
+                actual = sess.run(feeds)
+        except UnirtError as exc:
+            log.info("compare: %s failed: %s", target.label, exc)
+            report.failures[target.label] = f"{type(exc).__name__}: {exc}"
+            continue
+        report.outputs[target.label] = actual
+        for name, value in expected.items():
+            if name not in actual:
+                report.results.append(OutputComparison(target.label, name, False,
+                                                       reason="output missing from this target"))
+                continue
+            report.results.append(compare_arrays(actual[name], value, atol, rtol, target=target.label, output=name))
+    if save_inputs:
+        save_arrays(save_inputs, feeds)
+    if save_outputs:
+        save_arrays(save_outputs, {f"{label}/{name}": v for label, outs in report.outputs.items()
+                                   for name, v in outs.items()})
+    return report
+
+
+def compare(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | None = None, *,
+            reference: str | None = None, atol: float = 1e-4, rtol: float = 1e-3, precision: str = "fp32",
+            inputs: Mapping[str, Any] | PathLike | None = None, shapes: Any = None, seed: int = 0,
+            threads: int | None = None, device: str = "auto", save_inputs: PathLike | None = None,
+            save_outputs: PathLike | None = None) -> CompareReport:
+    """Run `model` on `reference` and on each of `backends` with the same inputs; compare every output.
+
+    `backends`: names, or None/"all" for every available backend that reads the model. `reference` defaults to
+    onnxruntime when it can run the model, else the first backend. `inputs`: {name: array} or an .npz path;
+    otherwise random inputs at `shapes` (dynamic dims default to 1).
+    """
+    mf = open_model(model)
+    names = pick_backends(mf, backends)
+    if reference is None:
+        reference = DEFAULT_REFERENCE if _usable(DEFAULT_REFERENCE, mf) else names[0]
+    else:
+        registry.get_backend(reference)
+    others = [n for n in names if n != reference]
+    if not others:
+        raise UnsupportedOptionError(f"compare needs a backend besides the reference {reference!r}; "
+                                     f"got {', '.join(names)}")
+    return _compare(_Target(reference, mf, reference, "fp32"), [_Target(n, mf, n, precision) for n in others],
+                    inputs=inputs, shapes=shapes, seed=seed, atol=atol, rtol=rtol, threads=threads, device=device,
+                    save_inputs=save_inputs, save_outputs=save_outputs, model_name=mf.name)
+
+
+def compare_models(reference_model: PathLike | ModelFile, model: PathLike | ModelFile, *,
+                   backend: str = DEFAULT_REFERENCE, labels: tuple[str, str] = ("original", "candidate"),
+                   atol: float = 1e-4, rtol: float = 1e-3, inputs: Mapping[str, Any] | PathLike | None = None,
+                   shapes: Any = None, seed: int = 0, threads: int | None = None, device: str = "auto"
+                   ) -> CompareReport:
+    """Run two models (e.g. before and after optimizing) on one backend with the same inputs; compare outputs."""
+    ref, other = open_model(reference_model), open_model(model)
+    registry.get_backend(backend)
+    return _compare(_Target(labels[0], ref, backend, "fp32"), [_Target(labels[1], other, backend, "fp32")],
+                    inputs=inputs, shapes=shapes, seed=seed, atol=atol, rtol=rtol, threads=threads, device=device,
+                    save_inputs=None, save_outputs=None, model_name=ref.name)
