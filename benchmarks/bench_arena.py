@@ -2,7 +2,7 @@
 
     python benchmarks/bench_arena.py [--batch 8] [--repeats 3] [--json out.json]
 
-Four CNNs of different sizes (unirt.testing.conv_net: 16 channels, 64/96/128/160 px, batch `--batch`) run one
+Four CNNs of different sizes (unirt.testing.batched_cnn: 16 channels, 64/96/128/160 px, batch `--batch`) run one
 after another, each result consumed and dropped before the next session runs (a pipeline). Each configuration
 runs in its own process, so ru_maxrss is that configuration's peak:
 - separate: every session has its own BufferPool (pooled_outputs=True), as by default;
@@ -27,9 +27,9 @@ def child(mode: str, batch: int, repeats: int, directory: Path) -> dict:
     import numpy as np
 
     import unirt
-    from unirt.testing import conv_net
+    from unirt.testing import batched_cnn
 
-    paths = [conv_net(directory / f"conv{s}.onnx", channels=16, size=s) for s in SIZES]
+    paths = [batched_cnn(directory / f"conv{s}.onnx", channels=16, size=s) for s in SIZES]
     arena = unirt.Arena() if mode == "arena" else None
     sessions = [unirt.Session(p, backend="onnxruntime", threads=1, arena=arena,
                               pooled_outputs=mode != "engine") for p in paths]
@@ -74,7 +74,7 @@ def main() -> None:
             results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len({round(r["checksum"], 2) for r in results.values()}) == 1, "configurations disagree"
     mib = 2**20
-    print(f"4 sessions (conv_net 16ch, {', '.join(map(str, SIZES))} px, batch {args.batch}), run in sequence "
+    print(f"4 sessions (batched_cnn 16ch, {', '.join(map(str, SIZES))} px, batch {args.batch}), run in sequence "
           f"x{args.repeats}, outputs dropped between stages")
     sep, arena = results["separate"], results["arena"]
     print(f"  reserved peak, separate pools : {sep['reserved_peak'] / mib:8.2f} MiB")

@@ -110,7 +110,8 @@ def main() -> None:
     print(f"4 Python threads: unirt / numpy = "
           f"{med['4 Python threads x unirt.gather(threads=1)'] / med['4 Python threads x numpy.concatenate']:.3f}")
     progress = {"numpy.concatenate": python_progress(lambda: np.concatenate(parts)),
-                "unirt.gather(threads=1)": python_progress(lambda: unirt.gather(parts, empty=pool.empty_raw, threads=1))}
+                "unirt.gather(threads=1)":
+                    python_progress(lambda: unirt.gather(parts, empty=pool.empty_raw, threads=1))}
     print("a pure-Python thread's progress while this thread gathers in a loop (higher: the GIL is free):")
     for name, value in progress.items():
         print(f"  during {name:<26} {value:10.0f} iterations/ms")

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_run_many.py [--requests 32] [--threads 2] [--rounds 10] [--json out.json]
 
-`--requests` independent requests of one image (float32[1, 3, 32, 32]) through unirt.testing.conv_net (dynamic
+`--requests` independent requests of one image (float32[1, 3, 32, 32]) through unirt.testing.batched_cnn (dynamic
 batch N): a loop of Session.run vs one Session.run_many call (gathered into one batch, outputs as views), and the
 same on a static-batch copy (N=8: padding/splitting). Results are checked equal first. Medians, requests/s.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import unirt
-from unirt.testing import conv_net
+from unirt.testing import batched_cnn
 
 
 def seconds(fn) -> float:
@@ -38,8 +38,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     requests = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(args.requests)]
     with tempfile.TemporaryDirectory() as tmp:
-        dynamic = unirt.Session(conv_net(Path(tmp) / "dyn.onnx"), backend="onnxruntime", threads=args.threads)
-        static = unirt.Session(conv_net(Path(tmp) / "static8.onnx", batch=8), backend="onnxruntime",
+        dynamic = unirt.Session(batched_cnn(Path(tmp) / "dyn.onnx"), backend="onnxruntime", threads=args.threads)
+        static = unirt.Session(batched_cnn(Path(tmp) / "static8.onnx", batch=8), backend="onnxruntime",
                                threads=args.threads)
         for sess in (dynamic, static):
             for got, x in zip(sess.run_many(requests), requests):
@@ -60,7 +60,7 @@ def main() -> None:
                 samples[name].append(seconds(fn))
         waste = static.batch_stats().padding_waste
     rate = {n: args.requests / statistics.median(v) for n, v in samples.items()}
-    print(f"{args.requests} requests of float32[1,3,32,32], conv_net, {args.threads} threads, {args.rounds} rounds, "
+    print(f"{args.requests} requests of float32[1,3,32,32], batched_cnn, {args.threads} threads, {args.rounds} rounds, "
           "medians")
     for name, value in rate.items():
         print(f"  {name:<44} {value:10.0f} requests/s")

@@ -24,6 +24,17 @@ def model(models_dir):
     return lambda name: testing.build(name, models_dir)
 
 
+@pytest.fixture(scope="session")
+def conv_model(models_dir):
+    """conv_model("dynamic") / conv_model("static"): unirt.testing.batched_cnn with a batch dim N, or fixed at 4."""
+    def build(kind: str) -> Path:
+        path = models_dir / f"conv_{kind}.onnx"
+        if not path.exists():
+            testing.batched_cnn(path, batch={"dynamic": "N", "static": 4}[kind])
+        return path
+    return build
+
+
 def install_distribution(site: Path, dist: str, module: str, entry_points: dict[str, str]) -> None:
     """Write a distribution the way pip does (module + .dist-info with entry_points.txt) into `site`."""
     shutil.copy(PLUGIN_SOURCES / f"{module}.py", site / f"{module}.py")

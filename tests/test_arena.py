@@ -81,17 +81,17 @@ def test_threads_hammering_a_shared_arena():
 
 
 @pytest.fixture
-def conv_sessions(model):
+def conv_sessions(conv_model):
     def make(arena, n=4, **kw):
-        return [unirt.Session(model("conv_dynamic"), backend="onnxruntime", arena=arena, **kw) for _ in range(n)]
+        return [unirt.Session(conv_model("dynamic"), backend="onnxruntime", arena=arena, **kw) for _ in range(n)]
     return make
 
 
-def test_sessions_in_one_arena_reserve_the_largest_need_not_the_sum(conv_sessions, model):
+def test_sessions_in_one_arena_reserve_the_largest_need_not_the_sum(conv_sessions, conv_model):
     arena = Arena()
     sessions = conv_sessions(arena)
     rng = np.random.default_rng(0)
-    ref = ort.InferenceSession(str(model("conv_dynamic")), providers=["CPUExecutionProvider"])
+    ref = ort.InferenceSession(str(conv_model("dynamic")), providers=["CPUExecutionProvider"])
     for rows, sess in zip((1, 2, 3, 4), sessions):  # one after another, each result consumed before the next run
         x = rng.standard_normal((rows, 3, 32, 32)).astype(np.float32)
         out = sess.run(x)
@@ -106,7 +106,7 @@ def test_sessions_in_one_arena_reserve_the_largest_need_not_the_sum(conv_session
     assert "without sharing" in str(report) and report.saved_bytes > 0
 
 
-def test_outputs_kept_across_runs_are_never_overwritten(conv_sessions, model):
+def test_outputs_kept_across_runs_are_never_overwritten(conv_sessions):
     arena = Arena()
     det, rec = conv_sessions(arena, n=2)
     x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
@@ -117,10 +117,10 @@ def test_outputs_kept_across_runs_are_never_overwritten(conv_sessions, model):
     np.testing.assert_array_equal(first, snapshot)
 
 
-def test_sessions_on_threads_serialize_on_the_arena(conv_sessions, model):
+def test_sessions_on_threads_serialize_on_the_arena(conv_sessions, conv_model):
     arena = Arena()
     sessions = conv_sessions(arena, n=3)
-    ref = ort.InferenceSession(str(model("conv_dynamic")), providers=["CPUExecutionProvider"])
+    ref = ort.InferenceSession(str(conv_model("dynamic")), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(2)
     xs = [rng.standard_normal((2, 3, 32, 32)).astype(np.float32) for _ in sessions]
     expected = [ref.run(["pooled"], {"x": x})[0] for x in xs]
@@ -185,9 +185,9 @@ def test_blocking_arena_waits_for_the_holder():
     assert order == ["first done", "second"]
 
 
-def test_static_batch_staging_comes_from_the_arena(model):
+def test_static_batch_staging_comes_from_the_arena(conv_model):
     arena = Arena()
-    sess = unirt.Session(model("conv_static"), backend="onnxruntime", arena=arena)
+    sess = unirt.Session(conv_model("static"), backend="onnxruntime", arena=arena)
     x = np.ones((6, 3, 32, 32), np.float32)
     out = sess.run(x)
     assert out["features"].shape == (6, 16, 32, 32)

@@ -126,13 +126,13 @@ def requests(rows, seed=0, size=32):
 
 
 @pytest.fixture(scope="module")
-def static_conv(model):
-    return unirt.Session(model("conv_static"), backend="onnxruntime", threads=1)
+def static_conv(conv_model):
+    return unirt.Session(conv_model("static"), backend="onnxruntime", threads=1)
 
 
 @pytest.fixture(scope="module")
-def dynamic_conv(model):
-    return unirt.Session(model("conv_dynamic"), backend="onnxruntime", threads=1)
+def dynamic_conv(conv_model):
+    return unirt.Session(conv_model("dynamic"), backend="onnxruntime", threads=1)
 
 
 def assert_same(got, expected):
@@ -164,8 +164,8 @@ def test_static_batch_pads_and_splits_like_the_dynamic_model(static_conv, dynami
         np.testing.assert_allclose(got["pooled"][i:i + 1], row["pooled"], rtol=1e-5, atol=1e-6)
 
 
-def test_padding_waste_is_reported(model):
-    sess = unirt.Session(model("conv_static"), backend="onnxruntime")
+def test_padding_waste_is_reported(conv_model):
+    sess = unirt.Session(conv_model("static"), backend="onnxruntime")
     sess.run(requests([1])[0])
     sess.run(requests([6])[0])
     s = sess.batch_stats()
@@ -198,7 +198,7 @@ def test_run_many_equals_one_by_one(static_conv, dynamic_conv, rows):
 
 
 def test_run_many_groups_requests_by_shape(tmp_path):
-    any_size = unirt.Session(unirt.testing.conv_net(tmp_path / "conv_hw.onnx", size=None), backend="onnxruntime")
+    any_size = unirt.Session(unirt.testing.batched_cnn(tmp_path / "conv_hw.onnx", size=None), backend="onnxruntime")
     assert any_size.inputs[0].shape == ("N", 3, "H", "W")
     xs = requests([2, 1], seed=4) + requests([3], seed=5, size=16) + requests([1], seed=6)
     many = any_size.run_many(xs)
@@ -207,8 +207,8 @@ def test_run_many_groups_requests_by_shape(tmp_path):
         assert_same(got, any_size.run(x))
 
 
-def test_run_many_results_share_a_pooled_batch(model):
-    sess = unirt.Session(model("conv_dynamic"), backend="onnxruntime")
+def test_run_many_results_share_a_pooled_batch(conv_model):
+    sess = unirt.Session(conv_model("dynamic"), backend="onnxruntime")
     many = sess.run_many(requests([2, 2, 2]))
     assert many[0]["features"].base is many[2]["features"].base  # views of one batch buffer ...
     assert not np.shares_memory(many[0]["features"], many[2]["features"])  # ... each of its own rows
@@ -230,8 +230,8 @@ def test_run_many_writes_into_out_arrays(static_conv, dynamic_conv):
         static_conv.run_many(xs, out=[None])
 
 
-def test_max_batch_splits_dynamic_requests(model, dynamic_conv):
-    sess = unirt.Session(model("conv_dynamic"), backend="onnxruntime", max_batch=3)
+def test_max_batch_splits_dynamic_requests(dynamic_conv, conv_model):
+    sess = unirt.Session(conv_model("dynamic"), backend="onnxruntime", max_batch=3)
     x = requests([8], seed=12)[0]
     assert_same(sess.run(x), dynamic_conv.run(x))
     s = sess.batch_stats()
@@ -240,13 +240,13 @@ def test_max_batch_splits_dynamic_requests(model, dynamic_conv):
     assert sess.batch_stats().backend_runs == 5  # 6 rows in runs of at most 3
     assert len(many) == 3
     with pytest.raises(UnsupportedOptionError, match="dynamic batch dim"):
-        unirt.Session(model("conv_static"), backend="onnxruntime", max_batch=2)
+        unirt.Session(conv_model("static"), backend="onnxruntime", max_batch=2)
     with pytest.raises(UnsupportedOptionError, match="max_batch must be"):
-        unirt.Session(model("conv_dynamic"), backend="onnxruntime", max_batch=0)
+        unirt.Session(conv_model("dynamic"), backend="onnxruntime", max_batch=0)
 
 
-def test_batched_false_keeps_static_dims_strict(model):
-    sess = unirt.Session(model("conv_static"), backend="onnxruntime", batched=False)
+def test_batched_false_keeps_static_dims_strict(conv_model):
+    sess = unirt.Session(conv_model("static"), backend="onnxruntime", batched=False)
     with pytest.raises(InputError, match="dim 0 is static"):
         sess.run(requests([3])[0])
     xs = requests([4, 4])

@@ -32,8 +32,8 @@ def aborting(tmp_path, monkeypatch):
     unirt.refresh()
 
 
-def test_isolated_onnxruntime_matches_in_process(model):
-    path = model("conv_dynamic")
+def test_isolated_onnxruntime_matches_in_process(conv_model):
+    path = conv_model("dynamic")
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
     ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     with unirt.Session(path, backend="onnxruntime", isolate=True) as sess:

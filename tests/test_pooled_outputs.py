@@ -19,8 +19,8 @@ def ort_reference(path, feeds):
 
 
 @pytest.fixture
-def conv(model):
-    return model("conv_dynamic")
+def conv(conv_model):
+    return conv_model("dynamic")
 
 
 def test_steady_state_runs_allocate_no_new_output_memory(conv):
@@ -85,10 +85,10 @@ def test_an_output_outlives_its_session(conv):
     np.testing.assert_array_equal(features, expected)
 
 
-def test_shared_pool_between_sessions(conv, model):
+def test_shared_pool_between_sessions(conv, conv_model):
     pool = unirt.BufferPool()
     a = unirt.Session(conv, backend="onnxruntime", pool=pool)
-    b = unirt.Session(model("conv_static"), backend="onnxruntime", pool=pool)
+    b = unirt.Session(conv_model("static"), backend="onnxruntime", pool=pool)
     assert a.pool is pool and b.pool is pool
     x = np.ones((4, 3, 32, 32), np.float32)
     first = a.run(x)["features"].copy()  # a's block goes back to the shared pool ...

@@ -3,7 +3,6 @@ normal exits and kill -9."""
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import subprocess
@@ -179,18 +178,22 @@ def test_segments_are_removed_when_the_owner_is_killed():
 
 
 def test_a_forked_child_does_not_remove_its_parents_segments():
-    region = SharedRegion.create(4096)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        try:
+    # In a fresh process: forking pytest itself (with engine threads running) is not something to test with.
+    child = python("""
+        import os, unirt
+        region = unirt.SharedRegion.create(4096)
+        pid = os.fork()
+        if pid == 0:
             del region  # the inherited object goes: the child does not own the name
-            gc.collect()
-        finally:
             os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    assert status == 0 and exists(region.name)
-    region.close()
-    assert not exists(region.name)
+        _, status = os.waitpid(pid, 0)
+        print(status, region.name, flush=True)
+        input()
+    """)
+    status, name = child.stdout.readline().split()
+    assert status == "0" and exists(name)
+    child.communicate("\n", timeout=60)
+    assert child.returncode == 0 and wait_gone(name)
 
 
 def test_session_regions_are_cleaned_when_a_process_with_isolated_sessions_is_killed(model):

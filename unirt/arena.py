@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _core
 from .errors import ArenaBusyError, UnsupportedOptionError
-from .pool import cuda_runtime_candidates
+from .pool import _check_alignment, cuda_runtime_candidates
 
 __all__ = ["Arena", "ArenaStats", "ArenaReport"]
 
@@ -95,8 +95,7 @@ class Arena:
                  blocking: bool = True) -> None:
         if isinstance(reserve, bool) or not isinstance(reserve, int) or reserve < 0:
             raise UnsupportedOptionError(f"reserve must be a non-negative int of bytes, got {reserve!r}")
-        if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment < 8 or alignment & (alignment - 1):
-            raise UnsupportedOptionError(f"alignment must be a power of two >= 8, got {alignment!r}")
+        alignment = _check_alignment(alignment)
         try:
             self._core = _core.Arena(reserve, alignment, bool(pinned),
                                      cuda_runtime_candidates() if pinned else [])

@@ -94,7 +94,8 @@ class BufferPool:
                  pinned: bool = False) -> None:
         alignment = _check_alignment(alignment)
         if max_cached_bytes is not None and (not isinstance(max_cached_bytes, int) or max_cached_bytes < 0):
-            raise UnsupportedOptionError(f"max_cached_bytes must be a non-negative int or None, got {max_cached_bytes!r}")
+            raise UnsupportedOptionError(f"max_cached_bytes must be a non-negative int or None, "
+                                         f"got {max_cached_bytes!r}")
         kwargs: dict[str, Any] = {"alignment": alignment, "pinned": bool(pinned)}
         if max_cached_bytes is not None:
             kwargs["max_cached_bytes"] = max_cached_bytes

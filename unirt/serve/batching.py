@@ -1,9 +1,8 @@
 """Gather/scatter for the dynamic batcher: merge per-request feeds into one batch, run once, split the results.
 
-THE SEAM FOR ISSUE 6. This module is where the C++ core plugs in once it lands: its gather/scatter (copies with
-the GIL released) replaces `np.concatenate` / the row slicing below, and `Session.run_many` with the core's static
-vs dynamic batch rule replaces `run_batch`'s padding. The scheduler only calls `batch_key` and `run_batch`; keep
-their signatures and the swap stays inside this file.
+Merging is the C++ core's gather (`unirt.gather`: one copy into the batch, zero rows for padding, the GIL released
+and large copies split over threads); splitting hands out views of the batch's outputs (no copy). The scheduler
+only calls `batch_key` and `run_batch`.
 
 The rule: requests are merged along dim 0 (the batch dim) up to max_batch_size and never padded, as Triton's
 dynamic batcher does; only a model whose batch dim is fixed (`static_batch`) gets its batch padded up to that
@@ -18,6 +17,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..batching import gather
 from ..errors import RunError
 
 __all__ = ["BatchResult", "batch_key", "run_batch"]
@@ -45,9 +45,12 @@ def _merge(requests: Sequence[Feeds], total: int, rows: int) -> dict[str, np.nda
     merged = {}
     for name, first in requests[0].items():
         parts = [r[name] for r in requests]
-        if rows > total:  # a fixed batch dim: pad with zero rows
-            parts.append(np.zeros((rows - total,) + first.shape[1:], dtype=first.dtype))
-        merged[name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        if first.dtype.hasobject:  # BYTES tensors are Python objects: numpy joins them
+            if rows > total:
+                parts.append(np.full((rows - total,) + first.shape[1:], b"", dtype=object))
+            merged[name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        else:  # one copy in C++, zero rows up to a fixed batch dim
+            merged[name] = gather(parts, rows=rows)
     return merged
 
 

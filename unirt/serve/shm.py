@@ -3,17 +3,13 @@
 A client creates a POSIX shared-memory object (`tritonclient.utils.shared_memory`, key "/name"), registers a
 region of it (name, key, offset, byte_size), then points inputs and outputs at (region, offset, byte_size):
 input bytes are read where they lie (the tensor handed to the model is a view of the mapping: no copy through
-the request body) and outputs are written into the region.
-
-THE SEAM FOR ISSUE 6. This registry maps `/dev/shm/<key>` with Python's mmap; the C++ core's named POSIX
-shared-memory regions replace `_Region` once issue 6 lands. The server uses only `SharedMemoryRegistry`'s
-methods (register, unregister, status, read, write); keep them and the swap stays inside this file.
+the request body) and outputs are written into the region. Segments are mapped with the C++ core
+(`unirt.SharedRegion.attach`): a view keeps its mapping alive, so unregistering while a request still reads a
+region is safe. The server uses only `SharedMemoryRegistry`'s methods (register, unregister, status, read, write).
 """
 
 from __future__ import annotations
 
-import mmap
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -21,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UnirtError
+from ..shm import SharedRegion
 from .errors import BadRequest, NotFound, Unsupported
 
 __all__ = ["RegionStatus", "SharedMemoryRegistry"]
@@ -38,34 +36,28 @@ class RegionStatus:
 
 
 class _Region:
-    """One registered region: a mapping of [offset, offset + byte_size) of the shared-memory object `key`."""
+    """One registered region: [offset, offset + byte_size) of the shared-memory object `key`, mapped whole."""
 
     def __init__(self, status: RegionStatus) -> None:
         self.status = status
-        path = _SHM_DIR / status.key.lstrip("/")
         try:
-            fd = os.open(path, os.O_RDWR)
+            self._shared = SharedRegion.attach(status.key)
         except FileNotFoundError:
             raise NotFound(f"shared memory key {status.key!r}: no such shared-memory object") from None
-        except OSError as exc:
-            raise BadRequest(f"shared memory key {status.key!r}: cannot open: {exc.strerror}") from None
-        try:
-            size = os.fstat(fd).st_size
-            if status.offset + status.byte_size > size:
-                raise BadRequest(f"shared memory region {status.name!r}: offset {status.offset} + byte_size "
-                                 f"{status.byte_size} exceeds the object's size {size}")
-            skip = status.offset % mmap.ALLOCATIONGRANULARITY  # mmap offsets must be page-aligned
-            self._map = mmap.mmap(fd, status.byte_size + skip, offset=status.offset - skip)
-        finally:
-            os.close(fd)
-        self.view = memoryview(self._map)[skip:skip + status.byte_size]
+        except (OSError, UnirtError) as exc:
+            raise BadRequest(f"shared memory key {status.key!r}: cannot open: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
+        size = self._shared.size
+        if status.offset + status.byte_size > size:
+            self._shared.close()
+            raise BadRequest(f"shared memory region {status.name!r}: offset {status.offset} + byte_size "
+                             f"{status.byte_size} exceeds the object's size {size}")
+        self.view = self._shared.buffer()[status.offset:status.offset + status.byte_size]
 
     def close(self) -> None:
+        # Views handed to requests keep the mapping alive; it is unmapped when the last one goes.
         self.view.release()
-        try:
-            self._map.close()
-        except BufferError:  # a request still holds a view of it: unmapped when that view is gone
-            pass
+        self._shared.close()
 
 
 class SharedMemoryRegistry:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["MODEL_BUILDERS", "build", "matmul_relu", "dynamic_mlp", "multi_io", "int_ops", "unknown_dims",
-           "string_concat", "byte_transformer", "batchnorm_default_epsilon", "softmax_coerced", "conv_net"]
+           "string_concat", "byte_transformer", "batchnorm_default_epsilon", "softmax_coerced", "batched_cnn"]
 
 
 def _onnx():
@@ -100,7 +100,8 @@ def string_concat(path: Path) -> Path:
     return _save(h.make_model(graph), path)
 
 
-def conv_net(path: Path, batch: int | str = "N", channels: int = 16, size: int | None = 32, seed: int = 0) -> Path:
+def batched_cnn(path: Path, batch: int | str = "N", channels: int = 16, size: int | None = 32,
+                seed: int = 0) -> Path:
     """A small CNN whose rows are independent: x float32[batch, 3, size, size] ->
     features = relu(conv3x3(x)) float32[batch, channels, size, size], pooled = GlobalAveragePool float32[batch,
     channels, 1, 1]. `batch` is a fixed size (a static-batch model) or a dim name (a dynamic one); `size=None`
@@ -114,7 +115,7 @@ def conv_net(path: Path, batch: int | str = "N", channels: int = 16, size: int |
         [h.make_node("Conv", ["x", "W", "B"], ["conv"], pads=[1, 1, 1, 1]),
          h.make_node("Relu", ["conv"], ["features"]),
          h.make_node("GlobalAveragePool", ["features"], ["pooled"])],
-        "conv_net", [h.make_tensor_value_info("x", T.FLOAT, [batch, 3, *hw])],
+        "batched_cnn", [h.make_tensor_value_info("x", T.FLOAT, [batch, 3, *hw])],
         [h.make_tensor_value_info("features", T.FLOAT, [batch, channels, *hw]),
          h.make_tensor_value_info("pooled", T.FLOAT, [batch, channels, 1, 1])],
         [nh.from_array(w, "W"), nh.from_array(b, "B")])
@@ -128,8 +129,6 @@ MODEL_BUILDERS = {
     "int_ops": int_ops,
     "unknown_dims": unknown_dims,
     "strings": string_concat,
-    "conv_dynamic": conv_net,
-    "conv_static": lambda path: conv_net(path, batch=4),
 }
 
 

@@ -39,12 +39,20 @@ def test_dynamic_batch_resizes(converted, model, batch):
     np.testing.assert_allclose(got["probs"], probs, rtol=1e-5, atol=1e-6)
 
 
-def test_a_wrong_batch_is_refused_not_resized(converted):
+def test_a_wrong_batch_is_split_not_resized(converted):
     """MNN silently resizes a static-batch model to whatever batch it is given (and may truncate); unirt knows
-    the batch is static and refuses first."""
+    the batch is static: 3 images run as 3 batches of 1, or are refused with batched=False."""
     sess = unirt.Session(converted("squeezenet"), backend="mnn")
+    assert sess.batch.kind == "static" and sess.batch.size == 1
+    x = np.random.default_rng(5).standard_normal((3, 3, 224, 224)).astype(np.float32)
+    got = sess.run(x)
+    for i in range(3):
+        for name, value in sess.run(x[i:i + 1]).items():
+            np.testing.assert_allclose(got[name][i:i + 1], value, rtol=1e-5, atol=1e-6)
+    assert sess.batch_stats().backend_runs == 3
+    strict = unirt.Session(converted("squeezenet"), backend="mnn", batched=False)
     with pytest.raises(InputError, match=r"dim 0 is static"):
-        sess.run(np.zeros((4, 3, 224, 224), np.float32))
+        strict.run(x)
 
 
 def test_a_plain_mnn_file_reads_its_dims_from_the_file(converted, model, tmp_path):
@@ -52,10 +60,12 @@ def test_a_plain_mnn_file_reads_its_dims_from_the_file(converted, model, tmp_pat
     sess = unirt.Session(tmp_path / "mlp.mnn", backend="mnn")
     assert [(i.name, i.shape) for i in sess.inputs] == [("x", (1, 8))]  # MNN's converter stores the batch as 1
     assert [(o.name, o.shape) for o in sess.outputs] == [("logits", (1, 3)), ("probs", (1, 3))]
-    with pytest.raises(InputError, match="dim 0 is static"):
-        sess.run(np.zeros((3, 8), np.float32))
-    free = unirt.Session(tmp_path / "mlp.mnn", backend="mnn", backend_options={"input_shapes": {"x": ["N", 8]}})
     x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    # a static batch of 1: three rows run one at a time
+    np.testing.assert_allclose(sess.run(x)["probs"], ort_run(model("dynamic_mlp"), {"x": x})[1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="dim 0 is static"):
+        unirt.Session(tmp_path / "mlp.mnn", backend="mnn", batched=False).run(x)
+    free = unirt.Session(tmp_path / "mlp.mnn", backend="mnn", backend_options={"input_shapes": {"x": ["N", 8]}})
     np.testing.assert_allclose(free.run(x)["probs"], ort_run(model("dynamic_mlp"), {"x": x})[1], rtol=1e-5,
                                atol=1e-6)
 

@@ -107,8 +107,13 @@ def test_reshape_to_static_shapes(model):
     feeds = sample_feeds("dynamic_mlp", batch=4)
     np.testing.assert_allclose(sess.run(feeds)["probs"], reference_outputs(model("dynamic_mlp"), feeds)["probs"],
                                rtol=1e-5, atol=1e-6)
+    three = sample_feeds("dynamic_mlp", batch=3)  # a static batch of 4: 3 rows are padded to 4
+    np.testing.assert_allclose(sess.run(three)["probs"], reference_outputs(model("dynamic_mlp"), three)["probs"],
+                               rtol=1e-5, atol=1e-6)
+    strict = unirt.Session(model("dynamic_mlp"), backend="openvino", batched=False,
+                           backend_options={"shapes": {"x": [4, 8]}})
     with pytest.raises(InputError, match="dim 0 is static"):
-        sess.run(np.ones((3, 8), np.float32))
+        strict.run(np.ones((3, 8), np.float32))
     bounded = unirt.Session(model("dynamic_mlp"), backend="openvino", backend_options={"shapes": {"x": ["1..8", 8]}})
     assert bounded.inputs[0].shape == (None, 8)
     with pytest.raises(UnsupportedOptionError, match="unknown input 'y'"):
