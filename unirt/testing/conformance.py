@@ -117,6 +117,12 @@ def sample_feeds(name: str, seed: int = 0, batch: int = 3, hw: tuple[int, int] =
         return {"x": rng.standard_normal((batch, 3, *hw)).astype(np.float32)}
     if name == "strings":
         return {"s": np.array(["a", "bc", "déf"][: max(batch, 1)], dtype=object)}
+    if name == "byte_transformer":
+        return {"tokens": rng.integers(0, 256, (batch, 16)).astype(np.int64)}
+    if name == "batchnorm_default_epsilon":
+        return {"x": rng.standard_normal((batch, 8, 4, 4)).astype(np.float32)}
+    if name == "softmax_coerced":
+        return {"x": rng.standard_normal((1, 3, 4, 5)).astype(np.float32)}
     raise KeyError(f"no sample inputs for model {name!r}")
 
 
