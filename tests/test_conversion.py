@@ -168,7 +168,7 @@ def test_convert_refuses_what_it_cannot_do(model):
 def test_cli_convert_reports_errors(model, capsys):
     from unirt.cli import main
 
-    assert main(["convert", str(model("dynamic_mlp")), "--to", "onnxruntime"]) == 1
+    assert main(["convert", str(model("dynamic_mlp")), "--to", "onnxruntime"]) == 2  # bad input: exit 2
     assert "nothing to convert" in capsys.readouterr().err
 
 
