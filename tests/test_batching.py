@@ -21,7 +21,8 @@ def T(name, shape, dtype=np.float32):
     ([T("x", (4, 3))], [T("y", (4, 2))], ("static", 4)),
     ([T("x", ("N", 3)), T("m", ("N",), np.int64)], [T("y", ("N", 2))], ("dynamic", None)),
     ([T("x", ("N", 3))], [T("y", ("M", 2))], ("none", None)),          # output dim 0 is something else
-    ([T("x", ("N", 3))], [T("y", (None, 2))], ("none", None)),         # unnamed: maybe not the batch
+    ([T("x", ("N", 3))], [T("y", (None, 2))], ("none", None)),         # unnamed here, named there
+    ([T("x", (None, 3))], [T("y", (None, 2))], ("dynamic", None)),     # unnamed everywhere (OpenVINO reports so)
     ([T("x", (4, 3))], [T("y", (3,))], ("none", None)),                # dim 0 differs
     ([T("x", ("N", 3)), T("s", ())], [T("y", ("N",))], ("none", None)),  # a scalar input
     ([T("x", (4, 3))], [T("y", ("N", 2))], ("none", None)),            # fixed on one side, dynamic on the other
@@ -36,7 +37,7 @@ def test_batch_spec_detection(inputs, outputs, expected):
 
 
 def test_batch_spec_overrides():
-    inputs, outputs = [T("x", (None, 3))], [T("y", (None, 2))]
+    inputs, outputs = [T("x", ("N", 3))], [T("y", (None, 2))]
     assert not BatchSpec.detect(inputs, outputs).batched
     assert BatchSpec.detect(inputs, outputs, batched=True).kind == "dynamic"
     assert BatchSpec.detect([T("x", (4, 3))], [T("y", (4, 2))], batched=False).kind == "none"
@@ -285,3 +286,52 @@ def test_inputs_must_agree_on_the_batch(test_plugins, tmp_path):
         sess.run({"a": a, "b": np.ones((2, 3), np.float32)})
     with pytest.raises(InputError, match="disagree on the batch size"):
         sess.run({"a": a, "b": np.ones((4, 3), np.float32)})
+
+
+def test_an_unnamed_dim_0_that_is_not_a_batch_is_refused_not_cut(tmp_path):
+    """dim 0 unnamed on input and output, but the output's rows are the input's nonzero entries: refused at run
+    time, never cut into wrong per-request pieces."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("NonZero", ["x"], ["nz"]),
+                               helper.make_node("Transpose", ["nz"], ["y"], perm=[1, 0])], "nonzero",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [None, 2])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    onnx.save(m, str(tmp_path / "nonzero.onnx"))
+    requests_ = [np.ones((2, 4), np.float32), np.ones((3, 4), np.float32)]
+    sess = unirt.Session(tmp_path / "nonzero.onnx", backend="onnxruntime")
+    assert sess.batch.kind == "dynamic" and sess.batch.symbol is None
+    with pytest.raises(unirt.RunError, match="does not keep the batch dim"):
+        sess.run_many(requests_)
+    plain = unirt.Session(tmp_path / "nonzero.onnx", backend="onnxruntime", batched=False)
+    assert [r["y"].shape for r in plain.run_many(requests_)] == [(8, 2), (12, 2)]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_every_backend_with_run_into_pools_pads_and_packs(backend, conv_model):
+    """The same rules on each installed backend that reads ONNX, against ONNX Runtime's own outputs."""
+    if not {b.name: b for b in unirt.backends()}.get(backend, None) or \
+            not {b.name: b for b in unirt.backends()}[backend].available:
+        pytest.skip(f"backend {backend!r} is not available here")
+    import onnxruntime as ort
+
+    x = requests([6], seed=21)[0]
+    ref = ort.InferenceSession(str(conv_model("dynamic")), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    static = unirt.Session(conv_model("static"), backend=backend)
+    got = static.run(x)  # 6 rows on a batch of 4: two runs, the second padded
+    np.testing.assert_allclose(got["features"], ref[0], rtol=1e-4, atol=1e-5)
+    for _ in range(3):
+        del got
+        got = static.run(x[:4])  # exactly N rows: pooled outputs on the plain path
+    before = static.pool.stats()
+    for _ in range(5):
+        del got
+        got = static.run(x[:4])
+    assert static.pool.stats().allocations == before.allocations
+    dynamic = unirt.Session(conv_model("dynamic"), backend=backend)
+    many = dynamic.run_many([x[:1], x[1:4], x[4:]])
+    assert dynamic.batch_stats().backend_runs == 1
+    np.testing.assert_allclose(np.concatenate([m["pooled"] for m in many]), ref[1], rtol=1e-4, atol=1e-5)

@@ -1,7 +1,7 @@
 """Batch dims: whether a model's batch dim is static (N) or dynamic, and gather/scatter between requests and batches.
 
 A model is batched when dim 0 of every input and output is one batch dim: the same static size N everywhere
-(a *static* batch), or the same symbolic name everywhere (a *dynamic* batch). unirt then
+(a *static* batch), or the same symbolic name everywhere, or unnamed everywhere (a *dynamic* batch). unirt then
 - pads a request of B < N rows to N for a static model (the padding rows are zeros, their outputs dropped) and
   splits B > N into ceil(B/N) runs, reassembling the outputs;
 - splits a request above `max_batch` rows into runs of at most `max_batch` for a dynamic model;
@@ -81,7 +81,9 @@ class BatchSpec:
         names = {d for d in firsts if isinstance(d, str)}
         if len(names) == 1 and all(isinstance(d, str) for d in firsts):
             return cls("dynamic", symbol=names.pop())
-        if lenient and len(names) <= 1:
+        if not names or (lenient and len(names) == 1):
+            # Unnamed everywhere, as engines that drop dim names report it (OpenVINO): a batch dim, and an output
+            # that turns out not to keep the batch's rows is refused at run time rather than cut up wrongly.
             return cls("dynamic", symbol=names.pop() if names else None)
         return cls("none", reason="dim 0 is not one named dim shared by every input and output "
                    f"({', '.join(f'{t.name}={t.shape[0]}' for t in tensors)}); pass batched=True if it is one")
