@@ -13,6 +13,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,29 +32,23 @@ def per_call_us(fn, iterations: int) -> float:
     return (time.perf_counter() - t0) / iterations * 1e6
 
 
+_ECHO = "import os\nwhile True:\n    data = os.read(0, 5)\n    if not data: break\n    os.write(1, data)\n"
+
+
 def pipe_round_trip_us(iterations: int) -> float:
     """A 5-byte message to a child process and back: the floor of any cross-process call."""
-    to_child, child_in = os.pipe()
-    child_out, from_child = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.close(child_in)
-        os.close(child_out)
-        while True:
-            data = os.read(to_child, 5)
-            if not data:
-                os._exit(0)
-            os.write(from_child, data)
-    os.close(to_child)
-    os.close(from_child)
+    child = subprocess.Popen([sys.executable, "-c", _ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    to_child, from_child = child.stdin.fileno(), child.stdout.fileno()
+    os.write(to_child, b"warm!")
+    os.read(from_child, 5)
     t0 = time.perf_counter()
     for _ in range(iterations):
-        os.write(child_in, b"ping!")
-        os.read(child_out, 5)
+        os.write(to_child, b"ping!")
+        os.read(from_child, 5)
     elapsed = (time.perf_counter() - t0) / iterations * 1e6
-    os.close(child_in)
-    os.close(child_out)
-    os.waitpid(pid, 0)
+    child.stdin.close()
+    child.wait()
+    child.stdout.close()
     return elapsed
 
 
