@@ -27,6 +27,7 @@ def _die_with_parent() -> None:
 def main() -> int:
     commands = os.dup(0)
     replies = os.dup(1)
+    os.set_blocking(commands, False)  # receive polls, then waits in select
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # prints from the engine must not corrupt the reply pipe
@@ -36,6 +37,8 @@ def main() -> int:
     _die_with_parent()
     if os.getppid() != parent:
         return 0
+
+    import numpy as np
 
     from unirt import registry
     from unirt.isolation import (ATTACH_INPUTS, ATTACH_OUTPUTS, CLOSE, ERROR, GROW, LOAD, OK, RUN, error_payload,
@@ -77,9 +80,7 @@ def main() -> int:
             wanted = [names[i] for i in struct.unpack(f"<{len(payload) // 2}H", payload)]
             try:
                 inputs.refresh()  # type: ignore[union-attr]
-                values = runner.run(dict(inputs), wanted)  # type: ignore[arg-type]
-                import numpy as np
-
+                values = runner.run(inputs.views(), wanted)  # type: ignore[union-attr]
                 results = {n: np.ascontiguousarray(v) for n, v in zip(wanted, values)}
             except BaseException as exc:  # noqa: BLE001
                 send(replies, ERROR, error_payload(exc))

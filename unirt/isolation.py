@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -35,6 +37,9 @@ _FRAME = struct.Struct("<cI")
 LOAD, ATTACH_INPUTS, ATTACH_OUTPUTS, RUN, CLOSE = b"L", b"I", b"O", b"R", b"C"
 OK, ERROR, GROW = b"K", b"E", b"G"
 _MIN_REGION = 64 * 1024
+#: How long a process polls for the other's message before sleeping (see `receive`).
+SPIN_SECONDS = 200e-6
+_yield = getattr(os, "sched_yield", lambda: None)
 _WORKER = "import sys; del sys.path[0]; import unirt._isolated_worker as w; sys.exit(w.main())"
 
 
@@ -45,25 +50,45 @@ def send(fd: int, op: bytes, payload: bytes = b"") -> None:
         view = view[os.write(fd, view):]
 
 
-def _read_exact(fd: int, n: int) -> bytes | None:
-    chunks = []
-    while n:
-        chunk = os.read(fd, n)
-        if not chunk:
+def _read(fd: int, n: int, spin_until: float) -> bytes:
+    """os.read on a non-blocking pipe: poll until `spin_until` (yielding the CPU to anything else that wants it,
+    such as the other process when both share a core), then sleep in select until there is data."""
+    while True:
+        try:
+            return os.read(fd, n)
+        except BlockingIOError:
+            if time.perf_counter() < spin_until:
+                _yield()
+            else:
+                select.select([fd], [], [])
+
+
+def receive(fd: int, spin: float = SPIN_SECONDS) -> tuple[bytes, bytes] | None:
+    """(op, payload), or None when the other process closed the pipe (exited or died). `fd` is non-blocking.
+
+    A reply usually comes within microseconds: polling for `spin` seconds before sleeping saves the wake-up,
+    which costs tens of microseconds on a busy machine. The two processes take turns (one message, then its
+    reply), so a read never takes in part of a next message; a large message (a model given as bytes) is read to
+    its length.
+    """
+    until = time.perf_counter() + spin
+    data = _read(fd, 65536, until)
+    while len(data) < _FRAME.size:
+        more = _read(fd, _FRAME.size - len(data), until) if data else b""
+        if not more:
             return None  # the other end is gone
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
-
-
-def receive(fd: int) -> tuple[bytes, bytes] | None:
-    """(op, payload), or None when the other process closed the pipe (exited or died)."""
-    head = _read_exact(fd, _FRAME.size)
-    if head is None:
-        return None
-    op, length = _FRAME.unpack(head)
-    payload = _read_exact(fd, length) if length else b""
-    return None if payload is None else (op, payload)
+        data += more
+    op, length = _FRAME.unpack_from(data)
+    if len(data) >= _FRAME.size + length:
+        return op, data[_FRAME.size:_FRAME.size + length]
+    chunks, got = [data[_FRAME.size:]], len(data) - _FRAME.size
+    while got < length:
+        more = _read(fd, min(length - got, 1 << 20), until)
+        if not more:
+            return None
+        chunks.append(more)
+        got += len(more)
+    return op, b"".join(chunks)
 
 
 def error_payload(exc: BaseException) -> bytes:
@@ -128,6 +153,7 @@ class IsolatedRunner(BackendSession):
                                       env=env, close_fds=True)
         self._to = self._proc.stdin.fileno()  # type: ignore[union-attr]
         self._from = self._proc.stdout.fileno()  # type: ignore[union-attr]
+        os.set_blocking(self._from, False)  # receive polls, then waits in select
         self._inputs_region = None
         self._outputs_region = None
         try:

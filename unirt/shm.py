@@ -398,6 +398,10 @@ class SharedTensors(Mapping[str, np.ndarray]):
     def name(self) -> str:
         return self.region.name
 
+    def views(self) -> dict[str, np.ndarray]:
+        """Every tensor as {name: view}, in table order (a fresh dict; the views are shared)."""
+        return dict(self._views)
+
     def slots(self) -> dict[str, TensorSlot]:
         """Offset, shape and dtype of every tensor (e.g. to reference them as Triton shared-memory regions)."""
         return dict(self._slots)
