@@ -244,6 +244,8 @@ def test_max_batch_splits_dynamic_requests(dynamic_conv, conv_model):
         unirt.Session(conv_model("static"), backend="onnxruntime", max_batch=2)
     with pytest.raises(UnsupportedOptionError, match="max_batch must be"):
         unirt.Session(conv_model("dynamic"), backend="onnxruntime", max_batch=0)
+    with pytest.raises(UnsupportedOptionError, match="batched must be"):
+        unirt.Session(conv_model("dynamic"), backend="onnxruntime", batched=1)
 
 
 def test_batched_false_keeps_static_dims_strict(conv_model):

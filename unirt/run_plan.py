@@ -16,7 +16,7 @@ from .arena import Arena
 from .backend import BackendSession
 from .batch_runner import BatchRunner, BatchStats, check_request_out
 from .batching import BatchSpec
-from .errors import BackendCrashedError, InputError, RunError, UnirtError, UnsupportedOptionError
+from .errors import BackendCrashedError, InputError, RunError, UnirtError
 from .feeds import BatchSizeMismatch
 from .outputs import POOL_MIN_BYTES, OutputPlanner
 from .pool import BufferPool
@@ -30,8 +30,6 @@ class RunPlan:
     def __init__(self, runner: BackendSession, backend: str, inputs: Sequence[TensorInfo],
                  outputs: Sequence[TensorInfo], check: Any, *, batch: BatchSpec, max_batch: int | None,
                  pool: BufferPool, arena: Arena | None, pooled_outputs: bool | str, label: str) -> None:
-        if not isinstance(pooled_outputs, bool) and pooled_outputs != "auto":
-            raise UnsupportedOptionError(f"pooled_outputs must be 'auto', True or False, got {pooled_outputs!r}")
         self._backend = backend
         self._run = runner.run
         self._run_into = getattr(runner, "run_into", None)

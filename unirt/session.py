@@ -11,11 +11,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import registry
-from .backend import PRECISIONS, BackendSession, LoadOptions
-from .devices import Device
 from .arena import Arena
+from .backend import PRECISIONS, BackendSession, LoadOptions
 from .batch_runner import BatchStats
 from .batching import BatchSpec
+from .devices import Device
 from .errors import (BackendUnavailableError, InputError, ModelFormatError, ModelLoadError, RunError,
                      SessionClosedError, UnirtError, UnsupportedOptionError)
 from .feeds import BatchSizeMismatch, InputChecker
@@ -38,7 +38,14 @@ def _check_options(threads: Any, precision: Any, backend_options: Any) -> None:
         raise UnsupportedOptionError(f"backend_options must be a dict, got {type(backend_options).__name__}")
 
 
-def _check_memory_options(max_batch: Any, pool: Any, arena: Any) -> None:
+def _check_memory_options(max_batch: Any, batched: Any, pool: Any, pooled_outputs: Any, arena: Any,
+                          isolate: Any) -> None:
+    if batched is not None and not isinstance(batched, bool):
+        raise UnsupportedOptionError(f"batched must be True, False or None (read from the model), got {batched!r}")
+    if not isinstance(pooled_outputs, bool) and pooled_outputs != "auto":
+        raise UnsupportedOptionError(f"pooled_outputs must be 'auto', True or False, got {pooled_outputs!r}")
+    if not isinstance(isolate, bool):
+        raise UnsupportedOptionError(f"isolate must be True or False, got {isolate!r}")
     if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
         raise UnsupportedOptionError(f"max_batch must be a positive integer or None, got {max_batch!r}")
     if pool is not None and not isinstance(pool, BufferPool):
@@ -64,9 +71,9 @@ class Session:
     Thread safety: `run` may be called from several threads at once when the backend allows it (ONNX Runtime
     does); `close` must not race with `run`. Sessions sharing an `arena` run one at a time.
 
-    Memory and batching (see the README): outputs of at least 64 KiB (all with `pooled_outputs=True`) are written
-    by the backend into buffers from `pool` (the session's own BufferPool unless one is given) or `arena`, reused
-    across runs. A static-batch model pads or splits requests of another batch size; `max_batch` splits larger
+    Memory and batching (see the README): outputs of at least 64 KiB with their dynamic dims at 1 (all with
+    `pooled_outputs=True`) are written by the backend into buffers from `pool` (the session's own BufferPool unless
+    one is given) or `arena`, reused across runs. A static-batch model pads or splits requests of another batch size; `max_batch` splits larger
     requests for a dynamic one; `batched=False` turns both off. `run_many` packs requests into few runs.
     `isolate=True` runs the backend in a child process: a native crash raises BackendCrashedError and the next
     call restarts it.
@@ -95,7 +102,7 @@ class Session:
         #: The `unirt.conversion.Conversion` made on load when the backend converts the model's format, else None.
         self.conversion = None
         _check_options(threads, precision, backend_options)
-        _check_memory_options(max_batch, pool, arena)
+        _check_memory_options(max_batch, batched, pool, pooled_outputs, arena, isolate)
         requested = Device.parse(device)
         self._model = open_model(model)
         self._selection: Explanation | None = None
@@ -115,9 +122,19 @@ class Session:
             runner = self._load_isolated(name)
         else:
             runner = runner or self._load(name)
-        self._isolated = bool(isolate)
+        self._isolated = isolate
         self._backend_name = name
         self._runner = runner
+        try:
+            self._setup(runner, resolved, precision, max_batch, batched, pool, pooled_outputs, arena)
+        except BaseException:
+            self._runner = None
+            runner.close()  # an option refused after loading: the engine (or isolated child) must not linger
+            raise
+        self._run = runner.run  # bound once: the hot path does no attribute lookups on the runner
+
+    def _setup(self, runner: BackendSession, resolved: str, precision: str, max_batch: int | None,
+               batched: bool | None, pool: BufferPool | None, pooled_outputs: bool | str, arena: Arena | None) -> None:
         self._inputs = tuple(runner.inputs)
         self._outputs = tuple(runner.outputs)
         self._device = str(getattr(runner, "device", resolved) or resolved)
@@ -131,11 +148,11 @@ class Session:
         self._output_infos = {o.name: o for o in self._outputs}
         if pool is None:
             pool = self._own_pool = BufferPool()
-        label = f"{os.path.basename(self._model.name)} on {name} (session {next(_session_numbers)})"
-        self._plan = RunPlan(runner, name, self._inputs, self._outputs, self._check, batch=self._batch,
-                             max_batch=max_batch, pool=pool, arena=arena, pooled_outputs=pooled_outputs, label=label)
+        label = f"{os.path.basename(self._model.name)} on {self._backend_name} (session {next(_session_numbers)})"
+        self._plan = RunPlan(runner, self._backend_name, self._inputs, self._outputs, self._check,
+                             batch=self._batch, max_batch=max_batch, pool=pool, arena=arena,
+                             pooled_outputs=pooled_outputs, label=label)
         self._planned = self._plan.active
-        self._run = runner.run  # bound once: the hot path does no attribute lookups on the runner
 
     # -- loading ---------------------------------------------------------------------------------------------
     def _choose(self, backend: str, device: Device) -> tuple[str, str]:
