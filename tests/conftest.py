@@ -59,11 +59,18 @@ def test_plugins(tmp_path, monkeypatch):
     unirt.refresh()
 
 
-def _unirt_segments() -> set[str]:
+def _unirt_segments() -> dict[str, int]:
+    """unirt's segments in /dev/shm ("unirt.<pid>.<n>") and the pid of the process that made each."""
     try:
-        return {n for n in os.listdir("/dev/shm") if n.startswith("unirt.")}
+        names = os.listdir("/dev/shm")
     except OSError:  # no /dev/shm listing here (macOS): nothing to check
-        return set()
+        return {}
+    found = {}
+    for name in names:
+        parts = name.split(".")
+        if len(parts) == 3 and parts[0] == "unirt" and parts[1].isdigit():
+            found[name] = int(parts[1])
+    return found
 
 
 def _pid_alive(pid: int) -> bool:
@@ -83,6 +90,6 @@ def no_leaked_shared_memory():
     before = _unirt_segments()
     yield
     gc.collect()
-    leaked = sorted(n for n in _unirt_segments() - before
-                    if int(n.split(".")[1]) == os.getpid() or not _pid_alive(int(n.split(".")[1])))
+    leaked = sorted(n for n, pid in _unirt_segments().items()
+                    if n not in before and (pid == os.getpid() or not _pid_alive(pid)))
     assert not leaked, f"shared-memory segments leaked by the test suite: {leaked}"
