@@ -1,11 +1,13 @@
 """Generate the support matrix (model x backend: pass, or the failure and its reason) from real runs.
 
     python scripts/support_matrix.py [--output docs/support-matrix.md] [--backends onnxruntime,openvino,...]
-                                   [--only built,wheel,random]
+                                   [--only built,wheel,random] [--cache-dir DIR]
 
 Every cell comes from `unirt.testing.conformance` (the same checks as the conformance suite, against ONNX Runtime
-or the onnx wheel's stored outputs, at fp32 with 1 thread) on this machine's installed backends. Nothing in the
-output is typed by hand: re-run it after changing a plugin or upgrading an engine.
+or the onnx wheel's stored outputs, at fp32 with 1 thread) on this machine's installed backends. A backend that
+converts ONNX on load (ncnn, MNN) converts every model, verified, into a conversion cache: a temporary one unless
+--cache-dir names one. Nothing in the output is typed by hand: re-run it after changing a plugin or upgrading an
+engine.
 """
 
 from __future__ import annotations
@@ -13,14 +15,19 @@ from __future__ import annotations
 import argparse
 import datetime
 import logging
+import os
+import re
 import sys
 import tempfile
 from pathlib import Path
 
 import unirt
+from unirt.cli.backends_cmd import formats_cell
 from unirt.testing.conformance import (BUILT_MODELS, TOLERANCES, Outcome, check_built, check_case, random_cases,
                                        wheel_cases)
 
+_PATH = re.compile(r"/[^\s:]*/[^\s:]+: ")
+_CONVERTER_FAILED = re.compile(r"\b\w+: converting failed: ConversionError: ")
 STATUS = {"pass": "pass", "refused": "refused", "wrong": "WRONG", "error": "error", "unsupported": "—"}
 
 
@@ -28,9 +35,9 @@ def cell(outcome: Outcome, width: int = 90) -> str:
     if outcome.status in ("pass", "unsupported"):
         return STATUS[outcome.status]
     detail = " ".join(outcome.detail.split()).replace("|", "\\|")
-    # drop the model path unirt puts first in load errors: the row already names the model
-    head, sep, rest = detail.partition(".onnx: ")
-    detail = rest if sep and "/" in head else detail
+    # drop the file paths unirt puts in errors (the model's; a conversion's work folder): the row names the model
+    detail = _PATH.sub("", detail)
+    detail = _CONVERTER_FAILED.sub("", detail)  # "ConversionError: ncnn: converting failed: ConversionError: ..."
     if len(detail) > width:
         detail = detail[: width - 1] + "…"
     return f"{STATUS[outcome.status]}: {detail}" if detail else STATUS[outcome.status]
@@ -41,7 +48,15 @@ def main() -> int:
     ap.add_argument("--output", type=Path, default=Path("docs/support-matrix.md"))
     ap.add_argument("--backends", help="comma-separated (default: every installed backend)")
     ap.add_argument("--only", default="built,wheel,random", help="which model sets: built, wheel, random")
+    ap.add_argument("--cache-dir", type=Path, help="conversion cache for converting backends (default: a temporary "
+                                                   "one, removed at the end)")
     args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="unirt_matrix_cache_") as cache:
+        os.environ["UNIRT_CACHE_DIR"] = str(args.cache_dir or cache)  # conversions run in children: they inherit it
+        return write_matrix(args)
+
+
+def write_matrix(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     infos = unirt.backends(include_missing=True)
     wanted = args.backends.split(",") if args.backends else [b.name for b in infos if b.installed]
@@ -69,18 +84,23 @@ def main() -> int:
                       "wheel's stored outputs or with ONNX Runtime (random-weight copies, built models; the TFLite "
                       "backend runs each built model's TFLite twin). Tolerance at fp32: relative L2 error "
                       f"<= {TOLERANCES['fp32'].rel_l2:g} and max abs error <= {TOLERANCES['fp32'].max_rel:g} x max "
-                      "|reference|; integer and bool outputs exact. `refused` is a clear unirt error at load "
-                      "(the engine's own reason); `WRONG` is an answer outside the tolerance; `—` is a format the "
-                      "backend does not read.", "", "## Backends", "",
-                      "| backend | engine | status | pass | refused | WRONG | error | not read |", "|---|---|---|---|---|---|---|---|"]
+                      "|reference|; integer and bool outputs exact. A backend that converts ONNX on load (formats "
+                      "\"onnx (converted)\") converts each model with its own converter, verified against ONNX "
+                      "Runtime. `refused` is a clear unirt error at load (the engine's or converter's own reason, or "
+                      "the measured error of a conversion its verification rejected); `WRONG` is an answer outside "
+                      "the tolerance; `error` is a unirt error while running; `—` is a format the backend neither "
+                      "reads nor converts.",
+                      "", "## Backends", "",
+                      "| backend | engine | formats | status | pass | refused | WRONG | error | not read |",
+                      "|---|---|---|---|---|---|---|---|---|"]
     for name in wanted:
         b = info.get(name)
         if b is None:
             continue
         counts = {s: sum(1 for _, _, r in rows if name in r and r[name].status == s) for s in STATUS}
         status = "available" if b.available else f"unavailable: {b.reason}"
-        out.append(f"| {name} | {b.engine_version or '—'} | {status} | {counts['pass']} | {counts['refused']} | "
-                   f"{counts['wrong']} | {counts['error']} | {counts['unsupported']} |")
+        out.append(f"| {name} | {b.engine_version or '—'} | {formats_cell(b)} | {status} | {counts['pass']} | "
+                   f"{counts['refused']} | {counts['wrong']} | {counts['error']} | {counts['unsupported']} |")
     out += ["", "## Models", "", "| set | model | " + " | ".join(usable) + " |",
             "|---|---|" + "---|" * len(usable)]
     for label, model, results in rows:

@@ -32,6 +32,19 @@ def test_backends_table_and_json(test_plugins, capsys):
     assert rows["reference"]["available"] and not rows["broken"]["available"]
 
 
+def test_backends_formats_column_shows_what_is_converted():
+    from unirt import BackendInfo
+    from unirt.cli.backends_cmd import formats_cell
+
+    converting = BackendInfo("mnn", True, True, "", formats=("mnn",), converts_from=("onnx",))
+    assert formats_cell(converting) == "mnn, onnx (converted)"
+    assert formats_cell(BackendInfo("onnxruntime", True, True, "", formats=("onnx",))) == "onnx"
+    # read as it is on load, and convertible with `unirt convert --to openvino`: not "(converted)"
+    reads_too = BackendInfo("openvino", True, True, "", formats=("onnx", "openvino"), converts_from=("onnx",))
+    assert formats_cell(reads_too) == "onnx, openvino"
+    assert formats_cell(BackendInfo("missing", False, False, "not installed")) == "-"
+
+
 def test_run_with_random_inputs(test_plugins, model, capsys):
     assert main(["run", str(model("dynamic_mlp")), "--backend", "reference", "--shape", "x=3x8",
                  "--iterations", "2"]) == 0

@@ -197,3 +197,42 @@ def test_sidecar_json_is_plain(tmp_path):
     main.write_bytes(b"")
     path = write_sidecar(main, [TensorInfo("x", (None, 2), np.int64)], [])
     assert json.loads(path.read_text())["inputs"] == [{"name": "x", "shape": [None, 2], "dtype": "int64"}]
+
+
+@pytest.mark.parametrize("name", ["test_Conv1d", "test_Conv1d_dilated", "test_Conv1d_groups", "test_Conv1d_pad2",
+                                  "test_Conv1d_stride"])
+def test_conv1d_fixup_keeps_the_meaning(name):
+    """MNN leaves a trailing dim of 1 on a 1-D convolution's output; the rewrite as a 2-D one answers the same."""
+    case = next(c for c in testing.conformance_cases(("pytorch-converted",)) if c.name.endswith("/" + name))
+    proto = onnx.load(str(case.model))
+    notes = fixups.conv1d_as_conv2d(proto)
+    assert notes and "1-D Conv" in notes[0] and fixups.conv1d_as_conv2d(proto) == []  # idempotent
+    assert "Squeeze" in [n.op_type for n in proto.graph.node]
+    onnx.checker.check_model(proto)
+    feeds = {i.name: x for i, x in zip(proto.graph.input, case.inputs)}
+    np.testing.assert_allclose(ort_run(proto, feeds)[0], case.outputs[0], rtol=1e-5, atol=1e-6)
+
+
+def test_conv1d_fixup_at_opset_13_and_leaves_2d_alone(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((5, 4, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((2, 5, 1, 1)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], strides=[2], pads=[1, 1]),  # no kernel_shape: from w1
+             helper.make_node("Unsqueeze", ["h", "ax"], ["h4"]),
+             helper.make_node("Conv", ["h4", "w2"], ["y"], kernel_shape=[1, 1])]
+    ax = numpy_helper.from_array(np.array([3], np.int64), "ax")
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 5, 1])], [w1, w2, ax])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    original = proto.SerializeToString()
+    notes = fixups.conv1d_as_conv2d(proto)
+    assert len(notes) == 1 and notes[0].startswith("rewrote 1 1-D Conv nodes")
+    kernels = [list(a.ints) for n in proto.graph.node if n.op_type == "Conv" for a in n.attribute
+               if a.name == "kernel_shape"]
+    assert kernels == [[1, 1]]  # the 2-D one as it was; the rewritten one takes its kernel from the weight
+    onnx.checker.check_model(proto)
+    x = rng.standard_normal((3, 4, 10)).astype(np.float32)
+    np.testing.assert_allclose(ort_run(proto, {"x": x})[0], ort_run(onnx.load_from_string(original), {"x": x})[0],
+                               rtol=1e-5, atol=1e-6)

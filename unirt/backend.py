@@ -101,7 +101,9 @@ class Backend(abc.ABC):
         """Convert `model` (a format in `converts_from`) into this backend's native format inside `out_dir`.
 
         Called by unirt's conversion layer, which owns caching, running it in a child process and verifying the
-        result; a plugin only calls its converter. Raise ConversionError with the converter's own message.
+        result; a plugin only calls its converter. Raise ConversionError with the converter's own message. Facts
+        only the converter knows can go into the sidecar (`unirt.conversion.signature.write_sidecar` extras): the
+        conversion layer adds the source's signature and keeps them.
         """
         raise UnsupportedOptionError(f"backend {self.name!r} converts no model formats")
 

@@ -46,6 +46,9 @@ class BackendInfo:
     engine_version: str | None = None
     formats: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()
+    #: Formats it converts into its own with its engine's converter (`Backend.converts_from`, `unirt convert --to`);
+    #: a Session converts on load those of them it does not read (`formats`) as they are.
+    converts_from: tuple[str, ...] = ()
 
 
 class _Entry:
@@ -151,6 +154,7 @@ def _info(name: str) -> BackendInfo:
         distribution=entry.distribution, plugin_version=entry.version, engine_version=avail.version,
         formats=tuple(sorted(f.value for f in backend.formats)) if backend is not None else (),
         devices=avail.devices,
+        converts_from=tuple(sorted(f.value for f in backend.converts_from)) if backend is not None else (),
     )
 
 

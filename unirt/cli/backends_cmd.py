@@ -7,14 +7,23 @@ import dataclasses
 import json
 
 from .. import backends, hardware
+from ..registry import BackendInfo
 from .table import render
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("backends", help="list backends: version, availability (or why not), devices")
+    p = sub.add_parser("backends", help="list backends: version, availability (or why not), devices, formats read "
+                                        "and converted")
     p.add_argument("--all", action="store_true", help="also list this project's backends that are not installed")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=run)
+
+
+def formats_cell(info: BackendInfo) -> str:
+    """What a Session on this backend takes: the formats it reads, then those it converts on load ("ncnn, onnx
+    (converted)"). A format it both reads and converts (OpenVINO's ONNX) is read as it is on load."""
+    return ", ".join(list(info.formats) + [f"{f} (converted)" for f in info.converts_from
+                                           if f not in info.formats]) or "-"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table = [(r.name, r.engine_version or "-", r.plugin_version or "-",
               "available" if r.available else (r.reason if not r.installed else f"unavailable: {r.reason}"), ", ".join(r.devices) or "-",
-              ", ".join(r.formats) or "-") for r in rows]
-    print(render(["backend", "version", "plugin", "status", "devices", "formats"], table))
+              formats_cell(r), ", ".join(r.converts_from) or "-") for r in rows]
+    print(render(["backend", "version", "plugin", "status", "devices", "formats", "unirt convert from"], table))
     return 0

@@ -24,7 +24,7 @@ def _main() -> int:
     from ..errors import UnirtError
     from ..formats import open_model
     from ..session import Session
-    from .signature import infos_from_json, write_sidecar
+    from .signature import infos_from_json, plugin_notes, write_sidecar
 
     result: dict = {}
     try:
@@ -37,7 +37,8 @@ def _main() -> int:
         main = converted.path
         if main is None:
             raise TypeError(f"{spec['backend']}.convert() returned a model without a path")
-        write_sidecar(main, infos_from_json(spec["inputs"]), infos_from_json(spec["outputs"]), **spec["sidecar"])
+        write_sidecar(main, infos_from_json(spec["inputs"]), infos_from_json(spec["outputs"]),
+                      **{**plugin_notes(main), **spec["sidecar"]})
         files = [str(f) for f in (converted.files or (main,))]
         result.update(main=str(main), files=files)
         print(json.dumps({"stage": "converted"}), flush=True)

@@ -7,6 +7,8 @@ Each fixup keeps the model's meaning (ONNX semantics) and spells out what conver
 - BatchNormalization without `epsilon`: MNN ignores ONNX's default (1e-5); written out explicitly.
 - Initializers listed as graph inputs (IR < 4 style): pnnx takes them for real inputs and fails; they are dropped
   from the inputs (they stay constants).
+- 1-D Conv: MNN's converter turns it into a 2-D convolution and leaves the extra trailing dim of 1 on the output
+  ([N, C, L, 1] where ONNX says [N, C, L]; values right). Written out as Unsqueeze -> 2-D Conv -> Squeeze.
 Each function edits the ModelProto in place and returns a one-line description per change.
 """
 
@@ -19,7 +21,7 @@ import numpy as np
 __all__ = ["FIXUPS", "FIXUPS_VERSION", "apply_fixups"]
 
 #: Part of the conversion cache key: bump when a fixup changes what it writes.
-FIXUPS_VERSION = "1"
+FIXUPS_VERSION = "2"
 
 _COERCING_OPS = ("Softmax", "LogSoftmax", "Hardmax")
 
@@ -119,7 +121,67 @@ def coerced_softmax_axis(model: Any) -> list[str]:
     return notes
 
 
-FIXUPS: tuple[Callable[[Any], list[str]], ...] = (initializers_as_inputs, coerced_softmax_axis, batchnorm_epsilon)
+def _kernel_rank(node: Any, model: Any, shapes: dict[str, tuple] | None) -> int | None:
+    attr = next((a for a in node.attribute if a.name == "kernel_shape"), None)
+    if attr is not None:
+        return len(attr.ints)
+    weight = next((i for i in model.graph.initializer if i.name == node.input[1]), None)
+    if weight is not None:
+        return len(weight.dims) - 2
+    shape = (shapes or {}).get(node.input[1])
+    return len(shape) - 2 if shape else None
+
+
+def conv1d_as_conv2d(model: Any) -> list[str]:
+    """1-D Conv -> Unsqueeze(3) of input and weight, 2-D Conv with a trailing kernel dim of 1, Squeeze(3)."""
+    from onnx import helper, numpy_helper
+
+    convs = [n for n in model.graph.node if n.op_type == "Conv" and n.domain in ("", "ai.onnx") and len(n.input) > 1]
+    if not convs:
+        return []
+    shapes = None if all(any(a.name == "kernel_shape" for a in n.attribute) for n in convs) \
+        else _ranks_and_shapes(model)
+    targets = [n for n in convs if _kernel_rank(n, model, shapes) == 1]
+    if not targets:
+        return []
+    # Axis 3: a 1-D convolution's input and weight are rank 3 (and opsets before 11 take no negative axes).
+    as_input = _default_opset(model) >= 13  # Unsqueeze/Squeeze take axes as an input from opset 13
+    axes_name = "unirt_fix_conv1d_axes"
+    if as_input:
+        model.graph.initializer.append(numpy_helper.from_array(np.array([3], np.int64), axes_name))
+    new_nodes = []
+    for node in model.graph.node:
+        if node not in targets:
+            new_nodes.append(node)
+            continue
+        tag = f"unirt_fix_conv1d_{node.output[0]}"
+
+        def unsqueeze(src: str, dst: str) -> Any:
+            return (helper.make_node("Unsqueeze", [src, axes_name], [dst], name=f"{dst}_op") if as_input else
+                    helper.make_node("Unsqueeze", [src], [dst], axes=[3], name=f"{dst}_op"))
+
+        new_nodes += [unsqueeze(node.input[0], f"{tag}_x"), unsqueeze(node.input[1], f"{tag}_w")]
+        attrs = {}
+        for a in node.attribute:
+            value = helper.get_attribute_value(a)
+            if a.name in ("kernel_shape", "strides", "dilations"):
+                value = list(value) + [1]
+            elif a.name == "pads":
+                value = [value[0], 0, value[1], 0]
+            attrs[a.name] = value
+        inputs = [f"{tag}_x", f"{tag}_w"] + list(node.input[2:])
+        new_nodes.append(helper.make_node("Conv", inputs, [f"{tag}_y"], name=node.name or f"{tag}_conv", **attrs))
+        new_nodes.append(helper.make_node("Squeeze", [f"{tag}_y", axes_name], [node.output[0]], name=f"{tag}_sq")
+                         if as_input else
+                         helper.make_node("Squeeze", [f"{tag}_y"], [node.output[0]], axes=[3], name=f"{tag}_sq"))
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    return [f"rewrote {len(targets)} 1-D Conv nodes as 2-D convolutions between Unsqueeze and Squeeze (MNN leaves "
+            "a trailing dim of 1 on a 1-D convolution's output)"]
+
+
+FIXUPS: tuple[Callable[[Any], list[str]], ...] = (initializers_as_inputs, coerced_softmax_axis, batchnorm_epsilon,
+                                                  conv1d_as_conv2d)
 
 
 def apply_fixups(model: Any) -> list[str]:

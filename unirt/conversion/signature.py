@@ -2,7 +2,9 @@
 
 Converters rename tensors (pnnx calls them in0/out0) and forget dynamic dims (MNN stores a dynamic batch as 1), so
 the conversion writes the ONNX signature into a JSON sidecar next to the converted model (`<stem>.unirt.json`).
-A plugin loading that model reads it back to present the same inputs and outputs as the ONNX model.
+A plugin loading that model reads it back to present the same inputs and outputs as the ONNX model. A plugin's
+converter may first write notes of its own there (what only the converter knows, e.g. pnnx's batch axes): the
+conversion layer keeps them (`plugin_notes`).
 Reading a sidecar needs no onnx; `onnx_signature` (reading an ONNX model) imports onnx.
 """
 
@@ -17,8 +19,8 @@ import numpy as np
 from ..errors import ConversionError
 from ..tensor import TensorInfo
 
-__all__ = ["SIDECAR_SUFFIX", "sidecar_path", "write_sidecar", "read_sidecar", "onnx_signature", "infos_to_json",
-           "infos_from_json", "concrete_shape"]
+__all__ = ["SIDECAR_SUFFIX", "sidecar_path", "write_sidecar", "read_sidecar", "plugin_notes", "onnx_signature",
+           "infos_to_json", "infos_from_json", "concrete_shape"]
 
 SIDECAR_SUFFIX = ".unirt.json"
 
@@ -43,6 +45,16 @@ def write_sidecar(model_path: Path, inputs: Sequence[TensorInfo], outputs: Seque
     path.write_text(json.dumps({"inputs": infos_to_json(inputs), "outputs": infos_to_json(outputs), **extra},
                                indent=1))
     return path
+
+
+def plugin_notes(model_path: Path) -> dict[str, Any]:
+    """What a plugin's converter wrote into the sidecar itself (e.g. ncnn's batch axes, known only to pnnx): every
+    key but the signature, which the conversion layer writes over it. Empty when there is none."""
+    try:
+        data = json.loads(sidecar_path(model_path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if k not in ("inputs", "outputs")} if isinstance(data, dict) else {}
 
 
 def read_sidecar(model_path: Path | None) -> dict[str, Any] | None:

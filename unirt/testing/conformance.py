@@ -13,9 +13,16 @@ per-precision tolerances below — on the models `unirt.testing.models` builds, 
 and on random-weight copies of the wheel's light models.
 
 A backend that reads another format overrides `model_file` to give the same model in its format (the TFLite
-plugin builds twins with `unirt.testing.tflite`); ONNX Runtime on the ONNX model stays the reference. Models the
-backend refuses on purpose are listed in `refuses` with a piece of the reason; anything else it refuses, or
-answers wrongly, fails. `check_case` is also what `scripts/support_matrix.py` uses to write the support matrix.
+plugin builds twins with `unirt.testing.tflite`); ONNX Runtime on the ONNX model stays the reference. A backend
+that converts ONNX on load (`Backend.converts_from`: ncnn, MNN) gets the ONNX models and converts each one.
+Models the backend refuses on purpose are listed in `refuses` with a piece of the reason; a refusal is a clear
+unirt error at load: `ModelLoadError`, and `ConversionError` where the backend converts the model (the converter's
+own message, or the measured error of a conversion its verification rejected) — `refusal_errors` says which. Models
+it is known to answer wrongly or fail on are listed in `known_failures` with why, and run as strict xfails (built
+models too: every test that loads one). Anything else it refuses, or answers wrongly, fails. Every case is a
+conversion in a child process on a converting backend, so such a backend may run `wheel_subset` (e.g.
+`REPRESENTATIVE_WHEEL_CASES`) instead of all of the onnx wheel's cases. `check_case` is also what
+`scripts/support_matrix.py` uses to write the support matrix (every case, every backend).
 
 Tolerances (`TOLERANCES`), both must hold for float outputs; int and bool outputs must be equal:
 | precision | relative L2 error | max abs error / max abs reference |
@@ -36,13 +43,15 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 import pytest
 
+from ..errors import ConversionError, ModelLoadError, UnsupportedOptionError
+from ..formats import ModelFormat
 from .cases import ConformanceCase, conformance_cases
 from .models import MODEL_BUILDERS, build
 from .random_weights import random_weight_cases
 
 __all__ = ["BackendConformance", "Tolerance", "TOLERANCES", "Outcome", "check_case", "check_built", "compare",
-           "sample_feeds", "wheel_cases", "random_cases",
-           "reference_outputs", "BUILT_MODELS"]
+           "sample_feeds", "wheel_cases", "random_cases", "refusal_errors", "reads_onnx",
+           "reference_outputs", "BUILT_MODELS", "REPRESENTATIVE_WHEEL_CASES"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,31 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 BUILT_MODELS: tuple[str, ...] = tuple(MODEL_BUILDERS)
+
+#: One or two of the onnx wheel's cases per kind of model, for backends whose every case is a conversion (a child
+#: process, 0.3-30 s each): two light CNNs (the three 60-140M-parameter fully connected nets, 13-30 s each to
+#: convert and verify, add nothing the random-weight CNNs do not cover), elementwise ops and activations, softmax
+#: variants, 1-D/2-D/3-D convolutions (static batch 2), transposed and depthwise ones, pooling, padding,
+#: reductions, reshapes and permutes, tiling, sequences, string and integer inputs, an expand whose random inputs
+#: are invalid, and models ONNX Runtime itself refuses (opset-6 AveragePool and Gemm, a training op).
+REPRESENTATIVE_WHEEL_CASES: tuple[str, ...] = (
+    "light_inception_v1", "light_squeezenet", "simple/test_single_relu_model", "simple/test_sign_model",
+    "simple/test_shrink", "simple/test_expand_shape_model1", "simple/test_sequence_model1",
+    "simple/test_sequence_model5", "simple/test_gradient_of_add",
+    "simple/test_strnorm_model_nostopwords_nochangecase", "pytorch-converted/test_AvgPool2d",
+    "pytorch-converted/test_Conv1d", "pytorch-converted/test_Conv2d", "pytorch-converted/test_Conv2d_depthwise",
+    "pytorch-converted/test_Conv3d", "pytorch-converted/test_ConvTranspose2d", "pytorch-converted/test_ConstantPad2d",
+    "pytorch-converted/test_ELU", "pytorch-converted/test_Embedding", "pytorch-converted/test_LogSoftmax",
+    "pytorch-converted/test_MaxPool1d", "pytorch-converted/test_MaxPool3d",
+    "pytorch-converted/test_MaxPool2d_stride_padding_dilation", "pytorch-converted/test_PixelShuffle",
+    "pytorch-converted/test_ReflectionPad2d", "pytorch-converted/test_Sigmoid", "pytorch-converted/test_Softmax",
+    "pytorch-converted/test_Softmin", "pytorch-converted/test_Tanh", "pytorch-operator/test_operator_chunk",
+    "pytorch-operator/test_operator_clip", "pytorch-operator/test_operator_conv",
+    "pytorch-operator/test_operator_flatten", "pytorch-operator/test_operator_index",
+    "pytorch-operator/test_operator_mm", "pytorch-operator/test_operator_permute2",
+    "pytorch-operator/test_operator_reduced_mean", "pytorch-operator/test_operator_repeat",
+    "pytorch-operator/test_operator_view",
+)
 
 
 def compare(actual: Any, expected: np.ndarray, tolerance: Tolerance, what: str = "") -> str | None:
@@ -124,6 +158,25 @@ def sample_feeds(name: str, seed: int = 0, batch: int = 3, hw: tuple[int, int] =
     raise KeyError(f"no sample inputs for model {name!r}")
 
 
+def reads_onnx(backend: str) -> bool:
+    """Whether `backend` takes an ONNX model: it reads ONNX, or converts it on load (`Backend.converts_from`)."""
+    from .. import registry
+
+    plugin = registry.get_backend(backend)
+    return ModelFormat.ONNX in plugin.formats or ModelFormat.ONNX in plugin.converts_from
+
+
+def refusal_errors(backend: str, fmt: ModelFormat = ModelFormat.ONNX) -> tuple[type[Exception], ...]:
+    """The unirt errors that are a clear refusal when `backend` loads a `fmt` model: ModelLoadError, and
+    ConversionError where the backend converts that format on load (the converter's own message, or the measured
+    error of a conversion that failed verification)."""
+    from .. import registry
+
+    plugin = registry.get_backend(backend)
+    return (ModelLoadError,) + ((ConversionError,) if fmt in plugin.converts_from and fmt not in plugin.formats
+                                else ())
+
+
 _ort_lock = threading.Lock()
 _ort_sessions: dict[str, Any] = {}
 
@@ -157,18 +210,17 @@ class Outcome:
 
 
 def check_case(backend: str, case: ConformanceCase, precision: str = "fp32",
-               session_kwargs: Mapping[str, Any] | None = None) -> Outcome:
-    """Run one onnx-wheel case (or random-weight copy) on `backend` and judge it against its reference."""
+               session_kwargs: Mapping[str, Any] | None = None,
+               refusals: tuple[type[Exception], ...] | None = None) -> Outcome:
+    """Run one onnx-wheel case (or random-weight copy) on `backend` and judge it against its reference.
+    `refusals`: the errors at load that make it "refused" (default `refusal_errors(backend)`)."""
     import unirt
 
-    from .. import registry
-    from ..formats import ModelFormat
-
-    if ModelFormat.ONNX not in registry.get_backend(backend).formats:
-        return Outcome("unsupported", f"{backend} does not read onnx")
+    if not reads_onnx(backend):
+        return Outcome("unsupported", f"{backend} neither reads nor converts onnx")
     try:
         sess = unirt.Session(case.model, backend=backend, precision=precision, **dict(session_kwargs or {}))
-    except (unirt.ModelLoadError, unirt.UnsupportedOptionError) as exc:
+    except (refusals or refusal_errors(backend)) + (UnsupportedOptionError,) as exc:
         return Outcome("refused", f"{type(exc).__name__}: {exc}")
     with sess:
         if len(sess.inputs) != len(case.inputs):
@@ -196,30 +248,35 @@ def check_built(backend: str, name: str, directory: Path, precision: str = "fp32
     import unirt
 
     from .. import registry
-    from ..formats import ModelFormat
 
-    formats = registry.get_backend(backend).formats
     onnx_path = build(name, directory)
-    if ModelFormat.ONNX in formats:
-        path = onnx_path
+    if reads_onnx(backend):
+        path, fmt = onnx_path, ModelFormat.ONNX
     else:
         from .tflite import TFLITE_BUILDERS, build_tflite
 
-        if ModelFormat.TFLITE not in formats:
+        if ModelFormat.TFLITE not in registry.get_backend(backend).formats:
             return Outcome("unsupported", f"{backend} reads neither onnx nor tflite")
         if name not in TFLITE_BUILDERS:
             return Outcome("unsupported", "no TFLite twin of this model")
-        path = build_tflite(name, directory)
-    feeds = sample_feeds(name, seed=1)
+        path, fmt = build_tflite(name, directory), ModelFormat.TFLITE
     try:
         sess = unirt.Session(path, backend=backend, precision=precision, **dict(session_kwargs or {}))
-    except (unirt.ModelLoadError, unirt.UnsupportedOptionError) as exc:
+    except refusal_errors(backend, fmt) + (UnsupportedOptionError,) as exc:
         return Outcome("refused", f"{type(exc).__name__}: {exc}")
     with sess:
-        try:
-            got = sess.run(feeds)
-        except unirt.UnirtError as exc:
-            return Outcome("error", f"{type(exc).__name__}: {exc}")
+        return _judge_built(sess, name, onnx_path, precision)
+
+
+def _judge_built(sess: Any, name: str, onnx_path: Path, precision: str) -> Outcome:
+    """Run a loaded built model on its sample inputs and judge it against ONNX Runtime on `onnx_path`."""
+    import unirt
+
+    feeds = sample_feeds(name, seed=1)
+    try:
+        got = sess.run(feeds)
+    except unirt.UnirtError as exc:
+        return Outcome("error", f"{type(exc).__name__}: {exc}")
     expected = reference_outputs(onnx_path, feeds)
     problems = [p for n in expected if (p := compare(got.get(n), expected[n], TOLERANCES[precision], n))] \
         if list(got) == list(expected) else [f"outputs {list(got)}, expected {list(expected)}"]
@@ -279,10 +336,27 @@ class BackendConformance:
     precision: ClassVar[str] = "fp32"
     #: Extra Session keyword arguments (threads, backend_options).
     session_kwargs: ClassVar[dict[str, Any]] = {"threads": 1}
-    #: Built models or wheel cases the backend refuses on purpose: {name: a piece of its ModelLoadError message}.
+    #: Built models or wheel cases the backend refuses on purpose: {name: a piece of its refusal's message}.
     refuses: ClassVar[dict[str, str]] = {}
-    #: Cases the backend is known to answer wrongly or fail to run: {name: why}. They run as strict xfails.
+    #: Cases the backend is known to answer wrongly or fail to run: {name: why}. They run as strict xfails; a
+    #: built model listed here makes every test that loads it one.
     known_failures: ClassVar[dict[str, str]] = {}
+    #: The unirt errors that are a refusal at load. None: `refusal_errors(backend, format)` — ModelLoadError, and
+    #: ConversionError where the backend converts the model's format on load.
+    refusal_errors: ClassVar[tuple[type[Exception], ...] | None] = None
+    #: The onnx wheel's cases to run (names, e.g. REPRESENTATIVE_WHEEL_CASES); None runs every one.
+    wheel_subset: ClassVar[Sequence[str] | None] = None
+
+    def pytest_generate_tests(self, metafunc: Any) -> None:
+        """Parametrize the wheel-case test with this class's `wheel_subset` (pytest calls this per class)."""
+        if "case_name" not in metafunc.fixturenames:
+            return
+        if metafunc.function.__name__ == "test_random_weight_model":
+            names = _RANDOM_NAMES
+        else:
+            subset = type(self).wheel_subset
+            names = _WHEEL_NAMES if subset is None else [n for n in _WHEEL_NAMES if n in set(subset)]
+        metafunc.parametrize("case_name", names)
 
     # -- hooks -------------------------------------------------------------------------------------------------
     def model_file(self, name: str, directory: Path) -> Path:
@@ -307,17 +381,40 @@ class BackendConformance:
         options = {"device": self.device, "precision": self.precision, **self.session_kwargs, **kwargs}
         return unirt.Session(path, backend=self.backend, **options)
 
-    def load(self, name: str, model_dir: Path, **kwargs: Any) -> Any:
-        """A Session on built model `name`, or the expected ModelLoadError checked and the test skipped."""
-        import unirt
+    def refusals(self, path: Path) -> tuple[type[Exception], ...]:
+        """The errors that count as this backend refusing the model at `path`."""
+        from ..formats import open_model
 
+        return self.refusal_errors or refusal_errors(self.backend, open_model(path).format)
+
+    def load(self, name: str, model_dir: Path, **kwargs: Any) -> Any:
+        """A Session on built model `name`; for a model in `refuses`, the declared refusal checked and the test
+        skipped; for one in `known_failures`, its failure checked and the test xfailed (strict: it must fail)."""
         path = self.model_file(name, model_dir)
         if name in self.refuses:
-            with pytest.raises(unirt.ModelLoadError) as err:
+            with pytest.raises(self.refusals(path)) as err:
                 self.open(path, **kwargs)
             assert self.refuses[name] in str(err.value), str(err.value)
             pytest.skip(f"{self.backend} refuses {name}, as declared: {err.value}")
+        if name in self.known_failures:
+            outcome = self._built_outcome(name, path)
+            if outcome.status == "pass":
+                pytest.fail(f"{name} is listed in known_failures but passes: remove it")
+            pytest.xfail(f"{self.known_failures[name]} ({outcome})")
         return self.open(path, **kwargs)
+
+    def _built_outcome(self, name: str, path: Path) -> Outcome:
+        """How built model `name` does: loaded, run on its sample inputs, compared with ONNX Runtime."""
+        import tempfile
+
+        import unirt
+
+        try:
+            sess = self.open(path)
+        except self.refusals(path) + (unirt.UnsupportedOptionError,) as exc:
+            return Outcome("refused", f"{type(exc).__name__}: {exc}")
+        with sess, tempfile.TemporaryDirectory() as tmp:
+            return _judge_built(sess, name, build(name, Path(tmp)), self.precision)
 
     def check(self, name: str, sess: Any, feeds: dict[str, np.ndarray], onnx_dir: Path,
               output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -522,18 +619,27 @@ class BackendConformance:
 
         model = self.model_file("dynamic_mlp", model_dir)
         options = {"device": self.device, "precision": self.precision, **self.session_kwargs}
-        check_malformed(model, backend=self.backend, workdir=tmp_path, session=options).assert_ok()
+        refusals = [e.__name__ for e in self.refusals(model)]
+        check_malformed(model, backend=self.backend, workdir=tmp_path, session=options,
+                        refusals=refusals).assert_ok()
 
-    @pytest.mark.parametrize("case_name", _WHEEL_NAMES)
-    def test_onnx_wheel_model(self, case_name: str) -> None:
+    def test_declarations_name_real_cases(self) -> None:
+        """Every name in `refuses` and `known_failures` is a built model or a case this class runs."""
+        subset = self.wheel_subset
+        run = set(BUILT_MODELS) | set(_RANDOM_NAMES) | set(_WHEEL_NAMES if subset is None else subset)
+        stale = sorted((set(self.refuses) | set(self.known_failures)) - run)
+        assert not stale, f"declared for cases this class does not run: {stale}"
+        unknown = sorted(set(subset or ()) - set(_WHEEL_NAMES))
+        assert not unknown or not _WHEEL_NAMES, f"wheel_subset names cases this onnx wheel lacks: {unknown}"
+
+    def test_onnx_wheel_model(self, case_name: str) -> None:  # parametrized by pytest_generate_tests
         self._judge(_by_name(wheel_cases, case_name))
 
-    @pytest.mark.parametrize("case_name", _RANDOM_NAMES)
     def test_random_weight_model(self, case_name: str) -> None:
         self._judge(_by_name(random_cases, case_name))
 
     def _judge(self, case: ConformanceCase) -> None:
-        outcome = check_case(self.backend, case, self.precision, self.session_kwargs)
+        outcome = check_case(self.backend, case, self.precision, self.session_kwargs, self.refusal_errors)
         if outcome.status == "unsupported":
             pytest.skip(outcome.detail)
         if case.name in self.known_failures:

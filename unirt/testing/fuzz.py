@@ -12,7 +12,8 @@ naming the variant instead of killing pytest. Usage in a plugin's tests:
         check_malformed(model_path, backend="mybackend", workdir=tmp_path).assert_ok()
 
 The undamaged model runs first, as a control, and must run. A variant passes when it is refused with
-`ModelLoadError` (or a subclass), or loads (a damaged file can still be a valid model: a flipped weight bit) and
+`ModelLoadError` (or a subclass; `refusals` widens that, e.g. to ConversionError for a backend that converts the
+file on load), or loads (a damaged file can still be a valid model: a flipped weight bit) and
 then runs or fails with a unirt error. Anything else fails: another exception type, a dead child process, or no
 answer within the time limit.
 """
@@ -79,7 +80,7 @@ class FuzzReport:
                           f"{control.detail}".strip())
         for r in self.results:
             if r.ok and not r.refused and any(fnmatch.fnmatch(r.variant, p) for p in self.must_refuse):
-                bad.append(f"{r.variant}: must be refused with ModelLoadError, but {r.outcome} {r.detail}".strip())
+                bad.append(f"{r.variant}: must be refused with a unirt error, but {r.outcome} {r.detail}".strip())
         return bad
 
     def assert_ok(self) -> None:
@@ -151,11 +152,12 @@ for name, path in spec["variants"]:
     result = {"variant": name}
     try:
         sess = unirt.Session(path, backend=spec["backend"], **spec["session"])
-    except unirt.ModelLoadError as e:
-        result.update(outcome="refused: " + type(e).__name__, detail=str(e)[:300])
     except unirt.UnirtError as e:
-        result.update(outcome="error: load raised " + type(e).__name__ + " instead of ModelLoadError",
-                      detail=str(e)[:300])
+        if isinstance(e, tuple(getattr(unirt, n) for n in spec["refusals"])):
+            result.update(outcome="refused: " + type(e).__name__, detail=str(e)[:300])
+        else:
+            result.update(outcome="error: load raised " + type(e).__name__ + " instead of " +
+                          " or ".join(spec["refusals"]), detail=str(e)[:300])
     except BaseException as e:
         result.update(outcome="error: not a unirt error: " + type(e).__name__, detail=str(e)[:300])
     else:
@@ -179,9 +181,10 @@ for name, path in spec["variants"]:
 
 
 def _run_child(backend: str, todo: list[tuple[str, str]], session: Mapping[str, Any], timeout: float,
-               cwd: Path) -> tuple[list[VariantResult], str | None, str]:
+               cwd: Path, refusals: Sequence[str] = ("ModelLoadError",)) -> tuple[list[VariantResult], str | None,
+                                                                              str]:
     """Run variants in one child until done or it dies; return results, the variant it died on, and why."""
-    spec = json.dumps({"backend": backend, "variants": todo, "session": dict(session)})
+    spec = json.dumps({"backend": backend, "variants": todo, "session": dict(session), "refusals": list(refusals)})
     env = dict(os.environ, PYTHONFAULTHANDLER="1")
     try:
         proc = subprocess.run([sys.executable, "-c", _CHILD], input=spec, capture_output=True, text=True,
@@ -215,13 +218,14 @@ def _run_child(backend: str, todo: list[tuple[str, str]], session: Mapping[str, 
 def check_malformed(model: Path | str, backend: str, workdir: Path | str, *, seed: int = 0, bitflips: int = 8,
                     session: Mapping[str, Any] | None = None, timeout_per_variant: float = 60.0,
                     must_refuse: Sequence[str] = DEFAULT_MUST_REFUSE,
-                    extra: Sequence[Variant] = ()) -> FuzzReport:
+                    extra: Sequence[Variant] = (), refusals: Sequence[str] = ("ModelLoadError",)) -> FuzzReport:
     """Load and run every damaged variant of `model` on `backend` in child processes; return the report.
 
     `session`: extra keyword arguments for `unirt.Session` (e.g. {"device": "cpu"}). `must_refuse`: fnmatch
-    patterns of variant names that cannot be valid models and so must end in ModelLoadError. `extra`: more
-    variants of your own. A child that dies is restarted after the variant it died on, so one crash does not
-    hide the others.
+    patterns of variant names that cannot be valid models and so must be refused. `extra`: more
+    variants of your own. `refusals`: names of the unirt errors that count as a clean refusal (ModelLoadError and
+    its subclasses by default). A child that dies is restarted after the variant it died on, so one crash does
+    not hide the others.
     """
     model, workdir = Path(model).resolve(), Path(workdir).resolve()
     todo: list[tuple[str, str]] = []
@@ -242,7 +246,8 @@ def check_malformed(model: Path | str, backend: str, workdir: Path | str, *, see
         todo.append((v.name, str(d / v.main)))
     results: list[VariantResult] = []
     while todo:
-        got, died_on, why = _run_child(backend, todo, session or {}, timeout_per_variant * len(todo), workdir)
+        got, died_on, why = _run_child(backend, todo, session or {}, timeout_per_variant * len(todo), workdir,
+                                       refusals)
         results += got
         done = {r.variant for r in got}
         if died_on is not None:

@@ -102,3 +102,16 @@ def test_unconvertible_models_are_conversion_errors(tmp_path):
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "s.onnx"))
     with pytest.raises(unirt.ConversionError):
         unirt.convert(tmp_path / "s.onnx", to="mnn")
+
+
+def test_backends_lists_onnx_as_converted(capsys):
+    from unirt.cli import main
+
+    info = unirt.backends(names=["mnn"])[0]
+    assert info.formats == ("mnn",) and info.converts_from == ("onnx",)
+    assert main(["backends"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("mnn "))
+    assert row.split()[-4:] == ["mnn,", "onnx", "(converted)", "onnx"]
+    assert main(["backends", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["backends"]}
+    assert rows["mnn"]["converts_from"] == ["onnx"]

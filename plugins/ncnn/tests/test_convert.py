@@ -106,9 +106,25 @@ def test_a_crashing_converter_is_a_conversion_error(model, tmp_path, monkeypatch
         unirt.convert(model("dynamic_mlp"), to="ncnn", cache=False)
 
 
-def test_what_ncnn_cannot_run_is_refused_clearly(model):
-    with pytest.raises(ConversionError, match="unknown layer type"):
-        unirt.convert(model("byte_transformer"), to="ncnn")  # Gather on int64 tokens: no ncnn layer
+def test_what_ncnn_cannot_run_is_refused_clearly(model, tmp_path):
+    """Before pnnx runs: inputs ncnn cannot take. After: ops pnnx could not lower to ncnn layers, named (not a
+    "damaged .param" when the session loads them)."""
+    with pytest.raises(ConversionError, match=r"input 'tokens' is int64 \(ncnn takes float32 inputs only\)"):
+        unirt.convert(model("byte_transformer"), to="ncnn")
+    with pytest.raises(ConversionError, match=r"input 'idx' is int64 .*input 'scale' is a scalar \(pnnx cannot take "
+                                              r"rank-0 inputs\)"):
+        unirt.convert(model("multi_io"), to="ncnn")
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    reps = numpy_helper.from_array(np.array([1, 2], np.int64), "reps")
+    graph = helper.make_graph([helper.make_node("Tile", ["x", "reps"], ["y"])], "tile",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 8])], [reps])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8),
+         str(tmp_path / "tile.onnx"))
+    with pytest.raises(ConversionError, match=r"pnnx left operators that ncnn \S+ has no layer for: torch.tile "
+                                              r"\(line \d+\)"):
+        unirt.convert(tmp_path / "tile.onnx", to="ncnn")
 
 
 def test_cli_convert(model, tmp_path, capsys):
@@ -135,3 +151,16 @@ def test_a_missing_pnnx_says_what_to_install(model, tmp_path, monkeypatch):
     monkeypatch.setenv("UNIRT_PNNX", str(tmp_path / "no-such-pnnx"))
     with pytest.raises(unirt.BackendUnavailableError, match="pip install --no-deps pnnx"):
         unirt.convert(model("dynamic_mlp"), to="ncnn", cache=False)
+
+
+def test_backends_lists_onnx_as_converted(capsys):
+    from unirt.cli import main
+
+    info = unirt.backends(names=["ncnn"])[0]
+    assert info.formats == ("ncnn",) and info.converts_from == ("onnx",)
+    assert main(["backends"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("ncnn "))
+    assert row.split()[-4:] == ["ncnn,", "onnx", "(converted)", "onnx"]
+    assert main(["backends", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["backends"]}
+    assert rows["ncnn"]["converts_from"] == ["onnx"]

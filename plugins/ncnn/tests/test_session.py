@@ -164,3 +164,43 @@ def test_concurrent_runs(converted):
     for t in threads:
         t.join()
     assert not bad
+
+
+def _elementwise_first(path, op):
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"])], op.lower(),
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 5])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    return path
+
+
+@pytest.mark.parametrize("op", ["Relu", "Sigmoid", "Exp"])
+def test_in_place_first_layers_get_a_copy(tmp_path, converted, op):
+    """A Mat wrapping the caller's array has no reference count, and ncnn dereferences it (SIGSEGV) before an
+    in-place layer (ReLU, Sigmoid, ...) works on an input blob: such inputs are copied; a convolution's are not."""
+    source = _elementwise_first(tmp_path / f"{op}.onnx", op)
+    sess = unirt.Session(source, backend="ncnn")
+    assert sess._runner._wrap == {"in0": False}
+    x = np.random.default_rng(0).standard_normal((3, 4, 5)).astype(np.float32)
+    kept = x.copy()
+    np.testing.assert_allclose(sess.run(x)["y"], ort_run(source, {"x": x})[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(x, kept)  # not written in place either
+    assert unirt.Session(converted("squeezenet"), backend="ncnn")._runner._wrap == {"in0": True}
+
+
+def test_a_static_batch_of_two_runs_sample_by_sample():
+    """pnnx drops a batch axis it can prove (a convolution's), whatever its size; it records that in its script and
+    unirt keeps it in the conversion's sidecar, so a static batch of 2 runs as two samples (it used to be handed
+    to ncnn whole: wrong shapes, or a SIGSEGV in a depthwise convolution)."""
+    from unirt import testing
+    from unirt.conversion.signature import read_sidecar
+
+    for name in ("pytorch-converted/test_Conv2d", "pytorch-converted/test_Conv2d_depthwise"):
+        case = next(c for c in testing.conformance_cases(("pytorch-converted",)) if c.name == name)
+        sess = unirt.Session(case.model, backend="ncnn")
+        assert read_sidecar(sess.conversion.path)["batch_axes"] == {"in0": 0, "out0": 0}
+        assert sess.inputs[0].shape[0] == 2
+        got = sess.run(case.inputs[0])
+        np.testing.assert_allclose(list(got.values())[0], case.outputs[0], rtol=1e-4, atol=1e-5)

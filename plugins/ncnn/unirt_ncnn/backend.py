@@ -40,7 +40,10 @@ class NcnnBackend(Backend):
 
     def convert(self, model: ModelFile, out_dir: Path, options: LoadOptions) -> ModelFile:
         """ONNX -> model.param + model.bin with pnnx, at the shapes unirt's conversion layer passes; fp32 weights
-        unless precision='fp16' (bf16 runs from fp32 weights with ncnn's bf16 storage)."""
+        unless precision='fp16' (bf16 runs from fp32 weights with ncnn's bf16 storage). pnnx's batch axis per
+        blob goes into the conversion's sidecar (`batch_axes`): the runner needs it to feed ncnn."""
+        from unirt.conversion.signature import write_sidecar
+
         from .pnnx import run_pnnx
 
         if model.path is None:
@@ -49,7 +52,40 @@ class NcnnBackend(Backend):
             raise UnsupportedOptionError("ncnn: pnnx writes fp32 or fp16 weights; int8 needs ncnn2int8 with "
                                          "calibration data")
         bo = options.backend_options
+        shapes, dtypes = dict(bo.get("input_shapes") or {}), dict(bo.get("input_dtypes") or {})
+        _check_inputs(shapes, dtypes)
         param, weights = out_dir / "model.param", out_dir / "model.bin"
-        run_pnnx(model.path, param, weights, dict(bo.get("input_shapes") or {}), dict(bo.get("input_dtypes") or {}),
-                 fp16=options.precision == "fp16", timeout=float(bo.get("timeout", 600)))
+        axes = run_pnnx(model.path, param, weights, shapes, dtypes, fp16=options.precision == "fp16",
+                        timeout=float(bo.get("timeout", 600)))
+        _check_layers(param)
+        write_sidecar(param, [], [], batch_axes=axes)  # the conversion layer adds the signature, keeps this
         return open_model(param)
+
+
+def _check_inputs(shapes: dict, dtypes: dict) -> None:
+    """Refuse, before pnnx runs, inputs an ncnn model cannot take: ncnn's Mats hold float32 only, and pnnx's
+    inputshape has no form for a rank-0 tensor."""
+    problems = [f"input {name!r} is {dtypes[name]} (ncnn takes float32 inputs only)"
+                for name in shapes if dtypes.get(name, "float32") != "float32"]
+    problems += [f"input {name!r} is a scalar (pnnx cannot take rank-0 inputs)" for name, s in shapes.items()
+                 if len(s) == 0]
+    if problems:
+        raise ConversionError("ncnn cannot run this model: " + "; ".join(problems))
+
+
+def _check_layers(param: Path) -> None:
+    """pnnx writes ONNX ops it cannot lower to ncnn as layers of their own (`pnnx.Expression`, `Tensor.to`,
+    `torch.tile`, ...): name them instead of handing ncnn a .param it cannot load."""
+    import ncnn
+
+    from .param import layer_types
+    from .session import layer_exists
+
+    missing: dict[str, int] = {}
+    for kind, line in layer_types(param.read_text(errors="replace")):
+        if kind not in missing and not layer_exists(kind):
+            missing[kind] = line
+    if missing:
+        listed = ", ".join(f"{k} (line {n})" for k, n in missing.items())
+        raise ConversionError(f"pnnx left operators that ncnn {getattr(ncnn, '__version__', '')} has no layer for: "
+                              f"{listed}")

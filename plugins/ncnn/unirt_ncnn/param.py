@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
-__all__ = ["MAGIC", "Layer", "ParamGraph", "parse_param"]
+__all__ = ["MAGIC", "Layer", "ParamGraph", "parse_param", "layer_types"]
 
 MAGIC = 7767517
 _MAX_LAYERS = 1_000_000
@@ -138,3 +138,9 @@ def parse_param(data: bytes, layer_exists: Callable[[str], bool]) -> ParamGraph:
     if not inputs or not outputs:
         raise ValueError("the graph has no Input layer" if not inputs else "the graph has no output blob")
     return ParamGraph(layers, blob_count, inputs, outputs)
+
+
+def layer_types(text: str) -> list[tuple[str, int]]:
+    """(layer type, line number) of every layer line of a text .param, unchecked."""
+    lines = text.splitlines()
+    return [(tokens[0], number) for number, line in enumerate(lines[2:], start=3) if (tokens := line.split())]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -16,9 +17,17 @@ from typing import Mapping, Sequence
 
 from unirt import BackendUnavailableError, ConversionError
 
-__all__ = ["ENV_PNNX", "find_pnnx", "pnnx_version", "run_pnnx", "shape_arg"]
+__all__ = ["ENV_PNNX", "NO_BATCH", "find_pnnx", "pnnx_version", "run_pnnx", "shape_arg", "batch_axes"]
 
 ENV_PNNX = "UNIRT_PNNX"
+#: pnnx's batch axis for a blob that has none (the whole tensor is one ncnn Mat).
+NO_BATCH = 233
+# pnnx's generated ncnn test script feeds and reads every blob with the batch axis it solved:
+#   ex.input("in0", ncnn.Mat(in0.numpy(), batch_index=0).clone()) ... out0.numpy(batch_index=0)
+_INPUT_AXIS = re.compile(r'ex\.input\("(in\d+)",\s*ncnn\.Mat\([^\n]*?batch_index=(\d+)')
+_OUTPUT_AXIS = re.compile(r'\b(out\d+)\.numpy\(batch_index=(\d+)\)')
+_SETTING = re.compile(r"^\w+ = ")
+_NOTABLE = re.compile(r"error|fail|expect|unsupported|not supported", re.I)
 _TYPES = {"float32": "f32", "float64": "f64", "float16": "f16", "int32": "i32", "int64": "i64", "int16": "i16",
           "int8": "i8", "uint8": "u8", "bool": "bool"}
 
@@ -55,9 +64,18 @@ def shape_arg(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, str]) ->
     return ",".join(parts)
 
 
+def batch_axes(script: str) -> dict[str, int]:
+    """{blob: axis} from pnnx's generated ncnn script: the axis of each input/output that ncnn does not see (pnnx
+    drops a batch axis it can prove, e.g. a convolution's dim 0, whatever its size), or NO_BATCH."""
+    found = {blob: int(axis) for blob, axis in _INPUT_AXIS.findall(script)}
+    found.update({blob: int(axis) for blob, axis in _OUTPUT_AXIS.findall(script)})
+    return found
+
+
 def run_pnnx(source: Path, param: Path, weights: Path, shapes: Mapping[str, Sequence[int]],
-             dtypes: Mapping[str, str], fp16: bool, timeout: float = 600.0) -> None:
-    """Convert `source` (ONNX) into ncnn's `param` + `weights`; ConversionError with pnnx's own output on failure."""
+             dtypes: Mapping[str, str], fp16: bool, timeout: float = 600.0) -> dict[str, int]:
+    """Convert `source` (ONNX) into ncnn's `param` + `weights`; ConversionError with pnnx's own output on failure.
+    Returns pnnx's batch axis per blob (`batch_axes`; empty when its script does not say)."""
     exe = find_pnnx()
     if exe is None:
         raise BackendUnavailableError("converting to ncnn needs the pnnx binary: pip install --no-deps pnnx "
@@ -74,7 +92,14 @@ def run_pnnx(source: Path, param: Path, weights: Path, shapes: Mapping[str, Sequ
             proc = subprocess.run(cmd, cwd=s, capture_output=True, text=True, errors="replace", timeout=timeout)
         except subprocess.TimeoutExpired:
             raise ConversionError(f"pnnx did not finish within {timeout:.0f} s") from None
-        output = (proc.stdout + proc.stderr).strip().splitlines()
+        # pnnx echoes its settings ("ncnnparam = /tmp/..."): not part of why it failed
+        output = [line for line in (proc.stdout + proc.stderr).strip().splitlines() if not _SETTING.match(line)]
         if proc.returncode != 0 or not param.is_file() or not weights.is_file():
             how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-            raise ConversionError(f"pnnx failed ({how}):\n" + "\n".join(output[-20:]))
+            # pnnx prints its passes at length: the lines that say what went wrong (e.g. its ONNX Runtime refusing the
+            # model just before a SIGSEGV) come first, then the end of its output
+            notable = [line for line in output if _NOTABLE.search(line)][-10:]
+            tail = [line for line in output[-20:] if line not in notable]
+            raise ConversionError(f"pnnx failed ({how}):\n" + "\n".join(notable + tail))
+        script = s / "m_ncnn.py"
+        return batch_axes(script.read_text(errors="replace")) if script.is_file() else {}

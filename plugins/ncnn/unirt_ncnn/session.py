@@ -3,12 +3,15 @@
 - The .param is parsed and checked (`param.py`) and every return code of load_param/load_model is checked: ncnn
   returns -1 on a damaged .bin and the next `extract` would read freed memory.
 - `ncnn.Mat(ndarray)` wraps the array's memory without a copy: a temporary is freed before `extract` reads it
-  (silently wrong outputs), strided views and float64 are misread, and a channel step that is not 16-byte aligned
-  makes packed kernels read out of bounds. unirt hands over C-contiguous float32 arrays (it checks dtype and
-  layout), keeps each one referenced until `extract` returns, and copies those whose channels would be unaligned
-  into Mats that ncnn allocates.
+  (silently wrong outputs), strided views and float64 are misread, a channel step that is not 16-byte aligned
+  makes packed kernels read out of bounds, and a wrapped Mat has no reference count, which ncnn dereferences
+  (SIGSEGV) before an in-place layer (ReLU, Sigmoid, BatchNorm, ...) works on it. unirt hands over C-contiguous
+  float32 arrays (it checks dtype and layout) and keeps each one referenced until `extract` returns; it wraps an
+  input only where every layer reading it is one that writes a new blob (`_WRAPPABLE_READERS`) and its channels
+  are aligned, and copies the others into Mats that ncnn allocates.
 - fp16 storage/arithmetic (ncnn's default) and bf16 are switched off unless `precision` asks for them.
-- ncnn has no batch dim: an input whose leading dim is a batch runs sample by sample and the outputs are stacked.
+- ncnn has no batch dim: where pnnx dropped an input's batch axis (its `batch_axes`, in the conversion's sidecar;
+  whatever the batch size) the model runs sample by sample and the outputs are stacked.
 """
 
 from __future__ import annotations
@@ -31,6 +34,13 @@ log = logging.getLogger(__name__)
 
 _OPTION_KEYS = {"input_shapes", "lightmode", "use_winograd_convolution", "use_sgemm_convolution",
                 "use_packing_layout", "openmp_blocktime", "vulkan_device"}
+# Layers that always write their result into a new blob: an input read only by these may be a Mat wrapping the
+# caller's array. Any other reader may work in place, or pass the Mat on to one that does (Split, Reshape, ...).
+_WRAPPABLE_READERS = frozenset({
+    "Convolution", "Convolution1D", "Convolution3D", "ConvolutionDepthWise", "ConvolutionDepthWise1D",
+    "ConvolutionDepthWise3D", "Deconvolution", "Deconvolution1D", "Deconvolution3D", "DeconvolutionDepthWise",
+    "DeconvolutionDepthWise1D", "DeconvolutionDepthWise3D", "InnerProduct", "Gemm", "MatMul"})
+_NO_BATCH = 233  # pnnx's batch axis for a blob without one
 
 
 @dataclass(frozen=True)
@@ -40,9 +50,10 @@ class _Port:
     info: TensorInfo
     blob: str
     batched: bool  # the leading dim is a batch that ncnn does not see
+    wrap: bool = False  # an input that may be handed to ncnn as a Mat wrapping the caller's array
 
 
-def _layer_exists(kind: str) -> bool:
+def layer_exists(kind: str) -> bool:
     return ncnn.layer_to_index(kind) >= 0 or ncnn.create_layer(kind) is not None
 
 
@@ -75,17 +86,43 @@ def _int8_layers(graph: ParamGraph) -> bool:
                if layer.type in ("Convolution", "ConvolutionDepthWise", "InnerProduct"))
 
 
-def _to_mat(array: np.ndarray) -> Any:
+def _to_mat(array: np.ndarray, wrap: bool) -> Any:
     """A Mat for a C-contiguous float32 `array`, which the caller keeps referenced until extract returns.
 
-    `ncnn.Mat(ndarray)` wraps the array's memory, with a channel step of h*w elements: where that is not a
+    `ncnn.Mat(ndarray)` wraps the array's memory (no copy) with a channel step of h*w elements: where that is not a
     multiple of 16 bytes (ncnn aligns channels so), its packed kernels read out of bounds (a SIGSEGV on a 3x1x1
-    input). Such arrays are copied into a Mat that ncnn allocates (aligned); the others are wrapped, no copy."""
-    if array.ndim <= 2 or array.size == 0 or (array.size // array.shape[0]) % 4 == 0:
+    input). Unless `wrap` (the input's readers allow it) and the channels are aligned, the array is copied into a
+    Mat that ncnn allocates (aligned, reference-counted)."""
+    if array.size == 0 or wrap and (array.ndim <= 2 or (array.size // array.shape[0]) % 4 == 0):
         return ncnn.Mat(array if array.ndim else array.reshape(1))
+    array = array.reshape(1) if array.ndim == 0 else array
     mat = ncnn.Mat(tuple(reversed(array.shape)))  # (w, h, d, c)
     np.asarray(mat)[...] = array
     return mat
+
+
+def _wrappable(graph: ParamGraph) -> set[str]:
+    """Input blobs whose every reader writes a new blob (`_WRAPPABLE_READERS`): safe to wrap without a copy."""
+    readers: dict[str, set[str]] = {}
+    for layer in graph.layers:
+        for blob in layer.bottoms:
+            readers.setdefault(blob, set()).add(layer.type)
+    return {layer.tops[0] for layer in graph.inputs
+            if readers.get(layer.tops[0]) and readers[layer.tops[0]] <= _WRAPPABLE_READERS}
+
+
+def _batched(axis: Any, onnx_shape: tuple, shape: tuple, name: str, model: ModelFile) -> bool:
+    """Whether ncnn sees tensor `name` (`onnx_shape` in the model, converted at `shape`) one sample at a time.
+
+    Where pnnx proved a batch axis (0) it dropped it: always, whatever the batch size. Where it could not (its
+    NO_BATCH, or a conversion that did not record it), a dynamic leading dim converted at 1 still runs sample by
+    sample, as a batch: the conversion verified that at batch 2 (`unirt.conversion.verify.feed_sets`)."""
+    if axis is not None and axis not in (0, _NO_BATCH):
+        raise ModelLoadError(f"{model.name}: pnnx put {name!r}'s batch on axis {axis}; unirt runs ncnn models "
+                             "batched on axis 0 only")
+    if not shape:
+        return False
+    return axis == 0 or shape[0] == 1 and (axis is None or not isinstance(onnx_shape[0], int))
 
 
 class NcnnSession(BackendSession):
@@ -101,7 +138,7 @@ class NcnnSession(BackendSession):
                                          f"known: {', '.join(sorted(_OPTION_KEYS))}")
         weights = _check_weights(model)
         try:
-            graph = parse_param(model.path.read_bytes(), _layer_exists)
+            graph = parse_param(model.path.read_bytes(), layer_exists)
         except ValueError as exc:
             raise ModelLoadError(f"{model.name}: damaged ncnn .param: {exc}") from None
         if options.precision == "int8" and not _int8_layers(graph):
@@ -122,10 +159,13 @@ class NcnnSession(BackendSession):
             raise ModelLoadError(f"{model.name}: ncnn could not read the weights in {weights} (too short or "
                                  "damaged for this .param)")
         self._inputs, self._outputs = self._ports(model, graph, bo.get("input_shapes"))
+        wrappable = _wrappable(graph)
+        self._inputs = [_Port(p.info, p.blob, p.batched, p.blob in wrappable) for p in self._inputs]
         self.inputs = [p.info for p in self._inputs]
         self.outputs = [p.info for p in self._outputs]
         self._by_name = {p.info.name: p for p in self._outputs}
         self._batched = any(p.batched for p in self._inputs)
+        self._wrap = {p.blob: p.wrap for p in self._inputs}
 
     @staticmethod
     def _set_device(net: Any, options: LoadOptions) -> str:
@@ -146,10 +186,11 @@ class NcnnSession(BackendSession):
         if side is not None and len(side["inputs"]) == len(in_blobs) and len(side["outputs"]) <= len(graph.outputs) \
                 and all(f"in{i}" == b for i, b in enumerate(in_blobs)):
             conv_shapes = side.get("shapes", {})
+            axes = side.get("batch_axes") if isinstance(side.get("batch_axes"), dict) else {}
             inputs = []
             for i, info in enumerate(side["inputs"]):
                 shape = tuple(conv_shapes.get(info.name, info.shape))
-                batched = len(shape) > 0 and shape[0] == 1  # pnnx drops a leading 1 as the batch
+                batched = _batched(axes.get(f"in{i}"), info.shape, shape, info.name, model)
                 if info.dtype != np.float32:
                     raise ModelLoadError(f"{model.name}: input {info.name!r} is {info.dtype}; ncnn takes float32 "
                                          "inputs only")
@@ -159,8 +200,10 @@ class NcnnSession(BackendSession):
                 # What was converted and verified: the conversion's shapes, with the batch dim left free.
                 dims = ((info.shape[0] if batched else shape[0]),) + shape[1:] if shape else ()
                 inputs.append(_Port(TensorInfo(info.name, dims, np.float32), f"in{i}", batched))
-            outputs = [_Port(TensorInfo(info.name, info.shape, np.float32), f"out{i}", inputs[0].batched
-                             if inputs else False) for i, info in enumerate(side["outputs"])]
+            any_batched = any(p.batched for p in inputs)
+            outputs = [_Port(TensorInfo(info.name, info.shape, np.float32), f"out{i}", any_batched and _batched(
+                axes.get(f"out{i}"), info.shape, tuple(d if isinstance(d, int) else 1 for d in info.shape), info.name,
+                model)) for i, info in enumerate(side["outputs"])]
             missing = [p.blob for p in outputs if p.blob not in graph.outputs]
             if not missing:
                 return inputs, outputs
@@ -185,7 +228,7 @@ class NcnnSession(BackendSession):
         ex = net.create_extractor()
         mats = []  # the Mats and the arrays they may wrap stay referenced until every extract has returned
         for blob, array in samples.items():
-            mat = _to_mat(array)
+            mat = _to_mat(array, self._wrap[blob])
             mats.append((mat, array))
             if ex.input(blob, mat) != 0:
                 raise RunError(f"ncnn: input blob {blob!r} was refused")
