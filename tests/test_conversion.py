@@ -236,3 +236,23 @@ def test_conv1d_fixup_at_opset_13_and_leaves_2d_alone(tmp_path):
     x = rng.standard_normal((3, 4, 10)).astype(np.float32)
     np.testing.assert_allclose(ort_run(proto, {"x": x})[0], ort_run(onnx.load_from_string(original), {"x": x})[0],
                                rtol=1e-5, atol=1e-6)
+
+
+def test_ir_version_fixup_lowers_only_what_converters_cannot_read(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    def model(elem_type):
+        g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", elem_type, [2])],
+                              [helper.make_tensor_value_info("y", elem_type, [2])])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+        m.ir_version = 14
+        return m
+
+    plain = model(TensorProto.FLOAT)
+    notes = fixups.ir_version_for_converters(plain)
+    assert notes and plain.ir_version == 13 and fixups.ir_version_for_converters(plain) == []
+    onnx.checker.check_model(plain)
+    newer = model(TensorProto.FLOAT6E2M3)  # a type IR 13 does not have: left alone
+    assert fixups.ir_version_for_converters(newer) == [] and newer.ir_version == 14

@@ -9,6 +9,8 @@ Each fixup keeps the model's meaning (ONNX semantics) and spells out what conver
   from the inputs (they stay constants).
 - 1-D Conv: MNN's converter turns it into a 2-D convolution and leaves the extra trailing dim of 1 on the output
   ([N, C, L, 1] where ONNX says [N, C, L]; values right). Written out as Unsqueeze -> 2-D Conv -> Squeeze.
+- IR version newer than the converters' bundled ONNX Runtime reads (pnnx: IR 13; onnx 1.23 writes IR 14 by default):
+  lowered to 13 when the model uses no element type that IR 13 lacks (the FLOAT6 types, 27 and 28, came with 14).
 Each function edits the ModelProto in place and returns a one-line description per change.
 """
 
@@ -21,7 +23,7 @@ import numpy as np
 __all__ = ["FIXUPS", "FIXUPS_VERSION", "apply_fixups"]
 
 #: Part of the conversion cache key: bump when a fixup changes what it writes.
-FIXUPS_VERSION = "2"
+FIXUPS_VERSION = "3"
 
 _COERCING_OPS = ("Softmax", "LogSoftmax", "Hardmax")
 
@@ -180,8 +182,36 @@ def conv1d_as_conv2d(model: Any) -> list[str]:
             "a trailing dim of 1 on a 1-D convolution's output)"]
 
 
+_CONVERTER_IR = 13
+_FIRST_TYPE_AFTER_IR13 = 27  # TensorProto.FLOAT6E2M3
+
+
+def _element_types(model: Any) -> set[int]:
+    graph = model.graph
+    types = {t.data_type for t in graph.initializer}
+    for vi in list(graph.input) + list(graph.output) + list(graph.value_info):
+        if vi.type.HasField("tensor_type"):
+            types.add(vi.type.tensor_type.elem_type)
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                types.add(a.t.data_type)
+            if a.name == "to" and node.op_type in ("Cast", "CastLike", "RandomNormal", "RandomUniform"):
+                types.add(a.i)
+    return types
+
+
+def ir_version_for_converters(model: Any) -> list[str]:
+    if model.ir_version <= _CONVERTER_IR or any(t >= _FIRST_TYPE_AFTER_IR13 for t in _element_types(model)):
+        return []
+    old = model.ir_version
+    model.ir_version = _CONVERTER_IR
+    return [f"lowered IR version {old} to {_CONVERTER_IR} (the converters' bundled ONNX Runtime reads up to "
+            f"{_CONVERTER_IR}; the model uses nothing newer)"]
+
+
 FIXUPS: tuple[Callable[[Any], list[str]], ...] = (initializers_as_inputs, coerced_softmax_axis, batchnorm_epsilon,
-                                                  conv1d_as_conv2d)
+                                                  conv1d_as_conv2d, ir_version_for_converters)
 
 
 def apply_fixups(model: Any) -> list[str]:
