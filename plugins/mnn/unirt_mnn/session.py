@@ -22,7 +22,7 @@ from unirt import (BackendSession, LoadOptions, ModelFile, ModelLoadError, RunEr
 from unirt.conversion.signature import read_sidecar
 
 from .mnn_file import check_structure, read_inputs
-from .quiet import native_output_captured, native_output_silenced
+from unirt.native_output import native_output_captured, native_output_silenced
 
 _OPTION_KEYS = {"input_shapes", "backend_type", "memory_mode", "power_mode", "shape_mutable"}
 _BACKENDS = ("cpu", "opencl", "vulkan", "cuda", "metal")

@@ -7,7 +7,7 @@ from pathlib import Path
 from unirt import (Availability, Backend, BackendSession, ConversionError, LoadOptions, ModelFile, ModelFormat,
                    UnsupportedOptionError, open_model)
 
-from .quiet import native_output_silenced
+from unirt.native_output import native_output_silenced
 
 
 def _gpu_count(ncnn) -> int:
