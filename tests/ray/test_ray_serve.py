@@ -214,13 +214,16 @@ def test_several_inputs_ints_and_scalars_under_a_route_prefix(ray_serve, tmp_pat
 
 
 def test_a_replica_killed_under_load_is_replaced_and_no_request_is_lost(ray_serve, mlp, local):
-    handle = serve.run(build(mlp, name="mlp_ha", backend="onnxruntime", num_replicas=2, batch_wait_timeout_s=0.05,
+    """One replica, killed (SIGKILL) while it holds requests: they fail with ActorDiedError, the RetryingHandle
+    re-sends them, they wait in the router until Ray Serve has started a replacement, and every request is
+    answered, correctly. (With one replica the killed one surely held requests: each waits 0.1 s in it for
+    batch-mates.)"""
+    handle = serve.run(build(mlp, name="mlp_ha", backend="onnxruntime", batch_wait_timeout_s=0.1,
                              ray_actor_options={"num_cpus": 0.25}), name="ha", route_prefix=None)
     try:
-        pids = _wait(lambda: (p := {handle.stats.remote().result(timeout_s=30)["pid"] for _ in range(12)}) and
-                     len(p) == 2 and p, "both replicas to answer")
-        client = RetryingHandle(handle, retries=5)
-        inputs = [_rows(1, 1000 + i) for i in range(180)]
+        victim = handle.stats.remote().result(timeout_s=30)["pid"]
+        client = RetryingHandle(handle, retries=8)
+        inputs = [_rows(1, 1000 + i) for i in range(240)]
         results: dict[int, dict] = {}
         errors: list[BaseException] = []
         started = threading.Event()
@@ -228,28 +231,25 @@ def test_a_replica_killed_under_load_is_replaced_and_no_request_is_lost(ray_serv
         def send(indices):
             for i in indices:
                 try:
-                    results[i] = client.infer(inputs[i], timeout_s=60)
+                    results[i] = client.infer(inputs[i], timeout_s=120)
                 except BaseException as exc:  # noqa: BLE001 - collected and reported below
                     errors.append(exc)
                 if len(results) >= 30:
                     started.set()
 
-        threads = [threading.Thread(target=send, args=(range(k, len(inputs), 6),)) for k in range(6)]
+        threads = [threading.Thread(target=send, args=(range(k, len(inputs), 12),)) for k in range(12)]
         for t in threads:
             t.start()
         assert started.wait(60), "requests did not get going"
-        victim = min(pids)
         os.kill(victim, signal.SIGKILL)
         for t in threads:
-            t.join(120)
+            t.join(180)
         assert not errors, errors[:3]
         assert sorted(results) == list(range(len(inputs)))  # no request lost
         for i, x in enumerate(inputs):
             np.testing.assert_array_equal(results[i]["probs"], local.run(x)["probs"])
-        assert client.retried >= 1, "no request was in flight on the killed replica"
-        # Ray Serve starts a replacement; both replicas answer again, neither is the dead one
-        fresh = _wait(lambda: (p := {handle.stats.remote().result(timeout_s=30)["pid"] for _ in range(12)}) and
-                      len(p) == 2 and victim not in p and p, "a replacement replica", timeout=90)
-        assert len(fresh - pids) == 1
+        assert client.retried >= 1
+        replacement = handle.stats.remote().result(timeout_s=30)
+        assert replacement["pid"] != victim and replacement["requests"] >= 1
     finally:
         serve.delete("ha")

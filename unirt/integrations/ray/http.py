@@ -9,6 +9,7 @@ from either. Only the transport differs: no shared memory (replicas may sit on o
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any, Awaitable, Callable
 
@@ -27,6 +28,7 @@ from ...serve.inference import build_response, prepare_request
 from .replica import Replica
 
 __all__ = ["V2HttpFrontEnd", "EXTENSIONS"]
+log = logging.getLogger(__name__)
 
 EXTENSIONS = ["classification", "binary_tensor_data", "model_configuration", "parameters"]
 _MODEL = re.compile(r"/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<rest>/[a-z]+)?/?")
@@ -55,6 +57,10 @@ class V2HttpFrontEnd:
             return error_response(exc)
         except ClientDisconnect:
             return Response(status_code=499)
+        except Exception as exc:  # noqa: BLE001 - a bug must still answer with the v2 error body
+            log.exception("internal error on %s %s", request.method, request.url.path)
+            return Response(json.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"}), status_code=500,
+                            media_type="application/json")
 
     async def _route(self, request: Request) -> Response:
         path = request.url.path
