@@ -43,6 +43,7 @@ class UnirtDeployment:
         self._merged.set_max_batch_size(opts.max_batch_size)
         self._merged.set_batch_wait_timeout_s(opts.batch_wait_timeout_s)
         self._http = V2HttpFrontEnd(self._replica, self._run)
+        self._output_names = [o.name for o in self._replica.session.outputs]
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def _merged(self, requests: list[Any]) -> list[dict[str, np.ndarray] | Failed]:
@@ -57,16 +58,15 @@ class UnirtDeployment:
 
     async def infer(self, feeds: Any, output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Run one request (merged with concurrent ones); the outputs asked for, all by default."""
-        outputs = await self._run(feeds)
         if output_names is None:
-            return outputs
-        if isinstance(output_names, str):
-            output_names = [output_names]
-        unknown = [n for n in output_names if n not in outputs]
+            return await self._run(feeds)
+        names = [output_names] if isinstance(output_names, str) else list(output_names)
+        unknown = [n for n in names if n not in self._output_names]
         if unknown:
             raise InputError(f"unknown output(s) {', '.join(map(repr, unknown))}; the model's outputs are: "
-                             f"{', '.join(outputs)}")
-        return {n: outputs[n] for n in output_names}
+                             f"{', '.join(self._output_names)}")
+        outputs = await self._run(feeds)
+        return {n: outputs[n] for n in names}
 
     async def __call__(self, request: Any, output_names: Sequence[str] | None = None) -> Any:
         if isinstance(request, Request):
