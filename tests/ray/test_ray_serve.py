@@ -197,9 +197,12 @@ def test_http_bodies_are_unirt_serves(mlp_app, ray_serve, mlp):
 
 def test_several_inputs_ints_and_scalars_under_a_route_prefix(ray_serve, tmp_path_factory):
     path = models.multi_io(tmp_path_factory.mktemp("ray_multi") / "multi_io.onnx")
-    handle = serve.run(build(path, backend="onnxruntime", ray_actor_options={"num_cpus": 0.25}),
+    handle = serve.run(build(path, backend="onnxruntime", ray_actor_options={"num_cpus": 0.25}, num_replicas="auto",
+                             autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4}),
                        name="multi", route_prefix="/multi")
     try:
+        status = serve.status().applications["multi"].deployments["unirt-multi_io"]
+        assert status.status == "HEALTHY" and status.replica_states.get("RUNNING") == 1  # Ray's autoscaler, min 1
         status, meta = _post(ray_serve, "/multi/v2/models/multi_io")
         assert status == 200 and [t["name"] for t in meta["inputs"]] == ["a", "b", "idx", "scale"]
         feeds = {"a": _rows(3, 4)[:, :4].copy(), "b": _rows(3, 5)[:, :4].copy(),
