@@ -3,9 +3,9 @@
     python examples/pipeline_shared_arena.py
 
 The detector scores every 2x2 patch of an image (a heatmap); the best peaks are cropped and the recognizer
-classifies and masks all crops in one batch. The two models never run at the same time, so their output buffers can come from one
-`unirt.Arena`: it settles on the largest set of buffers alive at once instead of the sum of both sessions' needs
-(`arena.report()` shows both figures).
+classifies and masks all crops in one batch. The two models never run at the same time, so their output buffers
+can come from one `unirt.Arena`: it settles on the largest set of buffers alive at once instead of the sum of both
+sessions' needs (`arena.report()` shows both figures).
 """
 
 from __future__ import annotations

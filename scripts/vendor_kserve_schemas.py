@@ -102,8 +102,9 @@ def vendor(checkout: Path, ref: str) -> None:
                              text=True).stdout.strip()
     OUT.mkdir(parents=True, exist_ok=True)
     for crd, short in CRDS.items():
-        text = subprocess.run(["git", "-C", str(checkout), "show", f"{commit}:config/crd/full/serving.kserve.io_{crd}.yaml"],
-                              check=True, capture_output=True, text=True).stdout
+        crd_path = f"config/crd/full/serving.kserve.io_{crd}.yaml"
+        text = subprocess.run(["git", "-C", str(checkout), "show", f"{commit}:{crd_path}"], check=True,
+                              capture_output=True, text=True).stdout
         doc = yaml.safe_load(text)
         served = [v for v in doc["spec"]["versions"] if v.get("served") and v.get("storage")]
         schema, defs = _share_repeats(_strip(served[0]["schema"]["openAPIV3Schema"]))

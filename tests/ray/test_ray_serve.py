@@ -184,6 +184,11 @@ def test_http_bodies_are_unirt_serves(mlp_app, ray_serve, mlp):
             assert _post(ray_serve, path, body) == _post(port, path, body), path
         status, ours = _post(ray_serve, "/v2/models/mlp/infer", request)
         status_serve, theirs = _post(port, "/v2/models/mlp/infer", request)
+    shm = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, FEATURES], "parameters": {
+        "shared_memory_region": "r", "shared_memory_byte_size": 4 * FEATURES}}]}
+    code, body = _post(ray_serve, "/v2/models/mlp/infer", shm)  # replicas may be on other machines
+    assert code == 400 and "shared memory is not available here" in body["error"]
+    assert _post(ray_serve, "/v2/models/mlp/infer/x")[0] == 404
     assert status == status_serve == 200
     assert [o["name"] for o in ours["outputs"]] == ["probs", "logits"]
     for a, b in zip(ours["outputs"], theirs["outputs"]):

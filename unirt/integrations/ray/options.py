@@ -120,7 +120,8 @@ def deployment_options(options: ReplicaOptions, given: Mapping[str, Any]) -> dic
     unknown = sorted(set(given) - DEPLOYMENT_OPTIONS)
     if unknown:
         raise UnsupportedOptionError(f"unknown option(s) {', '.join(unknown)}; the deployment takes unirt's "
-                                     f"{', '.join(_REPLICA_FIELDS)} and Ray Serve's {', '.join(sorted(DEPLOYMENT_OPTIONS))}")
+                                     f"{', '.join(_REPLICA_FIELDS)} and Ray Serve's "
+                                     f"{', '.join(sorted(DEPLOYMENT_OPTIONS))}")
     out = dict(given)
     actor = given.get("ray_actor_options") or {}
     if not isinstance(actor, Mapping):
