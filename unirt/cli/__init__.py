@@ -8,11 +8,11 @@ import sys
 from typing import Sequence
 
 from ..errors import UnirtError
-from . import (backends_cmd, bench_cmd, compare_cmd, convert_cmd, explain_cmd, info_cmd, optimize_cmd, quantize_cmd,
-               run_cmd, serve_cmd)
+from . import (backends_cmd, bench_cmd, compare_cmd, convert_cmd, deploy_cmd, explain_cmd, info_cmd, optimize_cmd,
+               quantize_cmd, run_cmd, serve_cmd)
 
 COMMANDS = (backends_cmd, explain_cmd, run_cmd, info_cmd, bench_cmd, compare_cmd, optimize_cmd, quantize_cmd,
-            convert_cmd, serve_cmd)
+            convert_cmd, serve_cmd, deploy_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--default-max-batch-size", type=int, default=4, metavar="N",
                    help="max_batch_size given to models whose config is completed automatically and which can "
                         "batch (default 4; 0 disables batching for them)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads per model instance where its config's parameters set none (default: the "
+                        "backend's; in a container, set it to the CPU limit)")
     p.add_argument("--max-request-size", type=int, default=128, metavar="MiB",
                    help="largest request body or gRPC message accepted, in MiB (default 128)")
     p.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
@@ -75,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_request_size < 1 or args.default_max_batch_size < 0 or args.drain_timeout < 0:
         raise UnsupportedOptionError("--max-request-size must be >= 1, --default-max-batch-size and "
                                      "--drain-timeout >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise UnsupportedOptionError(f"--threads must be >= 1, got {args.threads}")
     options = ServeOptions(
         model_repository=args.model_repository, model=args.model, model_config=args.model_config,
         model_name=args.model_name, host=args.host,
@@ -83,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port if args.allow_metrics else None,
         model_control_mode=args.model_control_mode, load_models=args.load_model,
         default_max_batch_size=args.default_max_batch_size, max_request_bytes=args.max_request_size * 1024 * 1024,
+        default_threads=args.threads,
         drain_timeout=args.drain_timeout, strict_readiness=args.strict_readiness)
 
     def started(server: InferenceServer) -> None:

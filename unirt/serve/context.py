@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
+from .config import ModelSpec
 from .inference import InferenceService
 from .manager import ModelManager
 from .shm import SharedMemoryRegistry
 
-__all__ = ["ServerContext", "EXTENSIONS"]
+__all__ = ["ServerContext", "EXTENSIONS", "model_metadata"]
 
 EXTENSIONS = ["classification", "model_repository", "model_repository(unload_dependents)", "schedule_policy",
               "model_configuration", "system_shared_memory", "binary_tensor_data", "parameters", "statistics"]
@@ -39,16 +40,8 @@ class ServerContext:
         return {"name": "unirt", "version": __version__, "extensions": list(EXTENSIONS)}
 
     def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
-        model = self.manager.get(name, version)
-        spec = model.spec
-        batch = [-1] if spec.max_batch_size > 0 else []
-        versions = [str(m.version) for m in self.manager.loaded() if m.name == name]
-        return {
-            "name": name, "versions": sorted(versions, key=int), "platform": spec.config.platform or spec.backend,
-            "inputs": [{"name": t.name, "datatype": t.datatype, "shape": batch + list(t.dims)} for t in spec.inputs],
-            "outputs": [{"name": t.name, "datatype": t.datatype, "shape": batch + list(t.dims)}
-                        for t in spec.outputs],
-        }
+        spec = self.manager.get(name, version).spec
+        return model_metadata(spec, [str(m.version) for m in self.manager.loaded() if m.name == name])
 
     def model_config(self, name: str, version: str = "") -> Any:
         return self.manager.get(name, version).spec.config
@@ -68,3 +61,13 @@ class ServerContext:
     def shm_status(self, name: str = "") -> list[dict[str, Any]]:
         return [{"name": r.name, "key": r.key, "offset": r.offset, "byte_size": r.byte_size}
                 for r in self.shm.status(name or None)]
+
+
+def model_metadata(spec: ModelSpec, versions: list[str]) -> dict[str, Any]:
+    """The v2 model metadata document of a model's spec (shared with the Ray Serve deployment)."""
+    batch = [-1] if spec.max_batch_size > 0 else []
+    return {
+        "name": spec.name, "versions": sorted(versions, key=int), "platform": spec.config.platform or spec.backend,
+        "inputs": [{"name": t.name, "datatype": t.datatype, "shape": batch + list(t.dims)} for t in spec.inputs],
+        "outputs": [{"name": t.name, "datatype": t.datatype, "shape": batch + list(t.dims)} for t in spec.outputs],
+    }

@@ -25,8 +25,9 @@ from .config import config_to_dict
 from .context import ServerContext
 from .errors import BadRequest, TooLarge, Unsupported, status_of
 from .http_codec import encode_infer_response, parse_infer_request, parse_json_object
+from .inference import InferResponse
 
-__all__ = ["build_http_app"]
+__all__ = ["build_http_app", "read_body", "infer_response", "error_response"]
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -39,7 +40,8 @@ def _json(value: Any, status: int = 200) -> Response:
     return Response(json.dumps(value, separators=(",", ":")), status_code=status, media_type="application/json")
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, at most `limit` bytes after inflating gzip/deflate (TooLarge, BadRequest otherwise)."""
     length = request.headers.get("content-length")
     if length is not None:
         if not length.isdigit():
@@ -70,6 +72,28 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return data
 
 
+def infer_response(response: InferResponse, accept_encoding: str = "") -> Response:
+    """The HTTP response for an inference result: JSON, or JSON then binary tensors; compressed if accepted."""
+    chunks, header_length = encode_infer_response(response)
+    payload = b"".join(chunks)
+    headers = {}
+    if header_length is not None:
+        headers["Inference-Header-Content-Length"] = str(header_length)
+    if "gzip" in accept_encoding:
+        payload, headers["Content-Encoding"] = gzip.compress(payload, compresslevel=1), "gzip"
+    elif "deflate" in accept_encoding:
+        payload, headers["Content-Encoding"] = zlib.compress(payload, 1), "deflate"
+    media = "application/json" if header_length is None else "application/octet-stream"
+    return Response(payload, headers=headers, media_type=media)
+
+
+def error_response(exc: BaseException) -> Response:
+    """The v2 error body for an exception, with its status (a too-large body also closes the connection)."""
+    if isinstance(exc, TooLarge):  # the body may be unread: close the connection rather than drain it
+        return _error(exc.status, str(exc), connection="close")
+    return _error(status_of(exc)[0], str(exc))
+
+
 def build_http_app(ctx: ServerContext) -> Starlette:
     limit = ctx.max_request_bytes
 
@@ -77,10 +101,8 @@ def build_http_app(ctx: ServerContext) -> Starlette:
         async def wrapped(request: Request) -> Response:
             try:
                 return await fn(request)
-            except TooLarge as exc:  # the body may be unread: close the connection rather than drain it
-                return _error(exc.status, str(exc), connection="close")
             except UnirtError as exc:
-                return _error(status_of(exc)[0], str(exc))
+                return error_response(exc)
             except ClientDisconnect:  # the client went away mid-request: nobody to answer
                 log.debug("client disconnected during %s %s", request.method, request.url.path)
                 return Response(status_code=499)
@@ -127,26 +149,15 @@ def build_http_app(ctx: ServerContext) -> Starlette:
     @endpoint
     async def infer(request: Request) -> Response:
         name, version = names(request)
-        body = await _read_body(request, limit)
+        body = await read_body(request, limit)
         infer_request = parse_infer_request(body, request.headers.get("inference-header-content-length"),
                                             name, version)
         response = await ctx.service.infer(infer_request)
-        chunks, header_length = encode_infer_response(response)
-        payload = b"".join(chunks)
-        headers = {}
-        if header_length is not None:
-            headers["Inference-Header-Content-Length"] = str(header_length)
-        accept = request.headers.get("accept-encoding", "")
-        if "gzip" in accept:
-            payload, headers["Content-Encoding"] = gzip.compress(payload, compresslevel=1), "gzip"
-        elif "deflate" in accept:
-            payload, headers["Content-Encoding"] = zlib.compress(payload, 1), "deflate"
-        media = "application/json" if header_length is None else "application/octet-stream"
-        return Response(payload, headers=headers, media_type=media)
+        return infer_response(response, request.headers.get("accept-encoding", ""))
 
     @endpoint
     async def repository_index(request: Request) -> Response:
-        doc = parse_json_object(await _read_body(request, limit), "repository index request")
+        doc = parse_json_object(await read_body(request, limit), "repository index request")
         ready_only = doc.get("ready", False)
         if not isinstance(ready_only, bool):
             raise BadRequest("repository index request: 'ready' must be true or false")
@@ -155,7 +166,7 @@ def build_http_app(ctx: ServerContext) -> Starlette:
     @endpoint
     async def repository_load(request: Request) -> Response:
         name = request.path_params["name"]
-        doc = parse_json_object(await _read_body(request, limit), "load request")
+        doc = parse_json_object(await read_body(request, limit), "load request")
         params = doc.get("parameters", {})
         if not isinstance(params, dict):
             raise BadRequest("load request: parameters must be a JSON object")
@@ -175,7 +186,7 @@ def build_http_app(ctx: ServerContext) -> Starlette:
     @endpoint
     async def repository_unload(request: Request) -> Response:
         name = request.path_params["name"]
-        parse_json_object(await _read_body(request, limit), "unload request")
+        parse_json_object(await read_body(request, limit), "unload request")
         await run_in_threadpool(ctx.manager.unload, name)
         return Response(status_code=200)
 
@@ -185,7 +196,7 @@ def build_http_app(ctx: ServerContext) -> Starlette:
 
     @endpoint
     async def shm_register(request: Request) -> Response:
-        doc = parse_json_object(await _read_body(request, limit), "shared memory register request")
+        doc = parse_json_object(await read_body(request, limit), "shared memory register request")
         for key in ("key", "byte_size"):
             if key not in doc:
                 raise BadRequest(f"shared memory register request: {key!r} is required")

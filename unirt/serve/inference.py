@@ -16,12 +16,12 @@ import numpy as np
 from ..errors import InputError, RunError, UnirtError
 from .config import ModelSpec, TensorSpec
 from .datatypes import byte_size, bytes_for_model, decode_json_data, decode_raw, element_count, encode_raw
-from .errors import BadRequest, ServeError
+from .errors import BadRequest, ServeError, Unsupported
 from .manager import ModelManager
-from .model import LoadedModel
 from .shm import SharedMemoryRegistry
 
-__all__ = ["InputTensor", "RequestedOutput", "InferRequest", "OutputTensor", "InferResponse", "InferenceService"]
+__all__ = ["InputTensor", "RequestedOutput", "InferRequest", "OutputTensor", "InferResponse", "InferenceService",
+           "prepare_request", "build_response"]
 
 _NO_DATA = object()
 
@@ -86,10 +86,11 @@ class InferenceService:
         started = time.perf_counter_ns()
         model = self.manager.get(request.model_name, request.model_version)
         try:
-            feeds, size, wanted = self._prepare(model.spec, request)
+            feeds, size, wanted = prepare_request(model.spec, request, self.shm)
             future = model.submit(feeds, size)
             done = await asyncio.wrap_future(future)
-            response = self._respond(model, request, wanted, done.outputs, size)
+            response = build_response(model.name, str(model.version), model.spec, request, wanted, done.outputs,
+                                      self.shm)
         except BaseException as exc:
             model.stats.failure(time.perf_counter_ns() - started, _reason(exc))
             if isinstance(exc, (UnirtError, asyncio.CancelledError)):
@@ -99,114 +100,126 @@ class InferenceService:
                             done.output_ns)
         return response
 
-    # -- request -> feeds ------------------------------------------------------------------------------------
-    def _prepare(self, spec: ModelSpec, request: InferRequest) -> tuple[dict[str, np.ndarray], int, list]:
-        inputs = spec.input_map
-        given: dict[str, InputTensor] = {}
-        for tensor in request.inputs:
-            if tensor.name in given:
-                raise BadRequest(f"input {tensor.name!r} is given twice")
-            if tensor.name not in inputs:
-                raise BadRequest(f"unexpected input {tensor.name!r} for model {spec.name!r}; its inputs are: "
-                                 f"{', '.join(inputs)}")
-            given[tensor.name] = tensor
-        missing = [n for n, t in inputs.items() if n not in given and not t.optional]
-        if missing:
-            raise BadRequest(f"model {spec.name!r}: missing input(s) {', '.join(map(repr, missing))}; its inputs "
-                             f"are: {', '.join(inputs)}")
-        batched = spec.max_batch_size > 0
-        size = None
-        feeds = {}
-        for name, spec_t in inputs.items():
-            tensor = given.get(name)
-            if tensor is None:
-                continue
-            shape = self._check_shape(spec, spec_t, tensor, batched)
-            if batched:
-                if size is None:
-                    size = shape[0]
-                elif shape[0] != size:
-                    raise BadRequest(f"input {name!r}: batch size {shape[0]} differs from the other inputs' {size}")
-            array = self._decode(tensor, shape)
-            if tensor.datatype == "BYTES":
-                array = bytes_for_model(name, array)
-            if spec_t.reshaped:
-                array = array.reshape(shape[:1] + spec_t.model_dims if batched else spec_t.model_dims)
-            feeds[name] = array
-        wanted = self._wanted_outputs(spec, request)
-        return feeds, (size or 1) if batched else 1, wanted
 
-    @staticmethod
-    def _check_shape(spec: ModelSpec, spec_t: TensorSpec, tensor: InputTensor, batched: bool) -> tuple[int, ...]:
-        name = tensor.name
-        if tensor.datatype != spec_t.datatype:
-            raise BadRequest(f"input {name!r}: datatype {tensor.datatype}, expected {spec_t.datatype}")
-        shape = tensor.shape
-        expected = ([-1] if batched else []) + list(spec_t.dims)
-        if len(shape) != len(expected) or any(d < 0 for d in shape):
-            raise BadRequest(f"input {name!r}: shape {list(shape)}, expected {expected}"
-                             + (" (the batch dim first, as max_batch_size > 0)" if batched else ""))
-        if batched and not 1 <= shape[0] <= spec.max_batch_size:
-            raise BadRequest(f"input {name!r}: batch size {shape[0]} is outside 1..max_batch_size "
-                             f"({spec.max_batch_size})")
-        for want, have in zip(expected[1:] if batched else expected, shape[1:] if batched else shape):
-            if want != -1 and want != have:
-                raise BadRequest(f"input {name!r}: shape {list(shape)}, expected {expected}")
-        return tuple(shape)
 
-    def _decode(self, tensor: InputTensor, shape: tuple[int, ...]) -> np.ndarray:
-        if tensor.shm is not None:
-            region, offset, nbytes = tensor.shm
-            return decode_raw(tensor.name, tensor.datatype, shape,
-                              self.shm.read(region, offset, nbytes, f"input {tensor.name!r}"))
-        if tensor.raw is not None:
-            return decode_raw(tensor.name, tensor.datatype, shape, tensor.raw)
-        if tensor.json is not _NO_DATA:
-            return decode_json_data(tensor.name, tensor.datatype, shape, tensor.json)
-        if element_count(shape) == 0:
-            return decode_raw(tensor.name, tensor.datatype, shape, b"")
-        raise BadRequest(f"input {tensor.name!r} has no data")
+# -- request -> feeds, outputs -> response: shared by unirt serve and the Ray Serve deployment ----------------------
+def prepare_request(spec: ModelSpec, request: InferRequest,
+                    shm: SharedMemoryRegistry | None = None) -> tuple[dict[str, np.ndarray], int, list]:
+    """Check a decoded request against the model's spec and decode its tensors: (feeds, batch size, outputs wanted).
+    Without `shm` (a front end that has no shared-memory registry) a shared-memory reference is refused."""
+    inputs = spec.input_map
+    given: dict[str, InputTensor] = {}
+    for tensor in request.inputs:
+        if tensor.name in given:
+            raise BadRequest(f"input {tensor.name!r} is given twice")
+        if tensor.name not in inputs:
+            raise BadRequest(f"unexpected input {tensor.name!r} for model {spec.name!r}; its inputs are: "
+                             f"{', '.join(inputs)}")
+        given[tensor.name] = tensor
+    missing = [n for n, t in inputs.items() if n not in given and not t.optional]
+    if missing:
+        raise BadRequest(f"model {spec.name!r}: missing input(s) {', '.join(map(repr, missing))}; its inputs "
+                         f"are: {', '.join(inputs)}")
+    batched = spec.max_batch_size > 0
+    size = None
+    feeds = {}
+    for name, spec_t in inputs.items():
+        tensor = given.get(name)
+        if tensor is None:
+            continue
+        shape = _check_shape(spec, spec_t, tensor, batched)
+        if batched:
+            if size is None:
+                size = shape[0]
+            elif shape[0] != size:
+                raise BadRequest(f"input {name!r}: batch size {shape[0]} differs from the other inputs' {size}")
+        array = _decode(tensor, shape, shm)
+        if tensor.datatype == "BYTES":
+            array = bytes_for_model(name, array)
+        if spec_t.reshaped:
+            array = array.reshape(shape[:1] + spec_t.model_dims if batched else spec_t.model_dims)
+        feeds[name] = array
+    wanted = _wanted_outputs(spec, request)
+    if shm is None and any(out.shm is not None for out in wanted):
+        raise Unsupported("shared memory outputs are not available here; ask for the outputs in the response")
+    return feeds, (size or 1) if batched else 1, wanted
 
-    @staticmethod
-    def _wanted_outputs(spec: ModelSpec, request: InferRequest) -> list[RequestedOutput]:
-        outputs = spec.output_map
-        if request.outputs is None:
-            return [RequestedOutput(name) for name in outputs]
-        seen = set()
-        for out in request.outputs:
-            if out.name not in outputs:
-                raise BadRequest(f"unexpected output {out.name!r} for model {spec.name!r}; its outputs are: "
-                                 f"{', '.join(outputs)}")
-            if out.name in seen:
-                raise BadRequest(f"output {out.name!r} is requested twice")
-            seen.add(out.name)
-            if out.class_count < 0:
-                raise BadRequest(f"output {out.name!r}: classification count must be >= 0")
-        return request.outputs
 
-    # -- outputs -> response ---------------------------------------------------------------------------------
-    def _respond(self, model: LoadedModel, request: InferRequest, wanted: list[RequestedOutput],
-                 results: dict[str, np.ndarray], size: int) -> InferResponse:
-        spec = model.spec
-        batched = spec.max_batch_size > 0
-        outs = []
-        for req in wanted:
-            spec_t = spec.output_map[req.name]
-            array = np.asarray(results[req.name])
-            if spec_t.reshaped and list(spec_t.dims).count(-1) <= 1:
-                array = array.reshape((array.shape[0],) + spec_t.dims if batched else spec_t.dims)
-            datatype = spec_t.datatype
-            if req.class_count:
-                array = _classify(array, req.class_count, spec_t.labels, batched, req.name)
-                datatype = "BYTES"
-            binary = request.binary_output if req.binary is None else req.binary
-            if req.shm is not None:
-                region, offset, room = req.shm
-                written = self.shm.write(region, offset, room, encode_raw(array, datatype), f"output {req.name!r}")
-                outs.append(OutputTensor(req.name, datatype, array.shape, None, False, (region, written)))
-            else:
-                outs.append(OutputTensor(req.name, datatype, array.shape, array, binary))
-        return InferResponse(model.name, str(model.version), request.id, outs)
+def _check_shape(spec: ModelSpec, spec_t: TensorSpec, tensor: InputTensor, batched: bool) -> tuple[int, ...]:
+    name = tensor.name
+    if tensor.datatype != spec_t.datatype:
+        raise BadRequest(f"input {name!r}: datatype {tensor.datatype}, expected {spec_t.datatype}")
+    shape = tensor.shape
+    expected = ([-1] if batched else []) + list(spec_t.dims)
+    if len(shape) != len(expected) or any(d < 0 for d in shape):
+        raise BadRequest(f"input {name!r}: shape {list(shape)}, expected {expected}"
+                         + (" (the batch dim first, as max_batch_size > 0)" if batched else ""))
+    if batched and not 1 <= shape[0] <= spec.max_batch_size:
+        raise BadRequest(f"input {name!r}: batch size {shape[0]} is outside 1..max_batch_size "
+                         f"({spec.max_batch_size})")
+    for want, have in zip(expected[1:] if batched else expected, shape[1:] if batched else shape):
+        if want != -1 and want != have:
+            raise BadRequest(f"input {name!r}: shape {list(shape)}, expected {expected}")
+    return tuple(shape)
+
+
+def _decode(tensor: InputTensor, shape: tuple[int, ...], shm: SharedMemoryRegistry | None) -> np.ndarray:
+    if tensor.shm is not None:
+        if shm is None:
+            raise Unsupported(f"input {tensor.name!r}: shared memory is not available here; send the data in the "
+                              "request")
+        region, offset, nbytes = tensor.shm
+        return decode_raw(tensor.name, tensor.datatype, shape,
+                          shm.read(region, offset, nbytes, f"input {tensor.name!r}"))
+    if tensor.raw is not None:
+        return decode_raw(tensor.name, tensor.datatype, shape, tensor.raw)
+    if tensor.json is not _NO_DATA:
+        return decode_json_data(tensor.name, tensor.datatype, shape, tensor.json)
+    if element_count(shape) == 0:
+        return decode_raw(tensor.name, tensor.datatype, shape, b"")
+    raise BadRequest(f"input {tensor.name!r} has no data")
+
+
+def _wanted_outputs(spec: ModelSpec, request: InferRequest) -> list[RequestedOutput]:
+    outputs = spec.output_map
+    if request.outputs is None:
+        return [RequestedOutput(name) for name in outputs]
+    seen = set()
+    for out in request.outputs:
+        if out.name not in outputs:
+            raise BadRequest(f"unexpected output {out.name!r} for model {spec.name!r}; its outputs are: "
+                             f"{', '.join(outputs)}")
+        if out.name in seen:
+            raise BadRequest(f"output {out.name!r} is requested twice")
+        seen.add(out.name)
+        if out.class_count < 0:
+            raise BadRequest(f"output {out.name!r}: classification count must be >= 0")
+    return request.outputs
+
+
+def build_response(model_name: str, model_version: str, spec: ModelSpec, request: InferRequest,
+                   wanted: list[RequestedOutput], results: dict[str, np.ndarray],
+                   shm: SharedMemoryRegistry | None = None) -> InferResponse:
+    """The v2 response for a run's outputs: reshaped per the config, classified, binary or JSON, or into shm."""
+    batched = spec.max_batch_size > 0
+    outs = []
+    for req in wanted:
+        spec_t = spec.output_map[req.name]
+        array = np.asarray(results[req.name])
+        if spec_t.reshaped and list(spec_t.dims).count(-1) <= 1:
+            array = array.reshape((array.shape[0],) + spec_t.dims if batched else spec_t.dims)
+        datatype = spec_t.datatype
+        if req.class_count:
+            array = _classify(array, req.class_count, spec_t.labels, batched, req.name)
+            datatype = "BYTES"
+        binary = request.binary_output if req.binary is None else req.binary
+        if req.shm is not None and shm is not None:
+            region, offset, room = req.shm
+            written = shm.write(region, offset, room, encode_raw(array, datatype), f"output {req.name!r}")
+            outs.append(OutputTensor(req.name, datatype, array.shape, None, False, (region, written)))
+        else:
+            outs.append(OutputTensor(req.name, datatype, array.shape, array, binary))
+    return InferResponse(model_name, model_version, request.id, outs)
 
 
 def _classify(array: np.ndarray, count: int, labels: tuple[str, ...], batched: bool, name: str) -> np.ndarray:

@@ -38,10 +38,11 @@ class ModelManager:
     """Models of one repository. `explicit`: load/unload requests are allowed (Triton's explicit control mode)."""
 
     def __init__(self, repository: Repository, *, explicit: bool = False, default_max_batch_size: int = 4,
-                 drain_timeout: float = 30.0) -> None:
+                 drain_timeout: float = 30.0, default_threads: int | None = None) -> None:
         self.repository = repository
         self.explicit = explicit
         self.default_max_batch_size = default_max_batch_size
+        self.default_threads = default_threads
         self.drain_timeout = drain_timeout
         self._entries: dict[str, _Entry] = {}
         self._load_lock = threading.Lock()
@@ -150,7 +151,8 @@ class ModelManager:
                 entry.states[v] = VersionState("LOADING")
             try:
                 for v in versions:
-                    fresh[v] = LoadedModel.load(source, v, config, default_max_batch_size=self.default_max_batch_size)
+                    fresh[v] = LoadedModel.load(source, v, config, default_max_batch_size=self.default_max_batch_size,
+                                                default_threads=self.default_threads)
             except UnirtError as exc:
                 for model in fresh.values():
                     model.close()

@@ -38,12 +38,15 @@ class LoadedModel:
 
     @classmethod
     def load(cls, source: ModelSource, version: int, config: Any, *, default_max_batch_size: int = 4,
-             session_factory: Callable[..., Session] = Session) -> "LoadedModel":
-        """Open one Session per instance, complete and check the config against the model, warm it up."""
+             session_factory: Callable[..., Session] = Session, default_threads: int | None = None) -> "LoadedModel":
+        """Open one Session per instance, complete and check the config against the model, warm it up.
+        `default_threads` (`unirt serve --threads`) applies where the config's parameters set no threads."""
         backend = backend_for(config)
         path = source.model_file(version, backend, config.default_model_filename)
         devices = instance_devices(config)
         options = session_options(config)
+        if default_threads is not None:
+            options.setdefault("threads", default_threads)
         if "threads" not in options and len(devices) > 1 and all(d == "cpu" for d in devices):
             options["threads"] = max(1, (os.cpu_count() or 1) // len(devices))  # don't oversubscribe the CPU
         sessions: list[Session] = []

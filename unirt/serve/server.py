@@ -49,6 +49,7 @@ class ServeOptions:
     model_control_mode: str = "none"  # "none": load everything at start; "explicit": load/unload requests
     load_models: list[str] = field(default_factory=list)
     default_max_batch_size: int = 4
+    default_threads: int | None = None  # CPU threads per model instance where its config sets none
     max_request_bytes: int = 128 * 1024 * 1024
     drain_timeout: float = 30.0
     strict_readiness: bool = True
@@ -102,7 +103,7 @@ class InferenceServer:
             raise ValueError(f"model control mode must be 'none' or 'explicit', got {options.model_control_mode!r}")
         self.manager = ModelManager(repository, explicit=explicit,
                                     default_max_batch_size=options.default_max_batch_size,
-                                    drain_timeout=options.drain_timeout)
+                                    drain_timeout=options.drain_timeout, default_threads=options.default_threads)
         self.ctx = ServerContext(self.manager, max_request_bytes=options.max_request_bytes)
         if not options.strict_readiness:
             self.ctx.is_ready = lambda: self.ctx.ready  # type: ignore[method-assign]

@@ -1,0 +1,80 @@
+"""The Ray deployment's options, checked in the driver before Ray sees them (no Ray instance needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from unirt.errors import UnsupportedOptionError
+from unirt.integrations.ray.options import ReplicaOptions, deployment_options, parse_app_args, replica_resources
+
+
+def test_resources_follow_the_session():
+    assert replica_resources(ReplicaOptions("m.onnx")) == {"num_cpus": 1}
+    assert replica_resources(ReplicaOptions("m.onnx", threads=4)) == {"num_cpus": 4}
+    assert replica_resources(ReplicaOptions("m.onnx", device="cuda", threads=2)) == {"num_cpus": 2, "num_gpus": 1}
+    assert replica_resources(ReplicaOptions("m.plan", backend="tensorrt", device="auto"))["num_gpus"] == 1
+    assert "num_gpus" not in replica_resources(ReplicaOptions("m.xml", backend="openvino", device="gpu"))  # Intel GPU
+
+
+def test_deployment_options_pass_through_and_merge():
+    opts = ReplicaOptions("models/resnet.onnx", threads=2, max_batch_size=16)
+    out = deployment_options(opts, {"num_replicas": "auto", "autoscaling_config": {"min_replicas": 1},
+                                    "ray_actor_options": {"num_cpus": 0.5, "memory": 2 ** 30}})
+    assert out["num_replicas"] == "auto" and out["autoscaling_config"] == {"min_replicas": 1}
+    assert out["ray_actor_options"] == {"num_cpus": 0.5, "memory": 2 ** 30}  # the caller's word wins
+    assert out["max_ongoing_requests"] == 32  # room for a full batch while the previous one runs
+    assert out["name"] == "unirt-resnet"
+    assert deployment_options(opts, {"max_ongoing_requests": 3})["max_ongoing_requests"] == 3
+    with pytest.raises(UnsupportedOptionError, match="unknown option.*num_replica\\b"):
+        deployment_options(opts, {"num_replica": 2})
+
+
+def test_cli_arguments_are_typed():
+    opts, ray_options = parse_app_args({
+        "model": "m.onnx", "threads": "2", "precision": "fp16", "backend_options": '{"graph_optimization_level": 1}',
+        "batch_wait_timeout_s": "0.01", "num_replicas": "3", "ray_actor_options": '{"num_cpus": 1}', "name": "clf"})
+    assert (opts.threads, opts.precision, opts.backend_options) == (2, "fp16", {"graph_optimization_level": 1})
+    assert opts.batch_wait_timeout_s == 0.01 and opts.name == "clf"
+    assert ray_options["num_replicas"] == 3 and ray_options["ray_actor_options"] == {"num_cpus": 1}
+    assert parse_app_args({"model": "m.onnx", "num_replicas": "auto"})[1]["num_replicas"] == "auto"
+    assert parse_app_args({"model": "m.onnx", "threads": 3})[0].threads == 3  # a config file's typed args
+
+
+@pytest.mark.parametrize("args, message", [
+    ({}, "needs model=PATH"),
+    ({"model": "m.onnx", "threads": "two"}, "threads='two': expected an integer"),
+    ({"model": "m.onnx", "threads": "0"}, "threads must be a positive integer"),
+    ({"model": "m.onnx", "backend_options": "{bad"}, "backend_options.*expected JSON"),
+    ({"model": "m.onnx", "precision": "fp8"}, "precision must be one of"),
+    ({"model": "m.onnx", "device": "cuda:1"}, "Ray assigns each replica its GPU"),
+    ({"model": "m.onnx", "device": "tpu"}, "device 'tpu' is not known"),
+    ({"model": "m.onnx", "name": "../x"}, "name '../x'"),
+    ({"model": "m.onnx", "batch_wait_timeout_s": "-1"}, "batch_wait_timeout_s must be"),
+    ({"model": "m.onnx", "replicas": "2"}, "unknown argument 'replicas'"),
+])
+def test_bad_arguments_are_clear_errors(args, message):
+    with pytest.raises(UnsupportedOptionError, match=message):
+        parse_app_args(args)
+
+
+def test_default_name_is_the_file_stem():
+    assert ReplicaOptions("/srv/models/yolo v8.int8.onnx").name == "yolo_v8"
+
+
+def test_import_unirt_does_not_import_ray(tmp_path):
+    code = "import sys, unirt, unirt.integrations; assert 'ray' not in sys.modules, 'ray imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)  # cwd: the installed unirt, not ./unirt
+
+
+def test_missing_ray_names_the_extra(tmp_path):
+    # A Python where `import ray` fails (a None entry in sys.modules blocks the import), as without the extra.
+    code = ("import sys; sys.modules['ray'] = None; sys.modules['ray.serve'] = None\n"
+            "import unirt.integrations.ray as r\n"
+            "try:\n    r.build\nexcept unirt.BackendUnavailableError as e:\n    print(e)\n")
+    code = "import unirt\n" + code
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         cwd=tmp_path).stdout
+    assert "pip install 'unirt[ray]'" in out and "ray[serve]" in out

@@ -1,0 +1,233 @@
+"""KServe manifests for `unirt serve`: a `ServingRuntime` running the unirt image, and an `InferenceService` for
+a model or a model repository.
+
+KServe downloads the service's `storageUri` into /mnt/models and starts the runtime's container on it; `unirt
+serve --model-repository=/mnt/models` then answers the v2 protocol (HTTP on 8080, gRPC on 9000) that KServe routes
+to, with Prometheus metrics on 8002. A single model file is laid out as a Triton repository
+(`<name>/1/model.<ext>`), so its v2 name is the service's name.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import __version__
+from ..errors import ModelLoadError, UnsupportedOptionError
+from ..formats import ModelFile, ModelFormat, open_model
+from .image import ImageContents, image_contents
+
+__all__ = ["KServeDeployment", "plan", "serving_runtime", "inference_service", "MODEL_FORMATS", "HTTP_PORT",
+           "GRPC_PORT", "METRICS_PORT"]
+
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8080, 9000, 8002  # KServe's defaults for v2 runtimes (Triton's too)
+# KServe's model format names, with a version where the format has one that matters to the runtime.
+MODEL_FORMATS: dict[ModelFormat, dict[str, str]] = {
+    ModelFormat.ONNX: {"name": "onnx", "version": "1"},
+    ModelFormat.OPENVINO: {"name": "openvino"},
+    ModelFormat.TFLITE: {"name": "tflite"},
+    ModelFormat.NCNN: {"name": "ncnn"},
+    ModelFormat.MNN: {"name": "mnn"},
+    ModelFormat.TENSORRT: {"name": "tensorrt", "version": "10"},
+}
+# The file names `unirt serve` looks for in a version directory (unirt.serve.repository.MODEL_FILES).
+_MAIN_FILE = {ModelFormat.ONNX: "model.onnx", ModelFormat.OPENVINO: "model.xml", ModelFormat.TFLITE: "model.tflite",
+              ModelFormat.NCNN: "model.param", ModelFormat.MNN: "model.mnn", ModelFormat.TENSORRT: "model.plan"}
+_DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
+
+
+@dataclass
+class KServeDeployment:
+    """Everything `unirt deploy kserve` writes: the two manifests, the image they run, and the files of the model
+    repository to upload when a single model file was given."""
+
+    name: str
+    runtime: dict[str, Any]
+    service: dict[str, Any]
+    image: str
+    contents: ImageContents
+    storage_uri: str
+    repository_files: list[tuple[Path, str]] = field(default_factory=list)  # (source, path in the repository)
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """Write servingruntime.yaml, inferenceservice.yaml and (for a model file) model-repository/."""
+        yaml = _yaml()
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        header = f"# Written by `unirt deploy kserve` (unirt {__version__}).\n"
+        written = []
+        for file_name, doc in (("servingruntime.yaml", self.runtime), ("inferenceservice.yaml", self.service)):
+            path = out / file_name
+            path.write_text(header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False))
+            written.append(path)
+        if self.repository_files:
+            repo = out / "model-repository"
+            target = repo / self.name
+            if target.exists():
+                shutil.rmtree(target)
+            for source, relative in self.repository_files:
+                dest = repo / relative
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, dest)
+            written.append(repo)
+        return written
+
+
+def _yaml() -> Any:
+    try:
+        import yaml
+    except ImportError as exc:
+        raise UnsupportedOptionError(f"writing KServe manifests needs PyYAML: pip install 'unirt[deploy]' ({exc})") \
+            from None
+    return yaml
+
+
+def plan(model_or_repo: str | Path, name: str, *, extras: Sequence[str] = (), image: str | None = None,
+         runtime_name: str = "unirt", storage_uri: str | None = None, cpus: float = 1, memory: str = "2Gi",
+         gpus: int | None = None, namespace: str | None = None) -> KServeDeployment:
+    """The manifests for serving `model_or_repo` (a model file, or a Triton model repository directory) as
+    InferenceService `name` on a ServingRuntime `runtime_name` whose image holds the `extras` (backends or unirt
+    extras; the backends the models' formats need are added)."""
+    _check_dns("--name", name)
+    _check_dns("--runtime-name", runtime_name)
+    if namespace is not None:
+        _check_dns("--namespace", namespace)
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus <= 0:
+        raise UnsupportedOptionError(f"--cpus must be a positive number, got {cpus!r}")
+    if not isinstance(memory, str) or not _QUANTITY.fullmatch(memory):
+        raise UnsupportedOptionError(f"--memory must be a Kubernetes quantity such as 2Gi or 512Mi, got {memory!r}")
+    source = Path(model_or_repo)
+    if source.is_dir():
+        formats = _repository_formats(source)
+        files: list[tuple[Path, str]] = []
+    else:
+        model = open_model(source)
+        formats = [model.format]
+        files = _repository_layout(model, name)
+    contents = image_contents(extras, formats)
+    if gpus is None:
+        gpus = 1 if ModelFormat.TENSORRT in formats or contents.backends == ("tensorrt",) else 0
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        raise UnsupportedOptionError(f"--gpus must be a non-negative integer, got {gpus!r}")
+    image = image or f"unirt-serve:{__version__}-{'-'.join(contents.backends)}"
+    storage_uri = storage_uri or f"pvc://unirt-models/{name}"
+    threads = max(1, int(cpus))
+    runtime = serving_runtime(runtime_name, image, contents.formats, cpus=cpus, memory=memory, threads=threads,
+                              namespace=namespace)
+    service = inference_service(name, runtime_name, formats[0], storage_uri, cpus=cpus, memory=memory, gpus=gpus,
+                                namespace=namespace)
+    return KServeDeployment(name, runtime, service, image, contents, storage_uri, files)
+
+
+def _check_dns(what: str, value: str) -> None:
+    if not isinstance(value, str) or len(value) > 63 or not _DNS_1035.fullmatch(value):
+        raise UnsupportedOptionError(f"{what} {value!r}: KServe names are DNS-1035 labels: at most 63 lower-case "
+                                     "letters, digits and '-', starting with a letter and not ending with '-'")
+
+
+def _repository_layout(model: ModelFile, name: str) -> list[tuple[Path, str]]:
+    """A model file (and its weights file) as version 1 of model `name` in a Triton repository."""
+    assert model.path is not None
+    main = _MAIN_FILE[model.format]
+    if model.format is ModelFormat.NCNN and model.path.suffix != ".param":
+        raise ModelLoadError(f"{model.path}: a binary ncnn .param must be converted to a text .param to be served")
+    out = [(model.path, f"{name}/1/{main}")]
+    out += [(extra, f"{name}/1/model{extra.suffix}") for extra in model.files[1:]]
+    return out
+
+
+def _repository_formats(root: Path) -> list[ModelFormat]:
+    """The formats of the models in a Triton repository (their newest version), in model-name order."""
+    from ..serve.repository import MODEL_FILES, DirectoryRepository
+
+    names = {n for files in MODEL_FILES.values() for n in files}
+    repo = DirectoryRepository(root)
+    formats = []
+    for model_name in repo.names():
+        source = repo.source(model_name)
+        if not source.versions:
+            continue
+        version_dir = source.versions[max(source.versions)]
+        found = [open_model(p).format for p in sorted(version_dir.iterdir()) if p.is_file() and p.name in names]
+        if not found:
+            raise ModelLoadError(f"{version_dir}: no model file ({', '.join(sorted(names))})")
+        formats += found[:1]
+    if not formats:
+        raise ModelLoadError(f"{root}: no models found; a Triton repository holds <model>/<version>/model.<ext>")
+    return formats
+
+
+def _quantity(cpus: float) -> str:
+    return str(int(cpus)) if float(cpus).is_integer() else f"{int(round(cpus * 1000))}m"
+
+
+def _resources(cpus: float, memory: str, gpus: int = 0) -> dict[str, Any]:
+    amounts: dict[str, Any] = {"cpu": _quantity(cpus), "memory": memory}
+    if gpus:
+        amounts["nvidia.com/gpu"] = str(gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": HTTP_PORT}, "periodSeconds": period, "timeoutSeconds": 5,
+            "failureThreshold": failures}
+
+
+def serving_runtime(name: str, image: str, formats: Sequence[ModelFormat], *, cpus: float = 1, memory: str = "2Gi",
+                    threads: int = 1, namespace: str | None = None) -> dict[str, Any]:
+    """A `ServingRuntime` running `unirt serve` on the model repository KServe mounts at /mnt/models."""
+    metadata: dict[str, Any] = {"name": name, "annotations": {"serving.kserve.io/server-type": "unirt"}}
+    if namespace:
+        metadata["namespace"] = namespace
+    container = {
+        "name": "kserve-container",
+        "image": image,
+        "command": ["unirt"],
+        "args": ["serve", "--model-repository=/mnt/models", "--host=0.0.0.0", f"--http-port={HTTP_PORT}",
+                 f"--grpc-port={GRPC_PORT}", f"--metrics-port={METRICS_PORT}", f"--threads={threads}"],
+        "env": [{"name": "UNIRT_CACHE_DIR", "value": "/tmp/unirt-cache"}],  # conversions and engines, writable
+        "ports": [{"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        # Loading may convert a model or build a TensorRT engine: up to 10 minutes before the first readiness.
+        "startupProbe": _probe("/v2/health/ready", 10, 60),
+        "readinessProbe": _probe("/v2/health/ready", 10, 3),
+        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "resources": _resources(cpus, memory),
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False,
+                            "privileged": False, "capabilities": {"drop": ["ALL"]}},
+    }
+    supported = [{**MODEL_FORMATS[f], "autoSelect": True, "priority": 1} for f in formats]
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": metadata,
+        "spec": {
+            "annotations": {"prometheus.kserve.io/port": str(METRICS_PORT), "prometheus.kserve.io/path": "/metrics"},
+            "supportedModelFormats": supported,
+            "protocolVersions": ["v2", "grpc-v2"],
+            "containers": [container],
+        },
+    }
+
+
+def inference_service(name: str, runtime: str, model_format: ModelFormat, storage_uri: str, *, cpus: float = 1,
+                      memory: str = "2Gi", gpus: int = 0, namespace: str | None = None) -> dict[str, Any]:
+    """An `InferenceService` serving the repository at `storage_uri` on the unirt runtime."""
+    metadata: dict[str, Any] = {"name": name, "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"}}
+    if namespace:
+        metadata["namespace"] = namespace
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": metadata,
+        "spec": {"predictor": {"model": {
+            "modelFormat": dict(MODEL_FORMATS[model_format]),
+            "runtime": runtime,
+            "protocolVersion": "v2",
+            "storageUri": storage_uri,
+            "resources": _resources(cpus, memory, gpus),
+        }}},
+    }
