@@ -57,6 +57,7 @@ class InputChecker:
                 if isinstance(d, str):
                     places.setdefault(d, []).append((i.name, axis))
         self._shared_symbols = tuple((s, tuple(p)) for s, p in places.items() if len(p) > 1)
+        self._string_inputs = tuple(i.name for i in inputs if i.dtype.kind == "O")
 
     # -- hot path ------------------------------------------------------------------------------------------
     def check(self, feeds: Any) -> dict[str, np.ndarray]:
@@ -94,6 +95,8 @@ class InputChecker:
                 out[name] = x
         if self._shared_symbols:
             self._check_symbols(out)
+        if self._string_inputs:
+            out = self._utf8_text(out, feeds)
         if rows is not None:
             self._check_batch(out, rows)
             raise BatchSizeMismatch(out, rows, self._batch_size)  # type: ignore[arg-type]
@@ -144,6 +147,24 @@ class InputChecker:
         if expected.kind == "O" and got.kind in "US":
             return x.astype(object)
         raise InputError(f"input {info.name!r}: expected {expected}, got {got}")
+
+    def _utf8_text(self, out: dict[str, Any], feeds: dict[str, Any]) -> dict[str, Any]:
+        """String tensors hold text: bytes elements are decoded as UTF-8 (engines would store their repr)."""
+        for name in self._string_inputs:
+            x = out[name]
+            if not any(isinstance(v, (bytes, bytearray)) for v in x.flat):
+                continue
+            try:
+                text = [v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else v for v in x.flat]
+            except UnicodeDecodeError as exc:
+                raise InputError(f"input {name!r}: string tensors hold UTF-8 text; got bytes that are not UTF-8 "
+                                 f"({exc.reason} at byte {exc.start})") from None
+            decoded = np.empty(x.shape, dtype=object)
+            decoded.flat[:] = text
+            if out is feeds:
+                out = dict(feeds)
+            out[name] = decoded
+        return out
 
     def _check_symbols(self, arrays: dict[str, np.ndarray]) -> None:
         for symbol, places in self._shared_symbols:

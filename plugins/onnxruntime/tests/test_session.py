@@ -92,6 +92,14 @@ def test_string_tensors(model):
     assert list(out["y"]) == ["a", "bc", "déf"]
 
 
+def test_bytes_in_string_tensors_are_utf8_text(model):
+    sess = unirt.Session(model("strings"), backend="onnxruntime")
+    assert list(sess.run(np.array([b"ab", "d\xc3\xa9f".encode("latin-1")]))["y"]) == ["ab", "déf"]
+    assert list(sess.run(np.array([b"x", "y"], dtype=object))["y"]) == ["x", "y"]
+    with pytest.raises(InputError, match="input 's': string tensors hold UTF-8 text"):
+        sess.run(np.array([b"\xff\xfe"], dtype=object))
+
+
 def test_non_contiguous_input(model):
     path = model("matmul_relu")
     sess = unirt.Session(path, backend="onnxruntime")
