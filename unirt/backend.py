@@ -35,12 +35,15 @@ class Availability:
     """Whether a backend can run on this machine, and if not, why.
 
     `devices` lists where it can run here, most capable first, as unirt device strings ("cuda:0", "npu", "cpu").
+    `device_note` says why hardware this machine has is not among them and what would change that (e.g. "this
+    onnxruntime build has no CUDA provider: install onnxruntime-gpu"); it is shown when such a device is asked for.
     """
 
     available: bool
     reason: str = ""
     version: str | None = None
     devices: tuple[str, ...] = ()
+    device_note: str = ""
 
     @classmethod
     def missing(cls, reason: str) -> "Availability":

@@ -96,7 +96,9 @@ def _judge(name: str, model: ModelFile, device: Device, installed: set[str]) -> 
         return Candidate(name, False, f"unavailable: {avail.reason}")
     picked = device.pick(avail.devices)
     if picked is None:
-        return Candidate(name, False, f"cannot run on {device} here (offers {', '.join(avail.devices) or 'nothing'})")
+        note = f"; {avail.device_note}" if avail.device_note else ""
+        return Candidate(name, False,
+                         f"cannot run on {device} here (offers {', '.join(avail.devices) or 'nothing'}{note})")
     if converts:
         native = "/".join(sorted(f.value for f in backend.formats))
         return Candidate(name, True, f"converts {model.format} to {native} with its own converter on first load "

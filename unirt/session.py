@@ -179,8 +179,9 @@ class Session:
             raise BackendUnavailableError(f"backend {backend!r} cannot run here: {avail.reason}")
         picked = device.pick(avail.devices)
         if picked is None:
+            note = f" ({avail.device_note})" if avail.device_note else ""
             raise UnsupportedOptionError(f"backend {backend!r} cannot run on {device} here; it offers "
-                                         f"{', '.join(avail.devices) or 'no device'}")
+                                         f"{', '.join(avail.devices) or 'no device'}{note}")
         return backend, picked
 
     def _choose_fastest(self, device: Device, threads: int | None, precision: str,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from unirt import Device, Hardware, UnsupportedOptionError
-from unirt_onnxruntime.providers import (CPU, CUDA, DML, QNN, ROCM, TENSORRT, offered_devices, providers_for)
+from unirt_onnxruntime.providers import (CPU, CUDA, DML, QNN, ROCM, TENSORRT, missing_gpu_note, offered_devices,
+                                         providers_for)
 
 GPU_BOX = Hardware("x86_64", "intel", "Xeon", frozenset(), 16, cuda_gpus=("NVIDIA L4",))
 CPU_BOX = Hardware("x86_64", "amd", "EPYC", frozenset(), 16)
@@ -37,3 +38,11 @@ def test_an_ep_that_does_not_fit_the_device_is_refused():
 def test_npu_by_name_and_gpu_on_a_cuda_build_without_gpu_offer():
     assert providers_for(Device.parse("npu"), "fp16", [QNN, CPU], {"execution_provider": "qnn"})[0] == (QNN, {})
     assert offered_devices([CUDA, CPU], GPU_BOX) == ("cuda:0", "cpu")
+
+
+def test_a_cpu_build_on_a_gpu_machine_says_how_to_get_cuda():
+    """Seen on an H100 machine with the CPU onnxruntime wheel: device='cuda' must say what to install."""
+    note = missing_gpu_note([CPU], GPU_BOX)
+    assert "has a CUDA GPU" in note and "install onnxruntime-gpu" in note and CPU in note
+    assert missing_gpu_note([CUDA, CPU], GPU_BOX) == ""
+    assert missing_gpu_note([CPU], CPU_BOX) == ""  # no GPU: nothing is missing

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from unirt import Availability, Backend, LoadOptions, ModelFile, ModelFormat, hardware
 
-from .providers import offered_devices
+from .providers import missing_gpu_note, offered_devices
 
 
 class OnnxRuntimeBackend(Backend):
@@ -18,7 +18,9 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # ImportError, or a broken native library
             return Availability.missing(f"cannot import onnxruntime: {type(exc).__name__}: {exc}")
         available = ort.get_available_providers()
-        return Availability(True, version=ort.__version__, devices=offered_devices(available, hardware()))
+        hw = hardware()
+        return Availability(True, version=ort.__version__, devices=offered_devices(available, hw),
+                            device_note=missing_gpu_note(available, hw))
 
     def load(self, model: ModelFile, options: LoadOptions) -> "OnnxRuntimeSession":  # noqa: F821
         from .session import OnnxRuntimeSession

@@ -39,6 +39,14 @@ def offered_devices(available: Sequence[str], hw: Hardware) -> tuple[str, ...]:
     return tuple(devices)
 
 
+def missing_gpu_note(available: Sequence[str], hw: Hardware) -> str:
+    """Why this machine's CUDA GPUs are not offered, when they are not: the installed build lacks the provider."""
+    if hw.cuda_gpus and CUDA not in available and TENSORRT not in available:
+        return ("this machine has a CUDA GPU but the installed onnxruntime has no CUDAExecutionProvider "
+                f"(it has {', '.join(available) or 'none'}): install onnxruntime-gpu in place of onnxruntime")
+    return ""
+
+
 def _first_available(candidates: Sequence[str], available: Sequence[str]) -> str | None:
     return next((ep for ep in candidates if ep in available), None)
 

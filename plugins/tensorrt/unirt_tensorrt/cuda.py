@@ -45,7 +45,7 @@ class DeviceBuffer:
         self.ptr, self.size = 0, 0
 
     def ensure(self, size: int, during_run: bool) -> int:
-        if size > self.size:
+        if size > self.size or not self.ptr:  # a zero-size tensor still gets a real address
             self.close()
             self.ptr = int(check(cudart.cudaMalloc(max(size, 1)), "cudaMalloc", during_run))
             self.size = max(size, 1)
@@ -64,7 +64,7 @@ class PinnedBuffer:
         self.ptr, self.size = 0, 0
 
     def ensure(self, size: int, during_run: bool) -> int:
-        if size > self.size:
+        if size > self.size or not self.ptr:  # a zero-size tensor still gets a real address
             self.close()
             self.ptr = int(check(cudart.cudaMallocHost(max(size, 1)), "cudaMallocHost", during_run))
             self.size = max(size, 1)
