@@ -26,3 +26,11 @@ def test_matching():
     assert Device.parse("cuda:2").pick(offers) is None
     assert Device.parse("cuda").pick(("cpu",)) is None
     assert str(Device.parse("cuda:1")) == "cuda:1"
+
+
+def test_auto_never_picks_an_npu():
+    """NPUs run reduced precision: auto takes the next device, and an NPU-only offer gives auto nothing."""
+    assert Device.parse("auto").pick(("npu", "cpu")) == "cpu"
+    assert Device.parse("auto").pick(("npu",)) is None
+    assert Device.parse("npu").pick(("npu", "cpu")) == "npu"
+

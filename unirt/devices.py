@@ -46,10 +46,11 @@ class Device:
         return self.kind if self.index is None else f"{self.kind}:{self.index}"
 
     def matches(self, offered: "str | Device") -> bool:
-        """Whether an offered device (e.g. a backend's "cuda:0") satisfies this request."""
+        """Whether an offered device (e.g. a backend's "cuda:0") satisfies this request. "auto" takes anything
+        but an NPU: NPUs compute in reduced precision and are used only when asked for (device="npu")."""
         other = Device.parse(offered) if isinstance(offered, str) else offered
         if self.kind == "auto":
-            return True
+            return other.kind != "npu"
         if self.kind == "gpu":
             kind_ok = other.kind in _GPU_KINDS
         else:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import pytest
 
 from unirt import Device, Hardware, UnsupportedOptionError
-from unirt_onnxruntime.providers import (CPU, CUDA, DML, QNN, ROCM, TENSORRT, missing_gpu_note, offered_devices,
-                                         providers_for)
+from unirt_onnxruntime.providers import (COREML, CPU, CUDA, DML, OPENVINO, QNN, ROCM, TENSORRT, missing_gpu_note,
+                                         offered_devices, providers_for)
 
 GPU_BOX = Hardware("x86_64", "intel", "Xeon", frozenset(), 16, cuda_gpus=("NVIDIA L4",))
 CPU_BOX = Hardware("x86_64", "amd", "EPYC", frozenset(), 16)
+INTEL_NPU_BOX = Hardware("x86_64", "intel", "Core Ultra 7", frozenset(), 16, npus=("intel_vpu",))
+MAC = Hardware("aarch64", "apple", "Apple M2", frozenset(), 8)
 
 
 def test_rocm_and_directml_devices():
@@ -46,3 +48,25 @@ def test_a_cpu_build_on_a_gpu_machine_says_how_to_get_cuda():
     assert "has a CUDA GPU" in note and "install onnxruntime-gpu" in note and CPU in note
     assert missing_gpu_note([CUDA, CPU], GPU_BOX) == ""
     assert missing_gpu_note([CPU], CPU_BOX) == ""  # no GPU: nothing is missing
+
+
+def test_auto_never_lands_on_an_npu():
+    """An Intel-NPU box with the OpenVINO EP, and the stock macOS wheel (CoreML EP): device='auto' must give the
+    CPU at fp32, not an NPU that then refuses fp32 (or runs it in fp16)."""
+    auto = Device.parse("auto")
+    for available, hw in (([OPENVINO, CPU], INTEL_NPU_BOX), ([COREML, CPU], MAC), ([QNN, CPU], CPU_BOX)):
+        offered = offered_devices(available, hw)
+        assert "npu" in offered
+        picked = auto.pick(offered)
+        assert picked == "cpu"
+        assert providers_for(Device.parse(picked), "fp32", available, {}) == [(CPU, {})]
+
+
+def test_npus_refuse_fp32_and_coreml_is_pinned_to_the_neural_engine():
+    npu = Device.parse("npu")
+    for ep in (OPENVINO, QNN, COREML):
+        with pytest.raises(UnsupportedOptionError, match="NPU computes in fp16.*precision='fp16'"):
+            providers_for(npu, "fp32", [ep, CPU], {})
+    assert providers_for(npu, "fp16", [COREML, CPU], {}) == [(COREML, {"MLComputeUnits": "CPUAndNeuralEngine"}),
+                                                            (CPU, {})]
+

@@ -19,7 +19,7 @@ def test_offered_devices():
     assert offered_devices(GPU_BUILD, GPU_BOX) == ("cuda:0", "cuda:1", "cpu")
     assert offered_devices(GPU_BUILD, CPU_BOX) == ("cpu",)  # GPU build, no GPU
     assert offered_devices([CPU], GPU_BOX) == ("cpu",)  # GPU, CPU-only build
-    assert offered_devices([OPENVINO, CPU], NPU_BOX) == ("npu", "cpu")
+    assert offered_devices([OPENVINO, CPU], NPU_BOX) == ("cpu", "npu")  # NPUs when asked for, after the CPU
 
 
 def test_cuda_mapping_keeps_fp32_honest():

@@ -25,7 +25,8 @@ Provider = tuple[str, dict[str, Any]]
 
 
 def offered_devices(available: Sequence[str], hw: Hardware) -> tuple[str, ...]:
-    """unirt devices this onnxruntime build can use on this machine, most capable first."""
+    """unirt devices this onnxruntime build can use on this machine, most capable first; NPUs come after the CPU,
+    as in the OpenVINO plugin: they are used when asked for."""
     devices: list[str] = []
     if hw.cuda_gpus and (CUDA in available or TENSORRT in available):
         devices += [f"cuda:{i}" for i in range(len(hw.cuda_gpus))]
@@ -33,9 +34,9 @@ def offered_devices(available: Sequence[str], hw: Hardware) -> tuple[str, ...]:
         devices.append("rocm:0")
     if DML in available:
         devices.append("gpu:0")
+    devices.append("cpu")
     if any(ep in available for ep in _NPU_EPS) and (hw.npus or COREML in available or QNN in available):
         devices.append("npu")
-    devices.append("cpu")
     return tuple(devices)
 
 
@@ -80,7 +81,13 @@ def providers_for(device: Device, precision: str, available: Sequence[str], opti
         if ep is None or ep not in _NPU_EPS:
             raise UnsupportedOptionError("onnxruntime: device 'npu' needs the OpenVINO, QNN or CoreML execution "
                                          "provider; this onnxruntime has " + ", ".join(available))
-        chain = [(ep, {"device_type": "NPU"} if ep == OPENVINO else {})]
+        if precision == "fp32":
+            # NPUs (Intel NPU, Qualcomm HTP, Apple Neural Engine) compute in fp16 or int8: fp32 would be a false label.
+            raise UnsupportedOptionError("onnxruntime: the NPU computes in fp16 (int8 for quantized models); ask "
+                                         "for precision='fp16' or 'int8', or use device='cpu' for fp32")
+        # CoreML's default compute units ("ALL") may leave the model on the CPU or GPU: pin it to the Neural Engine.
+        chain = [(ep, {"device_type": "NPU"} if ep == OPENVINO else
+                  {"MLComputeUnits": "CPUAndNeuralEngine"} if ep == COREML else {})]
     else:
         raise UnsupportedOptionError(f"onnxruntime: no execution provider for device {device} in this build "
                                      f"(available: {', '.join(available)})")
@@ -107,8 +114,6 @@ def _apply_precision(provider: Provider, precision: str, quantized: bool) -> Pro
     elif name == OPENVINO:
         # Without an explicit precision OpenVINO runs bf16 on AMX CPUs and fp16 on GPUs.
         if opts.get("device_type") == "NPU":
-            if precision == "fp32":
-                raise UnsupportedOptionError("onnxruntime: the NPU computes in fp16; ask for precision='fp16'")
             opts["precision"] = "FP16"
         else:
             opts["precision"] = "FP16" if precision == "fp16" else "FP32"
