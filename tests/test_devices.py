@@ -1,6 +1,7 @@
 import pytest
 
 from unirt import Device, UnsupportedOptionError
+from unirt.hardware import _intel_gpus
 
 
 @pytest.mark.parametrize("spec,kind,index", [("cpu", "cpu", None), ("CUDA:1", "cuda", 1), ("gpu", "gpu", None),
@@ -34,3 +35,17 @@ def test_auto_never_picks_an_npu():
     assert Device.parse("auto").pick(("npu",)) is None
     assert Device.parse("npu").pick(("npu", "cpu")) == "npu"
 
+
+def test_intel_gpus_are_read_from_sysfs(tmp_path):
+    """DRM cards with PCI vendor 0x8086, in card order; connectors, render nodes and other vendors are not GPUs."""
+    def card(name, vendor, device):
+        (tmp_path / name / "device").mkdir(parents=True)
+        (tmp_path / name / "device" / "vendor").write_text(vendor + "\n")
+        (tmp_path / name / "device" / "device").write_text(device + "\n")
+    card("card10", "0x8086", "0x56a0")
+    card("card2", "0x8086", "0xa7a0")
+    card("card1", "0x10de", "0x2330")
+    card("card2-DP-1", "0x8086", "0x0000")
+    card("renderD128", "0x8086", "0x0000")
+    assert _intel_gpus(tmp_path) == ("0xa7a0", "0x56a0")
+    assert _intel_gpus(tmp_path / "missing") == ()

@@ -26,6 +26,7 @@ class Hardware:
     cpu_count: int
     cuda_gpus: tuple[str, ...] = ()  # model names, in CUDA index order
     npus: tuple[str, ...] = ()  # driver names of accelerator devices
+    intel_gpus: tuple[str, ...] = ()  # PCI device ids of Intel GPUs ("0x56a0"), in DRM card order
 
     @property
     def cpu_class(self) -> str:
@@ -42,6 +43,8 @@ class Hardware:
         parts = [f"{self.arch} {self.cpu_vendor} CPU ({self.cpu_brand or 'unknown model'}, {self.cpu_count} threads)"]
         parts.append(f"{len(self.cuda_gpus)} CUDA GPU(s): {', '.join(self.cuda_gpus)}" if self.cuda_gpus
                      else "no CUDA GPU")
+        if self.intel_gpus:
+            parts.append(f"Intel GPU(s): {', '.join(self.intel_gpus)}")
         if self.npus:
             parts.append(f"NPU(s): {', '.join(self.npus)}")
         return "; ".join(parts)
@@ -98,6 +101,20 @@ def _npus() -> tuple[str, ...]:
     return tuple(found)
 
 
+def _intel_gpus(drm: Path = Path("/sys/class/drm")) -> tuple[str, ...]:
+    """Intel display devices (PCI vendor 0x8086) among the DRM cards: a few small sysfs reads, no driver calls."""
+    found = []
+    if drm.is_dir():
+        for card in sorted((c for c in drm.iterdir() if c.name[4:].isdigit() and c.name.startswith("card")),
+                           key=lambda c: int(c.name[4:])):
+            try:
+                if (card / "device" / "vendor").read_text().strip() == "0x8086":
+                    found.append((card / "device" / "device").read_text().strip())
+            except OSError:
+                continue
+    return tuple(found)
+
+
 @functools.lru_cache(maxsize=1)
 def hardware() -> Hardware:
     """This machine's hardware, probed on first call and cached."""
@@ -110,4 +127,5 @@ def hardware() -> Hardware:
         cpu_count=os.cpu_count() or 1,
         cuda_gpus=_cuda_gpus(),
         npus=_npus(),
+        intel_gpus=_intel_gpus(),
     )

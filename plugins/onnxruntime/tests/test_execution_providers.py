@@ -13,6 +13,7 @@ GPU_BOX = Hardware("x86_64", "intel", "Xeon", frozenset(), 16, cuda_gpus=("NVIDI
 CPU_BOX = Hardware("x86_64", "amd", "EPYC", frozenset(), 16)
 INTEL_NPU_BOX = Hardware("x86_64", "intel", "Core Ultra 7", frozenset(), 16, npus=("intel_vpu",))
 MAC = Hardware("aarch64", "apple", "Apple M2", frozenset(), 8)
+INTEL_GPU_BOX = Hardware("x86_64", "intel", "Core i7", frozenset(), 16, intel_gpus=("0x56a0",))
 
 
 def test_rocm_and_directml_devices():
@@ -70,3 +71,17 @@ def test_npus_refuse_fp32_and_coreml_is_pinned_to_the_neural_engine():
     assert providers_for(npu, "fp16", [COREML, CPU], {}) == [(COREML, {"MLComputeUnits": "CPUAndNeuralEngine"}),
                                                             (CPU, {})]
 
+
+def test_intel_gpu_through_the_openvino_ep():
+    assert offered_devices([OPENVINO, CPU], INTEL_GPU_BOX) == ("cpu", "gpu:0")
+    assert offered_devices([OPENVINO, CPU], CPU_BOX) == ("cpu",)  # no Intel GPU, none offered
+    assert Device.parse("auto").pick(offered_devices([OPENVINO, CPU], INTEL_GPU_BOX)) == "cpu"
+    fp32 = providers_for(Device.parse("gpu:0"), "fp32", [OPENVINO, CPU], {})
+    assert fp32 == [(OPENVINO, {"device_type": "GPU.0", "precision": "FP32"}), (CPU, {})]
+    fp16 = providers_for(Device.parse("gpu"), "fp16", [OPENVINO, CPU], {"execution_provider": "openvino"})
+    assert fp16[0] == (OPENVINO, {"device_type": "GPU", "precision": "FP16"})
+    # named explicitly, the OpenVINO EP wins over a CUDA build's default for device 'gpu'
+    both = providers_for(Device.parse("gpu:1"), "fp32", [CUDA, OPENVINO, CPU], {"execution_provider": "openvino"})
+    assert both[0] == (OPENVINO, {"device_type": "GPU.1", "precision": "FP32"})
+    with pytest.raises(UnsupportedOptionError, match="OpenVINOExecutionProvider is not in this build"):
+        providers_for(Device.parse("gpu"), "fp32", [CPU], {"execution_provider": "openvino"})

@@ -25,8 +25,8 @@ Provider = tuple[str, dict[str, Any]]
 
 
 def offered_devices(available: Sequence[str], hw: Hardware) -> tuple[str, ...]:
-    """unirt devices this onnxruntime build can use on this machine, most capable first; NPUs come after the CPU,
-    as in the OpenVINO plugin: they are used when asked for."""
+    """unirt devices this onnxruntime build can use on this machine, most capable first; Intel GPUs (through the
+    OpenVINO EP) and NPUs come after the CPU, as in the OpenVINO plugin: they are used when asked for."""
     devices: list[str] = []
     if hw.cuda_gpus and (CUDA in available or TENSORRT in available):
         devices += [f"cuda:{i}" for i in range(len(hw.cuda_gpus))]
@@ -35,6 +35,8 @@ def offered_devices(available: Sequence[str], hw: Hardware) -> tuple[str, ...]:
     if DML in available:
         devices.append("gpu:0")
     devices.append("cpu")
+    if OPENVINO in available and DML not in available:
+        devices += [f"gpu:{i}" for i in range(len(hw.intel_gpus))]
     if any(ep in available for ep in _NPU_EPS) and (hw.npus or COREML in available or QNN in available):
         devices.append("npu")
     return tuple(devices)
@@ -67,6 +69,8 @@ def providers_for(device: Device, precision: str, available: Sequence[str], opti
             chain = [(OPENVINO, {"device_type": "CPU"})]
         else:
             chain = []
+    elif device.kind == "gpu" and wanted == "openvino":
+        chain = [(OPENVINO, {"device_type": _openvino_gpu(device)})]
     elif device.kind in ("cuda", "gpu") and (CUDA in available or TENSORRT in available) and wanted != "dml":
         chain = []
         if wanted == "tensorrt":
@@ -76,6 +80,8 @@ def providers_for(device: Device, precision: str, available: Sequence[str], opti
         chain = [(ROCM, {"device_id": index})]
     elif device.kind == "gpu" and DML in available:
         chain = [(DML, {"device_id": index})]
+    elif device.kind == "gpu" and OPENVINO in available:  # Intel GPUs
+        chain = [(OPENVINO, {"device_type": _openvino_gpu(device)})]
     elif device.kind == "npu":
         ep = EP_NAMES.get(wanted) if wanted else _first_available(_NPU_EPS, available)
         if ep is None or ep not in _NPU_EPS:
@@ -118,6 +124,11 @@ def _apply_precision(provider: Provider, precision: str, quantized: bool) -> Pro
         else:
             opts["precision"] = "FP16" if precision == "fp16" else "FP32"
     return name, opts
+
+
+def _openvino_gpu(device: Device) -> str:
+    """The OpenVINO EP's device_type for a unirt gpu device: "GPU", or "GPU.1" for gpu:1."""
+    return "GPU" if device.index is None else f"GPU.{device.index}"
 
 
 def _runs_precision(provider: Provider, precision: str, quantized: bool) -> bool:
