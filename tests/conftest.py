@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import shutil
 from pathlib import Path
@@ -57,6 +58,20 @@ def test_plugins(tmp_path, monkeypatch):
     unirt.refresh()
     yield site
     unirt.refresh()
+
+
+MALFORMED_PLUGINS = {"noformats": "NoFormatsBackend", "strformats": "StringFormatsBackend",
+                     "raisingaccepts": "RaisingAcceptsBackend", "strdevices": "StringDevicesBackend"}
+
+
+@pytest.fixture
+def malformed_plugins(test_plugins):
+    """`test_plugins` plus a distribution of plugins with a mistake each (tests/plugin_sources/unirt_malformed_plugin)."""
+    install_distribution(test_plugins, "unirt-malformed-test", "unirt_malformed_plugin",
+                         {name: f"unirt_malformed_plugin:{cls}" for name, cls in MALFORMED_PLUGINS.items()})
+    importlib.invalidate_caches()
+    unirt.refresh()
+    return set(MALFORMED_PLUGINS)
 
 
 def _unirt_segments() -> dict[str, int]:

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import unirt
 from unirt import BackendUnavailableError, registry
+from unirt.cli import main as cli_main
+from unirt.selection import ENV_ORDER
 
 
 def test_plugin_from_a_test_distribution_is_discovered(test_plugins):
@@ -49,3 +53,34 @@ def test_discovery_is_lazy_until_used(test_plugins):
     assert entries["reference"].backend is None  # listed, not yet imported
     registry.availability("reference")
     assert entries["reference"].backend is not None
+
+
+def test_malformed_plugins_are_unusable_entries_naming_their_mistake(malformed_plugins, model, monkeypatch, capsys):
+    """No `formats`, string formats, a raising accepts(), devices given as a string: each plugin is one unusable
+    row saying what it got wrong; listing, explain, auto-selection and the CLI work for everyone else."""
+    rows = {b.name: b for b in unirt.backends()}
+    assert malformed_plugins <= set(rows) and rows["reference"].available
+    assert "has no `formats`" in rows["noformats"].reason and not rows["noformats"].available
+    assert "holds 'onnx' (str)" in rows["strformats"].reason and "ModelFormat" in rows["strformats"].reason
+    assert "devices='cpu'" in rows["strdevices"].reason and "tuple of device strings" in rows["strdevices"].reason
+    assert not rows["strdevices"].available
+    assert rows["raisingaccepts"].available  # its bug shows only when it judges a model
+    with pytest.raises(BackendUnavailableError, match="noformats.*has no `formats`"):
+        registry.get_backend("noformats")
+
+    # explain and Session(auto) skip the malformed ones, with the reason, even when they come first
+    monkeypatch.setenv(ENV_ORDER, ",".join(sorted(malformed_plugins)) + ",reference")
+    exp = unirt.explain(model("dynamic_mlp"))
+    by_name = {c.backend: c for c in exp.candidates}
+    assert exp.chosen.backend == "reference"
+    assert "plugin error: RuntimeError: accepts() exploded" in by_name["raisingaccepts"].reason
+    assert not any(by_name[n].eligible for n in malformed_plugins)
+    sess = unirt.Session(model("dynamic_mlp"))
+    assert sess.backend == "reference"
+    sess.close()
+
+    assert cli_main(["backends", "--json"]) == 0
+    listed = {b["name"]: b for b in json.loads(capsys.readouterr().out)["backends"]}
+    assert not listed["strformats"]["available"] and listed["reference"]["available"]
+    assert cli_main(["backends"]) == 0
+    assert "has no `formats`" in capsys.readouterr().out

@@ -7,6 +7,7 @@ unavailable entry carrying its error; it never breaks the others. `refresh()` fo
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata as md
 import logging
 import threading
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .backend import Availability, Backend
-from .errors import BackendUnavailableError
+from .devices import Device
+from .errors import BackendUnavailableError, UnirtError
+from .formats import ModelFormat
 
 __all__ = ["GROUP", "BackendInfo", "backends", "get_backend", "availability", "installed_names", "refresh",
            "install_hint"]
@@ -96,11 +99,44 @@ def _load(entry: _Entry) -> Backend | None:
                     raise TypeError(f"{entry.ep.value} is not a unirt.backend.Backend")
                 if backend.name != entry.ep.name:
                     raise TypeError(f"{entry.ep.value} calls itself {backend.name!r}, registered as {entry.ep.name!r}")
+                for attr in ("formats", "converts_from"):
+                    _check_formats(entry.ep.value, attr, getattr(backend, attr, None))
                 entry.backend = backend
             except Exception as exc:  # any plugin bug must stay contained
                 entry.error = f"plugin failed to import: {type(exc).__name__}: {exc}"
                 log.warning("unirt backend %r: %s", entry.ep.name, entry.error)
         return entry.backend
+
+
+def _check_formats(plugin: str, attr: str, value: object) -> None:
+    """A plugin's `formats` / `converts_from` must be a set of ModelFormat members; say which mistake it made."""
+    if value is None:
+        raise TypeError(f"{plugin} has no `{attr}`; set it to a frozenset of unirt.ModelFormat, e.g. "
+                        "frozenset({ModelFormat.ONNX})")
+    if isinstance(value, (str, bytes)) or not isinstance(value, (set, frozenset, tuple, list)):
+        raise TypeError(f"{plugin}.{attr} is {value!r}; expected a frozenset of unirt.ModelFormat")
+    wrong = [f for f in value if not isinstance(f, ModelFormat)]
+    if wrong:
+        raise TypeError(f"{plugin}.{attr} holds {wrong[0]!r} ({type(wrong[0]).__name__}); expected unirt.ModelFormat "
+                        f"members such as ModelFormat.ONNX")
+
+
+def _check_availability(result: object) -> Availability:
+    """probe()'s result, checked: an Availability whose `devices` is a sequence of unirt device strings."""
+    if not isinstance(result, Availability):
+        raise TypeError(f"probe() returned {type(result).__name__}, not Availability")
+    devices = result.devices
+    if isinstance(devices, (str, bytes)) or not isinstance(devices, (tuple, list)):
+        raise TypeError(f"probe() returned devices={devices!r}; expected a tuple of device strings such as "
+                        "('cuda:0', 'cpu')")
+    for d in devices:
+        if not isinstance(d, str):
+            raise TypeError(f"probe() returned devices={devices!r}; {d!r} is not a device string")
+        try:
+            Device.parse(d)
+        except UnirtError as exc:
+            raise TypeError(f"probe() returned devices={devices!r}: {exc}") from None
+    return dataclasses.replace(result, devices=tuple(devices)) if isinstance(devices, list) else result
 
 
 def installed_names() -> list[str]:
@@ -133,9 +169,7 @@ def availability(name: str) -> Availability:
     with _lock:
         if entry.availability is None:
             try:
-                result = backend.probe()
-                if not isinstance(result, Availability):
-                    raise TypeError(f"probe() returned {type(result).__name__}, not Availability")
+                result = _check_availability(backend.probe())
             except Exception as exc:
                 result = Availability.missing(f"probe failed: {type(exc).__name__}: {exc}")
             entry.availability = result
@@ -143,6 +177,17 @@ def availability(name: str) -> Availability:
 
 
 def _info(name: str) -> BackendInfo:
+    try:
+        return _info_of(name)
+    except Exception as exc:  # a plugin bug the checks above did not catch: one broken row, not a broken listing
+        entry = _discover().get(name)
+        return BackendInfo(name, installed=entry is not None, available=False,
+                           reason=f"plugin error: {type(exc).__name__}: {exc}",
+                           distribution=entry.distribution if entry is not None else None,
+                           plugin_version=entry.version if entry is not None else None)
+
+
+def _info_of(name: str) -> BackendInfo:
     entry = _discover().get(name)
     if entry is None:
         return BackendInfo(name, installed=False, available=False, reason=f"not installed ({install_hint(name)})",

@@ -81,6 +81,13 @@ def _order(hw: Hardware, device: Device) -> tuple[list[str], str]:
 
 
 def _judge(name: str, model: ModelFile, device: Device, installed: set[str]) -> Candidate:
+    try:
+        return _judge_one(name, model, device, installed)
+    except Exception as exc:  # a plugin's bug (e.g. accepts() raising) skips that plugin, not the choice
+        return Candidate(name, False, f"plugin error: {type(exc).__name__}: {exc}")
+
+
+def _judge_one(name: str, model: ModelFile, device: Device, installed: set[str]) -> Candidate:
     if name not in installed:
         return Candidate(name, False, f"not installed ({registry.install_hint(name)})")
     try:
