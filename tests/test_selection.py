@@ -74,3 +74,18 @@ def test_session_auto_without_any_capable_backend(test_plugins, tmp_path):
     engine.write_bytes(tensorrt_bytes())
     with pytest.raises(unirt.BackendUnavailableError, match="no installed backend can run this tensorrt model"):
         unirt.Session(engine, device="cpu")
+
+
+def test_unknown_names_in_the_env_order_are_reported_once(test_plugins, model, monkeypatch, caplog):
+    """A typo in UNIRT_BACKEND_ORDER is named (a warning once per value, and in the explanation), not ignored."""
+    m = open_model(model("dynamic_mlp"))
+    monkeypatch.setenv(ENV_ORDER, "onnxrutime,reference")
+    with caplog.at_level("WARNING", logger="unirt.selection"):
+        exp = rank(m, "auto", INTEL)
+        rank(m, "auto", INTEL)
+    warnings = [r.getMessage() for r in caplog.records if ENV_ORDER in r.getMessage()]
+    assert len(warnings) == 1 and "onnxrutime" in warnings[0] and "reference" in warnings[0]
+    assert "ignored unknown backend(s) in UNIRT_BACKEND_ORDER: onnxrutime" in str(exp)
+    assert exp.chosen.backend == "reference" and "onnxrutime" not in names(exp)
+    monkeypatch.setenv(ENV_ORDER, "tensorrt,reference")  # this project's backend, installed or not: no warning
+    assert "ignored" not in rank(m, "auto", INTEL).order_source

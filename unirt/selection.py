@@ -8,6 +8,7 @@ that reads the model's format, is available here and offers the requested device
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -19,6 +20,8 @@ from .hardware import Hardware, hardware
 __all__ = ["DEFAULT_ORDER", "ENV_ORDER", "Candidate", "Explanation", "rank"]
 
 ENV_ORDER = "UNIRT_BACKEND_ORDER"
+log = logging.getLogger(__name__)
+_warned_env: set[str] = set()  # UNIRT_BACKEND_ORDER values already warned about (once per process)
 
 # Most preferred first. TensorRT leads on NVIDIA GPUs, OpenVINO on Intel CPUs; ONNX Runtime elsewhere. Each engine's
 # own format goes to that engine first (LiteRT for .tflite, ahead of OpenVINO's TFLite frontend); the order only
@@ -72,11 +75,20 @@ def _order(hw: Hardware, device: Device) -> tuple[list[str], str]:
     base = list(DEFAULT_ORDER.get(hw_class, DEFAULT_ORDER["x86"]))
     source = f"default for {hw_class}"
     env = os.environ.get(ENV_ORDER, "").strip()
+    installed = registry.installed_names()
     if env:
         first = [n.strip() for n in env.split(",") if n.strip()]
+        unknown = [n for n in first if n not in installed and n not in registry.KNOWN_BACKENDS]
+        first = [n for n in first if n not in unknown]
         base = first + [n for n in base if n not in first]
         source = f"{ENV_ORDER}={env}, then default for {hw_class}"
-    extra = sorted(n for n in registry.installed_names() if n not in base)
+        if unknown:
+            source += f" (ignored unknown backend(s) in {ENV_ORDER}: {', '.join(unknown)})"
+            if env not in _warned_env:
+                _warned_env.add(env)
+                log.warning("%s names unknown backend(s) %s, ignored; known: %s", ENV_ORDER, ", ".join(unknown),
+                            ", ".join(sorted(set(installed) | set(registry.KNOWN_BACKENDS))))
+    extra = sorted(n for n in installed if n not in base)
     return base + extra, source
 
 
