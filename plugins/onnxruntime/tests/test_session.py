@@ -262,3 +262,28 @@ def test_model_from_bytes(model):
     data = model("dynamic_mlp").read_bytes()
     sess = unirt.Session(data, backend="onnxruntime")
     assert sess.run(np.ones((2, 8), np.float32))["probs"].shape == (2, 3)
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"graph_optimization_level": 99}, "graph_optimization_level must be one of.*got 99"),
+    ({"session_config": 5}, "session_config must be a dict.*got 5"),
+    ({"session_config": {"session.intra_op.allow_spinning": [0]}}, r"session_config\['session.intra_op.allow_spinning'\] "
+                                                                   "must be a string or number"),
+    ({"free_dimension_overrides": {"N": "x"}}, r"free_dimension_overrides\['N'\] must map a dim name to a positive int"),
+    ({"free_dimension_overrides": [("N", 4)]}, "free_dimension_overrides must be a dict"),
+    ({"provider_options": "garbage"}, "provider_options goes with providers"),
+    ({"providers": "CPUExecutionProvider"}, "providers must be a non-empty list"),
+    ({"providers": ["CPUExecutionProvider"], "provider_options": "garbage"}, "provider_options must be a list of 1"),
+])
+def test_bad_backend_option_values_name_the_option_not_the_model(model, options, match):
+    with pytest.raises(UnsupportedOptionError, match=match):
+        unirt.Session(model("dynamic_mlp"), backend="onnxruntime", backend_options=options)
+
+
+def test_explicit_providers_with_their_options(model):
+    sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime",
+                         backend_options={"providers": ["CPUExecutionProvider"], "provider_options": [{}],
+                                          "session_config": {"session.intra_op.allow_spinning": 0}})
+    assert sess._runner.providers == ("CPUExecutionProvider",)
+    assert sess._runner._sess.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -70,16 +70,32 @@ def _session_options(options: LoadOptions) -> ort.SessionOptions:
         so.inter_op_num_threads = 1
     bo = options.backend_options
     level = bo.get("graph_optimization_level", "all")
-    if isinstance(level, str):
-        if level not in _OPT_LEVELS:
+    if not isinstance(level, ort.GraphOptimizationLevel):
+        if not isinstance(level, str) or level not in _OPT_LEVELS:
             raise UnsupportedOptionError(f"onnxruntime: graph_optimization_level must be one of "
-                                         f"{', '.join(_OPT_LEVELS)}, got {level!r}")
+                                         f"{', '.join(_OPT_LEVELS)} (or an onnxruntime.GraphOptimizationLevel), "
+                                         f"got {level!r}")
         level = _OPT_LEVELS[level]
     so.graph_optimization_level = level
-    for key, value in dict(bo.get("session_config", {})).items():
-        so.add_session_config_entry(str(key), str(value))
-    for dim, size in dict(bo.get("free_dimension_overrides", {})).items():
-        so.add_free_dimension_override_by_name(str(dim), int(size))
+    config = bo.get("session_config", {})
+    if not isinstance(config, Mapping) or not all(isinstance(k, str) for k in config):
+        raise UnsupportedOptionError(f"onnxruntime: session_config must be a dict of onnxruntime session config "
+                                     f"entries {{'session.key': 'value'}}, got {config!r}")
+    for key, value in config.items():
+        if not isinstance(value, (str, int, float)):
+            raise UnsupportedOptionError(f"onnxruntime: session_config[{key!r}] must be a string or number, "
+                                         f"got {value!r}")
+        so.add_session_config_entry(key, str(int(value) if isinstance(value, bool) else value))
+    overrides = bo.get("free_dimension_overrides", {})
+    if not isinstance(overrides, Mapping):
+        raise UnsupportedOptionError(f"onnxruntime: free_dimension_overrides must be a dict {{dim name: size}}, "
+                                     f"got {overrides!r}")
+    for dim, size in overrides.items():
+        if not isinstance(dim, str) or isinstance(size, bool) or not isinstance(size, (int, np.integer)) \
+                or size < 1:
+            raise UnsupportedOptionError(f"onnxruntime: free_dimension_overrides[{dim!r}] must map a dim name to a "
+                                         f"positive int, got {size!r}")
+        so.add_free_dimension_override_by_name(dim, int(size))
     for key, value in bo.items():
         if key in _OWN_KEYS:
             continue
@@ -93,14 +109,33 @@ def _session_options(options: LoadOptions) -> ort.SessionOptions:
     return so
 
 
+def _explicit_providers(bo: Mapping[str, Any]) -> tuple[list[str], list[dict] | None]:
+    """backend_options' own `providers` list (names) and optional `provider_options` (one dict each), checked."""
+    providers, provider_options = bo["providers"], bo.get("provider_options")
+    if isinstance(providers, str) or not isinstance(providers, (list, tuple)) or not providers \
+            or not all(isinstance(p, str) for p in providers):
+        raise UnsupportedOptionError(f"onnxruntime: providers must be a non-empty list of execution provider names "
+                                     f"such as ['CUDAExecutionProvider', 'CPUExecutionProvider'], got {providers!r}")
+    if provider_options is not None and (not isinstance(provider_options, (list, tuple))
+                                         or len(provider_options) != len(providers)
+                                         or not all(isinstance(o, Mapping) for o in provider_options)):
+        raise UnsupportedOptionError(f"onnxruntime: provider_options must be a list of {len(providers)} dict(s), one "
+                                     f"per provider in providers, got {provider_options!r}")
+    return list(providers), [dict(o) for o in provider_options] if provider_options is not None else None
+
+
 class OnnxRuntimeSession(BackendSession):
     def __init__(self, model: ModelFile, options: LoadOptions) -> None:
         bo = options.backend_options
         so = _session_options(options)
         available = ort.get_available_providers()
         if "providers" in bo:
-            providers, provider_options = list(bo["providers"]), bo.get("provider_options")
+            providers, provider_options = _explicit_providers(bo)
         else:
+            if "provider_options" in bo:
+                raise UnsupportedOptionError("onnxruntime: provider_options goes with providers (one dict per "
+                                             "provider, in the same order); without providers, use device and "
+                                             "execution_provider")
             quantized = options.precision == "int8" and looks_quantized(model.read_bytes())
             chain = providers_for(options.device, options.precision, available, bo, quantized)
             providers, provider_options = [p for p, _ in chain], [o for _, o in chain]
