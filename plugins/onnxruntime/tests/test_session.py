@@ -287,3 +287,48 @@ def test_explicit_providers_with_their_options(model):
     assert sess._runner.providers == ("CPUExecutionProvider",)
     assert sess._runner._sess.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
+
+def _cast_model(path, to_type):
+    """x (float32) -> y = Cast(x, to_type) and z = Cast(y, float32); and b (to_type) -> f = Cast(b, float32)."""
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=to_type), helper.make_node("Cast", ["y"], ["z"], to=T.FLOAT),
+         helper.make_node("Cast", ["b"], ["f"], to=T.FLOAT)], "casts",
+        [helper.make_tensor_value_info("x", T.FLOAT, ["N"]), helper.make_tensor_value_info("b", to_type, [2, 3])],
+        [helper.make_tensor_value_info("y", to_type, ["N"]), helper.make_tensor_value_info("z", T.FLOAT, ["N"]),
+         helper.make_tensor_value_info("f", T.FLOAT, [2, 3])])
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    onnx_model.ir_version = 10
+    path.write_bytes(onnx_model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("type_name", ["BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E5M2"])
+def test_bfloat16_and_float8_tensors_in_and_out(tmp_path, type_name):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from onnx import TensorProto
+
+    dtype = {"BFLOAT16": ml_dtypes.bfloat16, "FLOAT8E4M3FN": ml_dtypes.float8_e4m3fn,
+             "FLOAT8E5M2": ml_dtypes.float8_e5m2}[type_name]
+    sess = unirt.Session(_cast_model(tmp_path / "cast.onnx", getattr(TensorProto, type_name)), backend="onnxruntime")
+    assert {t.name: np.dtype(t.dtype) for t in sess.outputs}["y"] == np.dtype(dtype)
+    x = np.array([1.0, 2.5, 3.14159, -0.3], np.float32)
+    b = np.arange(6, dtype=np.float32).reshape(2, 3).astype(dtype)
+    for _ in range(2):  # a second run too: outputs are the caller's own arrays
+        out = sess.run({"x": x, "b": b})
+        assert out["y"].dtype == np.dtype(dtype) and out["y"].shape == (4,)
+        np.testing.assert_array_equal(out["y"], x.astype(dtype))  # ORT rounds to nearest even, as ml_dtypes does
+        np.testing.assert_array_equal(out["z"], x.astype(dtype).astype(np.float32))
+        np.testing.assert_array_equal(out["f"], b.astype(np.float32))
+    empty = sess.run({"x": np.empty((0,), np.float32), "b": b})
+    assert empty["y"].shape == (0,) and empty["y"].dtype == np.dtype(dtype)
+
+
+def test_packed_int4_tensors_are_refused_at_load(tmp_path):
+    pytest.importorskip("ml_dtypes")
+    from onnx import TensorProto
+
+    with pytest.raises(unirt.ModelLoadError, match=r"tensor 'b' is int4: onnxruntime packs 4-bit tensors"):
+        unirt.Session(_cast_model(tmp_path / "cast.onnx", TensorProto.INT4), backend="onnxruntime")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -33,6 +34,10 @@ _ORT_TYPES = {
     "uint64": np.uint64, "bool": np.bool_, "string": np.object_, "complex64": np.complex64,
     "complex128": np.complex128,
 }
+# Element types numpy lacks, by their ONNX type number: onnxruntime's numpy bridge refuses them, so a session that
+# has one passes them as OrtValues of raw bits (`_BitsRun`). Packed 4-bit types have no such form and are refused.
+_BITS_TYPES: dict[Any, tuple[int, type]] = {}
+_PACKED_TYPES: tuple[Any, ...] = ()
 try:  # numpy has no bfloat16/float8; ml_dtypes (installed with onnx) provides them when present
     import ml_dtypes
 
@@ -40,6 +45,10 @@ try:  # numpy has no bfloat16/float8; ml_dtypes (installed with onnx) provides t
                        "float8e5m2": ml_dtypes.float8_e5m2, "float8e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
                        "float8e5m2fnuz": ml_dtypes.float8_e5m2fnuz, "int4": ml_dtypes.int4,
                        "uint4": ml_dtypes.uint4})
+    _BITS_TYPES = {np.dtype(ml_dtypes.bfloat16): (16, np.uint16), np.dtype(ml_dtypes.float8_e4m3fn): (17, np.uint8),
+                   np.dtype(ml_dtypes.float8_e4m3fnuz): (18, np.uint8), np.dtype(ml_dtypes.float8_e5m2): (19, np.uint8),
+                   np.dtype(ml_dtypes.float8_e5m2fnuz): (20, np.uint8)}
+    _PACKED_TYPES = (np.dtype(ml_dtypes.int4), np.dtype(ml_dtypes.uint4))
 except ImportError:
     pass
 
@@ -153,6 +162,17 @@ class OnnxRuntimeSession(BackendSession):
         self.providers = tuple(active)
         self.inputs = [_tensor_info(a) for a in self._sess.get_inputs()]
         self.outputs = [_tensor_info(a) for a in self._sess.get_outputs()]
+        packed = next((t for t in list(self.inputs) + list(self.outputs) if np.dtype(t.dtype) in _PACKED_TYPES), None)
+        if packed is not None:
+            raise ModelLoadError(f"{model.name}: tensor {packed.name!r} is {np.dtype(packed.dtype).name}: onnxruntime "
+                                 "packs 4-bit tensors two to a byte, which unirt cannot pass to or from it; use an "
+                                 "int8/uint8 tensor at the model's boundary")
+        if any(np.dtype(t.dtype) in _BITS_TYPES for t in list(self.inputs) + list(self.outputs)):
+            # bfloat16/float8 tensors: run through OrtValues of their bits (ORT's numpy bridge refuses them)
+            self.run = _BitsRun(self._sess).run  # type: ignore[method-assign]
+            self.run_into = None  # type: ignore[assignment]  # the engine cannot write them into numpy memory
+            self._native_run = self._prealloc = None
+            return
         # The native session's run skips InferenceSession.run's Python re-validation, which unirt already did.
         native = getattr(self._sess, "_sess", None)
         self._native_run = native.run if native is not None and hasattr(native, "run") else None
@@ -203,6 +223,39 @@ class OnnxRuntimeSession(BackendSession):
         self._native_run = None
         self._prealloc = None
         self._sess = None
+
+
+class _BitsRun:
+    """Runs a session with bfloat16/float8 inputs or outputs: those travel as OrtValues over their raw bits (a
+    uint16/uint8 view, no copy in), outputs of those types are copied out of ORT's memory into ml_dtypes arrays."""
+
+    def __init__(self, sess: Any) -> None:
+        self._sess = sess
+        self._wrap = ort.OrtValue.ortvalue_from_numpy
+        self._wrap_bits = ort.OrtValue.ortvalue_from_numpy_with_onnx_type
+        self._numpy_of = {onnx_type: dtype for dtype, (onnx_type, _) in _BITS_TYPES.items()}
+
+    def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[Any]:
+        values = {}
+        for name, array in feeds.items():
+            bits = _BITS_TYPES.get(array.dtype)
+            values[name] = self._wrap(array) if bits is None else self._wrap_bits(array.view(bits[1]), bits[0])
+        try:
+            results = self._sess.run_with_ort_values(list(output_names), values)
+        except _ORT_ERRORS as exc:
+            raise RunError(f"onnxruntime: {str(exc).strip()}") from None
+        return [self._to_numpy(v) for v in results]
+
+    def _to_numpy(self, value: Any) -> Any:
+        dtype = self._numpy_of.get(value.element_type()) if value.is_tensor() else None
+        if dtype is None:
+            return value.numpy()
+        shape = tuple(value.shape())
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if nbytes == 0:
+            return np.empty(shape, dtype)
+        raw = (ctypes.c_char * nbytes).from_address(value.data_ptr())
+        return np.frombuffer(raw, np.uint8).copy().view(dtype).reshape(shape)
 
 
 class _PreallocatedRun:
