@@ -39,7 +39,7 @@ _ORT_TYPES = {
 _BITS_TYPES: dict[Any, tuple[int, type]] = {}
 _PACKED_TYPES: tuple[Any, ...] = ()
 try:  # numpy has no bfloat16/float8; ml_dtypes (installed with onnx) provides them when present
-    import ml_dtypes
+    import ml_dtypes  # a dependency of this plugin; guarded so a broken install still loads fp32 models
 
     _ORT_TYPES.update({"bfloat16": ml_dtypes.bfloat16, "float8e4m3fn": ml_dtypes.float8_e4m3fn,
                        "float8e5m2": ml_dtypes.float8_e5m2, "float8e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
