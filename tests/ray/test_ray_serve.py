@@ -109,6 +109,8 @@ def test_handle_outputs_equal_a_local_session(mlp_app, local):
     np.testing.assert_array_equal(got["probs"], local.run(_rows(3, 2))["probs"])
     with pytest.raises(unirt.InputError, match="unknown output.*'nope'.*logits, probs"):
         handle.remote(_rows(1, 3), ["nope"]).result(timeout_s=60)
+    with pytest.raises(unirt.InputError, match="output_names must be an output name or a list.*got 5"):
+        handle.remote(_rows(1, 3), 5).result(timeout_s=60)
 
 
 def test_concurrent_requests_are_merged_and_a_bad_one_fails_alone(mlp_app, local):

@@ -60,7 +60,13 @@ class UnirtDeployment:
         """Run one request (merged with concurrent ones); the outputs asked for, all by default."""
         if output_names is None:
             return await self._run(feeds)
-        names = [output_names] if isinstance(output_names, str) else list(output_names)
+        if isinstance(output_names, str):
+            names = [output_names]
+        elif isinstance(output_names, (list, tuple)) and all(isinstance(n, str) for n in output_names):
+            names = list(output_names)
+        else:
+            raise InputError(f"output_names must be an output name or a list of output names, got "
+                             f"{output_names!r}; the model's outputs are: {', '.join(self._output_names)}")
         unknown = [n for n in names if n not in self._output_names]
         if unknown:
             raise InputError(f"unknown output(s) {', '.join(map(repr, unknown))}; the model's outputs are: "
