@@ -7,8 +7,10 @@ import sys
 
 import pytest
 
-from unirt.errors import UnsupportedOptionError
-from unirt.integrations.ray.options import ReplicaOptions, deployment_options, parse_app_args, replica_resources
+from unirt.errors import ModelLoadError, UnsupportedOptionError
+from unirt.integrations.ray.options import (ReplicaOptions, checked_model, deployment_options, parse_app_args,
+                                            replica_resources)
+from unirt.testing import models
 
 
 def test_resources_follow_the_session():
@@ -58,6 +60,38 @@ def test_cli_arguments_are_typed():
 def test_bad_arguments_are_clear_errors(args, message):
     with pytest.raises(UnsupportedOptionError, match=message):
         parse_app_args(args)
+
+
+def test_the_model_is_opened_in_the_driver_and_its_absolute_path_sent(tmp_path, monkeypatch):
+    models.dynamic_mlp(tmp_path / "mlp.onnx", features=4, classes=2)
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07garbage" * 10)
+    monkeypatch.chdir(tmp_path)
+    checked = checked_model(ReplicaOptions("mlp.onnx", threads=2))
+    assert checked.model == str(tmp_path / "mlp.onnx") and (checked.name, checked.threads) == ("mlp", 2)
+    with pytest.raises(ModelLoadError, match=r"bad\.onnx: detected format onnx, but not a valid ONNX protobuf"):
+        checked_model(ReplicaOptions("bad.onnx"))
+    with pytest.raises(ModelLoadError, match=r"missing\.onnx: no such model file .*check_model=False"):
+        checked_model(ReplicaOptions("missing.onnx"))
+    assert checked_model(ReplicaOptions("missing.onnx"), check=False).model == "missing.onnx"  # the workers' path
+
+
+def test_build_and_app_refuse_a_bad_model_before_ray_sees_it(tmp_path, monkeypatch):
+    pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install 'unirt[ray]')")
+    from ray.serve import Application
+
+    from unirt.integrations.ray import app, build
+
+    models.dynamic_mlp(tmp_path / "mlp.onnx", features=4, classes=2)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match="missing.onnx: no such model file"):
+        build("missing.onnx")
+    with pytest.raises(ModelLoadError, match="missing.onnx: no such model file"):
+        app({"model": "missing.onnx", "num_replicas": "2"})
+    assert isinstance(build("mlp.onnx"), Application)
+    assert isinstance(build("missing.onnx", check_model=False), Application)
+    assert isinstance(app({"model": "missing.onnx", "check_model": "false"}), Application)
+    with pytest.raises(UnsupportedOptionError, match="check_model='maybe': expected true or false"):
+        app({"model": "mlp.onnx", "check_model": "maybe"})
 
 
 def test_default_name_is_the_file_stem():

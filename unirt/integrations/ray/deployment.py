@@ -21,7 +21,7 @@ from starlette.requests import Request
 
 from ...errors import InputError, SessionClosedError
 from .http import V2HttpFrontEnd
-from .options import ReplicaOptions, deployment_options, parse_app_args
+from .options import ReplicaOptions, app_flag, checked_model, deployment_options, parse_app_args
 from .replica import Failed, Replica
 
 __all__ = ["UnirtDeployment", "build", "app"]
@@ -96,22 +96,32 @@ class UnirtDeployment:
 def build(model: str, *, name: str = "", backend: str = "auto", device: str = "cpu", threads: int = 1,
           precision: str = "fp32", backend_options: Mapping[str, Any] | None = None, max_batch: int | None = None,
           max_batch_size: int = 8, batch_wait_timeout_s: float = 0.005, max_request_bytes: int = 128 * 1024 * 1024,
-          **ray_options: Any) -> Application:
+          check_model: bool = True, **ray_options: Any) -> Application:
     """A Serve application serving `model`: pass it to `serve.run`. Session options as `unirt.Session` takes
     them; Ray Serve's deployment options (`num_replicas`, `autoscaling_config`, `max_ongoing_requests`,
-    `ray_actor_options`, ...) pass through. Replicas reserve `threads` CPUs and, with `device="cuda"`, one GPU."""
+    `ray_actor_options`, ...) pass through. Replicas reserve `threads` CPUs and, with `device="cuda"`, one GPU.
+
+    The model file is opened here (a missing or damaged file is a `ModelLoadError` now, not replicas failing to
+    start later) and its absolute path handed to the replicas. On a multi-node cluster where only the worker
+    nodes hold the file, pass `check_model=False`: the path then goes to the replicas as given."""
     options = ReplicaOptions(model=str(model), name=name, backend=backend, device=device, threads=threads,
                              precision=precision, backend_options=dict(backend_options or {}), max_batch=max_batch,
                              max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s,
                              max_request_bytes=max_request_bytes)
-    return _application(options, deployment_options(options, ray_options))
+    ray_options = deployment_options(options, ray_options)
+    return _application(checked_model(options, check_model), ray_options)
 
 
 def app(args: dict[str, Any]) -> Application:
     """The application builder for Ray's CLI: `serve run unirt.integrations.ray:app model=m.onnx threads=2
-    num_replicas=2 backend_options='{"...": ...}'` (or a Serve config file's `args`)."""
+    num_replicas=2 backend_options='{"...": ...}'` (or a Serve config file's `args`); `check_model=false` as in
+    `build`."""
+    check = True
+    if isinstance(args, Mapping):
+        check = app_flag(args)
+        args = {k: v for k, v in args.items() if k != "check_model"}
     options, ray_options = parse_app_args(args)
-    return _application(options, ray_options)
+    return _application(checked_model(options, check), ray_options)
 
 
 def _application(options: ReplicaOptions, ray_options: dict[str, Any]) -> Application:

@@ -1,22 +1,25 @@
 """What a Ray Serve replica loads, how it batches, and what Ray reserves for it — checked before Ray sees them.
 
-Nothing here imports Ray: the builder checks the options in the driver, so a mistake is a clear `unirt` error
-at `serve run` / `build()` time instead of a replica that fails to start on some node later.
+Nothing here imports Ray: the builder checks the options and opens the model in the driver, so a mistake is a
+clear `unirt` error at `serve run` / `build()` time instead of a replica that fails to start on some node later.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from ...backend import PRECISIONS
 from ...devices import Device
-from ...errors import UnsupportedOptionError
+from ...errors import ModelLoadError, UnsupportedOptionError
+from ...formats import open_model
 
-__all__ = ["ReplicaOptions", "DEPLOYMENT_OPTIONS", "replica_resources", "deployment_options", "parse_app_args"]
+__all__ = ["ReplicaOptions", "DEPLOYMENT_OPTIONS", "replica_resources", "deployment_options", "checked_model",
+           "parse_app_args"]
 
 # Ray Serve's per-deployment settings (`serve.deployment(...)` / `Deployment.options(...)`), passed through as given.
 DEPLOYMENT_OPTIONS = frozenset({
@@ -101,6 +104,20 @@ def _positive_int(what: str, value: Any) -> None:
         raise UnsupportedOptionError(f"{what} must be a positive integer, got {value!r}")
 
 
+def checked_model(options: ReplicaOptions, check: bool = True) -> ReplicaOptions:
+    """`options` with the model's absolute path, after opening it (format and structure) in the driver, so a
+    missing or damaged file is a `ModelLoadError` here rather than replicas failing to start later. `check=False`
+    passes the path on unchecked, for clusters where only the worker nodes hold the file."""
+    if not check:
+        return options
+    path = Path(options.model).expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"{options.model}: no such model file (looked in {os.getcwd()}); every replica loads "
+                             "this path. Where only the cluster's worker nodes hold the file, pass check_model=False")
+    model = open_model(os.path.abspath(path))  # relative to the driver's directory, not each replica's
+    return replace(options, model=str(model.path))
+
+
 def _default_name(model: str) -> str:
     stem = Path(model).name.split(".")[0]
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip(".-") or "model"
@@ -158,7 +175,7 @@ def parse_app_args(args: Mapping[str, Any]) -> tuple[ReplicaOptions, dict[str, A
             ray_options[key] = value
         else:
             raise UnsupportedOptionError(f"unknown argument {key!r}; the application takes unirt's "
-                                         f"{', '.join(_REPLICA_FIELDS)} and Ray Serve's "
+                                         f"{', '.join(_REPLICA_FIELDS)}, check_model and Ray Serve's "
                                          f"{', '.join(sorted(DEPLOYMENT_OPTIONS))}")
     options = ReplicaOptions(**replica)
     return options, deployment_options(options, ray_options)
@@ -180,4 +197,15 @@ def _typed(key: str, value: Any) -> Any:
     except ValueError as exc:
         kind = "an integer" if key in _INTS | {"num_replicas"} else "a number" if key in _FLOATS else "JSON"
         raise UnsupportedOptionError(f"argument {key}={value!r}: expected {kind} ({exc})") from None
+    return value
+
+
+def app_flag(args: Mapping[str, Any], key: str = "check_model", default: bool = True) -> bool:
+    """A yes/no application argument (`check_model=false`), as a bool."""
+    value = args.get(key, default)
+    if isinstance(value, str):
+        value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
+            value.strip().lower(), value)
+    if not isinstance(value, bool):
+        raise UnsupportedOptionError(f"argument {key}={value!r}: expected true or false")
     return value
