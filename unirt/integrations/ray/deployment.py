@@ -21,7 +21,7 @@ from starlette.requests import Request
 
 from ...errors import InputError, SessionClosedError
 from .http import V2HttpFrontEnd
-from .options import ReplicaOptions, app_flag, checked_model, deployment_options, parse_app_args
+from .options import ReplicaOptions, app_flag, checked_model, deployment_options, live_options, parse_app_args
 from .replica import Failed, Replica
 
 __all__ = ["UnirtDeployment", "build", "app"]
@@ -31,7 +31,13 @@ log = logging.getLogger(__name__)
 @serve.deployment
 class UnirtDeployment:
     """A replica serving one model. Call it through a handle with what `Session.run` takes (a dict of arrays, or
-    one array for a single-input model) and optional `output_names`; HTTP requests get the v2 protocol."""
+    one array for a single-input model) and optional `output_names`; HTTP requests get the v2 protocol.
+
+    The deployment's `user_config` tunes request merging: `{"max_batch_size": 16, "batch_wait_timeout_s": 0.01}`
+    (other keys are refused). Ray hands it to `reconfigure` when a replica starts and, on a lightweight update (a
+    Serve config file whose only change is user_config), to the running replicas. A larger `max_batch_size` than
+    the replica's `max_ongoing_requests` admits cannot fill: raise that too (by default it follows the build's
+    `user_config` or `max_batch_size`)."""
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         opts = ReplicaOptions(**options)
@@ -55,6 +61,16 @@ class UnirtDeployment:
         if isinstance(result, Failed):
             raise result.error
         return result
+
+    def reconfigure(self, user_config: Any) -> None:
+        """Ray calls this with the deployment's `user_config` when a replica starts and whenever it changes."""
+        live = live_options(user_config)
+        if "max_batch_size" in live:
+            self._merged.set_max_batch_size(live["max_batch_size"])
+        if "batch_wait_timeout_s" in live:
+            self._merged.set_batch_wait_timeout_s(live["batch_wait_timeout_s"])
+        if live:
+            log.info("replica %s: batching retuned to %s", self._replica.replica_id or "?", live)
 
     async def infer(self, feeds: Any, output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Run one request (merged with concurrent ones); the outputs asked for, all by default."""
@@ -99,7 +115,8 @@ def build(model: str, *, name: str = "", backend: str = "auto", device: str = "c
           check_model: bool = True, **ray_options: Any) -> Application:
     """A Serve application serving `model`: pass it to `serve.run`. Session options as `unirt.Session` takes
     them; Ray Serve's deployment options (`num_replicas`, `autoscaling_config`, `max_ongoing_requests`,
-    `ray_actor_options`, ...) pass through. Replicas reserve `threads` CPUs and, with `device="cuda"`, one GPU.
+    `ray_actor_options`, `user_config`, ...: what the installed Ray's `Deployment.options` takes) pass through.
+    Replicas reserve `threads` CPUs and, with `device="cuda"`, one GPU.
 
     The model file is opened here (a missing or damaged file is a `ModelLoadError` now, not replicas failing to
     start later) and its absolute path handed to the replicas. On a multi-node cluster where only the worker
