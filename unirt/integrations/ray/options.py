@@ -144,8 +144,9 @@ def checked_model(options: ReplicaOptions, check: bool = True) -> ReplicaOptions
         return options
     path = Path(options.model).expanduser()
     if not path.exists():
-        raise ModelLoadError(f"{options.model}: no such model file (looked in {os.getcwd()}); every replica loads "
-                             "this path. Where only the cluster's worker nodes hold the file, pass check_model=False")
+        where = "" if path.is_absolute() else f" (looked in {os.getcwd()})"
+        raise ModelLoadError(f"{options.model}: no such model file{where}; every replica loads this path. Where "
+                             "only the cluster's worker nodes hold the file, pass check_model=False")
     model = open_model(os.path.abspath(path))  # relative to the driver's directory, not each replica's
     return replace(options, model=str(model.path))
 
