@@ -140,6 +140,29 @@ def test_a_repository_with_several_formats_gets_every_backend_it_needs(onnx_mode
     assert [f["name"] for f in d.runtime["spec"]["supportedModelFormats"]] == ["openvino", "onnx", "tflite"]
 
 
+def test_a_repository_is_read_as_unirt_serve_reads_it(onnx_model, tmp_path):
+    """default_model_filename and version_policy pick the file, as when the server loads the model."""
+    pytest.importorskip("tritonclient.grpc")
+    from unirt.errors import ModelLoadError
+    from unirt.testing.tflite import dynamic_mlp as tflite_mlp
+
+    repo = tmp_path / "repo"
+    (repo / "clf" / "1").mkdir(parents=True)
+    shutil.copy(onnx_model, repo / "clf" / "1" / "resnet.onnx")
+    (repo / "clf" / "config.pbtxt").write_text('backend: "onnxruntime"\ndefault_model_filename: "resnet.onnx"\n')
+    (repo / "pinned" / "1").mkdir(parents=True)
+    tflite_mlp(repo / "pinned" / "1" / "model.tflite")
+    (repo / "pinned" / "2").mkdir(parents=True)
+    shutil.copy(onnx_model, repo / "pinned" / "2" / "model.onnx")
+    (repo / "pinned" / "config.pbtxt").write_text("version_policy: { specific: { versions: [1] } }\n")
+    d = plan(repo, "mixed")
+    assert [f["name"] for f in d.runtime["spec"]["supportedModelFormats"]] == ["onnx", "tflite"]
+    assert d.contents.backends == ("onnxruntime", "tflite")
+    (repo / "clf" / "config.pbtxt").write_text('default_model_filename: "gone.onnx"\n')
+    with pytest.raises(ModelLoadError, match=r"no gone\.onnx in .*clf.1 \(found: resnet\.onnx\)"):
+        plan(repo, "mixed")
+
+
 def test_weights_files_travel_and_tensorrt_plans_get_a_gpu(tmp_path):
     src = tmp_path / "src"
     src.mkdir()

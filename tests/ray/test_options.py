@@ -7,8 +7,10 @@ import sys
 
 import pytest
 
-from unirt.errors import UnsupportedOptionError
-from unirt.integrations.ray.options import ReplicaOptions, deployment_options, parse_app_args, replica_resources
+from unirt.errors import ModelLoadError, UnsupportedOptionError
+from unirt.integrations.ray.options import (DEPLOYMENT_OPTIONS, ReplicaOptions, checked_model, deployment_option_names,
+                                            deployment_options, live_options, parse_app_args, replica_resources)
+from unirt.testing import models
 
 
 def test_resources_follow_the_session():
@@ -58,6 +60,72 @@ def test_cli_arguments_are_typed():
 def test_bad_arguments_are_clear_errors(args, message):
     with pytest.raises(UnsupportedOptionError, match=message):
         parse_app_args(args)
+
+
+def test_the_model_is_opened_in_the_driver_and_its_absolute_path_sent(tmp_path, monkeypatch):
+    models.dynamic_mlp(tmp_path / "mlp.onnx", features=4, classes=2)
+    (tmp_path / "bad.onnx").write_bytes(b"\x08\x07garbage" * 10)
+    monkeypatch.chdir(tmp_path)
+    checked = checked_model(ReplicaOptions("mlp.onnx", threads=2))
+    assert checked.model == str(tmp_path / "mlp.onnx") and (checked.name, checked.threads) == ("mlp", 2)
+    with pytest.raises(ModelLoadError, match=r"bad\.onnx: detected format onnx, but not a valid ONNX protobuf"):
+        checked_model(ReplicaOptions("bad.onnx"))
+    with pytest.raises(ModelLoadError, match=r"missing\.onnx: no such model file .*check_model=False"):
+        checked_model(ReplicaOptions("missing.onnx"))
+    assert checked_model(ReplicaOptions("missing.onnx"), check=False).model == "missing.onnx"  # the workers' path
+
+
+def test_build_and_app_refuse_a_bad_model_before_ray_sees_it(tmp_path, monkeypatch):
+    pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install 'unirt[ray]')")
+    from ray.serve import Application
+
+    from unirt.integrations.ray import app, build
+
+    models.dynamic_mlp(tmp_path / "mlp.onnx", features=4, classes=2)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match="missing.onnx: no such model file"):
+        build("missing.onnx")
+    with pytest.raises(ModelLoadError, match="missing.onnx: no such model file"):
+        app({"model": "missing.onnx", "num_replicas": "2"})
+    assert isinstance(build("mlp.onnx"), Application)
+    assert isinstance(build("missing.onnx", check_model=False), Application)
+    assert isinstance(app({"model": "missing.onnx", "check_model": "false"}), Application)
+    with pytest.raises(UnsupportedOptionError, match="check_model='maybe': expected true or false"):
+        app({"model": "mlp.onnx", "check_model": "maybe"})
+
+
+def test_user_config_is_checked_in_the_driver():
+    opts = ReplicaOptions("m.onnx", max_batch_size=4)
+    out = deployment_options(opts, {"user_config": {"max_batch_size": 32, "batch_wait_timeout_s": 0.02}})
+    assert out["user_config"] == {"max_batch_size": 32, "batch_wait_timeout_s": 0.02}
+    assert out["max_ongoing_requests"] == 64  # room for the batch size the replicas will run with
+    assert live_options(None) == {}
+    for config, message in [({"threads": 2}, "unknown key.*threads; a running unirt deployment can retune "
+                                             "max_batch_size, batch_wait_timeout_s"),
+                            ({"max_batch_size": 0}, "user_config max_batch_size must be a positive integer"),
+                            ({"batch_wait_timeout_s": "fast"}, "user_config batch_wait_timeout_s must be"),
+                            ([1, 2], "user_config must be a dict")]:
+        with pytest.raises(UnsupportedOptionError, match=message):
+            deployment_options(opts, {"user_config": config})
+
+
+def test_the_installed_rays_deployment_options_pass_through():
+    pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install 'unirt[ray]')")
+    import inspect
+
+    from ray.serve import Deployment
+
+    names = deployment_option_names()
+    assert DEPLOYMENT_OPTIONS <= names and "name" not in names and "func_or_class" not in names
+    assert names == {p for p in inspect.signature(Deployment.options).parameters
+                     if p not in ("self", "func_or_class", "name", "version") and not p.startswith("_")}
+    opts = ReplicaOptions("m.onnx")
+    newer = sorted(names - DEPLOYMENT_OPTIONS)  # e.g. max_constructor_retry_count in Ray 2.5x
+    for key in newer:
+        assert key in deployment_options(opts, {key: None})
+    if "max_constructor_retry_count" in names:
+        assert parse_app_args({"model": "m.onnx", "max_constructor_retry_count": "5"})[1][
+            "max_constructor_retry_count"] == 5
 
 
 def test_default_name_is_the_file_stem():

@@ -109,6 +109,8 @@ def test_handle_outputs_equal_a_local_session(mlp_app, local):
     np.testing.assert_array_equal(got["probs"], local.run(_rows(3, 2))["probs"])
     with pytest.raises(unirt.InputError, match="unknown output.*'nope'.*logits, probs"):
         handle.remote(_rows(1, 3), ["nope"]).result(timeout_s=60)
+    with pytest.raises(unirt.InputError, match="output_names must be an output name or a list.*got 5"):
+        handle.remote(_rows(1, 3), 5).result(timeout_s=60)
 
 
 def test_concurrent_requests_are_merged_and_a_bad_one_fails_alone(mlp_app, local):
@@ -198,6 +200,38 @@ def test_http_bodies_are_unirt_serves(mlp_app, ray_serve, mlp):
         else:
             np.testing.assert_allclose(a["data"], b["data"], rtol=1e-5)
     assert {k: v for k, v in ours.items() if k != "outputs"} == {k: v for k, v in theirs.items() if k != "outputs"}
+
+
+def test_user_config_retunes_batching_live(ray_serve, mlp):
+    """Ray hands `user_config` to `reconfigure` when a replica starts, and again, to the running replica, on a
+    lightweight update (a Serve config file whose only change is user_config): called here through the handle."""
+    def batches(handle, n):
+        before = handle.stats.remote().result(timeout_s=30)
+        for response in [handle.remote(_rows(1, 500 + i)) for i in range(n)]:
+            response.result(timeout_s=60)
+        after = handle.stats.remote().result(timeout_s=30)
+        sizes = {k: after["batch_sizes"].get(k, 0) - before["batch_sizes"].get(k, 0) for k in after["batch_sizes"]}
+        return {k: v for k, v in sizes.items() if v}, after["pid"]
+
+    def deploy(user_config):
+        return serve.run(build(mlp, name="mlp_live", backend="onnxruntime", max_batch_size=8, batch_wait_timeout_s=0.2,
+                               ray_actor_options={"num_cpus": 0.25}, user_config=user_config),
+                         name="live", route_prefix=None)
+
+    with pytest.raises(unirt.UnsupportedOptionError, match="user_config: unknown key.*threads"):
+        deploy({"threads": 2})  # refused in the driver
+    handle = deploy({"max_batch_size": 1})
+    try:
+        sizes, pid = batches(handle, 6)
+        assert sizes == {1: 6}  # never merged, whatever the 0.2 s wait
+        handle.reconfigure.remote({"max_batch_size": 3, "batch_wait_timeout_s": 0.5}).result(timeout_s=30)
+        sizes, same_pid = batches(handle, 6)
+        assert 1 < max(sizes) <= 3 and sum(k * v for k, v in sizes.items()) == 6, sizes
+        assert same_pid == pid  # retuned in place
+        with pytest.raises(unirt.UnsupportedOptionError, match="user_config: unknown key.*threads"):
+            handle.reconfigure.remote({"threads": 2}).result(timeout_s=30)  # and in the replica
+    finally:
+        serve.delete("live")
 
 
 def test_several_inputs_ints_and_scalars_under_a_route_prefix(ray_serve, tmp_path_factory):

@@ -141,24 +141,41 @@ def _repository_layout(model: ModelFile, name: str) -> list[tuple[Path, str]]:
 
 
 def _repository_formats(root: Path) -> list[ModelFormat]:
-    """The formats of the models in a Triton repository (their newest version), in model-name order."""
-    from ..serve.repository import MODEL_FILES, DirectoryRepository
+    """The formats of the models in a Triton repository (the newest version `unirt serve` loads), in model-name
+    order. Each model file is found as the server finds it: config.pbtxt's default_model_filename, or the usual
+    name for its backend."""
+    from ..serve.repository import DirectoryRepository
 
-    names = {n for files in MODEL_FILES.values() for n in files}
     repo = DirectoryRepository(root)
     formats = []
     for model_name in repo.names():
         source = repo.source(model_name)
         if not source.versions:
             continue
-        version_dir = source.versions[max(source.versions)]
-        found = [open_model(p).format for p in sorted(version_dir.iterdir()) if p.is_file() and p.name in names]
-        if not found:
-            raise ModelLoadError(f"{version_dir}: no model file ({', '.join(sorted(names))})")
-        formats += found[:1]
+        formats.append(open_model(_served_file(source)).format)
     if not formats:
         raise ModelLoadError(f"{root}: no models found; a Triton repository holds <model>/<version>/model.<ext>")
     return formats
+
+
+def _served_file(source: Any) -> Path:
+    """The model file `unirt serve` loads for `source`'s newest selected version (see `LoadedModel.load`)."""
+    from ..serve.errors import ServeError
+
+    version, backend, file_name = max(source.versions), "auto", ""
+    if source.config_path is not None:  # reading config.pbtxt needs the serve extra's protobuf and tritonclient
+        try:
+            from ..serve.config import backend_for, read_config, select_versions
+        except ImportError as exc:
+            raise UnsupportedOptionError(f"{source.config_path}: reading a model's config.pbtxt needs unirt serve's "
+                                         f"dependencies: pip install 'unirt[serve]' ({exc})") from None
+        config = read_config(source.config_path)
+        version = max(select_versions(config, list(source.versions)), default=version)
+        backend, file_name = backend_for(config), config.default_model_filename
+    try:
+        return source.model_file(version, backend, file_name)
+    except ServeError as exc:
+        raise ModelLoadError(str(exc)) from None
 
 
 def _quantity(cpus: float) -> str:

@@ -1,30 +1,42 @@
 """What a Ray Serve replica loads, how it batches, and what Ray reserves for it — checked before Ray sees them.
 
-Nothing here imports Ray: the builder checks the options in the driver, so a mistake is a clear `unirt` error
-at `serve run` / `build()` time instead of a replica that fails to start on some node later.
+Nothing here imports Ray (but `deployment_option_names`, lazily): the builder checks the options and opens the
+model in the driver, so a mistake is a clear `unirt` error at `serve run` / `build()` time instead of a replica
+that fails to start on some node later.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
 from ...backend import PRECISIONS
 from ...devices import Device
-from ...errors import UnsupportedOptionError
+from ...errors import ModelLoadError, UnsupportedOptionError
+from ...formats import open_model
 
-__all__ = ["ReplicaOptions", "DEPLOYMENT_OPTIONS", "replica_resources", "deployment_options", "parse_app_args"]
+__all__ = ["ReplicaOptions", "DEPLOYMENT_OPTIONS", "LIVE_OPTIONS", "replica_resources", "deployment_options",
+           "deployment_option_names", "live_options", "checked_model", "parse_app_args"]
 
 # Ray Serve's per-deployment settings (`serve.deployment(...)` / `Deployment.options(...)`), passed through as given.
+# The installed Ray's own list (`deployment_option_names`) is used where Ray can be imported; this one where not.
 DEPLOYMENT_OPTIONS = frozenset({
     "num_replicas", "autoscaling_config", "max_ongoing_requests", "max_queued_requests", "ray_actor_options",
     "placement_group_bundles", "placement_group_strategy", "max_replicas_per_node", "user_config",
     "health_check_period_s", "health_check_timeout_s", "graceful_shutdown_wait_loop_s", "graceful_shutdown_timeout_s",
     "logging_config", "request_router_config",
 })
+# Deployment.options parameters that are not settings a caller passes through: unirt sets the name, Ray refuses
+# `version` (removed in Ray 2.x; Serve versions deployments itself).
+_NOT_PASSED = frozenset({"self", "func_or_class", "name", "version"})
+# What a running deployment's `user_config` may retune live (`UnirtDeployment.reconfigure`).
+LIVE_OPTIONS = ("max_batch_size", "batch_wait_timeout_s")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")  # what unirt serve accepts as a model name
 
 
@@ -73,9 +85,7 @@ class ReplicaOptions:
             _positive_int("max_batch", self.max_batch)
         _positive_int("max_batch_size", self.max_batch_size)
         _positive_int("max_request_bytes", self.max_request_bytes)
-        wait = self.batch_wait_timeout_s
-        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 60:
-            raise UnsupportedOptionError(f"batch_wait_timeout_s must be a number of seconds in 0..60, got {wait!r}")
+        _wait_seconds("batch_wait_timeout_s", self.batch_wait_timeout_s)
 
     @property
     def gpus(self) -> int:
@@ -101,6 +111,57 @@ def _positive_int(what: str, value: Any) -> None:
         raise UnsupportedOptionError(f"{what} must be a positive integer, got {value!r}")
 
 
+def _wait_seconds(what: str, wait: Any) -> None:
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= 60:
+        raise UnsupportedOptionError(f"{what} must be a number of seconds in 0..60, got {wait!r}")
+
+
+def live_options(user_config: Any) -> dict[str, Any]:
+    """The batching settings of a deployment's `user_config` (a dict of `LIVE_OPTIONS`), checked: the builder
+    checks them in the driver, each replica's `reconfigure` again when Ray hands them over (at start and on
+    every update)."""
+    if user_config is None:
+        return {}
+    if not isinstance(user_config, Mapping):
+        raise UnsupportedOptionError(f"user_config must be a dict of {', '.join(LIVE_OPTIONS)}, got "
+                                     f"{type(user_config).__name__}")
+    unknown = sorted(map(str, set(user_config) - set(LIVE_OPTIONS)))
+    if unknown:
+        raise UnsupportedOptionError(f"user_config: unknown key(s) {', '.join(unknown)}; a running unirt deployment "
+                                     f"can retune {', '.join(LIVE_OPTIONS)} (anything else needs a new deployment)")
+    if "max_batch_size" in user_config:
+        _positive_int("user_config max_batch_size", user_config["max_batch_size"])
+    if "batch_wait_timeout_s" in user_config:
+        _wait_seconds("user_config batch_wait_timeout_s", user_config["batch_wait_timeout_s"])
+    return dict(user_config)
+
+
+def checked_model(options: ReplicaOptions, check: bool = True) -> ReplicaOptions:
+    """`options` with the model's absolute path, after opening it (format and structure) in the driver, so a
+    missing or damaged file is a `ModelLoadError` here rather than replicas failing to start later. `check=False`
+    passes the path on unchecked, for clusters where only the worker nodes hold the file."""
+    if not check:
+        return options
+    path = Path(options.model).expanduser()
+    if not path.exists():
+        where = "" if path.is_absolute() else f" (looked in {os.getcwd()})"
+        raise ModelLoadError(f"{options.model}: no such model file{where}; every replica loads this path. Where "
+                             "only the cluster's worker nodes hold the file, pass check_model=False")
+    model = open_model(os.path.abspath(path))  # relative to the driver's directory, not each replica's
+    return replace(options, model=str(model.path))
+
+
+@lru_cache(maxsize=1)
+def deployment_option_names() -> frozenset[str]:
+    """The `Deployment.options` parameters of the installed Ray Serve (`DEPLOYMENT_OPTIONS` without Ray)."""
+    try:
+        from ray.serve import Deployment
+    except ImportError:
+        return DEPLOYMENT_OPTIONS
+    params = inspect.signature(Deployment.options).parameters
+    return frozenset(p for p in params if p not in _NOT_PASSED and not p.startswith("_"))
+
+
 def _default_name(model: str) -> str:
     stem = Path(model).name.split(".")[0]
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip(".-") or "model"
@@ -117,29 +178,32 @@ def replica_resources(options: ReplicaOptions) -> dict[str, Any]:
 def deployment_options(options: ReplicaOptions, given: Mapping[str, Any]) -> dict[str, Any]:
     """`Deployment.options(...)` for the replica: Ray's settings as given, with resources and a concurrency limit
     derived from the session where the caller set none (`ray_actor_options` given are merged over the derived)."""
-    unknown = sorted(set(given) - DEPLOYMENT_OPTIONS)
+    accepted = deployment_option_names()
+    unknown = sorted(set(given) - accepted)
     if unknown:
         raise UnsupportedOptionError(f"unknown option(s) {', '.join(unknown)}; the deployment takes unirt's "
-                                     f"{', '.join(_REPLICA_FIELDS)} and Ray Serve's "
-                                     f"{', '.join(sorted(DEPLOYMENT_OPTIONS))}")
+                                     f"{', '.join(_REPLICA_FIELDS)} and Ray Serve's {', '.join(sorted(accepted))}")
+    live = live_options(given.get("user_config"))
     out = dict(given)
     actor = given.get("ray_actor_options") or {}
     if not isinstance(actor, Mapping):
         raise UnsupportedOptionError(f"ray_actor_options must be a dict, got {type(actor).__name__}")
     out["ray_actor_options"] = {**replica_resources(options), **actor}
     # A replica must accept a full batch's requests at once, and the next batch's while one runs.
-    out.setdefault("max_ongoing_requests", max(2 * options.max_batch_size, 5))
+    out.setdefault("max_ongoing_requests", max(2 * live.get("max_batch_size", options.max_batch_size), 5))
     out.setdefault("name", f"unirt-{options.name}")
     return out
 
 
 _REPLICA_FIELDS = tuple(ReplicaOptions.__dataclass_fields__)
 _INTS = {"threads", "max_batch", "max_batch_size", "max_request_bytes", "max_ongoing_requests", "max_queued_requests",
-         "max_replicas_per_node"}
+         "max_replicas_per_node", "max_constructor_retry_count", "max_surge_percent"}
 _FLOATS = {"batch_wait_timeout_s", "health_check_period_s", "health_check_timeout_s", "graceful_shutdown_wait_loop_s",
            "graceful_shutdown_timeout_s"}
 _JSON = {"backend_options", "autoscaling_config", "ray_actor_options", "placement_group_bundles", "user_config",
-         "logging_config", "request_router_config"}
+         "logging_config", "request_router_config", "backpressure_config", "placement_group_bundle_label_selector",
+         "gang_scheduling_config", "deployment_actors"}
+_STRINGS = {"model", "name", "backend", "device", "precision", "placement_group_strategy"}
 
 
 def parse_app_args(args: Mapping[str, Any]) -> tuple[ReplicaOptions, dict[str, Any]]:
@@ -150,16 +214,17 @@ def parse_app_args(args: Mapping[str, Any]) -> tuple[ReplicaOptions, dict[str, A
     if "model" not in args:
         raise UnsupportedOptionError("the unirt application needs model=PATH (the model file every replica loads)")
     replica, ray_options = {}, {}
+    accepted = deployment_option_names()
     for key, value in args.items():
         value = _typed(key, value)
         if key in _REPLICA_FIELDS:
             replica[key] = value
-        elif key in DEPLOYMENT_OPTIONS:
+        elif key in accepted:
             ray_options[key] = value
         else:
             raise UnsupportedOptionError(f"unknown argument {key!r}; the application takes unirt's "
-                                         f"{', '.join(_REPLICA_FIELDS)} and Ray Serve's "
-                                         f"{', '.join(sorted(DEPLOYMENT_OPTIONS))}")
+                                         f"{', '.join(_REPLICA_FIELDS)}, check_model and Ray Serve's "
+                                         f"{', '.join(sorted(accepted))}")
     options = ReplicaOptions(**replica)
     return options, deployment_options(options, ray_options)
 
@@ -180,4 +245,20 @@ def _typed(key: str, value: Any) -> Any:
     except ValueError as exc:
         kind = "an integer" if key in _INTS | {"num_replicas"} else "a number" if key in _FLOATS else "JSON"
         raise UnsupportedOptionError(f"argument {key}={value!r}: expected {kind} ({exc})") from None
+    if key in _STRINGS:
+        return value
+    try:  # a setting of a newer Ray than the lists above know: a number or JSON where it reads as one
+        return json.loads(text)
+    except ValueError:
+        return value
+
+
+def app_flag(args: Mapping[str, Any], key: str = "check_model", default: bool = True) -> bool:
+    """A yes/no application argument (`check_model=false`), as a bool."""
+    value = args.get(key, default)
+    if isinstance(value, str):
+        value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
+            value.strip().lower(), value)
+    if not isinstance(value, bool):
+        raise UnsupportedOptionError(f"argument {key}={value!r}: expected true or false")
     return value
