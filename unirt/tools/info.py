@@ -25,7 +25,7 @@ __all__ = ["ModelInfo", "TensorSummary", "info"]
 class TensorSummary:
     name: str
     dtype: str
-    shape: list[Any]                  # the model's dims: ints, symbolic names, None for unknown
+    shape: list[Any] | None           # the model's dims: ints, symbolic names, None for unknown; None: rank unknown
     resolved: list[int] | None = None  # at the shapes analysed (inputs: as given; outputs: as inferred)
 
 
@@ -77,7 +77,8 @@ def info(model: PathLike | bytes | ModelFile, shapes: Mapping[str, Sequence[int]
 
 
 def _summary(t: TensorInfo, resolved: Sequence[int] | None) -> TensorSummary:
-    return TensorSummary(t.name, str(t.dtype), list(t.shape), list(resolved) if resolved is not None else None)
+    return TensorSummary(t.name, str(t.dtype), list(t.shape) if t.shape is not None else None,
+                         list(resolved) if resolved is not None else None)
 
 
 def _backend_info(mf: ModelFile, shapes: Mapping[str, Sequence[int]], backend: str) -> ModelInfo:
