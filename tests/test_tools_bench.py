@@ -94,6 +94,10 @@ def test_bad_settings_raise(test_plugins, model):
         bench(path, ["reference"], iterations=1, duration=1)
     with pytest.raises(UnsupportedOptionError, match="concurrency"):
         bench(path, ["reference"], iterations=1, concurrency=[0])
+    with pytest.raises(UnsupportedOptionError, match="threads must be a positive integer or None .* got -2"):
+        bench(path, ["onnxruntime", "reference"], iterations=1, threads=-2)
+    with pytest.raises(UnsupportedOptionError, match="precision must be one of .* got 'fp64'"):
+        bench(path, ["onnxruntime"], iterations=1, precision="fp64")
     with pytest.raises(InputError, match="contradicts the model at dim 1"):
         bench(path, ["reference"], iterations=1, shapes="x:1x9")
     with pytest.raises(InputError, match="batch 2 contradicts input 'x'"):
@@ -120,6 +124,7 @@ def test_cli_table_json_and_plot(test_plugins, model, schema, tmp_path, capsys):
     (["bench", "{model}", "--shapes", "x:1x"], "malformed shape"),
     (["bench", "{model}", "--shapes", "x:2x3"], "contradicts the model"),
     (["bench", "{model}", "--batch", "0"], "positive integers"),
+    (["bench", "{model}", "--backends", "onnxruntime", "--threads", "0"], "threads must be a positive integer"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(test_plugins, model, capsys, argv, message):
     argv = [a.replace("{model}", str(model("dynamic_mlp"))) for a in argv] + ["--iterations", "1"]

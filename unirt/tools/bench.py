@@ -26,7 +26,7 @@ from .. import __version__
 from ..errors import InputError, UnirtError, UnsupportedOptionError
 from ..formats import ModelFile, PathLike, open_model
 from ..hardware import hardware
-from ..session import Session
+from ..session import Session, _check_options
 from . import memory
 from .compare import pick_backends
 from .inputs import random_feeds
@@ -200,7 +200,9 @@ class _BackendRun:
 
 
 def _check_settings(batches: Sequence[int | None], concurrency: Sequence[int], warmup: int,
-                    iterations: int | None, duration: float | None) -> None:
+                    iterations: int | None, duration: float | None, threads: Any, precision: Any) -> None:
+    """The caller's mistakes, refused before any backend loads (else each backend would fail with them)."""
+    _check_options(threads, precision, None)
     if iterations is not None and duration is not None:
         raise UnsupportedOptionError("give either iterations or duration, not both")
     if iterations is not None and iterations < 1:
@@ -233,7 +235,7 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
     levels = [concurrency] if isinstance(concurrency, int) else list(concurrency)
     if iterations is None and duration is None:
         duration = 3.0
-    _check_settings(batches, levels, warmup, iterations, duration)
+    _check_settings(batches, levels, warmup, iterations, duration, threads, precision)
     given = parse_shapes(shapes) if isinstance(shapes, str) else dict(shapes or {})
     options = {"device": device, "threads": threads, "precision": precision}
     settings = {"backends": names, "shapes": {k: list(v) for k, v in given.items()}, "batch": batches,
