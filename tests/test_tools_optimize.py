@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto as T, helper as h, numpy_helper as nh
 
-from unirt import ConversionError, ModelLoadError, Session, UnsupportedOptionError
+from unirt import ConversionError, InputError, ModelLoadError, Session, UnsupportedOptionError
 from unirt.cli import main
 from unirt.testing import dynamic_mlp
 from unirt.tools import optimize, quantize
@@ -193,6 +193,27 @@ def test_calibration_data_is_checked(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(Exception, match="no .npz or .npy files"):
         calibration_feeds(tmp_path / "empty", ["x"])
+
+
+def test_calibration_dtype_and_rank_are_checked_before_onnx_runtime(tmp_path, capsys):
+    model = dynamic_mlp(tmp_path / "mlp.onnx", features=8, classes=3)  # x: float32[N,8]
+    inputs = om.graph_inputs(onnx.load(str(model)))
+    np.savez(tmp_path / "f64.npz", x=rng.standard_normal((4, 8)))
+    with pytest.raises(InputError, match=r"calibration file .*f64.npz: input 'x' is float64\[4,8\]; the model's "
+                                         r"'x' is float32\[N,8\] \(dtype float32, got float64"):
+        calibration_feeds(tmp_path / "f64.npz", inputs)
+    np.savez(tmp_path / "rank3.npz", x=np.zeros((4, 8, 1), np.float32))
+    with pytest.raises(InputError, match=r"rank3.npz: input 'x' is float32\[4,8,1\]; .* \(rank 2, got 3"):
+        calibration_feeds(tmp_path / "rank3.npz", inputs)
+    np.save(tmp_path / "wide.npy", np.zeros((4, 9), np.float32))
+    with pytest.raises(InputError, match=r"wide.npy: input 'x' is float32\[4,9\]; .*fixed dims must match"):
+        calibration_feeds(tmp_path / "wide.npy", inputs)
+    np.savez(tmp_path / "ok.npz", x=np.zeros((4, 8), np.float32))
+    assert calibration_feeds(tmp_path / "ok.npz", inputs)[0]["x"].shape == (4, 8)
+    assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--int8", "--calibration",
+                 str(tmp_path / "f64.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "f64.npz: input 'x' is float64[4,8]" in err and not (tmp_path / "q.onnx").exists()
 
 
 def test_quantize_cli(tmp_path, capsys):

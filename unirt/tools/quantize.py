@@ -77,9 +77,13 @@ class QuantizeReport:
         return d
 
 
-def calibration_feeds(source: PathLike, input_names: Sequence[str]) -> list[dict[str, np.ndarray]]:
+def calibration_feeds(source: PathLike, inputs: Sequence[TensorInfo | str]) -> list[dict[str, np.ndarray]]:
     """Calibration batches: one .npz (one batch: an array per input name) or a directory of such .npz files
-    (a .npy per batch also works for a single-input model)."""
+    (a .npy per batch also works for a single-input model). `inputs`: the model's inputs; given as TensorInfo,
+    each array must have the input's dtype, rank and fixed dims (ONNX Runtime's own error names neither file nor
+    input)."""
+    input_names = [i if isinstance(i, str) else i.name for i in inputs]
+    infos = {i.name: i for i in inputs if not isinstance(i, str)}
     path = Path(source)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
@@ -102,7 +106,23 @@ def calibration_feeds(source: PathLike, input_names: Sequence[str]) -> list[dict
         if names != set(input_names):
             raise InputError(f"calibration file {f} has arrays {sorted(names)}; the model's inputs are "
                              f"{sorted(input_names)}")
+        for name, array in batches[-1].items():
+            if name in infos:
+                _check_calibration_array(f, infos[name], array)
     return batches
+
+
+def _check_calibration_array(f: Path, info: TensorInfo, array: np.ndarray) -> None:
+    expected = f"{info.dtype}{info.shape_str()}"
+    got = f"{array.dtype}[{','.join(map(str, array.shape))}]"
+    if array.dtype != info.dtype:
+        raise InputError(f"calibration file {f}: input {info.name!r} is {got}; the model's {info.name!r} is "
+                         f"{expected} (dtype {info.dtype}, got {array.dtype}; e.g. array.astype(np.{info.dtype}))")
+    if info.shape is None:
+        return
+    if array.ndim != info.rank or any(isinstance(d, int) and d != n for d, n in zip(info.shape, array.shape)):
+        raise InputError(f"calibration file {f}: input {info.name!r} is {got}; the model's {info.name!r} is "
+                         f"{expected} (rank {info.rank}, got {array.ndim}; fixed dims must match)")
 
 
 def _check_interface(name: str, out: Path, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], *,
@@ -183,7 +203,7 @@ def quantize(model: PathLike | bytes, out: PathLike, mode: str, *, calibration: 
     proto = om.load_proto(mf, with_weights=True)
     fixed = initializers_as_inputs(proto)
     inputs_before, outputs_before = om.graph_inputs(proto), om.graph_outputs(proto)
-    batches = calibration_feeds(calibration, [i.name for i in inputs_before]) if calibration is not None else None
+    batches = calibration_feeds(calibration, inputs_before) if calibration is not None else None
     try:
         if mode == "fp16":
             tool, label = _fp16(proto, out, keep_io_types), "fp16"
