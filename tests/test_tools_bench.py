@@ -55,6 +55,37 @@ def test_a_failing_backend_is_reported_and_the_others_go_on(test_plugins, model,
     jsonschema.validate(report.to_dict(), schema)
 
 
+def test_all_takes_backends_that_convert_on_load_and_records_the_conversion(model, schema, tmp_path, monkeypatch):
+    monkeypatch.setenv("UNIRT_CACHE_DIR", str(tmp_path / "cache"))  # first load converts, the next one hits
+    path = model("dynamic_mlp")
+    report = bench(path, iterations=2, warmup=0)  # backends "all"
+    by = {r.backend: r for r in report.results}
+    assert not report.failed and {"onnxruntime", "ncnn", "mnn"} <= set(by)
+    for name in ("ncnn", "mnn"):
+        assert by[name].conversion_cached is False and 0 < by[name].conversion_ms <= by[name].load_ms
+    assert by["onnxruntime"].conversion_ms is None and by["onnxruntime"].conversion_cached is None
+    jsonschema.validate(report.to_dict(), schema)
+    again = bench(path, ["ncnn"], iterations=2, warmup=0)
+    (row,) = again.results
+    assert row.conversion_cached is True and row.conversion_ms == pytest.approx(by["ncnn"].conversion_ms)
+    data = again.to_dict()["results"][0]
+    assert data["conversion_cached"] is True and data["conversion_ms"] > 0
+
+
+def test_cli_table_shows_conversion(model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("UNIRT_CACHE_DIR", str(tmp_path / "cache"))
+    argv = ["bench", str(model("dynamic_mlp")), "--backends", "mnn,onnxruntime", "--iterations", "1", "--no-progress"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "convert ms" in first and "load ms includes convert ms unless cached" in first
+    mnn = next(line.split() for line in first.splitlines() if line.startswith("mnn "))
+    ort = next(line.split() for line in first.splitlines() if line.startswith("onnxruntime "))
+    assert float(mnn[5]) > 0 and ort[5] == "-"  # columns: backend device batch workers load convert ...
+    assert main(argv) == 0
+    second = capsys.readouterr().out
+    assert next(line.split() for line in second.splitlines() if line.startswith("mnn "))[5] == "cached"
+
+
 def test_bad_settings_raise(test_plugins, model):
     path = model("dynamic_mlp")
     with pytest.raises(BackendUnavailableError, match="'nosuch' is not installed"):
@@ -63,6 +94,10 @@ def test_bad_settings_raise(test_plugins, model):
         bench(path, ["reference"], iterations=1, duration=1)
     with pytest.raises(UnsupportedOptionError, match="concurrency"):
         bench(path, ["reference"], iterations=1, concurrency=[0])
+    with pytest.raises(UnsupportedOptionError, match="threads must be a positive integer or None .* got -2"):
+        bench(path, ["onnxruntime", "reference"], iterations=1, threads=-2)
+    with pytest.raises(UnsupportedOptionError, match="precision must be one of .* got 'fp64'"):
+        bench(path, ["onnxruntime"], iterations=1, precision="fp64")
     with pytest.raises(InputError, match="contradicts the model at dim 1"):
         bench(path, ["reference"], iterations=1, shapes="x:1x9")
     with pytest.raises(InputError, match="batch 2 contradicts input 'x'"):
@@ -89,6 +124,7 @@ def test_cli_table_json_and_plot(test_plugins, model, schema, tmp_path, capsys):
     (["bench", "{model}", "--shapes", "x:1x"], "malformed shape"),
     (["bench", "{model}", "--shapes", "x:2x3"], "contradicts the model"),
     (["bench", "{model}", "--batch", "0"], "positive integers"),
+    (["bench", "{model}", "--backends", "onnxruntime", "--threads", "0"], "threads must be a positive integer"),
 ])
 def test_cli_bad_input_exits_2_with_one_line(test_plugins, model, capsys, argv, message):
     argv = [a.replace("{model}", str(model("dynamic_mlp"))) for a in argv] + ["--iterations", "1"]

@@ -39,6 +39,12 @@ def test_identical_model_passes_on_two_backends(test_plugins, model):
     assert report.shapes == {"a": [3, 4], "b": [3, 4], "idx": [2], "scale": []}
 
 
+def test_all_takes_backends_that_convert_on_load(model):
+    report = compare(model("dynamic_mlp"), shapes="x:3x8")  # backends "all": ncnn and MNN convert ONNX on load
+    assert report.reference == "onnxruntime" and {"ncnn", "mnn"} <= set(report.targets)
+    assert report.passed and {r.target for r in report.results} >= {"ncnn", "mnn"}
+
+
 def test_perturbed_model_fails_and_identical_model_passes(perturbed):
     original, changed = perturbed
     same = compare_models(original, original, backend="onnxruntime")

@@ -123,16 +123,41 @@ def test_unknown_ops_are_reported_not_guessed(tmp_path):
     assert any("lower bound" in n for n in r.notes)
 
 
+def test_constant_node_weights_are_parameters_not_activations(tmp_path):
+    w, b = _w(8, 3, 3, 3), _w(8)
+    path = _save(tmp_path / "const.onnx",
+                 [h.make_node("Constant", [], ["w"], value=nh.from_array(w)),
+                  h.make_node("Constant", [], ["b"], value_floats=b.tolist()),
+                  h.make_node("Constant", [], ["unused"], value_ints=[1, 2, 3]),
+                  h.make_node("Conv", ["x", "w", "b"], ["y"])],
+                 [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+                 [h.make_tensor_value_info("y", T.FLOAT, [1, 8, 6, 6])])
+    r = info(path)
+    assert r.params == 216 + 8 + 3 and r.params_by_op == {"Conv": 224, "Constant": 3}
+    assert r.weights_by_dtype == {"float32": {"count": 224, "bytes": 896}, "int64": {"count": 3, "bytes": 24}}
+    assert r.weight_bytes == 920
+    assert r.activation_bytes_total == 8 * 6 * 6 * 4  # y only: the constants are weights
+    assert r.activation_bytes_peak == 3 * 8 * 8 * 4 + 8 * 6 * 6 * 4  # x and y
+    # The same weights as initializers count the same.
+    folded = _save(tmp_path / "folded.onnx", [h.make_node("Conv", ["x", "w", "b"], ["y"])],
+                   [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])],
+                   [h.make_tensor_value_info("y", T.FLOAT, [1, 8, 6, 6])], [("w", w), ("b", b)])
+    f = info(folded)
+    assert (f.params, f.weight_bytes, f.activation_bytes_total) == (224, 896, r.activation_bytes_total)
+
+
 @pytest.mark.parametrize("case", conformance_cases(("light", "pytorch-converted")), ids=lambda c: c.name)
-def test_params_equal_the_sum_of_initializer_sizes(case):
+def test_params_equal_the_sum_of_initializer_and_constant_sizes(case):
     model = onnx.load(str(case.model))
-    expected = sum(nh.to_array(t).size for t in model.graph.initializer)
+    weights = [nh.to_array(t) for t in model.graph.initializer] + [
+        nh.to_array(n.attribute[0].t) for n in model.graph.node if n.op_type == "Constant"]  # all as `value` here
+    expected = sum(a.size for a in weights)
     shapes = {vi.name: list(a.shape) for vi, a in zip(
         [vi for vi in model.graph.input if vi.name not in {t.name for t in model.graph.initializer}], case.inputs)}
     r = info(case.model, shapes)
     assert r.params == expected
     assert sum(r.params_by_op.values()) == expected
-    assert r.weight_bytes == sum(nh.to_array(t).nbytes for t in model.graph.initializer)
+    assert r.weight_bytes == sum(a.nbytes for a in weights)
     assert r.flops is not None and r.flops >= 0
     assert r.activation_bytes_peak is not None and r.activation_bytes_peak <= r.activation_bytes_total + sum(
         a.nbytes for a in case.inputs)

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto as T, helper as h, numpy_helper as nh
 
-from unirt import ModelLoadError, Session, UnsupportedOptionError
+from unirt import ConversionError, InputError, ModelLoadError, Session, UnsupportedOptionError
 from unirt.cli import main
 from unirt.testing import dynamic_mlp
 from unirt.tools import optimize, quantize
-from unirt.tools.quantize import calibration_feeds
+from unirt.tools import onnx_model as om
+from unirt.tools.quantize import _check_interface, calibration_feeds
 
 rng = np.random.default_rng(0)
 
@@ -111,9 +113,75 @@ def test_int8_dynamic_and_static(tmp_path):
     ops = {n.op_type for n in onnx.load(static.output).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert static.accuracy.shapes == {"x": [8, 32]}  # measured on the first calibration batch
+    assert "in-sample" in static.accuracy_inputs and any("flatters static int8" in n for n in static.notes)
+    held_out = tmp_path / "held_out.npz"
+    np.savez(held_out, x=rng.standard_normal((5, 32)).astype(np.float32))
+    out_of_sample = quantize(model, tmp_path / "static2.onnx", "int8", calibration=calib, inputs=held_out,
+                             bench_iterations=2)
+    assert out_of_sample.accuracy_inputs == f"held-out inputs {held_out}"
+    assert out_of_sample.accuracy.shapes == {"x": [5, 32]} and out_of_sample.passed
     strict = quantize(model, tmp_path / "strict.onnx", "int8", calibration=calib / "batch0.npz", atol=0, rtol=0,
                       bench_iterations=2)
     assert strict.tolerance_checked and not strict.passed
+
+
+def _ir3_model(path):
+    """IR 3 style: every initializer also listed as a graph input; two equal ConstantOfShape shapes, which ONNX
+    Runtime's pre-processing merges, leaving the dropped one behind as a real graph input."""
+    value = nh.from_array(np.array([0.1], np.float32))
+    nodes = [h.make_node("ConstantOfShape", ["b_shape"], ["b"], value=value),
+             h.make_node("ConstantOfShape", ["c_shape"], ["c"], value=value),
+             h.make_node("MatMul", ["x", "w"], ["mm"]), h.make_node("Add", ["mm", "b"], ["y0"]),
+             h.make_node("Add", ["y0", "c"], ["y"])]
+    inits = [nh.from_array(_w(16, 8), "w"), nh.from_array(np.array([8], np.int64), "b_shape"),
+             nh.from_array(np.array([8], np.int64), "c_shape")]
+    graph = h.make_graph(nodes, "ir3", [h.make_tensor_value_info("x", T.FLOAT, [2, 16])]
+                         + [h.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in inits],
+                         [h.make_tensor_value_info("y", T.FLOAT, [2, 8])], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 9)])
+    model.ir_version = 3
+    onnx.save(model, str(path))
+    return path
+
+
+def test_int8_of_an_ir3_model_keeps_its_inputs(tmp_path):
+    model = _ir3_model(tmp_path / "ir3.onnx")
+    report = quantize(model, tmp_path / "sub" / "q.onnx", "int8", bench_iterations=2)  # parent made too
+    assert [i.name for i in onnx.load(report.output).graph.input] == ["x"]
+    assert report.accuracy.failures == {} and report.passed
+    assert report.latency_after_ms is not None and not any("failed" in n for n in report.notes)
+    assert any("dropped 3 initializers listed as graph inputs" in n for n in report.notes)
+    x = rng.standard_normal((2, 16)).astype(np.float32)
+    with Session(model, backend="onnxruntime") as a, Session(report.output, backend="onnxruntime") as b:
+        np.testing.assert_allclose(b.run(x)["y"], a.run(x)["y"], atol=0.05)
+
+
+def test_a_quantized_model_with_another_interface_is_refused(tmp_path):
+    original = onnx.load(str(_ir3_model(tmp_path / "ir3.onnx")))
+    inputs, outputs = om.graph_inputs(original), om.graph_outputs(original)
+    assert [i.name for i in inputs] == ["x"]
+    _check_interface("ir3.onnx", tmp_path / "ir3.onnx", inputs, outputs, dtypes=True)  # itself: accepted
+    leaky = onnx.load(str(tmp_path / "ir3.onnx"))
+    del leaky.graph.initializer[1:]  # b_shape, c_shape stay listed as inputs without values: real inputs now
+    onnx.save(leaky, str(tmp_path / "leaky.onnx"))
+    with pytest.raises(ConversionError, match=r"changed the model's inputs: x: float32 became x: float32, "
+                                              r"b_shape: int64, c_shape: int64 in .*leaky.onnx"):
+        _check_interface("ir3.onnx", tmp_path / "leaky.onnx", inputs, outputs, dtypes=True)
+    fp16 = quantize(dynamic_mlp(tmp_path / "mlp.onnx"), tmp_path / "fp16.onnx", "fp16", keep_io_types=False,
+                    measure=False)  # float16 I/O asked for: names checked, dtypes not
+    proto = onnx.load(str(tmp_path / "mlp.onnx"))
+    with pytest.raises(ConversionError, match=r"changed the model's inputs: x: float32 became x: float16"):
+        _check_interface("mlp.onnx", Path(fp16.output), om.graph_inputs(proto), om.graph_outputs(proto),
+                         dtypes=True)
+
+
+def test_quantize_fails_when_the_quantized_model_cannot_run(tmp_path, capsys):
+    """ncnn runs the fp32 model but has no layers for dynamic int8's operators: not a pass, exit 1."""
+    model = dynamic_mlp(tmp_path / "mlp.onnx", features=16, classes=8)
+    assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--int8", "--backend", "ncnn",
+                 "--iterations", "2", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert not data["passed"] and "DynamicQuantizeLinear" in data["accuracy"]["failures"]["int8-dynamic"]
 
 
 def test_calibration_data_is_checked(tmp_path):
@@ -125,6 +193,27 @@ def test_calibration_data_is_checked(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(Exception, match="no .npz or .npy files"):
         calibration_feeds(tmp_path / "empty", ["x"])
+
+
+def test_calibration_dtype_and_rank_are_checked_before_onnx_runtime(tmp_path, capsys):
+    model = dynamic_mlp(tmp_path / "mlp.onnx", features=8, classes=3)  # x: float32[N,8]
+    inputs = om.graph_inputs(onnx.load(str(model)))
+    np.savez(tmp_path / "f64.npz", x=rng.standard_normal((4, 8)))
+    with pytest.raises(InputError, match=r"calibration file .*f64.npz: input 'x' is float64\[4,8\]; the model's "
+                                         r"'x' is float32\[N,8\] \(dtype float32, got float64"):
+        calibration_feeds(tmp_path / "f64.npz", inputs)
+    np.savez(tmp_path / "rank3.npz", x=np.zeros((4, 8, 1), np.float32))
+    with pytest.raises(InputError, match=r"rank3.npz: input 'x' is float32\[4,8,1\]; .* \(rank 2, got 3"):
+        calibration_feeds(tmp_path / "rank3.npz", inputs)
+    np.save(tmp_path / "wide.npy", np.zeros((4, 9), np.float32))
+    with pytest.raises(InputError, match=r"wide.npy: input 'x' is float32\[4,9\]; .*fixed dims must match"):
+        calibration_feeds(tmp_path / "wide.npy", inputs)
+    np.savez(tmp_path / "ok.npz", x=np.zeros((4, 8), np.float32))
+    assert calibration_feeds(tmp_path / "ok.npz", inputs)[0]["x"].shape == (4, 8)
+    assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--int8", "--calibration",
+                 str(tmp_path / "f64.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "f64.npz: input 'x' is float64[4,8]" in err and not (tmp_path / "q.onnx").exists()
 
 
 def test_quantize_cli(tmp_path, capsys):

@@ -50,6 +50,39 @@ def test_resolve_errors_name_the_dim_and_the_input():
         resolve_shapes([TensorInfo("b", (1, 4), "float32")], batch=2)
 
 
+def test_unknown_rank_takes_any_rank_given_and_is_named_when_missing(tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto as T, helper as h
+
+    from unirt.tools import info, onnx_model as om
+
+    graph = h.make_graph([h.make_node("Relu", ["x"], ["y"]), h.make_node("Add", ["y", "b"], ["z"])], "ur",
+                         [h.make_tensor_value_info("x", T.FLOAT, None),            # no shape: rank unknown
+                          h.make_tensor_value_info("b", T.FLOAT, [])],             # a real scalar
+                         [h.make_tensor_value_info("z", T.FLOAT, None)])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 9
+    path = tmp_path / "unknown_rank.onnx"
+    onnx.save(model, str(path))
+    x, b = om.graph_inputs(model)
+    assert x.shape is None and x.rank is None and x.shape_str() == "[unknown rank]"
+    assert b.shape == () and b.rank == 0
+    assert resolve_shapes([x, b], {"x": (2, 3)}) == {"x": (2, 3), "b": ()}
+    assert resolve_shapes([x], {"x": (4, 1, 5)}, batch=8) == {"x": (4, 1, 5)}  # the shape given stands whole
+    with pytest.raises(InputError, match=r"input 'x' \(float32\) has no shape in the model, so its rank is unknown; "
+                                         r"give its whole shape, e.g. --shapes x:2x3"):
+        resolve_shapes([x, b], {}, dynamic_default=1)
+    with pytest.raises(InputError, match=r"rank 1; the model's 'b' is float32\[\] \(rank 0\)"):
+        resolve_shapes([x, b], {"x": (2,), "b": (2,)})
+    r = info(path, "x:2x3")
+    assert r.inputs[0].shape is None and r.inputs[0].resolved == [2, 3] and r.outputs[0].resolved == [2, 3]
+    assert r.flops == 12 and r.activation_bytes_total == 2 * 24  # Relu and Add, 6 elements each
+    assert main(["info", str(path), "--shapes", "x:2x3"]) == 0
+    assert "x  float32[unknown rank] -> 2x3" in capsys.readouterr().out
+    assert main(["info", str(path)]) == 2
+    assert "its rank is unknown" in capsys.readouterr().err
+
+
 def test_missing_optional_dependency_names_the_extra(monkeypatch, model, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "onnxslim", None)  # what an environment without onnxslim looks like
     with pytest.raises(MissingDependencyError, match=r"needs the package 'onnxslim'.*pip install 'unirt\[tools\]'"):

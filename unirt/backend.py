@@ -90,6 +90,8 @@ class Backend(abc.ABC):
     install_hint: ClassVar[str] = ""
     #: Formats this backend can convert into one it reads, with its engine's own converter (e.g. ONNX for MNN).
     converts_from: ClassVar[frozenset[ModelFormat]] = frozenset()
+    #: For formats it does not convert: what to do instead (an outside converter), added to unirt's error.
+    convert_hint: ClassVar[str] = ""
 
     @abc.abstractmethod
     def probe(self) -> Availability:

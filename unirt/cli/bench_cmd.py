@@ -64,17 +64,18 @@ def print_report(r: BenchReport) -> None:
             continue
         lat = x.latency_ms
         assert lat is not None
-        rows.append((x.backend, x.device, x.batch or "-", x.concurrency, f"{x.load_ms:.1f}", ms(x.first_run_ms),
-                     ms(lat.min), ms(lat.mean), ms(lat.p50), ms(lat.p90), ms(lat.p99),
+        convert = "-" if x.conversion_ms is None else "cached" if x.conversion_cached else f"{x.conversion_ms:.1f}"
+        rows.append((x.backend, x.device, x.batch or "-", x.concurrency, f"{x.load_ms:.1f}", convert,
+                     ms(x.first_run_ms), ms(lat.min), ms(lat.mean), ms(lat.p50), ms(lat.p90), ms(lat.p99),
                      f"{x.throughput_ips:.1f}" if x.throughput_ips else "-",
                      f"{x.throughput_sps:.1f}" if x.throughput_sps else "-",
                      f"{x.peak_rss_mb:.0f}" if x.peak_rss_mb is not None else "-",
                      f"{x.gpu_memory_mb:.0f}" if x.gpu_memory_mb is not None else "-"))
     if rows:
         print()
-        print(render(["backend", "device", "batch", "workers", "load ms", "first ms", "min", "mean", "p50", "p90",
-                      "p99", "infer/s", "samples/s", "peak RSS MiB", "GPU MiB"], rows))
-        print("latency in ms per run; throughput over all workers"
+        print(render(["backend", "device", "batch", "workers", "load ms", "convert ms", "first ms", "min", "mean",
+                      "p50", "p90", "p99", "infer/s", "samples/s", "peak RSS MiB", "GPU MiB"], rows))
+        print("latency in ms per run; throughput over all workers; load ms includes convert ms unless cached"
               + ("" if r.peak_rss_is_per_backend else "; peak RSS is the process's lifetime peak on this OS"))
     for x in r.failed:
         print(f"FAILED {x.backend}: {x.error}")

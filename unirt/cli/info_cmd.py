@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dims(shape: list) -> str:
+def _dims(shape: list | None) -> str:
+    if shape is None:
+        return "[unknown rank]"
     return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
 
 

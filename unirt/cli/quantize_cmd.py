@@ -1,5 +1,6 @@
 """`unirt quantize MODEL -o OUT --fp16|--int8`: ONNX Runtime's quantization, reporting the accuracy delta
-(compare) and the latency delta (bench) (unirt.tools.quantize). Exit 1 when --atol/--rtol were given and broken."""
+(compare) and the latency delta (bench) (unirt.tools.quantize). Exit 1 when a model failed to run in the accuracy
+check, or --atol/--rtol were given and broken."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     mode.add_argument("--int8", action="store_const", const="int8", dest="mode",
                       help="int8: static with --calibration, else dynamic (weights only)")
     p.add_argument("--calibration", metavar="DIR|NPZ", help="calibration batches: an .npz, or a directory of them")
+    p.add_argument("--inputs", metavar="NPZ", help="held-out inputs (an array per input name) to measure accuracy on; "
+                   "default: the first calibration batch (in-sample), else random inputs")
     p.add_argument("--fp16-io", action="store_true", help="with --fp16: make inputs/outputs float16 too")
     p.add_argument("--per-channel", action="store_true", help="with --int8: per-channel weight scales")
     p.add_argument("--backend", default="onnxruntime", help="backend that measures both models")
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     report = quantize(args.model, args.output, args.mode, calibration=args.calibration,
                       keep_io_types=not args.fp16_io, per_channel=args.per_channel, backend=args.backend,
                       shapes=args.shapes, atol=args.atol, rtol=args.rtol, measure=not args.no_measure,
-                      bench_iterations=args.iterations, threads=args.threads)
+                      bench_iterations=args.iterations, threads=args.threads, inputs=args.inputs)
     if args.json:
         print_json(report.to_dict())
     else:
@@ -52,6 +55,7 @@ def print_report(r: QuantizeReport) -> None:
         speed = f" ({r.speedup:.2f}x)" if r.speedup else ""
         print(f"latency:    p50 {ms(r.latency_before_ms)} ms -> {ms(r.latency_after_ms)} ms{speed}")
     if r.accuracy is not None:
+        print(f"accuracy:   measured on {r.accuracy_inputs}")
         for target, error in r.accuracy.failures.items():
             print(f"accuracy:   {target} failed: {error}")
         if r.tolerance_checked:

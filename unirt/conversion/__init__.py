@@ -94,8 +94,9 @@ def _check_target(model: ModelFile, to: str) -> Any:
             raise ConversionError(f"{model.name}: backend {to!r} reads {model.format} models as they are; "
                                   "there is nothing to convert")
         froms = ", ".join(sorted(f.value for f in plugin.converts_from)) or "nothing"
+        hint = f". {plugin.convert_hint}" if plugin.convert_hint else ""
         raise ConversionError(f"{model.name}: backend {to!r} cannot convert {model.format} models "
-                              f"(it converts from: {froms})")
+                              f"(it converts from: {froms}){hint}")
     avail = registry.availability(to)
     if not avail.available:
         raise BackendUnavailableError(f"backend {to!r} cannot run here: {avail.reason}")

@@ -1,6 +1,7 @@
 """`unirt.tools.bench`: trtexec / benchmark_app-style measurements of one model on several backends.
 
-For each backend: load (and conversion) time, then for each batch size the first-run latency and, for each
+For each backend: load time (including the conversion where the backend converts the model's format on load and
+the converted model is not cached yet; the conversion's own time and whether it came from the cache are recorded), then for each batch size the first-run latency and, for each
 concurrency, steady-state latency (min/mean/p50/p90/p99/max/std) and throughput, plus the process's peak RSS
 and GPU memory where it can be read. Concurrency N runs N sessions of the model on N threads (like trtexec's
 streams), so backends whose sessions are not thread-safe are measured safely. The report's JSON form follows
@@ -25,7 +26,7 @@ from .. import __version__
 from ..errors import InputError, UnirtError, UnsupportedOptionError
 from ..formats import ModelFile, PathLike, open_model
 from ..hardware import hardware
-from ..session import Session
+from ..session import Session, _check_options
 from . import memory
 from .compare import pick_backends
 from .inputs import random_feeds
@@ -70,6 +71,8 @@ class BenchResult:
     precision: str | None = None
     shapes: dict[str, list[int]] = field(default_factory=dict)
     load_ms: float | None = None
+    conversion_ms: float | None = None     # the converter's time; None when the backend read the model as it is
+    conversion_cached: bool | None = None  # the converted model came from the cache: load_ms does not include it
     first_run_ms: float | None = None
     iterations: int = 0
     duration_s: float = 0.0
@@ -197,7 +200,9 @@ class _BackendRun:
 
 
 def _check_settings(batches: Sequence[int | None], concurrency: Sequence[int], warmup: int,
-                    iterations: int | None, duration: float | None) -> None:
+                    iterations: int | None, duration: float | None, threads: Any, precision: Any) -> None:
+    """The caller's mistakes, refused before any backend loads (else each backend would fail with them)."""
+    _check_options(threads, precision, None)
     if iterations is not None and duration is not None:
         raise UnsupportedOptionError("give either iterations or duration, not both")
     if iterations is not None and iterations < 1:
@@ -230,7 +235,7 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
     levels = [concurrency] if isinstance(concurrency, int) else list(concurrency)
     if iterations is None and duration is None:
         duration = 3.0
-    _check_settings(batches, levels, warmup, iterations, duration)
+    _check_settings(batches, levels, warmup, iterations, duration, threads, precision)
     given = parse_shapes(shapes) if isinstance(shapes, str) else dict(shapes or {})
     options = {"device": device, "threads": threads, "precision": precision}
     settings = {"backends": names, "shapes": {k: list(v) for k, v in given.items()}, "batch": batches,
@@ -252,6 +257,8 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
             t0 = time.perf_counter()
             first = runner.session(0)
             load_ms = (time.perf_counter() - t0) * 1e3
+            conv = first.conversion
+            conversion_ms, conversion_cached = (conv.seconds * 1e3, conv.cached) if conv else (None, None)
             for b in batches:
                 resolved = resolve_shapes(first.inputs, given, batch=b, dynamic_default=1)
                 feeds = random_feeds(first.inputs, resolved, seed)
@@ -268,7 +275,8 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
                     samples, wall, count = _concurrent_runs(sessions, feeds, iterations, duration)
                     rows.append(BenchResult(
                         backend=name, batch=b, concurrency=level, device=first.device, precision=first.precision,
-                        shapes={k: list(v) for k, v in resolved.items()}, load_ms=load_ms, first_run_ms=first_ms,
+                        shapes={k: list(v) for k, v in resolved.items()}, load_ms=load_ms,
+                        conversion_ms=conversion_ms, conversion_cached=conversion_cached, first_run_ms=first_ms,
                         iterations=count, duration_s=wall, latency_ms=LatencyStats.of(samples),
                         throughput_ips=count / wall if wall > 0 else None,
                         throughput_sps=count * (b or 1) / wall if wall > 0 else None,

@@ -129,7 +129,8 @@ def compare_arrays(actual: Any, expected: Any, atol: float, rtol: float, *, targ
 
 
 def pick_backends(model: ModelFile, names: Sequence[str] | str | None) -> list[str]:
-    """Backends to use: the names given (each must be installed), or every available one that reads `model`."""
+    """Backends to use: the names given (each must be installed), or every available one that reads `model`,
+    directly or by converting it on load."""
     if names is None or names == "all" or list(names) == ["all"]:
         chosen = [name for name in registry.installed_names() if _usable(name, model)]
         if not chosen:
@@ -145,10 +146,13 @@ def pick_backends(model: ModelFile, names: Sequence[str] | str | None) -> list[s
 
 
 def _usable(name: str, model: ModelFile) -> bool:
+    """Installed, available here, and reads `model` as it is or converts its format on load (ncnn, MNN)."""
     if name not in registry.installed_names():
         return False
     try:
-        return registry.get_backend(name).accepts(model) and registry.availability(name).available
+        plugin = registry.get_backend(name)
+        reads = plugin.accepts(model) or model.format in plugin.converts_from
+        return reads and registry.availability(name).available
     except UnirtError:
         return False
 

@@ -1,7 +1,7 @@
 """`unirt.tools.info`: what a model is and costs: I/O, opsets, parameters, FLOPs, weight and activation memory.
 
-The parameter count is the number of elements in the model's initializers (its weights), attributed to the op
-type of the first node that reads each one. FLOPs follow `unirt.tools.flops.CONVENTION` (the seed's, Q12) at the
+The parameter count is the number of elements in the model's initializers and Constant nodes' values (its
+weights; exporters store them either way), attributed to the op type of the first node that reads each one. FLOPs follow `unirt.tools.flops.CONVENTION` (the seed's, Q12) at the
 given input shapes. Memory follows the seed's Q5: elements times bytes per element.
 """
 
@@ -25,7 +25,7 @@ __all__ = ["ModelInfo", "TensorSummary", "info"]
 class TensorSummary:
     name: str
     dtype: str
-    shape: list[Any]                  # the model's dims: ints, symbolic names, None for unknown
+    shape: list[Any] | None           # the model's dims: ints, symbolic names, None for unknown; None: rank unknown
     resolved: list[int] | None = None  # at the shapes analysed (inputs: as given; outputs: as inferred)
 
 
@@ -77,7 +77,8 @@ def info(model: PathLike | bytes | ModelFile, shapes: Mapping[str, Sequence[int]
 
 
 def _summary(t: TensorInfo, resolved: Sequence[int] | None) -> TensorSummary:
-    return TensorSummary(t.name, str(t.dtype), list(t.shape), list(resolved) if resolved is not None else None)
+    return TensorSummary(t.name, str(t.dtype), list(t.shape) if t.shape is not None else None,
+                         list(resolved) if resolved is not None else None)
 
 
 def _backend_info(mf: ModelFile, shapes: Mapping[str, Sequence[int]], backend: str) -> ModelInfo:
@@ -132,8 +133,34 @@ def _onnx_info(mf: ModelFile, shapes: Mapping[str, Sequence[int]]) -> ModelInfo:
         graph_name=proto.graph.name, notes=notes)
     _count_params(out, inferred)
     _count_flops(out, graph, known)
-    _activation_memory(out, graph, known, {t.name for t in graph.initializer})
+    constants = {o for node in graph.node if _is_constant(node) for o in node.output}
+    _activation_memory(out, graph, known, {t.name for t in graph.initializer} | constants)
     return out
+
+
+def _is_constant(node: Any) -> bool:
+    return node.op_type == "Constant" and node.domain in ("", "ai.onnx")
+
+
+def _constant_value(node: Any) -> tuple[int, int, int | None]:
+    """A Constant node's value: (elements, ONNX element type, bytes when not fixed-size per element)."""
+    onnx = om.onnx_module()
+    T = onnx.TensorProto
+    for a in node.attribute:
+        if a.name == "value":
+            strings = sum(len(s) for s in a.t.string_data) if a.t.data_type == T.STRING else None
+            return om.numel(a.t.dims), a.t.data_type, strings
+        if a.name == "sparse_value":
+            return om.numel(a.sparse_tensor.values.dims), a.sparse_tensor.values.data_type, None
+        if a.name in ("value_float", "value_int"):
+            return 1, T.FLOAT if a.name == "value_float" else T.INT64, None
+        if a.name in ("value_floats", "value_ints"):
+            return (len(a.floats), T.FLOAT, None) if a.name == "value_floats" else (len(a.ints), T.INT64, None)
+        if a.name == "value_string":
+            return 1, T.STRING, len(a.s)
+        if a.name == "value_strings":
+            return len(a.strings), T.STRING, sum(len(s) for s in a.strings)
+    return 0, T.UNDEFINED, None
 
 
 def _count_params(out: ModelInfo, proto: Any) -> None:
@@ -145,16 +172,23 @@ def _count_params(out: ModelInfo, proto: Any) -> None:
         for node in g.node:
             for name in node.input:
                 owner.setdefault(name, node.op_type)
+    for g in om.walk_graphs(proto.graph):
+        for node in g.node:
+            if _is_constant(node) and node.output:
+                n, elem_type, size = _constant_value(node)
+                total += n
+                params_by_op[owner.get(node.output[0], "Constant")] += n
+                _add_weight(by_dtype, elem_type, n, size)
         for t in g.initializer:
             n = om.numel(t.dims)
             total += n
             params_by_op[owner.get(t.name, "(unused)")] += n
-            _add_weight(by_dtype, t.data_type, n, t)
+            _add_weight(by_dtype, t.data_type, n, _string_bytes(t))
         for sparse in g.sparse_initializer:
             n = om.numel(sparse.values.dims)  # stored (non-zero) values
             total += n
             params_by_op[owner.get(sparse.values.name, "(unused)")] += n
-            _add_weight(by_dtype, sparse.values.data_type, n, sparse.values)
+            _add_weight(by_dtype, sparse.values.data_type, n, _string_bytes(sparse.values))
             out.notes.append(f"sparse initializer {sparse.values.name!r}: counted by its stored values")
     out.params = total
     out.params_by_op = dict(params_by_op.most_common())
@@ -162,9 +196,14 @@ def _count_params(out: ModelInfo, proto: Any) -> None:
     out.weight_bytes = sum(v["bytes"] for v in by_dtype.values())
 
 
-def _add_weight(by_dtype: dict[str, dict[str, int]], elem_type: int, n: int, tensor: Any) -> None:
+def _string_bytes(tensor: Any) -> int:
+    return sum(len(s) for s in tensor.string_data)
+
+
+def _add_weight(by_dtype: dict[str, dict[str, int]], elem_type: int, n: int, variable_bytes: int | None) -> None:
+    """Add `n` elements of `elem_type`; `variable_bytes` is the size of types without a fixed width (strings)."""
     bits = om.dtype_bits(elem_type)
-    size = math.ceil(n * bits / 8) if bits is not None else sum(len(s) for s in tensor.string_data)
+    size = math.ceil(n * bits / 8) if bits is not None else (variable_bytes or 0)
     row = by_dtype[om.elem_dtype_name(elem_type)]
     row["count"] += n
     row["bytes"] += size
@@ -212,8 +251,9 @@ def _tensor_bytes(entry: tuple[Any, int] | None) -> int | None:
     return math.ceil(om.numel(entry[0]) * bits / 8) if bits is not None else None
 
 
-def _activation_memory(out: ModelInfo, graph: Any, known: Mapping[str, tuple[Any, int]], inits: set[str]) -> None:
-    """Sum of all intermediate tensors, and the peak of those alive at once running nodes in graph order."""
+def _activation_memory(out: ModelInfo, graph: Any, known: Mapping[str, tuple[Any, int]], weights: set[str]) -> None:
+    """Sum of all intermediate tensors, and the peak of those alive at once running nodes in graph order; weights
+    (initializers, Constant nodes' outputs) are not activations."""
     last_use: dict[str, int] = {}
     for i, node in enumerate(graph.node):
         for name in node.input:
@@ -222,7 +262,7 @@ def _activation_memory(out: ModelInfo, graph: Any, known: Mapping[str, tuple[Any
     live: dict[str, int] = {}
     unknown = 0
     for vi in graph.input:
-        if vi.name not in inits:
+        if vi.name not in weights:
             size = _tensor_bytes(known.get(vi.name))
             live[vi.name] = size or 0
             unknown += size is None
@@ -230,7 +270,7 @@ def _activation_memory(out: ModelInfo, graph: Any, known: Mapping[str, tuple[Any
     peak = current = sum(live.values())
     for i, node in enumerate(graph.node):
         for name in node.output:
-            if not name:
+            if not name or name in weights:
                 continue
             size = _tensor_bytes(known.get(name))
             unknown += size is None

@@ -15,7 +15,7 @@ from ..tensor import TensorInfo
 from ._deps import require
 
 __all__ = ["load_proto", "graph_inputs", "graph_outputs", "infer_shapes", "tensor_shape", "dtype_bits",
-           "walk_graphs", "node_count", "elem_dtype_name"]
+           "walk_graphs", "node_count", "elem_dtype_name", "UnknownRankInfo"]
 log = logging.getLogger(__name__)
 
 # Bits per element of each ONNX tensor type, by TensorProto.DataType name (None: variable size, e.g. strings).
@@ -77,9 +77,32 @@ def tensor_shape(value_info: Any) -> tuple[Any, ...] | None:
     return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.tensor_type.shape.dim)
 
 
+class UnknownRankInfo(TensorInfo):
+    """An input or output the model gives no shape for: its rank is unknown, so `shape` is None (not (), which
+    would say it is a scalar). The tools take its shape, of any rank, from what the user gives."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", None)
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+
+    @property
+    def rank(self) -> int | None:  # type: ignore[override]
+        return None
+
+    @property
+    def is_dynamic(self) -> bool:
+        return True
+
+    def shape_str(self) -> str:
+        return "[unknown rank]"
+
+
 def _info(value_info: Any) -> TensorInfo:
-    shape = tensor_shape(value_info) or ()
-    return TensorInfo(value_info.name, shape, _np_dtype(value_info.type.tensor_type.elem_type))
+    shape = tensor_shape(value_info)
+    dtype = _np_dtype(value_info.type.tensor_type.elem_type)
+    if shape is None:
+        return UnknownRankInfo(value_info.name, (), dtype)
+    return TensorInfo(value_info.name, shape, dtype)
 
 
 def graph_inputs(proto: Any) -> list[TensorInfo]:
@@ -114,11 +137,11 @@ def _with_input_shapes(proto: Any, shapes: Mapping[str, tuple[int, ...]]) -> Any
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     for vi in copy.graph.input:
-        if vi.name in shapes:
-            dims = vi.type.tensor_type.shape.dim
-            for dim, size in zip(dims, shapes[vi.name]):
-                dim.Clear()
-                dim.dim_value = int(size)
+        if vi.name in shapes:  # the whole shape: also where the model gives none (rank unknown)
+            shape = vi.type.tensor_type.shape
+            shape.ClearField("dim")
+            for size in shapes[vi.name]:
+                shape.dim.add().dim_value = int(size)
     return copy
 
 

@@ -49,7 +49,8 @@ def resolve_shapes(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[i
     `shapes` gives whole shapes by input name; they must agree with the model's rank and static dims. A symbolic
     dim set once (e.g. "N" in one input) takes that size in every input that shares it. `batch` sets dim 0 of
     every input whose dim 0 is dynamic. A dim still unknown becomes `dynamic_default`, or raises InputError
-    naming it when that is None.
+    naming it when that is None. An input of unknown rank (`shape` None) takes its whole shape, of any rank, from
+    `shapes`; without one it is an InputError whatever `dynamic_default` says.
     """
     given = {k: tuple(v) for k, v in (shapes or {}).items()}
     names = [i.name for i in inputs]
@@ -62,8 +63,14 @@ def resolve_shapes(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[i
     symbols: dict[str, int] = {}
     resolved: dict[str, list[int | None]] = {}
     for info in inputs:
-        dims: list[int | None] = [d if isinstance(d, int) else None for d in info.shape]
         shape = given.get(info.name)
+        if info.shape is None:  # rank unknown (the model gives no shape): any rank given is taken
+            if shape is None:
+                raise InputError(f"input {info.name!r} ({info.dtype}) has no shape in the model, so its rank is "
+                                 f"unknown; give its whole shape, e.g. --shapes {info.name}:2x3")
+            resolved[info.name] = list(shape)
+            continue
+        dims: list[int | None] = [d if isinstance(d, int) else None for d in info.shape]
         if shape is not None:
             if len(shape) != info.rank:
                 raise InputError(f"shape {format_shape(shape)} for input {info.name!r} has rank {len(shape)}; the "
@@ -80,6 +87,8 @@ def resolve_shapes(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[i
         resolved[info.name] = dims
     for info in inputs:
         dims = resolved[info.name]
+        if info.shape is None:
+            continue  # its shape was given whole
         if batch is not None and info.rank and not isinstance(info.shape[0], int):
             dims[0] = batch
         elif batch is not None and info.rank and info.shape[0] != batch:

@@ -116,3 +116,16 @@ def test_options_logic():
     assert quantization({"scales": np.array([]), "zero_points": np.array([])}, np.dtype(np.int8)) is None
     assert quantization({"scales": np.array([0.5])}, np.dtype(np.float32)) is None
     assert dims([-1, 3, 224, 224]) == (None, 3, 224, 224)
+
+
+def test_convert_to_tflite_points_to_onnx2tf(onnx, capsys):
+    """unirt has no ONNX -> TFLite converter: the error says so and names the tool that has one."""
+    from unirt.cli import main
+
+    with pytest.raises(unirt.ConversionError, match=r"backend 'tflite' cannot convert onnx models \(it converts "
+                                                    r"from: nothing\)\. unirt has no ONNX -> TFLite converter"):
+        unirt.convert(onnx("dynamic_mlp"), to="tflite")
+    assert main(["convert", str(onnx("dynamic_mlp")), "--to", "tflite"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ConversionError: ") and "`pip install onnx2tf`" in err
+    assert "`onnx2tf -i model.onnx`" in err and "Traceback" not in err

@@ -10,6 +10,11 @@ class TFLiteBackend(Backend):
     name = "tflite"
     formats = frozenset({ModelFormat.TFLITE})
     install_hint = "pip install unirt-tflite"
+    #: LiteRT ships no ONNX importer and TensorFlow is not a unirt dependency: convert with onnx2tf outside unirt.
+    convert_hint = ("unirt has no ONNX -> TFLite converter (LiteRT ships none, and unirt does not depend on "
+                    "TensorFlow). Convert with onnx2tf, which needs TensorFlow: `pip install onnx2tf` (plus the "
+                    "dependencies its README lists), then `onnx2tf -i model.onnx` writes .tflite files into "
+                    "saved_model/ (-o DIR for another folder); unirt runs those with backend='tflite'")
 
     def probe(self) -> Availability:
         try:
