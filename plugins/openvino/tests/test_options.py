@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from unirt import Device, UnsupportedOptionError
-from unirt_openvino.options import (compile_settings, device_name, offered_devices, parse_dims, precision_hint,
-                                    precision_in_force)
+from unirt_openvino.options import (common_capabilities, compile_settings, device_name, float64_allowed,
+                                    offered_devices, parse_dims, precision_hint, precision_in_force, real_devices)
 
 CPU_BF16 = ["BF16", "WINOGRAD", "FP32", "INT8", "BIN", "EXPORT_IMPORT"]  # this machine's CPU
 GPU = ["FP32", "BIN", "FP16", "INT8", "GPU_HW_MATMUL", "EXPORT_IMPORT"]
@@ -51,6 +51,42 @@ def test_precision_in_force():
     assert precision_in_force("f32", "fp32", False) == "fp32"
     assert precision_in_force("bf16", "bf16", False) == "bf16"
     assert precision_in_force("f32", "fp32", True) == "int8"
+    # AUTO/MULTI/HETERO report one hint per device they run on: the least precise one is what the model gets
+    assert precision_in_force(["f32", "f32"], "fp32", False) == "fp32"
+    assert precision_in_force(["f32", "f16"], "fp32", False) == "fp16"
+    assert precision_in_force([], "fp32", False) == "fp32"  # nothing reported: the hint that was set
+
+
+def test_real_devices_behind_virtual_ones():
+    available = ["CPU", "GPU.0", "GPU.1", "NPU"]
+    assert real_devices("CPU", available) == ["CPU"]
+    assert real_devices("GPU.1", available) == ["GPU.1"]
+    assert real_devices("AUTO:GPU.1,CPU", available) == ["GPU.1", "CPU"]
+    assert real_devices("MULTI:CPU", available) == ["CPU"]
+    assert real_devices("HETERO:GPU,CPU", available) == ["GPU", "CPU"]
+    assert real_devices("BATCH:GPU(4)", available) == ["GPU"]
+    assert real_devices("AUTO:HETERO:GPU,CPU", available) == ["GPU", "CPU"]
+    assert real_devices("AUTO", available) == available
+    assert real_devices("AUTO:-NPU,-GPU", available) == ["CPU"]
+
+
+def test_capabilities_of_virtual_devices_are_what_every_real_device_offers():
+    assert common_capabilities({"CPU": CPU_BF16}) == CPU_BF16
+    assert common_capabilities({"GPU": GPU, "CPU": CPU_BF16}) == ["FP32", "BIN", "INT8", "EXPORT_IMPORT"]
+    assert precision_hint("fp32", common_capabilities({"GPU": GPU, "CPU": CPU_BF16}), False, "AUTO:GPU,CPU") == "f32"
+    with pytest.raises(UnsupportedOptionError, match="AUTO:GPU,NPU has no fp32 mode here; it supports fp16, int8"):
+        precision_hint("fp32", common_capabilities({"GPU": GPU, "NPU": NPU}), False, "AUTO:GPU,NPU")
+    assert "FP32" in common_capabilities({})  # nothing could be asked: compile_model judges
+
+
+def test_float64_needs_an_explicit_opt_in():
+    assert float64_allowed({}) is False
+    assert float64_allowed({"allow_float64_as_float32": True}) is True
+    with pytest.raises(UnsupportedOptionError, match="allow_float64_as_float32 must be True or False"):
+        float64_allowed({"allow_float64_as_float32": "yes"})
+    s = compile_settings(Device.parse("cpu"), ["CPU"], "fp32", CPU_BF16, None, {"allow_float64_as_float32": True},
+                         False)
+    assert "allow_float64_as_float32" not in s.config  # unirt's own option, not an OpenVINO property
 
 
 def test_compile_settings():

@@ -115,7 +115,7 @@ def test_reshape_to_static_shapes(model):
     with pytest.raises(InputError, match="dim 0 is static"):
         strict.run(np.ones((3, 8), np.float32))
     bounded = unirt.Session(model("dynamic_mlp"), backend="openvino", backend_options={"shapes": {"x": ["1..8", 8]}})
-    assert bounded.inputs[0].shape == (None, 8)
+    assert bounded.inputs[0].shape == ("N", 8)  # the ONNX dim name; the bounds are checked per run
     with pytest.raises(UnsupportedOptionError, match="unknown input 'y'"):
         unirt.Session(model("dynamic_mlp"), backend="openvino", backend_options={"shapes": {"y": [1, 8]}})
 
@@ -171,3 +171,187 @@ def test_broken_ir_is_a_model_load_error(model, tmp_path):
 def test_devices_it_does_not_have_are_refused(model):
     with pytest.raises(UnsupportedOptionError, match="cannot run on cuda here; it offers cpu"):
         unirt.Session(model("dynamic_mlp"), backend="openvino", device="cuda")
+
+
+def _binary_model(path, op, elem_type, dims=("N",)):
+    """z = op(x, y), all three of ONNX type `elem_type` and shape `dims`."""
+    from onnx import helper as h, save
+
+    graph = h.make_graph([h.make_node(op, ["x", "y"], ["z"])], op.lower(),
+                         [h.make_tensor_value_info("x", elem_type, list(dims)),
+                          h.make_tensor_value_info("y", elem_type, list(dims))],
+                         [h.make_tensor_value_info("z", elem_type, list(dims))])
+    save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("op", ["Add", "Mul"])
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_64_bit_ints_outside_int32_are_refused_not_wrapped(tmp_path, op, dtype):
+    from onnx import helper
+
+    path = _binary_model(tmp_path / "m.onnx", op, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+    sess = unirt.Session(path, backend="openvino")
+    inside = {"x": np.array([2**31 - 1, 7, 0], dtype), "y": np.array([0, 6, 2**31 - 1], dtype)}
+    np.testing.assert_array_equal(sess.run(inside)["z"], reference_outputs(path, inside)["z"])
+    # OpenVINO computes these as int32: 2**40 + 1 came back as 1 (and 3e9 + 1 as -1294967295)
+    outside = {"x": np.array([2**40, 3 * 10**9, 5], dtype), "y": np.array([1, 1, 2], dtype)}
+    with pytest.raises(InputError, match=r"input 'x': OpenVINO computes u?int64 as int32.*outside the int32 range "
+                                         r"\[-2147483648, 2147483647\]"):
+        sess.run(outside)
+    with pytest.raises(InputError, match="input 'x'"):  # writing into caller memory is checked the same way
+        sess.run(outside, out={"z": np.empty(3, dtype)})
+    if dtype == np.int64:
+        with pytest.raises(InputError, match="input 'y'"):
+            sess.run({"x": np.array([1], dtype), "y": np.array([-2**31 - 1], dtype)})
+    assert sess.run({"x": np.array([], dtype), "y": np.array([], dtype)})["z"].shape == (0,)
+
+
+def test_float64_models_are_refused_unless_float32_is_accepted(tmp_path):
+    from onnx import TensorProto
+
+    path = _binary_model(tmp_path / "add_f64.onnx", "Add", TensorProto.DOUBLE)
+    with pytest.raises(UnsupportedOptionError, match=r"computes float64 in float32.*\(x, y, z, 1 more inside the "
+                                                     r"model\).*allow_float64_as_float32"):
+        unirt.Session(path, backend="openvino")
+    sess = unirt.Session(path, backend="openvino", backend_options={"allow_float64_as_float32": True})
+    feeds = {"x": np.array([1.5, 1e10, 1.0]), "y": np.array([2.25, 1.0, 1e-9])}
+    got = sess.run(feeds)["z"]
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, (feeds["x"].astype(np.float32) + feeds["y"].astype(np.float32)))
+    assert got[1] != feeds["x"][1] + feeds["y"][1]  # what the opt-in accepts: float32's 1e10 + 1 == 1e10
+
+
+@pytest.mark.parametrize("device_name", ["AUTO", "AUTO:CPU", "MULTI:CPU", "HETERO:CPU"])
+def test_virtual_devices_run_at_fp32(squeezenet, device_name):
+    path, feeds, ref = squeezenet
+    sess = unirt.Session(path, backend="openvino", threads=1, backend_options={"device_name": device_name})
+    assert sess.precision == "fp32" and sess._runner.ov_device == device_name
+    hints = sess._runner._compiled.get_property("DEVICE_PROPERTIES")
+    assert {props["INFERENCE_PRECISION_HINT"].get_type_name() for props in hints.values()} == {"f32"}
+    name = next(iter(ref))
+    assert rel_l2(sess.run(feeds)[name], ref[name]) < 1e-5  # bf16, OpenVINO's default here, gives ~1e-2
+
+
+def test_virtual_device_reports_the_precision_asked_for(model):
+    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    if "BF16" not in caps:
+        with pytest.raises(UnsupportedOptionError, match="AUTO:CPU has no bf16 mode here"):
+            unirt.Session(model("dynamic_mlp"), backend="openvino", precision="bf16",
+                          backend_options={"device_name": "AUTO:CPU"})
+        return
+    sess = unirt.Session(model("dynamic_mlp"), backend="openvino", precision="bf16",
+                         backend_options={"device_name": "AUTO:CPU"})
+    assert sess.precision == "bf16"
+
+
+def test_onnx_dim_names_are_reported(model):
+    mlp = unirt.Session(model("dynamic_mlp"), backend="openvino")
+    assert [i.shape for i in mlp.inputs] == [("N", 8)]
+    assert [o.shape for o in mlp.outputs] == [("N", 3), ("N", 3)]
+    assert str(mlp.batch) == "dynamic batch (N)"
+    multi = unirt.Session(model("multi_io"), backend="openvino")
+    assert {i.name: i.shape for i in multi.inputs} == {"a": ("N", 4), "b": ("N", 4), "idx": ("K",), "scale": ()}
+    assert {o.name: o.shape for o in multi.outputs}["picked"] == ("K", 4)
+    unknown = unirt.Session(model("unknown_dims"), backend="openvino")
+    assert unknown.inputs[0].shape == (None, 3, "H", "W")  # a dim the file leaves unnamed stays unnamed
+    # a dim the user fixes with `shapes` is static, the others keep their names
+    fixed = unirt.Session(model("unknown_dims"), backend="openvino", backend_options={"shapes": {"x": [2, 3, 4, -1]}})
+    assert fixed.inputs[0].shape == (2, 3, 4, "W")
+
+
+def test_a_shared_dim_name_with_two_sizes_is_an_input_error(model):
+    sess = unirt.Session(model("multi_io"), backend="openvino")
+    feeds = sample_feeds("multi_io", seed=1, batch=3)
+    feeds["b"] = np.ones((4, 4), np.float32)
+    with pytest.raises(InputError, match="dim 'N' must be the same size everywhere it appears"):
+        sess.run(feeds)
+
+
+def test_bounded_dims_are_checked_before_the_run(model):
+    sess = unirt.Session(model("dynamic_mlp"), backend="openvino", backend_options={"shapes": {"x": ["2..4", 8]}})
+    assert sess.inputs[0].shape == ("N", 8)
+    feeds = sample_feeds("dynamic_mlp", batch=3)
+    np.testing.assert_allclose(sess.run(feeds)["probs"], reference_outputs(model("dynamic_mlp"), feeds)["probs"],
+                               rtol=1e-5, atol=1e-6)
+    for rows in (1, 5):
+        with pytest.raises(InputError, match=rf"input 'x': dim 0 must be in 2..4 \(the model's bounds\), got "
+                                             rf"shape \({rows}, 8\)"):
+            sess.run(np.ones((rows, 8), np.float32))
+
+
+def test_openvino_messages_lose_their_source_locations(model):
+    from unirt_openvino.session import _message
+
+    compiled = ov.Core().compile_model(str(model("dynamic_mlp")), "CPU")
+    with pytest.raises(RuntimeError) as err:
+        compiled({0: np.ones((2, 7), np.float32)})  # a static dim of the wrong size
+    assert "src/" in str(err.value)
+    assert "src/" not in _message(err.value) and "Check '" not in _message(err.value) and _message(err.value)
+
+
+def test_dynamic_batch_outputs_are_pooled(tmp_path):
+    path = unirt.testing.batched_cnn(tmp_path / "cnn.onnx", batch="N")  # features: 64 KiB a row
+    sess = unirt.Session(path, backend="openvino")
+    assert sess.outputs[0].shape == ("N", 16, 32, 32)
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    expected = reference_outputs(path, {"x": x})
+    for _ in range(3):  # warm-up: the first runs fill the pool
+        sess.run(x)
+    before = sess.pool.stats()
+    for _ in range(20):
+        out = sess.run(x)
+        np.testing.assert_allclose(out["features"], expected["features"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(out["pooled"], expected["pooled"], rtol=1e-5, atol=1e-5)
+        del out
+    after = sess.pool.stats()
+    assert after.allocations == before.allocations, "steady-state runs took new memory for outputs"
+    assert after.reuses - before.reuses == 20  # `features`, written by OpenVINO straight into the pool's block
+
+
+@pytest.mark.parametrize("threads", [1, None])  # single-threaded, OpenVINO leaves a too-small tensor unwritten
+def test_dynamic_outputs_into_caller_arrays_of_the_wrong_size(tmp_path, threads):
+    path = unirt.testing.batched_cnn(tmp_path / "cnn.onnx", batch="N", size=8)
+    sess = unirt.Session(path, backend="openvino", threads=threads)
+    x = np.ones((3, 3, 8, 8), np.float32)
+    expected = reference_outputs(path, {"x": x})["pooled"]
+    mine = np.full((3, 16, 1, 1), np.nan, np.float32)
+    assert sess.run(x, out={"pooled": mine})["pooled"] is mine
+    np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-6)
+    for rows in (2, 4):  # too small: OpenVINO refuses it; too large: OpenVINO would shrink it
+        with pytest.raises(unirt.RunError, match=rf"output 'pooled': the model produced shape \[3, 16, 1, 1\], the "
+                                                 rf"array for it has shape \[{rows}, 16, 1, 1\]"):
+            sess.run(x, out={"pooled": np.empty((rows, 16, 1, 1), np.float32)})
+    np.testing.assert_allclose(sess.run(x)["pooled"], expected, rtol=1e-5, atol=1e-6)  # the request recovered
+
+
+def test_output_dim_names_that_do_not_hold_are_not_trusted(tmp_path):
+    """y is declared [N, 4] but is Concat(x, x): [2N, 4]. unirt sizes it from the name; OpenVINO's shape inference
+    does not prove it, so it is not bound and the session falls back to OpenVINO's own array."""
+    from onnx import TensorProto, helper as h, save
+
+    graph = h.make_graph([h.make_node("Concat", ["x", "x"], ["y"], axis=0)], "liar",
+                         [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                         [h.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    path = tmp_path / "liar.onnx"
+    save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    sess = unirt.Session(path, backend="openvino", threads=1, pooled_outputs=True)
+    assert sess.outputs[0].shape == ("N", 4) and "y" not in sess._runner._sizable
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    for _ in range(2):
+        np.testing.assert_array_equal(sess.run(x)["y"], np.concatenate([x, x]))
+
+
+def test_tflite_from_bytes(tmp_path, model):
+    import tempfile
+    from pathlib import Path
+
+    before = set(Path(tempfile.gettempdir()).glob("unirt_openvino_*"))
+    sess = unirt.Session(build_tflite("matmul_relu", tmp_path).read_bytes(), backend="openvino")
+    assert set(Path(tempfile.gettempdir()).glob("unirt_openvino_*")) == before  # the spilled file is gone
+    feeds = sample_feeds("matmul_relu", seed=6)
+    np.testing.assert_allclose(sess.run(feeds)["y"], reference_outputs(model("matmul_relu"), feeds)["y"],
+                               rtol=1e-5, atol=1e-5)
+    ir = OpenVinoBackend().convert(unirt.open_model(build_tflite("dynamic_mlp", tmp_path).read_bytes()),
+                                   tmp_path / "ir", unirt.LoadOptions())
+    assert ir.format is unirt.ModelFormat.OPENVINO

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unirt import Availability, Backend, ConversionError, LoadOptions, ModelFile, ModelFormat, open_model
+from unirt import (Availability, Backend, ConversionError, LoadOptions, ModelFile, ModelFormat, ModelLoadError,
+                   open_model)
 
 from .options import offered_devices
 
@@ -44,13 +45,13 @@ class OpenVinoBackend(Backend):
         if model.format not in self.converts_from:
             raise ConversionError(f"openvino converts {', '.join(sorted(f.value for f in self.converts_from))} "
                                   f"models, not {model.format}")
-        try:
-            ov_model = read_model(shared_core(), model)
-        except Exception as exc:
-            raise ConversionError(str(exc)) from None
         target = Path(out_dir) / "model.xml"
         try:
-            ov.save_model(ov_model, str(target), compress_to_fp16=options.precision == "fp16")
-        except Exception as exc:
-            raise ConversionError(f"{model.name}: openvino could not save the IR: {_message(exc)}") from None
+            with read_model(shared_core(), model) as ov_model:
+                try:
+                    ov.save_model(ov_model, str(target), compress_to_fp16=options.precision == "fp16")
+                except Exception as exc:
+                    raise ConversionError(f"{model.name}: openvino could not save the IR: {_message(exc)}") from None
+        except ModelLoadError as exc:
+            raise ConversionError(str(exc)) from None
         return open_model(target)

@@ -15,7 +15,10 @@ HINT_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "float32": "fp32", "
               "bfloat16": "bf16"}
 PERFORMANCE_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
 # backend_options keys unirt interprets; UPPER_CASE keys are OpenVINO properties and go to compile_model verbatim.
-OWN_KEYS = ("performance_hint", "num_streams", "cache_dir", "shapes", "device_name", "config")
+OWN_KEYS = ("performance_hint", "num_streams", "cache_dir", "shapes", "device_name", "config",
+            "allow_float64_as_float32")
+# Devices that hand a model to other devices: "AUTO:GPU,CPU", "MULTI:GPU,CPU", "HETERO:GPU,CPU", "BATCH:GPU(4)".
+VIRTUAL_DEVICES = frozenset({"AUTO", "MULTI", "HETERO", "BATCH"})
 # Ops that make a model quantized for OpenVINO (ONNX QDQ is read as FakeQuantize; IR from NNCF has FakeQuantize or
 # FakeConvert); precision="int8" runs such a model, it cannot quantize an fp32 one.
 QUANTIZED_OPS = frozenset({"FakeQuantize", "FakeConvert", "QuantizeLinear", "DequantizeLinear"})
@@ -52,6 +55,40 @@ def device_name(device: Device, available: Sequence[str]) -> str:
     if device.kind == "npu":
         return "NPU"
     raise UnsupportedOptionError(f"openvino: no device {device}; it runs on cpu, gpu[:N] (Intel GPUs) and npu")
+
+
+def real_devices(name: str, available: Sequence[str]) -> list[str]:
+    """The devices that run a model compiled for device string `name`: "GPU.1" -> [GPU.1], "AUTO:GPU,CPU" ->
+    [GPU, CPU], "BATCH:GPU(4)" -> [GPU]; a virtual device with no list ("AUTO", "AUTO:-CPU") -> the available
+    devices it may pick (less those excluded with "-")."""
+    kind, _, rest = name.partition(":")
+    if kind.strip().upper() not in VIRTUAL_DEVICES:
+        return [name]
+    if ":" in rest.split(",")[0]:  # nested: "AUTO:HETERO:GPU,CPU"
+        return real_devices(rest, available)
+    entries = [e.strip().split("(")[0] for e in rest.split(",") if e.strip()]
+    excluded = {e[1:] for e in entries if e.startswith("-")}
+    listed = [e for e in entries if not e.startswith("-")]
+    return listed or [d for d in available if d not in excluded and d.partition(".")[0] not in excluded]
+
+
+def common_capabilities(per_device: Mapping[str, Sequence[str]]) -> list[str]:
+    """What every device that may run the model offers (OPTIMIZATION_CAPABILITIES): precision="fp32" must hold on
+    whichever device AUTO picks and on every device MULTI or HETERO spreads the model over."""
+    sets = [set(caps) for caps in per_device.values()]
+    if not sets:  # nothing could be asked: let compile_model judge
+        return [cap for _, cap in PRECISION_HINTS.values()]
+    common = set.intersection(*sets)
+    return [cap for cap in next(iter(per_device.values())) if cap in common]
+
+
+def float64_allowed(options: Mapping[str, Any]) -> bool:
+    """backend_options["allow_float64_as_float32"]: run float64 models although OpenVINO computes them in
+    float32 (refused by default: unirt's precision="fp32" promises the model's own precision)."""
+    allowed = options.get("allow_float64_as_float32", False)
+    if not isinstance(allowed, bool):
+        raise UnsupportedOptionError(f"openvino: allow_float64_as_float32 must be True or False, got {allowed!r}")
+    return allowed
 
 
 def precision_hint(precision: str, capabilities: Sequence[str], quantized: bool, device: str) -> str:
@@ -143,9 +180,18 @@ def compile_settings(device: Device, available: Sequence[str], precision: str, c
     return CompileSettings(name, config, {str(k): parse_dims(str(k), v) for k, v in shapes.items()})
 
 
-def precision_in_force(hint_type_name: str, requested: str, quantized: bool) -> str:
+# unirt precisions from the most precise to the least: a model spread over devices runs at its least precise one.
+_BY_PRECISION = ("fp32", "bf16", "fp16")
+
+
+def precision_in_force(hint_type_names: str | Sequence[str], requested: str, quantized: bool) -> str:
     """unirt's name for the precision in force: int8 for a quantized model (OpenVINO runs its FakeQuantize parts in
-    int8 whatever the hint), else the precision the compiled model reports."""
+    int8 whatever the hint), else the precision the compiled model reports: for a virtual device (AUTO, MULTI,
+    HETERO) one per real device, and the least precise of them counts; none reported: the one asked for."""
     if quantized:
         return "int8"
-    return HINT_NAMES.get(hint_type_name, hint_type_name)
+    names = [hint_type_names] if isinstance(hint_type_names, str) else list(hint_type_names)
+    found = [HINT_NAMES.get(n, n) for n in names]
+    if not found:
+        return requested
+    return max(found, key=lambda p: _BY_PRECISION.index(p) if p in _BY_PRECISION else len(_BY_PRECISION))
