@@ -44,6 +44,8 @@ input [ { name: "x" data_type: TYPE_FP32 dims: [ 8 ] } ]
 output [ { name: "probs" data_type: TYPE_FP32 dims: [ 3 ] label_filename: "labels.txt" } ]
 """
 
+UNBATCHED_CONFIG = "max_batch_size: 0\n"
+
 BROKEN_CONFIG = """
 max_batch_size: 4
 input [ { name: "x" data_type: TYPE_FP32 dims: [ 7 ] } ]
@@ -66,6 +68,8 @@ def build_repository(repo: Path) -> Path:
     _model(repo, "batched", models.dynamic_mlp, 2, seed=4)
     _model(repo, "multi", models.multi_io)
     _model(repo, "strings", models.string_concat)
+    _model(repo, "strings_flat", models.string_concat, 1, UNBATCHED_CONFIG)  # any number of elements
+    _model(repo, "images", models.unknown_dims, 1, UNBATCHED_CONFIG)  # float32[?, 3, H, W]
     _model(repo, "static", models.matmul_relu, 1, STATIC_CONFIG, n=4)
     _model(repo, "reshaped", models.dynamic_mlp, 1, RESHAPED_CONFIG)
     _model(repo, "classify", models.dynamic_mlp, 1, CLASSIFY_CONFIG)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import struct
+import time
 
 import numpy as np
 import pytest
@@ -187,6 +189,27 @@ def test_malformed_json_and_framing(raw_http):
     assert "non-negative integers" in raw_http.error("POST", infer, data)
     assert "not valid gzip" in raw_http.error("POST", infer, b"plain", {"Content-Encoding": "gzip"})
     assert "Content-Encoding 'br'" in raw_http.error("POST", infer, b"{}", {"Content-Encoding": "br"})
+
+
+@pytest.mark.parametrize("count", [10**9, 10**11, 2**62, 2**70])
+def test_claimed_shape_is_checked_against_the_data_before_allocating(raw_http, count):
+    """A few bytes claiming a huge BYTES tensor are refused at once (no count-sized allocation); so are shapes
+    no array could have, whatever the data source."""
+    raw = struct.pack("<I", 1) + b"a"
+    header = json.dumps({"inputs": [{"name": "s", "shape": [count], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    start = time.perf_counter()
+    error = raw_http.error("POST", "/v2/models/strings_flat/infer", header + raw,
+                           {"Inference-Header-Content-Length": str(len(header))})
+    assert time.perf_counter() - start < 5
+    assert "input 's'" in error and ("the data has 5" in error or "too large" in error), error
+    for data in ([], [1.0]):
+        body = json.dumps({"inputs": [{"name": "x", "shape": [0, 3, count, count], "datatype": "FP32", "data": data}]})
+        assert "too large" in raw_http.error("POST", "/v2/models/images/infer", body)
+    header = json.dumps({"inputs": [{"name": "x", "shape": [1, 3, count, count], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 4}}]}).encode()
+    assert "too large" in raw_http.error("POST", "/v2/models/images/infer", header + b"\0" * 4,
+                                         {"Inference-Header-Content-Length": str(len(header))})
 
 
 def test_body_size_limit_and_bombs(repository, raw_http_to):

@@ -14,8 +14,8 @@ import numpy as np
 from .errors import BadRequest
 
 __all__ = ["DATATYPES", "to_numpy_dtype", "from_numpy_dtype", "config_type_to_datatype",
-           "datatype_to_config_type", "element_count", "bytes_for_model", "decode_raw", "encode_raw",
-           "decode_json_data", "encode_json_data", "byte_size"]
+           "datatype_to_config_type", "element_count", "check_shape", "bytes_for_model", "decode_raw",
+           "encode_raw", "decode_json_data", "encode_json_data", "byte_size"]
 
 _NUMERIC: dict[str, Any] = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -61,11 +61,28 @@ def datatype_to_config_type(datatype: str) -> str:
     return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
 
 
+# Largest product of a shape's non-zero dims: numpy refuses arrays whose size in bytes passes 2**63 - 1.
+_MAX_ELEMENTS = 2**60
+
+
 def element_count(shape: Sequence[int]) -> int:
     n = 1
     for d in shape:
         n *= d
     return n
+
+
+def check_shape(name: str, shape: Sequence[int]) -> int:
+    """The element count of a client-claimed shape; a negative dim or a shape no array could have is a bad
+    request (checked before anything is allocated from it)."""
+    n = 1
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise BadRequest(f"input {name!r}: shape {list(shape)} must hold non-negative integers")
+        n *= max(d, 1)
+        if n > _MAX_ELEMENTS:
+            raise BadRequest(f"input {name!r}: shape {list(shape)} is too large (over {_MAX_ELEMENTS} elements)")
+    return element_count(shape)
 
 
 def byte_size(array: np.ndarray, datatype: str) -> int:
@@ -88,7 +105,7 @@ def _as_bytes(value: Any) -> bytes:
 def decode_raw(name: str, datatype: str, shape: Sequence[int], data: bytes | memoryview) -> np.ndarray:
     """A tensor from its raw encoding, without a copy for fixed-size types (the array views `data`)."""
     dtype = to_numpy_dtype(datatype)
-    count = element_count(shape)
+    count = check_shape(name, shape)
     if datatype == "BYTES":
         return _decode_bytes(name, shape, count, memoryview(data))
     expected = count * dtype.itemsize
@@ -101,8 +118,11 @@ def decode_raw(name: str, datatype: str, shape: Sequence[int], data: bytes | mem
 
 
 def _decode_bytes(name: str, shape: Sequence[int], count: int, data: memoryview) -> np.ndarray:
-    out = np.empty(count, dtype=object)
     pos, end = 0, len(data)
+    if count * 4 > end:  # checked before allocating: the count is the client's claim
+        raise BadRequest(f"input {name!r}: BYTES{list(shape)} has {count} elements, which need at least "
+                         f"{count * 4} bytes (a 4-byte length each); the data has {end}")
+    out = np.empty(count, dtype=object)
     for i in range(count):
         if pos + 4 > end:
             raise BadRequest(f"input {name!r}: BYTES data ends inside the length of element {i} of {count}")
@@ -150,6 +170,7 @@ def encode_raw(array: np.ndarray, datatype: str) -> bytes | memoryview:
 def decode_json_data(name: str, datatype: str, shape: Sequence[int], data: Any) -> np.ndarray:
     """A tensor from the JSON `data` field: a flat or nested list in row-major order."""
     dtype = to_numpy_dtype(datatype)
+    count = check_shape(name, shape)
     if not isinstance(data, list):
         data = [data]
     try:
@@ -170,7 +191,6 @@ def decode_json_data(name: str, datatype: str, shape: Sequence[int], data: Any) 
             flat = flat.astype(dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequest(f"input {name!r}: cannot read the JSON data as {datatype}: {exc}") from None
-    count = element_count(shape)
     if flat.size != count:
         raise BadRequest(f"input {name!r}: shape {list(shape)} has {count} elements, the data has {flat.size}")
     return flat.reshape(shape)
