@@ -11,6 +11,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from unirt.serve import ServeOptions, ServerThread
+from unirt.serve.errors import NotFound
 from unirt.testing import models
 
 
@@ -96,6 +97,38 @@ def test_explicit_load_unload_over_grpc(control_server):
         assert not client.is_model_ready("b")
     finally:
         client.close()
+
+
+def test_loading_an_unknown_model_leaves_no_trace(control_server):
+    """A typo in a load request is a 404 and nothing more: the server stays ready, the index does not grow."""
+    server, _ = control_server
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+    try:
+        index = client.get_model_repository_index()
+        for name in ("typo", "typo2", "typo"):
+            with pytest.raises(InferenceServerException, match=f"no model named '{name}'") as info:
+                client.load_model(name)
+            assert info.value.status() == "404"
+        with pytest.raises(InferenceServerException, match="no model named 'typo3'") as info:
+            grpc.load_model("typo3")
+        assert info.value.status() == "StatusCode.NOT_FOUND"
+        assert client.is_server_ready() and grpc.is_server_ready()
+        assert client.get_model_repository_index() == index
+        with pytest.raises(InferenceServerException, match="unknown model 'typo'") as info:
+            _infer_http(client, "typo")
+        assert info.value.status() == "404"
+    finally:
+        client.close()
+        grpc.close()
+
+
+def test_startup_with_an_unknown_model_to_load_fails(tmp_path, add_model):
+    add_model(tmp_path, "a", models.dynamic_mlp, 1)
+    options = ServeOptions(model_repository=tmp_path, http_port=0, grpc_port=None, metrics_port=None,
+                           model_control_mode="explicit", load_models=["a", "b"])
+    with pytest.raises(NotFound, match=r"--load-model 'b': no such model in the repository; its models are: a"):
+        ServerThread(options)
 
 
 def test_control_mode_none_refuses_load_and_unload(repository):

@@ -134,9 +134,9 @@ class ModelManager:
 
     def _load(self, name: str, config: Any = None) -> None:
         with self._load_lock:
+            source = self.repository.source(name)  # an unknown name leaves no entry behind (NotFound)
             entry = self._entries.setdefault(name, _Entry())
             try:
-                source = self.repository.source(name)
                 if config is None:
                     config = read_config(source.config_path)
                 versions = select_versions(config, list(source.versions))
