@@ -116,6 +116,27 @@ def test_reshape_and_static_batch_padding(http_client, repository):
     np.testing.assert_allclose(out, _reference(repository, "static", 1, {"x": full})["y"][:1], rtol=1e-6)
 
 
+def test_reshape_the_request_cannot_fill_is_400(http_client):
+    """A config `reshape` with a -1 takes any multiple of its fixed sizes; other sizes are the request's mistake
+    (400 naming the input, its shape and the reshape), not a backend failure."""
+    x = np.arange(6, dtype=np.float32)
+    np.testing.assert_array_equal(http_client.infer("pairs", [_input("x", x, "FP32")]).as_numpy("y"), 2 * x)
+    rows = np.arange(12, dtype=np.float32).reshape(2, 6)
+    np.testing.assert_array_equal(http_client.infer("batched_pairs", [_input("x", rows, "FP32")]).as_numpy("y"),
+                                  2 * rows.reshape(2, 2, 3))
+    before = http_client.get_inference_statistics("pairs")["model_stats"][0]["inference_stats"]["fail"]["count"]
+    for name, bad, match in (("pairs", np.ones(3, np.float32), r"shape \[3\] \(3 elements\) cannot be reshaped to "
+                                                                  r"\[2, -1\]"),
+                             ("batched_pairs", np.ones((2, 5), np.float32), r"shape \[2, 5\] \(10 elements\) cannot "
+                                                                            r"be reshaped to \[2, 2, -1\]")):
+        with pytest.raises(InferenceServerException, match=rf"input 'x': {match} .*reshape {{ shape: \[2, -1\] }}") \
+                as info:
+            http_client.infer(name, [_input("x", bad, "FP32")])
+        assert info.value.status() == "400"
+    stats = http_client.get_inference_statistics("pairs")["model_stats"][0]["inference_stats"]
+    assert stats["fail"]["count"] == before + 1
+
+
 def test_classification(http_client, repository):
     x = np.random.default_rng(5).standard_normal((2, 8)).astype(np.float32)
     result = http_client.infer("classify", [_input("x", x, "FP32")],
