@@ -150,6 +150,15 @@ def test_repository_names_and_versions(tmp_path, model):
         source.model_file(1, "onnxruntime")
     with pytest.raises(BadRequest, match="default_model_filename"):
         source.model_file(1, "onnxruntime", "../../m.onnx")
+    (tmp_path / "m" / "1" / "model.onnx").write_bytes(b"")
+    assert source.model_file(1, "onnxruntime").name == "model.onnx"
+    with pytest.raises(NotFound, match=r"no model.tflite in .* \(found: model.onnx\)"):
+        source.model_file(1, "tflite")  # LiteRT cannot convert ONNX
+    for backend in ("ncnn", "mnn", "openvino"):  # they convert ONNX on load
+        if unirt.registry.availability(backend).available:
+            assert source.model_file(1, backend).name == "model.onnx"
+    (tmp_path / "m" / "1" / "model.param").write_bytes(b"")
+    assert source.model_file(1, "ncnn").name == "model.param"  # its own format first
     with pytest.raises(NotFound):
         repo.source("other")
     single = SingleModelRepository(model("dynamic_mlp"))

@@ -14,6 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 import unirt
 from unirt.serve import ServeOptions, ServerThread
+from unirt.testing import models
 
 
 def _input(name, array, datatype, binary=True):
@@ -291,3 +292,28 @@ def test_statistics_count_inferences_and_executions(http_client):
 def test_cuda_shared_memory_is_refused_clearly(http_client):
     with pytest.raises(InferenceServerException, match="CUDA shared memory is not supported"):
         http_client.get_cuda_shared_memory_status()
+
+
+def _usable(backend):
+    from unirt import registry
+
+    found = registry.availability(backend)
+    return pytest.param(backend, marks=pytest.mark.skipif(not found.available, reason=f"{backend}: {found.reason}"))
+
+
+@pytest.mark.parametrize("backend", [_usable("openvino"), _usable("ncnn")])
+def test_backend_that_converts_onnx_serves_a_model_onnx(tmp_path, add_model, backend):
+    """`backend: "ncnn"` (or openvino, mnn) with only a model.onnx: the Session converts it on load, so the
+    repository takes model.onnx when the backend's own files are not there."""
+    path = add_model(tmp_path, "m", models.dynamic_mlp, 1, f'backend: "{backend}"', seed=7)
+    x = np.random.default_rng(7).standard_normal((2, 8)).astype(np.float32)
+    options = ServeOptions(model_repository=tmp_path, http_port=0, grpc_port=None, metrics_port=None)
+    with ServerThread(options) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        try:
+            assert client.is_server_ready() and client.get_model_config("m")["backend"] == backend
+            probs = client.infer("m", [_input("x", x, "FP32")]).as_numpy("probs")
+        finally:
+            client.close()
+    with unirt.Session(path, backend="onnxruntime") as reference:
+        np.testing.assert_allclose(probs, reference.run({"x": x})["probs"], rtol=1e-4, atol=1e-6)
