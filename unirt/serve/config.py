@@ -297,7 +297,12 @@ def _complete_io(entries: Any, infos: Sequence[TensorInfo], batched: bool) -> No
 
 
 def _batchable(infos: Sequence[TensorInfo]) -> bool:
-    return all(t.rank >= 1 and not isinstance(t.shape[0], int) for t in infos)
+    """Whether dim 0 of every input and output is the same named dim ('N', 'batch'): the model then says its
+    rows are independent. A merely dynamic dim 0 does not (Concat gives [N + M, ...]; an unnamed dim says
+    nothing), so such models are not batched unless their config asks."""
+    first = {t.shape[0] if t.rank >= 1 else None for t in infos}
+    name = first.pop() if len(first) == 1 else None
+    return isinstance(name, str) and bool(name)
 
 
 def build_spec(config: Any, name: str, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], backend: str,
