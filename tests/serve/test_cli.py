@@ -8,6 +8,7 @@ import queue
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -17,7 +18,8 @@ import tritonclient.http as httpclient
 
 from unirt.testing import models
 
-UNIRT = shutil.which("unirt") or "unirt"  # the installed console script, as a user runs it
+# the installed console script, as a user runs it: the one next to this interpreter (no activated venv needed)
+UNIRT = shutil.which("unirt", path=os.path.dirname(sys.executable)) or shutil.which("unirt") or "unirt"
 CONFIG = """
 max_batch_size: 4
 dynamic_batching { max_queue_delay_microseconds: 1500000 }

@@ -207,6 +207,9 @@ def test_malformed_json_and_framing(raw_http):
     assert "has 8 elements, the data has 7" in raw_http.error("POST", infer, data)
     data = json.dumps({"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32", "data": ["a"] * 8}]})
     assert "cannot read the JSON data as FP32" in raw_http.error("POST", infer, data)
+    data = json.dumps({"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32", "data": [1e300] + [0.0] * 7}]})
+    assert "input 'x': cannot read the JSON data as FP32: value 1e+300 is outside the range of FP32" in \
+        raw_http.error("POST", infer, data)  # not silently Infinity
     data = json.dumps({"inputs": [{"name": "x", "shape": [1, -8], "datatype": "FP32", "data": []}]})
     assert "non-negative integers" in raw_http.error("POST", infer, data)
     assert "not valid gzip" in raw_http.error("POST", infer, b"plain", {"Content-Encoding": "gzip"})

@@ -29,6 +29,9 @@ try:
 except ImportError:  # pragma: no cover - ml_dtypes comes with tritonclient and onnx
     pass
 
+# Float types narrower than a JSON number (float64), with their largest finite value.
+_NARROW_FLOATS = {"FP16": 65504.0, "FP32": float(np.finfo(np.float32).max), "BF16": 3.3895313892515355e38}
+
 _TO_NUMPY: dict[str, np.dtype] = {k: np.dtype(v).newbyteorder("<") for k, v in _NUMERIC.items()}
 _TO_NUMPY["BYTES"] = np.dtype(object)
 DATATYPES: tuple[str, ...] = tuple(_TO_NUMPY)
@@ -188,7 +191,16 @@ def decode_json_data(name: str, datatype: str, shape: Sequence[int], data: Any) 
                 info = np.iinfo(dtype)
                 if flat.min() < info.min or flat.max() > info.max:
                     raise ValueError(f"values {flat.min()}..{flat.max()} do not fit {datatype}")
-            flat = flat.astype(dtype)
+            if datatype in _NARROW_FLOATS and flat.size:
+                with np.errstate(over="ignore"):
+                    narrow = flat.astype(dtype)
+                overflow = np.isinf(narrow.astype(np.float64)) & np.isfinite(flat)  # 1e300 would become Infinity
+                if overflow.any():
+                    raise ValueError(f"value {float(flat[overflow][0])!r} is outside the range of {datatype} "
+                                     f"(largest {_NARROW_FLOATS[datatype]:.6g})")
+                flat = narrow
+            else:
+                flat = flat.astype(dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequest(f"input {name!r}: cannot read the JSON data as {datatype}: {exc}") from None
     if flat.size != count:
