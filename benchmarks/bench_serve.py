@@ -188,10 +188,10 @@ def main() -> None:
 
         rows = [in_process(path, args.clients, args.seconds)]
         print(json.dumps(rows[-1]), flush=True)
-        unirt_exe = shutil.which("unirt") or "unirt"
-        server = subprocess.Popen([unirt_exe, "serve", "--model-repository", str(repo), "--http-port", "0",
-                                   "--grpc-port", "0", "--metrics-port", "0"], stdout=subprocess.PIPE, text=True,
-                                  cwd=tmp)
+        # the unirt of this interpreter (python -m unirt): no activated venv or PATH needed
+        server = subprocess.Popen([sys.executable, "-m", "unirt", "serve", "--model-repository", str(repo),
+                                   "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
+                                  stdout=subprocess.PIPE, text=True, cwd=tmp)
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True).start()
         ports = {}

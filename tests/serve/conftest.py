@@ -7,6 +7,7 @@ import http.client
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from unirt.testing import models
@@ -44,10 +45,37 @@ input [ { name: "x" data_type: TYPE_FP32 dims: [ 8 ] } ]
 output [ { name: "probs" data_type: TYPE_FP32 dims: [ 3 ] label_filename: "labels.txt" } ]
 """
 
+UNBATCHED_CONFIG = "max_batch_size: 0\n"
+
+PAIRS_CONFIG = """
+max_batch_size: 0
+input [ { name: "x" data_type: TYPE_FP32 dims: [ -1 ] reshape { shape: [ 2, -1 ] } } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ -1 ] reshape { shape: [ 2, -1 ] } } ]
+"""
+
+BATCHED_PAIRS_CONFIG = """
+max_batch_size: 4
+input [ { name: "x" data_type: TYPE_FP32 dims: [ -1 ] reshape { shape: [ 2, -1 ] } } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 2, -1 ] } ]
+"""
+
 BROKEN_CONFIG = """
 max_batch_size: 4
 input [ { name: "x" data_type: TYPE_FP32 dims: [ 7 ] } ]
 """
+
+
+def doubler(path: Path, shape: list) -> Path:
+    """y = 2 * x, float32 of `shape` (ints and dim names)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "doubler",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+                              [numpy_helper.from_array(np.array(2, np.float32), "two")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
 
 
 def _model(repo: Path, name: str, builder, version: int = 1, config: str | None = None, **kw) -> Path:
@@ -66,9 +94,13 @@ def build_repository(repo: Path) -> Path:
     _model(repo, "batched", models.dynamic_mlp, 2, seed=4)
     _model(repo, "multi", models.multi_io)
     _model(repo, "strings", models.string_concat)
+    _model(repo, "strings_flat", models.string_concat, 1, UNBATCHED_CONFIG)  # any number of elements
+    _model(repo, "images", models.unknown_dims, 1, UNBATCHED_CONFIG)  # float32[?, 3, H, W]
     _model(repo, "static", models.matmul_relu, 1, STATIC_CONFIG, n=4)
     _model(repo, "reshaped", models.dynamic_mlp, 1, RESHAPED_CONFIG)
     _model(repo, "classify", models.dynamic_mlp, 1, CLASSIFY_CONFIG)
+    _model(repo, "pairs", doubler, 1, PAIRS_CONFIG, shape=[2, "W"])
+    _model(repo, "batched_pairs", doubler, 1, BATCHED_PAIRS_CONFIG, shape=["N", 2, "W"])
     (repo / "classify" / "labels.txt").write_text("cat\ndog\nbird\n")
     _model(repo, "broken_config", models.dynamic_mlp, 1, BROKEN_CONFIG)
     garbage = repo / "garbage" / "1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -153,3 +154,75 @@ def test_server_batches_concurrent_clients(server, repository):
     executions = after["execution_count"] - before["execution_count"]
     assert inferences == 8 and executions < 8  # merged: max_queue_delay 200 ms, preferred sizes 4 and 8
     assert {b["batch_size"] for b in after["batch_stats"]} & {2, 3, 4, 5, 6, 7, 8}
+
+
+def _onnx_model(path, nodes, inputs, outputs, inits=()):
+    import onnx
+    from onnx import TensorProto, helper
+
+    def info(n, s):
+        return helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+
+    graph = helper.make_graph(nodes, path.stem, [info(*i) for i in inputs], [info(*o) for o in outputs], list(inits))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def first_dim_models(tmp_path_factory):
+    from onnx import helper, numpy_helper
+
+    d = tmp_path_factory.mktemp("first_dims")
+    two = numpy_helper.from_array(np.array(2, np.float32), "two")
+    return {
+        # y[N + M] = concat(a[N], b[M]): dim 0 is not a per-row batch; merging requests would break it
+        "concat": _onnx_model(d / "concat.onnx", [helper.make_node("Concat", ["a", "b"], ["y"], axis=0)],
+                              [("a", ["N", 4]), ("b", ["M", 4])], [("y", ["NM", 4])]),
+        "unnamed": _onnx_model(d / "unnamed.onnx", [helper.make_node("Mul", ["x", "two"], ["y"])],
+                               [("x", [None, 4])], [("y", [None, 4])], [two]),
+        "renamed": _onnx_model(d / "renamed.onnx", [helper.make_node("Mul", ["x", "two"], ["y"])],
+                               [("x", ["N", 4])], [("y", ["rows", 4])], [two]),
+        "named": _onnx_model(d / "named.onnx", [helper.make_node("Mul", ["x", "two"], ["y"])],
+                             [("x", ["batch", 4])], [("y", ["batch", 4])], [two]),
+    }
+
+
+@pytest.mark.parametrize("name,batched", [("concat", False), ("unnamed", False), ("renamed", False),
+                                          ("named", True)])
+def test_autocomplete_batches_only_a_shared_named_first_dim(first_dim_models, name, batched):
+    """Auto-complete turns on batching (max_batch_size and the dynamic batcher) only when every input and output
+    has the same named first dim; a dynamic first dim alone does not say the rows are independent."""
+    from unirt.serve.config import ModelConfig, build_spec
+
+    with unirt.Session(first_dim_models[name], backend="onnxruntime") as sess:
+        spec = build_spec(ModelConfig(), name, sess.inputs, sess.outputs, "onnxruntime")
+    assert (spec.max_batch_size, spec.batching is not None) == ((4, True) if batched else (0, False))
+    assert [list(t.dims) for t in spec.inputs][0] == ([4] if batched else [-1, 4])
+
+
+def test_concurrent_requests_to_a_concat_model_are_not_merged(tmp_path, first_dim_models):
+    """The audit's case: a[N, 4], b[M, 4] -> y[N + M, 4] under concurrent clients. Merged along dim 0 it failed
+    (outputs of N + M rows cannot be split back); served unbatched every request gets its own answer."""
+    import tritonclient.grpc as grpcclient
+
+    from unirt.serve import ServeOptions, ServerThread
+
+    options = ServeOptions(model=first_dim_models["concat"], http_port=None, grpc_port=0, metrics_port=None)
+    with ServerThread(options) as server:
+        url = f"127.0.0.1:{server.ports['grpc']}"
+        local = threading.local()
+
+        def infer(i):
+            if not hasattr(local, "client"):
+                local.client = grpcclient.InferenceServerClient(url)
+            a, b = np.full((1 + i % 2, 4), i, np.float32), np.full((2, 4), -i, np.float32)
+            inputs = [grpcclient.InferInput("a", list(a.shape), "FP32"), grpcclient.InferInput("b", [2, 4], "FP32")]
+            inputs[0].set_data_from_numpy(a)
+            inputs[1].set_data_from_numpy(b)
+            return np.array_equal(local.client.infer("concat", inputs).as_numpy("y"), np.concatenate([a, b]))
+
+        with ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(infer, range(40)))
+        client = grpcclient.InferenceServerClient(url)
+        assert client.get_model_config("concat").config.max_batch_size == 0
+        client.close()

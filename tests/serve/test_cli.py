@@ -8,6 +8,7 @@ import queue
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -17,7 +18,8 @@ import tritonclient.http as httpclient
 
 from unirt.testing import models
 
-UNIRT = shutil.which("unirt") or "unirt"  # the installed console script, as a user runs it
+# the installed console script, as a user runs it: the one next to this interpreter (no activated venv needed)
+UNIRT = shutil.which("unirt", path=os.path.dirname(sys.executable)) or shutil.which("unirt") or "unirt"
 CONFIG = """
 max_batch_size: 4
 dynamic_batching { max_queue_delay_microseconds: 1500000 }
@@ -108,6 +110,14 @@ def test_command_line_errors(tmp_path):
     assert missing.returncode == 2 and "is not a directory" in missing.stderr
     bad_port = run("--model-repository", str(tmp_path), "--http-port", "70000")
     assert bad_port.returncode == 2 and "port must be 0..65535" in bad_port.stderr
+    (tmp_path / "real" / "1").mkdir(parents=True)
+    models.dynamic_mlp(tmp_path / "real" / "1" / "model.onnx")
+    ports = ("--http-port", "0", "--grpc-port", "0", "--metrics-port", "0")
+    typo = run("--model-repository", str(tmp_path), "--model-control-mode", "explicit", "--load-model", "rael",
+               *ports)  # as Triton: a model named to load at start that is not there stops the server
+    assert typo.returncode == 2 and "--load-model 'rael': no such model" in typo.stderr and "real" in typo.stderr
+    implicit = run("--model-repository", str(tmp_path), "--load-model", "real", *ports)
+    assert implicit.returncode == 2 and "--model-control-mode=explicit" in implicit.stderr
 
 
 def test_missing_serve_extra_names_the_extra(tmp_path):

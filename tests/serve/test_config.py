@@ -66,6 +66,8 @@ def test_given_fields_are_kept_and_checked(mlp):
     ('output [ { name: "probs" data_type: TYPE_FP32 dims: [ 4 ] } ] max_batch_size: 1', r"output\[0\].dims\[0\] is 4"),
     ('max_batch_size: 4 input [ { name: "x" data_type: TYPE_FP32 dims: [ 2, 4 ] reshape { shape: [ 9 ] } } ]',
      r"input\[0\].reshape.shape \[9\] has a different element count"),
+    ('max_batch_size: 0 input [ { name: "x" data_type: TYPE_FP32 dims: [ -1, 8 ] reshape { shape: [ -1, -1, 4 ] } } ]',
+     r"input\[0\].reshape.shape \[-1, -1, 4\]: at most one -1"),
     ('max_batch_size: 4 dynamic_batching { preferred_batch_size: [ 8 ] }', r"preferred_batch_size: \[8\] outside"),
     ('name: "other"', "name: 'other' does not match"),
     ('max_batch_size: -1', "max_batch_size must be >= 0"),
@@ -148,6 +150,15 @@ def test_repository_names_and_versions(tmp_path, model):
         source.model_file(1, "onnxruntime")
     with pytest.raises(BadRequest, match="default_model_filename"):
         source.model_file(1, "onnxruntime", "../../m.onnx")
+    (tmp_path / "m" / "1" / "model.onnx").write_bytes(b"")
+    assert source.model_file(1, "onnxruntime").name == "model.onnx"
+    with pytest.raises(NotFound, match=r"no model.tflite in .* \(found: model.onnx\)"):
+        source.model_file(1, "tflite")  # LiteRT cannot convert ONNX
+    for backend in ("ncnn", "mnn", "openvino"):  # they convert ONNX on load
+        if unirt.registry.availability(backend).available:
+            assert source.model_file(1, backend).name == "model.onnx"
+    (tmp_path / "m" / "1" / "model.param").write_bytes(b"")
+    assert source.model_file(1, "ncnn").name == "model.param"  # its own format first
     with pytest.raises(NotFound):
         repo.source("other")
     single = SingleModelRepository(model("dynamic_mlp"))

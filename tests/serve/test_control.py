@@ -11,6 +11,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from unirt.serve import ServeOptions, ServerThread
+from unirt.serve.errors import NotFound
 from unirt.testing import models
 
 
@@ -96,6 +97,102 @@ def test_explicit_load_unload_over_grpc(control_server):
         assert not client.is_model_ready("b")
     finally:
         client.close()
+
+
+BAD_CONFIGS = [
+    ("{not json", "config override"),
+    ('{"max_batch_sise": 2}', "max_batch_sise"),
+    ('{"input": [{"name": "x", "data_type": "TYPE_INT32", "dims": [8]}]}', r"input\[0\].data_type: TYPE_INT32"),
+    ('{"backend": "python"}', "'python' is not served by unirt"),
+    ('{"parameters": {"precision": {"string_value": "fp7"}}}', r"parameters\[precision\]"),
+]
+
+
+def test_a_load_that_fails_is_the_clients_error(control_server):
+    """A bad config override (or any model that fails to load) answers 400 / INVALID_ARGUMENT, as Triton does,
+    and the version already loaded goes on serving."""
+    server, _ = control_server
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+    try:
+        for config, match in BAD_CONFIGS:
+            with pytest.raises(InferenceServerException, match=match) as info:
+                client.load_model("a", config=config)
+            assert info.value.status() == "400", config
+            with pytest.raises(InferenceServerException, match=match) as info:
+                grpc.load_model("a", config=config)
+            assert info.value.status() == "StatusCode.INVALID_ARGUMENT", config
+        assert _infer_http(client, "a").as_numpy("probs").shape == (1, 3)
+    finally:
+        client.close()
+        grpc.close()
+
+
+def test_a_backend_failure_while_running_is_still_500(tmp_path):
+    """The other side of the line: inputs that pass every check but make the backend fail are the server's
+    error (500 / INTERNAL), not the client's."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "pairs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["L"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, "H"])],
+        [numpy_helper.from_array(np.array([2, -1], np.int64), "shape")])
+    path = tmp_path / "pairs.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with ServerThread(ServeOptions(model=path, http_port=0, grpc_port=0, metrics_port=None)) as server:
+        x = httpclient.InferInput("x", [3], "FP32")
+        x.set_data_from_numpy(np.ones(3, np.float32))
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+        try:
+            with pytest.raises(InferenceServerException) as info:
+                client.infer("pairs", [x])
+            assert info.value.status() == "500"
+            gx = grpcclient.InferInput("x", [3], "FP32")
+            gx.set_data_from_numpy(np.ones(3, np.float32))
+            with pytest.raises(InferenceServerException) as info:
+                grpc.infer("pairs", [gx])
+            assert info.value.status() == "StatusCode.INTERNAL"
+            x = httpclient.InferInput("x", [4], "FP32")
+            x.set_data_from_numpy(np.arange(4, dtype=np.float32))
+            np.testing.assert_array_equal(client.infer("pairs", [x]).as_numpy("y"), [[0, 1], [2, 3]])
+        finally:
+            client.close()
+            grpc.close()
+
+
+def test_loading_an_unknown_model_leaves_no_trace(control_server):
+    """A typo in a load request is a 404 and nothing more: the server stays ready, the index does not grow."""
+    server, _ = control_server
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+    try:
+        index = client.get_model_repository_index()
+        for name in ("typo", "typo2", "typo"):
+            with pytest.raises(InferenceServerException, match=f"no model named '{name}'") as info:
+                client.load_model(name)
+            assert info.value.status() == "404"
+        with pytest.raises(InferenceServerException, match="no model named 'typo3'") as info:
+            grpc.load_model("typo3")
+        assert info.value.status() == "StatusCode.NOT_FOUND"
+        assert client.is_server_ready() and grpc.is_server_ready()
+        assert client.get_model_repository_index() == index
+        with pytest.raises(InferenceServerException, match="unknown model 'typo'") as info:
+            _infer_http(client, "typo")
+        assert info.value.status() == "404"
+    finally:
+        client.close()
+        grpc.close()
+
+
+def test_startup_with_an_unknown_model_to_load_fails(tmp_path, add_model):
+    add_model(tmp_path, "a", models.dynamic_mlp, 1)
+    options = ServeOptions(model_repository=tmp_path, http_port=0, grpc_port=None, metrics_port=None,
+                           model_control_mode="explicit", load_models=["a", "b"])
+    with pytest.raises(NotFound, match=r"--load-model 'b': no such model in the repository; its models are: a"):
+        ServerThread(options)
 
 
 def test_control_mode_none_refuses_load_and_unload(repository):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import struct
 
 import numpy as np
 import pytest
@@ -98,6 +99,32 @@ def test_typed_contents_instead_of_raw_bytes(server, repository):
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(request, timeout=30)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "the data has 17" in info.value.details()
+
+
+def test_claimed_shape_is_checked_against_the_data_before_allocating(server):
+    """gRPC's int64 shape: a huge BYTES count with a few bytes of data, or a shape whose product no array could
+    have, is INVALID_ARGUMENT at once, not a count-sized allocation."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for model, name, datatype, shape, match in (
+                ("strings_flat", "s", "BYTES", [10**9], "the data has 5"),
+                ("strings_flat", "s", "BYTES", [2**62], "too large"),
+                ("images", "x", "FP32", [0, 3, 2**62, 2**62], "too large"),
+                ("images", "x", "FP32", [1, 3, 2**40, 2**40], "too large")):
+            request = service_pb2.ModelInferRequest(model_name=model)
+            request.inputs.add(name=name, datatype=datatype, shape=shape)
+            request.raw_input_contents.append(struct.pack("<I", 1) + b"a")
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ModelInfer(request, timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and match in info.value.details()
+        request = service_pb2.ModelInferRequest(model_name="strings_flat")  # typed contents: checked the same
+        request.inputs.add(name="s", datatype="BYTES", shape=[2**62]).contents.bytes_contents.append(b"a")
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "too large" in info.value.details()
 
 
 def test_stream_infer(grpc_client, repository):

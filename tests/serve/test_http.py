@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import struct
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 import unirt
 from unirt.serve import ServeOptions, ServerThread
+from unirt.testing import models
 
 
 def _input(name, array, datatype, binary=True):
@@ -114,6 +117,27 @@ def test_reshape_and_static_batch_padding(http_client, repository):
     np.testing.assert_allclose(out, _reference(repository, "static", 1, {"x": full})["y"][:1], rtol=1e-6)
 
 
+def test_reshape_the_request_cannot_fill_is_400(http_client):
+    """A config `reshape` with a -1 takes any multiple of its fixed sizes; other sizes are the request's mistake
+    (400 naming the input, its shape and the reshape), not a backend failure."""
+    x = np.arange(6, dtype=np.float32)
+    np.testing.assert_array_equal(http_client.infer("pairs", [_input("x", x, "FP32")]).as_numpy("y"), 2 * x)
+    rows = np.arange(12, dtype=np.float32).reshape(2, 6)
+    np.testing.assert_array_equal(http_client.infer("batched_pairs", [_input("x", rows, "FP32")]).as_numpy("y"),
+                                  2 * rows.reshape(2, 2, 3))
+    before = http_client.get_inference_statistics("pairs")["model_stats"][0]["inference_stats"]["fail"]["count"]
+    for name, bad, match in (("pairs", np.ones(3, np.float32), r"shape \[3\] \(3 elements\) cannot be reshaped to "
+                                                                  r"\[2, -1\]"),
+                             ("batched_pairs", np.ones((2, 5), np.float32), r"shape \[2, 5\] \(10 elements\) cannot "
+                                                                            r"be reshaped to \[2, 2, -1\]")):
+        with pytest.raises(InferenceServerException, match=rf"input 'x': {match} .*reshape {{ shape: \[2, -1\] }}") \
+                as info:
+            http_client.infer(name, [_input("x", bad, "FP32")])
+        assert info.value.status() == "400"
+    stats = http_client.get_inference_statistics("pairs")["model_stats"][0]["inference_stats"]
+    assert stats["fail"]["count"] == before + 1
+
+
 def test_classification(http_client, repository):
     x = np.random.default_rng(5).standard_normal((2, 8)).astype(np.float32)
     result = http_client.infer("classify", [_input("x", x, "FP32")],
@@ -183,10 +207,34 @@ def test_malformed_json_and_framing(raw_http):
     assert "has 8 elements, the data has 7" in raw_http.error("POST", infer, data)
     data = json.dumps({"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32", "data": ["a"] * 8}]})
     assert "cannot read the JSON data as FP32" in raw_http.error("POST", infer, data)
+    data = json.dumps({"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32", "data": [1e300] + [0.0] * 7}]})
+    assert "input 'x': cannot read the JSON data as FP32: value 1e+300 is outside the range of FP32" in \
+        raw_http.error("POST", infer, data)  # not silently Infinity
     data = json.dumps({"inputs": [{"name": "x", "shape": [1, -8], "datatype": "FP32", "data": []}]})
     assert "non-negative integers" in raw_http.error("POST", infer, data)
     assert "not valid gzip" in raw_http.error("POST", infer, b"plain", {"Content-Encoding": "gzip"})
     assert "Content-Encoding 'br'" in raw_http.error("POST", infer, b"{}", {"Content-Encoding": "br"})
+
+
+@pytest.mark.parametrize("count", [10**9, 10**11, 2**62, 2**70])
+def test_claimed_shape_is_checked_against_the_data_before_allocating(raw_http, count):
+    """A few bytes claiming a huge BYTES tensor are refused at once (no count-sized allocation); so are shapes
+    no array could have, whatever the data source."""
+    raw = struct.pack("<I", 1) + b"a"
+    header = json.dumps({"inputs": [{"name": "s", "shape": [count], "datatype": "BYTES",
+                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    start = time.perf_counter()
+    error = raw_http.error("POST", "/v2/models/strings_flat/infer", header + raw,
+                           {"Inference-Header-Content-Length": str(len(header))})
+    assert time.perf_counter() - start < 5
+    assert "input 's'" in error and ("the data has 5" in error or "too large" in error), error
+    for data in ([], [1.0]):
+        body = json.dumps({"inputs": [{"name": "x", "shape": [0, 3, count, count], "datatype": "FP32", "data": data}]})
+        assert "too large" in raw_http.error("POST", "/v2/models/images/infer", body)
+    header = json.dumps({"inputs": [{"name": "x", "shape": [1, 3, count, count], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": 4}}]}).encode()
+    assert "too large" in raw_http.error("POST", "/v2/models/images/infer", header + b"\0" * 4,
+                                         {"Inference-Header-Content-Length": str(len(header))})
 
 
 def test_body_size_limit_and_bombs(repository, raw_http_to):
@@ -247,3 +295,28 @@ def test_statistics_count_inferences_and_executions(http_client):
 def test_cuda_shared_memory_is_refused_clearly(http_client):
     with pytest.raises(InferenceServerException, match="CUDA shared memory is not supported"):
         http_client.get_cuda_shared_memory_status()
+
+
+def _usable(backend):
+    from unirt import registry
+
+    found = registry.availability(backend)
+    return pytest.param(backend, marks=pytest.mark.skipif(not found.available, reason=f"{backend}: {found.reason}"))
+
+
+@pytest.mark.parametrize("backend", [_usable("openvino"), _usable("ncnn")])
+def test_backend_that_converts_onnx_serves_a_model_onnx(tmp_path, add_model, backend):
+    """`backend: "ncnn"` (or openvino, mnn) with only a model.onnx: the Session converts it on load, so the
+    repository takes model.onnx when the backend's own files are not there."""
+    path = add_model(tmp_path, "m", models.dynamic_mlp, 1, f'backend: "{backend}"', seed=7)
+    x = np.random.default_rng(7).standard_normal((2, 8)).astype(np.float32)
+    options = ServeOptions(model_repository=tmp_path, http_port=0, grpc_port=None, metrics_port=None)
+    with ServerThread(options) as server:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
+        try:
+            assert client.is_server_ready() and client.get_model_config("m")["backend"] == backend
+            probs = client.infer("m", [_input("x", x, "FP32")]).as_numpy("probs")
+        finally:
+            client.close()
+    with unirt.Session(path, backend="onnxruntime") as reference:
+        np.testing.assert_allclose(probs, reference.run({"x": x})["probs"], rtol=1e-4, atol=1e-6)

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -61,6 +62,12 @@ class TensorSpec:
     @property
     def reshaped(self) -> bool:
         return self.model_dims != self.dims
+
+    @cached_property
+    def model_fixed_count(self) -> int:
+        """Product of the fixed sizes in `model_dims`: a reshaped input's element count must be a multiple of it
+        (equal to it when `model_dims` has no -1)."""
+        return int(np.prod([d for d in self.model_dims if d != -1], dtype=np.int64))
 
 
 @dataclass(frozen=True)
@@ -237,6 +244,9 @@ def _check_io(kind: str, entries: Sequence[Any], infos: Sequence[TensorInfo], ba
                               f"{datatype_to_config_type(model_type) if model_type else info.dtype}")
         dims = _dims(entry.dims, f"{where}.dims")
         model_dims = _dims(entry.reshape.shape, f"{where}.reshape.shape") if entry.HasField("reshape") else dims
+        if kind == "input" and entry.HasField("reshape") and model_dims.count(-1) > 1:
+            raise ConfigError(f"{where}.reshape.shape {list(model_dims)}: at most one -1, as the size it stands for "
+                              "is worked out from the request's element count")
         if entry.HasField("reshape") and -1 not in dims + model_dims and \
                 int(np.prod(dims, dtype=np.int64)) != int(np.prod(model_dims, dtype=np.int64)):
             raise ConfigError(f"{where}.reshape.shape {list(model_dims)} has a different element count than "
@@ -287,7 +297,12 @@ def _complete_io(entries: Any, infos: Sequence[TensorInfo], batched: bool) -> No
 
 
 def _batchable(infos: Sequence[TensorInfo]) -> bool:
-    return all(t.rank >= 1 and not isinstance(t.shape[0], int) for t in infos)
+    """Whether dim 0 of every input and output is the same named dim ('N', 'batch'): the model then says its
+    rows are independent. A merely dynamic dim 0 does not (Concat gives [N + M, ...]; an unnamed dim says
+    nothing), so such models are not batched unless their config asks."""
+    first = {t.shape[0] if t.rank >= 1 else None for t in infos}
+    name = first.pop() if len(first) == 1 else None
+    return isinstance(name, str) and bool(name)
 
 
 def build_spec(config: Any, name: str, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], backend: str,

@@ -14,8 +14,8 @@ import numpy as np
 from .errors import BadRequest
 
 __all__ = ["DATATYPES", "to_numpy_dtype", "from_numpy_dtype", "config_type_to_datatype",
-           "datatype_to_config_type", "element_count", "bytes_for_model", "decode_raw", "encode_raw",
-           "decode_json_data", "encode_json_data", "byte_size"]
+           "datatype_to_config_type", "element_count", "check_shape", "bytes_for_model", "decode_raw",
+           "encode_raw", "decode_json_data", "encode_json_data", "byte_size"]
 
 _NUMERIC: dict[str, Any] = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -28,6 +28,9 @@ try:
     _NUMERIC["BF16"] = ml_dtypes.bfloat16
 except ImportError:  # pragma: no cover - ml_dtypes comes with tritonclient and onnx
     pass
+
+# Float types narrower than a JSON number (float64), with their largest finite value.
+_NARROW_FLOATS = {"FP16": 65504.0, "FP32": float(np.finfo(np.float32).max), "BF16": 3.3895313892515355e38}
 
 _TO_NUMPY: dict[str, np.dtype] = {k: np.dtype(v).newbyteorder("<") for k, v in _NUMERIC.items()}
 _TO_NUMPY["BYTES"] = np.dtype(object)
@@ -61,11 +64,28 @@ def datatype_to_config_type(datatype: str) -> str:
     return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
 
 
+# Largest product of a shape's non-zero dims: numpy refuses arrays whose size in bytes passes 2**63 - 1.
+_MAX_ELEMENTS = 2**60
+
+
 def element_count(shape: Sequence[int]) -> int:
     n = 1
     for d in shape:
         n *= d
     return n
+
+
+def check_shape(name: str, shape: Sequence[int]) -> int:
+    """The element count of a client-claimed shape; a negative dim or a shape no array could have is a bad
+    request (checked before anything is allocated from it)."""
+    n = 1
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise BadRequest(f"input {name!r}: shape {list(shape)} must hold non-negative integers")
+        n *= max(d, 1)
+        if n > _MAX_ELEMENTS:
+            raise BadRequest(f"input {name!r}: shape {list(shape)} is too large (over {_MAX_ELEMENTS} elements)")
+    return element_count(shape)
 
 
 def byte_size(array: np.ndarray, datatype: str) -> int:
@@ -88,7 +108,7 @@ def _as_bytes(value: Any) -> bytes:
 def decode_raw(name: str, datatype: str, shape: Sequence[int], data: bytes | memoryview) -> np.ndarray:
     """A tensor from its raw encoding, without a copy for fixed-size types (the array views `data`)."""
     dtype = to_numpy_dtype(datatype)
-    count = element_count(shape)
+    count = check_shape(name, shape)
     if datatype == "BYTES":
         return _decode_bytes(name, shape, count, memoryview(data))
     expected = count * dtype.itemsize
@@ -101,8 +121,11 @@ def decode_raw(name: str, datatype: str, shape: Sequence[int], data: bytes | mem
 
 
 def _decode_bytes(name: str, shape: Sequence[int], count: int, data: memoryview) -> np.ndarray:
-    out = np.empty(count, dtype=object)
     pos, end = 0, len(data)
+    if count * 4 > end:  # checked before allocating: the count is the client's claim
+        raise BadRequest(f"input {name!r}: BYTES{list(shape)} has {count} elements, which need at least "
+                         f"{count * 4} bytes (a 4-byte length each); the data has {end}")
+    out = np.empty(count, dtype=object)
     for i in range(count):
         if pos + 4 > end:
             raise BadRequest(f"input {name!r}: BYTES data ends inside the length of element {i} of {count}")
@@ -150,6 +173,7 @@ def encode_raw(array: np.ndarray, datatype: str) -> bytes | memoryview:
 def decode_json_data(name: str, datatype: str, shape: Sequence[int], data: Any) -> np.ndarray:
     """A tensor from the JSON `data` field: a flat or nested list in row-major order."""
     dtype = to_numpy_dtype(datatype)
+    count = check_shape(name, shape)
     if not isinstance(data, list):
         data = [data]
     try:
@@ -167,10 +191,18 @@ def decode_json_data(name: str, datatype: str, shape: Sequence[int], data: Any) 
                 info = np.iinfo(dtype)
                 if flat.min() < info.min or flat.max() > info.max:
                     raise ValueError(f"values {flat.min()}..{flat.max()} do not fit {datatype}")
-            flat = flat.astype(dtype)
+            if datatype in _NARROW_FLOATS and flat.size:
+                with np.errstate(over="ignore"):
+                    narrow = flat.astype(dtype)
+                overflow = np.isinf(narrow.astype(np.float64)) & np.isfinite(flat)  # 1e300 would become Infinity
+                if overflow.any():
+                    raise ValueError(f"value {float(flat[overflow][0])!r} is outside the range of {datatype} "
+                                     f"(largest {_NARROW_FLOATS[datatype]:.6g})")
+                flat = narrow
+            else:
+                flat = flat.astype(dtype)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequest(f"input {name!r}: cannot read the JSON data as {datatype}: {exc}") from None
-    count = element_count(shape)
     if flat.size != count:
         raise BadRequest(f"input {name!r}: shape {list(shape)} has {count} elements, the data has {flat.size}")
     return flat.reshape(shape)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..errors import InputError, UnirtError
 
-__all__ = ["ServeError", "BadRequest", "NotFound", "Unavailable", "TooLarge", "Unsupported", "status_of"]
+__all__ = ["ServeError", "BadRequest", "LoadFailed", "NotFound", "Unavailable", "TooLarge", "Unsupported", "status_of"]
 
 
 class ServeError(UnirtError):
@@ -20,6 +20,10 @@ class ServeError(UnirtError):
 
 class BadRequest(ServeError, ValueError):
     """Malformed request: bad JSON or binary framing, wrong shape or datatype, bad parameters."""
+
+
+class LoadFailed(BadRequest):
+    """A load request's model failed to load: its config, its model file or its backend refused it."""
 
 
 class NotFound(ServeError):

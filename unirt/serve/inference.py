@@ -137,7 +137,7 @@ def prepare_request(spec: ModelSpec, request: InferRequest,
         if tensor.datatype == "BYTES":
             array = bytes_for_model(name, array)
         if spec_t.reshaped:
-            array = array.reshape(shape[:1] + spec_t.model_dims if batched else spec_t.model_dims)
+            array = _reshape(name, array, shape[:1] + spec_t.model_dims if batched else spec_t.model_dims, spec_t)
         feeds[name] = array
     wanted = _wanted_outputs(spec, request)
     if shm is None and any(out.shm is not None for out in wanted):
@@ -161,6 +161,15 @@ def _check_shape(spec: ModelSpec, spec_t: TensorSpec, tensor: InputTensor, batch
         if want != -1 and want != have:
             raise BadRequest(f"input {name!r}: shape {list(shape)}, expected {expected}")
     return tuple(shape)
+
+
+def _reshape(name: str, array: np.ndarray, target: tuple[int, ...], spec_t: TensorSpec) -> np.ndarray:
+    """The config's `reshape` of an input, refused (not a backend failure) when the request's size cannot fill it."""
+    fixed = spec_t.model_fixed_count * (target[0] if len(target) > len(spec_t.model_dims) else 1)  # >= 1
+    if (array.size % fixed != 0) if -1 in target else array.size != fixed:
+        raise BadRequest(f"input {name!r}: shape {list(array.shape)} ({array.size} elements) cannot be reshaped to "
+                         f"{list(target)} as the model's config asks (reshape {{ shape: {list(spec_t.model_dims)} }})")
+    return array.reshape(target)
 
 
 def _decode(tensor: InputTensor, shape: tuple[int, ...], shm: SharedMemoryRegistry | None) -> np.ndarray:

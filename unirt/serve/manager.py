@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import UnirtError
 from .config import ConfigError, parse_config_json, read_config, select_versions
-from .errors import NotFound, Unavailable, Unsupported
+from .errors import LoadFailed, NotFound, ServeError, Unavailable, Unsupported
 from .model import LoadedModel
 from .repository import Repository, check_model_name, parse_version
 
@@ -122,21 +122,28 @@ class ModelManager:
                 log.error("model %r failed to load: %s", name, exc)
 
     def load(self, name: str, config_json: str | None = None, files: dict[str, bytes] | None = None) -> None:
-        """The repository `load` request: (re)load `name`, optionally with an override config (JSON)."""
+        """The repository `load` request: (re)load `name`, optionally with an override config (JSON). A model
+        that fails to load (bad config, bad model file, a backend that refuses it) raises `LoadFailed` (400)."""
         if not self.explicit:
             raise Unsupported("explicit model load / unload is not allowed: start the server with "
                               "--model-control-mode=explicit")
         if files:
             raise Unsupported("loading a model from files sent with the request is not supported by unirt serve")
         check_model_name(name)
-        config = parse_config_json(config_json, f"model {name!r}: config override") if config_json else None
-        self._load(name, config)
+        try:
+            config = parse_config_json(config_json, f"model {name!r}: config override") if config_json else None
+            self._load(name, config)
+        except ServeError:
+            raise
+        except UnirtError as exc:  # a model that fails to load is the request's failure (Triton: 400)
+            text = str(exc)
+            raise LoadFailed(text if text.startswith(f"model {name!r}") else f"model {name!r}: {text}") from exc
 
     def _load(self, name: str, config: Any = None) -> None:
         with self._load_lock:
+            source = self.repository.source(name)  # an unknown name leaves no entry behind (NotFound)
             entry = self._entries.setdefault(name, _Entry())
             try:
-                source = self.repository.source(name)
                 if config is None:
                     config = read_config(source.config_path)
                 versions = select_versions(config, list(source.versions))

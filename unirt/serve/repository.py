@@ -1,7 +1,8 @@
 """The model repository: Triton's layout on disk, or one model file (the single-model shortcut).
 
     <repository>/<model>/config.pbtxt           optional: completed from the model when missing
-    <repository>/<model>/<version>/model.onnx   versions are positive integers; file name per backend
+    <repository>/<model>/<version>/model.onnx   versions are positive integers; file name per backend (its own
+                                                format's, then one it converts on load, e.g. model.onnx for ncnn)
     <repository>/<model>/warmup/...             files named by model_warmup's input_data_file
 
 Model names and file names from requests are validated here, so nothing outside the repository is ever read.
@@ -13,6 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UnirtError
+from ..registry import get_backend
 from .errors import BadRequest, NotFound
 
 __all__ = ["Repository", "DirectoryRepository", "SingleModelRepository", "check_model_name", "parse_version",
@@ -30,6 +33,9 @@ MODEL_FILES: dict[str, tuple[str, ...]] = {
 }
 _ANY_ORDER = ("model.onnx", "model.plan", "model.engine", "model.xml", "model.tflite", "model.param",
               "model.ncnn.param", "model.mnn")
+# The file name of each model format (unirt.ModelFormat values), for a backend that reads or converts it.
+_FORMAT_OF = {"model.onnx": "onnx", "model.plan": "tensorrt", "model.engine": "tensorrt", "model.xml": "openvino",
+              "model.tflite": "tflite", "model.param": "ncnn", "model.ncnn.param": "ncnn", "model.mnn": "mnn"}
 
 
 def check_model_name(name: str) -> str:
@@ -65,6 +71,9 @@ class ModelSource:
         if where.is_file():
             return where
         names = (default_filename,) if default_filename else MODEL_FILES.get(backend, _ANY_ORDER)
+        if not default_filename and backend in MODEL_FILES:  # then what it loads by converting (ONNX for ncnn)
+            readable = _readable_formats(backend)
+            names += tuple(n for n in _ANY_ORDER if n not in names and _FORMAT_OF[n] in readable)
         for candidate in names:
             if "/" in candidate or "\\" in candidate or candidate in ("", ".", ".."):
                 raise BadRequest(f"default_model_filename {candidate!r}: expected a file name inside the version "
@@ -83,6 +92,16 @@ class ModelSource:
         if (self.directory / "warmup").resolve() not in path.parents:
             raise BadRequest(f"model_warmup input_data_file {file_name!r} is outside {self.directory / 'warmup'}")
         return path
+
+
+def _readable_formats(backend: str) -> frozenset[str]:
+    """The formats `backend` reads or converts on load (none when its plugin is not installed: its own file
+    names are then the ones looked for, and loading says what to install)."""
+    try:
+        plugin = get_backend(backend)
+    except UnirtError:
+        return frozenset()
+    return frozenset(f.value for f in plugin.formats | plugin.converts_from)
 
 
 class Repository:

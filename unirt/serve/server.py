@@ -23,7 +23,9 @@ import grpc
 import uvicorn
 from prometheus_client import make_asgi_app
 
+from ..errors import UnsupportedOptionError
 from .context import ServerContext
+from .errors import NotFound
 from .grpc_servicer import add_servicer
 from .http_app import build_http_app
 from .manager import ModelManager
@@ -101,6 +103,15 @@ class InferenceServer:
         explicit = options.model_control_mode == "explicit"
         if options.model_control_mode not in ("none", "explicit"):
             raise ValueError(f"model control mode must be 'none' or 'explicit', got {options.model_control_mode!r}")
+        if options.load_models and not explicit:
+            raise UnsupportedOptionError("--load-model needs --model-control-mode=explicit (without it every model "
+                                         "in the repository is loaded)")
+        if explicit and "*" not in options.load_models:
+            known = set(repository.names())
+            missing = [n for n in options.load_models if n not in known]
+            if missing:  # as Triton: a model named to load at start that is not there stops the server
+                raise NotFound(f"--load-model {', '.join(map(repr, missing))}: no such model in the repository; "
+                               f"its models are: {', '.join(sorted(known)) or 'none'}")
         self.manager = ModelManager(repository, explicit=explicit,
                                     default_max_batch_size=options.default_max_batch_size,
                                     drain_timeout=options.drain_timeout, default_threads=options.default_threads)
