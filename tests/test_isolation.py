@@ -132,3 +132,35 @@ def test_crash_with_pooled_outputs_and_out_arrays(aborting, model):
 def test_string_models_cannot_be_isolated(model):
     with pytest.raises(UnsupportedOptionError, match="string tensors"):
         unirt.Session(model("strings"), backend="onnxruntime", isolate=True)
+
+
+@pytest.fixture
+def scalar_model(tmp_path):
+    """s = ReduceSum(x) float32[] (a 0-d output), y = x * 2 float32[N, 4]."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+                               helper.make_node("Add", ["x", "x"], ["y"])], "scalar_out",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+                               helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 9
+    onnx.save(proto, str(tmp_path / "scalar_out.onnx"))
+    return tmp_path / "scalar_out.onnx"
+
+
+@pytest.mark.parametrize("pooled", ["auto", True])
+def test_scalar_outputs_stay_0_d(scalar_model, pooled):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    plain = unirt.Session(scalar_model, backend="onnxruntime").run(x)
+    assert plain["s"].shape == ()
+    with unirt.Session(scalar_model, backend="onnxruntime", isolate=True, pooled_outputs=pooled) as sess:
+        got = sess.run(x)
+        assert got["s"].shape == () and got["s"] == x.sum()
+        assert got["y"].shape == (3, 4)
+        s = np.empty((), np.float32)
+        into = sess.run(x, out={"s": s})
+        assert into["s"] is s and s == x.sum()
+

@@ -81,7 +81,7 @@ def main() -> int:
             try:
                 inputs.refresh()  # type: ignore[union-attr]
                 values = runner.run(inputs.views(), wanted)  # type: ignore[union-attr]
-                results = {n: np.ascontiguousarray(v) for n, v in zip(wanted, values)}
+                results = {n: np.asarray(v, order="C") for n, v in zip(wanted, values)}  # 0-d stays 0-d
             except BaseException as exc:  # noqa: BLE001
                 send(replies, ERROR, error_payload(exc))
                 continue
