@@ -131,8 +131,10 @@ class InputChecker:
             return dict(feeds)
         if self._single is not None:
             return {self._single: feeds}
-        if isinstance(feeds, (list, tuple)) and len(feeds) == self._count and self._count > 0:
+        if isinstance(feeds, (list, tuple)) and len(feeds) == self._count:
             return dict(zip(self._names, feeds))
+        if feeds is None and not self._count:  # a model without inputs: run(None) like run({}) or run([])
+            return {}
         raise InputError(f"the model has {self._count} inputs ({', '.join(self._names)}); pass a dict "
                          f"{{name: array}} or a sequence of {self._count} arrays in that order, "
                          f"got {type(feeds).__name__}")

@@ -297,6 +297,9 @@ class Session:
         if isinstance(output_names, str):
             output_names = (output_names,)
         names = tuple(output_names)
+        if not names:
+            raise InputError(f"output_names is empty; name at least one output (the model's outputs are: "
+                             f"{', '.join(self._output_names)}), or pass None for all of them")
         unknown = [n for n in names if n not in self._output_infos]
         if unknown:
             raise InputError(f"unknown output{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
