@@ -40,7 +40,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dynamic = unirt.Session(batched_cnn(Path(tmp) / "dyn.onnx"), backend="onnxruntime", threads=args.threads)
         static = unirt.Session(batched_cnn(Path(tmp) / "static8.onnx", batch=8), backend="onnxruntime",
-                               threads=args.threads)
+                               threads=args.threads, batched=True)
         for sess in (dynamic, static):
             for got, x in zip(sess.run_many(requests), requests):
                 want = dynamic.run(x)

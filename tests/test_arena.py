@@ -187,7 +187,7 @@ def test_blocking_arena_waits_for_the_holder():
 
 def test_static_batch_staging_comes_from_the_arena(conv_model):
     arena = Arena()
-    sess = unirt.Session(conv_model("static"), backend="onnxruntime", arena=arena)
+    sess = unirt.Session(conv_model("static"), backend="onnxruntime", arena=arena, batched=True)
     x = np.ones((6, 3, 32, 32), np.float32)
     out = sess.run(x)
     assert out["features"].shape == (6, 16, 32, 32)

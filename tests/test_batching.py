@@ -18,11 +18,13 @@ def T(name, shape, dtype=np.float32):
 
 
 @pytest.mark.parametrize("inputs, outputs, expected", [
-    ([T("x", (4, 3))], [T("y", (4, 2))], ("static", 4)),
+    ([T("x", (1, 3))], [T("y", (1, 2))], ("static", 1)),                # the usual batch-1 export
+    ([T("x", (4, 3))], [T("y", (4, 2))], ("none", None)),              # fixed at N > 1: only with batched=True
     ([T("x", ("N", 3)), T("m", ("N",), np.int64)], [T("y", ("N", 2))], ("dynamic", None)),
     ([T("x", ("N", 3))], [T("y", ("M", 2))], ("none", None)),          # output dim 0 is something else
     ([T("x", ("N", 3))], [T("y", (None, 2))], ("none", None)),         # unnamed here, named there
-    ([T("x", (None, 3))], [T("y", (None, 2))], ("dynamic", None)),     # unnamed everywhere (OpenVINO reports so)
+    ([T("x", (None, 3))], [T("y", (None, 2))], ("none", None)),        # unnamed: only with batched=True
+    ([T("x", ("N", "F"))], [T("y", ("F", "N"))], ("none", None)),      # a transpose: N is not dim 0 of y
     ([T("x", (4, 3))], [T("y", (3,))], ("none", None)),                # dim 0 differs
     ([T("x", ("N", 3)), T("s", ())], [T("y", ("N",))], ("none", None)),  # a scalar input
     ([T("x", (4, 3))], [T("y", ("N", 2))], ("none", None)),            # fixed on one side, dynamic on the other
@@ -40,6 +42,10 @@ def test_batch_spec_overrides():
     inputs, outputs = [T("x", ("N", 3))], [T("y", (None, 2))]
     assert not BatchSpec.detect(inputs, outputs).batched
     assert BatchSpec.detect(inputs, outputs, batched=True).kind == "dynamic"
+    assert BatchSpec.detect([T("x", (None, 3))], [T("y", (None, 2))], batched=True).kind == "dynamic"
+    static = BatchSpec.detect([T("x", (4, 3))], [T("y", (4, 2))], batched=True)
+    assert (static.kind, static.size) == ("static", 4)
+    assert "batched=True" in BatchSpec.detect([T("x", (4, 3))], [T("y", (4, 2))]).reason
     assert BatchSpec.detect([T("x", (4, 3))], [T("y", (4, 2))], batched=False).kind == "none"
     with pytest.raises(UnsupportedOptionError, match="no batch dim"):
         BatchSpec.detect([T("x", ())], [T("y", ())], batched=True)
@@ -128,7 +134,7 @@ def requests(rows, seed=0, size=32):
 
 @pytest.fixture(scope="module")
 def static_conv(conv_model):
-    return unirt.Session(conv_model("static"), backend="onnxruntime", threads=1)
+    return unirt.Session(conv_model("static"), backend="onnxruntime", threads=1, batched=True)
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +172,7 @@ def test_static_batch_pads_and_splits_like_the_dynamic_model(static_conv, dynami
 
 
 def test_padding_waste_is_reported(conv_model):
-    sess = unirt.Session(conv_model("static"), backend="onnxruntime")
+    sess = unirt.Session(conv_model("static"), backend="onnxruntime", batched=True)
     sess.run(requests([1])[0])
     sess.run(requests([6])[0])
     s = sess.batch_stats()
@@ -280,7 +286,7 @@ def test_inputs_must_agree_on_the_batch(test_plugins, tmp_path):
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9
     onnx.save(m, str(path))
-    sess = unirt.Session(path, backend="reference")  # a plugin without run_into: outputs cut from its arrays
+    sess = unirt.Session(path, backend="reference", batched=True)  # no run_into: outputs cut from its arrays
     a, b = np.arange(15, dtype=np.float32).reshape(5, 3), np.ones((5, 3), np.float32)
     np.testing.assert_array_equal(sess.run({"a": a, "b": b})["y"], a + b)
     assert sess.batch_stats().backend_runs == 3
@@ -304,12 +310,14 @@ def test_an_unnamed_dim_0_that_is_not_a_batch_is_refused_not_cut(tmp_path):
     m.ir_version = 9
     onnx.save(m, str(tmp_path / "nonzero.onnx"))
     requests_ = [np.ones((2, 4), np.float32), np.ones((3, 4), np.float32)]
-    sess = unirt.Session(tmp_path / "nonzero.onnx", backend="onnxruntime")
+    sess = unirt.Session(tmp_path / "nonzero.onnx", backend="onnxruntime", batched=True)
     assert sess.batch.kind == "dynamic" and sess.batch.symbol is None
     with pytest.raises(unirt.RunError, match="does not keep the batch dim"):
         sess.run_many(requests_)
-    plain = unirt.Session(tmp_path / "nonzero.onnx", backend="onnxruntime", batched=False)
-    assert [r["y"].shape for r in plain.run_many(requests_)] == [(8, 2), (12, 2)]
+    for batched in (None, False):  # unnamed is not taken as a batch dim unless asserted
+        plain = unirt.Session(tmp_path / "nonzero.onnx", backend="onnxruntime", batched=batched)
+        assert not plain.batch.batched
+        assert [r["y"].shape for r in plain.run_many(requests_)] == [(8, 2), (12, 2)]
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
@@ -322,7 +330,7 @@ def test_every_backend_with_run_into_pools_pads_and_packs(backend, conv_model):
 
     x = requests([6], seed=21)[0]
     ref = ort.InferenceSession(str(conv_model("dynamic")), providers=["CPUExecutionProvider"]).run(None, {"x": x})
-    static = unirt.Session(conv_model("static"), backend=backend)
+    static = unirt.Session(conv_model("static"), backend=backend, batched=True)
     got = static.run(x)  # 6 rows on a batch of 4: two runs, the second padded
     np.testing.assert_allclose(got["features"], ref[0], rtol=1e-4, atol=1e-5)
     for _ in range(3):
@@ -333,7 +341,83 @@ def test_every_backend_with_run_into_pools_pads_and_packs(backend, conv_model):
         del got
         got = static.run(x[:4])
     assert static.pool.stats().allocations == before.allocations
-    dynamic = unirt.Session(conv_model("dynamic"), backend=backend)
+    # batched=True: dim 0 is the batch dim N (asserted, since OpenVINO's reader may drop the name)
+    dynamic = unirt.Session(conv_model("dynamic"), backend=backend, batched=True)
     many = dynamic.run_many([x[:1], x[1:4], x[4:]])
     assert dynamic.batch_stats().backend_runs == 1
     np.testing.assert_allclose(np.concatenate([m["pooled"] for m in many]), ref[1], rtol=1e-4, atol=1e-5)
+
+
+def _save(tmp_path, name, nodes, inputs, outputs):
+    import onnx
+    from onnx import helper
+
+    m = helper.make_model(helper.make_graph(nodes, name, inputs, outputs),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    onnx.save(m, str(tmp_path / f"{name}.onnx"))
+    return tmp_path / f"{name}.onnx"
+
+
+def test_a_static_dim_0_above_1_is_not_a_batch_unless_asserted(tmp_path):
+    """Softmax over dim 0 of a [3, 4] input: padding or splitting rows would change every answer, so a request of
+    another size is refused (naming the input, the static dim and batched=True) rather than silently padded."""
+    from onnx import TensorProto, helper
+
+    path = _save(tmp_path, "softmax0", [helper.make_node("Softmax", ["x"], ["y"], axis=0)],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+    sess = unirt.Session(path, backend="onnxruntime")
+    assert not sess.batch.batched and "batched=True" in sess.batch.reason
+    np.testing.assert_allclose(sess.run(np.ones((3, 4), np.float32))["y"].sum(axis=0), 1.0, rtol=1e-6)
+    for rows in (2, 6):
+        with pytest.raises(InputError, match=r"input 'x': expected shape \(3, 4\) \(dim 0 is static\), got "
+                                             rf"\({rows}, 4\).*batched=True\) pads or splits .*static batch of 3"):
+            sess.run(np.ones((rows, 4), np.float32))
+        with pytest.raises(InputError, match=r"request 0: input 'x'.*batched=True"):
+            sess.run_many([np.ones((rows, 4), np.float32)])
+    assert len(sess.run_many([np.ones((3, 4), np.float32)] * 2)) == 2  # one by one
+    asserted = unirt.Session(path, backend="onnxruntime", batched=True)  # the caller says rows are independent
+    assert (asserted.batch.kind, asserted.batch.size) == ("static", 3)
+    assert asserted.run(np.ones((2, 4), np.float32))["y"].shape == (2, 4)
+    assert asserted.batch_stats().padded_rows == 1
+    strict = unirt.Session(path, backend="onnxruntime", batched=False)
+    with pytest.raises(InputError, match="dim 0 is static") as info:
+        strict.run(np.ones((2, 4), np.float32))
+    assert "batched=True" not in str(info.value)
+
+
+def test_a_static_batch_of_1_splits_into_runs_equal_to_one_by_one(tmp_path):
+    from onnx import TensorProto, helper
+
+    path = _save(tmp_path, "softmax1", [helper.make_node("Softmax", ["x"], ["y"], axis=1)],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])])
+    sess = unirt.Session(path, backend="onnxruntime")
+    assert (sess.batch.kind, sess.batch.size) == ("static", 1)
+    x = np.random.default_rng(7).standard_normal((4, 5)).astype(np.float32)
+    one_by_one = np.concatenate([sess.run(x[i:i + 1])["y"] for i in range(4)])
+    np.testing.assert_array_equal(sess.run(x)["y"], one_by_one)
+    many = sess.run_many([x[:3], x[3:]])
+    np.testing.assert_array_equal(np.concatenate([m["y"] for m in many]), one_by_one)
+    assert sess.batch_stats().padded_rows == 0
+
+
+@pytest.mark.parametrize("dims", [(None, None), ("N", "F")])
+def test_run_many_on_a_transpose_is_not_batched(tmp_path, dims):
+    """y = x.T with dim 0 unnamed (or x[N,F] -> y[F,N]): dim 0 is no batch dim, so run_many runs one by one and
+    each request gets its own transpose, not rows cut from the transpose of the stacked requests."""
+    from onnx import TensorProto, helper
+
+    path = _save(tmp_path, "transpose", [helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(dims[::-1]))])
+    backends = [b.name for b in unirt.backends() if b.available and b.name in ("onnxruntime", "openvino", "mnn")]
+    x1 = np.arange(8, dtype=np.float32).reshape(2, 4)
+    x2 = -np.arange(8, dtype=np.float32).reshape(2, 4)
+    for backend in backends:
+        sess = unirt.Session(path, backend=backend)
+        assert not sess.batch.batched, backend
+        many = sess.run_many([x1, x2])
+        for got, x in zip(many, (x1, x2)):
+            np.testing.assert_array_equal(got["y"], x.T, err_msg=backend)

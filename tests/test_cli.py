@@ -68,6 +68,36 @@ def test_run_with_input_files_json_and_saved_outputs(test_plugins, model, tmp_pa
         assert archive["probs"].shape == (2, 3)
 
 
+@pytest.fixture
+def shared_dims(tmp_path):
+    """y = a + b with a, b float32[N, 3]: a dim name shared by two inputs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "mix",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 9
+    onnx.save(proto, str(tmp_path / "mix.onnx"))
+    return tmp_path / "mix.onnx"
+
+
+def test_run_sizes_random_inputs_from_shared_dims(shared_dims, tmp_path, capsys):
+    """--shape a=4x3 (or a 2-row --input a) sizes the random b too: both carry N."""
+    assert main(["run", str(shared_dims), "--backend", "onnxruntime", "--shape", "a=4x3", "--iterations", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "input:    b  float32[4, 3]  (random)" in out and "output:   y  float32[4, 3]" in out
+    np.save(tmp_path / "a.npy", np.ones((2, 3), np.float32))
+    assert main(["run", str(shared_dims), "--backend", "onnxruntime", "--input", f"a={tmp_path / 'a.npy'}",
+                 "--iterations", "0", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {i["name"]: i["shape"] for i in report["inputs"]} == {"a": [2, 3], "b": [2, 3]}
+    assert main(["run", str(shared_dims), "--backend", "onnxruntime", "--shape", "a=4x3", "--shape", "b=5x3"]) == 2
+    assert "dim 'N' is 4 in one input and 5 in 'b'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,message", [
     (["run", "missing.onnx"], "no such model file"),
     (["run", "{model}", "--backend", "reference", "--shape", "x=abc"], "expected NAME=DxDxD"),

@@ -132,3 +132,95 @@ def test_crash_with_pooled_outputs_and_out_arrays(aborting, model):
 def test_string_models_cannot_be_isolated(model):
     with pytest.raises(UnsupportedOptionError, match="string tensors"):
         unirt.Session(model("strings"), backend="onnxruntime", isolate=True)
+
+
+@pytest.fixture
+def scalar_model(tmp_path):
+    """s = ReduceSum(x) float32[] (a 0-d output), y = x * 2 float32[N, 4]."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+                               helper.make_node("Add", ["x", "x"], ["y"])], "scalar_out",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+                               helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 9
+    onnx.save(proto, str(tmp_path / "scalar_out.onnx"))
+    return tmp_path / "scalar_out.onnx"
+
+
+@pytest.mark.parametrize("pooled", ["auto", True])
+def test_scalar_outputs_stay_0_d(scalar_model, pooled):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    plain = unirt.Session(scalar_model, backend="onnxruntime").run(x)
+    assert plain["s"].shape == ()
+    with unirt.Session(scalar_model, backend="onnxruntime", isolate=True, pooled_outputs=pooled) as sess:
+        got = sess.run(x)
+        assert got["s"].shape == () and got["s"] == x.sum()
+        assert got["y"].shape == (3, 4)
+        s = np.empty((), np.float32)
+        into = sess.run(x, out={"s": s})
+        assert into["s"] is s and s == x.sum()
+
+
+def test_a_session_made_in_a_thread_that_ended_still_runs(model):
+    """The child must not die with the thread that started it (PR_SET_PDEATHSIG fires on that thread's exit)."""
+    import threading
+    import time
+
+    made = []
+    t = threading.Thread(target=lambda: made.append(unirt.Session(model("dynamic_mlp"), backend="onnxruntime",
+                                                                  isolate=True)))
+    t.start()
+    t.join()
+    with made[0] as sess:
+        time.sleep(0.2)
+        x = np.ones((2, 8), np.float32)
+        np.testing.assert_allclose(sess.run(x)["probs"],
+                                   unirt.Session(model("dynamic_mlp"), backend="onnxruntime").run(x)["probs"],
+                                   rtol=1e-6)
+        assert sess._runner.restarts == 0
+
+
+def test_a_worker_hung_mid_run_ends_when_its_parent_is_killed(aborting, model):
+    """kill -9 of the parent while the child is stuck in the engine: the orphaned worker still exits."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    code = textwrap.dedent(f"""
+        import sys; del sys.path[0]
+        import threading, numpy as np, unirt
+        sess = unirt.Session({str(model("dynamic_mlp"))!r}, backend="aborting", isolate=True)
+        x = np.ones((1, 8), np.float32)
+        x[0, 0] = -5555.0
+        threading.Thread(target=sess.run, args=(x,), daemon=True).start()
+        print(sess._runner.pid, flush=True)
+        input()
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env)
+    worker = int(parent.stdout.readline())
+    time.sleep(0.5)  # the run is under way in the worker
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=60)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        try:
+            with open(f"/proc/{worker}/stat") as f:  # a zombie waiting for its reaper has exited too
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+        except OSError:
+            pass
+        time.sleep(0.05)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail("the isolated worker outlived its killed parent")

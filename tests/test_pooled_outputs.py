@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 
 import unirt
+import unirt.testing
 from unirt import InputError, UnsupportedOptionError
 
 
@@ -110,8 +111,36 @@ def test_out_arrays_are_written_in_place(conv):
     np.testing.assert_allclose(pooled, expected["pooled"], rtol=1e-5, atol=1e-6)
     partial = sess.run(x, out={"pooled": np.empty((2, 16, 1, 1), np.float32)})  # IOBinding path
     np.testing.assert_allclose(partial["features"], expected["features"], rtol=1e-5, atol=1e-6)
-    with pytest.raises((InputError, unirt.RunError)):
+    with pytest.raises(InputError, match=r"out\['features'\]: expected shape \[2, 16, 32, 32\] for these "
+                                         r"inputs, got \[3, 16, 32, 32\]"):
         sess.run(x, out={"features": np.empty((3, 16, 32, 32), np.float32)})
+
+
+@pytest.mark.parametrize("pooled", ["auto", True, False])
+def test_out_arrays_with_a_wrong_dynamic_dim_are_refused_before_the_run(model, pooled):
+    """dynamic_mlp: probs is [N, 3]; N is read from x, so an out= array of another N is the caller's mistake."""
+    sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime", pooled_outputs=pooled)
+    x = np.ones((2, 8), np.float32)
+    with pytest.raises(InputError, match=r"out\['probs'\]: expected shape \[2, 3\] for these inputs, got \[5, 3\]"):
+        sess.run(x, out={"probs": np.empty((5, 3), np.float32)})
+    with pytest.raises(InputError, match=r"out\['probs'\]: expected shape \[2, 3\].*got \[2, 4\]"):
+        sess.run(x, out={"probs": np.empty((2, 4), np.float32)})
+    probs = np.empty((2, 3), np.float32)
+    assert sess.run(x, out={"probs": probs})["probs"] is probs
+    np.testing.assert_allclose(probs, ort_reference(model("dynamic_mlp"), {"x": x})["probs"], rtol=1e-6)
+
+
+def test_run_many_out_arrays_are_checked_past_the_batch_dim(tmp_path):
+    """A request's out= array must match its H and W too, read from that request's input."""
+    sess = unirt.Session(unirt.testing.batched_cnn(tmp_path / "conv_hw.onnx", size=None), backend="onnxruntime")
+    xs = [np.ones((1, 3, 16, 16), np.float32), np.ones((2, 3, 8, 8), np.float32)]
+    with pytest.raises(InputError, match=r"out\[1\]\['features'\]: expected shape \[2, 16, 8, 8\] for this "
+                                         r"request, got \[2, 16, 16, 16\]"):
+        sess.run_many(xs, out=[None, {"features": np.empty((2, 16, 16, 16), np.float32)}])
+    features = np.empty((2, 16, 8, 8), np.float32)
+    many = sess.run_many(xs, out=[None, {"features": features}])
+    assert many[1]["features"] is features
+    np.testing.assert_allclose(features, sess.run(xs[1])["features"], rtol=1e-6)
 
 
 def test_concurrent_runs_on_pooled_outputs(conv):

@@ -159,8 +159,39 @@ def test_out_arrays_are_filled_in_place(mlp):
         mlp.run(x, out={"probs": np.empty((4, 3), np.float64)})
     with pytest.raises(InputError, match=r"out\['nope'\]"):
         mlp.run(x, out={"nope": target})
-    with pytest.raises(unirt.RunError, match="produced shape"):
-        mlp.run(x, out={"probs": np.empty((5, 3), np.float32)})
+    with pytest.raises(InputError, match=r"out\['probs'\]: expected shape \[4, 3\] for these inputs, got \[5, 3\]"):
+        mlp.run(x, out={"probs": np.empty((5, 3), np.float32)})  # N is read from x: refused before the run
+
+
+@pytest.mark.parametrize("backend", ["reference", "onnxruntime"])
+def test_a_model_without_inputs(test_plugins, tmp_path, backend):
+    import onnx
+    from onnx import TensorProto, helper
+
+    value = np.arange(6, dtype=np.float32).reshape(2, 3)
+    graph = helper.make_graph([helper.make_node("Constant", [], ["y"], value=onnx.numpy_helper.from_array(value))],
+                              "no_inputs", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 9
+    onnx.save(proto, str(tmp_path / "no_inputs.onnx"))
+    sess = unirt.Session(tmp_path / "no_inputs.onnx", backend=backend)
+    assert sess.inputs == []
+    for result in (sess(), sess.run({}), sess.run([]), sess.run(()), sess.run(None)):
+        np.testing.assert_array_equal(result["y"], value)
+    assert [r["y"].shape for r in sess.run_many([{}, None])] == [(2, 3), (2, 3)]
+    with pytest.raises(InputError, match="unexpected input 'x'"):
+        sess.run({"x": value})
+    with pytest.raises(InputError, match="has 0 inputs"):
+        sess.run(value)
+
+
+def test_empty_output_names_are_refused(mlp):
+    x = np.ones((2, 8), np.float32)
+    for names in ([], ()):
+        with pytest.raises(InputError, match=r"output_names is empty; name at least one output.*logits, probs"):
+            mlp.run(x, output_names=names)
+    with pytest.raises(InputError, match="output_names is empty"):
+        mlp.run_many([x], output_names=[])
 
 
 def test_close_and_context_manager(test_plugins, model):

@@ -216,3 +216,38 @@ def test_session_regions_are_cleaned_when_a_process_with_isolated_sessions_is_ki
 def test_public_api():
     assert unirt.SharedRegion is SharedRegion and unirt.SharedTensors is SharedTensors
     assert "SharedTensors" in unirt.__all__ and "TensorSlot" in unirt.__all__
+
+
+def _damage(field: str):
+    """Byte offset and new bytes for one field of the first entry of a table holding {"x": float32[2, 3]}."""
+    import struct
+
+    from unirt.shm import _ENTRY, _HEADER
+
+    entry = _HEADER.size
+    shape = entry + _ENTRY.size
+    name = shape + 8 * 2
+    dtype = name + 1
+    return {
+        "count": (12, struct.pack("<I", 1000)),
+        "end": (16, struct.pack("<Q", 1 << 40)),
+        "ndim": (entry + 3, struct.pack("<B", 255)),
+        "offset": (entry + 8, struct.pack("<Q", 1 << 40)),
+        "shape": (shape, struct.pack("<q", -5)),
+        "name": (name, b"\xff"),
+        "dtype garbage": (dtype, b"zz9"),
+        "dtype object": (dtype, b"|O8"),
+    }[field]
+
+
+@pytest.mark.parametrize("field", ["count", "end", "ndim", "offset", "shape", "name", "dtype garbage",
+                                   "dtype object"])
+def test_a_damaged_table_is_an_input_error(field):
+    with SharedTensors.create({"x": np.ones((2, 3), np.float32)}) as good:
+        assert bytes(good.region.buffer()[_damage("name")[0]:][:4]) == b"x<f4"  # the layout _damage assumes
+        at, data = _damage(field)
+        buf = good.region.buffer()
+        buf[at:at + len(data)] = data
+        buf.release()
+        with pytest.raises(InputError, match="the shared tensor table is damaged"):
+            SharedTensors.attach(good.name)

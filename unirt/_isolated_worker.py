@@ -10,18 +10,22 @@ import pickle
 import signal
 import struct
 import sys
+import threading
+import time
 
 
-def _die_with_parent() -> None:
-    """On Linux, have the kernel kill this process when its parent dies mid-run."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
+def _exit_with_parent(parent: int) -> None:
+    """End this process when the parent process dies, even mid-run in a hung engine (an idle worker already ends on
+    the command pipe's EOF). Not PR_SET_PDEATHSIG: that fires when the *thread* that started the child exits, which
+    would kill the worker of a session created in a short-lived thread."""
 
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:  # re-parented: the parent is gone
+                os._exit(0)
+
+    threading.Thread(target=watch, name="unirt-parent-watch", daemon=True).start()
 
 
 def main() -> int:
@@ -32,11 +36,8 @@ def main() -> int:
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # prints from the engine must not corrupt the reply pipe
     os.close(devnull)
-    parent = os.getppid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    _die_with_parent()
-    if os.getppid() != parent:
-        return 0
+    _exit_with_parent(os.getppid())
 
     import numpy as np
 
@@ -81,7 +82,7 @@ def main() -> int:
             try:
                 inputs.refresh()  # type: ignore[union-attr]
                 values = runner.run(inputs.views(), wanted)  # type: ignore[union-attr]
-                results = {n: np.ascontiguousarray(v) for n, v in zip(wanted, values)}
+                results = {n: np.asarray(v, order="C") for n, v in zip(wanted, values)}  # 0-d stays 0-d
             except BaseException as exc:  # noqa: BLE001
                 send(replies, ERROR, error_payload(exc))
                 continue

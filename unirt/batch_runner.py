@@ -210,9 +210,10 @@ class BatchRunner:
         return joined
 
 
-def check_request_out(out: Any, names: Sequence[str], planner: OutputPlanner, rows: int,
+def check_request_out(out: Any, names: Sequence[str], planner: OutputPlanner, arrays: Arrays,
                       where: str) -> dict[str, np.ndarray]:
-    """Validate a caller's output arrays for a request of `rows` rows."""
+    """Validate a caller's output arrays for one request (checked `arrays`, batch dim first) of a batched model."""
+    rows = next(iter(arrays.values())).shape[0]
     if not isinstance(out, Mapping):
         raise InputError(f"{where}: expected a dict {{output name: array}}, got {type(out).__name__}")
     out = dict(out)
@@ -227,4 +228,8 @@ def check_request_out(out: Any, names: Sequence[str], planner: OutputPlanner, ro
         if target.ndim == 0 or target.shape[0] != rows:
             raise InputError(f"{where}[{name!r}]: expected {rows} rows (the request's batch), got shape "
                              f"{list(target.shape)}")
+        expected = planner.expected(name, arrays, rows)
+        if not planner.fits(expected, target.shape):
+            dims = ", ".join("?" if d is None else str(d) for d in expected)
+            raise InputError(f"{where}[{name!r}]: expected shape [{dims}] for this request, got {list(target.shape)}")
     return out

@@ -1,7 +1,11 @@
 """Batch dims: whether a model's batch dim is static (N) or dynamic, and gather/scatter between requests and batches.
 
-A model is batched when dim 0 of every input and output is one batch dim: the same static size N everywhere
-(a *static* batch), or the same symbolic name everywhere, or unnamed everywhere (a *dynamic* batch). unirt then
+A model is batched when dim 0 of every input and output is one batch dim, told from its shapes:
+- a *dynamic* batch: dim 0 is the same named symbol (e.g. "N") on every input and every output;
+- a *static* batch of 1: dim 0 is fixed at 1 everywhere (the usual batch-1 export; B rows run as B runs, which
+  equals running them one by one).
+A dim 0 fixed at N > 1 everywhere, or unnamed (dynamic without a name), may just as well not be a batch (a
+Softmax over dim 0, a transpose): it counts as one only with `batched=True`. unirt then
 - pads a request of B < N rows to N for a static model (the padding rows are zeros, their outputs dropped) and
   splits B > N into ceil(B/N) runs, reassembling the outputs;
 - splits a request above `max_batch` rows into runs of at most `max_batch` for a dynamic model;
@@ -34,7 +38,8 @@ def copy_threads() -> int:
 @dataclass(frozen=True)
 class BatchSpec:
     """How a model batches. `kind`: "static" (every input and output leads with the same fixed size `size`),
-    "dynamic" (they lead with the same symbolic dim `symbol`), or "none" (`reason` says why)."""
+    "dynamic" (they lead with the same symbolic dim `symbol`; None when unnamed, under batched=True), or "none"
+    (`reason` says why)."""
 
     kind: Literal["static", "dynamic", "none"]
     size: int | None = None
@@ -50,8 +55,9 @@ class BatchSpec:
                batched: bool | None = None) -> "BatchSpec":
         """Read the batch dim from the model's shapes.
 
-        `batched=None` infers it; `False` turns batching off (static dims are then checked as given);
-        `True` asserts dim 0 is a batch dim (rows independent) and also accepts unnamed dynamic dims.
+        `batched=None` infers it: a named dim 0 shared by every input and output, or a static dim 0 of 1;
+        `False` turns batching off (static dims are then checked as given); `True` asserts dim 0 is a batch dim
+        (rows independent), which also makes a static dim 0 of N > 1 and unnamed dynamic dims batch dims.
         """
         if batched is False:
             return cls("none", reason="batching is off (batched=False)")
@@ -73,7 +79,10 @@ class BatchSpec:
         firsts = [t.shape[0] for t in tensors]
         if all(isinstance(d, int) for d in firsts):
             if len(set(firsts)) == 1 and firsts[0] >= 1:
-                return cls("static", size=firsts[0])
+                if firsts[0] == 1 or lenient:
+                    return cls("static", size=firsts[0])
+                return cls("none", reason=f"dim 0 is fixed at {firsts[0]} on every input and output; pass "
+                           "batched=True if it is a batch dim, to pad or split requests of other sizes")
             return cls("none", reason="dim 0 differs between inputs and outputs: " +
                        ", ".join(f"{t.name}={t.shape[0]}" for t in tensors))
         if any(isinstance(d, int) for d in firsts):
@@ -81,12 +90,16 @@ class BatchSpec:
         names = {d for d in firsts if isinstance(d, str)}
         if len(names) == 1 and all(isinstance(d, str) for d in firsts):
             return cls("dynamic", symbol=names.pop())
-        if not names or (lenient and len(names) == 1):
-            # Unnamed everywhere, as engines that drop dim names report it (OpenVINO): a batch dim, and an output
-            # that turns out not to keep the batch's rows is refused at run time rather than cut up wrongly.
+        if lenient and len(names) <= 1:
+            # Asserted a batch dim while unnamed somewhere: an output that turns out not to keep the batch's rows
+            # is refused at run time rather than cut up wrongly.
             return cls("dynamic", symbol=names.pop() if names else None)
-        return cls("none", reason="dim 0 is not one named dim shared by every input and output "
-                   f"({', '.join(f'{t.name}={t.shape[0]}' for t in tensors)}); pass batched=True if it is one")
+        dims = ", ".join(f"{t.name}={'?' if t.shape[0] is None else t.shape[0]}" for t in tensors)
+        if not names:
+            return cls("none", reason=f"dim 0 is dynamic but unnamed ({dims}), so it need not be a batch dim; "
+                       "pass batched=True if it is one")
+        return cls("none", reason=f"dim 0 is not one named dim shared by every input and output ({dims}); "
+                   "pass batched=True if it is one")
 
     def __str__(self) -> str:
         if self.kind == "static":

@@ -35,11 +35,15 @@ def _shape_text(shape: Sequence[Any]) -> str:
 class InputChecker:
     """Turns user feeds into `{name: C-contiguous ndarray}` or raises InputError naming the input."""
 
-    def __init__(self, inputs: Sequence[TensorInfo], batch_size: int | None = None) -> None:
+    def __init__(self, inputs: Sequence[TensorInfo], batch_size: int | None = None,
+                 batch_hint: int | None = None) -> None:
         """`batch_size`: the static batch dim N of a model whose dim 0 is a batch dim; a request with another
-        batch size then raises BatchSizeMismatch (for the session to pad or split) instead of InputError."""
+        batch size then raises BatchSizeMismatch (for the session to pad or split) instead of InputError.
+        `batch_hint`: N for a model whose dim 0 is fixed at N everywhere but not taken as a batch dim; the
+        InputError for another size then says that batched=True pads or splits."""
         self._inputs = tuple(inputs)
         self._batch_size = batch_size
+        self._batch_hint = batch_hint
         self._count = len(inputs)
         self._names = tuple(i.name for i in inputs)
         # (name, dtype, full shape if every dim is static else None, static (axis, size) pairs, info)
@@ -83,8 +87,7 @@ class InputChecker:
                                      f"{_shape_text(info.shape)}, got rank {len(shape)} with shape {_shape_text(shape)}")
                 for axis, size in fixed:
                     if shape[axis] != size:
-                        raise InputError(f"input {name!r}: expected shape {_shape_text(info.shape)} (dim {axis} is "
-                                         f"static), got {_shape_text(shape)}")
+                        raise self._static_mismatch(info, axis, shape)
                 if self._batch_size is not None and shape[0] != self._batch_size:
                     rows = self._batch_rows(rows, name, shape[0])
             if not x.flags.c_contiguous:
@@ -109,6 +112,14 @@ class InputChecker:
             raise InputError(f"the inputs disagree on the batch size (dim 0): {rows} rows, and {size} in {name!r}")
         return size
 
+    def _static_mismatch(self, info: TensorInfo, axis: int, shape: tuple[int, ...]) -> InputError:
+        text = (f"input {info.name!r}: expected shape {_shape_text(info.shape)} (dim {axis} is static), "
+                f"got {_shape_text(shape)}")
+        if axis == 0 and self._batch_hint is not None:
+            text += (f"; if dim 0 is a batch dim, Session(..., batched=True) pads or splits requests to the model's "
+                     f"static batch of {self._batch_hint}")
+        return InputError(text)
+
     def _check_batch(self, arrays: dict[str, np.ndarray], rows: int) -> None:
         for name in self._names:
             if arrays[name].shape[0] != rows:
@@ -120,8 +131,10 @@ class InputChecker:
             return dict(feeds)
         if self._single is not None:
             return {self._single: feeds}
-        if isinstance(feeds, (list, tuple)) and len(feeds) == self._count and self._count > 0:
+        if isinstance(feeds, (list, tuple)) and len(feeds) == self._count:
             return dict(zip(self._names, feeds))
+        if feeds is None and not self._count:  # a model without inputs: run(None) like run({}) or run([])
+            return {}
         raise InputError(f"the model has {self._count} inputs ({', '.join(self._names)}); pass a dict "
                          f"{{name: array}} or a sequence of {self._count} arrays in that order, "
                          f"got {type(feeds).__name__}")

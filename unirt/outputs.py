@@ -32,6 +32,10 @@ class OutputPlanner:
                 if isinstance(d, str):
                     where.setdefault(d, (i.name, axis))
         self.dtypes = {o.name: o.dtype for o in outputs}
+        self._declared = {o.name: o.shape for o in outputs}
+        # Per output, its dims named after an input's dim: (axis, input name, input axis). They check `out=` arrays.
+        self._ties = {o.name: tuple((axis, *where[d]) for axis, d in enumerate(o.shape)
+                                    if isinstance(d, str) and d in where) for o in outputs}
         self.recipes: dict[str, Recipe] = {}
         self.static: dict[str, tuple[int, ...]] = {}
         for o in outputs:
@@ -63,6 +67,20 @@ class OutputPlanner:
         if recipe is None:
             return None
         return tuple(d if type(d) is int else arrays[d[0]].shape[d[1]] for d in recipe)  # type: ignore[index]
+
+    def expected(self, name: str, arrays: dict[str, np.ndarray], rows: int | None = None) -> tuple:
+        """The output's shape as far as it is known before the run: declared sizes, dims read from the inputs'
+        shapes, dim 0 = `rows` when given; the rest as declared (a symbol, or None)."""
+        dims = list(self._declared[name])
+        for axis, source, source_axis in self._ties[name]:
+            dims[axis] = arrays[source].shape[source_axis]
+        if rows is not None and dims:
+            dims[0] = rows
+        return tuple(dims)
+
+    @staticmethod
+    def fits(expected: tuple, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(expected) and all(type(d) is not int or d == s for d, s in zip(expected, shape))
 
     def nbytes(self, name: str, shape: tuple[int, ...]) -> int:
         n = self.dtypes[name].itemsize

@@ -34,7 +34,6 @@ class RunPlan:
         self._run = runner.run
         self._run_into = getattr(runner, "run_into", None)
         self._check = check
-        self._first_input = inputs[0].name if inputs else None
         self._infos = {o.name: o for o in outputs}
         self.planner = planner = OutputPlanner(inputs, outputs)
         self.pool = pool
@@ -62,7 +61,7 @@ class RunPlan:
     def run(self, arrays: dict[str, np.ndarray], names: tuple[str, ...],
             out: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         if out is not None:
-            out = self._check_out(out, names)
+            out = self._check_out(out, names, arrays)
         with self._memory() as memory:
             if self.batcher.needs_split(arrays):
                 return self.batcher.run_one(arrays, names, out, memory)
@@ -71,7 +70,8 @@ class RunPlan:
     def run_rebatched(self, mismatch: BatchSizeMismatch, names: tuple[str, ...],
                       out: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         """A static-batch model given B != N rows: pad or split."""
-        target = check_request_out(out, names, self.planner, mismatch.rows, "out") if out is not None else None
+        target = (check_request_out(out, names, self.planner, mismatch.arrays, "out") if out is not None
+                  else None)
         with self._memory() as memory:
             return self.batcher.run_one(mismatch.arrays, names, target, memory)
 
@@ -93,8 +93,7 @@ class RunPlan:
                 raise type(exc)(f"request {i}: {exc}") from None
         if not self.batch.batched:  # nothing to pack: one run per request
             return [self.run(arrays, names, outs[i] if outs else None) for i, arrays in enumerate(checked)]
-        first = self._first_input
-        targets = {i: check_request_out(o, names, self.planner, checked[i][first].shape[0], f"out[{i}]")
+        targets = {i: check_request_out(o, names, self.planner, checked[i], f"out[{i}]")
                    for i, o in enumerate(outs or ()) if o is not None}
         with self._memory() as memory:
             return self.batcher.run_many(checked, names, targets, memory)
@@ -161,7 +160,8 @@ class RunPlan:
                     results[i] = target
         return results
 
-    def _check_out(self, out: Mapping[str, np.ndarray], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    def _check_out(self, out: Mapping[str, np.ndarray], names: tuple[str, ...],
+                   arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not isinstance(out, Mapping):
             raise InputError(f"out must be a dict {{output name: array}}, got {type(out).__name__}")
         for name, target in out.items():
@@ -172,10 +172,15 @@ class RunPlan:
                 raise InputError(f"out[{name!r}]: expected a writeable C-contiguous numpy array")
             if target.dtype != info.dtype:
                 raise InputError(f"out[{name!r}]: expected dtype {info.dtype}, got {target.dtype}")
-            if len(target.shape) != info.rank or any(isinstance(d, int) and d != s
-                                                     for d, s in zip(info.shape, target.shape)):
-                raise InputError(f"out[{name!r}]: expected shape {info.shape_str()}, got {list(target.shape)}")
+            expected = self.planner.expected(name, arrays)  # dims named after an input's are known by now
+            if not OutputPlanner.fits(expected, target.shape):
+                raise InputError(f"out[{name!r}]: expected shape {_dims_text(expected)} for these inputs, got "
+                                 f"{list(target.shape)}")
         return dict(out)
+
+
+def _dims_text(dims: Sequence[Any]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
 class _PoolMemory:

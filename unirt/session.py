@@ -73,8 +73,11 @@ class Session:
 
     Memory and batching (see the README): outputs of at least 64 KiB with their dynamic dims at 1 (all with
     `pooled_outputs=True`) are written by the backend into buffers from `pool` (the session's own BufferPool unless
-    one is given) or `arena`, reused across runs. A static-batch model pads or splits requests of another batch size; `max_batch` splits larger
-    requests for a dynamic one; `batched=False` turns both off. `run_many` packs requests into few runs.
+    one is given) or `arena`, reused across runs. The batch dim is read from the model (`batch`): dim 0 named alike on
+    every input and output (dynamic), or fixed at 1 everywhere (static). `batched=True` also takes a dim 0 fixed at
+    N > 1 or an unnamed one as a batch dim; `batched=False` takes none. A static-batch model pads or splits requests
+    of another batch size; `max_batch` splits larger requests for a dynamic one. `run_many` packs requests into few
+    runs.
     `isolate=True` runs the backend in a child process: a native crash raises BackendCrashedError and the next
     call restarts it.
     """
@@ -143,7 +146,11 @@ class Session:
         if max_batch is not None and self._batch.kind != "dynamic":
             raise UnsupportedOptionError(f"max_batch applies to models with a dynamic batch dim; this model has "
                                          f"{self._batch}")
-        self._check = InputChecker(self._inputs, self._batch.size).check
+        hint = None
+        if batched is None and not self._batch.batched:  # fixed at N > 1 everywhere: batched=True would batch it
+            maybe = BatchSpec._infer(self._inputs, self._outputs, lenient=True)
+            hint = maybe.size if maybe.kind == "static" else None
+        self._check = InputChecker(self._inputs, self._batch.size, hint).check
         self._output_names = tuple(o.name for o in self._outputs)
         self._output_infos = {o.name: o for o in self._outputs}
         if pool is None:
@@ -290,6 +297,9 @@ class Session:
         if isinstance(output_names, str):
             output_names = (output_names,)
         names = tuple(output_names)
+        if not names:
+            raise InputError(f"output_names is empty; name at least one output (the model's outputs are: "
+                             f"{', '.join(self._output_names)}), or pass None for all of them")
         unknown = [n for n in names if n not in self._output_infos]
         if unknown:
             raise InputError(f"unknown output{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "

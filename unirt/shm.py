@@ -290,26 +290,44 @@ def layout(specs: Mapping[str, Spec], generation: int = 0) -> tuple[bytes, dict[
 
 
 def read_table(buf: memoryview) -> dict[str, TensorSlot]:
-    """Decode the table at the start of a region written by `layout`."""
+    """Decode the table at the start of a region written by `layout`. A table that does not decode (another process
+    wrote garbage, or a bug overwrote it) raises InputError, never a crash or a view past the region."""
     if len(buf) < _HEADER.size:
         raise InputError("shared region too small to hold a tensor table")
     magic, version, count, end, _ = _HEADER.unpack_from(buf, 0)
     if magic != _MAGIC or version != _VERSION:
         raise InputError("the shared region holds no unirt tensor table (or one of another version)")
+    try:
+        return _read_entries(buf, count, end)
+    except (struct.error, TypeError, ValueError, UnicodeDecodeError, OverflowError) as exc:
+        raise InputError(f"the shared tensor table is damaged: {exc}") from None
+
+
+def _read_entries(buf: memoryview, count: int, end: int) -> dict[str, TensorSlot]:
+    if not _HEADER.size <= end <= len(buf):
+        raise ValueError(f"it claims to end at byte {end}, in a region of {len(buf)} bytes")
     pos = _HEADER.size
     slots = {}
-    for _ in range(count):
+    for i in range(count):
+        if pos + _ENTRY.size > end:
+            raise ValueError(f"it claims {count} tensors but ends after {i}")
         name_len, ndim, dtype_len, _, offset, nbytes = _ENTRY.unpack_from(buf, pos)
         pos += _ENTRY.size
+        if pos + 8 * ndim + name_len + dtype_len > end:
+            raise ValueError(f"entry {i} runs past the table's end")
         shape = struct.unpack_from(f"<{ndim}q", buf, pos)
         pos += 8 * ndim
         name = bytes(buf[pos:pos + name_len]).decode()
         pos += name_len
         dtype = np.dtype(bytes(buf[pos:pos + dtype_len]).decode())
         pos += dtype_len
+        if dtype.hasobject:
+            raise ValueError(f"{name!r} has dtype {dtype}, which holds Python objects")
+        if any(d < 0 for d in shape):
+            raise ValueError(f"{name!r} has shape {list(shape)}")
         slot = TensorSlot(offset, tuple(shape), dtype)
-        if slot.nbytes != nbytes or offset + nbytes > len(buf) or pos > end:
-            raise InputError(f"the shared tensor table is damaged at {name!r}")
+        if slot.nbytes != nbytes or offset < end or offset + nbytes > len(buf):
+            raise ValueError(f"{name!r} ({dtype}{list(shape)} at byte {offset}) does not fit the region")
         slots[name] = slot
     return slots
 

@@ -1,7 +1,7 @@
 """A backend whose native side dies, to test `isolate=True`: ONNX models on onnx's reference evaluator, except
 - `load` dereferences a null pointer (SIGSEGV) when the model's doc_string is "segfault on load";
 - `run` calls os.abort() (SIGABRT) when the first input's first value is -1234, and dereferences a null pointer
-  (SIGSEGV) when it is -4321.
+  (SIGSEGV) when it is -4321, and hangs (sleeps an hour) when it is -5555.
 
 Installed by tests as the distribution `unirt-aborting-test` (see test_isolation.py), discovered through its entry
 point like any plugin.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ from unirt import Availability, Backend, BackendSession, LoadOptions, ModelFile,
 
 ABORT_VALUE = -1234.0
 SEGFAULT_VALUE = -4321.0
+HANG_VALUE = -5555.0
 
 
 def _segfault() -> None:
@@ -67,4 +69,6 @@ class AbortingSession(BackendSession):
             os.abort()
         if first.size and first[0] == SEGFAULT_VALUE:
             _segfault()
+        if first.size and first[0] == HANG_VALUE:
+            time.sleep(3600)
         return [np.asarray(v) for v in self._evaluator.run(list(output_names), feeds)]

@@ -14,6 +14,7 @@ import numpy as np
 from .. import InputError, Session, TensorInfo
 from ..backend import PRECISIONS
 from ..errors import UnsupportedOptionError
+from ..tools.shapes import resolve_shapes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,6 +68,22 @@ def load_inputs(specs: list[str]) -> dict[str, np.ndarray]:
     return feeds
 
 
+def random_shapes(inputs: list[TensorInfo], shapes: dict[str, tuple[int, ...]],
+                  given: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """Shapes for the random inputs: --shape as given, and each named dynamic dim (e.g. "N") the size it has in a
+    --shape or a --input array that shares it, else 1. A given array that does not fit the model is left for
+    Session.run to report."""
+    known = dict(shapes)
+    for info in inputs:
+        value = given.get(info.name)
+        if info.name in known or value is None or np.ndim(value) != info.rank:
+            continue
+        if all(not isinstance(d, int) or d == s for d, s in zip(info.shape, np.shape(value))):
+            known[info.name] = tuple(np.shape(value))
+    resolved = resolve_shapes(inputs, known, dynamic_default=1)
+    return {i.name: resolved[i.name] for i in inputs if i.name not in given}
+
+
 def random_input(info: TensorInfo, shape: tuple[int, ...] | None, rng: np.random.Generator) -> np.ndarray:
     if shape is None:
         shape = tuple(d if isinstance(d, int) else 1 for d in info.shape)
@@ -110,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--shape for unknown input(s) {', '.join(sorted(unknown))}; inputs: "
                              f"{', '.join(i.name for i in sess.inputs)}")
         rng = np.random.default_rng(args.seed)
-        feeds = {i.name: given[i.name] if i.name in given else random_input(i, shapes.get(i.name), rng)
+        sizes = random_shapes(sess.inputs, shapes, given)
+        feeds = {i.name: given[i.name] if i.name in given else random_input(i, sizes[i.name], rng)
                  for i in sess.inputs}
         feeds.update({k: v for k, v in given.items() if k not in feeds})  # extra names: let run() report them
         t0 = time.perf_counter()

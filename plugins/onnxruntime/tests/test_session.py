@@ -178,10 +178,11 @@ def test_threads_and_backend_options(model):
 
 
 def test_free_dimension_override(model):
-    sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime",
+    sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime", batched=True,
                          backend_options={"free_dimension_overrides": {"N": 4}})
     assert sess.inputs[0].shape == (4, 8)
-    # N is now a static batch of 4: 3 rows are padded to 4 and the padding's outputs dropped
+    # N is now a static batch of 4 (a batch dim, as batched=True says): 3 rows are padded to 4 and the padding's
+    # outputs dropped
     assert sess.batch.kind == "static" and sess.batch.size == 4
     x = np.random.default_rng(3).standard_normal((3, 8)).astype(np.float32)
     np.testing.assert_allclose(sess.run(x)["probs"], unirt.Session(model("dynamic_mlp")).run(x)["probs"], rtol=1e-6)
