@@ -192,6 +192,10 @@ def test_empty_output_names_are_refused(mlp):
             mlp.run(x, output_names=names)
     with pytest.raises(InputError, match="output_names is empty"):
         mlp.run_many([x], output_names=[])
+    with pytest.raises(InputError, match="output_names must be an output name or a list of them, got int"):
+        mlp.run(x, output_names=5)
+    with pytest.raises(InputError, match=r"unknown output \[1\]"):
+        mlp.run(x, output_names=[[1]])
 
 
 def test_close_and_context_manager(test_plugins, model):

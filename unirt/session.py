@@ -296,11 +296,15 @@ class Session:
     def _check_output_names(self, output_names: Sequence[str]) -> tuple[str, ...]:
         if isinstance(output_names, str):
             output_names = (output_names,)
-        names = tuple(output_names)
+        try:
+            names = tuple(output_names)
+        except TypeError:
+            raise InputError(f"output_names must be an output name or a list of them, got "
+                             f"{type(output_names).__name__}") from None
         if not names:
             raise InputError(f"output_names is empty; name at least one output (the model's outputs are: "
                              f"{', '.join(self._output_names)}), or pass None for all of them")
-        unknown = [n for n in names if n not in self._output_infos]
+        unknown = [n for n in names if not isinstance(n, str) or n not in self._output_infos]
         if unknown:
             raise InputError(f"unknown output{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                              f"the model's outputs are: {', '.join(self._output_names)}")

@@ -102,7 +102,8 @@ def test_compiled_model_cache(model, tmp_path, monkeypatch):
 
 
 def test_reshape_to_static_shapes(model):
-    sess = unirt.Session(model("dynamic_mlp"), backend="openvino", backend_options={"shapes": {"x": [4, 8]}})
+    sess = unirt.Session(model("dynamic_mlp"), backend="openvino", batched=True,
+                         backend_options={"shapes": {"x": [4, 8]}})
     assert sess.inputs[0].shape == (4, 8)
     feeds = sample_feeds("dynamic_mlp", batch=4)
     np.testing.assert_allclose(sess.run(feeds)["probs"], reference_outputs(model("dynamic_mlp"), feeds)["probs"],
@@ -110,10 +111,11 @@ def test_reshape_to_static_shapes(model):
     three = sample_feeds("dynamic_mlp", batch=3)  # a static batch of 4: 3 rows are padded to 4
     np.testing.assert_allclose(sess.run(three)["probs"], reference_outputs(model("dynamic_mlp"), three)["probs"],
                                rtol=1e-5, atol=1e-6)
-    strict = unirt.Session(model("dynamic_mlp"), backend="openvino", batched=False,
-                           backend_options={"shapes": {"x": [4, 8]}})
-    with pytest.raises(InputError, match="dim 0 is static"):
-        strict.run(np.ones((3, 8), np.float32))
+    for batched in (False, None):  # a static dim 0 above 1 is a batch only when asserted
+        strict = unirt.Session(model("dynamic_mlp"), backend="openvino", batched=batched,
+                               backend_options={"shapes": {"x": [4, 8]}})
+        with pytest.raises(InputError, match="dim 0"):
+            strict.run(np.ones((3, 8), np.float32))
     bounded = unirt.Session(model("dynamic_mlp"), backend="openvino", backend_options={"shapes": {"x": ["1..8", 8]}})
     assert bounded.inputs[0].shape == ("N", 8)  # the ONNX dim name; the bounds are checked per run
     with pytest.raises(UnsupportedOptionError, match="unknown input 'y'"):
@@ -318,9 +320,9 @@ def test_dynamic_outputs_into_caller_arrays_of_the_wrong_size(tmp_path, threads)
     mine = np.full((3, 16, 1, 1), np.nan, np.float32)
     assert sess.run(x, out={"pooled": mine})["pooled"] is mine
     np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-6)
-    for rows in (2, 4):  # too small: OpenVINO refuses it; too large: OpenVINO would shrink it
-        with pytest.raises(unirt.RunError, match=rf"output 'pooled': the model produced shape \[3, 16, 1, 1\], the "
-                                                 rf"array for it has shape \[{rows}, 16, 1, 1\]"):
+    for rows in (2, 4):  # refused before the run: 'pooled' dim 0 is the input's dim N
+        with pytest.raises(unirt.InputError, match=rf"out\['pooled'\]: expected shape \[3, 16, 1, 1\] for these "
+                                                   rf"inputs, got \[{rows}, 16, 1, 1\]"):
             sess.run(x, out={"pooled": np.empty((rows, 16, 1, 1), np.float32)})
     np.testing.assert_allclose(sess.run(x)["pooled"], expected, rtol=1e-5, atol=1e-6)  # the request recovered
 
