@@ -114,6 +114,10 @@ class Backend(abc.ABC):
         """Whether this backend can load this model; by default, by format."""
         return model.format in self.formats
 
+    def converts_on_load(self, model: ModelFile) -> bool:
+        """Whether loading `model` needs it converted first (`unirt.conversion.convert_for_load`, cached)."""
+        return not self.accepts(model) and model.format in self.converts_from
+
 
 @runtime_checkable
 class SupportsRunInto(Protocol):

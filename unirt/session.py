@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -132,6 +133,9 @@ class Session:
             runner.close()  # an option refused after loading: the engine (or isolated child) must not linger
             raise
         self._run = runner.run  # bound once: the hot path does no attribute lookups on the runner
+        if self._selection is not None:  # the explanation says which precision is in force, not only asked for
+            self._selection = dataclasses.replace(self._selection, precision=precision,
+                                                  precision_in_force=self._precision)
 
     def _setup(self, runner: BackendSession, resolved: str, precision: str, max_batch: int | None,
                batched: bool | None, pool: BufferPool | None, pooled_outputs: bool | str, arena: Arena | None) -> None:
@@ -195,11 +199,18 @@ class Session:
         if chosen is None or chosen.device is None:
             raise BackendUnavailableError(f"no installed backend can run this {self._model.format} model on "
                                           f"{device}:\n{self._selection}")
-        return chosen.backend, chosen.device, runner, options_for(backend_options or {}, chosen.backend)
+        options = options_for(backend_options or {}, chosen.backend)
+        if runner is not None and self._selection.conversion is not None:  # the winner runs a converted model
+            from .conversion import CONVERSION_OPTION
+
+            self.conversion = self._selection.conversion
+            self._model = open_model(self.conversion.path)
+            options.pop(CONVERSION_OPTION, None)
+        return chosen.backend, chosen.device, runner, options
 
     def _load(self, name: str) -> BackendSession:
         plugin = registry.get_backend(name)
-        if not plugin.accepts(self._model) and self._model.format in plugin.converts_from:
+        if plugin.converts_on_load(self._model):
             from .conversion import convert_for_load
 
             self._model, self.conversion, self._options = convert_for_load(self._model, name, self._options)
@@ -217,7 +228,7 @@ class Session:
         from .isolation import IsolatedRunner
 
         plugin = registry.get_backend(name)
-        if not plugin.accepts(self._model) and self._model.format in plugin.converts_from:
+        if plugin.converts_on_load(self._model):
             from .conversion import convert_for_load  # converted here (cached); the child loads the result
 
             self._model, self.conversion, self._options = convert_for_load(self._model, name, self._options)
