@@ -152,3 +152,16 @@ def test_cuda_errors():
     assert isinstance(cuda_failure("cudaMalloc", "cudaErrorMemoryAllocation", False), ModelLoadError)
     assert str(cuda_failure("cudaMemcpyAsync", "cudaErrorIllegalAddress", True)) == \
         "tensorrt: cudaMemcpyAsync failed: cudaErrorIllegalAddress"
+
+
+def test_engine_cache_key_covers_external_weights(tmp_path):
+    """An ONNX model's external data file is hashed with its graph: new weights are a new engine, not a stale one."""
+    from unirt import open_model, testing
+
+    src = testing.dynamic_mlp(tmp_path / "src.onnx")
+    path = testing.with_external_data(src, tmp_path / "m" / "mlp.onnx")
+    graph, before = path.read_bytes(), model_digest(open_model(path))
+    assert before != model_digest(graph)
+    testing.with_external_data(src, path, seed=1)
+    assert path.read_bytes() == graph and model_digest(open_model(path)) != before
+    assert model_digest(open_model(src)) == model_digest(src.read_bytes())  # one file: its bytes' SHA-256
