@@ -138,10 +138,12 @@ def _model_hash(model: ModelFile) -> str:
 
 
 def _cache_key(model: ModelFile, device: Device, candidates: Sequence[Candidate], threads: int | None,
-               precision: str, backend_options: Mapping[str, Any], shapes: Mapping[str, Sequence[int]] | None) -> str:
+               precision: str, backend_options: Mapping[str, Any], shapes: Mapping[str, Sequence[int]] | None,
+               max_batch: int | None = None) -> str:
     hw = hardware()
     payload = {
         "v": _CACHE_VERSION, "model": _model_hash(model), "device": str(device), "threads": threads,
+        "max_batch": max_batch,
         "precision": precision, "options": backend_options,
         "shapes": {k: list(v) for k, v in sorted((shapes or {}).items())},
         "machine": [hw.arch, hw.cpu_brand, hw.cpu_count, list(hw.cuda_gpus), list(hw.npus)],
@@ -199,14 +201,15 @@ def _explanation(base: Explanation, winner: str | None, timings: Sequence[Timing
 
 def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | None = None, precision: str = "fp32",
            backend_options: Mapping[str, Any] | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
-           refresh: bool = False, budget_s: float = BUDGET_S) -> tuple[FastestExplanation, BackendSession | None]:
+           refresh: bool = False, budget_s: float = BUDGET_S,
+           max_batch: int | None = None) -> tuple[FastestExplanation, BackendSession | None]:
     """Time every eligible backend on `model`; return the explanation and the winner's loaded runner (None when
     the winner came from the cache, or when nothing could run)."""
     device = Device.parse(device)
     backend_options = dict(backend_options or {})
     base = rank(model, device)
     eligible = [c for c in base.candidates if c.eligible]
-    key = _cache_key(model, device, eligible, threads, precision, backend_options, input_shapes)
+    key = _cache_key(model, device, eligible, threads, precision, backend_options, input_shapes, max_batch)
     path = cache_dir("fastest") / f"{key}.json"
     cached = None if refresh else _read_cache(path)
     if cached is not None and cached.get("winner") in {c.backend for c in eligible}:
@@ -218,7 +221,7 @@ def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | No
     for c in eligible:
         assert c.device is not None
         options = LoadOptions(device=Device.parse(c.device), threads=threads, precision=precision,
-                              backend_options=options_for(backend_options, c.backend))
+                              backend_options=options_for(backend_options, c.backend), max_batch=max_batch)
         runner = conv = None
         try:
             plugin = registry.get_backend(c.backend)

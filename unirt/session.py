@@ -75,7 +75,7 @@ class Session:
     Memory and batching (see the README): outputs of at least 64 KiB with their dynamic dims at 1 (all with
     `pooled_outputs=True`) are written by the backend into buffers from `pool` (the session's own BufferPool unless
     one is given) or `arena`, reused across runs. A static-batch model pads or splits requests of another batch size; `max_batch` splits larger
-    requests for a dynamic one; `batched=False` turns both off. `run_many` packs requests into few runs.
+    requests for a dynamic one (and reaches the backend: TensorRT builds its profile for it); `batched=False` turns both off. `run_many` packs requests into few runs.
     `isolate=True` runs the backend in a child process: a native crash raises BackendCrashedError and the next
     call restarts it.
     """
@@ -110,13 +110,13 @@ class Session:
         runner: BackendSession | None = None
         if backend == "fastest":  # timed choice (unirt.fastest); the winner comes back loaded
             name, resolved, runner, backend_options = self._choose_fastest(requested, threads, precision,
-                                                                            backend_options, input_shapes)
+                                                                            backend_options, input_shapes, max_batch)
         elif input_shapes is not None:
             raise UnsupportedOptionError("input_shapes is used by backend='fastest' (the shapes to time with)")
         else:
             name, resolved = self._choose(backend, requested)
         self._options = LoadOptions(device=Device.parse(resolved), threads=threads, precision=precision,
-                                    backend_options=dict(backend_options or {}))
+                                    backend_options=dict(backend_options or {}), max_batch=max_batch)
         if isolate:
             if runner is not None:  # "fastest" timed it in this process; it runs in a child from now on
                 runner.close()
@@ -147,6 +147,8 @@ class Session:
         if max_batch is not None and self._batch.kind != "dynamic":
             raise UnsupportedOptionError(f"max_batch applies to models with a dynamic batch dim; this model has "
                                          f"{self._batch}")
+        if max_batch is None and self._batch.kind == "dynamic":  # an engine built for bounded batches (TensorRT)
+            max_batch = getattr(runner, "max_batch", None)
         self._check = InputChecker(self._inputs, self._batch.size).check
         self._output_names = tuple(o.name for o in self._outputs)
         self._output_infos = {o.name: o for o in self._outputs}
@@ -189,12 +191,13 @@ class Session:
         return backend, picked
 
     def _choose_fastest(self, device: Device, threads: int | None, precision: str,
-                        backend_options: Mapping[str, Any] | None,
-                        input_shapes: Mapping[str, Sequence[int]] | None) -> tuple[str, str, Any, dict]:
+                        backend_options: Mapping[str, Any] | None, input_shapes: Mapping[str, Sequence[int]] | None,
+                        max_batch: int | None) -> tuple[str, str, Any, dict]:
         from .fastest import choose, options_for
 
         self._selection, runner = choose(self._model, device, threads=threads, precision=precision,
-                                         backend_options=backend_options, input_shapes=input_shapes)
+                                         backend_options=backend_options, input_shapes=input_shapes,
+                                         max_batch=max_batch)
         chosen = self._selection.chosen
         if chosen is None or chosen.device is None:
             raise BackendUnavailableError(f"no installed backend can run this {self._model.format} model on "

@@ -63,7 +63,8 @@ class TensorRTBackend(Backend):
         index = options.device.index or 0
         cuda.set_device(index)
         gpu, sm = cuda.device_properties(index)
-        plan, _ = build_plan(trt, model, options.precision, build_settings(options.backend_options), gpu, sm)
+        plan, _ = build_plan(trt, model, options.precision, build_settings(options.backend_options, options.max_batch),
+                             gpu, sm)
         target = Path(out_dir) / "model.engine"
         target.write_bytes(plan)
         return open_model(target)
