@@ -178,3 +178,22 @@ def test_engine_cache_key_covers_external_weights(tmp_path):
     testing.with_external_data(src, path, seed=1)
     assert path.read_bytes() == graph and model_digest(open_model(path)) != before
     assert model_digest(open_model(src)) == model_digest(src.read_bytes())  # one file: its bytes' SHA-256
+
+
+# -- prebuilt engines -----------------------------------------------------------------------------------------
+def test_a_prebuilt_engine_refuses_another_precision(tmp_path):
+    """An engine's precision was fixed at build time: asking for another is refused at load (before TensorRT is
+    needed), not silently ignored."""
+    from unirt import LoadOptions, ModelFormat, open_model
+    from unirt_tensorrt.backend import TensorRTBackend
+    from unirt_tensorrt.options import check_engine_precision
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"ftrt" + bytes(60))
+    model = open_model(engine)
+    assert model.format is ModelFormat.TENSORRT
+    for precision in ("fp16", "bf16", "int8"):
+        with pytest.raises(UnsupportedOptionError, match=f"model.engine is a prebuilt engine.*precision='{precision}' "
+                                                         "cannot be applied"):
+            TensorRTBackend().load(model, LoadOptions(precision=precision))
+    check_engine_precision(model.name, "fp32")  # the default: run it as built

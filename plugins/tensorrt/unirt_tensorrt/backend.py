@@ -43,6 +43,10 @@ class TensorRTBackend(Backend):
         return Availability(True, version=version, devices=tuple(f"cuda:{i}" for i in range(len(hardware().cuda_gpus))))
 
     def load(self, model: ModelFile, options: LoadOptions) -> "TensorRTSession":  # noqa: F821
+        if model.format is ModelFormat.TENSORRT:
+            from .options import check_engine_precision
+
+            check_engine_precision(model.name, options.precision)
         from .session import TensorRTSession
 
         return TensorRTSession(model, options)

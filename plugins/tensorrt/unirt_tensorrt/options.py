@@ -80,6 +80,16 @@ def builder_flags(precision: str, quantized: bool, compute_capability: str, fast
     raise UnsupportedOptionError(f"tensorrt: unknown precision {precision!r}; it supports {', '.join(supported)}")
 
 
+def check_engine_precision(model: str, precision: str) -> None:
+    """A prebuilt engine runs in the precision it was built with: refuse asking for another one (fp32, the default,
+    means "as built": repr shows that) rather than silently ignore it."""
+    if precision != "fp32":
+        raise UnsupportedOptionError(f"tensorrt: {model} is a prebuilt engine, whose precision was fixed when it was "
+                                     f"built: precision={precision!r} cannot be applied to it. Load the ONNX model "
+                                     "with that precision to build such an engine, or leave the default (fp32) to "
+                                     "run this one as built")
+
+
 def looks_quantized(onnx_bytes: bytes) -> bool:
     """An ONNX model with QDQ nodes (op types are stored as plain strings)."""
     return b"QuantizeLinear" in onnx_bytes or b"DequantizeLinear" in onnx_bytes
