@@ -104,15 +104,22 @@ class TFLiteSession(BackendSession):
     def _feed(self, feeds: dict[str, np.ndarray]) -> None:
         native = self._native
         if self._dynamic_inputs:
-            resized = False
+            changed = []
             for name, index in self._dynamic_inputs:
                 shape = feeds[name].shape
                 if shape != self._shapes[index]:
-                    native.ResizeInputTensor(index, np.array(shape, np.int32), False)
+                    changed.append((index, shape))
+            if changed:  # re-plan only when a shape changed
+                try:
+                    for index, shape in changed:
+                        native.ResizeInputTensor(index, np.array(shape, np.int32), False)
+                    native.AllocateTensors()
+                except BaseException:
+                    # the tensors are unallocated now: the next run must resize and re-plan whatever it is given
+                    self._shapes = dict.fromkeys(self._shapes)
+                    raise
+                for index, shape in changed:
                     self._shapes[index] = shape
-                    resized = True
-            if resized:  # re-plan only when a shape changed
-                native.AllocateTensors()
         for name, index in self._in_pairs:
             native.SetTensor(index, feeds[name])
 
