@@ -75,7 +75,8 @@ class Session:
     Memory and batching (see the README): outputs of at least 64 KiB with their dynamic dims at 1 (all with
     `pooled_outputs=True`) are written by the backend into buffers from `pool` (the session's own BufferPool unless
     one is given) or `arena`, reused across runs. A static-batch model pads or splits requests of another batch size; `max_batch` splits larger
-    requests for a dynamic one (and reaches the backend: TensorRT builds its profile for it); `batched=False` turns both off. `run_many` packs requests into few runs.
+    requests for a dynamic one (and reaches the backend: TensorRT builds its profile for it); `batched=False` turns
+    both off. `run_many` packs requests into few runs.
     `isolate=True` runs the backend in a child process: a native crash raises BackendCrashedError and the next
     call restarts it.
     """

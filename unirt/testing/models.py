@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["MODEL_BUILDERS", "build", "matmul_relu", "dynamic_mlp", "multi_io", "int_ops", "unknown_dims",
-           "string_concat", "byte_transformer", "batchnorm_default_epsilon", "softmax_coerced", "batched_cnn", "with_external_data"]
+           "string_concat", "byte_transformer", "batchnorm_default_epsilon", "softmax_coerced", "batched_cnn",
+           "with_external_data"]
 
 
 def _onnx():
