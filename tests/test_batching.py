@@ -421,3 +421,21 @@ def test_run_many_on_a_transpose_is_not_batched(tmp_path, dims):
         many = sess.run_many([x1, x2])
         for got, x in zip(many, (x1, x2)):
             np.testing.assert_array_equal(got["y"], x.T, err_msg=backend)
+
+
+def test_max_batch_reaches_the_backend_and_an_engines_own_limit_splits(test_plugins, model):
+    """Session(max_batch=N) goes to the backend in LoadOptions (TensorRT builds its profile for it); a backend
+    whose engine takes a bounded batch (runner.max_batch) gets larger requests split even with no max_batch."""
+    path = model("dynamic_mlp")
+    x = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    expected = unirt.Session(path, backend="onnxruntime").run(x)["probs"]
+    sess = unirt.Session(path, backend="reference", max_batch=2)
+    assert sess.options.max_batch == 2 and sess._runner.max_batch == 2
+    np.testing.assert_allclose(sess.run(x)["probs"], expected, rtol=1e-5)
+    assert sess._runner.batches == [2, 2, 1]
+    bounded = unirt.Session(path, backend="reference", backend_options={"max_batch": 3})
+    assert bounded.options.max_batch is None
+    np.testing.assert_allclose(bounded.run(x)["probs"], expected, rtol=1e-5)
+    assert bounded._runner.batches == [3, 2] and bounded.batch_stats().backend_runs == 2
+    np.testing.assert_allclose(bounded.run_many([x[:2], x[2:]])[1]["probs"], expected[2:], rtol=1e-5)
+    assert max(bounded._runner.batches) == 3

@@ -256,3 +256,26 @@ def test_ir_version_fixup_lowers_only_what_converters_cannot_read(tmp_path):
     onnx.checker.check_model(plain)
     newer = model(TensorProto.FLOAT6E2M3)  # a type IR 13 does not have: left alone
     assert fixups.ir_version_for_converters(newer) == [] and newer.ir_version == 14
+
+
+def test_new_external_weights_are_a_new_conversion(tmp_path, model):
+    """An ONNX model's external data file is part of its content: retrained weights behind a byte-identical graph
+    file are converted afresh, never served from the old conversion."""
+    from unirt.fastest import _model_hash
+
+    if not unirt.registry.availability("ncnn").available:
+        pytest.skip("needs ncnn")
+    path = testing.with_external_data(model("dynamic_mlp"), tmp_path / "m" / "mlp.onnx")
+    first = unirt.convert(path, to="ncnn")
+    graph, before = path.read_bytes(), store.content_hash(open_model(path))
+    fastest_before = _model_hash(open_model(path))
+    testing.with_external_data(model("dynamic_mlp"), path, seed=1)  # new weights, same graph file
+    assert path.read_bytes() == graph
+    assert store.content_hash(open_model(path)) != before and _model_hash(open_model(path)) != fastest_before
+    second = unirt.convert(path, to="ncnn")
+    assert not second.cached and second.path != first.path
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["probs"], {"x": x})[0]
+    with unirt.Session(second, backend="ncnn") as sess:
+        np.testing.assert_allclose(sess.run(x)["probs"], expected, rtol=1e-4, atol=1e-5)
+    assert unirt.convert(path, to="ncnn").cached

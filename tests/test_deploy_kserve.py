@@ -285,3 +285,18 @@ def test_plugin_formats_match_the_installed_plugins():
             checked += 1
     assert checked >= 1
     assert image_contents([], [ModelFormat.NCNN]).extras == ("serve", "convert")  # ncnn converts ONNX on load
+
+
+def test_onnx_external_data_travels_under_its_own_name(onnx_model, tmp_path):
+    """The graph names its external data file: the repository keeps that name (and folder) next to model.onnx."""
+    import unirt
+
+    path = models.with_external_data(onnx_model, tmp_path / "src" / "big.onnx", location="weights/big.onnx.data")
+    d = plan(path, "clf-ext")
+    assert [rel for _, rel in d.repository_files] == ["clf-ext/1/model.onnx", "clf-ext/1/weights/big.onnx.data"]
+    d.write(tmp_path / "out")
+    laid_out = tmp_path / "out" / "model-repository" / "clf-ext" / "1" / "model.onnx"
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    with unirt.Session(laid_out, backend="onnxruntime") as served, unirt.Session(onnx_model) as original:
+        assert served.model.files == (laid_out, laid_out.parent / "weights" / "big.onnx.data")
+        np.testing.assert_allclose(served.run(x)["probs"], original.run(x)["probs"], rtol=1e-6)

@@ -124,3 +124,49 @@ def test_cli_explain_fastest(model, capsys):
     assert "backend='fastest': timed just now" in out and "ms median of" in out
     assert main(["explain", path, "--fastest", "--threads", "1", "--shape", "x=4x8"]) == 0
     assert "choice from the cache" in capsys.readouterr().out
+
+
+def test_backends_that_convert_onnx_are_converted_and_timed(conv_model):
+    """ncnn and MNN read their own formats: fastest converts the ONNX model for them (cached), as Session does."""
+    path = conv_model("dynamic")
+    converters = {"ncnn", "mnn"} & eligible(path)
+    if not converters:
+        pytest.skip("needs ncnn or mnn installed")
+    sel = unirt.Session(path, backend="fastest", threads=1).selection
+    timed = {t.backend: t for t in sel.timings}
+    for name in converters:
+        assert timed[name].error is None and timed[name].median_ms is not None, timed[name]
+        assert timed[name].converted.startswith(f"converted to {name} first")
+        assert f"(converted to {name} first" in str(sel)
+    # a converting backend that wins runs the converted model, and says so
+    winner = sorted(converters)[-1]
+    others = {c.backend: {"no_such_option": 1} for c in sel.candidates if c.eligible and c.backend != winner}
+    sess = unirt.Session(path, backend="fastest", threads=1, backend_options={winner: {}, **others})
+    assert sess.backend == winner and sess.conversion is not None and sess.conversion.backend == winner
+    assert sess.model.format.value == winner and sess.options.backend_options == {}
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    ref = unirt.Session(path, backend="onnxruntime").run(x)
+    np.testing.assert_allclose(sess.run(x)["pooled"], ref["pooled"], rtol=1e-3, atol=1e-4)
+    again = unirt.Session(path, backend="fastest", threads=1, backend_options={winner: {}, **others})
+    assert again.selection.cached and again.backend == winner and again.conversion.cached
+
+
+def test_explanation_states_the_precision(model):
+    path = model("matmul_relu")
+    assert "precision requested: fp16" in str(unirt.explain(path, precision="fp16"))
+    assert "in force" not in str(unirt.explain(path))  # nothing loaded: only what was asked
+    with pytest.raises(UnsupportedOptionError, match="precision must be one of"):
+        unirt.explain(path, precision="fp8")
+    sess = unirt.Session(path, backend="fastest", threads=1)
+    assert all(t.precision == "fp32" for t in sess.selection.timings if t.error is None)
+    assert f"in force on {sess.backend}: fp32" in str(sess.selection) and " in fp32" in str(sess.selection)
+    auto = unirt.Session(path)
+    assert auto.selection.precision_in_force == auto.precision == "fp32"
+    assert f"precision requested: fp32; in force on {auto.backend}: fp32" in str(auto.selection)
+
+
+def test_cli_explain_shows_the_precision(model, capsys):
+    from unirt.cli import main
+
+    assert main(["explain", str(model("matmul_relu")), "--precision", "fp16"]) == 0
+    assert "precision requested: fp16" in capsys.readouterr().out

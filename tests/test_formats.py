@@ -112,3 +112,47 @@ def test_every_error_is_a_unirt_error(tmp_path):
     path.write_bytes(b"\x00" * 3)
     with pytest.raises(unirt.UnirtError):
         open_model(path)
+
+
+def test_onnx_external_data_files_are_part_of_the_model(model, tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+
+    from unirt import testing
+
+    path = testing.with_external_data(model("dynamic_mlp"), tmp_path / "mlp.onnx", location="weights/mlp.data")
+    data = tmp_path / "weights" / "mlp.data"
+    found = open_model(path)
+    assert found.format is ModelFormat.ONNX and found.files == (path, data)
+    assert found.details["external_data"] == (data,)
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    expected = unirt.Session(model("dynamic_mlp"), backend="onnxruntime").run(x)["probs"]
+    np.testing.assert_allclose(unirt.Session(path, backend="onnxruntime").run(x)["probs"], expected, rtol=1e-6)
+    # the bytes alone cannot find the weights; a missing or escaping data file is named
+    with pytest.raises(ModelLoadError, match=r"external data files \(weights/mlp.data\): load it from its .onnx path"):
+        open_model(path.read_bytes())
+    proto = onnx.load(str(path), load_external_data=False)
+    for entry in proto.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = "../outside.data"
+    onnx.save(proto, str(tmp_path / "escapes.onnx"))
+    with pytest.raises(ModelLoadError, match="location '../outside.data' is not a relative path inside"):
+        open_model(tmp_path / "escapes.onnx")
+    data.rename(tmp_path / "moved.data")
+    with pytest.raises(ModelLoadError, match=f"external data file {data} is missing"):
+        open_model(path)
+
+    # Constant values kept outside (onnx's convert_attribute), in a subgraph too
+    def const(name, value):
+        return h.make_node("Constant", [], [name], value=nh.from_array(np.full((4,), value, np.float32), name + "_v"))
+
+    branch = [h.make_graph([const(f"{b}c", v)], b, [], [h.make_tensor_value_info(f"{b}c", T.FLOAT, [4])])
+              for b, v in (("then", 1.0), ("else", 2.0))]
+    graph = h.make_graph([h.make_node("If", ["cond"], ["y"], then_branch=branch[0], else_branch=branch[1])], "g",
+                         [h.make_tensor_value_info("cond", T.BOOL, [])], [h.make_tensor_value_info("y", T.FLOAT, [4])])
+    onnx.save_model(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(tmp_path / "if.onnx"),
+                    save_as_external_data=True, location="if.bin", size_threshold=0, convert_attribute=True)
+    assert open_model(tmp_path / "if.onnx").files == (tmp_path / "if.onnx", tmp_path / "if.bin")
+    with unirt.Session(tmp_path / "if.onnx", backend="onnxruntime") as sess:
+        assert sess.run({"cond": np.array(False)})["y"].tolist() == [2.0] * 4

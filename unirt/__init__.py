@@ -52,11 +52,17 @@ def convert(model, to: str, out=None, **options):
     return _convert(model, to, out, **options)
 
 
-def explain(model, device: str = "auto") -> Explanation:
-    """Rank the backends for `model` on `device` and say why each was chosen or skipped."""
+def explain(model, device: str = "auto", precision: str = "fp32") -> Explanation:
+    """Rank the backends for `model` on `device` and say why each was chosen or skipped (for `precision`, which
+    the explanation states: a Session's `selection` adds the precision the chosen backend put in force)."""
+    import dataclasses
+
+    from .backend import PRECISIONS
     from .selection import rank
 
-    return rank(open_model(model), device)
+    if precision not in PRECISIONS:
+        raise UnsupportedOptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return dataclasses.replace(rank(open_model(model), device), precision=precision)
 
 
 __all__ = [

@@ -52,12 +52,18 @@ class Availability:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """Options with one meaning on every backend. `backend_options` goes to the engine verbatim."""
+    """Options with one meaning on every backend. `backend_options` goes to the engine verbatim.
+
+    `max_batch`: the largest batch the caller will run on a dynamic-batch model (`Session(max_batch=N)`, which
+    splits larger requests), None when not given. Engines that build for bounded shapes size for it (TensorRT's
+    optimization profile); the others ignore it.
+    """
 
     device: Device = field(default_factory=lambda: Device("cpu"))
     threads: int | None = None
     precision: str = "fp32"
     backend_options: Mapping[str, Any] = field(default_factory=dict)
+    max_batch: int | None = None
 
 
 class BackendSession(abc.ABC):
@@ -68,6 +74,9 @@ class BackendSession(abc.ABC):
     device: str = "cpu"
     #: The precision actually in force (shown by Session.repr); None means "as requested".
     precision: str | None = None
+    #: The largest batch the loaded engine runs on a dynamic batch dim (a TensorRT profile's max), None when
+    #: unbounded: a Session given no max_batch splits larger requests at this size.
+    max_batch: int | None = None
 
     @abc.abstractmethod
     def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> Sequence[Any]:
@@ -115,6 +124,10 @@ class Backend(abc.ABC):
     def accepts(self, model: ModelFile) -> bool:
         """Whether this backend can load this model; by default, by format."""
         return model.format in self.formats
+
+    def converts_on_load(self, model: ModelFile) -> bool:
+        """Whether loading `model` needs it converted first (`unirt.conversion.convert_for_load`, cached)."""
+        return not self.accepts(model) and model.format in self.converts_from
 
 
 @runtime_checkable

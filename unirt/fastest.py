@@ -41,18 +41,23 @@ log = logging.getLogger(__name__)
 BUDGET_S = 0.5
 MIN_RUNS = 5
 MAX_RUNS = 200
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
 class Timing:
-    """One candidate's measurement: median latency of `runs` timed runs, or why it could not be timed."""
+    """One candidate's measurement: median latency of `runs` timed runs, or why it could not be timed.
+
+    `precision`: the precision the loaded runner reported in force; `converted`: how the model was converted for
+    this backend first (a backend that converts ONNX on load), else None."""
 
     backend: str
     device: str
     median_ms: float | None = None
     runs: int = 0
     error: str | None = None
+    precision: str | None = None
+    converted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,21 +67,27 @@ class FastestExplanation(Explanation):
     timings: tuple[Timing, ...] = field(default_factory=tuple)
     cached: bool = False
     cache_file: str | None = None
+    #: The winner's `unirt.conversion.Conversion` when it was converted while timing (None from the cache).
+    conversion: Any = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         lines = [f"model: {self.model.name} (format {self.model.format})",
                  f"device requested: {self.device}; backend='fastest': "
-                 + ("choice from the cache " + str(self.cache_file) if self.cached else "timed just now")]
+                 + ("choice from the cache " + str(self.cache_file) if self.cached else "timed just now"),
+                 self._precision_line()]
         by_name = {t.backend: t for t in self.timings}
         for i, c in enumerate(self.candidates, 1):
             mark = "chosen" if c.chosen else ("timed" if c.eligible else "skipped")
             t = by_name.get(c.backend)
             if t is not None and t.median_ms is not None:
                 detail = f"{t.median_ms:.3f} ms median of {t.runs} runs on {t.device}"
+                detail += f" in {t.precision}" if t.precision else ""
             elif t is not None:
                 detail = f"failed: {t.error}"
             else:
                 detail = c.reason
+            if t is not None and t.converted:
+                detail += f" ({t.converted})"
             lines.append(f"  {i}. {c.backend:<12} {mark:<8} {detail}")
         if self.chosen is None:
             lines.append("  -> no backend can run this model here")
@@ -127,10 +138,12 @@ def _model_hash(model: ModelFile) -> str:
 
 
 def _cache_key(model: ModelFile, device: Device, candidates: Sequence[Candidate], threads: int | None,
-               precision: str, backend_options: Mapping[str, Any], shapes: Mapping[str, Sequence[int]] | None) -> str:
+               precision: str, backend_options: Mapping[str, Any], shapes: Mapping[str, Sequence[int]] | None,
+               max_batch: int | None = None) -> str:
     hw = hardware()
     payload = {
         "v": _CACHE_VERSION, "model": _model_hash(model), "device": str(device), "threads": threads,
+        "max_batch": max_batch,
         "precision": precision, "options": backend_options,
         "shapes": {k: list(v) for k, v in sorted((shapes or {}).items())},
         "machine": [hw.arch, hw.cpu_brand, hw.cpu_count, list(hw.cuda_gpus), list(hw.npus)],
@@ -168,8 +181,13 @@ def _write_cache(path: Path, data: dict[str, Any]) -> None:
         log.warning("fastest: could not write %s: %s", path, exc)
 
 
+def _describe_conversion(conv: Any) -> str:
+    how = "from the conversion cache" if conv.cached else f"in {conv.seconds:.1f} s"
+    return f"converted to {conv.backend} first, {how}: {conv.path}"
+
+
 def _explanation(base: Explanation, winner: str | None, timings: Sequence[Timing], cached: bool,
-                 cache_file: Path) -> FastestExplanation:
+                 cache_file: Path, precision: str, conversion: Any = None) -> FastestExplanation:
     failed = {t.backend: t.error for t in timings if t.error is not None}
     candidates = tuple(
         Candidate(c.backend, c.eligible and c.backend not in failed,
@@ -177,34 +195,42 @@ def _explanation(base: Explanation, winner: str | None, timings: Sequence[Timing
                   chosen=c.backend == winner) for c in base.candidates)
     return FastestExplanation(model=base.model, device=base.device, hardware_class=base.hardware_class,
                               order_source="measured (backend='fastest')", candidates=candidates,
-                              timings=tuple(timings), cached=cached, cache_file=str(cache_file))
+                              precision=precision, timings=tuple(timings), cached=cached, cache_file=str(cache_file),
+                              conversion=conversion)
 
 
 def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | None = None, precision: str = "fp32",
            backend_options: Mapping[str, Any] | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
-           refresh: bool = False, budget_s: float = BUDGET_S) -> tuple[FastestExplanation, BackendSession | None]:
+           refresh: bool = False, budget_s: float = BUDGET_S,
+           max_batch: int | None = None) -> tuple[FastestExplanation, BackendSession | None]:
     """Time every eligible backend on `model`; return the explanation and the winner's loaded runner (None when
     the winner came from the cache, or when nothing could run)."""
     device = Device.parse(device)
     backend_options = dict(backend_options or {})
     base = rank(model, device)
     eligible = [c for c in base.candidates if c.eligible]
-    key = _cache_key(model, device, eligible, threads, precision, backend_options, input_shapes)
+    key = _cache_key(model, device, eligible, threads, precision, backend_options, input_shapes, max_batch)
     path = cache_dir("fastest") / f"{key}.json"
     cached = None if refresh else _read_cache(path)
     if cached is not None and cached.get("winner") in {c.backend for c in eligible}:
         timings = [Timing(**t) for t in cached.get("timings", [])]
         log.debug("fastest: %s from cache %s", cached["winner"], path)
-        return _explanation(base, cached["winner"], timings, True, path), None
+        return _explanation(base, cached["winner"], timings, True, path, precision), None
     timings: list[Timing] = []
-    best: tuple[float, str, BackendSession] | None = None
+    best: tuple[float, str, BackendSession, Any] | None = None
     for c in eligible:
         assert c.device is not None
         options = LoadOptions(device=Device.parse(c.device), threads=threads, precision=precision,
-                              backend_options=options_for(backend_options, c.backend))
-        runner = None
+                              backend_options=options_for(backend_options, c.backend), max_batch=max_batch)
+        runner = conv = None
         try:
-            runner = registry.get_backend(c.backend).load(model, options)
+            plugin = registry.get_backend(c.backend)
+            target = model
+            if plugin.converts_on_load(model):  # as Session._load does: ncnn, MNN run their conversion (cached)
+                from .conversion import convert_for_load
+
+                target, conv, options = convert_for_load(model, c.backend, options)
+            runner = plugin.load(target, options)
             feeds = sample_inputs(runner.inputs, input_shapes)
             median_ms, runs = _time(runner, feeds, budget_s)
         except InputError:
@@ -215,20 +241,24 @@ def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | No
             if runner is not None:
                 runner.close()
             reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UnirtError) else str(exc)
-            timings.append(Timing(c.backend, c.device, error=reason.splitlines()[0][:300]))
+            timings.append(Timing(c.backend, c.device, error=reason.splitlines()[0][:300],
+                                  converted=_describe_conversion(conv) if conv is not None else None))
             continue
-        timings.append(Timing(c.backend, c.device, round(median_ms, 4), runs))
+        timings.append(Timing(c.backend, c.device, round(median_ms, 4), runs,
+                              precision=getattr(runner, "precision", None) or precision,
+                              converted=_describe_conversion(conv) if conv is not None else None))
         if best is None or median_ms < best[0]:
             if best is not None:
                 best[2].close()
-            best = (median_ms, c.backend, runner)
+            best = (median_ms, c.backend, runner, conv)
         else:
             runner.close()
     winner = best[1] if best is not None else None
     if winner is not None:
         _write_cache(path, {"v": _CACHE_VERSION, "winner": winner, "created": time.time(), "model": model.name,
                             "timings": [t.__dict__ for t in timings]})
-    return _explanation(base, winner, timings, False, path), (best[2] if best is not None else None)
+    explanation = _explanation(base, winner, timings, False, path, precision, best[3] if best is not None else None)
+    return explanation, (best[2] if best is not None else None)
 
 
 def clear_cache() -> int:

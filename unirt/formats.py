@@ -40,7 +40,8 @@ class ModelFormat(str, enum.Enum):
 class ModelFile:
     """A model found on disk (or given as bytes) and its detected format.
 
-    `files` lists every file the model consists of, the main file first (an OpenVINO IR's .xml then .bin).
+    `files` lists every file the model consists of, the main file first (an OpenVINO IR's .xml then .bin; an ONNX
+    model's external data files, under `details["external_data"]` too).
     `data` holds the bytes when the model was given in memory; `path` is then None.
     `details` carries format facts found while sniffing (e.g. a TensorRT payload offset).
     """
@@ -116,7 +117,7 @@ def _sniff_onnx(buf: memoryview, path: Path | None) -> dict | None:
                 if pos + length > len(buf):
                     raise ValueError(f"field {expected[0] if expected else number} needs {length} bytes at byte "
                                      f"{pos} but the file ends at byte {len(buf)} (truncated?)")
-                value, pos = None, pos + length
+                value, pos = (pos, pos + length), pos + length
             else:
                 width = 8 if wire == _I64 else 4
                 if pos + width > len(buf):
@@ -132,7 +133,115 @@ def _sniff_onnx(buf: memoryview, path: Path | None) -> dict | None:
             missing = "graph" if 7 not in seen else "ir_version"
             raise Damaged(f"ONNX model has no {missing}")
         return None
-    return {"ir_version": seen[1]}
+    details = {"ir_version": seen[1]}
+    locations = _external_locations(buf, *seen[7])
+    if locations:
+        details["external_data"] = _external_files(locations, path)
+    return details
+
+
+# ONNX tensors kept outside the .onnx file: TensorProto.data_location = EXTERNAL and external_data entries, one
+# with key "location" (a path relative to the model's folder). They can sit in the graph's initializers, sparse
+# initializers and node attributes (Constant values), in subgraphs too. Field numbers from onnx.proto.
+_GRAPH_TENSORS = {5: "tensor", 15: "sparse"}  # GraphProto.initializer, .sparse_initializer
+_ATTRIBUTE_PARTS = {5: "tensor", 10: "tensor", 6: "graph", 11: "graph", 22: "sparse", 23: "sparse"}
+_EXTERNAL = 1
+_LOCATION_KEY = b"\x0a\x08location"  # StringStringEntryProto.key = "location", as serialized
+
+
+def _fields(buf: memoryview, start: int, end: int):
+    """(field number, varint value or (start, end) of a length-delimited field) for each field of a message."""
+    pos = start
+    while pos < end:
+        key = buf[pos]  # one-byte varints inline: a large graph has tens of thousands of fields
+        key, pos = (key, pos + 1) if key < 0x80 else _varint(buf, pos)
+        number, wire = key >> 3, key & 7
+        if wire == _VARINT:
+            value, pos = _varint(buf, pos)
+            yield number, value
+        elif wire == _LEN:
+            length = buf[pos]
+            length, pos = (length, pos + 1) if length < 0x80 else _varint(buf, pos)
+            if pos + length > end:
+                raise ValueError("field runs past its message")
+            yield number, (pos, pos + length)
+            pos += length
+        elif wire in (_I64, _I32):
+            pos += 8 if wire == _I64 else 4
+        else:
+            raise ValueError(f"invalid protobuf tag {key}")
+    if pos != end:
+        raise ValueError("field runs past its message")
+
+
+def _tensor_location(buf: memoryview, start: int, end: int) -> str | None:
+    external, location = False, None
+    for number, value in _fields(buf, start, end):
+        if number == 14:  # data_location
+            external = value == _EXTERNAL
+        elif number == 13:  # external_data: StringStringEntryProto {key = 1, value = 2}
+            entry = dict(_fields(buf, *value))
+            if 1 in entry and bytes(buf[slice(*entry[1])]) == b"location" and 2 in entry:
+                location = bytes(buf[slice(*entry[2])]).decode("utf-8", "replace")
+    return location if external else None
+
+
+def _external_locations(buf: memoryview, start: int, end: int) -> list[str]:
+    """The external-data locations a GraphProto's tensors name, in order, each once. A nested message too
+    damaged to walk is left for the engine to report: this only lists files."""
+    found: dict[str, None] = {}
+
+    def tensor(kind: str, span: tuple[int, int]) -> None:
+        if kind == "graph":
+            graph(span)
+        elif kind == "sparse":  # SparseTensorProto.values = 1, .indices = 2
+            for number, value in _fields(buf, *span):
+                if number in (1, 2):
+                    tensor("tensor", value)
+        else:
+            location = _tensor_location(buf, *span)
+            if location is not None:
+                found.setdefault(location)
+
+    def graph(span: tuple[int, int]) -> None:
+        nodes = []
+        for number, value in _fields(buf, *span):
+            if number in _GRAPH_TENSORS:
+                tensor(_GRAPH_TENSORS[number], value)
+            elif number == 1:
+                nodes.append(value)
+        # Nodes are written one after another: one scan of their bytes says whether any holds an external tensor.
+        if not nodes or _LOCATION_KEY not in bytes(buf[nodes[0][0]:nodes[-1][1]]):
+            return
+        for node in nodes:
+            for attr_field, attr in _fields(buf, *node):
+                if attr_field == 5:  # NodeProto.attribute
+                    for part, part_span in _fields(buf, *attr):
+                        if part in _ATTRIBUTE_PARTS:
+                            tensor(_ATTRIBUTE_PARTS[part], part_span)
+
+    try:
+        graph((start, end))
+    except ValueError:
+        pass
+    return list(found)
+
+
+def _external_files(locations: list[str], path: Path | None) -> tuple[Path, ...]:
+    if path is None:
+        raise Damaged(f"its weights are in external data files ({', '.join(locations)}): load it from its .onnx "
+                      "path so they can be found")
+    folder = path.parent
+    files = []
+    for location in locations:
+        rel = Path(location)
+        if rel.is_absolute() or ".." in rel.parts or not location:
+            raise Damaged(f"external data location {location!r} is not a relative path inside the model's folder")
+        file = folder / rel
+        if not file.is_file():
+            raise Damaged(f"its external data file {file} is missing (the model names {location!r})")
+        files.append(file)
+    return tuple(files)
 
 
 # --- FlatBuffers (TFLite, MNN): check the root table and its vtable lie inside the file -------------------
@@ -304,7 +413,7 @@ def detect_format(buf: bytes | memoryview, path: Path | None = None) -> tuple[Mo
 
 def _model_files(fmt: ModelFormat, path: Path, details: dict) -> tuple[Path, ...]:
     weights = details.get("weights")
-    return (path, weights) if weights is not None else (path,)
+    return (path, weights) if weights is not None else (path, *details.get("external_data", ()))
 
 
 def open_model(model: PathLike | bytes | ModelFile) -> ModelFile:

@@ -46,13 +46,18 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Explanation:
-    """The ranked candidates for one model, device request and machine."""
+    """The ranked candidates for one model, device request and machine.
+
+    `precision`: the precision asked for; `precision_in_force`: what the chosen backend reported once loaded
+    (set on a Session's `selection`; None when nothing was loaded)."""
 
     model: ModelFile
     device: str
     hardware_class: str
     order_source: str
     candidates: tuple[Candidate, ...] = field(default_factory=tuple)
+    precision: str = "fp32"
+    precision_in_force: str | None = None
 
     @property
     def chosen(self) -> Candidate | None:
@@ -60,13 +65,20 @@ class Explanation:
 
     def __str__(self) -> str:
         lines = [f"model: {self.model.name} (format {self.model.format})",
-                 f"device requested: {self.device}; hardware class: {self.hardware_class}; order: {self.order_source}"]
+                 f"device requested: {self.device}; hardware class: {self.hardware_class}; order: {self.order_source}",
+                 self._precision_line()]
         for i, c in enumerate(self.candidates, 1):
             mark = "chosen" if c.chosen else ("eligible" if c.eligible else "skipped")
             lines.append(f"  {i}. {c.backend:<12} {mark:<8} {c.reason}")
         if self.chosen is None:
             lines.append("  -> no backend can run this model here")
         return "\n".join(lines)
+
+    def _precision_line(self) -> str:
+        line = f"precision requested: {self.precision}"
+        if self.precision_in_force is not None and self.chosen is not None:
+            line += f"; in force on {self.chosen.backend}: {self.precision_in_force}"
+        return line
 
 
 def _order(hw: Hardware, device: Device) -> tuple[list[str], str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -76,8 +77,8 @@ class Session:
     one is given) or `arena`, reused across runs. The batch dim is read from the model (`batch`): dim 0 named alike on
     every input and output (dynamic), or fixed at 1 everywhere (static). `batched=True` also takes a dim 0 fixed at
     N > 1 or an unnamed one as a batch dim; `batched=False` takes none. A static-batch model pads or splits requests
-    of another batch size; `max_batch` splits larger requests for a dynamic one. `run_many` packs requests into few
-    runs.
+    of another batch size; `max_batch` splits larger requests for a dynamic one (and reaches the backend: TensorRT
+    builds its profile for it). `run_many` packs requests into few runs.
     `isolate=True` runs the backend in a child process: a native crash raises BackendCrashedError and the next
     call restarts it.
     """
@@ -112,13 +113,13 @@ class Session:
         runner: BackendSession | None = None
         if backend == "fastest":  # timed choice (unirt.fastest); the winner comes back loaded
             name, resolved, runner, backend_options = self._choose_fastest(requested, threads, precision,
-                                                                            backend_options, input_shapes)
+                                                                            backend_options, input_shapes, max_batch)
         elif input_shapes is not None:
             raise UnsupportedOptionError("input_shapes is used by backend='fastest' (the shapes to time with)")
         else:
             name, resolved = self._choose(backend, requested)
         self._options = LoadOptions(device=Device.parse(resolved), threads=threads, precision=precision,
-                                    backend_options=dict(backend_options or {}))
+                                    backend_options=dict(backend_options or {}), max_batch=max_batch)
         if isolate:
             if runner is not None:  # "fastest" timed it in this process; it runs in a child from now on
                 runner.close()
@@ -135,6 +136,9 @@ class Session:
             runner.close()  # an option refused after loading: the engine (or isolated child) must not linger
             raise
         self._run = runner.run  # bound once: the hot path does no attribute lookups on the runner
+        if self._selection is not None:  # the explanation says which precision is in force, not only asked for
+            self._selection = dataclasses.replace(self._selection, precision=precision,
+                                                  precision_in_force=self._precision)
 
     def _setup(self, runner: BackendSession, resolved: str, precision: str, max_batch: int | None,
                batched: bool | None, pool: BufferPool | None, pooled_outputs: bool | str, arena: Arena | None) -> None:
@@ -146,6 +150,8 @@ class Session:
         if max_batch is not None and self._batch.kind != "dynamic":
             raise UnsupportedOptionError(f"max_batch applies to models with a dynamic batch dim; this model has "
                                          f"{self._batch}")
+        if max_batch is None and self._batch.kind == "dynamic":  # an engine built for bounded batches (TensorRT)
+            max_batch = getattr(runner, "max_batch", None)
         hint = None
         if batched is None and not self._batch.batched:  # fixed at N > 1 everywhere: batched=True would batch it
             maybe = BatchSpec._infer(self._inputs, self._outputs, lenient=True)
@@ -192,21 +198,29 @@ class Session:
         return backend, picked
 
     def _choose_fastest(self, device: Device, threads: int | None, precision: str,
-                        backend_options: Mapping[str, Any] | None,
-                        input_shapes: Mapping[str, Sequence[int]] | None) -> tuple[str, str, Any, dict]:
+                        backend_options: Mapping[str, Any] | None, input_shapes: Mapping[str, Sequence[int]] | None,
+                        max_batch: int | None) -> tuple[str, str, Any, dict]:
         from .fastest import choose, options_for
 
         self._selection, runner = choose(self._model, device, threads=threads, precision=precision,
-                                         backend_options=backend_options, input_shapes=input_shapes)
+                                         backend_options=backend_options, input_shapes=input_shapes,
+                                         max_batch=max_batch)
         chosen = self._selection.chosen
         if chosen is None or chosen.device is None:
             raise BackendUnavailableError(f"no installed backend can run this {self._model.format} model on "
                                           f"{device}:\n{self._selection}")
-        return chosen.backend, chosen.device, runner, options_for(backend_options or {}, chosen.backend)
+        options = options_for(backend_options or {}, chosen.backend)
+        if runner is not None and self._selection.conversion is not None:  # the winner runs a converted model
+            from .conversion import CONVERSION_OPTION
+
+            self.conversion = self._selection.conversion
+            self._model = open_model(self.conversion.path)
+            options.pop(CONVERSION_OPTION, None)
+        return chosen.backend, chosen.device, runner, options
 
     def _load(self, name: str) -> BackendSession:
         plugin = registry.get_backend(name)
-        if not plugin.accepts(self._model) and self._model.format in plugin.converts_from:
+        if plugin.converts_on_load(self._model):
             from .conversion import convert_for_load
 
             self._model, self.conversion, self._options = convert_for_load(self._model, name, self._options)
@@ -224,7 +238,7 @@ class Session:
         from .isolation import IsolatedRunner
 
         plugin = registry.get_backend(name)
-        if not plugin.accepts(self._model) and self._model.format in plugin.converts_from:
+        if plugin.converts_on_load(self._model):
             from .conversion import convert_for_load  # converted here (cached); the child loads the result
 
             self._model, self.conversion, self._options = convert_for_load(self._model, name, self._options)

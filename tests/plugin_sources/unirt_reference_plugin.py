@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from unirt import Availability, Backend, BackendSession, LoadOptions, ModelFile, ModelFormat, TensorInfo
+from unirt import Availability, Backend, BackendSession, LoadOptions, ModelFile, ModelFormat, RunError, TensorInfo
 
 
 class ReferenceBackend(Backend):
@@ -27,11 +27,13 @@ class ReferenceBackend(Backend):
         return Availability(True, version=onnx.__version__, devices=("cpu",))
 
     def load(self, model: ModelFile, options: LoadOptions) -> "ReferenceSession":
-        return ReferenceSession(model)
+        # backend_options={"max_batch": N} (else the Session's max_batch): runs take at most N rows, as an engine
+        # built for bounded batches (TensorRT) does
+        return ReferenceSession(model, options.backend_options.get("max_batch", options.max_batch))
 
 
 class ReferenceSession(BackendSession):
-    def __init__(self, model: ModelFile) -> None:
+    def __init__(self, model: ModelFile, max_batch: int | None = None) -> None:
         import onnx
         from onnx import helper
         from onnx.reference import ReferenceEvaluator
@@ -49,8 +51,15 @@ class ReferenceSession(BackendSession):
         self.outputs = [info(vi) for vi in proto.graph.output]
         self.device = "cpu"
         self.closed = False
+        self.max_batch = max_batch
+        self.batches: list[int] = []
 
     def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[Any]:
+        if self.max_batch is not None:
+            rows = max((x.shape[0] for x in feeds.values() if x.ndim), default=0)
+            if rows > self.max_batch:
+                raise RunError(f"reference: batch {rows} is larger than max_batch {self.max_batch}")
+            self.batches.append(rows)
         return [np.asarray(v) for v in self._evaluator.run(list(output_names), feeds)]
 
     def close(self) -> None:

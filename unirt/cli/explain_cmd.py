@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="time every eligible backend on the model, as backend='fastest' does (uses its cache)")
     p.add_argument("--refresh", action="store_true", help="with --fastest: time again instead of using the cache")
     p.add_argument("--threads", type=int, default=None, help="with --fastest: CPU threads for each backend")
-    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="with --fastest: precision")
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
+                   help="precision to ask for (shown; with --fastest, each backend is timed in it)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
                    help="with --fastest: shape of an input with dynamic dims (default 1 for each)")
     p.set_defaults(handler=run)
@@ -34,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
         if runner is not None:
             runner.close()
     else:
-        result = explain(args.model, device=args.device)
+        result = explain(args.model, device=args.device, precision=args.precision)
     print(result)
     return 0 if result.chosen is not None else 1

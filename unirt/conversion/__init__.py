@@ -17,6 +17,7 @@ Steps, the same for every backend (each plugin only runs its own converter in `B
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass
@@ -196,6 +197,5 @@ def convert_for_load(model: ModelFile, backend: str, options: LoadOptions) -> tu
                     tolerance=settings.get("tolerance"), accept=settings.get("accept", False),
                     cache=settings.get("cache", True), timeout=settings.get("timeout", 900.0),
                     converter_options=settings.get("converter_options", {}))
-    load_options = LoadOptions(device=options.device, threads=options.threads, precision=options.precision,
-                               backend_options=backend_options)
+    load_options = dataclasses.replace(options, backend_options=backend_options)
     return open_model(conv.path), conv, load_options

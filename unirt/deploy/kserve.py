@@ -130,13 +130,20 @@ def _check_dns(what: str, value: str) -> None:
 
 
 def _repository_layout(model: ModelFile, name: str) -> list[tuple[Path, str]]:
-    """A model file (and its weights file) as version 1 of model `name` in a Triton repository."""
+    """A model file (and its weights file) as version 1 of model `name` in a Triton repository. An ONNX model's
+    external data files keep their names (relative to the model's folder): the graph refers to them by name."""
     assert model.path is not None
     main = _MAIN_FILE[model.format]
     if model.format is ModelFormat.NCNN and model.path.suffix != ".param":
         raise ModelLoadError(f"{model.path}: a binary ncnn .param must be converted to a text .param to be served")
     out = [(model.path, f"{name}/1/{main}")]
-    out += [(extra, f"{name}/1/model{extra.suffix}") for extra in model.files[1:]]
+    external = set(model.details.get("external_data", ()))
+    for extra in model.files[1:]:
+        relative = extra.relative_to(model.path.parent).as_posix() if extra in external else f"model{extra.suffix}"
+        if relative == main:
+            raise ModelLoadError(f"{model.path}: its external data file {extra.name} would overwrite the served "
+                                 f"{main}; rename the data file (and re-save the model) to deploy it")
+        out.append((extra, f"{name}/1/{relative}"))
     return out
 
 

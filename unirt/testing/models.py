@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["MODEL_BUILDERS", "build", "matmul_relu", "dynamic_mlp", "multi_io", "int_ops", "unknown_dims",
-           "string_concat", "byte_transformer", "batchnorm_default_epsilon", "softmax_coerced", "batched_cnn"]
+           "string_concat", "byte_transformer", "batchnorm_default_epsilon", "softmax_coerced", "batched_cnn",
+           "with_external_data"]
 
 
 def _onnx():
@@ -221,3 +222,23 @@ def softmax_coerced(path: Path, axis: int | None = None, seed: int = 0) -> Path:
 
 MODEL_BUILDERS.update(byte_transformer=byte_transformer, batchnorm_default_epsilon=batchnorm_default_epsilon,
                       softmax_coerced=softmax_coerced)
+
+
+def with_external_data(source: Path, path: Path, location: str | None = None, seed: int | None = None) -> Path:
+    """Save ONNX model `source` as `path` with every initializer in one external data file `location` (relative
+    to `path`'s folder; default `<path name>.data`), as exporters do for large models. `seed` replaces the
+    weights with other random values (the graph file stays byte-identical: only the data file changes)."""
+    onnx, _, _, nh = _onnx()
+    model = onnx.load(str(source))
+    if seed is not None:
+        rng = np.random.default_rng(seed)
+        for init in model.graph.initializer:
+            arr = nh.to_array(init)
+            init.CopyFrom(nh.from_array(rng.standard_normal(arr.shape).astype(arr.dtype), init.name))
+    location = location or Path(path).name + ".data"
+    data = Path(path).parent / location
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.unlink(missing_ok=True)  # onnx appends to an existing data file
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
+                    size_threshold=0)
+    return Path(path)

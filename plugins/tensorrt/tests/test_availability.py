@@ -65,5 +65,10 @@ def test_builds_and_runs_an_onnx_model_against_onnxruntime(tmp_path, monkeypatch
         ref = reference_outputs(path, feeds)
         np.testing.assert_allclose(sess.run(feeds)["probs"], ref["probs"], rtol=1e-4, atol=1e-5)
     assert list((tmp_path / "cache" / "tensorrt" / "engines").glob("*.engine"))
+    feeds = sample_feeds("dynamic_mlp", seed=9, batch=9)  # above the engine's max: the Session splits it
+    np.testing.assert_allclose(sess.run(feeds)["probs"], reference_outputs(path, feeds)["probs"], rtol=1e-4,
+                               atol=1e-5)
+    assert sess.batch_stats().split_requests == 1
+    unsplit = unirt.Session(path, backend="tensorrt", backend_options={"max_batch": 8}, batched=False)
     with pytest.raises(unirt.InputError, match="outside the TensorRT engine's profile"):
-        sess.run(np.ones((9, 8), np.float32))
+        unsplit.run(np.ones((9, 8), np.float32))

@@ -12,7 +12,7 @@ from unirt_tensorrt.cache_keys import engine_key, engine_path, model_digest, tim
 from unirt_tensorrt.dtypes import nbytes, numpy_dtype
 from unirt_tensorrt.errors import build_failure, cuda_failure, deserialize_failure, parser_failure
 from unirt_tensorrt.options import DEFAULT_WORKSPACE, build_settings, builder_flags, looks_quantized
-from unirt_tensorrt.profiles import Profile, derive_profile
+from unirt_tensorrt.profiles import DEFAULT_MAX_BATCH, Profile, derive_profile
 
 IMAGE = [("images", (-1, 3, 224, 224))]
 
@@ -24,7 +24,13 @@ def test_static_inputs_need_no_profile_range():
 
 
 def test_dynamic_batch_follows_max_batch():
-    assert derive_profile(IMAGE).ranges["images"] == ((1, 3, 224, 224), (1, 3, 224, 224), (1, 3, 224, 224))
+    # no max_batch anywhere: batches 1..DEFAULT_MAX_BATCH, tuned for 1
+    assert DEFAULT_MAX_BATCH == 8
+    assert derive_profile(IMAGE).ranges["images"] == ((1, 3, 224, 224), (1, 3, 224, 224), (8, 3, 224, 224))
+    assert derive_profile(IMAGE).max_batch() == 8 and derive_profile(IMAGE, max_batch=3).max_batch() == 3
+    assert derive_profile([("x", (2, 4))]).max_batch() is None  # static: nothing to split at
+    with pytest.raises(UnsupportedOptionError, match="opt_batch 9 is larger than max_batch 8 \\(the default"):
+        derive_profile(IMAGE, opt_batch=9)
     assert derive_profile(IMAGE, max_batch=16).ranges["images"] == ((1, 3, 224, 224), (16, 3, 224, 224),
                                                                     (16, 3, 224, 224))
     assert derive_profile(IMAGE, max_batch=16, opt_batch=4).ranges["images"][1] == (4, 3, 224, 224)
@@ -87,6 +93,13 @@ def test_build_settings():
     s = build_settings({"max_batch": 8, "shapes": {"x": [1]}, "workspace": 1 << 20, "builder_optimization_level": 5})
     assert (s.max_batch, s.workspace, s.optimization_level, s.engine_cache) == (8, 1 << 20, 5, True)
     assert build_settings({}).workspace == DEFAULT_WORKSPACE
+    # the Session's max_batch (LoadOptions.max_batch) sizes the profile unless backend_options gives its own
+    assert build_settings({}, max_batch=16).max_batch == 16 and build_settings({}).max_batch is None
+    assert build_settings({"max_batch": 32}, max_batch=16).max_batch == 32
+    with pytest.raises(UnsupportedOptionError, match="max_batch 4 is smaller than the Session's max_batch 16"):
+        build_settings({"max_batch": 4}, max_batch=16)
+    s = build_settings({}, max_batch=16)
+    assert derive_profile(IMAGE, s.max_batch, s.shapes, s.opt_batch).ranges["images"][2] == (16, 3, 224, 224)
     for bad, message in (({"fp16": True}, "unknown backend option 'fp16'"), ({"workspace": -1}, "workspace must"),
                          ({"builder_optimization_level": 9}, "0..5"), ({"engine_cache": "yes"}, "True or False"),
                          ({"shapes": [1]}, "shapes must be a dict")):
@@ -152,3 +165,35 @@ def test_cuda_errors():
     assert isinstance(cuda_failure("cudaMalloc", "cudaErrorMemoryAllocation", False), ModelLoadError)
     assert str(cuda_failure("cudaMemcpyAsync", "cudaErrorIllegalAddress", True)) == \
         "tensorrt: cudaMemcpyAsync failed: cudaErrorIllegalAddress"
+
+
+def test_engine_cache_key_covers_external_weights(tmp_path):
+    """An ONNX model's external data file is hashed with its graph: new weights are a new engine, not a stale one."""
+    from unirt import open_model, testing
+
+    src = testing.dynamic_mlp(tmp_path / "src.onnx")
+    path = testing.with_external_data(src, tmp_path / "m" / "mlp.onnx")
+    graph, before = path.read_bytes(), model_digest(open_model(path))
+    assert before != model_digest(graph)
+    testing.with_external_data(src, path, seed=1)
+    assert path.read_bytes() == graph and model_digest(open_model(path)) != before
+    assert model_digest(open_model(src)) == model_digest(src.read_bytes())  # one file: its bytes' SHA-256
+
+
+# -- prebuilt engines -----------------------------------------------------------------------------------------
+def test_a_prebuilt_engine_refuses_another_precision(tmp_path):
+    """An engine's precision was fixed at build time: asking for another is refused at load (before TensorRT is
+    needed), not silently ignored."""
+    from unirt import LoadOptions, ModelFormat, open_model
+    from unirt_tensorrt.backend import TensorRTBackend
+    from unirt_tensorrt.options import check_engine_precision
+
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"ftrt" + bytes(60))
+    model = open_model(engine)
+    assert model.format is ModelFormat.TENSORRT
+    for precision in ("fp16", "bf16", "int8"):
+        with pytest.raises(UnsupportedOptionError, match=f"model.engine is a prebuilt engine.*precision='{precision}' "
+                                                         "cannot be applied"):
+            TensorRTBackend().load(model, LoadOptions(precision=precision))
+    check_engine_precision(model.name, "fp32")  # the default: run it as built

@@ -43,6 +43,10 @@ class TensorRTBackend(Backend):
         return Availability(True, version=version, devices=tuple(f"cuda:{i}" for i in range(len(hardware().cuda_gpus))))
 
     def load(self, model: ModelFile, options: LoadOptions) -> "TensorRTSession":  # noqa: F821
+        if model.format is ModelFormat.TENSORRT:
+            from .options import check_engine_precision
+
+            check_engine_precision(model.name, options.precision)
         from .session import TensorRTSession
 
         return TensorRTSession(model, options)
@@ -63,7 +67,8 @@ class TensorRTBackend(Backend):
         index = options.device.index or 0
         cuda.set_device(index)
         gpu, sm = cuda.device_properties(index)
-        plan, _ = build_plan(trt, model, options.precision, build_settings(options.backend_options), gpu, sm)
+        plan, _ = build_plan(trt, model, options.precision, build_settings(options.backend_options, options.max_batch),
+                             gpu, sm)
         target = Path(out_dir) / "model.engine"
         target.write_bytes(plan)
         return open_model(target)

@@ -60,7 +60,7 @@ def build_plan(trt: Any, model: ModelFile, precision: str, settings: BuildSettin
     data = model.read_bytes()
     builder, network, _parser = _parse(trt, logger, model)
     profile = network_profile(network, settings)
-    key = engine_key(model_digest(data), gpu, compute_capability, trt.__version__, precision, profile,
+    key = engine_key(model_digest(model), gpu, compute_capability, trt.__version__, precision, profile,
                      settings.cache_fields())
     cached = engine_path(key)
     if settings.engine_cache and cached.is_file():

@@ -1,5 +1,5 @@
 """Where built engines and timing caches live, and the keys that say when a cached engine is still valid:
-the model's bytes, the GPU (name and compute capability), the TensorRT version and every build option."""
+the model's files, the GPU (name and compute capability), the TensorRT version and every build option."""
 
 from __future__ import annotations
 
@@ -9,13 +9,26 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from unirt import cache_dir
+from unirt import ModelFile, cache_dir
 
 from .profiles import Profile
 
 
-def model_digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def model_digest(model: ModelFile | bytes) -> str:
+    """SHA-256 over every file of the model (an ONNX model's external data files too: new weights behind an
+    unchanged graph are another engine), or over the bytes given."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(model).hexdigest()
+    if model.data is not None:
+        return hashlib.sha256(model.data).hexdigest()
+    digest = hashlib.sha256()
+    for i, path in enumerate(model.files or ((model.path,) if model.path is not None else ())):
+        if i:
+            digest.update(b"\0next file\0")
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def engine_key(model_sha256: str, gpu: str, compute_capability: str, trt_version: str, precision: str,

@@ -27,7 +27,9 @@ class BuildSettings:
         return {"workspace": self.workspace, "optimization_level": self.optimization_level}
 
 
-def build_settings(options: Mapping[str, Any]) -> BuildSettings:
+def build_settings(options: Mapping[str, Any], max_batch: int | None = None) -> BuildSettings:
+    """The build settings from `backend_options`; `max_batch` is the Session's (`LoadOptions.max_batch`): the
+    profile's batch range when backend_options gives no max_batch of its own, which must not be smaller."""
     unknown = [k for k in options if k not in OWN_KEYS]
     if unknown:
         raise UnsupportedOptionError(f"tensorrt: unknown backend option {unknown[0]!r}; use one of {', '.join(OWN_KEYS)}")
@@ -43,7 +45,11 @@ def build_settings(options: Mapping[str, Any]) -> BuildSettings:
     for key in ("engine_cache", "timing_cache"):
         if not isinstance(options.get(key, True), bool):
             raise UnsupportedOptionError(f"tensorrt: {key} must be True or False, got {options[key]!r}")
-    return BuildSettings(options.get("max_batch"), options.get("opt_batch"), dict(shapes), workspace,
+    own = options.get("max_batch")
+    if max_batch is not None and isinstance(own, int) and not isinstance(own, bool) and own < max_batch:
+        raise UnsupportedOptionError(f"tensorrt: backend_options max_batch {own} is smaller than the Session's "
+                                     f"max_batch {max_batch}, which requests are split at; drop one or raise it")
+    return BuildSettings(own if own is not None else max_batch, options.get("opt_batch"), dict(shapes), workspace,
                          options.get("engine_cache", True), options.get("timing_cache", True), level)
 
 
@@ -72,6 +78,16 @@ def builder_flags(precision: str, quantized: bool, compute_capability: str, fast
                                          "QuantizeLinear/DequantizeLinear. It supports fp32, fp16, bf16 for it")
         return {"INT8"}, {"TF32"}
     raise UnsupportedOptionError(f"tensorrt: unknown precision {precision!r}; it supports {', '.join(supported)}")
+
+
+def check_engine_precision(model: str, precision: str) -> None:
+    """A prebuilt engine runs in the precision it was built with: refuse asking for another one (fp32, the default,
+    means "as built": repr shows that) rather than silently ignore it."""
+    if precision != "fp32":
+        raise UnsupportedOptionError(f"tensorrt: {model} is a prebuilt engine, whose precision was fixed when it was "
+                                     f"built: precision={precision!r} cannot be applied to it. Load the ONNX model "
+                                     "with that precision to build such an engine, or leave the default (fp32) to "
+                                     "run this one as built")
 
 
 def looks_quantized(onnx_bytes: bytes) -> bool:

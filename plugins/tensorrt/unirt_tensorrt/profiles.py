@@ -11,8 +11,10 @@ from unirt import InputError, UnsupportedOptionError
 Shape = tuple[int, ...]
 Range = tuple[Shape, Shape, Shape]  # (min, opt, max)
 
-#: Like trtexec, a dynamic batch dim builds for batch 1 unless max_batch says more.
-DEFAULT_MAX_BATCH = 1
+#: A dynamic batch dim with no max_batch (neither the Session's nor backend_options') builds for batches
+#: 1..DEFAULT_MAX_BATCH, tuned for batch 1. trtexec builds such an engine for batch 1 only; unirt allows a few
+#: more rows, and a Session splits larger requests at the engine's max (`TensorRTSession.max_batch`).
+DEFAULT_MAX_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,11 @@ class Profile:
             raise InputError(f"input {name!r}: shape {list(shape)} is outside the TensorRT engine's profile "
                              f"(min {list(lo)}, max {list(hi)}); rebuild with backend_options "
                              "{'max_batch': N} or {'shapes': {name: {'min': ..., 'opt': ..., 'max': ...}}}")
+
+    def max_batch(self) -> int | None:
+        """The largest batch every input with a ranged dim 0 takes (None when no input has one)."""
+        tops = [hi[0] for lo, _, hi in self.ranges.values() if lo and lo[0] != hi[0]]
+        return min(tops) if tops else None
 
     def as_json(self) -> dict[str, list[list[int]]]:
         return {name: [list(s) for s in r] for name, r in sorted(self.ranges.items())}
@@ -62,8 +69,9 @@ def derive_profile(inputs: Sequence[tuple[str, Sequence[int]]], max_batch: int |
     """The profile for a network whose inputs have `dims` (-1 for dynamic).
 
     `shapes[name]` fixes an input (a list of ints, or "1x3x224x224") or gives its range ({"min", "opt", "max"}).
-    Otherwise a dynamic dim 0 is the batch: 1 .. `max_batch` (default 1), optimised for `opt_batch` (default
-    `max_batch`). Any other dynamic dim needs `shapes`: TensorRT builds kernels for bounded shapes only.
+    Otherwise a dynamic dim 0 is the batch: 1 .. `max_batch`, optimised for `opt_batch` (default `max_batch`);
+    with no max_batch, 1 .. DEFAULT_MAX_BATCH optimised for 1 (unless `opt_batch` says otherwise). Any other
+    dynamic dim needs `shapes`: TensorRT builds kernels for bounded shapes only.
     """
     shapes = dict(shapes or {})
     names = {name for name, _ in inputs}
@@ -75,9 +83,10 @@ def derive_profile(inputs: Sequence[tuple[str, Sequence[int]]], max_batch: int |
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise UnsupportedOptionError(f"tensorrt: {label} must be a positive int, got {value!r}")
     top = max_batch or DEFAULT_MAX_BATCH
-    opt = opt_batch or top
+    opt = opt_batch or (top if max_batch else 1)
     if opt > top:
-        raise UnsupportedOptionError(f"tensorrt: opt_batch {opt} is larger than max_batch {top}")
+        raise UnsupportedOptionError(f"tensorrt: opt_batch {opt} is larger than max_batch {top}"
+                                     + ("" if max_batch else " (the default: give max_batch)"))
     ranges: dict[str, Range] = {}
     for name, dims in inputs:
         dims = tuple(int(d) for d in dims)

@@ -26,7 +26,7 @@ from .profiles import Profile
 
 class TensorRTSession(BackendSession):
     def __init__(self, model: ModelFile, options: LoadOptions) -> None:
-        settings = build_settings(options.backend_options)
+        settings = build_settings(options.backend_options, options.max_batch)
         self._gpu_index = options.device.index or 0
         cuda.set_device(self._gpu_index)
         gpu, sm = cuda.device_properties(self._gpu_index)
@@ -54,6 +54,7 @@ class TensorRTSession(BackendSession):
                                                           engine.get_tensor_profile_shape(i.name, 0))
                                             for i in self.inputs if i.is_dynamic})
         self._dynamic = frozenset(i.name for i in self.inputs if i.is_dynamic)
+        self.max_batch = self._profile.max_batch()  # a Session with no max_batch of its own splits at this
         self._dtypes = {i.name: i.dtype for i in (*self.inputs, *self.outputs)}
         self._device_buffers = {n: cuda.DeviceBuffer() for n in names}
         self._pinned = {n: cuda.PinnedBuffer() for n in names}

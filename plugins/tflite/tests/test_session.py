@@ -76,6 +76,48 @@ def test_delegates_that_cannot_load_are_option_errors(models, tmp_path):
         unirt.Session(models("dynamic_mlp"), backend="tflite", backend_options={"delegates": [{"options": {}}]})
 
 
+def test_a_library_that_is_not_a_delegate_is_an_option_error(models, monkeypatch):
+    """Any other shared library (here numpy's own extension) is refused naming the option, not blamed on the model,
+    and leaves no LiteRT Delegate behind to fail again in __del__."""
+    import gc
+    import importlib
+    import sys
+
+    try:
+        not_a_delegate = importlib.import_module("numpy._core._multiarray_umath")
+    except ImportError:  # numpy 1.x
+        not_a_delegate = importlib.import_module("numpy.core._multiarray_umath")
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    library = not_a_delegate.__file__
+    with pytest.raises(UnsupportedOptionError, match=r"tflite: backend_options\['delegates'\]: .* is not a TFLite "
+                                                     "external delegate library: it does not export "
+                                                     "tflite_plugin_create_delegate"):
+        unirt.Session(models("dynamic_mlp"), backend="tflite", backend_options={"delegates": [library]})
+    gc.collect()
+    assert not unraisable, [str(u.exc_value) for u in unraisable]
+
+
+def test_a_failed_resize_does_not_leave_a_stale_shape(models):
+    """Inputs whose dynamic dims cannot go together fail to re-plan: the same bad feed fails the same way again
+    (not with "Tensor is unallocated"), and a good one runs afterwards."""
+    sess = unirt.Session(models("multi_io"), backend="tflite", batched=False)
+    good = {"a": np.ones((2, 4), np.float32), "b": np.ones((2, 4), np.float32), "idx": np.zeros(2, np.int64),
+            "scale": np.float32(1)}
+    expected = sess.run(good)
+    bad = dict(good, b=np.ones((3, 4), np.float32))
+    messages = []
+    for _ in range(2):
+        with pytest.raises(unirt.RunError) as err:
+            sess.run(bad)
+        messages.append(str(err.value))
+    assert "unallocated" not in messages[1] and "failed to prepare" in messages[1], messages
+    for name, value in sess.run(good).items():
+        np.testing.assert_array_equal(value, expected[name])
+    x = dict(good, a=np.ones((5, 4), np.float32), b=np.ones((5, 4), np.float32), idx=np.zeros(5, np.int64))
+    assert sess.run(x)["sum"].shape == (5, 4)
+
+
 def test_model_from_bytes(models):
     sess = unirt.Session(models("dynamic_mlp").read_bytes(), backend="tflite")
     assert sess.run(np.ones((2, 8), np.float32))["probs"].shape == (2, 3)

@@ -22,6 +22,10 @@ from unirt import (BackendSession, LoadOptions, ModelFile, ModelLoadError, RunEr
 from .options import dims, interpreter_settings, precision_in_force, quantization
 
 
+#: What LiteRT's load_delegate calls in an external delegate library.
+_DELEGATE_SYMBOLS = ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate")
+
+
 def _load_delegates(specs: Sequence[Any]) -> list[Any]:
     delegates = []
     for spec in specs:
@@ -30,12 +34,16 @@ def _load_delegates(specs: Sequence[Any]) -> list[Any]:
             continue
         library, opts = (spec["library"], spec.get("options")) if isinstance(spec, dict) else (spec, None)
         try:  # open it first: LiteRT's Delegate raises in __del__ when its library failed to load
-            ctypes.CDLL(str(library))
+            lib = ctypes.CDLL(str(library))
         except OSError as exc:
             raise UnsupportedOptionError(f"tflite: cannot load delegate {library}: {exc}") from None
+        missing = [s for s in _DELEGATE_SYMBOLS if not hasattr(lib, s)]
+        if missing:  # e.g. any other shared library: LiteRT would fail with an AttributeError, then again in __del__
+            raise UnsupportedOptionError(f"tflite: backend_options['delegates']: {library} is not a TFLite external "
+                                         f"delegate library: it does not export {' and '.join(missing)}")
         try:
             delegates.append(litert.load_delegate(str(library), opts))
-        except (ValueError, OSError, RuntimeError) as exc:
+        except (ValueError, OSError, RuntimeError, AttributeError) as exc:
             raise UnsupportedOptionError(f"tflite: cannot load delegate {library}: {exc}") from None
     return delegates
 
@@ -96,15 +104,22 @@ class TFLiteSession(BackendSession):
     def _feed(self, feeds: dict[str, np.ndarray]) -> None:
         native = self._native
         if self._dynamic_inputs:
-            resized = False
+            changed = []
             for name, index in self._dynamic_inputs:
                 shape = feeds[name].shape
                 if shape != self._shapes[index]:
-                    native.ResizeInputTensor(index, np.array(shape, np.int32), False)
+                    changed.append((index, shape))
+            if changed:  # re-plan only when a shape changed
+                try:
+                    for index, shape in changed:
+                        native.ResizeInputTensor(index, np.array(shape, np.int32), False)
+                    native.AllocateTensors()
+                except BaseException:
+                    # the tensors are unallocated now: the next run must resize and re-plan whatever it is given
+                    self._shapes = dict.fromkeys(self._shapes)
+                    raise
+                for index, shape in changed:
                     self._shapes[index] = shape
-                    resized = True
-            if resized:  # re-plan only when a shape changed
-                native.AllocateTensors()
         for name, index in self._in_pairs:
             native.SetTensor(index, feeds[name])
 
