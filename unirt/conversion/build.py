@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import registry
 from ..backend import LoadOptions
+from ..cache import ENV_CACHE_DIR
 from ..canary import CHILD_ENV, mark_safe
 from ..errors import BackendUnavailableError, ConversionError, UnirtError, UnsupportedOptionError
 from ..formats import ModelFile, ModelFormat, open_model
@@ -101,6 +102,8 @@ def _prepare_source(model: ModelFile, work: Path) -> tuple[ModelFile, list[str]]
 def _run_child(spec: dict, timeout: float, cwd: Path) -> dict:
     # The child is itself a throwaway process: its first load of the result needs no canary of its own.
     env = dict(os.environ, PYTHONFAULTHANDLER="1", **{CHILD_ENV: "1"})
+    if env.get(ENV_CACHE_DIR):  # the child runs elsewhere: a relative cache dir would name another folder
+        env[ENV_CACHE_DIR] = os.path.abspath(env[ENV_CACHE_DIR])
     try:  # cwd: `-m` puts it first on sys.path, and a source checkout there would shadow the installed unirt
         proc = subprocess.run([sys.executable, "-m", "unirt.conversion.child"], input=json.dumps(spec),
                               capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
@@ -173,7 +176,7 @@ def build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *,
     unknown = set(input_shapes or {}) - set(shapes)
     if unknown:
         raise ConversionError(f"input_shapes names unknown inputs {sorted(unknown)}; inputs: {sorted(shapes)}")
-    work = store.new_work_dir(key)
+    work = store.new_work_dir(key).resolve()  # every path in the child's spec is absolute: it runs in `work`
     try:
         t0 = time.perf_counter()
         source, fix_notes = _prepare_source(model, work)
@@ -184,7 +187,7 @@ def build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *,
             in_paths.append(str(work / f"verify_in_{i}.npz"))
             out_paths.append(str(work / f"verify_out_{i}.npz"))
             np.savez(in_paths[-1], **feeds)
-        spec = {"backend": plugin_name, "model": str(source.path), "out_dir": str(work / "out"),
+        spec = {"backend": plugin_name, "model": os.path.abspath(source.path), "out_dir": str(work / "out"),
                 "device": str(options.device), "precision": options.precision,
                 "converter_options": {**dict(converter_options),
                                       "input_shapes": {k: list(v) for k, v in shapes.items()},

@@ -157,3 +157,16 @@ def test_dynamic_nchw_shapes_resize(converted):
     for shape in [(1, 3, 1, 1), (3, 3, 5, 7), (2, 3, 8, 2)]:
         x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
         np.testing.assert_array_equal(sess.run(x)["y"], x * 2)
+
+
+def test_a_relative_path_loads_on_first_sight(converted, model, tmp_path, monkeypatch):
+    """The first load of a file runs in a throwaway process in the canary folder: a relative path (and a relative
+    UNIRT_CACHE_DIR) must still name the caller's file there."""
+    shutil.copy(converted("dynamic_mlp").path, tmp_path / "fresh.mnn")  # no sidecar, never loaded with this cache
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("UNIRT_CACHE_DIR", "relcache")
+    sess = unirt.Session("fresh.mnn", backend="mnn")
+    assert len(list((tmp_path / "relcache" / "canary").iterdir())) == 1  # the child loaded it, and it is remembered
+    x = np.random.default_rng(6).standard_normal((1, 8)).astype(np.float32)
+    np.testing.assert_allclose(sess.run(x)["probs"], ort_run(model("dynamic_mlp"), {"x": x})[1], rtol=1e-5,
+                               atol=1e-6)
