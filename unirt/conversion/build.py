@@ -40,33 +40,78 @@ def engine_versions(name: str) -> str:
     return f"{name} plugin {entry.plugin_version or '?'}, engine {entry.engine_version or '?'}"
 
 
-def _reference_backend(fmt: ModelFormat, target: str) -> str | None:
+def _readers(fmt: ModelFormat, target: str) -> list[str]:
+    """Installed, available backends other than `target` that read `fmt` models, the preferred reference first."""
     preferred = _REFERENCE.get(fmt)
-    names = ([preferred] if preferred else []) + registry.installed_names()
-    for name in names:
-        if name == target or name not in registry.installed_names():
+    installed = registry.installed_names()
+    names = []
+    for name in ([preferred] if preferred else []) + installed:
+        if name == target or name in names or name not in installed:
             continue
         try:
             plugin = registry.get_backend(name)
         except UnirtError:
             continue
         if fmt in plugin.formats and registry.availability(name).available:
-            return name
-    return None
+            names.append(name)
+    return names
 
 
-def _source_signature(model: ModelFile, reference: str | None) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    if reference is not None:
-        from ..session import Session
+def _loaded_signature(model: ModelFile, readers: list[str]
+                      ) -> tuple[str | None, tuple[list[TensorInfo], list[TensorInfo]] | None, list[str]]:
+    """The first of `readers` that loads `model`, with the signature it reads; and why the others did not."""
+    from ..session import Session
 
-        with Session(model, backend=reference, device="cpu") as sess:
-            return list(sess.inputs), list(sess.outputs)
-    if model.format is ModelFormat.ONNX:
-        from .signature import onnx_signature
+    failures = []
+    for name in readers:
+        try:
+            with Session(model, backend=name, device="cpu") as sess:
+                return name, (list(sess.inputs), list(sess.outputs)), failures
+        except UnirtError as exc:
+            failures.append(f"{name}: {type(exc).__name__}: {exc}")
+    return None, None, failures
 
-        return onnx_signature(_load_onnx(model))
-    raise ConversionError(f"{model.name}: no installed backend reads {model.format} models, so unirt cannot learn "
-                          "the model's inputs")
+
+def _reference_and_signature(model: ModelFile, target: str, verify: bool
+                             ) -> tuple[str | None, list[TensorInfo], list[TensorInfo]]:
+    """The backend that gives reference outputs (None unless `verify`) and the source model's signature.
+
+    Verifying needs a backend that loads the source: the preferred one, else any other installed reader. Without
+    verification an ONNX model's signature is read from the file itself, so a model no reader loads still
+    converts (a converter may well handle what ONNX Runtime refuses)."""
+    readers = _readers(model.format, target)
+    if not verify:
+        if model.format is ModelFormat.ONNX:
+            return (None, *_onnx_file_signature(model))
+        name, signature, failures = _loaded_signature(model, readers)
+        if signature is None:
+            why = f": {'; '.join(failures)}" if failures else ""
+            raise ConversionError(f"{model.name}: no installed backend reads this {model.format} model, so unirt "
+                                  f"cannot learn the model's inputs{why}")
+        return (None, *signature)
+    if not readers:
+        raise ConversionError(f"{model.name}: verifying the conversion needs a backend that reads {model.format} "
+                              f"models as the reference (pip install unirt-onnxruntime); pass verify=False to accept "
+                              "an unverified conversion")
+    name, signature, failures = _loaded_signature(model, readers)
+    if signature is None:
+        raise ConversionError(f"{model.name}: the conversion cannot be verified: no reference backend loads the "
+                              f"source model ({'; '.join(failures)}). Pass verify=False to convert it unverified.")
+    return (name, *signature)
+
+
+def _onnx_file_signature(model: ModelFile) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """Inputs and outputs as the ONNX file states them, output shapes completed by ONNX's shape inference."""
+    from .signature import onnx_signature
+
+    proto = _load_onnx(model)
+    try:
+        from onnx import shape_inference
+
+        proto = shape_inference.infer_shapes(proto)
+    except Exception:  # shape inference is a nicety here: the file's own outputs still name the tensors
+        pass
+    return onnx_signature(proto)
 
 
 def _load_onnx(model: ModelFile) -> Any:
@@ -166,12 +211,7 @@ def conversion_parts(plugin_name: str, options: LoadOptions, input_shapes: Mappi
 def build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *, input_shapes: Mapping | None,
            converter_options: Mapping, verify: bool, timeout: float) -> dict:
     """Convert (and run the result) in a child, compare with the reference, publish the cache entry."""
-    reference = _reference_backend(model.format, plugin_name)
-    if verify and reference is None:
-        raise ConversionError(f"{model.name}: verifying the conversion needs a backend that reads {model.format} "
-                              f"models as the reference (pip install unirt-onnxruntime); pass verify=False to accept "
-                              "an unverified conversion")
-    inputs, outputs = _source_signature(model, reference)
+    reference, inputs, outputs = _reference_and_signature(model, plugin_name, verify)
     shapes = {i.name: concrete_shape(i, input_shapes) for i in inputs}
     unknown = set(input_shapes or {}) - set(shapes)
     if unknown:

@@ -115,3 +115,36 @@ def test_backends_lists_onnx_as_converted(capsys):
     assert main(["backends", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["backends"]}
     assert rows["mnn"]["converts_from"] == ["onnx"]
+
+
+def test_a_model_onnxruntime_cannot_load_still_converts(tmp_path):
+    """ONNX Runtime has no PRelu-6 kernel; MNN converts the model exactly. verify=False reads the signature from
+    the ONNX file (it used to load the source in ONNX Runtime anyway: a ModelLoadError); verify=True takes the
+    next installed backend that loads it as the reference, or says that verify=False accepts it unverified."""
+    from unirt import testing
+
+    case = next(c for c in testing.conformance_cases(("pytorch-converted",))
+                if c.name == "pytorch-converted/test_PReLU_3d_multiparam")
+    with pytest.raises(unirt.ModelLoadError):
+        unirt.Session(case.model, backend="onnxruntime")
+    conv = unirt.convert(case.model, to="mnn", verify=False, out=tmp_path / "prelu.mnn")
+    assert not conv.verified and conv.reference is None
+    got = unirt.Session(conv, backend="mnn").run(case.inputs[0])
+    np.testing.assert_allclose(next(iter(got.values())), case.outputs[0], rtol=1e-5, atol=1e-6)
+    if any(b.available for b in unirt.backends(names=["openvino"])):
+        checked = unirt.convert(case.model, to="mnn", cache=False)
+        assert checked.verified and checked.reference == "openvino" and checked.within_tolerance
+
+
+def test_a_model_no_reference_loads_needs_verify_false(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], domain="com.example")], "custom",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
+              str(tmp_path / "custom.onnx"))
+    with pytest.raises(unirt.ConversionError, match=r"cannot be verified: no reference backend loads the source "
+                                                     r"model \(onnxruntime: ModelLoadError.*verify=False"):
+        unirt.convert(tmp_path / "custom.onnx", to="mnn")
