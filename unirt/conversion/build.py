@@ -36,8 +36,11 @@ _REFERENCE = {ModelFormat.ONNX: "onnxruntime"}
 
 
 def engine_versions(name: str) -> str:
+    """The plugin's, engine's and (where the plugin names one: `Backend.converter_version`) converter's versions."""
     entry = registry.backends(names=[name])[0]
-    return f"{name} plugin {entry.plugin_version or '?'}, engine {entry.engine_version or '?'}"
+    converter = registry.get_backend(name).converter_version()
+    return (f"{name} plugin {entry.plugin_version or '?'}, engine {entry.engine_version or '?'}"
+            + (f", converter {converter}" if converter else ""))
 
 
 def _readers(fmt: ModelFormat, target: str) -> list[str]:

@@ -84,6 +84,7 @@ def test_conversion_on_load_and_cli(model, tmp_path, capsys):
     source = model("dynamic_mlp")
     sess = unirt.Session(source, backend="mnn")
     assert sess.conversion is not None and sess.conversion.verified
+    assert "converter mnnconvert from MNN " in sess.conversion.converter  # in the cache key too
     from unirt.cli import main
 
     out = tmp_path / "mlp.mnn"

@@ -164,3 +164,20 @@ def test_backends_lists_onnx_as_converted(capsys):
     assert main(["backends", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["backends"]}
     assert rows["ncnn"]["converts_from"] == ["onnx"]
+
+
+def test_another_pnnx_converts_afresh(model, tmp_path, monkeypatch):
+    """The conversion cache key names the pnnx that converts (the wheel's version, the binary's path, size and
+    mtime): a binary from UNIRT_PNNX does not reuse what the wheel's pnnx converted."""
+    from unirt_ncnn.pnnx import find_pnnx, pnnx_version
+
+    source = model("dynamic_mlp")
+    wheel = unirt.convert(source, to="ncnn")
+    assert f"converter pnnx {pnnx_version()} at {find_pnnx()}" in wheel.converter
+    other = tmp_path / "pnnx"
+    other.symlink_to(find_pnnx())
+    monkeypatch.setenv("UNIRT_PNNX", str(other))
+    swapped = unirt.convert(source, to="ncnn")
+    assert not swapped.cached and swapped.path != wheel.path
+    assert f"converter pnnx (not the pnnx wheel's) at {other}" in swapped.converter
+    assert unirt.convert(source, to="ncnn").cached  # the same binary again: a cache hit
