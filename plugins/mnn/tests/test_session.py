@@ -124,6 +124,21 @@ def test_options(converted):
         unirt.Session(path, backend="mnn", device="cuda")
 
 
+
+@pytest.mark.parametrize("kind", ["opencl", "vulkan", "cuda", "metal"])
+def test_a_gpu_backend_type_mnn_lacks_is_refused(converted, kind):
+    """MNN runs on its CPU backend when the one asked for is missing (it prints "Can't Find type=3 backend, use 0
+    instead"); unirt reported device='gpu:0'. Where MNN has it, it is used and reported."""
+    path = converted("dynamic_mlp").path
+    try:
+        sess = unirt.Session(path, backend="mnn", backend_options={"backend_type": kind})
+    except UnsupportedOptionError as exc:
+        assert f"backend_type={kind!r} is not available in this MNN build" in str(exc) and "Can't Find" in str(exc)
+    else:
+        assert sess.device == "gpu:0"
+        assert sess.run(np.ones((1, 8), np.float32))["probs"].shape == (1, 3)
+
+
 def test_damaged_files_are_refused(converted, tmp_path):
     data = converted("dynamic_mlp").path.read_bytes()
     (tmp_path / "cut.mnn").write_bytes(data[: len(data) // 2])

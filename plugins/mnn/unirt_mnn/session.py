@@ -84,6 +84,10 @@ class MnnSession(BackendSession):
             raise ModelLoadError(f"{model.name}: MNN refused the model: {reason}") from None
         if module is None:
             raise ModelLoadError(f"{model.name}: MNN refused the model: {' '.join(printed).strip()}")
+        if kind != "cpu" and any("Can't Find type" in line for line in printed):
+            # MNN falls back to its CPU backend, and says so only on stdout: the caller asked for this one
+            raise UnsupportedOptionError(f"mnn: backend_type={kind!r} is not available in this MNN build on this "
+                                         f"machine (MNN: {' '.join(printed).strip()}); use backend_type='cpu'")
         info = module.get_info()
         self._module = module
         self._lock = threading.Lock()
