@@ -117,6 +117,20 @@ def test_feed_sets_add_a_batch_of_two_for_dynamic_batches():
         concrete_shape(dyn[0], {"x": (4, 9)})
 
 
+def test_dynamic_image_dims_default_to_an_image_size():
+    """1x1 is no image (a 3x3 convolution refuses it): dynamic spatial dims of a float [N, C, ...] input with
+    static channels get SPATIAL_DEFAULT; other dynamic dims (a batch, a sequence, an int input's) stay 1."""
+    f32 = np.float32
+    assert concrete_shape(TensorInfo("x", ("N", 3, "H", "W"), f32), None) == (1, 3, 224, 224)
+    assert concrete_shape(TensorInfo("x", ("N", 3, "H", 64), f32), None) == (1, 3, 224, 64)
+    assert concrete_shape(TensorInfo("x", ("N", 2, "L"), f32), None) == (1, 2, 224)
+    assert concrete_shape(TensorInfo("x", ("N", 1, "D", "H", "W"), f32), None) == (1, 1, 32, 32, 32)
+    assert concrete_shape(TensorInfo("x", ("N", "T", 768), f32), None) == (1, 1, 768)
+    assert concrete_shape(TensorInfo("t", ("N", 4, "T"), np.int64), None) == (1, 4, 1)
+    assert concrete_shape(TensorInfo("x", ("N",), f32), None) == (1,)
+    assert concrete_shape(TensorInfo("x", ("N", 3, "H", "W"), f32), {"x": [2, 3, 8, 9]}) == (2, 3, 8, 9)
+
+
 def test_sidecar_round_trip_and_damage(tmp_path):
     main = tmp_path / "model.param"
     main.write_text("x")

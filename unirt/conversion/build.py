@@ -189,19 +189,28 @@ def _reference_outputs(model: ModelFile, reference: str | None, feeds: dict[str,
     from ..errors import RunError
     from ..session import Session
 
+    def failed(exc: Exception) -> ConversionError:
+        shapes = ", ".join(f"{k}={list(v.shape)}" for k, v in feeds.items())
+        example = next(iter(feeds), "x")
+        return ConversionError(
+            f"{model.name}: the source model fails on random inputs at the shapes unirt chose for its dynamic dims "
+            f"({shapes}): {exc}. Give shapes it takes: input_shapes={{{example!r}: [...]}} (unirt.convert; for a "
+            f"Session, backend_options={{'conversion': {{'input_shapes': ...}}}}) or --shape {example}=1x3x224x224 "
+            "(CLI)")
+
     with Session(model, backend=reference, device="cpu") as ref:
         try:
             return ref.run(feeds)
         except RunError as first:
             ints = [k for k, v in feeds.items() if v.dtype.kind in "iub"]
             if not ints:
-                raise ConversionError(f"{model.name}: the source model fails on random inputs: {first}") from None
+                raise failed(first) from None
             for k in ints:
                 feeds[k] = np.zeros_like(feeds[k])
             try:
                 return ref.run(feeds)
             except RunError as exc:
-                raise ConversionError(f"{model.name}: the source model fails on random inputs: {exc}") from None
+                raise failed(exc) from None
 
 
 def conversion_parts(plugin_name: str, options: LoadOptions, input_shapes: Mapping | None,

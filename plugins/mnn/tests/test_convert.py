@@ -149,3 +149,38 @@ def test_a_model_no_reference_loads_needs_verify_false(tmp_path):
     with pytest.raises(unirt.ConversionError, match=r"cannot be verified: no reference backend loads the source "
                                                      r"model \(onnxruntime: ModelLoadError.*verify=False"):
         unirt.convert(tmp_path / "custom.onnx", to="mnn")
+
+
+def _fcn(path, flatten_to=None):
+    """x[N, 3, H, W] -> a 3x3 convolution (-> Reshape to [N, flatten_to] when given: fixes H and W)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    nodes, inits = [helper.make_node("Conv", ["x", "w"], ["y" if flatten_to is None else "c"])], [w]
+    if flatten_to is not None:
+        inits.append(numpy_helper.from_array(np.array([0, flatten_to], np.int64), "s"))
+        nodes.append(helper.make_node("Reshape", ["c", "s"], ["y"]))
+    g = helper.make_graph(nodes, "fcn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_dynamic_image_dims_convert(tmp_path):
+    """Dynamic H and W used to be converted at 1x1, which a 3x3 convolution refuses; they get an image size, and
+    where the model takes no such size, the error names the shapes chosen and how to give others."""
+    source = _fcn(tmp_path / "fcn.onnx")
+    conv = unirt.convert(source, to="mnn")
+    assert conv.verified and conv.within_tolerance
+    sess = unirt.Session(conv, backend="mnn")
+    assert sess.inputs[0].shape == ("N", 3, "H", "W")  # MNN resizes: the ONNX dims stay dynamic
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 40)).astype(np.float32)
+    (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert rel_l2(sess.run(x)["y"], ref) < 1e-5
+    fixed = _fcn(tmp_path / "fixed.onnx", flatten_to=8 * 30 * 30)  # takes 32x32 images only
+    with pytest.raises(unirt.ConversionError, match=r"at the shapes unirt chose for its dynamic dims "
+                                                     r"\(x=\[1, 3, 224, 224\]\).*input_shapes=\{'x': \[\.\.\.\]\}.*"
+                                                     r"--shape x=1x3x224x224"):
+        unirt.convert(fixed, to="mnn")
+    assert unirt.convert(fixed, to="mnn", input_shapes={"x": [1, 3, 32, 32]}).within_tolerance

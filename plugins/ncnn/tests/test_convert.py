@@ -181,3 +181,24 @@ def test_another_pnnx_converts_afresh(model, tmp_path, monkeypatch):
     assert not swapped.cached and swapped.path != wheel.path
     assert f"converter pnnx (not the pnnx wheel's) at {other}" in swapped.converter
     assert unirt.convert(source, to="ncnn").cached  # the same binary again: a cache hit
+
+
+def test_dynamic_image_dims_convert_at_an_image_size(tmp_path):
+    """Dynamic H and W used to be converted at 1x1, which a 3x3 convolution refuses: pnnx converts at 224x224 and
+    the ncnn model takes that size (pnnx may fold shape-dependent values: other sizes are not verified)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "fcn",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    source = tmp_path / "fcn.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(source))
+    sess = unirt.Session(source, backend="ncnn")
+    assert sess.conversion.verified and sess.inputs[0].shape == ("N", 3, 224, 224)
+    x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert rel_l2(sess.run(x)["y"], ref) < 1e-5
+    with pytest.raises(unirt.InputError, match=r"dim 2 is static"):
+        sess.run(x[:, :, :32, :40])
