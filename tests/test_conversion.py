@@ -106,6 +106,30 @@ def test_compare_measures_relative_l2_and_exact_ints():
     assert worse[0].rel_l2 == pytest.approx(expected)
 
 
+def test_integer_outputs_must_match_exactly(tmp_path):
+    """4 wrong labels in 5000 is a fraction of 8e-4, under the fp32 tolerance of 1e-3: it used to pass."""
+    from unirt.conversion import Conversion
+
+    labels = np.random.default_rng(0).integers(0, 10, 5000)
+    wrong = labels.copy()
+    wrong[:4] += 1
+    scores = np.random.default_rng(1).standard_normal(5000).astype(np.float32)
+    near = scores + np.float32(1e-5)
+
+    def conv(got):
+        errors = compare([got], [{"labels": labels, "scores": scores}])
+        return Conversion(source="m.onnx", backend="mnn", path=tmp_path / "m.mnn", files=(), cached=False,
+                          seconds=0.0, converter="", errors=tuple(errors), tolerance=1e-3, verified=True,
+                          reference="onnxruntime")
+
+    assert conv({"labels": labels, "scores": near}).within_tolerance  # floats: within the tolerance
+    off = conv({"labels": wrong, "scores": scores})
+    assert off.max_error == pytest.approx(8e-4) and not off.within_tolerance
+    assert "must match exactly" in off.describe_errors() and "EXCEEDS" in str(off)
+    kept = type(off.errors[0]).from_dict(off.errors[0].as_dict())  # the cache record keeps the flag
+    assert kept == off.errors[0] and kept.exact
+
+
 def test_feed_sets_add_a_batch_of_two_for_dynamic_batches():
     dyn = [TensorInfo("x", ("N", 8), np.float32), TensorInfo("t", ("N", 3), np.int64)]
     sets = feed_sets(dyn, None)

@@ -68,7 +68,10 @@ class Conversion:
 
     @property
     def within_tolerance(self) -> bool:
-        return self.verified and self.tolerance is not None and (self.max_error or 0.0) <= self.tolerance
+        """Verified, every float output within `tolerance` (relative L2) and every integer/bool output exact."""
+        if not self.verified or self.tolerance is None:
+            return False
+        return all(e.acceptable if e.exact else e.rel_l2 <= self.tolerance for e in self.errors)
 
     def describe_errors(self) -> str:
         return ", ".join(f"{e.name}: rel-L2 {e.rel_l2:.3g}, max abs {e.max_abs:.3g}{f' ({e.note})' if e.note else ''}"

@@ -26,13 +26,21 @@ class OutputError:
     rel_l2: float  # float outputs: relative L2; integer/bool outputs: fraction of elements that differ
     max_abs: float
     note: str = ""
+    exact: bool = False  # an integer/bool output: any difference is a failure, whatever the tolerance
+
+    @property
+    def acceptable(self) -> bool:
+        """For an exact output, whether it matched; float outputs are judged against a tolerance instead."""
+        return not self.exact or self.rel_l2 == 0.0
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "rel_l2": self.rel_l2, "max_abs": self.max_abs, "note": self.note}
+        return {"name": self.name, "rel_l2": self.rel_l2, "max_abs": self.max_abs, "note": self.note,
+                "exact": self.exact}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "OutputError":
-        return cls(str(d["name"]), float(d["rel_l2"]), float(d["max_abs"]), str(d.get("note", "")))
+        return cls(str(d["name"]), float(d["rel_l2"]), float(d["max_abs"]), str(d.get("note", "")),
+                   bool(d.get("exact", False)))
 
 
 def random_feeds(inputs: Sequence[TensorInfo], shapes: Mapping[str, tuple[int, ...]],
@@ -73,12 +81,14 @@ def _error(name: str, got: np.ndarray, ref: np.ndarray) -> OutputError:
     if got.shape != ref.shape:
         return OutputError(name, float("inf"), float("inf"), f"shape {list(got.shape)} != reference "
                                                              f"{list(ref.shape)}")
+    exact = ref.dtype.kind not in "fc"
     if ref.size == 0:
-        return OutputError(name, 0.0, 0.0)
-    if ref.dtype.kind not in "fc":
+        return OutputError(name, 0.0, 0.0, exact=exact)
+    if exact:
         differ = float(np.mean(got != ref))
         return OutputError(name, differ, float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64)))),
-                           "integer output: fraction of elements that differ" if differ else "")
+                           "integer output, must match exactly: fraction of elements that differ" if differ else "",
+                           exact=True)
     g, r = got.astype(np.float64), ref.astype(np.float64)
     same_nonfinite = (np.isnan(g) & np.isnan(r)) | (np.isinf(g) & (g == r))
     if np.any(~np.isfinite(g) & ~same_nonfinite) or np.any(~np.isfinite(r) & ~same_nonfinite):
