@@ -14,7 +14,7 @@ import pytest
 import unirt
 from unirt import ConversionError, LoadOptions, ModelLoadError, TensorInfo, open_model, testing
 from unirt.canary import check_loads
-from unirt.conversion import fixups, store
+from unirt.conversion import fixups, store, verify
 from unirt.conversion.signature import concrete_shape, read_sidecar, sidecar_path, write_sidecar
 from unirt.conversion.verify import compare, feed_sets
 
@@ -128,6 +128,32 @@ def test_integer_outputs_must_match_exactly(tmp_path):
     assert "must match exactly" in off.describe_errors() and "EXCEEDS" in str(off)
     kept = type(off.errors[0]).from_dict(off.errors[0].as_dict())  # the cache record keeps the flag
     assert kept == off.errors[0] and kept.exact
+
+
+def test_random_indices_cover_the_embedding_table():
+    """Integer inputs used as Gather indices into a table are drawn over its rows (they were all 0 or 1: two
+    embedding rows checked); other integer inputs keep the safe 0/1."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    emb = numpy_helper.from_array(rng.standard_normal((50, 4)).astype(np.float32), "emb")
+    cols = numpy_helper.from_array(rng.standard_normal((3, 20)).astype(np.float32), "cols")
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"]),
+             helper.make_node("Gather", ["cols", "pick"], ["c"], axis=-1),
+             helper.make_node("Gather", ["e", "other"], ["o"], axis=1)]  # indexes no initializer: no bound
+    ints = [helper.make_tensor_value_info(n, TensorProto.INT64, ["N", 6]) for n in ("ids", "pick", "other")]
+    g = helper.make_graph(nodes, "emb", ints, [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                                               for n in ("e", "c", "o")], [emb, cols])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    bounds = verify.index_bounds(proto)
+    assert bounds == {"ids": 50, "pick": 20}
+    infos = [TensorInfo(n, ("N", 6), np.int64) for n in ("ids", "pick", "other")]
+    sets = feed_sets(infos, None, bounds=bounds)
+    ids = np.concatenate([s["ids"].ravel() for s in sets])
+    assert ids.min() >= 0 and ids.max() < 50 and len(np.unique(ids)) > 5
+    assert np.concatenate([s["pick"].ravel() for s in sets]).max() < 20
+    assert set(np.concatenate([s["other"].ravel() for s in sets])) <= {0, 1}
+    ort_run(proto, sets[0])  # valid indices for the real model
 
 
 def test_feed_sets_add_a_batch_of_two_for_dynamic_batches():

@@ -25,7 +25,7 @@ from ..tensor import TensorInfo
 from . import store
 from .fixups import FIXUPS_VERSION
 from .signature import concrete_shape, infos_to_json, sidecar_path
-from .verify import OutputError, compare, feed_sets
+from .verify import OutputError, compare, feed_sets, index_bounds
 
 __all__ = ["build", "conversion_parts", "engine_versions"]
 
@@ -131,20 +131,22 @@ def _load_onnx(model: ModelFile) -> Any:
         raise ConversionError(f"{model.name}: onnx cannot parse the model: {exc}") from None
 
 
-def _prepare_source(model: ModelFile, work: Path) -> tuple[ModelFile, list[str]]:
-    """The model the converter sees: ONNX with fixups applied (written to `work`), other formats as they are."""
+def _prepare_source(model: ModelFile, work: Path) -> tuple[ModelFile, list[str], dict[str, int]]:
+    """The model the converter sees: ONNX with fixups applied (written to `work`), other formats as they are; and
+    the index ranges of its integer inputs, for verification (`verify.index_bounds`)."""
     if model.format is not ModelFormat.ONNX:
-        return model, []
+        return model, [], {}
     import onnx
 
     from .fixups import apply_fixups
 
     proto = _load_onnx(model)
+    bounds = index_bounds(proto)
     notes = apply_fixups(proto)
     path = work / "source" / (Path(model.path).stem + ".onnx" if model.path else "model.onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))
-    return open_model(path), notes
+    return open_model(path), notes, bounds
 
 
 def _run_child(spec: dict, timeout: float, cwd: Path) -> dict:
@@ -231,8 +233,8 @@ def build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *,
     work = store.new_work_dir(key).resolve()  # every path in the child's spec is absolute: it runs in `work`
     try:
         t0 = time.perf_counter()
-        source, fix_notes = _prepare_source(model, work)
-        sets = feed_sets(inputs, input_shapes) if verify else []
+        source, fix_notes, bounds = _prepare_source(model, work)
+        sets = feed_sets(inputs, input_shapes, bounds=bounds) if verify else []
         ref_sets = [_reference_outputs(model, reference, feeds) for feeds in sets]
         in_paths, out_paths = [], []
         for i, feeds in enumerate(sets):
