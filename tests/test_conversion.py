@@ -215,6 +215,15 @@ def test_cache_keys_and_entries(tmp_path, model):
     (late / "out" / "model.mnn").write_bytes(b"converted")
     assert store.publish(k1, late, {"main": "out/model.mnn", "files": ["out/model.mnn"], "note": "late"}) == final
     assert "note" not in store.read_record(k1) and not late.exists()
+    assert store.read_record(k1)["checks"] == {"out/model.mnn": {"size": 9, "sha256": store._sha256(
+        final / "out" / "model.mnn")}}
+    # a damaged entry is a miss (converted again), not a model that fails to load until someone clears the cache
+    (final / "out" / "model.mnn").write_bytes(b"convert")  # truncated
+    assert store.read_record(k1) is None
+    (final / "out" / "model.mnn").write_bytes(b"converteD")  # same size, other bytes
+    assert store.read_record(k1) is None
+    (final / "out" / "model.mnn").write_bytes(b"converted")
+    assert store.read_record(k1) is not None
     (final / "out" / "model.mnn").unlink()  # a half-gone entry is a miss, not a broken model
     assert store.read_record(k1) is None
 

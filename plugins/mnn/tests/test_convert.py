@@ -184,3 +184,16 @@ def test_dynamic_image_dims_convert(tmp_path):
                                                      r"--shape x=1x3x224x224"):
         unirt.convert(fixed, to="mnn")
     assert unirt.convert(fixed, to="mnn", input_shapes={"x": [1, 3, 32, 32]}).within_tolerance
+
+
+def test_a_damaged_cache_entry_is_converted_again(model):
+    """A truncated model.mnn in the conversion cache used to fail every load (ModelLoadError) until the user
+    cleared the cache: the entry's recorded sizes and hashes no longer match, so it is converted again."""
+    source = model("dynamic_mlp")
+    first = unirt.convert(source, to="mnn")
+    data = first.path.read_bytes()
+    first.path.write_bytes(data[: len(data) // 2])
+    sess = unirt.Session(source, backend="mnn")
+    assert not sess.conversion.cached and sess.conversion.path == first.path
+    assert first.path.stat().st_size > len(data) // 2  # written whole again
+    assert sess.run(np.ones((2, 8), np.float32))["probs"].shape == (2, 3)
