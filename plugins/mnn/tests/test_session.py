@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 import unirt
-from unirt import InputError, ModelLoadError, UnsupportedOptionError
+from unirt import InputError, ModelLoadError, RunError, UnsupportedOptionError
 
 
 def ort_run(path, feeds):
@@ -185,3 +185,27 @@ def test_a_relative_path_loads_on_first_sight(converted, model, tmp_path, monkey
     x = np.random.default_rng(6).standard_normal((1, 8)).astype(np.float32)
     np.testing.assert_allclose(sess.run(x)["probs"], ort_run(model("dynamic_mlp"), {"x": x})[1], rtol=1e-5,
                                atol=1e-6)
+
+
+def test_a_failed_forward_says_why_and_threads_default_to_every_cpu(tmp_path):
+    """MNN prints why a forward failed ("Broad cast error") and returns no outputs: the RunError says it."""
+    import os
+
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "W")
+    nodes = [helper.make_node("MatMul", ["a", "W"], ["am"]), helper.make_node("MatMul", ["b", "W"], ["bm"]),
+             helper.make_node("Add", ["am", "bm"], ["y"])]
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4]),
+                                             helper.make_tensor_value_info("b", TensorProto.FLOAT, ["M", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    path = tmp_path / "two.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    sess = unirt.Session(path, backend="mnn")
+    a, b = np.ones((2, 4), np.float32), np.ones((3, 4), np.float32)
+    with pytest.raises(RunError, match=r"returned 0 outputs, expected 1 \(MNN: Broad cast error"):
+        sess.run({"a": a, "b": b})
+    np.testing.assert_allclose(sess.run({"a": a, "b": b[:1]})["y"], ort_run(path, {"a": a, "b": b[:1]})[0],
+                               rtol=1e-5)  # ONNX broadcasting of a batch of 1: MNN does it too
+    assert sess._runner.threads == len(os.sched_getaffinity(0))
+    assert unirt.Session(path, backend="mnn", threads=1)._runner.threads == 1
