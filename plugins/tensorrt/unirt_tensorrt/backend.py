@@ -45,6 +45,12 @@ class TensorRTBackend(Backend):
     def load(self, model: ModelFile, options: LoadOptions) -> "TensorRTSession":  # noqa: F821
         from .session import TensorRTSession
 
+        if model.format is ModelFormat.TENSORRT:
+            from unirt.canary import check_loads
+
+            # A plan past its magic tag goes straight to deserialize_cuda_engine, which has no verifier of its own
+            # for damaged bytes: the first load of a file happens in a throwaway process (remembered per content).
+            check_loads(model, self.name, self.probe().version or "", options)
         return TensorRTSession(model, options)
 
     def convert(self, model: ModelFile, out_dir: Path, options: LoadOptions) -> ModelFile:
