@@ -133,7 +133,8 @@ def convert(model: PathLike | bytes | ModelFile, to: str, out: PathLike | None =
 
     `out`: where to put the result (a file name such as "model.param", or a folder); by default it stays in the
     cache. `input_shapes`: {input: shape} for dynamic dims (default 1 each, 224 for an image's H and W:
-    `signature.concrete_shape`; converters that need static shapes, like pnnx, use them). `precision`: the weights and arithmetic asked of the converter (fp32 keeps fp32 weights).
+    `signature.concrete_shape`; converters that need static shapes, like pnnx, use them). `precision`: the weights
+    and arithmetic asked of the converter (fp32 keeps fp32 weights).
     `device`: where the result is for and is verified ("auto": the backend's first device here; TensorRT engines
     are per GPU). `verify`: compare outputs with the source model's on random inputs; beyond `tolerance` (default
     per precision, `TOLERANCES`) raise ConversionError stating the error unless `accept=True`. `cache=False`
