@@ -14,7 +14,7 @@ import pytest
 import unirt
 from unirt import ConversionError, LoadOptions, ModelLoadError, TensorInfo, open_model, testing
 from unirt.canary import check_loads
-from unirt.conversion import fixups, store
+from unirt.conversion import fixups, store, verify
 from unirt.conversion.signature import concrete_shape, read_sidecar, sidecar_path, write_sidecar
 from unirt.conversion.verify import compare, feed_sets
 
@@ -106,6 +106,56 @@ def test_compare_measures_relative_l2_and_exact_ints():
     assert worse[0].rel_l2 == pytest.approx(expected)
 
 
+def test_integer_outputs_must_match_exactly(tmp_path):
+    """4 wrong labels in 5000 is a fraction of 8e-4, under the fp32 tolerance of 1e-3: it used to pass."""
+    from unirt.conversion import Conversion
+
+    labels = np.random.default_rng(0).integers(0, 10, 5000)
+    wrong = labels.copy()
+    wrong[:4] += 1
+    scores = np.random.default_rng(1).standard_normal(5000).astype(np.float32)
+    near = scores + np.float32(1e-5)
+
+    def conv(got):
+        errors = compare([got], [{"labels": labels, "scores": scores}])
+        return Conversion(source="m.onnx", backend="mnn", path=tmp_path / "m.mnn", files=(), cached=False,
+                          seconds=0.0, converter="", errors=tuple(errors), tolerance=1e-3, verified=True,
+                          reference="onnxruntime")
+
+    assert conv({"labels": labels, "scores": near}).within_tolerance  # floats: within the tolerance
+    off = conv({"labels": wrong, "scores": scores})
+    assert off.max_error == pytest.approx(8e-4) and not off.within_tolerance
+    assert "must match exactly" in off.describe_errors() and "EXCEEDS" in str(off)
+    kept = type(off.errors[0]).from_dict(off.errors[0].as_dict())  # the cache record keeps the flag
+    assert kept == off.errors[0] and kept.exact
+
+
+def test_random_indices_cover_the_embedding_table():
+    """Integer inputs used as Gather indices into a table are drawn over its rows (they were all 0 or 1: two
+    embedding rows checked); other integer inputs keep the safe 0/1."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    emb = numpy_helper.from_array(rng.standard_normal((50, 4)).astype(np.float32), "emb")
+    cols = numpy_helper.from_array(rng.standard_normal((3, 20)).astype(np.float32), "cols")
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"]),
+             helper.make_node("Gather", ["cols", "pick"], ["c"], axis=-1),
+             helper.make_node("Gather", ["e", "other"], ["o"], axis=1)]  # indexes no initializer: no bound
+    ints = [helper.make_tensor_value_info(n, TensorProto.INT64, ["N", 6]) for n in ("ids", "pick", "other")]
+    g = helper.make_graph(nodes, "emb", ints, [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                                               for n in ("e", "c", "o")], [emb, cols])
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    bounds = verify.index_bounds(proto)
+    assert bounds == {"ids": 50, "pick": 20}
+    infos = [TensorInfo(n, ("N", 6), np.int64) for n in ("ids", "pick", "other")]
+    sets = feed_sets(infos, None, bounds=bounds)
+    ids = np.concatenate([s["ids"].ravel() for s in sets])
+    assert ids.min() >= 0 and ids.max() < 50 and len(np.unique(ids)) > 5
+    assert np.concatenate([s["pick"].ravel() for s in sets]).max() < 20
+    assert set(np.concatenate([s["other"].ravel() for s in sets])) <= {0, 1}
+    ort_run(proto, sets[0])  # valid indices for the real model
+
+
 def test_feed_sets_add_a_batch_of_two_for_dynamic_batches():
     dyn = [TensorInfo("x", ("N", 8), np.float32), TensorInfo("t", ("N", 3), np.int64)]
     sets = feed_sets(dyn, None)
@@ -115,6 +165,20 @@ def test_feed_sets_add_a_batch_of_two_for_dynamic_batches():
     assert [s["x"].shape for s in feed_sets(dyn[:1], {"x": (4, 8)})] == [(4, 8), (4, 8)]
     with pytest.raises(ConversionError, match=r"input_shapes\['x'\] = \[4, 9\] does not fit"):
         concrete_shape(dyn[0], {"x": (4, 9)})
+
+
+def test_dynamic_image_dims_default_to_an_image_size():
+    """1x1 is no image (a 3x3 convolution refuses it): dynamic spatial dims of a float [N, C, ...] input with
+    static channels get SPATIAL_DEFAULT; other dynamic dims (a batch, a sequence, an int input's) stay 1."""
+    f32 = np.float32
+    assert concrete_shape(TensorInfo("x", ("N", 3, "H", "W"), f32), None) == (1, 3, 224, 224)
+    assert concrete_shape(TensorInfo("x", ("N", 3, "H", 64), f32), None) == (1, 3, 224, 64)
+    assert concrete_shape(TensorInfo("x", ("N", 2, "L"), f32), None) == (1, 2, 224)
+    assert concrete_shape(TensorInfo("x", ("N", 1, "D", "H", "W"), f32), None) == (1, 1, 32, 32, 32)
+    assert concrete_shape(TensorInfo("x", ("N", "T", 768), f32), None) == (1, 1, 768)
+    assert concrete_shape(TensorInfo("t", ("N", 4, "T"), np.int64), None) == (1, 4, 1)
+    assert concrete_shape(TensorInfo("x", ("N",), f32), None) == (1,)
+    assert concrete_shape(TensorInfo("x", ("N", 3, "H", "W"), f32), {"x": [2, 3, 8, 9]}) == (2, 3, 8, 9)
 
 
 def test_sidecar_round_trip_and_damage(tmp_path):
@@ -151,6 +215,15 @@ def test_cache_keys_and_entries(tmp_path, model):
     (late / "out" / "model.mnn").write_bytes(b"converted")
     assert store.publish(k1, late, {"main": "out/model.mnn", "files": ["out/model.mnn"], "note": "late"}) == final
     assert "note" not in store.read_record(k1) and not late.exists()
+    assert store.read_record(k1)["checks"] == {"out/model.mnn": {"size": 9, "sha256": store._sha256(
+        final / "out" / "model.mnn")}}
+    # a damaged entry is a miss (converted again), not a model that fails to load until someone clears the cache
+    (final / "out" / "model.mnn").write_bytes(b"convert")  # truncated
+    assert store.read_record(k1) is None
+    (final / "out" / "model.mnn").write_bytes(b"converteD")  # same size, other bytes
+    assert store.read_record(k1) is None
+    (final / "out" / "model.mnn").write_bytes(b"converted")
+    assert store.read_record(k1) is not None
     (final / "out" / "model.mnn").unlink()  # a half-gone entry is a miss, not a broken model
     assert store.read_record(k1) is None
 

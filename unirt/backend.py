@@ -121,6 +121,12 @@ class Backend(abc.ABC):
         """
         raise UnsupportedOptionError(f"backend {self.name!r} converts no model formats")
 
+    def converter_version(self) -> str | None:
+        """What identifies the converter `convert` runs (version, and which binary where it can be swapped), when
+        the engine's version does not (e.g. ncnn's pnnx). It is part of the conversion cache key: another
+        converter converts afresh. None: nothing beyond the engine's version."""
+        return None
+
     def accepts(self, model: ModelFile) -> bool:
         """Whether this backend can load this model; by default, by format."""
         return model.format in self.formats

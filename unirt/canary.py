@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from .backend import LoadOptions
-from .cache import cache_dir
+from .cache import ENV_CACHE_DIR, cache_dir
 from .errors import ModelLoadError
 from .formats import ModelFile
 
@@ -73,12 +73,16 @@ def check_loads(model: ModelFile, backend: str, version: str, options: LoadOptio
     marker = cache_dir("canary") / _key(model, backend, version, options)
     if marker.exists():
         return
-    spec = {"path": str(model.path), "backend": backend, "device": str(options.device),
+    # The child runs in the canary folder: a relative path (and UNIRT_CACHE_DIR) would name other files there.
+    # Only the main file goes over; the child finds its companions (.bin, ...) beside it, as the caller's load does.
+    spec = {"path": os.path.abspath(model.path), "backend": backend, "device": str(options.device),
             "precision": options.precision, "backend_options": dict(options.backend_options)}
     env = dict(os.environ, **{CHILD_ENV: "1"})
+    if env.get(ENV_CACHE_DIR):
+        env[ENV_CACHE_DIR] = os.path.abspath(env[ENV_CACHE_DIR])
     try:
         proc = subprocess.run([sys.executable, "-c", _CHILD], input=json.dumps(spec, default=str), text=True,
-                              capture_output=True, timeout=timeout, env=env, cwd=cache_dir("canary"))
+                              capture_output=True, timeout=timeout, env=env, cwd=cache_dir("canary").resolve())
     except subprocess.TimeoutExpired:
         raise ModelLoadError(f"{model.name}: {backend} did not finish loading and running this model within "
                              f"{timeout:.0f} s in a test process") from None

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="device the result is for and is verified on (default: the "
                    "backend's first device here; TensorRT engines are per GPU)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
-                   help="shape for an input with dynamic dims (default: 1 for each dynamic dim)")
+                   help="shape for an input with dynamic dims (default: 1 for each dynamic dim, 224 for an "
+                        "image's H and W)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="largest accepted relative L2 error (default per precision: fp32 1e-3, fp16 1e-2)")
     p.add_argument("--accept", action="store_true", help="keep the result even when it exceeds the tolerance")

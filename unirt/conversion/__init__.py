@@ -69,7 +69,10 @@ class Conversion:
 
     @property
     def within_tolerance(self) -> bool:
-        return self.verified and self.tolerance is not None and (self.max_error or 0.0) <= self.tolerance
+        """Verified, every float output within `tolerance` (relative L2) and every integer/bool output exact."""
+        if not self.verified or self.tolerance is None:
+            return False
+        return all(e.acceptable if e.exact else e.rel_l2 <= self.tolerance for e in self.errors)
 
     def describe_errors(self) -> str:
         return ", ".join(f"{e.name}: rel-L2 {e.rel_l2:.3g}, max abs {e.max_abs:.3g}{f' ({e.note})' if e.note else ''}"
@@ -131,8 +134,9 @@ def convert(model: PathLike | bytes | ModelFile, to: str, out: PathLike | None =
     """Convert `model` into backend `to`'s native format with that backend's own converter, verified.
 
     `out`: where to put the result (a file name such as "model.param", or a folder); by default it stays in the
-    cache. `input_shapes`: {input: shape} for dynamic dims (default 1 each; converters that need static shapes,
-    like pnnx, use them). `precision`: the weights and arithmetic asked of the converter (fp32 keeps fp32 weights).
+    cache. `input_shapes`: {input: shape} for dynamic dims (default 1 each, 224 for an image's H and W:
+    `signature.concrete_shape`; converters that need static shapes, like pnnx, use them). `precision`: the weights
+    and arithmetic asked of the converter (fp32 keeps fp32 weights).
     `device`: where the result is for and is verified ("auto": the backend's first device here; TensorRT engines
     are per GPU). `verify`: compare outputs with the source model's on random inputs; beyond `tolerance` (default
     per precision, `TOLERANCES`) raise ConversionError stating the error unless `accept=True`. `cache=False`

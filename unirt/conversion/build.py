@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import registry
 from ..backend import LoadOptions
+from ..cache import ENV_CACHE_DIR
 from ..canary import CHILD_ENV, mark_safe
 from ..errors import BackendUnavailableError, ConversionError, UnirtError, UnsupportedOptionError
 from ..formats import ModelFile, ModelFormat, open_model
@@ -24,7 +25,7 @@ from ..tensor import TensorInfo
 from . import store
 from .fixups import FIXUPS_VERSION
 from .signature import concrete_shape, infos_to_json, sidecar_path
-from .verify import OutputError, compare, feed_sets
+from .verify import OutputError, compare, feed_sets, index_bounds
 
 __all__ = ["build", "conversion_parts", "engine_versions"]
 
@@ -35,37 +36,85 @@ _REFERENCE = {ModelFormat.ONNX: "onnxruntime"}
 
 
 def engine_versions(name: str) -> str:
+    """The plugin's, engine's and (where the plugin names one: `Backend.converter_version`) converter's versions."""
     entry = registry.backends(names=[name])[0]
-    return f"{name} plugin {entry.plugin_version or '?'}, engine {entry.engine_version or '?'}"
+    converter = registry.get_backend(name).converter_version()
+    return (f"{name} plugin {entry.plugin_version or '?'}, engine {entry.engine_version or '?'}"
+            + (f", converter {converter}" if converter else ""))
 
 
-def _reference_backend(fmt: ModelFormat, target: str) -> str | None:
+def _readers(fmt: ModelFormat, target: str) -> list[str]:
+    """Installed, available backends other than `target` that read `fmt` models, the preferred reference first."""
     preferred = _REFERENCE.get(fmt)
-    names = ([preferred] if preferred else []) + registry.installed_names()
-    for name in names:
-        if name == target or name not in registry.installed_names():
+    installed = registry.installed_names()
+    names = []
+    for name in ([preferred] if preferred else []) + installed:
+        if name == target or name in names or name not in installed:
             continue
         try:
             plugin = registry.get_backend(name)
         except UnirtError:
             continue
         if fmt in plugin.formats and registry.availability(name).available:
-            return name
-    return None
+            names.append(name)
+    return names
 
 
-def _source_signature(model: ModelFile, reference: str | None) -> tuple[list[TensorInfo], list[TensorInfo]]:
-    if reference is not None:
-        from ..session import Session
+def _loaded_signature(model: ModelFile, readers: list[str]
+                      ) -> tuple[str | None, tuple[list[TensorInfo], list[TensorInfo]] | None, list[str]]:
+    """The first of `readers` that loads `model`, with the signature it reads; and why the others did not."""
+    from ..session import Session
 
-        with Session(model, backend=reference, device="cpu") as sess:
-            return list(sess.inputs), list(sess.outputs)
-    if model.format is ModelFormat.ONNX:
-        from .signature import onnx_signature
+    failures = []
+    for name in readers:
+        try:
+            with Session(model, backend=name, device="cpu") as sess:
+                return name, (list(sess.inputs), list(sess.outputs)), failures
+        except UnirtError as exc:
+            failures.append(f"{name}: {type(exc).__name__}: {exc}")
+    return None, None, failures
 
-        return onnx_signature(_load_onnx(model))
-    raise ConversionError(f"{model.name}: no installed backend reads {model.format} models, so unirt cannot learn "
-                          "the model's inputs")
+
+def _reference_and_signature(model: ModelFile, target: str, verify: bool
+                             ) -> tuple[str | None, list[TensorInfo], list[TensorInfo]]:
+    """The backend that gives reference outputs (None unless `verify`) and the source model's signature.
+
+    Verifying needs a backend that loads the source: the preferred one, else any other installed reader. Without
+    verification an ONNX model's signature is read from the file itself, so a model no reader loads still
+    converts (a converter may well handle what ONNX Runtime refuses)."""
+    readers = _readers(model.format, target)
+    if not verify:
+        if model.format is ModelFormat.ONNX:
+            return (None, *_onnx_file_signature(model))
+        name, signature, failures = _loaded_signature(model, readers)
+        if signature is None:
+            why = f": {'; '.join(failures)}" if failures else ""
+            raise ConversionError(f"{model.name}: no installed backend reads this {model.format} model, so unirt "
+                                  f"cannot learn the model's inputs{why}")
+        return (None, *signature)
+    if not readers:
+        raise ConversionError(f"{model.name}: verifying the conversion needs a backend that reads {model.format} "
+                              f"models as the reference (pip install unirt-onnxruntime); pass verify=False to accept "
+                              "an unverified conversion")
+    name, signature, failures = _loaded_signature(model, readers)
+    if signature is None:
+        raise ConversionError(f"{model.name}: the conversion cannot be verified: no reference backend loads the "
+                              f"source model ({'; '.join(failures)}). Pass verify=False to convert it unverified.")
+    return (name, *signature)
+
+
+def _onnx_file_signature(model: ModelFile) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """Inputs and outputs as the ONNX file states them, output shapes completed by ONNX's shape inference."""
+    from .signature import onnx_signature
+
+    proto = _load_onnx(model)
+    try:
+        from onnx import shape_inference
+
+        proto = shape_inference.infer_shapes(proto)
+    except Exception:  # shape inference is a nicety here: the file's own outputs still name the tensors
+        pass
+    return onnx_signature(proto)
 
 
 def _load_onnx(model: ModelFile) -> Any:
@@ -82,25 +131,29 @@ def _load_onnx(model: ModelFile) -> Any:
         raise ConversionError(f"{model.name}: onnx cannot parse the model: {exc}") from None
 
 
-def _prepare_source(model: ModelFile, work: Path) -> tuple[ModelFile, list[str]]:
-    """The model the converter sees: ONNX with fixups applied (written to `work`), other formats as they are."""
+def _prepare_source(model: ModelFile, work: Path) -> tuple[ModelFile, list[str], dict[str, int]]:
+    """The model the converter sees: ONNX with fixups applied (written to `work`), other formats as they are; and
+    the index ranges of its integer inputs, for verification (`verify.index_bounds`)."""
     if model.format is not ModelFormat.ONNX:
-        return model, []
+        return model, [], {}
     import onnx
 
     from .fixups import apply_fixups
 
     proto = _load_onnx(model)
+    bounds = index_bounds(proto)
     notes = apply_fixups(proto)
     path = work / "source" / (Path(model.path).stem + ".onnx" if model.path else "model.onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))
-    return open_model(path), notes
+    return open_model(path), notes, bounds
 
 
 def _run_child(spec: dict, timeout: float, cwd: Path) -> dict:
     # The child is itself a throwaway process: its first load of the result needs no canary of its own.
     env = dict(os.environ, PYTHONFAULTHANDLER="1", **{CHILD_ENV: "1"})
+    if env.get(ENV_CACHE_DIR):  # the child runs elsewhere: a relative cache dir would name another folder
+        env[ENV_CACHE_DIR] = os.path.abspath(env[ENV_CACHE_DIR])
     try:  # cwd: `-m` puts it first on sys.path, and a source checkout there would shadow the installed unirt
         proc = subprocess.run([sys.executable, "-m", "unirt.conversion.child"], input=json.dumps(spec),
                               capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
@@ -138,19 +191,28 @@ def _reference_outputs(model: ModelFile, reference: str | None, feeds: dict[str,
     from ..errors import RunError
     from ..session import Session
 
+    def failed(exc: Exception) -> ConversionError:
+        shapes = ", ".join(f"{k}={list(v.shape)}" for k, v in feeds.items())
+        example = next(iter(feeds), "x")
+        return ConversionError(
+            f"{model.name}: the source model fails on random inputs at the shapes unirt chose for its dynamic dims "
+            f"({shapes}): {exc}. Give shapes it takes: input_shapes={{{example!r}: [...]}} (unirt.convert; for a "
+            f"Session, backend_options={{'conversion': {{'input_shapes': ...}}}}) or --shape {example}=1x3x224x224 "
+            "(CLI)")
+
     with Session(model, backend=reference, device="cpu") as ref:
         try:
             return ref.run(feeds)
         except RunError as first:
             ints = [k for k, v in feeds.items() if v.dtype.kind in "iub"]
             if not ints:
-                raise ConversionError(f"{model.name}: the source model fails on random inputs: {first}") from None
+                raise failed(first) from None
             for k in ints:
                 feeds[k] = np.zeros_like(feeds[k])
             try:
                 return ref.run(feeds)
             except RunError as exc:
-                raise ConversionError(f"{model.name}: the source model fails on random inputs: {exc}") from None
+                raise failed(exc) from None
 
 
 def conversion_parts(plugin_name: str, options: LoadOptions, input_shapes: Mapping | None,
@@ -163,28 +225,23 @@ def conversion_parts(plugin_name: str, options: LoadOptions, input_shapes: Mappi
 def build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *, input_shapes: Mapping | None,
            converter_options: Mapping, verify: bool, timeout: float) -> dict:
     """Convert (and run the result) in a child, compare with the reference, publish the cache entry."""
-    reference = _reference_backend(model.format, plugin_name)
-    if verify and reference is None:
-        raise ConversionError(f"{model.name}: verifying the conversion needs a backend that reads {model.format} "
-                              f"models as the reference (pip install unirt-onnxruntime); pass verify=False to accept "
-                              "an unverified conversion")
-    inputs, outputs = _source_signature(model, reference)
+    reference, inputs, outputs = _reference_and_signature(model, plugin_name, verify)
     shapes = {i.name: concrete_shape(i, input_shapes) for i in inputs}
     unknown = set(input_shapes or {}) - set(shapes)
     if unknown:
         raise ConversionError(f"input_shapes names unknown inputs {sorted(unknown)}; inputs: {sorted(shapes)}")
-    work = store.new_work_dir(key)
+    work = store.new_work_dir(key).resolve()  # every path in the child's spec is absolute: it runs in `work`
     try:
         t0 = time.perf_counter()
-        source, fix_notes = _prepare_source(model, work)
-        sets = feed_sets(inputs, input_shapes) if verify else []
+        source, fix_notes, bounds = _prepare_source(model, work)
+        sets = feed_sets(inputs, input_shapes, bounds=bounds) if verify else []
         ref_sets = [_reference_outputs(model, reference, feeds) for feeds in sets]
         in_paths, out_paths = [], []
         for i, feeds in enumerate(sets):
             in_paths.append(str(work / f"verify_in_{i}.npz"))
             out_paths.append(str(work / f"verify_out_{i}.npz"))
             np.savez(in_paths[-1], **feeds)
-        spec = {"backend": plugin_name, "model": str(source.path), "out_dir": str(work / "out"),
+        spec = {"backend": plugin_name, "model": os.path.abspath(source.path), "out_dir": str(work / "out"),
                 "device": str(options.device), "precision": options.precision,
                 "converter_options": {**dict(converter_options),
                                       "input_shapes": {k: list(v) for k, v in shapes.items()},

@@ -20,7 +20,7 @@ from ..errors import ConversionError
 from ..tensor import TensorInfo
 
 __all__ = ["SIDECAR_SUFFIX", "sidecar_path", "write_sidecar", "read_sidecar", "plugin_notes", "onnx_signature",
-           "infos_to_json", "infos_from_json", "concrete_shape"]
+           "infos_to_json", "infos_from_json", "concrete_shape", "SPATIAL_DEFAULT"]
 
 SIDECAR_SUFFIX = ".unirt.json"
 
@@ -99,13 +99,21 @@ def onnx_signature(model: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
     return ([info(v) for v in model.graph.input if v.name not in inits], [info(v) for v in model.graph.output])
 
 
+#: The size a dynamic spatial dim gets when the user gives none (`concrete_shape`): what image models take.
+SPATIAL_DEFAULT = {3: 224, 4: 224, 5: 32}
+
+
 def concrete_shape(info: TensorInfo, given: Mapping[str, Sequence[int]] | None) -> tuple[int, ...]:
     """A concrete shape for `info`: the user's shape for it if given, else its static dims with 1 for each dynamic
-    dim. ConversionError when a given shape contradicts the model."""
+    dim, except the spatial dims of a float [N, C, ...] input with static channels (rank 3 to 5): 1x1 is no
+    image (a 3x3 convolution refuses it), so those get `SPATIAL_DEFAULT`. ConversionError when a given shape
+    contradicts the model."""
     if given and info.name in given:
         shape = tuple(int(d) for d in given[info.name])
         if len(shape) != info.rank or any(isinstance(d, int) and d != s for d, s in zip(info.shape, shape)):
             raise ConversionError(f"input_shapes[{info.name!r}] = {list(shape)} does not fit the model's "
                                   f"{info.shape_str()}")
         return shape
-    return tuple(d if isinstance(d, int) else 1 for d in info.shape)
+    image = info.rank in SPATIAL_DEFAULT and info.dtype.kind == "f" and isinstance(info.shape[1], int)
+    spatial = SPATIAL_DEFAULT[info.rank] if image else 1
+    return tuple(d if isinstance(d, int) else spatial if axis >= 2 else 1 for axis, d in enumerate(info.shape))

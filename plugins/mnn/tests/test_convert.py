@@ -84,6 +84,7 @@ def test_conversion_on_load_and_cli(model, tmp_path, capsys):
     source = model("dynamic_mlp")
     sess = unirt.Session(source, backend="mnn")
     assert sess.conversion is not None and sess.conversion.verified
+    assert "converter mnnconvert from MNN " in sess.conversion.converter  # in the cache key too
     from unirt.cli import main
 
     out = tmp_path / "mlp.mnn"
@@ -115,3 +116,84 @@ def test_backends_lists_onnx_as_converted(capsys):
     assert main(["backends", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["backends"]}
     assert rows["mnn"]["converts_from"] == ["onnx"]
+
+
+def test_a_model_onnxruntime_cannot_load_still_converts(tmp_path):
+    """ONNX Runtime has no PRelu-6 kernel; MNN converts the model exactly. verify=False reads the signature from
+    the ONNX file (it used to load the source in ONNX Runtime anyway: a ModelLoadError); verify=True takes the
+    next installed backend that loads it as the reference, or says that verify=False accepts it unverified."""
+    from unirt import testing
+
+    case = next(c for c in testing.conformance_cases(("pytorch-converted",))
+                if c.name == "pytorch-converted/test_PReLU_3d_multiparam")
+    with pytest.raises(unirt.ModelLoadError):
+        unirt.Session(case.model, backend="onnxruntime")
+    conv = unirt.convert(case.model, to="mnn", verify=False, out=tmp_path / "prelu.mnn")
+    assert not conv.verified and conv.reference is None
+    got = unirt.Session(conv, backend="mnn").run(case.inputs[0])
+    np.testing.assert_allclose(next(iter(got.values())), case.outputs[0], rtol=1e-5, atol=1e-6)
+    if any(b.available for b in unirt.backends(names=["openvino"])):
+        checked = unirt.convert(case.model, to="mnn", cache=False)
+        assert checked.verified and checked.reference == "openvino" and checked.within_tolerance
+
+
+def test_a_model_no_reference_loads_needs_verify_false(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], domain="com.example")], "custom",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
+              str(tmp_path / "custom.onnx"))
+    with pytest.raises(unirt.ConversionError, match=r"cannot be verified: no reference backend loads the source "
+                                                     r"model \(onnxruntime: ModelLoadError.*verify=False"):
+        unirt.convert(tmp_path / "custom.onnx", to="mnn")
+
+
+def _fcn(path, flatten_to=None):
+    """x[N, 3, H, W] -> a 3x3 convolution (-> Reshape to [N, flatten_to] when given: fixes H and W)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    nodes, inits = [helper.make_node("Conv", ["x", "w"], ["y" if flatten_to is None else "c"])], [w]
+    if flatten_to is not None:
+        inits.append(numpy_helper.from_array(np.array([0, flatten_to], np.int64), "s"))
+        nodes.append(helper.make_node("Reshape", ["c", "s"], ["y"]))
+    g = helper.make_graph(nodes, "fcn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    return path
+
+
+def test_dynamic_image_dims_convert(tmp_path):
+    """Dynamic H and W used to be converted at 1x1, which a 3x3 convolution refuses; they get an image size, and
+    where the model takes no such size, the error names the shapes chosen and how to give others."""
+    source = _fcn(tmp_path / "fcn.onnx")
+    conv = unirt.convert(source, to="mnn")
+    assert conv.verified and conv.within_tolerance
+    sess = unirt.Session(conv, backend="mnn")
+    assert sess.inputs[0].shape == ("N", 3, "H", "W")  # MNN resizes: the ONNX dims stay dynamic
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 40)).astype(np.float32)
+    (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert rel_l2(sess.run(x)["y"], ref) < 1e-5
+    fixed = _fcn(tmp_path / "fixed.onnx", flatten_to=8 * 30 * 30)  # takes 32x32 images only
+    with pytest.raises(unirt.ConversionError, match=r"at the shapes unirt chose for its dynamic dims "
+                                                     r"\(x=\[1, 3, 224, 224\]\).*input_shapes=\{'x': \[\.\.\.\]\}.*"
+                                                     r"--shape x=1x3x224x224"):
+        unirt.convert(fixed, to="mnn")
+    assert unirt.convert(fixed, to="mnn", input_shapes={"x": [1, 3, 32, 32]}).within_tolerance
+
+
+def test_a_damaged_cache_entry_is_converted_again(model):
+    """A truncated model.mnn in the conversion cache used to fail every load (ModelLoadError) until the user
+    cleared the cache: the entry's recorded sizes and hashes no longer match, so it is converted again."""
+    source = model("dynamic_mlp")
+    first = unirt.convert(source, to="mnn")
+    data = first.path.read_bytes()
+    first.path.write_bytes(data[: len(data) // 2])
+    sess = unirt.Session(source, backend="mnn")
+    assert not sess.conversion.cached and sess.conversion.path == first.path
+    assert first.path.stat().st_size > len(data) // 2  # written whole again
+    assert sess.run(np.ones((2, 8), np.float32))["probs"].shape == (2, 3)

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 import unirt
-from unirt import InputError, ModelLoadError, UnsupportedOptionError
+from unirt import InputError, ModelLoadError, RunError, UnsupportedOptionError
 
 
 def ort_run(path, feeds):
@@ -124,6 +124,21 @@ def test_options(converted):
         unirt.Session(path, backend="mnn", device="cuda")
 
 
+
+@pytest.mark.parametrize("kind", ["opencl", "vulkan", "cuda", "metal"])
+def test_a_gpu_backend_type_mnn_lacks_is_refused(converted, kind):
+    """MNN runs on its CPU backend when the one asked for is missing (it prints "Can't Find type=3 backend, use 0
+    instead"); unirt reported device='gpu:0'. Where MNN has it, it is used and reported."""
+    path = converted("dynamic_mlp").path
+    try:
+        sess = unirt.Session(path, backend="mnn", backend_options={"backend_type": kind})
+    except UnsupportedOptionError as exc:
+        assert f"backend_type={kind!r} is not available in this MNN build" in str(exc) and "Can't Find" in str(exc)
+    else:
+        assert sess.device == "gpu:0"
+        assert sess.run(np.ones((1, 8), np.float32))["probs"].shape == (1, 3)
+
+
 def test_damaged_files_are_refused(converted, tmp_path):
     data = converted("dynamic_mlp").path.read_bytes()
     (tmp_path / "cut.mnn").write_bytes(data[: len(data) // 2])
@@ -157,3 +172,40 @@ def test_dynamic_nchw_shapes_resize(converted):
     for shape in [(1, 3, 1, 1), (3, 3, 5, 7), (2, 3, 8, 2)]:
         x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
         np.testing.assert_array_equal(sess.run(x)["y"], x * 2)
+
+
+def test_a_relative_path_loads_on_first_sight(converted, model, tmp_path, monkeypatch):
+    """The first load of a file runs in a throwaway process in the canary folder: a relative path (and a relative
+    UNIRT_CACHE_DIR) must still name the caller's file there."""
+    shutil.copy(converted("dynamic_mlp").path, tmp_path / "fresh.mnn")  # no sidecar, never loaded with this cache
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("UNIRT_CACHE_DIR", "relcache")
+    sess = unirt.Session("fresh.mnn", backend="mnn")
+    assert len(list((tmp_path / "relcache" / "canary").iterdir())) == 1  # the child loaded it, and it is remembered
+    x = np.random.default_rng(6).standard_normal((1, 8)).astype(np.float32)
+    np.testing.assert_allclose(sess.run(x)["probs"], ort_run(model("dynamic_mlp"), {"x": x})[1], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_a_failed_forward_says_why_and_threads_default_to_every_cpu(tmp_path):
+    """MNN prints why a forward failed ("Broad cast error") and returns no outputs: the RunError says it."""
+    import os
+
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "W")
+    nodes = [helper.make_node("MatMul", ["a", "W"], ["am"]), helper.make_node("MatMul", ["b", "W"], ["bm"]),
+             helper.make_node("Add", ["am", "bm"], ["y"])]
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4]),
+                                             helper.make_tensor_value_info("b", TensorProto.FLOAT, ["M", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    path = tmp_path / "two.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    sess = unirt.Session(path, backend="mnn")
+    a, b = np.ones((2, 4), np.float32), np.ones((3, 4), np.float32)
+    with pytest.raises(RunError, match=r"returned 0 outputs, expected 1 \(MNN: Broad cast error"):
+        sess.run({"a": a, "b": b})
+    np.testing.assert_allclose(sess.run({"a": a, "b": b[:1]})["y"], ort_run(path, {"a": a, "b": b[:1]})[0],
+                               rtol=1e-5)  # ONNX broadcasting of a batch of 1: MNN does it too
+    assert sess._runner.threads == len(os.sched_getaffinity(0))
+    assert unirt.Session(path, backend="mnn", threads=1)._runner.threads == 1

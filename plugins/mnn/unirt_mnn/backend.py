@@ -35,6 +35,15 @@ class MnnBackend(Backend):
         check_loads(model, self.name, self.probe().version or "", options)
         return MnnSession(model, options)
 
+    def converter_version(self) -> str | None:
+        """The converter (`_tools.mnnconvert`) ships in the MNN wheel: that wheel's version."""
+        import importlib.metadata
+
+        try:
+            return f"mnnconvert from MNN {importlib.metadata.version('MNN')}"
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
     def convert(self, model: ModelFile, out_dir: Path, options: LoadOptions) -> ModelFile:
         """ONNX -> model.mnn with the converter inside the MNN wheel (`_tools.mnnconvert`; the `mnnconvert`
         console script would also send usage telemetry). fp32 weights unless precision='fp16'."""

@@ -12,6 +12,7 @@ MNN's Python API has traps, each handled here:
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Sequence
 
@@ -36,6 +37,15 @@ def _mnn():
         import MNN.expr as F
         import MNN.nn as nn
     return F, nn
+
+
+def default_threads() -> int:
+    """MNN's own default is one thread; ONNX Runtime and ncnn use every core: so does unirt's MNN runner (the
+    CPUs this process may run on), unless `threads` says otherwise."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def precision_mode(F: Any, precision: str) -> Any:
@@ -69,7 +79,8 @@ class MnnSession(BackendSession):
         if not specs:
             raise ModelLoadError(f"{model.name}: the MNN model has no inputs")
         kwargs = {"precision_mode": precision_mode(F, options.precision),
-                  "thread_num": options.threads or 1, "shape_mutable": bool(bo.get("shape_mutable", True)),
+                  "thread_num": options.threads or default_threads(),
+                  "shape_mutable": bool(bo.get("shape_mutable", True)),
                   "backend": getattr(F.Backend, kind.upper())}
         if "memory_mode" in bo:
             kwargs["memory_mode"] = getattr(F.MemoryMode, str(bo["memory_mode"]).capitalize())
@@ -84,10 +95,15 @@ class MnnSession(BackendSession):
             raise ModelLoadError(f"{model.name}: MNN refused the model: {reason}") from None
         if module is None:
             raise ModelLoadError(f"{model.name}: MNN refused the model: {' '.join(printed).strip()}")
+        if kind != "cpu" and any("Can't Find type" in line for line in printed):
+            # MNN falls back to its CPU backend, and says so only on stdout: the caller asked for this one
+            raise UnsupportedOptionError(f"mnn: backend_type={kind!r} is not available in this MNN build on this "
+                                         f"machine (MNN: {' '.join(printed).strip()}); use backend_type='cpu'")
         info = module.get_info()
         self._module = module
         self._lock = threading.Lock()
         self.precision = options.precision
+        self.threads = kwargs["thread_num"]
         self.device = "cpu" if kind == "cpu" else "gpu:0"
         by_name = {s.name: s for s in specs}
         missing = [n for n in info["inputNames"] if n not in by_name]
@@ -148,7 +164,8 @@ class MnnSession(BackendSession):
             if not isinstance(outs, (list, tuple)):
                 outs = [outs]
             if len(outs) != len(self._out_order):
-                raise RunError(f"mnn: the model returned {len(outs)} outputs, expected {len(self._out_order)}")
+                raise RunError(f"mnn: the model returned {len(outs)} outputs, expected {len(self._out_order)}"
+                               f"{self._why_forward_failed(vars_in)}")
             by_name = dict(zip(self._out_order, outs))
             # read() maps memory that the next forward reuses: copy while the lock is held
             results = [np.array(by_name[n].read(), copy=True) for n in output_names]
@@ -157,6 +174,18 @@ class MnnSession(BackendSession):
             if want is not None and results[k].dtype != want:
                 results[k] = results[k].astype(want)
         return results
+
+    def _why_forward_failed(self, vars_in: list) -> str:
+        """MNN says why a forward failed on stdout only ("Broad cast error, dim1 = 3, dim2 = 2"): run the failed
+        forward again with that captured (not on every run: capturing redirects the process's stdout)."""
+        printed: list[str] = []
+        try:
+            with native_output_captured(printed):
+                self._module.forward(vars_in)
+        except Exception as exc:
+            printed.append(f"{type(exc).__name__}: {exc}")
+        reason = "; ".join(line.strip() for line in "".join(printed).splitlines() if line.strip())
+        return f" (MNN: {reason})" if reason else ""
 
     def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[np.ndarray]:
         if self._module is None:

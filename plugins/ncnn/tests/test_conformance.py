@@ -44,7 +44,7 @@ class TestNcnnConformance(BackendConformance):
         "pytorch-operator/test_operator_repeat": "has no layer for: torch.tile",  # ONNX Tile
     }
     known_failures = {
-        "unknown_dims": "pnnx converts at one shape: the dynamic H and W become the conversion's (1 each unless "
-                        "backend_options={'conversion': {'input_shapes': ...}} says), so other sizes are refused "
-                        "with InputError",
+        "unknown_dims": "pnnx converts at one shape: the dynamic H and W become the conversion's (224x224 "
+                        "unless backend_options={'conversion': {'input_shapes': ...}} says), so other sizes are "
+                        "refused with InputError",
     }

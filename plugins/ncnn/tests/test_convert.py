@@ -164,3 +164,41 @@ def test_backends_lists_onnx_as_converted(capsys):
     assert main(["backends", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["backends"]}
     assert rows["ncnn"]["converts_from"] == ["onnx"]
+
+
+def test_another_pnnx_converts_afresh(model, tmp_path, monkeypatch):
+    """The conversion cache key names the pnnx that converts (the wheel's version, the binary's path, size and
+    mtime): a binary from UNIRT_PNNX does not reuse what the wheel's pnnx converted."""
+    from unirt_ncnn.pnnx import find_pnnx, pnnx_version
+
+    source = model("dynamic_mlp")
+    wheel = unirt.convert(source, to="ncnn")
+    assert f"converter pnnx {pnnx_version()} at {find_pnnx()}" in wheel.converter
+    other = tmp_path / "pnnx"
+    other.symlink_to(find_pnnx())
+    monkeypatch.setenv("UNIRT_PNNX", str(other))
+    swapped = unirt.convert(source, to="ncnn")
+    assert not swapped.cached and swapped.path != wheel.path
+    assert f"converter pnnx (not the pnnx wheel's) at {other}" in swapped.converter
+    assert unirt.convert(source, to="ncnn").cached  # the same binary again: a cache hit
+
+
+def test_dynamic_image_dims_convert_at_an_image_size(tmp_path):
+    """Dynamic H and W used to be converted at 1x1, which a 3x3 convolution refuses: pnnx converts at 224x224 and
+    the ncnn model takes that size (pnnx may fold shape-dependent values: other sizes are not verified)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "fcn",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    source = tmp_path / "fcn.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(source))
+    sess = unirt.Session(source, backend="ncnn")
+    assert sess.conversion.verified and sess.inputs[0].shape == ("N", 3, 224, 224)
+    x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert rel_l2(sess.run(x)["y"], ref) < 1e-5
+    with pytest.raises(unirt.InputError, match=r"dim 2 is static"):
+        sess.run(x[:, :, :32, :40])

@@ -204,3 +204,26 @@ def test_a_static_batch_of_two_runs_sample_by_sample():
         assert sess.inputs[0].shape[0] == 2
         got = sess.run(case.inputs[0])
         np.testing.assert_allclose(list(got.values())[0], case.outputs[0], rtol=1e-4, atol=1e-5)
+
+
+def test_batched_inputs_must_agree_on_the_batch_size(tmp_path):
+    """ncnn runs a batch sample by sample: inputs a[N, 4] and b[M, 4] with different batch sizes used to run with
+    the first one's (b's extra rows ignored, a batch of 1 not broadcast, an IndexError past its end)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "W")
+    nodes = [helper.make_node("MatMul", ["a", "W"], ["am"]), helper.make_node("MatMul", ["b", "W"], ["bm"]),
+             helper.make_node("Add", ["am", "bm"], ["y"])]
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4]),
+                                             helper.make_tensor_value_info("b", TensorProto.FLOAT, ["M", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    path = tmp_path / "two.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    sess = unirt.Session(path, backend="ncnn")
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_allclose(sess.run({"a": a, "b": b})["y"], ort_run(path, {"a": a, "b": b})[0], rtol=1e-5,
+                               atol=1e-5)
+    for na, nb in [(1, 2), (2, 3), (2, 1)]:
+        with pytest.raises(InputError, match=f"same batch size: 'a' has {na}, 'b' has {nb}"):
+            sess.run({"a": a[:na], "b": b[:nb]})

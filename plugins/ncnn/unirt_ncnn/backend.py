@@ -38,6 +38,11 @@ class NcnnBackend(Backend):
 
         return NcnnSession(model, options)
 
+    def converter_version(self) -> str | None:
+        from .pnnx import pnnx_identity
+
+        return pnnx_identity()
+
     def convert(self, model: ModelFile, out_dir: Path, options: LoadOptions) -> ModelFile:
         """ONNX -> model.param + model.bin with pnnx, at the shapes unirt's conversion layer passes; fp32 weights
         unless precision='fp16' (bf16 runs from fp32 weights with ncnn's bf16 storage). pnnx's batch axis per

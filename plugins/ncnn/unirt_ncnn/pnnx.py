@@ -17,7 +17,8 @@ from typing import Mapping, Sequence
 
 from unirt import BackendUnavailableError, ConversionError
 
-__all__ = ["ENV_PNNX", "NO_BATCH", "find_pnnx", "pnnx_version", "run_pnnx", "shape_arg", "batch_axes"]
+__all__ = ["ENV_PNNX", "NO_BATCH", "find_pnnx", "pnnx_version", "pnnx_identity", "run_pnnx", "shape_arg",
+           "batch_axes"]
 
 ENV_PNNX = "UNIRT_PNNX"
 #: pnnx's batch axis for a blob that has none (the whole tensor is one ncnn Mat).
@@ -51,6 +52,19 @@ def pnnx_version() -> str:
         return importlib.metadata.version("pnnx")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
+
+
+def pnnx_identity() -> str | None:
+    """Which pnnx a conversion runs: the wheel's version, the binary's path, size and modification time (a binary
+    from UNIRT_PNNX is not the wheel's; hashing the ~90 MB binary would cost ~0.3 s per process). None: no pnnx."""
+    exe = find_pnnx()
+    if exe is None:
+        return None
+    st = exe.stat()
+    spec = importlib.util.find_spec("pnnx")
+    wheel = spec is not None and any(exe.parent == Path(f) for f in spec.submodule_search_locations or [])
+    version = pnnx_version() if wheel else "(not the pnnx wheel's)"
+    return f"pnnx {version} at {exe} ({st.st_size} bytes, mtime {st.st_mtime_ns})"
 
 
 def shape_arg(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, str]) -> str:

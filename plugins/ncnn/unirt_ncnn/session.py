@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import ncnn
 
-from unirt import (BackendSession, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
+from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
                    UnsupportedOptionError)
 from unirt.conversion.signature import read_sidecar
 
@@ -164,7 +164,8 @@ class NcnnSession(BackendSession):
         self.inputs = [p.info for p in self._inputs]
         self.outputs = [p.info for p in self._outputs]
         self._by_name = {p.info.name: p for p in self._outputs}
-        self._batched = any(p.batched for p in self._inputs)
+        self._batched_names = [p.info.name for p in self._inputs if p.batched]
+        self._batched = bool(self._batched_names)
         self._wrap = {p.blob: p.wrap for p in self._inputs}
 
     @staticmethod
@@ -248,7 +249,14 @@ class NcnnSession(BackendSession):
         if not self._batched:
             samples = {p.blob: feeds[p.info.name] for p in self._inputs}
             return self._extract_one(samples, ports)
-        batch = next(feeds[p.info.name].shape[0] for p in self._inputs if p.batched)
+        sizes = [feeds[name].shape[0] for name in self._batched_names]
+        batch = sizes[0]
+        if sizes.count(batch) != len(sizes):
+            # ONNX would broadcast a batch of 1 where the graph broadcasts, and fail elsewhere: no one rule fits
+            # running sample by sample, so every batched input must bring the same number of samples.
+            given = ", ".join(f"{n!r} has {s}" for n, s in zip(self._batched_names, sizes))
+            raise InputError(f"ncnn runs this model one sample at a time along dim 0, so its batched inputs need the "
+                             f"same batch size: {given}")
         per_sample = []
         for i in range(batch):
             samples = {p.blob: feeds[p.info.name][i] if p.batched else feeds[p.info.name] for p in self._inputs}

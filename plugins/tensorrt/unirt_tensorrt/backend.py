@@ -49,6 +49,12 @@ class TensorRTBackend(Backend):
             check_engine_precision(model.name, options.precision)
         from .session import TensorRTSession
 
+        if model.format is ModelFormat.TENSORRT:
+            from unirt.canary import check_loads
+
+            # A plan past its magic tag goes straight to deserialize_cuda_engine, which has no verifier of its own
+            # for damaged bytes: the first load of a file happens in a throwaway process (remembered per content).
+            check_loads(model, self.name, self.probe().version or "", options)
         return TensorRTSession(model, options)
 
     def convert(self, model: ModelFile, out_dir: Path, options: LoadOptions) -> ModelFile:
