@@ -140,6 +140,9 @@ def test_options(converted):
     assert sess._runner._net.opt.num_threads == 2 and sess._runner._net.opt.use_winograd_convolution is False
     with pytest.raises(UnsupportedOptionError, match="unknown backend option"):
         unirt.Session(path, backend="ncnn", backend_options={"nope": 1})
+    # The Vulkan device is device="gpu:N"; a "vulkan_device" option was once accepted and silently ignored.
+    with pytest.raises(UnsupportedOptionError, match="unknown backend option.*vulkan_device"):
+        unirt.Session(path, backend="ncnn", backend_options={"vulkan_device": 1})
     with pytest.raises(UnsupportedOptionError, match="cannot run on cuda"):
         unirt.Session(path, backend="ncnn", device="cuda")
 

@@ -33,7 +33,7 @@ from .param import ParamGraph, parse_param
 log = logging.getLogger(__name__)
 
 _OPTION_KEYS = {"input_shapes", "lightmode", "use_winograd_convolution", "use_sgemm_convolution",
-                "use_packing_layout", "openmp_blocktime", "vulkan_device"}
+                "use_packing_layout", "openmp_blocktime"}
 # Layers that always write their result into a new blob: an input read only by these may be a Mat wrapping the
 # caller's array. Any other reader may work in place, or pass the Mat on to one that does (Split, Reshape, ...).
 _WRAPPABLE_READERS = frozenset({
