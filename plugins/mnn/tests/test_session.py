@@ -120,6 +120,12 @@ def test_options(converted):
         unirt.Session(path, backend="mnn", backend_options={"nope": 1})
     with pytest.raises(UnsupportedOptionError, match="backend_type must be one of"):
         unirt.Session(path, backend="mnn", backend_options={"backend_type": "tpu"})
+    sess = unirt.Session(path, backend="mnn", backend_options={"memory_mode": "High", "power_mode": "normal"})
+    assert sess.run(np.ones((1, 8), np.float32))["probs"].shape == (1, 3)
+    # A typo was a ModelLoadError blaming the model (MNN's enum has no such member): it is an option error.
+    for key in ("memory_mode", "power_mode"):
+        with pytest.raises(UnsupportedOptionError, match=f"{key} must be one of low, normal, high, got 'fast'"):
+            unirt.Session(path, backend="mnn", backend_options={key: "fast"})
     with pytest.raises(UnsupportedOptionError, match="cannot run on cuda"):
         unirt.Session(path, backend="mnn", device="cuda")
 

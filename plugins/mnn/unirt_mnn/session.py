@@ -27,6 +27,7 @@ from unirt.native_output import native_output_captured, native_output_silenced
 
 _OPTION_KEYS = {"input_shapes", "backend_type", "memory_mode", "power_mode", "shape_mutable"}
 _BACKENDS = ("cpu", "opencl", "vulkan", "cuda", "metal")
+_MODES = ("low", "normal", "high")  # memory_mode, power_mode
 _NP_TO_MNN = {"float32": "float", "float64": "double", "int32": "int", "int64": "int64", "uint8": "uint8",
               "int8": "int8"}
 
@@ -56,6 +57,13 @@ def precision_mode(F: Any, precision: str) -> Any:
     return {"fp32": F.PrecisionMode.High, "fp16": F.PrecisionMode.Low, "bf16": F.PrecisionMode.Low_BF16}[precision]
 
 
+def _mode(modes: Any, key: str, value: Any) -> Any:
+    """MNN's MemoryMode / PowerMode member for "low", "normal" or "high" (checked: a typo is an option error)."""
+    if not isinstance(value, str) or value.lower() not in _MODES:
+        raise UnsupportedOptionError(f"mnn: {key} must be one of {', '.join(_MODES)}, got {value!r}")
+    return getattr(modes, value.capitalize())
+
+
 class MnnSession(BackendSession):
     def __init__(self, model: ModelFile, options: LoadOptions) -> None:
         if model.path is None:
@@ -82,10 +90,9 @@ class MnnSession(BackendSession):
                   "thread_num": options.threads or default_threads(),
                   "shape_mutable": bool(bo.get("shape_mutable", True)),
                   "backend": getattr(F.Backend, kind.upper())}
-        if "memory_mode" in bo:
-            kwargs["memory_mode"] = getattr(F.MemoryMode, str(bo["memory_mode"]).capitalize())
-        if "power_mode" in bo:
-            kwargs["power_mode"] = getattr(F.PowerMode, str(bo["power_mode"]).capitalize())
+        for key, modes in (("memory_mode", F.MemoryMode), ("power_mode", F.PowerMode)):
+            if key in bo:
+                kwargs[key] = _mode(modes, key, bo[key])
         printed: list[str] = []
         try:
             with native_output_captured(printed):  # MNN verifies the FlatBuffer and prints why it refuses
