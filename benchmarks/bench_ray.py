@@ -18,7 +18,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -146,9 +145,10 @@ def in_process(path: Path, clients: int, seconds: float) -> list[dict]:
 
 def unirt_serve(repo: Path, clients: int, seconds: float) -> dict:
     ports = [free_port() for _ in range(3)]
-    exe = shutil.which("unirt") or "unirt"
-    server = subprocess.Popen([exe, "serve", "--model-repository", str(repo), "--http-port", str(ports[0]),
-                               "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])],
+    # this Python's unirt (cwd is the repository folder, so -m cannot pick up a source tree)
+    server = subprocess.Popen([sys.executable, "-m", "unirt", "serve", "--model-repository", str(repo),
+                               "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+                               "--metrics-port", str(ports[2])],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=repo)
     try:
         wait_ready(ports[0])
