@@ -118,6 +118,10 @@ def test_gather_scatter_errors_are_clear():
         unirt.gather([np.ones((1, 3), np.float64)], out=np.empty((2, 3), np.float32))
     with pytest.raises(InputError, match="do not fit"):
         unirt.scatter(np.ones((3, 2)), [2, 2])
+    with pytest.raises(InputError, match=r"got a dict \(a dict of outputs: scatter each output array"):
+        unirt.scatter({"y": np.ones((3, 2))}, [1, 2])  # Session.run's result, not one of its arrays
+    with pytest.raises(InputError, match="got a 0-d array"):
+        unirt.scatter(np.zeros(()), [1])
     with pytest.raises(InputError, match="take 4 rows"):
         unirt.scatter(np.ones((3, 2)), [np.empty((4, 2))])
     with pytest.raises(InputError, match="read-only"):

@@ -18,6 +18,7 @@ the GIL released, split over threads when large. `gather` and `scatter` here are
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -172,7 +173,10 @@ def scatter(batch: np.ndarray, into: Sequence[np.ndarray] | Sequence[int], *,
     row counts, returns views of `batch` without copying.
     """
     if not isinstance(batch, np.ndarray) or batch.ndim == 0:
-        raise InputError("scatter needs a numpy array with at least one dim")
+        got = f"a {type(batch).__name__}" if not isinstance(batch, np.ndarray) else "a 0-d array"
+        hint = " (a dict of outputs: scatter each output array, e.g. outputs[name])" if isinstance(batch, Mapping) \
+            else ""
+        raise InputError(f"scatter needs a numpy array with at least one dim, got {got}{hint}")
     items = list(into)
     if all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in items):
         if any(n < 0 for n in items) or sum(items) > batch.shape[0]:
