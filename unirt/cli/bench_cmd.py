@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark a model across backends: load, latency percentiles, throughput, "
                                      "memory")
     p.add_argument("model", help="model file")
-    add_backends(p, "default all: every available backend that reads the model")
+    add_backends(p, "default all: every available backend that reads the model or converts it on load")
     add_shapes(p)
     p.add_argument("--batch", metavar="1,8", help="batch sizes to sweep (dim 0 of inputs whose dim 0 is dynamic)")
     p.add_argument("--concurrency", default="1", metavar="1,2,4",

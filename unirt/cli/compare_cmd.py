@@ -15,7 +15,7 @@ from .tool_output import add_backends, add_shapes, backend_names, print_json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="compare a model's outputs across backends (exit 1 on any mismatch)")
     p.add_argument("model", help="model file")
-    add_backends(p, "default: every available backend that reads the model")
+    add_backends(p, "default: every available backend that reads the model or converts it on load")
     p.add_argument("--reference", default=None, help="backend whose outputs are the truth (default onnxruntime)")
     p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
     p.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")

@@ -41,9 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--http-port", type=_port, default=8000, help="HTTP/REST port (default 8000; 0 = any free)")
     p.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001; 0 = any free)")
     p.add_argument("--metrics-port", type=_port, default=8002, help="Prometheus metrics port (default 8002)")
-    p.add_argument("--allow-http", type=_bool, default=True, metavar="BOOL")
-    p.add_argument("--allow-grpc", type=_bool, default=True, metavar="BOOL")
-    p.add_argument("--allow-metrics", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--allow-http", type=_bool, default=True, metavar="BOOL", help="serve HTTP/REST (default true)")
+    p.add_argument("--allow-grpc", type=_bool, default=True, metavar="BOOL", help="serve gRPC (default true)")
+    p.add_argument("--allow-metrics", type=_bool, default=True, metavar="BOOL",
+                   help="serve Prometheus metrics (default true)")
     p.add_argument("--model-control-mode", choices=["none", "explicit"], default="none",
                    help="none: load every model at start; explicit: only --load-model ones, then load/unload "
                         "requests")

@@ -222,7 +222,8 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
           concurrency: Sequence[int] | int = 1, threads: int | None = None, precision: str = "fp32",
           device: str = "auto", warmup: int = 5, iterations: int | None = None, duration: float | None = None,
           seed: int = 0, progress: Progress | None = None) -> BenchReport:
-    """Benchmark `model` on each of `backends` (names, or None/"all" for every available one that reads it).
+    """Benchmark `model` on each of `backends` (names, or None/"all" for every available one that reads
+    it or converts it on load).
 
     `shapes`: input shapes ({name: dims} or "x:1x3x224x224"); dynamic dims left open default to 1. `batch`:
     batch sizes to sweep (dim 0 of inputs whose dim 0 is dynamic). `concurrency`: worker counts to sweep.

@@ -226,9 +226,9 @@ def compare(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str |
             save_outputs: PathLike | None = None) -> CompareReport:
     """Run `model` on `reference` and on each of `backends` with the same inputs; compare every output.
 
-    `backends`: names, or None/"all" for every available backend that reads the model. `reference` defaults to
-    onnxruntime when it can run the model, else the first backend. `inputs`: {name: array} or an .npz path;
-    otherwise random inputs at `shapes` (dynamic dims default to 1).
+    `backends`: names, or None/"all" for every available backend that reads the model (or converts it on
+    load). `reference` defaults to onnxruntime when it can run the model, else the first backend. `inputs`:
+    {name: array} or an .npz path; otherwise random inputs at `shapes` (dynamic dims default to 1).
     """
     mf = open_model(model)
     names = pick_backends(mf, backends)
