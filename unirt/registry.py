@@ -150,8 +150,12 @@ def get_backend(name: str) -> Backend:
     entry = entries.get(name)
     if entry is None:
         installed = ", ".join(sorted(entries)) or "none"
-        raise BackendUnavailableError(f"backend {name!r} is not installed. Install it with: {install_hint(name)}. "
-                                      f"Installed: {installed}.")
+        if name in KNOWN_BACKENDS:
+            raise BackendUnavailableError(f"backend {name!r} is not installed. Install it with: {install_hint(name)}. "
+                                          f"Installed: {installed}.")
+        raise BackendUnavailableError(f"backend {name!r} is not installed, and it is none of unirt's own "
+                                      f"({', '.join(KNOWN_BACKENDS)}): check the name, or install the plugin that "
+                                      f"provides it. Installed: {installed}.")
     backend = _load(entry)
     if backend is None:
         raise BackendUnavailableError(f"backend {name!r} is installed but unusable: {entry.error}")
