@@ -4,9 +4,10 @@
     python examples/ray_serve.py                # starts a local Ray instance (2 CPUs) and stops it at the end
     RAY_ADDRESS=auto python examples/ray_serve.py   # or deploys on a running Ray cluster
 
-The same application from Ray's own command line:
+The same application from Ray's own command line, started outside the source tree's root (Ray puts the working
+directory on sys.path, where ./unirt has no compiled core):
 
-    serve run unirt.integrations.ray:app model=examples/models/classifier.onnx num_replicas=2
+    cd examples && serve run unirt.integrations.ray:app model=models/classifier.onnx num_replicas=2
 
 Needs the ray extra: pip install 'unirt[ray]'.
 """
