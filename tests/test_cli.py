@@ -121,3 +121,16 @@ def test_explain(test_plugins, model, capsys, monkeypatch):
 def test_python_dash_m(tmp_path, model):
     proc = subprocess.run([sys.executable, "-m", "unirt", "backends"], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0 and "backend" in proc.stdout
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`unirt backends | head -0`: the reader is gone; no traceback, the SIGPIPE-style exit code."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "unirt", "backends"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd="/")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "Broken pipe" not in err, err
