@@ -219,5 +219,13 @@ def test_dynamic_image_dims_convert_at_an_image_size(tmp_path):
     x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
     (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     assert rel_l2(sess.run(x)["y"], ref) < 1e-5
-    with pytest.raises(unirt.InputError, match=r"dim 2 is static"):
+    # another size: refused, saying that the conversion fixed the dim and how to convert at other sizes
+    with pytest.raises(unirt.InputError, match=r"\(dim 2 is static in the ncnn conversion, made at fixed input "
+                                               r"shapes\), got \(2, 3, 32, 40\); .*'input_shapes': \{'x': "
+                                               r"\[\.\.\.\]\}"):
         sess.run(x[:, :, :32, :40])
+    small = x[:, :, :32, :40].copy()
+    (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": small})
+    with unirt.Session(source, backend="ncnn",
+                       backend_options={"conversion": {"input_shapes": {"x": [1, 3, 32, 40]}}}) as other:
+        assert other.inputs[0].shape == ("N", 3, 32, 40) and rel_l2(other.run(small)["y"], ref) < 1e-5
