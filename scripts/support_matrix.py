@@ -20,6 +20,7 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 import unirt
 from unirt.cli.backends_cmd import formats_cell
@@ -41,6 +42,15 @@ def cell(outcome: Outcome, width: int = 90) -> str:
     if len(detail) > width:
         detail = detail[: width - 1] + "…"
     return f"{STATUS[outcome.status]}: {detail}" if detail else STATUS[outcome.status]
+
+
+def guarded(check: Callable[..., Outcome], *args: Any) -> Outcome:
+    """One cell: an exception that is not a refusal or a unirt run error (a bug in a plugin or in unirt) is an
+    "error" cell naming it, instead of the end of the whole run."""
+    try:
+        return check(*args)
+    except Exception as exc:
+        return Outcome("error", f"{type(exc).__module__}.{type(exc).__name__} (not a unirt error): {exc}")
 
 
 def main() -> int:
@@ -68,12 +78,14 @@ def write_matrix(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if "built" in sets:
             for name in BUILT_MODELS:
-                rows.append(("unirt.testing.models", name, {b: check_built(b, name, Path(tmp)) for b in usable}))
+                rows.append(("unirt.testing.models", name,
+                             {b: guarded(check_built, b, name, Path(tmp)) for b in usable}))
         for label, loader in (("onnx wheel", wheel_cases), ("random weights", random_cases)):
             key = "wheel" if label == "onnx wheel" else "random"
             if key in sets:
                 for case in loader():
-                    rows.append((label, case.name, {b: check_case(b, case, "fp32", {"threads": 1}) for b in usable}))
+                    rows.append((label, case.name,
+                                 {b: guarded(check_case, b, case, "fp32", {"threads": 1}) for b in usable}))
                     print(f"{case.name}: " + ", ".join(f"{b}={o.status}" for b, o in rows[-1][2].items()),
                           file=sys.stderr)
 
@@ -86,10 +98,11 @@ def write_matrix(args: argparse.Namespace) -> int:
                       f"<= {TOLERANCES['fp32'].rel_l2:g} and max abs error <= {TOLERANCES['fp32'].max_rel:g} x max "
                       "|reference|; integer and bool outputs exact. A backend that converts ONNX on load (formats "
                       "\"onnx (converted)\") converts each model with its own converter, verified against ONNX "
-                      "Runtime. `refused` is a clear unirt error at load (the engine's or converter's own reason, or "
-                      "the measured error of a conversion its verification rejected); `WRONG` is an answer outside "
-                      "the tolerance; `error` is a unirt error while running; `—` is a format the backend neither "
-                      "reads nor converts.",
+                      "Runtime (or another installed ONNX reader where it cannot load the model). `refused` is a "
+                      "clear unirt error at load (the engine's or converter's own reason, or the measured error of a "
+                      "conversion its verification rejected); `WRONG` is an answer outside the tolerance; `error` is "
+                      "a unirt error while running, or any other exception (named); `—` is a format the backend "
+                      "neither reads nor converts.",
                       "", "## Backends", "",
                       "| backend | engine | formats | status | pass | refused | WRONG | error | not read |",
                       "|---|---|---|---|---|---|---|---|---|"]

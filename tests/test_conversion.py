@@ -331,6 +331,32 @@ def test_ir_version_fixup_lowers_only_what_converters_cannot_read(tmp_path):
     assert fixups.ir_version_for_converters(newer) == [] and newer.ir_version == 14
 
 
+@pytest.mark.parametrize("name", ["pytorch-converted/test_AvgPool2d", "pytorch-converted/test_BatchNorm2d_eval",
+                                  "pytorch-converted/test_Linear", "pytorch-converted/test_PReLU_2d_multiparam",
+                                  "pytorch-converted/test_PReLU_3d_multiparam",
+                                  "pytorch-operator/test_operator_add_broadcast"])
+def test_opset6_fixup_keeps_the_meaning(name):
+    """ONNX Runtime (and pnnx, which loads models with it) has no opset-6 AveragePool, BatchNormalization, Gemm,
+    PRelu, Add: the fixup upgrades the model to opset 7, per-channel PRelu slopes included, meaning unchanged."""
+    case = next(c for c in testing.conformance_cases(("pytorch-converted", "pytorch-operator")) if c.name == name)
+    proto = onnx.load(str(case.model))
+    with pytest.raises(Exception, match="NOT_IMPLEMENTED"):
+        ort_run(proto, {i.name: x for i, x in zip(proto.graph.input, case.inputs)})
+    notes = fixups.opset_for_converters(proto)
+    assert notes[-1].startswith("upgraded opset 6 to 7") and fixups.opset_for_converters(proto) == []
+    assert ("PRelu slopes" in notes[0]) is ("multiparam" in name)
+    onnx.checker.check_model(proto)
+    feeds = {i.name: x for i, x in zip(proto.graph.input, case.inputs)}
+    for got, expected in zip(ort_run(proto, feeds), case.outputs):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_opset_fixup_leaves_newer_models_alone(tmp_path):
+    proto = onnx.load(str(testing.softmax_coerced(tmp_path / "s.onnx")))  # opset 11
+    before = proto.SerializeToString()
+    assert fixups.opset_for_converters(proto) == [] and proto.SerializeToString() == before
+
+
 def test_new_external_weights_are_a_new_conversion(tmp_path, model):
     """An ONNX model's external data file is part of its content: retrained weights behind a byte-identical graph
     file are converted afresh, never served from the old conversion."""

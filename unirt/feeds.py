@@ -36,14 +36,17 @@ class InputChecker:
     """Turns user feeds into `{name: C-contiguous ndarray}` or raises InputError naming the input."""
 
     def __init__(self, inputs: Sequence[TensorInfo], batch_size: int | None = None,
-                 batch_hint: int | None = None) -> None:
+                 batch_hint: int | None = None, converted_for: str | None = None) -> None:
         """`batch_size`: the static batch dim N of a model whose dim 0 is a batch dim; a request with another
         batch size then raises BatchSizeMismatch (for the session to pad or split) instead of InputError.
         `batch_hint`: N for a model whose dim 0 is fixed at N everywhere but not taken as a batch dim; the
-        InputError for another size then says that batched=True pads or splits."""
+        InputError for another size then says that batched=True pads or splits.
+        `converted_for`: the backend a model was converted for on load, at fixed shapes; the InputError for
+        another size of a static dim then says how to convert at other shapes."""
         self._inputs = tuple(inputs)
         self._batch_size = batch_size
         self._batch_hint = batch_hint
+        self._converted_for = converted_for
         self._count = len(inputs)
         self._names = tuple(i.name for i in inputs)
         # (name, dtype, full shape if every dim is static else None, static (axis, size) pairs, info)
@@ -113,11 +116,16 @@ class InputChecker:
         return size
 
     def _static_mismatch(self, info: TensorInfo, axis: int, shape: tuple[int, ...]) -> InputError:
-        text = (f"input {info.name!r}: expected shape {_shape_text(info.shape)} (dim {axis} is static), "
+        why = "is static" if self._converted_for is None else \
+            f"is static in the {self._converted_for} conversion, made at fixed input shapes"
+        text = (f"input {info.name!r}: expected shape {_shape_text(info.shape)} (dim {axis} {why}), "
                 f"got {_shape_text(shape)}")
         if axis == 0 and self._batch_hint is not None:
             text += (f"; if dim 0 is a batch dim, Session(..., batched=True) pads or splits requests to the model's "
                      f"static batch of {self._batch_hint}")
+        elif self._converted_for is not None:
+            text += (f"; a dim the source model leaves dynamic takes other sizes once converted at them: "
+                     f"backend_options={{'conversion': {{'input_shapes': {{{info.name!r}: [...]}}}}}}")
         return InputError(text)
 
     def _check_batch(self, arrays: dict[str, np.ndarray], rows: int) -> None:

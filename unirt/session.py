@@ -156,7 +156,8 @@ class Session:
         if batched is None and not self._batch.batched:  # fixed at N > 1 everywhere: batched=True would batch it
             maybe = BatchSpec._infer(self._inputs, self._outputs, lenient=True)
             hint = maybe.size if maybe.kind == "static" else None
-        self._check = InputChecker(self._inputs, self._batch.size, hint).check
+        converted_for = self._backend_name if self.conversion is not None else None
+        self._check = InputChecker(self._inputs, self._batch.size, hint, converted_for).check
         self._output_names = tuple(o.name for o in self._outputs)
         self._output_infos = {o.name: o for o in self._outputs}
         if pool is None:

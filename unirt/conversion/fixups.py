@@ -11,6 +11,10 @@ Each fixup keeps the model's meaning (ONNX semantics) and spells out what conver
   ([N, C, L, 1] where ONNX says [N, C, L]; values right). Written out as Unsqueeze -> 2-D Conv -> Squeeze.
 - IR version newer than the converters' bundled ONNX Runtime reads (pnnx: IR 13; onnx 1.23 writes IR 14 by default):
   lowered to 13 when the model uses no element type that IR 13 lacks (the FLOAT6 types, 27 and 28, came with 14).
+- Default-domain opset below 7: ONNX Runtime has no kernels for opset 1-6 versions of AveragePool, BatchNormalization,
+  Add, Gemm, ... and pnnx loads the model with its bundled ONNX Runtime (it crashes after "ort CreateSession
+  failed"). Upgraded to opset 7 with onnx's version converter (opset 7 is what ONNX Runtime supports); left as it is
+  where the version converter cannot.
 Each function edits the ModelProto in place and returns a one-line description per change.
 """
 
@@ -23,7 +27,7 @@ import numpy as np
 __all__ = ["FIXUPS", "FIXUPS_VERSION", "apply_fixups"]
 
 #: Part of the conversion cache key: bump when a fixup changes what it writes.
-FIXUPS_VERSION = "3"
+FIXUPS_VERSION = "4"
 
 _COERCING_OPS = ("Softmax", "LogSoftmax", "Hardmax")
 
@@ -210,8 +214,52 @@ def ir_version_for_converters(model: Any) -> list[str]:
             f"{_CONVERTER_IR}; the model uses nothing newer)"]
 
 
-FIXUPS: tuple[Callable[[Any], list[str]], ...] = (initializers_as_inputs, coerced_softmax_axis, batchnorm_epsilon,
-                                                  conv1d_as_conv2d, ir_version_for_converters)
+_OLDEST_OPSET = 7  # ONNX Runtime's oldest supported default-domain opset
+
+
+def _channel_slopes(model: Any) -> list[str]:
+    """Opset < 7 PRelu takes a 1-D slope of C values per channel (dim 1); opset 7 broadcasts it numpy-style (on the
+    last dim), which the version converter leaves as it is: reshape such slopes to [C, 1, ...]."""
+    shapes = None
+    fixed = 0
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        slope = inits.get(node.input[1]) if node.op_type == "PRelu" and len(node.input) > 1 else None
+        if slope is None or len(slope.dims) != 1 or slope.dims[0] <= 1:
+            continue
+        shapes = _ranks_and_shapes(model) if shapes is None else shapes
+        rank = len(shapes.get(node.input[0]) or ())
+        if rank > 2:
+            slope.dims.extend([1] * (rank - 2))
+            for vi in model.graph.input:  # an IR < 4 model lists it as an input too
+                if vi.name == slope.name and vi.type.tensor_type.HasField("shape"):
+                    for _ in range(rank - 2):
+                        vi.type.tensor_type.shape.dim.add().dim_value = 1
+            fixed += 1
+    return [f"reshaped {fixed} per-channel PRelu slopes to [C, 1, ...] (opset 7 broadcasts a 1-D slope on the last "
+            "dim)"] if fixed else []
+
+
+def opset_for_converters(model: Any) -> list[str]:
+    old = _default_opset(model)
+    if old >= _OLDEST_OPSET or not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
+        return []
+    from onnx import version_converter
+
+    work = type(model)()
+    work.CopyFrom(model)
+    notes = _channel_slopes(work)
+    try:
+        upgraded = version_converter.convert_version(work, _OLDEST_OPSET)
+    except Exception:  # an op the version converter has no adapter for: the converter sees the model as it is
+        return []
+    model.CopyFrom(upgraded)
+    return notes + [f"upgraded opset {old} to {_OLDEST_OPSET} with onnx's version converter (ONNX Runtime, which "
+                    f"pnnx loads models with, has no kernels for opset < {_OLDEST_OPSET} versions of several ops)"]
+
+
+FIXUPS: tuple[Callable[[Any], list[str]], ...] = (initializers_as_inputs, opset_for_converters, coerced_softmax_axis,
+                                                  batchnorm_epsilon, conv1d_as_conv2d, ir_version_for_converters)
 
 
 def apply_fixups(model: Any) -> list[str]:

@@ -49,6 +49,25 @@ def test_ir3_initializers_as_inputs_are_fixed_up(squeezenet, tmp_path):
                                                                                        "sq.unirt.json"]
 
 
+@pytest.mark.parametrize("name", ["pytorch-converted/test_AvgPool2d", "pytorch-converted/test_PReLU_2d_multiparam"])
+def test_opset6_models_are_upgraded_for_pnnx(name, tmp_path):
+    """pnnx loads a model with its bundled ONNX Runtime, which has no opset-6 AveragePool or PRelu: it crashed
+    after "ort CreateSession failed". Upgraded to opset 7 first, they convert and answer like the onnx wheel's
+    outputs (the conversion verified against OpenVINO, as ONNX Runtime cannot load the source)."""
+    from unirt import testing
+
+    case = next(c for c in testing.conformance_cases(("pytorch-converted",)) if c.name == name)
+    shape = {"0": list(case.inputs[0].shape)}
+    with pytest.raises(ConversionError, match=r"(?s)pnnx failed.*ort CreateSession failed"):
+        run_pnnx(case.model, tmp_path / "raw.param", tmp_path / "raw.bin", shape, {}, fp16=False)
+    conv = unirt.convert(case.model, to="ncnn", out=tmp_path / "m.param")
+    assert any(f.startswith("upgraded opset 6 to 7") for f in conv.fixups)
+    assert conv.verified and conv.within_tolerance and conv.reference == "openvino"
+    with unirt.Session(conv, backend="ncnn") as sess:
+        got = sess.run(case.inputs[0])
+    np.testing.assert_allclose(got[sess.outputs[0].name], case.outputs[0], rtol=1e-4, atol=1e-5)
+
+
 def test_fp32_weights_unless_fp16_is_asked_for(model, converted):
     fp32 = converted("matmul_relu")
     fp16 = converted("matmul_relu", precision="fp16")
@@ -200,5 +219,13 @@ def test_dynamic_image_dims_convert_at_an_image_size(tmp_path):
     x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
     (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     assert rel_l2(sess.run(x)["y"], ref) < 1e-5
-    with pytest.raises(unirt.InputError, match=r"dim 2 is static"):
+    # another size: refused, saying that the conversion fixed the dim and how to convert at other sizes
+    with pytest.raises(unirt.InputError, match=r"\(dim 2 is static in the ncnn conversion, made at fixed input "
+                                               r"shapes\), got \(2, 3, 32, 40\); .*'input_shapes': \{'x': "
+                                               r"\[\.\.\.\]\}"):
         sess.run(x[:, :, :32, :40])
+    small = x[:, :, :32, :40].copy()
+    (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": small})
+    with unirt.Session(source, backend="ncnn",
+                       backend_options={"conversion": {"input_shapes": {"x": [1, 3, 32, 40]}}}) as other:
+        assert other.inputs[0].shape == ("N", 3, 32, 40) and rel_l2(other.run(small)["y"], ref) < 1e-5

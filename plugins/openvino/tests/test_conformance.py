@@ -28,3 +28,22 @@ class TestOpenVinoConformance(BackendConformance):
         "light_squeezenet": "ill-conditioned: the constant 0.02 weights give 1000 equal logits of ~9.5e9, and a 4e-7 "
                             "relative difference between engines decides the softmax (the random-weight copy passes)",
     }
+
+
+def test_an_ill_conditioned_reference_is_told_apart(tmp_path):
+    """OpenVINO's light_squeezenet answer differs from the onnx wheel's because the model is ill-conditioned, not
+    because OpenVINO computes wrongly: check_case says so (ONNX Runtime's own answer moves as far once each float32
+    intermediate result moves by one rounding step). A well-conditioned model is not called that."""
+    import numpy as np
+
+    from unirt.testing import softmax_coerced
+    from unirt.testing.conformance import TOLERANCES, check_case, ill_conditioned, reference_outputs, wheel_cases
+
+    case = next(c for c in wheel_cases() if c.name == "light_squeezenet")
+    outcome = check_case("openvino", case, "fp32", {"threads": 1})
+    assert outcome.status == "wrong" and outcome.detail.startswith(
+        "ill-conditioned: the reference moves beyond the tolerance when each float32 intermediate result moves by "
+        "one rounding step (rel-L2 error"), outcome
+    model = softmax_coerced(tmp_path / "s.onnx")
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, 4, 5)).astype(np.float32)}
+    assert ill_conditioned(model, feeds, reference_outputs(model, feeds), TOLERANCES["fp32"]) is None
