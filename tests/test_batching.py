@@ -443,3 +443,31 @@ def test_max_batch_reaches_the_backend_and_an_engines_own_limit_splits(test_plug
     assert bounded._runner.batches == [3, 2] and bounded.batch_stats().backend_runs == 2
     np.testing.assert_allclose(bounded.run_many([x[:2], x[2:]])[1]["probs"], expected[2:], rtol=1e-5)
     assert max(bounded._runner.batches) == 3
+
+
+def test_run_many_when_declared_output_dims_do_not_hold(tmp_path):
+    """y = x[:, :2] declared as y[N, M] (M named after x's dim 1, which it is not): plain runs fall back to the
+    engine's own outputs when it refuses memory sized from that declaration, and so does run_many (it raised
+    RunError: its batch buffers were sized from the declaration on every call)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("st", [0]), ("en", [2]), ("ax", [1]))]
+    path = _save(tmp_path, "slice_misdeclared", [helper.make_node("Slice", ["x", "st", "en", "ax"], ["y"])],
+                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "M"])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "M"])])
+    import onnx
+
+    m = onnx.load(str(path))
+    m.graph.initializer.extend(consts)
+    onnx.save(m, str(path))
+    x = np.arange(20, dtype=np.float32).reshape(4, 5)
+    backends = [b.name for b in unirt.backends() if b.available and b.name in ("onnxruntime", "openvino")]
+    for backend in backends:
+        for kwargs in ({}, {"pooled_outputs": True}, {"arena": unirt.Arena()}):
+            sess = unirt.Session(path, backend=backend, **kwargs)
+            assert sess.batch.kind == "dynamic"
+            for _ in range(2):  # before and after the session learnt that the declaration does not hold
+                many = sess.run_many([x, x[:3] * 2])
+                np.testing.assert_array_equal(many[0]["y"], x[:, :2], err_msg=f"{backend} {kwargs}")
+                np.testing.assert_array_equal(many[1]["y"], x[:3, :2] * 2, err_msg=f"{backend} {kwargs}")
+                np.testing.assert_array_equal(sess.run(x)["y"], x[:, :2], err_msg=f"{backend} {kwargs}")

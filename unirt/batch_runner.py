@@ -10,6 +10,7 @@ gets views of its rows; otherwise the backend's arrays are cut up (and a request
 
 from __future__ import annotations
 
+import logging
 import threading
 from itertools import accumulate
 from dataclasses import dataclass
@@ -19,10 +20,11 @@ import numpy as np
 
 from . import _core
 from .batching import BatchSpec, copy_threads
-from .errors import InputError, RunError
+from .errors import BackendCrashedError, InputError, RunError
 from .outputs import OutputPlanner
 
 __all__ = ["BatchRunner", "BatchStats"]
+log = logging.getLogger(__name__)
 
 Arrays = dict[str, np.ndarray]
 # memory.empty(shape, dtype) -> array; memory.reserve(nbytes): the run's whole need, before taking it piece by piece
@@ -110,24 +112,20 @@ class BatchRunner:
                       for n in self._inputs)
         memory.reserve(staging + self._output_bytes(group, names, padded_total))
         buffers = self._output_buffers(group, names, outs, padded_total, empty)
-        ran: list[tuple[int, dict[str, np.ndarray]]] = []  # (first row, outputs) per window when not buffered
-        for w in range(windows):
-            lo = w * cap
-            hi = min(lo + cap, total)
-            padded = cap if static else hi - lo
-            feeds = {name: self._window_input(group, starts, rows, name, lo, hi, padded, empty)
-                     for name in self._inputs}
-            if buffers is not None:
-                self._call(feeds, names, {n: buffers[n][lo:lo + padded] for n in names})
-            else:
-                values = self._call(feeds, names, None)
-                produced = dict(zip(names, values))
-                for n, v in produced.items():
-                    if np.ndim(v) == 0 or np.shape(v)[0] != padded:
-                        raise RunError(f"output {n!r} has shape {list(np.shape(v))} for a batch of {padded} rows; "
-                                       "it does not keep the batch dim, so requests cannot be batched "
-                                       "(pass batched=False)")
-                ran.append((lo, produced))
+        try:
+            ran = self._run_windows(group, names, starts, rows, total, cap, windows, buffers, empty)
+        except BackendCrashedError:
+            raise
+        except RunError:
+            if buffers is None:
+                raise
+            # The engine refused outputs sized from the model's declared shapes: they do not hold for this model
+            # (as in RunPlan._run_once). Run again with the engine's own outputs, and from now on.
+            buffers = None
+            ran = self._run_windows(group, names, starts, rows, total, cap, windows, None, empty)
+            self._writes_into = False
+            log.warning("run_many: the backend refused outputs sized from the model's declared shapes (%s); this "
+                        "session now lets the backend allocate them", ", ".join(names))
         spanning = sum(1 for s, r in zip(starts, rows) if r and (s // cap) != ((s + r - 1) // cap))
         with self._lock:
             st = self._stats
@@ -147,6 +145,30 @@ class BatchRunner:
                 result[n] = dest if dest is not None else rows_view
             results[index] = result
         return results
+
+    def _run_windows(self, group, names, starts, rows, total, cap, windows, buffers,
+                     empty) -> list[tuple[int, dict[str, np.ndarray]]]:
+        """Run every window; outputs go into `buffers` when given, else come back as (first row, outputs) each."""
+        static = self.spec.kind == "static"
+        ran: list[tuple[int, dict[str, np.ndarray]]] = []
+        for w in range(windows):
+            lo = w * cap
+            hi = min(lo + cap, total)
+            padded = cap if static else hi - lo
+            feeds = {name: self._window_input(group, starts, rows, name, lo, hi, padded, empty)
+                     for name in self._inputs}
+            if buffers is not None:
+                self._call(feeds, names, {n: buffers[n][lo:lo + padded] for n in names})
+            else:
+                values = self._call(feeds, names, None)
+                produced = dict(zip(names, values))
+                for n, v in produced.items():
+                    if np.ndim(v) == 0 or np.shape(v)[0] != padded:
+                        raise RunError(f"output {n!r} has shape {list(np.shape(v))} for a batch of {padded} rows; "
+                                       "it does not keep the batch dim, so requests cannot be batched "
+                                       "(pass batched=False)")
+                ran.append((lo, produced))
+        return ran
 
     def _output_bytes(self, group, names, padded_total) -> int:
         if not self._writes_into:

@@ -215,3 +215,26 @@ def test_a_failed_forward_says_why_and_threads_default_to_every_cpu(tmp_path):
                                rtol=1e-5)  # ONNX broadcasting of a batch of 1: MNN does it too
     assert sess._runner.threads == len(os.sched_getaffinity(0))
     assert unirt.Session(path, backend="mnn", threads=1)._runner.threads == 1
+
+
+def test_int64_values_outside_int32_are_refused_not_wrapped(tmp_path):
+    """MNN stores int64 inputs as int32: 2**33 + 1 came back as 1, silently. Such values are refused (InputError),
+    values in range still run exactly."""
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "add64",
+                              [helper.make_tensor_value_info("a", TensorProto.INT64, ["N", 3]),
+                               helper.make_tensor_value_info("b", TensorProto.INT64, ["N", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, ["N", 3])])
+    path = tmp_path / "add64.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    sess = unirt.Session(path, backend="mnn")
+    assert [i.dtype for i in sess.inputs] == [np.int64, np.int64]
+    a = np.array([[1, -2, 2**31 - 2]], np.int64)
+    b = np.ones((1, 3), np.int64)
+    np.testing.assert_array_equal(sess.run({"a": a, "b": b})["y"], a + b)
+    for big in (2**33 + 1, -2**40):
+        with pytest.raises(InputError, match=r"input 'a': MNN stores this int64 input as int32.*would wrap"):
+            sess.run({"a": np.array([[1, 2, big]], np.int64), "b": b})
+    with pytest.raises(InputError, match="would wrap"):
+        sess.run_many([{"a": a, "b": b}, {"a": np.full((1, 3), 2**32, np.int64), "b": b}])

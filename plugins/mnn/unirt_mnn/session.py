@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from unirt import (BackendSession, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
+from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
                    UnsupportedOptionError)
 from unirt.conversion.signature import read_sidecar
 
@@ -129,9 +129,14 @@ class MnnSession(BackendSession):
         self._out_order = list(info["outputNames"])
         self._out_dtypes: dict[str, np.dtype] = {}
         self._in_casts: dict[str, np.dtype] = {}
+        self._narrowed: frozenset[str] = frozenset()
         self.inputs, self.outputs = self._signature(model, info, bo.get("input_shapes"))
+        by_input = {i.name: i.dtype for i in self.inputs}
         # A converted model keeps the source's dtypes (MNN stores int64 as int32): cast at the boundary.
         self._in_casts = {i.name: s.dtype for i, s in zip(self.inputs, self._specs) if i.dtype != s.dtype}
+        # int64 inputs stored as int32: values outside the int32 range would wrap silently, so they are refused.
+        self._narrowed = frozenset(n for n, d in self._in_casts.items()
+                                   if d.kind in "iu" and by_input[n].kind in "iu" and d.itemsize < by_input[n].itemsize)
         self._out_dtypes = {o.name: o.dtype for o in self.outputs}
 
     def _signature(self, model: ModelFile, info: dict, given: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -163,6 +168,8 @@ class MnnSession(BackendSession):
         for spec, fmt, dt, c4 in zip(self._specs, self._formats, self._dtypes, self._c4):
             x = feeds[spec.name]
             if spec.name in self._in_casts:
+                if spec.name in self._narrowed:
+                    self._check_range(spec.name, x, self._in_casts[spec.name])
                 x = x.astype(self._in_casts[spec.name])
             var = F.const(x, list(x.shape), fmt, dt)
             vars_in.append(F.convert(var, F.NC4HW4) if c4 else var)
@@ -182,6 +189,14 @@ class MnnSession(BackendSession):
                 results[k] = results[k].astype(want)
         return results
 
+    @staticmethod
+    def _check_range(name: str, x: np.ndarray, stored: np.dtype) -> None:
+        info = np.iinfo(stored)
+        if x.size and (int(x.min()) < info.min or int(x.max()) > info.max):
+            raise InputError(f"input {name!r}: MNN stores this {x.dtype} input as {stored}, and it holds values "
+                             f"outside the {stored} range [{info.min}, {info.max}] (min {x.min()}, max {x.max()}) that "
+                             "would wrap; use a backend that computes int64 (onnxruntime)")
+
     def _why_forward_failed(self, vars_in: list) -> str:
         """MNN says why a forward failed on stdout only ("Broad cast error, dim1 = 3, dim2 = 2"): run the failed
         forward again with that captured (not on every run: capturing redirects the process's stdout)."""
@@ -199,7 +214,7 @@ class MnnSession(BackendSession):
             raise RunError("mnn: the session is closed")
         try:
             return self._forward(feeds, output_names)
-        except RunError:
+        except (RunError, InputError):
             raise
         except Exception as exc:
             raise RunError(f"mnn: {type(exc).__name__}: {exc}") from None

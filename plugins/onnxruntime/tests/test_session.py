@@ -333,3 +333,36 @@ def test_packed_int4_tensors_are_refused_at_load(tmp_path):
 
     with pytest.raises(unirt.ModelLoadError, match=r"tensor 'b' is int4: onnxruntime packs 4-bit tensors"):
         unirt.Session(_cast_model(tmp_path / "cast.onnx", TensorProto.INT4), backend="onnxruntime")
+
+
+def test_an_input_passed_through_as_an_output_is_written_into_caller_memory(tmp_path):
+    """Graph output 'x' is graph input 'x': ONNX Runtime returns the feed itself and leaves memory bound to that
+    output unwritten. unirt pools outputs of 64 KiB and more by default (and with pooled_outputs=True, an arena or
+    out=), so without a copy the answer for 'x' was whatever the buffer held."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    for dims in ([1, 128, 256], ["N", 128, 256]):
+        g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "passthrough",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims),
+                               helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 9
+        path = tmp_path / "passthrough.onnx"
+        onnx.save(m, str(path))
+        rng = np.random.default_rng(3)
+        xs = [rng.standard_normal((1, 128, 256)).astype(np.float32) for _ in range(3)]
+        for options in ({}, {"pooled_outputs": True}, {"arena": unirt.Arena()}):
+            sess = unirt.Session(path, backend="onnxruntime", **options)
+            for x in xs:
+                got = sess.run(x)
+                np.testing.assert_array_equal(got["x"], x, err_msg=f"{dims} {options}")
+                np.testing.assert_array_equal(got["y"], np.maximum(x, 0))
+                for names in (["x", "y"], ["x"]):  # every output given (pre-allocated run), or some (IOBinding)
+                    out = {n: np.full(x.shape, np.nan, np.float32) for n in names}
+                    got = sess.run(x, out=out)
+                    assert got["x"] is out["x"]
+                    np.testing.assert_array_equal(got["x"], x, err_msg=f"{dims} {options} out={names}")
+            many = sess.run_many([xs[0], xs[1]])
+            np.testing.assert_array_equal(many[1]["x"], xs[1], err_msg=f"{dims} {options} run_many")

@@ -173,6 +173,10 @@ class OnnxRuntimeSession(BackendSession):
             self.run_into = None  # type: ignore[assignment]  # the engine cannot write them into numpy memory
             self._native_run = self._prealloc = None
             return
+        # Outputs that are graph inputs passed through: ORT hands back the feed itself and leaves caller memory bound
+        # to them (pre-allocated or IOBinding) unwritten, so run_into copies the feed into it.
+        in_names = {i.name for i in self.inputs}
+        self._passthrough = tuple(o.name for o in self.outputs if o.name in in_names)
         # The native session's run skips InferenceSession.run's Python re-validation, which unirt already did.
         native = getattr(self._sess, "_sess", None)
         self._native_run = native.run if native is not None and hasattr(native, "run") else None
@@ -192,6 +196,13 @@ class OnnxRuntimeSession(BackendSession):
                  out: dict[str, np.ndarray]) -> list[Any]:
         """Write outputs into the caller's arrays in place: every output given -> the native run with
         pre-allocated OrtValues; some -> IOBinding (ORT allocates the others)."""
+        for name in self._passthrough:
+            target = out.get(name)
+            if target is not None:  # ORT would leave it unwritten (see __init__)
+                if target.shape != feeds[name].shape:
+                    raise RunError(f"output {name!r} is input {name!r} passed through, shape "
+                                   f"{list(feeds[name].shape)}; the array for it has shape {list(target.shape)}")
+                np.copyto(target, feeds[name])
         prealloc = self._prealloc
         if prealloc is not None and len(out) == len(output_names):
             try:
