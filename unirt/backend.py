@@ -101,6 +101,9 @@ class Backend(abc.ABC):
     converts_from: ClassVar[frozenset[ModelFormat]] = frozenset()
     #: For formats it does not convert: what to do instead (an outside converter), added to unirt's error.
     convert_hint: ClassVar[str] = ""
+    #: backend_options for loading a converted model to verify it: opt-ins to refusals that guard the caller's
+    #: precision (e.g. MNN's float64 refusal), moot there because verification compares the numbers itself.
+    verification_options: ClassVar[Mapping[str, Any]] = {}
 
     @abc.abstractmethod
     def probe(self) -> Availability:

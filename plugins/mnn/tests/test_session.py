@@ -238,3 +238,27 @@ def test_int64_values_outside_int32_are_refused_not_wrapped(tmp_path):
             sess.run({"a": np.array([[1, 2, big]], np.int64), "b": b})
     with pytest.raises(InputError, match="would wrap"):
         sess.run_many([{"a": a, "b": b}, {"a": np.full((1, 3), 2**32, np.int64), "b": b}])
+
+
+def test_float64_models_are_refused_unless_float32_is_accepted(tmp_path):
+    """MNN computes doubles in float32: 1e10 + 1 - 1e10 came back 0 where onnxruntime gives 1."""
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    g = helper.make_graph([helper.make_node("Add", ["x", "y"], ["s"]), helper.make_node("Sub", ["s", "x"], ["z"])],
+                          "f64", [helper.make_tensor_value_info("x", T.DOUBLE, [3]),
+                                  helper.make_tensor_value_info("y", T.DOUBLE, [3])],
+                          [helper.make_tensor_value_info("z", T.DOUBLE, [3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    path = tmp_path / "f64.onnx"
+    onnx.save(m, str(path))
+    with pytest.raises(unirt.UnsupportedOptionError, match=r"MNN computes float64 in float32.*\(x, y, z\).*"
+                                                           "allow_float64_as_float32"):
+        unirt.Session(path, backend="mnn")
+    sess = unirt.Session(path, backend="mnn", backend_options={"allow_float64_as_float32": True})
+    x, y = np.array([1.0, 2.0, 3.0]), np.array([0.5, 0.25, 1.0])
+    np.testing.assert_allclose(sess.run({"x": x, "y": y})["z"], y, rtol=1e-6)
+    with pytest.raises(unirt.UnsupportedOptionError, match="must be True or False"):
+        unirt.Session(path, backend="mnn", backend_options={"allow_float64_as_float32": "yes"})

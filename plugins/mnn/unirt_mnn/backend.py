@@ -15,6 +15,7 @@ class MnnBackend(Backend):
     formats = frozenset({ModelFormat.MNN})
     converts_from = frozenset({ModelFormat.ONNX})
     install_hint = "pip install unirt-mnn"
+    verification_options = {"allow_float64_as_float32": True}  # verification compares float64 outputs itself
 
     def probe(self) -> Availability:
         try:

@@ -25,7 +25,7 @@ from unirt.conversion.signature import read_sidecar
 from .mnn_file import check_structure, read_inputs
 from unirt.native_output import native_output_captured, native_output_silenced
 
-_OPTION_KEYS = {"input_shapes", "backend_type", "memory_mode", "power_mode", "shape_mutable"}
+_OPTION_KEYS = {"input_shapes", "backend_type", "memory_mode", "power_mode", "shape_mutable", "allow_float64_as_float32"}
 _BACKENDS = ("cpu", "opencl", "vulkan", "cuda", "metal")
 _MODES = ("low", "normal", "high")  # memory_mode, power_mode
 _NP_TO_MNN = {"float32": "float", "float64": "double", "int32": "int", "int64": "int64", "uint8": "uint8",
@@ -138,6 +138,16 @@ class MnnSession(BackendSession):
         self._narrowed = frozenset(n for n, d in self._in_casts.items()
                                    if d.kind in "iu" and by_input[n].kind in "iu" and d.itemsize < by_input[n].itemsize)
         self._out_dtypes = {o.name: o.dtype for o in self.outputs}
+        allow_f64 = bo.get("allow_float64_as_float32", False)
+        if not isinstance(allow_f64, bool):
+            raise UnsupportedOptionError(f"mnn: allow_float64_as_float32 must be True or False, got {allow_f64!r}")
+        f64 = [t.name for t in (*self.inputs, *self.outputs) if t.dtype == np.float64]
+        if f64 and not allow_f64:
+            # MNN computes doubles in float32 (1e10 + 1 - 1e10 gives 0): precision="fp32" promises the model's own
+            raise UnsupportedOptionError(
+                f"{model.name}: MNN computes float64 in float32, so this model's float64 tensors ({', '.join(f64)}) "
+                "would lose precision silently. Pass backend_options={'allow_float64_as_float32': True} to run it at "
+                "float32 precision, or use a backend that computes float64 (onnxruntime)")
 
     def _signature(self, model: ModelFile, info: dict, given: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
         side = read_sidecar(model.path)
