@@ -4,7 +4,8 @@ The child (`unirt._isolated_worker`) loads the model with the same plugin and op
 outputs travel through two shared-memory regions (`unirt.SharedTensors`, owned by the parent, so they are cleaned
 up whatever happens to either process); the pipes to the child carry only a few bytes per call. If the child dies
 (a segfault on a malformed model or input, an abort), the call raises `BackendCrashedError` naming the signal, and
-the next call starts a new child and loads the model again. Calls are serialized: one child runs one call at a time.
+the next call starts a new child and loads the model again. Calls are serialized: one child runs one call at a time
+(a call waiting for it when another thread closes the session raises SessionClosedError, it starts no child).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class IsolatedRunner(BackendSession):
         self._model = model
         self._options = options
         self._lock = threading.Lock()
+        self._closed = False
         self._proc: subprocess.Popen | None = None
         self._inputs_region: SharedTensors | None = None
         self._outputs_region: SharedTensors | None = None
@@ -234,6 +236,8 @@ class IsolatedRunner(BackendSession):
     def _call(self, feeds: dict[str, np.ndarray], output_names: Sequence[str],
               out: dict[str, np.ndarray] | None) -> list[Any]:
         with self._lock:
+            if self._closed:  # closed by another thread while this call waited for the child
+                raise errors.SessionClosedError("this Session is closed")
             if self._proc is None:
                 self.restarts += 1
                 log.info("isolated backend %r: starting a new process after a crash", self._backend)
@@ -305,6 +309,7 @@ class IsolatedRunner(BackendSession):
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             proc = self._proc
             if proc is not None:
                 try:

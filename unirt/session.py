@@ -69,8 +69,9 @@ class Session:
     raise UnsupportedOptionError where the backend cannot honour them. `backend_options` go to the engine as-is.
     `backend="fastest"` times every backend that can run the model (with `input_shapes` for dynamic dims) and
     keeps the fastest; the choice is cached per model, machine and options (see `unirt.fastest`).
-    Thread safety: `run` may be called from several threads at once when the backend allows it (ONNX Runtime
-    does); `close` must not race with `run`. Sessions sharing an `arena` run one at a time.
+    Thread safety: `run` and `run_many` may be called from several threads at once on every backend (those whose
+    engine runs one call at a time serialise them); `close` from another thread lets runs in progress finish or
+    raise SessionClosedError. Sessions sharing an `arena` run one at a time.
 
     Memory and batching (see the README): outputs of at least 64 KiB with their dynamic dims at 1 (all with
     `pooled_outputs=True`) are written by the backend into buffers from `pool` (the session's own BufferPool unless
@@ -264,17 +265,34 @@ class Session:
         try:
             arrays = self._check(feeds)
         except BatchSizeMismatch as mismatch:  # a static-batch model given another batch size: pad or split
-            return self._plan.run_rebatched(mismatch, self._names(output_names), out)
+            names = self._names(output_names)
+            try:
+                return self._plan.run_rebatched(mismatch, names, out)
+            except Exception as exc:
+                self._raise_if_closed(exc)
+                raise
         names = self._output_names if output_names is None else self._check_output_names(output_names)
         if out is not None or self._planned:
-            return self._plan.run(arrays, names, out)
+            try:
+                return self._plan.run(arrays, names, out)
+            except Exception as exc:
+                self._raise_if_closed(exc)
+                raise
         try:
             results = run(arrays, names)
-        except UnirtError:
+        except UnirtError as exc:
+            self._raise_if_closed(exc)
             raise
         except Exception as exc:
+            self._raise_if_closed(exc)
             raise RunError(f"backend {self._backend_name!r} failed to run: {type(exc).__name__}: {exc}") from exc
         return dict(zip(names, results))
+
+    def _raise_if_closed(self, exc: Exception) -> None:
+        """A run that failed because another thread closed the session meanwhile raises SessionClosedError."""
+        if self._run is None and not isinstance(exc, SessionClosedError):
+            raise SessionClosedError("this Session was closed by another thread while this run was in "
+                                     "progress") from exc
 
     def run_many(
         self,
@@ -293,7 +311,12 @@ class Session:
         """
         if self._run is None:
             raise SessionClosedError("this Session is closed")
-        return self._plan.run_many(requests, self._names(output_names), out)
+        names = self._names(output_names)
+        try:
+            return self._plan.run_many(requests, names, out)
+        except Exception as exc:
+            self._raise_if_closed(exc)
+            raise
 
     def _names(self, output_names: Sequence[str] | None) -> tuple[str, ...]:
         return self._output_names if output_names is None else self._check_output_names(output_names)

@@ -169,6 +169,91 @@ def test_concurrent_runs(converted):
     assert not bad
 
 
+def _in_a_child(code, *args):
+    """Run `code` in a fresh interpreter: a use-after-free in ncnn aborts or segfaults the process."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120)
+
+
+# An Extractor and the Mats it made hold memory of the net's allocators; freeing the net first makes ncnn print
+# "pool allocator destroyed too early" and crash when they go.
+_FAILED_RUN_THEN_CLOSE = """
+import gc, sys
+import numpy as np
+import unirt
+sess = unirt.Session(sys.argv[1], backend="ncnn")
+try:
+    sess.run(np.ones((1, 16, 1, 1), np.float32))
+except unirt.RunError as exc:
+    error = exc  # its traceback keeps the failed run's frames
+print(error)
+sess.close()
+del sess, error
+gc.collect()
+print("survived")
+"""
+
+
+def test_a_failed_run_then_close_does_not_crash(tmp_path):
+    """out0 is extracted, then out1 fails (a Reshape whose expression ncnn cannot evaluate): the RunError's
+    traceback must not keep the extractor and out0's Mat alive past the net."""
+    (tmp_path / "fails.param").write_text(
+        "7767517\n4 5\n"
+        "Input in0 0 1 in0 0=1 1=1 2=16\n"
+        "Split split0 1 2 in0 a b\n"
+        "BinaryOp mul0 1 1 a out0 0=2 1=1 2=2.0\n"
+        "Reshape reshape0 1 1 b out1 12=0 13=0 6=\"1,1,//(32,0n),0n\"\n")
+    (tmp_path / "fails.bin").write_bytes(b"")
+    done = _in_a_child(_FAILED_RUN_THEN_CLOSE, tmp_path / "fails.param")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "extracting 'out1' (blob 'out1') failed" in done.stdout and "survived" in done.stdout
+
+
+_CLOSE_WHILE_RUNNING = """
+import sys, threading, time
+import numpy as np
+import unirt
+sess = unirt.Session(sys.argv[1], backend="ncnn")
+x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+expected = sess.run(x)["probs"]
+outcomes, started = [], threading.Barrier(9)
+
+def work():
+    started.wait()
+    while True:
+        try:
+            got = sess.run(x)["probs"]
+        except unirt.SessionClosedError:
+            outcomes.append("closed")
+            return
+        except Exception as exc:
+            outcomes.append(repr(exc))
+            return
+        if not np.array_equal(got, expected):
+            outcomes.append("wrong result")
+            return
+
+threads = [threading.Thread(target=work, daemon=True) for _ in range(8)]
+for t in threads:
+    t.start()
+started.wait()
+time.sleep(0.1)
+sess.close()
+for t in threads:
+    t.join(60)
+print(sorted(outcomes), sum(t.is_alive() for t in threads))
+"""
+
+
+def test_close_while_other_threads_run(converted):
+    """close() used to clear the net under the other threads' extractors (abort, then SIGSEGV)."""
+    done = _in_a_child(_CLOSE_WHILE_RUNNING, converted("dynamic_mlp").path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == f"{['closed'] * 8} 0"
+
+
 def _elementwise_first(path, op):
     from onnx import TensorProto, helper, save
 

@@ -10,6 +10,8 @@
   input only where every layer reading it is one that writes a new blob (`_WRAPPABLE_READERS`) and its channels
   are aligned, and copies the others into Mats that ncnn allocates.
 - fp16 storage/arithmetic (ncnn's default) and bf16 are switched off unless `precision` asks for them.
+- Concurrent runs each take their own Extractor on the shared Net (ncnn's thread-safe way), holding a reference to
+  the Net: `close` drops it, and it is freed when the last run in progress ends.
 - ncnn has no batch dim: where pnnx dropped an input's batch axis (its `batch_axes`, in the conversion's sidecar;
   whatever the batch size) the model runs sample by sample and the outputs are stacked.
 """
@@ -224,31 +226,36 @@ class NcnnSession(BackendSession):
         return inputs, outputs
 
     # -- running -------------------------------------------------------------------------------------------------
-    def _extract_one(self, samples: dict[str, np.ndarray], ports: Sequence[_Port]) -> list[np.ndarray]:
-        net = self._net
+    def _extract_one(self, net: Any, samples: dict[str, np.ndarray], ports: Sequence[_Port]) -> list[np.ndarray]:
         ex = net.create_extractor()
         mats = []  # the Mats and the arrays they may wrap stay referenced until every extract has returned
-        for blob, array in samples.items():
-            mat = _to_mat(array, self._wrap[blob])
-            mats.append((mat, array))
-            if ex.input(blob, mat) != 0:
-                raise RunError(f"ncnn: input blob {blob!r} was refused")
-        results = []
-        for port in ports:
-            code, out = ex.extract(port.blob)
-            if code != 0:
-                raise RunError(f"ncnn: extracting {port.info.name!r} (blob {port.blob!r}) failed with code {code}")
-            results.append(np.array(out))  # a copy: the Mat's memory belongs to the net's pool allocator
-        del mats
-        return results
+        out = None
+        try:
+            for blob, array in samples.items():
+                mats.append((_to_mat(array, self._wrap[blob]), array))
+                if ex.input(blob, mats[-1][0]) != 0:
+                    raise RunError(f"ncnn: input blob {blob!r} was refused")
+            results = []
+            for port in ports:
+                code, out = ex.extract(port.blob)
+                if code != 0:
+                    raise RunError(f"ncnn: extracting {port.info.name!r} (blob {port.blob!r}) failed with code "
+                                   f"{code}")
+                results.append(np.array(out))  # a copy: the Mat's memory belongs to the net's pool allocator
+            return results
+        finally:
+            # The extractor and its Mats hold memory of the net's allocators: they go now, not with this frame
+            # (a traceback keeps frames alive), so they never outlive the net (ncnn aborts, then crashes).
+            del ex, mats, out
 
     def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[np.ndarray]:
-        if self._net is None:
-            raise RunError("ncnn: the model failed to load")
+        net = self._net  # this run's reference: a concurrent close() cannot free the net under it
+        if net is None:
+            raise RunError("ncnn: the session is closed")
         ports = [self._by_name[n] for n in output_names]
         if not self._batched:
             samples = {p.blob: feeds[p.info.name] for p in self._inputs}
-            return self._extract_one(samples, ports)
+            return self._extract_one(net, samples, ports)
         sizes = [feeds[name].shape[0] for name in self._batched_names]
         batch = sizes[0]
         if sizes.count(batch) != len(sizes):
@@ -260,7 +267,7 @@ class NcnnSession(BackendSession):
         per_sample = []
         for i in range(batch):
             samples = {p.blob: feeds[p.info.name][i] if p.batched else feeds[p.info.name] for p in self._inputs}
-            per_sample.append(self._extract_one(samples, ports))
+            per_sample.append(self._extract_one(net, samples, ports))
         results = []
         for k, port in enumerate(ports):
             parts = [sample[k] for sample in per_sample]
@@ -276,6 +283,6 @@ class NcnnSession(BackendSession):
         return results
 
     def close(self) -> None:
-        if self._net is not None:
-            self._net.clear()
+        # Dropped, not cleared: runs in progress on other threads hold their own reference, and the net is freed
+        # (~Net clears it) when the last of them ends. Clearing it under an extractor is a use-after-free.
         self._net = None
