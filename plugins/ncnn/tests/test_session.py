@@ -174,7 +174,11 @@ def _in_a_child(code, *args):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120)
+    import tempfile
+
+    # cwd away from the checkout: `-c` puts the cwd first on sys.path, and the source tree has no compiled core
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120,
+                          cwd=tempfile.gettempdir())
 
 
 # An Extractor and the Mats it made hold memory of the net's allocators; freeing the net first makes ncnn print
