@@ -25,7 +25,8 @@ from unirt.conversion.signature import read_sidecar
 from .mnn_file import check_structure, read_inputs
 from unirt.native_output import native_output_captured, native_output_silenced
 
-_OPTION_KEYS = {"input_shapes", "backend_type", "memory_mode", "power_mode", "shape_mutable", "allow_float64_as_float32"}
+_OPTION_KEYS = {"input_shapes", "backend_type", "memory_mode", "power_mode", "shape_mutable",
+                "allow_float64_as_float32"}
 _BACKENDS = ("cpu", "opencl", "vulkan", "cuda", "metal")
 _MODES = ("low", "normal", "high")  # memory_mode, power_mode
 _NP_TO_MNN = {"float32": "float", "float64": "double", "int32": "int", "int64": "int64", "uint8": "uint8",

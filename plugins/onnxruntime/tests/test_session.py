@@ -231,7 +231,9 @@ def test_errors_inside_the_graph_become_run_errors(tmp_path):
                            helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
     path = tmp_path / "reshape.onnx"
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9  # what every onnxruntime >= 1.16 reads (onnx 1.23 writes IR 14 by default)
+    onnx.save(m, str(path))
     sess = unirt.Session(path, backend="onnxruntime")
     np.testing.assert_array_equal(sess.run({"x": np.arange(6, dtype=np.float32), "shape": [2, 3]})["y"],
                                   np.arange(6, dtype=np.float32).reshape(2, 3))
@@ -366,3 +368,20 @@ def test_an_input_passed_through_as_an_output_is_written_into_caller_memory(tmp_
                     np.testing.assert_array_equal(got["x"], x, err_msg=f"{dims} {options} out={names}")
             many = sess.run_many([xs[0], xs[1]])
             np.testing.assert_array_equal(many[1]["x"], xs[1], err_msg=f"{dims} {options} run_many")
+
+
+def test_a_model_newer_than_onnxruntime_says_what_to_do(tmp_path):
+    """Seen with onnx 1.23 (IR 14) and onnxruntime 1.30 (IR 13): the error names both and the two ways out."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 99
+    path = tmp_path / "future.onnx"
+    onnx.save(m, str(path))
+    with pytest.raises(unirt.ModelLoadError, match=r"written by a newer onnx \(IR 99\) than onnxruntime .* reads "
+                                                   r"\(IR \d+\): upgrade onnxruntime .*model.ir_version = \d+"):
+        unirt.Session(path, backend="onnxruntime")

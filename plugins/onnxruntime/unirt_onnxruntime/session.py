@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -133,6 +134,23 @@ def _explicit_providers(bo: Mapping[str, Any]) -> tuple[list[str], list[dict] | 
     return list(providers), [dict(o) for o in provider_options] if provider_options is not None else None
 
 
+_IR_SKEW = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+_OPSET_SKEW = re.compile(r"opset \d+ is under development|is till opset \d+|Opset \d+ .*not supported", re.I)
+
+
+def _version_hint(message: str, version: str) -> str:
+    """What to do when the model is newer than this onnxruntime (a newer onnx/exporter wrote it)."""
+    skew = _IR_SKEW.search(message)
+    if skew:
+        return (f". The model was written by a newer onnx (IR {skew.group(1)}) than onnxruntime {version} reads (IR "
+                f"{skew.group(2)}): upgrade onnxruntime (pip install -U onnxruntime), or re-save the model with "
+                f"model.ir_version = {skew.group(2)} if it uses nothing newer")
+    if _OPSET_SKEW.search(message):
+        return (f". The model uses a newer opset than onnxruntime {version} implements: upgrade onnxruntime, or "
+                "export the model at an older opset")
+    return ""
+
+
 class OnnxRuntimeSession(BackendSession):
     def __init__(self, model: ModelFile, options: LoadOptions) -> None:
         bo = options.backend_options
@@ -153,7 +171,7 @@ class OnnxRuntimeSession(BackendSession):
             self._sess = ort.InferenceSession(source, so, providers=providers, provider_options=provider_options)
         except _ORT_ERRORS as exc:
             raise ModelLoadError(f"{model.name}: onnxruntime could not load this {model.format} model: "
-                                 f"{str(exc).strip()}") from None
+                                 f"{str(exc).strip()}{_version_hint(str(exc), ort.__version__)}") from None
         active = self._sess.get_providers()
         # onnxruntime silently falls back to the CPU when a provider fails to start: refuse that.
         if providers[0] != CPU and providers[0] not in active:
