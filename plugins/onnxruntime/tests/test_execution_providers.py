@@ -24,11 +24,43 @@ def test_rocm_and_directml_devices():
 
 
 def test_tensorrt_ep_precisions_and_device_index():
-    chain = providers_for(Device.parse("cuda:0"), "int8", [TENSORRT, CUDA, CPU], {"execution_provider": "tensorrt"})
+    chain = providers_for(Device.parse("cuda:0"), "int8", [TENSORRT, CUDA, CPU], {"execution_provider": "tensorrt"},
+                          quantized=True)
     assert chain[0] == (TENSORRT, {"device_id": 0, "trt_fp16_enable": False, "trt_int8_enable": True})
     assert chain[1] == (CUDA, {"device_id": 0, "use_tf32": 0})  # the CUDA fallback stays fp32 too
     with pytest.raises(UnsupportedOptionError, match="no bf16 mode for fp32 models on cuda"):
         providers_for(Device.parse("cuda"), "bf16", [TENSORRT, CUDA, CPU], {"execution_provider": "tensorrt"})
+
+
+def test_tensorrt_ep_int8_needs_a_quantized_model():
+    """Without a calibration table (trt_int8_calibration_table_name) TensorRT has no scales for an fp32 model's
+    layers and silently keeps them in fp32: int8 from the TensorRT EP is a QDQ model's, or refused."""
+    with pytest.raises(UnsupportedOptionError, match="int8 only from a quantized model.*trt_int8_calibration_table"):
+        providers_for(Device.parse("cuda"), "int8", [TENSORRT, CUDA, CPU], {"execution_provider": "tensorrt"})
+
+
+def test_fp32_is_never_tf32_on_cuda():
+    """TensorRT and cuDNN compute fp32 in TF32 on Ampere+ by default. The CUDA EP turns it off with use_tf32=0
+    (onnxruntime 1.18+; older ones refuse the option, so there only NVIDIA_TF32_OVERRIDE=0 makes fp32 honest);
+    the TensorRT EP has no such option at all."""
+    cuda = Device.parse("cuda")
+    gpu_build = [TENSORRT, CUDA, CPU]
+    assert providers_for(cuda, "fp32", gpu_build, {}, ort_version="1.18.0")[0] == (CUDA, {"device_id": 0,
+                                                                                          "use_tf32": 0})
+    with pytest.raises(UnsupportedOptionError, match=r"onnxruntime 1.17.1's CUDA EP has no use_tf32 option .*1\.18.*"
+                                                     "NVIDIA_TF32_OVERRIDE=0"):
+        providers_for(cuda, "fp32", gpu_build, {}, ort_version="1.17.1")
+    assert providers_for(cuda, "fp32", gpu_build, {}, ort_version="1.16.3", tf32_override="0")[0] == \
+        (CUDA, {"device_id": 0})  # no unknown option for an old CUDA EP
+    with pytest.raises(UnsupportedOptionError, match="TensorRT EP has no option to turn off TF32.*"
+                                                     "NVIDIA_TF32_OVERRIDE=0.*backend='tensorrt'"):
+        providers_for(cuda, "fp32", gpu_build, {"execution_provider": "tensorrt"}, ort_version="1.22.0")
+    with pytest.raises(UnsupportedOptionError, match="TensorRT EP has no option"):
+        providers_for(cuda, "fp32", gpu_build, {"execution_provider": "tensorrt"}, tf32_override="1")
+    chain = providers_for(cuda, "fp32", gpu_build, {"execution_provider": "tensorrt"}, tf32_override="0")
+    assert [name for name, _ in chain] == [TENSORRT, CUDA, CPU]
+    # faster modes are asked for: TF32 in their fp32 layers is not refused
+    assert providers_for(cuda, "fp16", gpu_build, {"execution_provider": "tensorrt"})[0][0] == TENSORRT
 
 
 def test_an_ep_that_does_not_fit_the_device_is_refused():

@@ -23,6 +23,16 @@ _NPU_EPS = (OPENVINO, QNN, COREML)
 
 Provider = tuple[str, dict[str, Any]]
 
+#: The first onnxruntime whose CUDA EP takes `use_tf32` (microsoft/onnxruntime#19357 for cuBLAS, #19426 for cuDNN
+#: convolutions, documented from 1.18); an older one refuses the whole session with "Unknown provider option".
+CUDA_USE_TF32_SINCE = (1, 18)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """(major, minor) of an onnxruntime version string; unreadable -> treated as new."""
+    parts = [int(p) for p in text.split(".")[:2] if p.isdigit()]
+    return tuple(parts) if len(parts) == 2 else (999, 0)
+
 
 def offered_devices(available: Sequence[str], hw: Hardware) -> tuple[str, ...]:
     """unirt devices this onnxruntime build can use on this machine, most capable first; Intel GPUs (through the
@@ -55,8 +65,12 @@ def _first_available(candidates: Sequence[str], available: Sequence[str]) -> str
 
 
 def providers_for(device: Device, precision: str, available: Sequence[str], options: Mapping[str, Any],
-                  quantized: bool = False) -> list[Provider]:
-    """The provider list (with provider options) for `InferenceSession`, most preferred first."""
+                  quantized: bool = False, ort_version: str = "", tf32_override: str | None = None) -> list[Provider]:
+    """The provider list (with provider options) for `InferenceSession`, most preferred first.
+
+    `ort_version` is onnxruntime's version (the CUDA EP's options depend on it); `tf32_override` is the value of the
+    NVIDIA_TF32_OVERRIDE environment variable ("0" turns TF32 off process-wide in cuBLAS, cuDNN and TensorRT).
+    """
     wanted = options.get("execution_provider")
     if wanted is not None and wanted not in EP_NAMES:
         raise UnsupportedOptionError(f"onnxruntime: backend_options['execution_provider'] must be one of "
@@ -97,7 +111,7 @@ def providers_for(device: Device, precision: str, available: Sequence[str], opti
     else:
         raise UnsupportedOptionError(f"onnxruntime: no execution provider for device {device} in this build "
                                      f"(available: {', '.join(available)})")
-    chain = [_apply_precision(p, precision, quantized) for p in chain]
+    chain = [_apply_precision(p, precision, _version(ort_version)) for p in chain]
     if precision != "fp32" and not any(_runs_precision(p, precision, quantized) for p in chain) \
             and not (precision == "int8" and quantized):
         raise UnsupportedOptionError(_precision_hint(device, precision))
@@ -105,16 +119,19 @@ def providers_for(device: Device, precision: str, available: Sequence[str], opti
     if missing:
         raise UnsupportedOptionError(f"onnxruntime: execution provider {missing[0]} is not in this build "
                                      f"(available: {', '.join(available)})")
+    if precision == "fp32" and tf32_override != "0":
+        _refuse_tf32(chain, ort_version)
     return chain + [(CPU, {})]
 
 
-def _apply_precision(provider: Provider, precision: str, quantized: bool) -> Provider:
+def _apply_precision(provider: Provider, precision: str, version: tuple[int, ...]) -> Provider:
     name, opts = provider
     opts = dict(opts)
-    if name == CUDA:
+    if name == CUDA and version >= CUDA_USE_TF32_SINCE:
         # cuDNN/cuBLAS use TF32 on Ampere+ unless told not to: fp32 must mean fp32.
         opts["use_tf32"] = 0
     elif name == TENSORRT:
+        # Python bools are what the EP's docs give for its bool options (it parses "True"/"False").
         opts["trt_fp16_enable"] = precision == "fp16"
         opts["trt_int8_enable"] = precision == "int8"
     elif name == OPENVINO:
@@ -124,6 +141,26 @@ def _apply_precision(provider: Provider, precision: str, quantized: bool) -> Pro
         else:
             opts["precision"] = "FP16" if precision == "fp16" else "FP32"
     return name, opts
+
+
+def _refuse_tf32(chain: Sequence[Provider], ort_version: str) -> None:
+    """fp32 on a provider that would compute it in TF32 (Ampere and later GPUs) with no option to stop it."""
+    how = ("set NVIDIA_TF32_OVERRIDE=0 in the environment before the process starts (it turns TF32 off "
+           "process-wide)")
+    for name, opts in chain:
+        if name == TENSORRT:
+            # onnxruntime's TensorRT EP leaves TensorRT's default BuilderFlag.TF32 set and has no option to clear it
+            # (microsoft/onnxruntime#26029).
+            raise UnsupportedOptionError(
+                "onnxruntime: the TensorRT EP has no option to turn off TF32, which TensorRT uses for fp32 layers on "
+                f"Ampere and later GPUs, so precision='fp32' would not be fp32. To run it: {how}; or use the CUDA EP "
+                "(the default for device='cuda'), unirt's TensorRT backend (backend='tensorrt' clears TF32), or "
+                "precision='fp16'")
+        if name == CUDA and "use_tf32" not in opts:
+            raise UnsupportedOptionError(
+                f"onnxruntime {ort_version}'s CUDA EP has no use_tf32 option (it came in "
+                f"{'.'.join(map(str, CUDA_USE_TF32_SINCE))}), and cuDNN computes fp32 convolutions in TF32 on Ampere "
+                f"and later GPUs, so precision='fp32' would not be fp32: upgrade onnxruntime-gpu, or {how}")
 
 
 def _openvino_gpu(device: Device) -> str:
@@ -137,7 +174,9 @@ def _runs_precision(provider: Provider, precision: str, quantized: bool) -> bool
         return (name == TENSORRT and opts.get("trt_fp16_enable")) or (name == OPENVINO and opts.get("precision")
                                                                          == "FP16") or name in (DML, COREML, QNN)
     if precision == "int8":
-        return name == TENSORRT or quantized
+        # The TensorRT EP runs int8 from a QDQ model; an fp32 model needs a calibration table
+        # (trt_int8_calibration_table_name), without which TensorRT silently keeps those layers in fp32/TF32.
+        return quantized
     if precision == "bf16":
         return False  # no provider here runs an fp32 model in bf16; accepting it would run fp32 under a bf16 label
     return True
@@ -152,7 +191,8 @@ def _precision_hint(device: Device, precision: str) -> str:
                 "backend_options={'execution_provider': 'tensorrt'}, the OpenVINO EP, or convert the model to "
                 "fp16 first (then load it with precision='fp32'); it supports fp32 here")
     return (f"onnxruntime runs int8 only from a quantized model (QuantizeLinear/QLinear/Integer ops) on {device}; "
-            "quantize the model first, or use the TensorRT EP with a calibration cache; it supports fp32 here")
+            "quantize the model first (the TensorRT EP takes a calibration table only through backend_options "
+            "providers/provider_options: trt_int8_enable, trt_int8_calibration_table_name); it supports fp32 here")
 
 
 QUANTIZED_OPS = (b"QuantizeLinear", b"DequantizeLinear", b"QLinearConv", b"QLinearMatMul", b"MatMulInteger",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 from typing import Any, Mapping, Sequence
 
@@ -164,7 +165,8 @@ class OnnxRuntimeSession(BackendSession):
                                              "provider, in the same order); without providers, use device and "
                                              "execution_provider")
             quantized = options.precision == "int8" and looks_quantized(model.read_bytes())
-            chain = providers_for(options.device, options.precision, available, bo, quantized)
+            chain = providers_for(options.device, options.precision, available, bo, quantized, ort.__version__,
+                                  os.environ.get("NVIDIA_TF32_OVERRIDE"))
             providers, provider_options = [p for p, _ in chain], [o for _, o in chain]
         source = str(model.path) if model.path is not None else model.data
         try:
