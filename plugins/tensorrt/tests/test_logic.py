@@ -197,3 +197,14 @@ def test_a_prebuilt_engine_refuses_another_precision(tmp_path):
                                                          "cannot be applied"):
             TensorRTBackend().load(model, LoadOptions(precision=precision))
     check_engine_precision(model.name, "fp32")  # the default: run it as built
+
+
+def test_only_tensorrt_10_is_accepted():
+    """The builder uses TensorRT 10's weakly-typed precision flags (removed in 11) and create_network(0) (implicit
+    batch before 10): another major version is reported as the reason the backend cannot run."""
+    from unirt_tensorrt.backend import version_problem
+
+    assert version_problem("10.16.1.11") is None and version_problem("10.0.1") is None
+    for other in ("11.4.0", "8.6.1", "9.3.0.post12.dev1"):
+        assert version_problem(other) == (f"tensorrt {other} is installed; unirt's TensorRT backend uses the TensorRT "
+                                          "10 API: pip install 'tensorrt>=10,<11'")

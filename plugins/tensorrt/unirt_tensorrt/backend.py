@@ -9,6 +9,19 @@ from pathlib import Path
 from unirt import Availability, Backend, ConversionError, LoadOptions, ModelFile, ModelFormat, hardware, open_model
 
 ENGINE_EXTRA = "pip install 'unirt-tensorrt[engine]' (TensorRT's CUDA libraries are several GB)"
+#: The TensorRT major version whose Python API the plugin is written against: TensorRT 11 removed the weakly-typed
+#: precision flags (BuilderFlag.FP16/BF16/INT8) and Builder.platform_has_fast_fp16 it uses, and TensorRT 8/9 build
+#: implicit-batch networks from create_network(0).
+TENSORRT_MAJOR = 10
+
+
+def version_problem(version: str) -> str | None:
+    """Why this tensorrt version cannot serve the plugin, or None."""
+    major = version.split(".")[0]
+    if major.isdigit() and int(major) == TENSORRT_MAJOR:
+        return None
+    return (f"tensorrt {version} is installed; unirt's TensorRT backend uses the TensorRT {TENSORRT_MAJOR} API: "
+            f"pip install 'tensorrt>={TENSORRT_MAJOR},<{TENSORRT_MAJOR + 1}'")
 
 
 def unavailable_reason() -> tuple[str | None, str | None]:
@@ -18,6 +31,9 @@ def unavailable_reason() -> tuple[str | None, str | None]:
         import tensorrt
 
         version = tensorrt.__version__
+        wrong = version_problem(version)
+        if wrong is not None:
+            problems.append(wrong)
     except Exception as exc:  # ImportError, or the bindings without libnvinfer (OSError inside ImportError)
         problems.append(f"cannot import tensorrt: {type(exc).__name__}: {exc}. Install it with: {ENGINE_EXTRA}")
     if not hardware().cuda_gpus:
