@@ -10,9 +10,9 @@ import pytest
 from unirt import (BackendUnavailableError, InputError, ModelLoadError, RunError, UnsupportedOptionError)
 from unirt_tensorrt.cache_keys import engine_key, engine_path, model_digest, timing_cache_path
 from unirt_tensorrt.dtypes import nbytes, numpy_dtype
-from unirt_tensorrt.errors import build_failure, cuda_failure, deserialize_failure, parser_failure
+from unirt_tensorrt.errors import build_failure, cuda_failure, deserialize_failure, parser_failure, unsupported_io
 from unirt_tensorrt.options import DEFAULT_WORKSPACE, build_settings, builder_flags, looks_quantized
-from unirt_tensorrt.profiles import DEFAULT_MAX_BATCH, Profile, derive_profile
+from unirt_tensorrt.profiles import DEFAULT_MAX_BATCH, Profile, derive_profile, dynamic_inputs
 
 IMAGE = [("images", (-1, 3, 224, 224))]
 
@@ -43,6 +43,17 @@ def test_shapes_fix_or_bound_inputs():
     assert p.ranges["images"] == ((1, 3, 320, 320), (4, 3, 640, 640), (8, 3, 1280, 1280))
     assert p.ranges["scale"] == ((2,), (2,), (2,))
     assert p.as_json()["scale"] == [[2], [2], [2]]
+
+
+def test_a_dynamic_input_fixed_by_shapes_still_gets_a_profile_entry():
+    """TensorRT needs set_shape for every input with a -1 dim; fixing it through `shapes` (min == opt == max) does
+    not make the network static, so the builder must still add the profile (else: "Network has dynamic or shape
+    inputs, but no optimization profile has been defined")."""
+    inputs = [("images", (-1, 3, -1, -1)), ("k", (4,))]
+    p = derive_profile(inputs, shapes={"images": [1, 3, 640, 640]})
+    assert all(lo == hi for lo, _, hi in p.ranges.values())  # every range is a single shape...
+    assert dynamic_inputs(inputs) == ["images"]  # ...and the network still has a dynamic input
+    assert dynamic_inputs([("x", (1, 3, 8, 8))]) == [] and dynamic_inputs([("s", ())]) == []
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -112,10 +123,19 @@ def test_dtype_mapping():
     assert numpy_dtype("FLOAT", "x") == np.float32 and numpy_dtype("HALF", "x") == np.float16
     assert numpy_dtype("INT64", "x") == np.int64 and numpy_dtype("BOOL", "x") == np.bool_
     assert numpy_dtype("BF16", "x").name == "bfloat16" and numpy_dtype("FP8", "x").name == "float8_e4m3fn"
-    with pytest.raises(ModelLoadError, match="tensor 'y' has TensorRT type FP4"):
-        numpy_dtype("FP4", "y")
+    assert numpy_dtype("UINT8", "x") == np.uint8 and numpy_dtype("INT32", "x") == np.int32
     assert nbytes((2, 3), np.dtype(np.float16)) == 12 and nbytes((), np.dtype(np.float32)) == 4
-    assert nbytes((3,), numpy_dtype("INT4", "x")) == 2
+    assert nbytes((2, 0), np.dtype(np.float32)) == 0
+
+
+@pytest.mark.parametrize("trt_type", ["INT4", "FP4"])
+def test_packed_types_are_refused_not_copied_byte_per_value(trt_type):
+    """TensorRT packs INT4/FP4 two values to a byte; numpy holds one value per byte, so staging such a tensor would
+    copy twice the bytes of the device buffer (past its end): refused at load, naming the tensor."""
+    with pytest.raises(ModelLoadError, match=f"tensor 'w' has TensorRT type {trt_type}, packed two values to a byte"):
+        numpy_dtype(trt_type, "w")
+    with pytest.raises(ModelLoadError, match="tensor 'e' has TensorRT type E8M0, which numpy cannot hold"):
+        numpy_dtype("E8M0", "e")
 
 
 # -- cache keys -----------------------------------------------------------------------------------------------
@@ -156,6 +176,31 @@ def test_build_failures():
     other = build_failure("m.onnx", ["Error Code 4: Internal Error (Network has dynamic inputs, but no profile)"])
     assert isinstance(other, ModelLoadError) and "no profile" in str(other)
     assert "no error was logged" in str(build_failure("m.onnx", []))
+
+
+def test_io_the_runner_cannot_pass_is_refused_at_load():
+    assert unsupported_io("m.engine", "x", "DEVICE", "LINEAR") is None
+    host = unsupported_io("m.engine", "shape", "HOST", "LINEAR")
+    assert isinstance(host, ModelLoadError) and "'shape' is a shape tensor TensorRT reads on the host" in str(host)
+    packed = unsupported_io("m.engine", "x", "DEVICE", "CHW16")
+    assert isinstance(packed, ModelLoadError) and "vectorized layout CHW16" in str(packed)
+
+
+def test_tensorrt_messages_are_read_per_call():
+    """One logger serves the whole process (TensorRT keeps a single logger pointer): each call's error message
+    takes what was logged since its own mark, and the log stays bounded."""
+    from unirt_tensorrt.builder import MessageLog
+
+    log = MessageLog(keep=4)
+    log.add("old warning")
+    mark = log.mark()
+    assert log.since(mark) == []
+    log.add("Error Code 2: OutOfMemory")
+    assert log.since(mark) == ["Error Code 2: OutOfMemory"]
+    for i in range(10):
+        log.add(f"m{i}")
+    assert log.since(mark) == ["m6", "m7", "m8", "m9"]  # at most `keep` messages are held
+    assert "no error was logged" in str(build_failure("m.onnx", log.since(log.mark())))
 
 
 def test_cuda_errors():

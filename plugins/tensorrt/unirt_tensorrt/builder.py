@@ -4,39 +4,74 @@ and an engine cache keyed by model hash + GPU + TensorRT version + options. Need
 from __future__ import annotations
 
 import logging
+import threading
+from collections import deque
 from pathlib import Path
 from typing import Any
 
-from unirt import ModelFile
+from unirt import ModelFile, UnsupportedOptionError
 
 from .cache_keys import engine_key, engine_path, model_digest, timing_cache_path
 from .errors import build_failure, parser_failure
 from .options import BuildSettings, builder_flags, looks_quantized
-from .profiles import Profile, derive_profile
+from .profiles import Profile, derive_profile, dynamic_inputs
 
 log = logging.getLogger(__name__)
 
 
+class MessageLog:
+    """The warnings and errors TensorRT logged, for error messages: a caller takes a `mark()` before a call and
+    reads what was logged `since(mark)` after it. Bounded, so a long-lived process does not grow it."""
+
+    def __init__(self, keep: int = 256) -> None:
+        self._kept: deque[str] = deque(maxlen=keep)
+        self.count = 0
+
+    def add(self, msg: str) -> None:
+        self._kept.append(msg)
+        self.count += 1
+
+    def mark(self) -> int:
+        return self.count
+
+    def since(self, mark: int) -> list[str]:
+        new = self.count - mark
+        return list(self._kept)[-new:] if new > 0 else []
+
+
+_LOGGER: Any = None
+_LOGGER_LOCK = threading.Lock()
+
+
 def collecting_logger(trt: Any) -> Any:
-    """A trt.ILogger that keeps warnings and errors (for error messages) and forwards them to logging."""
+    """The process' one trt.ILogger: keeps warnings and errors (`.messages`, a MessageLog) and forwards them to
+    logging. TensorRT holds a single logger pointer for all builders, runtimes and refitters alive at a time (a
+    second one is ignored), and the logger must outlive every object created with it, so unirt makes one and keeps
+    it for the life of the process, as polygraphy does."""
+    global _LOGGER
+    with _LOGGER_LOCK:
+        if _LOGGER is None:
 
-    class Collecting(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.messages: list[str] = []
+            class Collecting(trt.ILogger):
+                def __init__(self) -> None:
+                    trt.ILogger.__init__(self)
+                    self.messages = MessageLog()
 
-        def log(self, severity: Any, msg: str) -> None:
-            if severity <= trt.ILogger.Severity.WARNING:
-                self.messages.append(msg)
-                log.log(logging.ERROR if severity <= trt.ILogger.Severity.ERROR else logging.WARNING, "%s", msg)
+                def log(self, severity: Any, msg: str) -> None:
+                    if severity <= trt.ILogger.Severity.WARNING:
+                        self.messages.add(msg)
+                        log.log(logging.ERROR if severity <= trt.ILogger.Severity.ERROR else logging.WARNING, "%s",
+                                msg)
 
-    return Collecting()
+            _LOGGER = Collecting()
+        return _LOGGER
 
 
 def _parse(trt: Any, logger: Any, model: ModelFile) -> tuple[Any, Any, Any]:
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode (EXPLICIT_BATCH is ignored)
     parser = trt.OnnxParser(network, logger)
+    # parse_from_file finds external weights next to the model; parse(bytes) has no path to look in
     ok = parser.parse_from_file(str(model.path)) if model.path is not None else parser.parse(model.read_bytes())
     if not ok:
         errors = []
@@ -48,18 +83,27 @@ def _parse(trt: Any, logger: Any, model: ModelFile) -> tuple[Any, Any, Any]:
     return builder, network, parser
 
 
-def network_profile(network: Any, settings: BuildSettings) -> Profile:
-    inputs = [(network.get_input(i).name, tuple(network.get_input(i).shape)) for i in range(network.num_inputs)]
-    return derive_profile(inputs, settings.max_batch, settings.shapes, settings.opt_batch)
+def network_inputs(network: Any) -> list[tuple[str, tuple[int, ...]]]:
+    return [(network.get_input(i).name, tuple(network.get_input(i).shape)) for i in range(network.num_inputs)]
+
+
+def _flag(trt: Any, name: str) -> Any:
+    flag = getattr(trt.BuilderFlag, name, None)
+    if flag is None:  # the weakly-typed precision flags are deprecated since TensorRT 10.12
+        raise UnsupportedOptionError(f"tensorrt {trt.__version__} has no BuilderFlag.{name}; unirt's TensorRT backend "
+                                     "was checked against TensorRT 10.x")
+    return flag
 
 
 def build_plan(trt: Any, model: ModelFile, precision: str, settings: BuildSettings, gpu: str,
                compute_capability: str) -> tuple[bytes, Profile]:
     """A serialized engine for `model`, from unirt's engine cache when one was built with the same everything."""
     logger = collecting_logger(trt)
+    mark = logger.messages.mark()
     data = model.read_bytes()
-    builder, network, _parser = _parse(trt, logger, model)
-    profile = network_profile(network, settings)
+    builder, network, _parser = _parse(trt, logger, model)  # the parser owns weights the network uses: keep it
+    inputs = network_inputs(network)
+    profile = derive_profile(inputs, settings.max_batch, settings.shapes, settings.opt_batch)
     key = engine_key(model_digest(model), gpu, compute_capability, trt.__version__, precision, profile,
                      settings.cache_fields())
     cached = engine_path(key)
@@ -73,26 +117,47 @@ def build_plan(trt: Any, model: ModelFile, precision: str, settings: BuildSettin
     if settings.optimization_level is not None:
         config.builder_optimization_level = settings.optimization_level
     for flag in to_set:
-        config.set_flag(getattr(trt.BuilderFlag, flag))
+        config.set_flag(_flag(trt, flag))
     for flag in to_clear:
-        config.clear_flag(getattr(trt.BuilderFlag, flag))
-    if any(lo != hi for lo, _, hi in profile.ranges.values()):
+        config.clear_flag(_flag(trt, flag))
+    if dynamic_inputs(inputs):
+        # Every input with a -1 dim needs set_shape, also when backend_options' shapes fixes it to one shape.
         opt_profile = builder.create_optimization_profile()
         for name, (lo, mid, hi) in profile.ranges.items():
-            opt_profile.set_shape(name, lo, mid, hi)
+            opt_profile.set_shape(name, trt.Dims(lo), trt.Dims(mid), trt.Dims(hi))
         config.add_optimization_profile(opt_profile)
     timing: Path | None = timing_cache_path(gpu, compute_capability, trt.__version__) if settings.timing_cache else None
     if timing is not None:
-        cache = config.create_timing_cache(timing.read_bytes() if timing.is_file() else b"")
-        config.set_timing_cache(cache, False)
+        _attach_timing_cache(config, timing)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise build_failure(model.name, logger.messages)
+        raise build_failure(model.name, logger.messages.since(mark))
     plan_bytes = bytes(plan)
     if timing is not None:
-        timing.write_bytes(bytes(config.get_timing_cache().serialize()))
+        _write_atomically(timing, bytes(config.get_timing_cache().serialize()))
     if settings.engine_cache:
-        tmp = cached.with_suffix(".tmp")
-        tmp.write_bytes(plan_bytes)
-        tmp.replace(cached)  # atomic: a concurrent loader never sees half an engine
+        _write_atomically(cached, plan_bytes)
     return plan_bytes, profile
+
+
+def _attach_timing_cache(config: Any, path: Path) -> None:
+    """The saved timing cache, or a fresh one when the file is missing, damaged or from another device."""
+    saved = path.read_bytes() if path.is_file() else b""
+    cache = None
+    if saved:
+        try:
+            cache = config.create_timing_cache(saved)
+        except Exception as exc:  # a damaged file: build without its timings rather than fail
+            log.warning("tensorrt: ignoring the timing cache %s: %s", path, exc)
+        if cache is not None and not config.set_timing_cache(cache, False):
+            log.warning("tensorrt: ignoring the timing cache %s: TensorRT refused it", path)
+            cache = None
+    if cache is None:
+        config.set_timing_cache(config.create_timing_cache(b""), False)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A concurrent reader never sees half a file (engine or timing cache)."""
+    tmp = path.with_name(f"{path.name}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -53,3 +53,18 @@ def cuda_failure(call: str, error_name: str, during_run: bool) -> RunError | Mod
     if during_run:
         return RunError(f"tensorrt: {what} ({call})" if "memory" in what else f"tensorrt: {what}")
     return ModelLoadError(f"tensorrt: {what} while loading" + (f" ({call})" if "memory" in what else ""))
+
+
+def unsupported_io(model: str, tensor: str, location: str, layout: str) -> ModelLoadError | None:
+    """A ModelLoadError for an engine I/O tensor the runner cannot pass as a plain numpy array in device memory:
+    a shape tensor TensorRT reads on the host (TensorLocation HOST), or a vectorized layout (TensorFormat other
+    than LINEAR, e.g. a prebuilt engine built with trtexec --inputIOFormats=fp16:chw16). None when it can."""
+    if location != "DEVICE":
+        return ModelLoadError(f"{model}: tensorrt tensor {tensor!r} is a shape tensor TensorRT reads on the host "
+                              f"(location {location}), which unirt's TensorRT runner does not support; feed that value "
+                              "as a constant in the ONNX model")
+    if layout != "LINEAR":
+        return ModelLoadError(f"{model}: tensorrt tensor {tensor!r} has the vectorized layout {layout}, which unirt's "
+                              "TensorRT runner does not support; rebuild the engine with linear I/O formats (trtexec's "
+                              "default), or load the ONNX model")
+    return None

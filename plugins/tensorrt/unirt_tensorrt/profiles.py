@@ -64,6 +64,12 @@ def _given(name: str, spec: Any) -> Range:
     return fixed, fixed, fixed
 
 
+def dynamic_inputs(inputs: Sequence[tuple[str, Sequence[int]]]) -> list[str]:
+    """The inputs with a dynamic (-1) dim: TensorRT needs an optimization profile entry for each of them, also when
+    `shapes` fixes one to a single shape (min == opt == max)."""
+    return [name for name, dims in inputs if any(int(d) < 0 for d in dims)]
+
+
 def derive_profile(inputs: Sequence[tuple[str, Sequence[int]]], max_batch: int | None = None,
                    shapes: Mapping[str, Any] | None = None, opt_batch: int | None = None) -> Profile:
     """The profile for a network whose inputs have `dims` (-1 for dynamic).

@@ -14,12 +14,13 @@ from typing import Any, Sequence
 import numpy as np
 import tensorrt as trt
 
-from unirt import (BackendSession, LoadOptions, ModelFile, ModelFormat, RunError, TensorInfo)
+from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError,
+                   TensorInfo)
 
 from . import cuda
 from .builder import build_plan, collecting_logger
 from .dtypes import nbytes, numpy_dtype
-from .errors import deserialize_failure
+from .errors import deserialize_failure, unsupported_io
 from .options import build_settings
 from .profiles import Profile
 
@@ -31,6 +32,7 @@ class TensorRTSession(BackendSession):
         cuda.set_device(self._gpu_index)
         gpu, sm = cuda.device_properties(self._gpu_index)
         self._logger = collecting_logger(trt)
+        self._log = self._logger.messages
         if model.format is ModelFormat.ONNX:
             plan, profile = build_plan(trt, model, options.precision, settings, gpu, sm)
             self.precision = options.precision
@@ -38,12 +40,21 @@ class TensorRTSession(BackendSession):
             plan, profile = model.read_bytes()[int(model.details.get("payload_offset", 0)):], None
             self.precision = "as built"
         self._runtime = trt.Runtime(self._logger)
+        mark = self._log.mark()
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
-            raise deserialize_failure(model.name, self._logger.messages)
-        self._context = self._engine.create_execution_context()
+            raise deserialize_failure(model.name, self._log.since(mark))
         engine = self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        for n in names:  # host-side shape tensors and vectorized layouts: not plain device arrays
+            problem = unsupported_io(model.name, n, engine.get_tensor_location(n).name, engine.get_tensor_format(n).name)
+            if problem is not None:
+                raise problem
+        mark = self._log.mark()
+        self._context = engine.create_execution_context()
+        if self._context is None:  # e.g. no GPU memory left for its activations
+            raise ModelLoadError(f"{model.name}: tensorrt could not create an execution context: "
+                                 f"{'; '.join(self._log.since(mark)[-3:]) or 'no error logged'}")
         is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         infos = {n: TensorInfo(n, tuple(None if d < 0 else int(d) for d in engine.get_tensor_shape(n)),
                                numpy_dtype(engine.get_tensor_dtype(n).name, n)) for n in names}
@@ -68,7 +79,9 @@ class TensorRTSession(BackendSession):
             x = feeds[info.name]
             if info.name in self._dynamic:
                 self._profile.check(info.name, x.shape)
-            ctx.set_input_shape(info.name, x.shape)
+            if not ctx.set_input_shape(info.name, x.shape):
+                raise InputError(f"input {info.name!r}: TensorRT refused shape {list(x.shape)} (engine shape "
+                                 f"{[d if d is not None else -1 for d in info.shape]})")
             size = nbytes(x.shape, x.dtype)
             device = self._device_buffers[info.name].ensure(size, True)
             pinned = self._pinned[info.name]
@@ -85,9 +98,9 @@ class TensorRTSession(BackendSession):
             device = self._device_buffers[info.name].ensure(nbytes(shape, info.dtype), True)
             ctx.set_tensor_address(info.name, device)
             shapes[info.name] = (shape, device)
-        self._logger.messages.clear()
+        mark = self._log.mark()
         if not ctx.execute_async_v3(self._stream.handle):
-            raise RunError(f"tensorrt: execution failed: {'; '.join(self._logger.messages[-3:]) or 'no error logged'}")
+            raise RunError(f"tensorrt: execution failed: {'; '.join(self._log.since(mark)[-3:]) or 'no error logged'}")
         return shapes
 
     def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[Any]:
