@@ -158,7 +158,10 @@ class Session:
             maybe = BatchSpec._infer(self._inputs, self._outputs, lenient=True)
             hint = maybe.size if maybe.kind == "static" else None
         converted_for = self._backend_name if self.conversion is not None else None
-        self._check = InputChecker(self._inputs, self._batch.size, hint, converted_for).check
+        # A dynamic batch dim the inputs do not share by name (asserted with batched=True): rows checked to agree
+        agree = self._batch.kind == "dynamic" and (self._batch.symbol is None or
+                                                    any(i.shape[0] != self._batch.symbol for i in self._inputs))
+        self._check = InputChecker(self._inputs, self._batch.size, hint, converted_for, agree).check
         self._output_names = tuple(o.name for o in self._outputs)
         self._output_infos = {o.name: o for o in self._outputs}
         if pool is None:
