@@ -4,8 +4,8 @@ A model is batched when dim 0 of every input and output is one batch dim, told f
 - a *dynamic* batch: dim 0 is the same named symbol (e.g. "N") on every input and every output;
 - a *static* batch of 1: dim 0 is fixed at 1 everywhere (the usual batch-1 export; B rows run as B runs, which
   equals running them one by one).
-A dim 0 fixed at N > 1 everywhere, or unnamed (dynamic without a name), may just as well not be a batch (a
-Softmax over dim 0, a transpose): it counts as one only with `batched=True`. unirt then
+A dim 0 fixed at N > 1 everywhere, or dynamic but unnamed or named differently per tensor, may just as well not be
+a batch (a Softmax over dim 0, a transpose): it counts as one only with `batched=True`. unirt then
 - pads a request of B < N rows to N for a static model (the padding rows are zeros, their outputs dropped) and
   splits B > N into ceil(B/N) runs, reassembling the outputs;
 - splits a request above `max_batch` rows into runs of at most `max_batch` for a dynamic model;
