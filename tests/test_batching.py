@@ -43,6 +43,10 @@ def test_batch_spec_overrides():
     assert not BatchSpec.detect(inputs, outputs).batched
     assert BatchSpec.detect(inputs, outputs, batched=True).kind == "dynamic"
     assert BatchSpec.detect([T("x", (None, 3))], [T("y", (None, 2))], batched=True).kind == "dynamic"
+    renamed = [T("x", ("input_dynamic_axes_1", 3))], [T("y", ("output_dynamic_axes_1", 2))]  # torch's own names
+    assert "batched=True" in BatchSpec.detect(*renamed).reason
+    assert (BatchSpec.detect(*renamed, batched=True).kind, BatchSpec.detect(*renamed, batched=True).symbol) == \
+        ("dynamic", None)
     static = BatchSpec.detect([T("x", (4, 3))], [T("y", (4, 2))], batched=True)
     assert (static.kind, static.size) == ("static", 4)
     assert "batched=True" in BatchSpec.detect([T("x", (4, 3))], [T("y", (4, 2))]).reason
@@ -471,3 +475,39 @@ def test_run_many_when_declared_output_dims_do_not_hold(tmp_path):
                 np.testing.assert_array_equal(many[0]["y"], x[:, :2], err_msg=f"{backend} {kwargs}")
                 np.testing.assert_array_equal(many[1]["y"], x[:3, :2] * 2, err_msg=f"{backend} {kwargs}")
                 np.testing.assert_array_equal(sess.run(x)["y"], x[:, :2], err_msg=f"{backend} {kwargs}")
+
+
+@pytest.mark.parametrize("dims", [(None, None, None), ("a_rows", "b_rows", "y_rows")])
+def test_an_asserted_batch_dim_that_no_name_ties_needs_inputs_that_agree(tmp_path, dims):
+    """a + b with dim 0 unnamed (or named differently on each tensor, as torch's dynamic_axes lists and tf2onnx
+    name them) under batched=True: run_many packs and equals one-by-one runs, on every backend that reads ONNX.
+    A request whose b has 1 row (broadcast by the engine) cannot be packed: it was silently stacked as if it had
+    a's rows (wrong answers for it and its batch-mates); it is an InputError now, before the engine runs.
+    Named differently, batched=True was refused with 'pass batched=True if it is one'."""
+    from onnx import TensorProto, helper
+
+    path = _save(tmp_path, "add", [helper.make_node("Add", ["a", "b"], ["y"])],
+                 [helper.make_tensor_value_info("a", TensorProto.FLOAT, [dims[0], 3]),
+                  helper.make_tensor_value_info("b", TensorProto.FLOAT, [dims[1], 3])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [dims[2], 3])])
+    rng = np.random.default_rng(4)
+    rows = [2, 1, 3]
+    reqs = [{"a": rng.standard_normal((r, 3)).astype(np.float32), "b": rng.standard_normal((r, 3)).astype(np.float32)}
+            for r in rows]
+    broadcast = {"a": np.ones((2, 3), np.float32), "b": np.full((1, 3), 5, np.float32)}
+    backends = [b.name for b in unirt.backends() if b.available and b.name in ("onnxruntime", "openvino")]
+    for backend in backends:
+        plain = unirt.Session(path, backend=backend)
+        assert not plain.batch.batched and "batched=True" in plain.batch.reason, backend
+        np.testing.assert_array_equal(plain.run_many([broadcast])[0]["y"], np.full((2, 3), 6, np.float32))
+        sess = unirt.Session(path, backend=backend, batched=True)
+        assert (sess.batch.kind, sess.batch.symbol) == ("dynamic", None), backend
+        many = sess.run_many(reqs)
+        assert sess.batch_stats().backend_runs == 1, backend
+        for got, req in zip(many, reqs):
+            np.testing.assert_allclose(got["y"], req["a"] + req["b"], rtol=1e-6, err_msg=backend)
+        for call in (lambda: sess.run(broadcast), lambda: sess.run_many([reqs[0], broadcast])):
+            with pytest.raises(InputError, match=r"disagree on the batch size \(dim 0, a batch dim by batched=True\): "
+                                                 r"2 rows in 'a', 1 in 'b'"):
+                call()
+        assert sess.batch_stats().backend_runs == 1, backend  # refused before any run

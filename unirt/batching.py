@@ -4,8 +4,8 @@ A model is batched when dim 0 of every input and output is one batch dim, told f
 - a *dynamic* batch: dim 0 is the same named symbol (e.g. "N") on every input and every output;
 - a *static* batch of 1: dim 0 is fixed at 1 everywhere (the usual batch-1 export; B rows run as B runs, which
   equals running them one by one).
-A dim 0 fixed at N > 1 everywhere, or unnamed (dynamic without a name), may just as well not be a batch (a
-Softmax over dim 0, a transpose): it counts as one only with `batched=True`. unirt then
+A dim 0 fixed at N > 1 everywhere, or dynamic but unnamed or named differently per tensor, may just as well not be
+a batch (a Softmax over dim 0, a transpose): it counts as one only with `batched=True`. unirt then
 - pads a request of B < N rows to N for a static model (the padding rows are zeros, their outputs dropped) and
   splits B > N into ceil(B/N) runs, reassembling the outputs;
 - splits a request above `max_batch` rows into runs of at most `max_batch` for a dynamic model;
@@ -39,8 +39,8 @@ def copy_threads() -> int:
 @dataclass(frozen=True)
 class BatchSpec:
     """How a model batches. `kind`: "static" (every input and output leads with the same fixed size `size`),
-    "dynamic" (they lead with the same symbolic dim `symbol`; None when unnamed, under batched=True), or "none"
-    (`reason` says why)."""
+    "dynamic" (they lead with the same symbolic dim `symbol`; None when unnamed or named differently, under
+    batched=True), or "none" (`reason` says why)."""
 
     kind: Literal["static", "dynamic", "none"]
     size: int | None = None
@@ -58,7 +58,8 @@ class BatchSpec:
 
         `batched=None` infers it: a named dim 0 shared by every input and output, or a static dim 0 of 1;
         `False` turns batching off (static dims are then checked as given); `True` asserts dim 0 is a batch dim
-        (rows independent), which also makes a static dim 0 of N > 1 and unnamed dynamic dims batch dims.
+        (rows independent), which also makes a static dim 0 of N > 1 and dynamic dims unnamed or named differently
+        batch dims.
         """
         if batched is False:
             return cls("none", reason="batching is off (batched=False)")
@@ -91,10 +92,11 @@ class BatchSpec:
         names = {d for d in firsts if isinstance(d, str)}
         if len(names) == 1 and all(isinstance(d, str) for d in firsts):
             return cls("dynamic", symbol=names.pop())
-        if lenient and len(names) <= 1:
-            # Asserted a batch dim while unnamed somewhere: an output that turns out not to keep the batch's rows
-            # is refused at run time rather than cut up wrongly.
-            return cls("dynamic", symbol=names.pop() if names else None)
+        if lenient:
+            # Asserted a batch dim while unnamed, or named differently (torch's "input_dynamic_axes_1" and
+            # "output_dynamic_axes_1", tf2onnx's "unk__12"): the inputs must then agree on it at run time, and an
+            # output that turns out not to keep the batch's rows is refused rather than cut up wrongly.
+            return cls("dynamic", symbol=names.pop() if len(names) == 1 else None)
         dims = ", ".join(f"{t.name}={'?' if t.shape[0] is None else t.shape[0]}" for t in tensors)
         if not names:
             return cls("none", reason=f"dim 0 is dynamic but unnamed ({dims}), so it need not be a batch dim; "

@@ -36,13 +36,16 @@ class InputChecker:
     """Turns user feeds into `{name: C-contiguous ndarray}` or raises InputError naming the input."""
 
     def __init__(self, inputs: Sequence[TensorInfo], batch_size: int | None = None,
-                 batch_hint: int | None = None, converted_for: str | None = None) -> None:
+                 batch_hint: int | None = None, converted_for: str | None = None,
+                 batch_rows_agree: bool = False) -> None:
         """`batch_size`: the static batch dim N of a model whose dim 0 is a batch dim; a request with another
         batch size then raises BatchSizeMismatch (for the session to pad or split) instead of InputError.
         `batch_hint`: N for a model whose dim 0 is fixed at N everywhere but not taken as a batch dim; the
         InputError for another size then says that batched=True pads or splits.
         `converted_for`: the backend a model was converted for on load, at fixed shapes; the InputError for
-        another size of a static dim then says how to convert at other shapes."""
+        another size of a static dim then says how to convert at other shapes.
+        `batch_rows_agree`: dim 0 is a batch dim (batched=True) that the inputs do not share by name (unnamed, or
+        named differently): every input must then have the same number of rows, which no dim name checks."""
         self._inputs = tuple(inputs)
         self._batch_size = batch_size
         self._batch_hint = batch_hint
@@ -64,6 +67,7 @@ class InputChecker:
                 if isinstance(d, str):
                     places.setdefault(d, []).append((i.name, axis))
         self._shared_symbols = tuple((s, tuple(p)) for s, p in places.items() if len(p) > 1)
+        self._rows_agree = batch_rows_agree and batch_size is None and len(inputs) > 1
         self._string_inputs = tuple(i.name for i in inputs if i.dtype.kind == "O")
 
     # -- hot path ------------------------------------------------------------------------------------------
@@ -101,6 +105,8 @@ class InputChecker:
                 out[name] = x
         if self._shared_symbols:
             self._check_symbols(out)
+        if self._rows_agree:
+            self._check_rows_agree(out)
         if self._string_inputs:
             out = self._utf8_text(out, feeds)
         if rows is not None:
@@ -133,6 +139,15 @@ class InputChecker:
             if arrays[name].shape[0] != rows:
                 raise InputError(f"the inputs disagree on the batch size (dim 0): {rows} rows, and "
                                  f"{arrays[name].shape[0]} in {name!r}")
+
+    def _check_rows_agree(self, arrays: dict[str, np.ndarray]) -> None:
+        first = self._names[0]
+        rows = arrays[first].shape[0]
+        for name in self._names[1:]:
+            if arrays[name].shape[0] != rows:
+                raise InputError(f"the inputs disagree on the batch size (dim 0, a batch dim by batched=True): "
+                                 f"{rows} rows in {first!r}, {arrays[name].shape[0]} in {name!r}; every input of a "
+                                 "request has the same rows (none is broadcast along the batch dim)")
 
     def _as_dict(self, feeds: Any) -> dict[str, Any]:
         if isinstance(feeds, Mapping):

@@ -77,7 +77,8 @@ class Session:
     `pooled_outputs=True`) are written by the backend into buffers from `pool` (the session's own BufferPool unless
     one is given) or `arena`, reused across runs. The batch dim is read from the model (`batch`): dim 0 named alike on
     every input and output (dynamic), or fixed at 1 everywhere (static). `batched=True` also takes a dim 0 fixed at
-    N > 1 or an unnamed one as a batch dim; `batched=False` takes none. A static-batch model pads or splits requests
+    N > 1, unnamed (TFLite, OpenVINO IR) or named differently per tensor as a batch dim; `batched=False` takes none.
+    Without a batch dim `run_many` runs requests one by one. A static-batch model pads or splits requests
     of another batch size; `max_batch` splits larger requests for a dynamic one (and reaches the backend: TensorRT
     builds its profile for it). `run_many` packs requests into few runs.
     `isolate=True` runs the backend in a child process: a native crash raises BackendCrashedError and the next
@@ -158,7 +159,10 @@ class Session:
             maybe = BatchSpec._infer(self._inputs, self._outputs, lenient=True)
             hint = maybe.size if maybe.kind == "static" else None
         converted_for = self._backend_name if self.conversion is not None else None
-        self._check = InputChecker(self._inputs, self._batch.size, hint, converted_for).check
+        # A dynamic batch dim the inputs do not share by name (asserted with batched=True): rows checked to agree
+        agree = self._batch.kind == "dynamic" and (self._batch.symbol is None or
+                                                    any(i.shape[0] != self._batch.symbol for i in self._inputs))
+        self._check = InputChecker(self._inputs, self._batch.size, hint, converted_for, agree).check
         self._output_names = tuple(o.name for o in self._outputs)
         self._output_infos = {o.name: o for o in self._outputs}
         if pool is None:

@@ -56,6 +56,8 @@ def test_cli_arguments_are_typed():
     ({"model": "m.onnx", "name": "../x"}, "name '../x'"),
     ({"model": "m.onnx", "batch_wait_timeout_s": "-1"}, "batch_wait_timeout_s must be"),
     ({"model": "m.onnx", "replicas": "2"}, "unknown argument 'replicas'"),
+    ({"model": "m.onnx", "batched": "maybe"}, "batched='maybe': expected true, false or none"),
+    ({"model": "m.onnx", "batched": 1}, "batched must be True, False or None"),
 ])
 def test_bad_arguments_are_clear_errors(args, message):
     with pytest.raises(UnsupportedOptionError, match=message):
@@ -146,3 +148,49 @@ def test_missing_ray_names_the_extra(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                          cwd=tmp_path).stdout
     assert "pip install 'unirt[ray]'" in out and "ray[serve]" in out
+
+
+def test_batched_reaches_the_replicas_session_and_its_v2_spec(tmp_path):
+    """A model whose dim 0 is unnamed (as TFLite and OpenVINO IR give it) is no batch to a Session unless
+    batched=True says so: merged requests then ran one by one with no way to ask for packing. `batched` goes to
+    the replica's Session (one backend run for the merged requests) and its v2 spec (requests carry the batch
+    dim), from build() and from `serve run` key=value arguments alike."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import unirt
+    from unirt.integrations.ray.replica import Replica
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "unnamed",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+                              [numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(3, 2), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    path = str(tmp_path / "unnamed.onnx")
+    onnx.save(model, path)
+    assert parse_app_args({"model": path, "batched": "true"})[0].batched is True
+    assert parse_app_args({"model": path, "batched": "none"})[0].batched is None
+    rng = np.random.default_rng(0)
+    requests = [rng.standard_normal((n, 3)).astype(np.float32) for n in (1, 2, 1)]
+    expected = [r @ np.arange(6, dtype=np.float32).reshape(3, 2) for r in requests]
+    # packed runs (a session without a batch dim runs each request by itself, outside its batching figures)
+    for batched, runs, max_batch_size, dims in ((None, 0, 0, [-1, 3]), (True, 1, 1024, [3]), (False, 0, 0, [-1, 3])):
+        replica = Replica(ReplicaOptions(path, backend="onnxruntime", batched=batched))
+        try:
+            assert replica.session.batch.batched == bool(batched)
+            for got, want in zip(replica.run_batch(requests), expected):
+                np.testing.assert_allclose(got["y"], want, rtol=1e-6)
+            assert replica.stats()["session"]["backend_runs"] == runs
+            assert (replica.spec.max_batch_size, list(replica.spec.inputs[0].dims)) == (max_batch_size, dims)
+        finally:
+            replica.close()
+    static = tmp_path / "static4.onnx"
+    models.batched_cnn(static, batch=4, channels=2, size=4)
+    replica = Replica(ReplicaOptions(str(static), backend="onnxruntime", batched=True))
+    try:
+        assert replica.spec.max_batch_size == 4 and replica.spec.static_batch == 4  # 1..4 rows, padded to 4
+        assert unirt.Session(static, backend="onnxruntime").batch.batched is False
+    finally:
+        replica.close()

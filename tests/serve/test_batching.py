@@ -226,3 +226,33 @@ def test_concurrent_requests_to_a_concat_model_are_not_merged(tmp_path, first_di
         client = grpcclient.InferenceServerClient(url)
         assert client.get_model_config("concat").config.max_batch_size == 0
         client.close()
+
+
+def test_warmup_of_a_fixed_batch_dim_is_padded_like_requests(tmp_path):
+    """A model fixed at 4 rows served with max_batch_size: 4 takes requests of 1..4 rows (padded to 4 by the
+    batcher). Its warm-up of 2 rows was run on the Session unpadded and refused (dim 0 fixed at N > 1 is no batch
+    dim to a Session), so the model failed to load."""
+    from unirt.serve.config import parse_config_text
+    from unirt.serve.model import LoadedModel
+    from unirt.serve.repository import DirectoryRepository
+    from unirt.testing import models
+
+    (tmp_path / "static" / "1").mkdir(parents=True)
+    path = models.matmul_relu(tmp_path / "static" / "1" / "model.onnx", n=4)
+    config = parse_config_text("""
+max_batch_size: 4
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]
+model_warmup [ { name: "w" batch_size: 2 count: 2
+                 inputs { key: "x" value { data_type: TYPE_FP32 dims: [ 4 ] random_data: true } } } ]
+""")
+    loaded = LoadedModel.load(DirectoryRepository(tmp_path).source("static"), 1, config)
+    try:
+        assert loaded.spec.static_batch == 4
+        x = np.random.default_rng(5).standard_normal((2, 4)).astype(np.float32)
+        got = loaded.submit({"x": x}, 2).result(30).outputs["y"]
+        with unirt.Session(path, backend="onnxruntime") as sess:
+            expected = sess.run({"x": np.concatenate([x, np.zeros((2, 4), np.float32)])})["y"][:2]
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+    finally:
+        loaded.close()

@@ -15,6 +15,7 @@ from ..session import Session
 from .config import ConfigError, ModelSpec, backend_for, build_spec, instance_devices, session_options
 from .datatypes import config_type_to_datatype, decode_raw, element_count, to_numpy_dtype
 from .repository import ModelSource
+from .batching import run_batch
 from .scheduler import Scheduler
 from .stats import ModelStats
 
@@ -56,11 +57,13 @@ class LoadedModel:
             first = sessions[0]
             spec = build_spec(config, source.name, first.inputs, first.outputs, first.backend,
                               default_max_batch_size=default_max_batch_size, model_dir=source.directory)
+            names = [o.name for o in spec.outputs]
             for i, warm in enumerate(spec.config.model_warmup):
                 feeds = _warmup_feeds(spec, warm, i, source)
+                rows = warm.batch_size if spec.max_batch_size else 1
                 for sess in sessions:
-                    for _ in range(max(1, warm.count)):
-                        sess.run(feeds)
+                    for _ in range(max(1, warm.count)):  # as requests run: padded to a fixed batch dim
+                        run_batch(_runner(sess), [feeds], [rows], names, static_batch=spec.static_batch)
         except BaseException:
             for sess in sessions:
                 sess.close()

@@ -262,6 +262,25 @@ def test_onnx_dim_names_are_reported(model):
     assert fixed.inputs[0].shape == (2, 3, 4, "W")
 
 
+def test_an_ir_converted_by_unirt_keeps_the_onnx_dim_names(model, tmp_path, monkeypatch):
+    """OpenVINO IR keeps no dim names, so an IR converted from a dynamic-batch ONNX model had an unnamed dim 0: no
+    batch dim, and run_many ran requests one by one. The conversion's sidecar has the ONNX dims: the batch "N" is
+    back, and run_many packs. An IR without a sidecar stays unnamed (batched=True says it is a batch dim)."""
+    monkeypatch.setenv("UNIRT_CACHE_DIR", str(tmp_path / "cache"))
+    converted = unirt.convert(model("dynamic_mlp"), "openvino", tmp_path / "mlp.xml")
+    sess = unirt.Session(converted.path, backend="openvino")
+    assert [i.shape for i in sess.inputs] == [("N", 8)] and str(sess.batch) == "dynamic batch (N)"
+    rng = np.random.default_rng(0)
+    requests = [rng.standard_normal((n, 8)).astype(np.float32) for n in (1, 3, 2)]
+    many = sess.run_many(requests)
+    assert sess.batch_stats().backend_runs == 1
+    for got, x in zip(many, requests):
+        np.testing.assert_allclose(got["probs"], sess.run(x)["probs"], rtol=1e-6)
+    ov.save_model(ov.Core().read_model(str(model("dynamic_mlp"))), str(tmp_path / "plain.xml"))
+    plain = unirt.Session(tmp_path / "plain.xml", backend="openvino")
+    assert plain.inputs[0].shape == (None, 8) and "batched=True" in plain.batch.reason
+
+
 def test_a_shared_dim_name_with_two_sizes_is_an_input_error(model):
     sess = unirt.Session(model("multi_io"), backend="openvino")
     feeds = sample_feeds("multi_io", seed=1, batch=3)

@@ -27,6 +27,7 @@ from openvino._pyopenvino import InferRequest as _NativeRequest
 
 from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError,
                    TensorInfo, UnsupportedOptionError)
+from unirt.conversion.signature import read_sidecar
 
 from .onnx_dims import onnx_dim_names
 from .options import (QUANTIZED_OPS, common_capabilities, compile_settings, device_name, float64_allowed,
@@ -120,6 +121,15 @@ def read_model(core: ov.Core, model: ModelFile, onnx_bytes: bytes | None = None)
                 os.unlink(spilled)
             except OSError:  # pragma: no cover - Windows, while OpenVINO still maps it
                 pass
+
+
+def _converted_dim_names(model: ModelFile) -> dict[str, tuple[Any, ...]]:
+    """An IR that unirt converted from ONNX: the ONNX dims from the conversion's sidecar (OpenVINO IR keeps no dim
+    names), so a batch dim "N" stays one. Empty for any other model."""
+    side = read_sidecar(model.path) if model.format is ModelFormat.OPENVINO else None
+    if side is None:
+        return {}
+    return {t.name: t.shape for t in (*side["inputs"], *side["outputs"])}
 
 
 def _tensor_info(port: Any, name: str, named: Sequence[Any] | None) -> TensorInfo:
@@ -259,7 +269,7 @@ class OpenVinoSession(BackendSession):
         target = bo.get("device_name") or device_name(options.device, available)
         allow_f64 = float64_allowed(bo)
         data = model.read_bytes() if model.format is ModelFormat.ONNX else None
-        named = onnx_dim_names(data) if data is not None else {}
+        named = onnx_dim_names(data) if data is not None else _converted_dim_names(model)
         with read_model(core, model, data) as ov_model:
             del data
             strings = [p.get_any_name() for p in (*ov_model.inputs, *ov_model.outputs)

@@ -111,7 +111,7 @@ class UnirtDeployment:
 
 def build(model: str, *, name: str = "", backend: str = "auto", device: str = "cpu", threads: int = 1,
           precision: str = "fp32", backend_options: Mapping[str, Any] | None = None, max_batch: int | None = None,
-          max_batch_size: int = 8, batch_wait_timeout_s: float = 0.005, max_request_bytes: int = 128 * 1024 * 1024,
+          batched: bool | None = None, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.005, max_request_bytes: int = 128 * 1024 * 1024,
           check_model: bool = True, **ray_options: Any) -> Application:
     """A Serve application serving `model`: pass it to `serve.run`. Session options as `unirt.Session` takes
     them; Ray Serve's deployment options (`num_replicas`, `autoscaling_config`, `max_ongoing_requests`,
@@ -123,7 +123,7 @@ def build(model: str, *, name: str = "", backend: str = "auto", device: str = "c
     nodes hold the file, pass `check_model=False`: the path then goes to the replicas as given."""
     options = ReplicaOptions(model=str(model), name=name, backend=backend, device=device, threads=threads,
                              precision=precision, backend_options=dict(backend_options or {}), max_batch=max_batch,
-                             max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s,
+                             batched=batched, max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s,
                              max_request_bytes=max_request_bytes)
     ray_options = deployment_options(options, ray_options)
     return _application(checked_model(options, check_model), ray_options)

@@ -46,8 +46,10 @@ class ReplicaOptions:
     with replicas, not threads); `device="cuda"` reserves one GPU, which Ray assigns (the replica sees it as cuda:0).
 
     `max_batch_size` requests arriving together are merged by `@serve.batch` (waiting at most
-    `batch_wait_timeout_s` for more) into one `Session.run_many`; `max_batch` caps the rows of one backend run of a
-    dynamic-batch model (and a v2 request's rows; default 1024 there)."""
+    `batch_wait_timeout_s` for more) into one `Session.run_many`, which packs them into one backend run where the
+    model has a batch dim; `batched` as `Session` takes it (True for a dim 0 that is unnamed, as TFLite and
+    OpenVINO IR give it, or fixed at N > 1: requests are then packed too); `max_batch` caps the rows of one backend
+    run of a dynamic-batch model (and a v2 request's rows; default 1024 there)."""
 
     model: str
     name: str = ""
@@ -57,6 +59,7 @@ class ReplicaOptions:
     precision: str = "fp32"
     backend_options: dict[str, Any] = field(default_factory=dict)
     max_batch: int | None = None
+    batched: bool | None = None
     max_batch_size: int = 8
     batch_wait_timeout_s: float = 0.005
     max_request_bytes: int = 128 * 1024 * 1024
@@ -83,6 +86,9 @@ class ReplicaOptions:
         object.__setattr__(self, "backend_options", dict(self.backend_options))
         if self.max_batch is not None:
             _positive_int("max_batch", self.max_batch)
+        if self.batched is not None and not isinstance(self.batched, bool):
+            raise UnsupportedOptionError(f"batched must be True, False or None (read from the model), got "
+                                         f"{self.batched!r}")
         _positive_int("max_batch_size", self.max_batch_size)
         _positive_int("max_request_bytes", self.max_request_bytes)
         _wait_seconds("batch_wait_timeout_s", self.batch_wait_timeout_s)
@@ -99,7 +105,7 @@ class ReplicaOptions:
         """The `unirt.Session` arguments of a replica."""
         return {"backend": self.backend, "device": self.device, "threads": self.threads,
                 "precision": self.precision, "backend_options": dict(self.backend_options),
-                "max_batch": self.max_batch}
+                "max_batch": self.max_batch, "batched": self.batched}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, as the replica's constructor receives them through Ray."""
@@ -204,6 +210,15 @@ _JSON = {"backend_options", "autoscaling_config", "ray_actor_options", "placemen
          "logging_config", "request_router_config", "backpressure_config", "placement_group_bundle_label_selector",
          "gang_scheduling_config", "deployment_actors"}
 _STRINGS = {"model", "name", "backend", "device", "precision", "placement_group_strategy"}
+_OPTIONAL_BOOLS = {"batched"}
+
+
+def _optional_bool(key: str, text: str) -> bool | None:
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "none": None,
+             "null": None, "auto": None}.get(text.lower(), ...)
+    if value is ...:
+        raise UnsupportedOptionError(f"argument {key}={text!r}: expected true, false or none")
+    return value  # type: ignore[return-value]
 
 
 def parse_app_args(args: Mapping[str, Any]) -> tuple[ReplicaOptions, dict[str, Any]]:
@@ -247,6 +262,8 @@ def _typed(key: str, value: Any) -> Any:
         raise UnsupportedOptionError(f"argument {key}={value!r}: expected {kind} ({exc})") from None
     if key in _STRINGS:
         return value
+    if key in _OPTIONAL_BOOLS:
+        return _optional_bool(key, text)
     try:  # a setting of a newer Ray than the lists above know: a number or JSON where it reads as one
         return json.loads(text)
     except ValueError:

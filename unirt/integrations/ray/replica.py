@@ -49,13 +49,20 @@ class Replica:
 
     @property
     def spec(self) -> Any:
-        """The model's v2 spec (unirt serve's auto-completed config), built on first use by the HTTP front end."""
+        """The model's v2 spec (unirt serve's auto-completed config), built on first use by the HTTP front end.
+        With `batched` given, its max_batch_size follows it: requests carry the batch dim exactly when the session
+        takes dim 0 as one (up to a static batch's N rows)."""
         if self._spec is None:
-            from ...serve.config import ModelConfig, build_spec
+            from ...serve.config import ModelConfig, build_spec, parse_config_text
 
             sess = self.session
-            self._spec = build_spec(ModelConfig(), self.options.name, sess.inputs, sess.outputs, sess.backend,
-                                    default_max_batch_size=self.options.max_batch or DEFAULT_REQUEST_ROWS)
+            rows = self.options.max_batch or DEFAULT_REQUEST_ROWS
+            config = ModelConfig()
+            if self.options.batched is not None:
+                given = (sess.batch.size or rows) if sess.batch.batched else 0
+                config = parse_config_text(f"max_batch_size: {given}")
+            self._spec = build_spec(config, self.options.name, sess.inputs, sess.outputs, sess.backend,
+                                    default_max_batch_size=rows)
         return self._spec
 
     def run_batch(self, requests: Sequence[Any]) -> list[dict[str, np.ndarray] | Failed]:
