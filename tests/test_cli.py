@@ -54,6 +54,15 @@ def test_run_with_random_inputs(test_plugins, model, capsys):
     assert "output:   probs  float32[3, 3]" in out and "latency:" in out and "median" in out
 
 
+def test_run_names_the_source_format_of_a_converted_model(model, capsys, tmp_path, monkeypatch):
+    pytest.importorskip("MNN")
+    monkeypatch.setenv("UNIRT_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["run", str(model("dynamic_mlp")), "--backend", "mnn", "--iterations", "1"]) == 0
+    assert "(onnx, converted to mnn)" in capsys.readouterr().out
+    assert main(["run", str(model("dynamic_mlp")), "--backend", "mnn", "--iterations", "1"]) == 0
+    assert "(onnx, converted to mnn (cached))" in capsys.readouterr().out
+
+
 def test_run_with_input_files_json_and_saved_outputs(test_plugins, model, tmp_path, capsys):
     x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             sess.run(feeds)
             times.append((time.perf_counter() - t0) * 1e3)
         report = {
-            "model": str(args.model), "format": sess.model.format.value, "backend": sess.backend,
+            "model": str(args.model), "format": _format_of(sess, args.model), "backend": sess.backend,
             "device": sess.device, "precision": sess.precision,
             "why": sess.selection.chosen.reason if sess.selection and sess.selection.chosen else "asked for",
             "inputs": [{"name": k, "shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype),
@@ -157,6 +157,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_report(report)
     return 0
+
+
+def _format_of(sess: Any, path: str) -> str:
+    """The model file's format, and what the backend converted it to (a Session holds the converted model)."""
+    conv = sess.conversion
+    if conv is None:
+        return sess.model.format.value
+    from ..formats import open_model
+
+    source = open_model(path).format.value
+    return f"{source}, converted to {sess.model.format.value}{' (cached)' if conv.cached else ''}"
 
 
 def print_report(r: dict[str, Any]) -> None:
