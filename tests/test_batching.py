@@ -380,7 +380,8 @@ def test_a_static_dim_0_above_1_is_not_a_batch_unless_asserted(tmp_path):
     np.testing.assert_allclose(sess.run(np.ones((3, 4), np.float32))["y"].sum(axis=0), 1.0, rtol=1e-6)
     for rows in (2, 6):
         with pytest.raises(InputError, match=r"input 'x': expected shape \(3, 4\) \(dim 0 is static\), got "
-                                             rf"\({rows}, 4\).*batched=True\) pads or splits .*static batch of 3"):
+                                             rf"\({rows}, 4\).*batched=True\) \(unirt run --batched\) pads or splits "
+                                             r".*static batch of 3"):
             sess.run(np.ones((rows, 4), np.float32))
         with pytest.raises(InputError, match=r"request 0: input 'x'.*batched=True"):
             sess.run_many([np.ones((rows, 4), np.float32)])

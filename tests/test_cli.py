@@ -63,6 +63,24 @@ def test_run_names_the_source_format_of_a_converted_model(model, capsys, tmp_pat
     assert "(onnx, converted to mnn (cached))" in capsys.readouterr().out
 
 
+def test_run_batched_pads_a_static_batch(tmp_path, capsys):
+    """A model fixed at 3 rows: 2 rows are refused (the error names --batched); --batched pads them."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "static3",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    onnx.save(m, str(tmp_path / "static3.onnx"))
+    argv = ["run", str(tmp_path / "static3.onnx"), "--backend", "onnxruntime", "--shape", "x=2x4", "--iterations", "1"]
+    assert main(argv) == 2
+    assert "unirt run --batched" in capsys.readouterr().err
+    assert main([*argv, "--batched"]) == 0
+    assert "output:   y  float32[2, 4]" in capsys.readouterr().out
+
+
 def test_run_with_input_files_json_and_saved_outputs(test_plugins, model, tmp_path, capsys):
     x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

@@ -127,8 +127,8 @@ class InputChecker:
         text = (f"input {info.name!r}: expected shape {_shape_text(info.shape)} (dim {axis} {why}), "
                 f"got {_shape_text(shape)}")
         if axis == 0 and self._batch_hint is not None:
-            text += (f"; if dim 0 is a batch dim, Session(..., batched=True) pads or splits requests to the model's "
-                     f"static batch of {self._batch_hint}")
+            text += (f"; if dim 0 is a batch dim, Session(..., batched=True) (unirt run --batched) pads or splits "
+                     f"requests to the model's static batch of {self._batch_hint}")
         elif self._converted_for is not None:
             text += (f"; a dim the source model leaves dynamic takes other sizes once converted at them: "
                      f"backend_options={{'conversion': {{'input_shapes': {{{info.name!r}: [...]}}}}}}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -28,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input from a .npy file (repeatable); or FILE.npz holding every input by name")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
                    help="shape for a random input with dynamic dims (default: 1 for each dynamic dim)")
+    p.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
+                   help="dim 0 is a batch dim (Session(batched=True)): pad or split inputs of another batch size; "
+                        "--no-batched: never (default: read it from the model)")
     p.add_argument("--iterations", type=int, default=10, help="timed runs after the first (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
     p.add_argument("--save-outputs", metavar="FILE.npz", help="write the outputs to an .npz file")
@@ -74,6 +78,12 @@ def random_shapes(inputs: list[TensorInfo], shapes: dict[str, tuple[int, ...]],
     --shape or a --input array that shares it, else 1. A given array that does not fit the model is left for
     Session.run to report."""
     known = dict(shapes)
+    firsts = {i.shape[0] for i in inputs if i.rank}
+    rows = {shape[0] for shape in shapes.values() if shape} | {np.shape(v)[0] for v in given.values() if np.ndim(v)}
+    if len(firsts) == 1 and isinstance(next(iter(firsts)), int) and rows - firsts:
+        # another row count for a dim 0 fixed alike everywhere: a static batch to pad or split (Session(batched=True),
+        # --batched), or a mistake Session.run names; size the other inputs' dim 0 alike either way
+        inputs = [dataclasses.replace(i, shape=("<batch>", *i.shape[1:])) if i.rank else i for i in inputs]
     for info in inputs:
         value = given.get(info.name)
         if info.name in known or value is None or np.ndim(value) != info.rank:
@@ -120,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     given = load_inputs(args.input)
     t0 = time.perf_counter()
     with Session(args.model, backend=args.backend, device=args.device, threads=args.threads,
-                 precision=args.precision) as sess:
+                 precision=args.precision, batched=args.batched) as sess:
         load_ms = (time.perf_counter() - t0) * 1e3
         unknown = set(shapes) - {i.name for i in sess.inputs}
         if unknown:
