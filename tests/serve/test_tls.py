@@ -41,11 +41,11 @@ def expected(model_file) -> np.ndarray:
     return unirt.Session(model_file, backend="onnxruntime").run({"x": X})["probs"]
 
 
-def _serve(model_file: Path, **tls):
+def _serve(model_file: Path, metrics: bool = False, **tls):
     from unirt.serve import ServeOptions, ServerThread
 
     return ServerThread(ServeOptions(model=model_file, model_name="mlp", http_port=0, grpc_port=0,
-                                     metrics_port=None, drain_timeout=5, **tls))
+                                     metrics_port=0 if metrics else None, drain_timeout=5, **tls))
 
 
 def _http_infer(port: int, **kw) -> np.ndarray:
@@ -70,7 +70,7 @@ def _grpc_infer(port: int, **kw) -> np.ndarray:
 
 
 def test_inference_over_tls_and_plain_text_refused(pki, model_file, expected):
-    with _serve(model_file, tls_cert=pki["cert"], tls_key=pki["key"]) as server:
+    with _serve(model_file, metrics=True, tls_cert=pki["cert"], tls_key=pki["key"]) as server:
         http_port, grpc_port = server.ports["http"], server.ports["grpc"]
         np.testing.assert_allclose(_http_infer(http_port, ssl_options={"ca_certs": str(pki["ca"])}), expected,
                                    rtol=1e-6)
@@ -87,6 +87,13 @@ def test_inference_over_tls_and_plain_text_refused(pki, model_file, expected):
         with pytest.raises(InferenceServerException, match="UNAVAILABLE"):
             plain.is_server_live(client_timeout=5)
         plain.close()
+        # the metrics port speaks TLS too
+        ctx = ssl.create_default_context(cafile=str(pki["ca"]))
+        conn = http.client.HTTPSConnection("localhost", server.ports["metrics"], timeout=10, context=ctx)
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        assert resp.status == 200 and b"nv_inference_request_success" in resp.read()
+        conn.close()
         # a client that does not trust the server's CA refuses it
         with pytest.raises(ssl.SSLCertVerificationError):
             _http_infer(http_port)  # the system's CAs only
@@ -145,3 +152,16 @@ def test_bad_tls_options_are_clear_errors(pki, model_file, tmp_path):
     not_pem.write_text("hello")
     with pytest.raises(UnsupportedOptionError, match="--tls-ca"):
         InferenceServer(options(tls_cert=pki["cert"], tls_key=pki["key"], tls_ca=not_pem))
+
+
+def test_cli_tls_flags(pki, model_file):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    unirt_cli = shutil.which("unirt", path=os.path.dirname(sys.executable)) or shutil.which("unirt") or "unirt"
+    proc = subprocess.run([unirt_cli, "serve", str(model_file), "--http-port", "0", "--grpc-port", "0",
+                           "--metrics-port", "0", "--tls-cert", str(pki["cert"])],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "--tls-key" in proc.stderr and "Traceback" not in proc.stderr
