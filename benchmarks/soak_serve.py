@@ -388,7 +388,8 @@ def main() -> int:
     for t, lat in stats.latencies:
         windows[int((t - t_start) // args.window)].append(lat)
     p99 = [{"from_s": w * args.window, "requests": len(v), "rps": round(len(v) / args.window, 1),
-            "p50_ms": round(float(np.percentile(v, 50)) * 1e3, 2), "p99_ms": round(float(np.percentile(v, 99)) * 1e3, 2)}
+            "p50_ms": round(float(np.percentile(v, 50)) * 1e3, 2),
+            "p99_ms": round(float(np.percentile(v, 99)) * 1e3, 2)}
            for w, v in sorted(windows.items())]
     kill_times = [k["t"] for k in kill_log if k["pid"] is not None]
     steady = [s for s in samples if s["t"] >= args.warmup]
