@@ -62,7 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="on shutdown, how long in-flight requests may take to finish (default 30)")
     p.add_argument("--strict-readiness", type=_bool, default=True, metavar="BOOL",
                    help="ready only when every model is loaded (default true, as Triton)")
-    # -- a server on a network (TLS, restricted APIs) --
+    p.set_defaults(handler=run)
+    _add_network_flags(p)
+
+
+def _add_network_flags(p: argparse.ArgumentParser) -> None:
+    """A server on a network: TLS, restricted APIs (kept apart from the other flags)."""
     net = p.add_argument_group("network security", "TLS for every port, and Triton-style restricted APIs")
     net.add_argument("--tls-cert", metavar="PEM", help="serve HTTP, gRPC and metrics over TLS with this certificate "
                      "(chain); needs --tls-key")
@@ -80,7 +85,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                      metavar="CATEGORIES:KEY=VALUE",
                      help="the same for gRPC: the metadata key is triton-grpc-protocol-KEY (as Triton's "
                           "--grpc-restricted-protocol); PERMISSION_DENIED otherwise")
-    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,9 +112,7 @@ def run(args: argparse.Namespace) -> int:
         model_control_mode=args.model_control_mode, load_models=args.load_model,
         default_max_batch_size=args.default_max_batch_size, max_request_bytes=args.max_request_size * 1024 * 1024,
         default_threads=args.threads,
-        drain_timeout=args.drain_timeout, strict_readiness=args.strict_readiness,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_ca=args.tls_ca, tls_client_auth=args.tls_client_auth,
-        http_restricted_api=args.http_restricted_api, grpc_restricted_api=args.grpc_restricted_api)
+        drain_timeout=args.drain_timeout, strict_readiness=args.strict_readiness)
 
     def started(server: InferenceServer) -> None:
         host = args.host if ":" not in args.host else f"[{args.host}]"
@@ -120,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
             for line in server.exposure():
                 print(f"unirt serve: exposed: {line}", file=sys.stderr, flush=True)
 
+    # a server on a network: TLS and restricted APIs
+    options.tls_cert, options.tls_key, options.tls_ca = args.tls_cert, args.tls_key, args.tls_ca
+    options.tls_client_auth = args.tls_client_auth
+    options.http_restricted_api, options.grpc_restricted_api = args.http_restricted_api, args.grpc_restricted_api
     try:
         return InferenceServer(options).run(started)
     except OSError as exc:

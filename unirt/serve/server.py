@@ -59,9 +59,6 @@ class ServeOptions:
     load_models: list[str] = field(default_factory=list)
     default_max_batch_size: int = 4
     default_threads: int | None = None  # CPU threads per model instance where its config sets none
-    max_request_bytes: int = 128 * 1024 * 1024
-    drain_timeout: float = 30.0
-    strict_readiness: bool = True
     # TLS on the HTTP, gRPC and metrics ports (PEM files); tls_ca: the CA client certificates must chain to
     tls_cert: str | Path | None = None
     tls_key: str | Path | None = None
@@ -70,6 +67,9 @@ class ServeOptions:
     # Triton's '<category>[,<category>...]:<key>=<value>' groups, per protocol
     http_restricted_api: list[str] = field(default_factory=list)
     grpc_restricted_api: list[str] = field(default_factory=list)
+    max_request_bytes: int = 128 * 1024 * 1024
+    drain_timeout: float = 30.0
+    strict_readiness: bool = True
 
     def repository(self) -> Repository:
         if (self.model_repository is None) == (self.model is None):
@@ -189,6 +189,9 @@ class InferenceServer:
 
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
+        self.tls = _Tls.of(options)  # checked first: a wrong file or flag fails before anything is read
+        self.restricted = {"http": RestrictedApis(options.http_restricted_api, "http"),
+                           "grpc": RestrictedApis(options.grpc_restricted_api, "grpc")}
         repository = options.repository()
         explicit = options.model_control_mode == "explicit"
         if options.model_control_mode not in ("none", "explicit"):
@@ -205,9 +208,6 @@ class InferenceServer:
         self.manager = ModelManager(repository, explicit=explicit,
                                     default_max_batch_size=options.default_max_batch_size,
                                     drain_timeout=options.drain_timeout, default_threads=options.default_threads)
-        self.tls = _Tls.of(options)
-        self.restricted = {"http": RestrictedApis(options.http_restricted_api, "http"),
-                           "grpc": RestrictedApis(options.grpc_restricted_api, "grpc")}
         self.ctx = ServerContext(self.manager, max_request_bytes=options.max_request_bytes)
         if not options.strict_readiness:
             self.ctx.is_ready = lambda: self.ctx.ready  # type: ignore[method-assign]
