@@ -63,13 +63,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict-readiness", type=_bool, default=True, metavar="BOOL",
                    help="ready only when every model is loaded (default true, as Triton)")
     p.set_defaults(handler=run)
+    _add_network_flags(p)
+
+
+def _add_network_flags(p: argparse.ArgumentParser) -> None:
+    """A server on a network: TLS, restricted APIs (kept apart from the other flags)."""
+    net = p.add_argument_group("network security", "TLS for every port, and Triton-style restricted APIs")
+    net.add_argument("--tls-cert", metavar="PEM", help="serve HTTP, gRPC and metrics over TLS with this certificate "
+                     "(chain); needs --tls-key")
+    net.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    net.add_argument("--tls-ca", metavar="PEM", help="CA certificate(s) that client certificates must chain to "
+                     "(a client certificate given is then verified)")
+    net.add_argument("--tls-client-auth", action="store_true", help="require a client certificate signed by "
+                     "--tls-ca (mutual TLS)")
+    net.add_argument("--http-restricted-api", action="append", default=[], metavar="CATEGORIES:KEY=VALUE",
+                     help="answer the endpoints of CATEGORIES (comma-separated among health, metadata, inference, "
+                          "shared-memory, model-config, model-repository, statistics, trace, logging) only to "
+                          "requests with the HTTP header KEY: VALUE, 403 otherwise (repeatable, one key per "
+                          "category)")
+    net.add_argument("--grpc-restricted-api", "--grpc-restricted-protocol", action="append", default=[],
+                     metavar="CATEGORIES:KEY=VALUE",
+                     help="the same for gRPC: the metadata key is triton-grpc-protocol-KEY (as Triton's "
+                          "--grpc-restricted-protocol); PERMISSION_DENIED otherwise")
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import serve
 
     serve.require()
-    from ..serve.server import InferenceServer, ServeOptions
+    from ..serve.server import InferenceServer, ServeOptions, is_loopback_host
 
     if (args.model is None) == (args.model_repository is None):
         raise UnsupportedOptionError("give either a model file (unirt serve model.onnx) or --model-repository DIR")
@@ -96,10 +118,14 @@ def run(args: argparse.Namespace) -> int:
         host = args.host if ":" not in args.host else f"[{args.host}]"
         for name, port in server.ports.items():
             print(f"unirt serve: {name} on {host}:{port}", flush=True)
-        if args.host not in ("127.0.0.1", "localhost", "::1"):
-            print(f"unirt serve: warning: listening on {args.host}, reachable from the network without "
-                  "authentication", file=sys.stderr, flush=True)
+        if not is_loopback_host(args.host):  # say what a client on the network can do
+            for line in server.exposure():
+                print(f"unirt serve: exposed: {line}", file=sys.stderr, flush=True)
 
+    # a server on a network: TLS and restricted APIs
+    options.tls_cert, options.tls_key, options.tls_ca = args.tls_cert, args.tls_key, args.tls_ca
+    options.tls_client_auth = args.tls_client_auth
+    options.http_restricted_api, options.grpc_restricted_api = args.http_restricted_api, args.grpc_restricted_api
     try:
         return InferenceServer(options).run(started)
     except OSError as exc:

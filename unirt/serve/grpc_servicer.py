@@ -20,6 +20,8 @@ from .context import ServerContext
 from .datatypes import DATATYPES, encode_raw
 from .errors import BadRequest, Unsupported, status_of
 from .inference import InferRequest, InferResponse, InputTensor, RequestedOutput
+from .restricted import RestrictedApis
+from .shm import check_local_peer
 
 __all__ = ["InferenceServicer", "add_servicer"]
 log = logging.getLogger(__name__)
@@ -124,10 +126,37 @@ def encode_response(response: InferResponse) -> Any:
 
 Method = Callable[[Any, Any], Awaitable[Any]]
 
+# The restricted-API category of each RPC (Triton's grouping; ModelReady is a health check in KServe v2)
+CATEGORY = {
+    "ServerLive": "health", "ServerReady": "health", "ModelReady": "health",
+    "ServerMetadata": "metadata", "ModelMetadata": "metadata",
+    "ModelInfer": "inference", "ModelStreamInfer": "inference",
+    "ModelConfig": "model-config", "ModelStatistics": "statistics",
+    "RepositoryIndex": "model-repository", "RepositoryModelLoad": "model-repository",
+    "RepositoryModelUnload": "model-repository",
+    "SystemSharedMemoryStatus": "shared-memory", "SystemSharedMemoryRegister": "shared-memory",
+    "SystemSharedMemoryUnregister": "shared-memory", "CudaSharedMemoryStatus": "shared-memory",
+    "CudaSharedMemoryRegister": "shared-memory", "CudaSharedMemoryUnregister": "shared-memory",
+    "TraceSetting": "trace", "LogSettings": "logging",
+}
+
+
+def _metadata_getter(context: Any) -> Callable[[str], str | None]:
+    def get(key: str) -> str | None:
+        for k, v in context.invocation_metadata() or ():
+            if k.lower() == key:
+                return v if isinstance(v, str) else None
+        return None
+    return get
+
 
 def _rpc(fn: Method) -> Method:
+    category = CATEGORY[fn.__name__]
+
     async def wrapped(self: "InferenceServicer", request: Any, context: Any) -> Any:
         try:
+            if category in self.restricted_categories:
+                self.restricted.check(category, _metadata_getter(context))
             return await fn(self, request, context)
         except UnirtError as exc:
             await context.abort(getattr(grpc.StatusCode, status_of(exc)[1]), str(exc))
@@ -141,8 +170,10 @@ def _rpc(fn: Method) -> Method:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, restricted: RestrictedApis | None = None) -> None:
         self.ctx = ctx
+        self.restricted = restricted or RestrictedApis(protocol="grpc")
+        self.restricted_categories = frozenset(self.restricted.by_category)
 
     @_rpc
     async def ServerLive(self, request: Any, context: Any) -> Any:
@@ -180,6 +211,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
         """Bidirectional stream: requests run concurrently; each answer (or error) is sent when ready."""
+        if "inference" in self.restricted_categories:
+            try:
+                self.restricted.check("inference", _metadata_getter(context))
+            except UnirtError as exc:
+                await context.abort(getattr(grpc.StatusCode, status_of(exc)[1]), str(exc))
         answers: asyncio.Queue = asyncio.Queue()
         tasks: set[asyncio.Task] = set()
 
@@ -250,11 +286,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        check_local_peer(context.peer(), "shared memory registration")
         await asyncio.to_thread(self.ctx.shm.register, request.name, request.key, request.offset, request.byte_size)
         return pb.SystemSharedMemoryRegisterResponse()
 
     @_rpc
     async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        check_local_peer(context.peer(), "shared memory unregistration")
         self.ctx.shm.unregister(request.name or None)
         return pb.SystemSharedMemoryUnregisterResponse()
 
@@ -262,8 +300,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
         raise Unsupported("CUDA shared memory is not supported by unirt serve; use system shared memory")
 
-    CudaSharedMemoryRegister = CudaSharedMemoryStatus
-    CudaSharedMemoryUnregister = CudaSharedMemoryStatus
+    @_rpc
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        raise Unsupported("CUDA shared memory is not supported by unirt serve; use system shared memory")
+
+    @_rpc
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        raise Unsupported("CUDA shared memory is not supported by unirt serve; use system shared memory")
 
     @_rpc
     async def TraceSetting(self, request: Any, context: Any) -> Any:
@@ -274,6 +317,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         raise Unsupported("log settings are not supported by unirt serve")
 
 
-def add_servicer(server: Any, ctx: ServerContext) -> None:
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(ctx), server)
+def add_servicer(server: Any, ctx: ServerContext, restricted: RestrictedApis | None = None) -> None:
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(ctx, restricted), server)
 

@@ -26,6 +26,8 @@ from .context import ServerContext
 from .errors import BadRequest, TooLarge, Unsupported, status_of
 from .http_codec import encode_infer_response, parse_infer_request, parse_json_object
 from .inference import InferResponse
+from .restricted import RestrictedApis
+from .shm import check_local_peer
 
 __all__ = ["build_http_app", "read_body", "infer_response", "error_response"]
 log = logging.getLogger(__name__)
@@ -94,7 +96,14 @@ def error_response(exc: BaseException) -> Response:
     return _error(status_of(exc)[0], str(exc))
 
 
-def build_http_app(ctx: ServerContext) -> Starlette:
+def _peer(request: Request) -> str | None:
+    """The client's address as the server sees it (None over a Unix-domain socket)."""
+    client = request.client
+    return None if client is None else client.host
+
+
+def build_http_app(ctx: ServerContext, restricted: RestrictedApis | None = None) -> Starlette:
+    """The v2 app; `restricted` names the endpoint categories that need a header key/value (403 without)."""
     limit = ctx.max_request_bytes
 
     def endpoint(fn: Handler) -> Handler:
@@ -196,6 +205,7 @@ def build_http_app(ctx: ServerContext) -> Starlette:
 
     @endpoint
     async def shm_register(request: Request) -> Response:
+        check_local_peer(_peer(request), "shared memory registration")
         doc = parse_json_object(await read_body(request, limit), "shared memory register request")
         for key in ("key", "byte_size"):
             if key not in doc:
@@ -206,6 +216,7 @@ def build_http_app(ctx: ServerContext) -> Starlette:
 
     @endpoint
     async def shm_unregister(request: Request) -> Response:
+        check_local_peer(_peer(request), "shared memory unregistration")
         ctx.shm.unregister(request.path_params.get("region") or None)
         return Response(status_code=200)
 
@@ -226,32 +237,45 @@ def build_http_app(ctx: ServerContext) -> Starlette:
             return await not_found(request, exc)
         return _error(status, f"{request.method} is not allowed on {request.url.path}")
 
+    def route(path: str, handler: Handler, category: str, methods: list[str]) -> Route:
+        if restricted is None or category not in restricted.by_category:
+            return Route(path, handler, methods=methods)  # open: no per-request check at all
+
+        async def guarded(request: Request) -> Response:
+            try:
+                restricted.check(category, request.headers.get)
+            except UnirtError as exc:
+                return error_response(exc)
+            return await handler(request)
+        return Route(path, guarded, methods=methods)
+
     model = "/v2/models/{name}"
     version = "/v2/models/{name}/versions/{version}"
+    get, post, both = ["GET"], ["POST"], ["GET", "POST"]
     routes = [
-        Route("/v2/health/live", live, methods=["GET"]),
-        Route("/v2/health/ready", ready, methods=["GET"]),
-        Route("/v2", server_metadata, methods=["GET"]),
-        Route("/v2/models/stats", statistics, methods=["GET"]),
-        Route("/v2/repository/index", repository_index, methods=["POST"]),
-        Route("/v2/repository/models/{name}/load", repository_load, methods=["POST"]),
-        Route("/v2/repository/models/{name}/unload", repository_unload, methods=["POST"]),
-        Route("/v2/systemsharedmemory/status", shm_status, methods=["GET"]),
-        Route("/v2/systemsharedmemory/region/{region}/status", shm_status, methods=["GET"]),
-        Route("/v2/systemsharedmemory/region/{region}/register", shm_register, methods=["POST"]),
-        Route("/v2/systemsharedmemory/unregister", shm_unregister, methods=["POST"]),
-        Route("/v2/systemsharedmemory/region/{region}/unregister", shm_unregister, methods=["POST"]),
-        Route("/v2/cudasharedmemory/{rest:path}", cuda_shm, methods=["GET", "POST"]),
-        Route("/v2/trace/setting", not_supported, methods=["GET", "POST"]),
-        Route("/v2/logging", not_supported, methods=["GET", "POST"]),
+        route("/v2/health/live", live, "health", get),
+        route("/v2/health/ready", ready, "health", get),
+        route("/v2", server_metadata, "metadata", get),
+        route("/v2/models/stats", statistics, "statistics", get),
+        route("/v2/repository/index", repository_index, "model-repository", post),
+        route("/v2/repository/models/{name}/load", repository_load, "model-repository", post),
+        route("/v2/repository/models/{name}/unload", repository_unload, "model-repository", post),
+        route("/v2/systemsharedmemory/status", shm_status, "shared-memory", get),
+        route("/v2/systemsharedmemory/region/{region}/status", shm_status, "shared-memory", get),
+        route("/v2/systemsharedmemory/region/{region}/register", shm_register, "shared-memory", post),
+        route("/v2/systemsharedmemory/unregister", shm_unregister, "shared-memory", post),
+        route("/v2/systemsharedmemory/region/{region}/unregister", shm_unregister, "shared-memory", post),
+        route("/v2/cudasharedmemory/{rest:path}", cuda_shm, "shared-memory", both),
+        route("/v2/trace/setting", not_supported, "trace", both),
+        route("/v2/logging", not_supported, "logging", both),
     ]
     for base in (model, version):
         routes += [
-            Route(base, model_metadata, methods=["GET"]),
-            Route(base + "/ready", model_ready, methods=["GET"]),
-            Route(base + "/config", model_config, methods=["GET"]),
-            Route(base + "/stats", statistics, methods=["GET"]),
-            Route(base + "/infer", infer, methods=["POST"]),
-            Route(base + "/trace/setting", not_supported, methods=["GET", "POST"]),
+            route(base, model_metadata, "metadata", get),
+            route(base + "/ready", model_ready, "health", get),
+            route(base + "/config", model_config, "model-config", get),
+            route(base + "/stats", statistics, "statistics", get),
+            route(base + "/infer", infer, "inference", post),
+            route(base + "/trace/setting", not_supported, "trace", both),
         ]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed})

@@ -4,16 +4,22 @@ gracefully (stop accepting, finish in-flight requests, drain the model queues, c
 `InferenceServer` runs on an asyncio loop (uvicorn for HTTP and metrics, grpc.aio for gRPC, one loop for all);
 `InferenceServer.run()` is the blocking entry point of `unirt serve` (SIGINT/SIGTERM stop it gracefully, a second
 signal stops it at once); `ServerThread` runs one in a background thread (tests, benchmarks, embedding).
+
+On a network: TLS for every port from PEM files (`tls_cert`, `tls_key`; `tls_ca` + `tls_client_auth` to require
+client certificates signed by that CA), Triton-style restricted APIs per protocol (`restricted.py`), and
+`exposure()` says what a client reaching the ports can do without a key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +37,9 @@ from .http_app import build_http_app
 from .manager import ModelManager
 from .metrics import make_registry
 from .repository import DirectoryRepository, Repository, SingleModelRepository
+from .restricted import RestrictedApis
 
-__all__ = ["ServeOptions", "InferenceServer", "ServerThread"]
+__all__ = ["ServeOptions", "InferenceServer", "ServerThread", "is_loopback_host"]
 log = logging.getLogger(__name__)
 
 
@@ -52,6 +59,14 @@ class ServeOptions:
     load_models: list[str] = field(default_factory=list)
     default_max_batch_size: int = 4
     default_threads: int | None = None  # CPU threads per model instance where its config sets none
+    # TLS on the HTTP, gRPC and metrics ports (PEM files); tls_ca: the CA client certificates must chain to
+    tls_cert: str | Path | None = None
+    tls_key: str | Path | None = None
+    tls_ca: str | Path | None = None
+    tls_client_auth: bool = False  # require a client certificate (needs tls_ca)
+    # Triton's '<category>[,<category>...]:<key>=<value>' groups, per protocol
+    http_restricted_api: list[str] = field(default_factory=list)
+    grpc_restricted_api: list[str] = field(default_factory=list)
     max_request_bytes: int = 128 * 1024 * 1024
     drain_timeout: float = 30.0
     strict_readiness: bool = True
@@ -62,6 +77,81 @@ class ServeOptions:
         if self.model is not None:
             return SingleModelRepository(self.model, self.model_name, self.model_config)
         return DirectoryRepository(self.model_repository)  # type: ignore[arg-type]
+
+
+def _read(path: str | Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UnsupportedOptionError(f"{what} {str(path)!r}: cannot read it: {exc.strerror or exc}") from None
+
+
+@dataclass(frozen=True)
+class _Tls:
+    """TLS files, read and checked once at start: a wrong file is a clear error, not a handshake failure later."""
+
+    cert: str
+    key: str
+    ca: str | None
+    client_auth: bool
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes | None
+
+    @classmethod
+    def of(cls, o: "ServeOptions") -> "_Tls | None":
+        if o.tls_cert is None and o.tls_key is None:
+            if o.tls_ca is not None or o.tls_client_auth:
+                raise UnsupportedOptionError("--tls-ca and --tls-client-auth need TLS: give --tls-cert and --tls-key")
+            return None
+        if o.tls_cert is None or o.tls_key is None:
+            raise UnsupportedOptionError("TLS needs both --tls-cert (the server's certificate chain, PEM) and "
+                                         "--tls-key (its private key, PEM)")
+        if o.tls_client_auth and o.tls_ca is None:
+            raise UnsupportedOptionError("--tls-client-auth needs --tls-ca: the CA (PEM) client certificates must be "
+                                         "signed by")
+        cert, key = _read(o.tls_cert, "--tls-cert"), _read(o.tls_key, "--tls-key")
+        ca = _read(o.tls_ca, "--tls-ca") if o.tls_ca is not None else None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(str(o.tls_cert), str(o.tls_key))
+        except (ssl.SSLError, ValueError) as exc:
+            raise UnsupportedOptionError(f"--tls-cert {str(o.tls_cert)!r} / --tls-key {str(o.tls_key)!r}: not a PEM "
+                                         f"certificate and its matching private key ({exc})") from None
+        if o.tls_ca is not None:
+            try:
+                context.load_verify_locations(str(o.tls_ca))
+            except (ssl.SSLError, ValueError) as exc:
+                raise UnsupportedOptionError(f"--tls-ca {str(o.tls_ca)!r}: not PEM CA certificates ({exc})") from None
+        return cls(str(o.tls_cert), str(o.tls_key), None if o.tls_ca is None else str(o.tls_ca),
+                   bool(o.tls_client_auth), cert, key, ca)
+
+    def uvicorn_kwargs(self) -> dict[str, Any]:
+        reqs = ssl.CERT_REQUIRED if self.client_auth else ssl.CERT_OPTIONAL if self.ca else ssl.CERT_NONE
+        return {"ssl_certfile": self.cert, "ssl_keyfile": self.key, "ssl_ca_certs": self.ca, "ssl_cert_reqs": reqs}
+
+    def grpc_credentials(self) -> Any:
+        return grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)], root_certificates=self.ca_pem,
+                                           require_client_auth=self.client_auth)
+
+    def describe(self) -> str:
+        if self.client_auth:
+            return "TLS on, client certificates required"
+        return "TLS on, client certificates verified when given" if self.ca else "TLS on"
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when binding `host` serves this machine only (127.x, ::1, localhost); 0.0.0.0, :: and real addresses
+    serve the network."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0].split("%")[0]).is_loopback for i in infos)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -99,6 +189,9 @@ class InferenceServer:
 
     def __init__(self, options: ServeOptions) -> None:
         self.options = options
+        self.tls = _Tls.of(options)  # checked first: a wrong file or flag fails before anything is read
+        self.restricted = {"http": RestrictedApis(options.http_restricted_api, "http"),
+                           "grpc": RestrictedApis(options.grpc_restricted_api, "grpc")}
         repository = options.repository()
         explicit = options.model_control_mode == "explicit"
         if options.model_control_mode not in ("none", "explicit"):
@@ -127,8 +220,9 @@ class InferenceServer:
         self._stopped = False
 
     def _uvicorn(self, app: Any, sock: socket.socket, graceful: float) -> tuple[_Uvicorn, asyncio.Task]:
+        tls = self.tls.uvicorn_kwargs() if self.tls is not None else {}
         config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="off",
-                                http=_http_impl(), timeout_graceful_shutdown=graceful, timeout_keep_alive=30)
+                                http=_http_impl(), timeout_graceful_shutdown=graceful, timeout_keep_alive=30, **tls)
         server = _Uvicorn(config)
         return server, asyncio.ensure_future(server.serve(sockets=[sock]))
 
@@ -150,9 +244,12 @@ class InferenceServer:
             self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                                   ("grpc.max_send_message_length", 2**31 - 1),
                                                   ("grpc.so_reuseport", 0)])
-            add_servicer(self._grpc, self.ctx)
+            add_servicer(self._grpc, self.ctx, self.restricted["grpc"])
             host = f"[{o.host}]" if ":" in o.host else o.host
-            port = self._grpc.add_insecure_port(f"{host}:{o.grpc_port}")
+            if self.tls is not None:
+                port = self._grpc.add_secure_port(f"{host}:{o.grpc_port}", self.tls.grpc_credentials())
+            else:
+                port = self._grpc.add_insecure_port(f"{host}:{o.grpc_port}")
             if not port:
                 for sock in sockets.values():
                     sock.close()
@@ -160,7 +257,8 @@ class InferenceServer:
             self.ports["grpc"] = port
             await self._grpc.start()
         if "http" in sockets:
-            self._http, self._http_task = self._uvicorn(build_http_app(self.ctx), sockets["http"], o.drain_timeout)
+            self._http, self._http_task = self._uvicorn(build_http_app(self.ctx, self.restricted["http"]),
+                                                         sockets["http"], o.drain_timeout)
             self._tasks.append(self._http_task)
         if "metrics" in sockets:
             self._metrics, task = self._uvicorn(make_asgi_app(make_registry(self.manager)), sockets["metrics"], 1.0)
@@ -174,6 +272,27 @@ class InferenceServer:
                 await asyncio.sleep(0.005)
         if load:
             await self.load_models()
+
+    def exposure(self) -> list[str]:
+        """What a client that reaches the ports can do: per port, TLS or not and which endpoint categories answer
+        without a key. `unirt serve` prints it when bound to a non-loopback address."""
+        o = self.options
+        tls = self.tls.describe() if self.tls is not None else "TLS off: plain text, no client authentication"
+        where = "this machine only" if is_loopback_host(o.host) else "the network"
+        lines = [f"listening on {o.host} (reachable from {where}); {tls}"]
+        for protocol in ("http", "grpc"):
+            if protocol not in self.ports:
+                continue
+            restricted = self.restricted[protocol]
+            opened = restricted.open_categories()
+            line = f"{protocol} port {self.ports[protocol]}: open without a key: {', '.join(opened) or 'nothing'}"
+            if restricted:
+                line += f"; restricted: {restricted.describe()}"
+            lines.append(line)
+        if "metrics" in self.ports:
+            lines.append(f"metrics port {self.ports['metrics']}: Prometheus metrics open to any client that reaches it")
+        lines.append("shared-memory registration: accepted from loopback / local sockets only")
+        return lines
 
     async def load_models(self) -> None:
         o = self.options

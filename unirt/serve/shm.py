@@ -6,10 +6,15 @@ input bytes are read where they lie (the tensor handed to the model is a view of
 the request body) and outputs are written into the region. Segments are mapped with the C++ core
 (`unirt.SharedRegion.attach`): a view keeps its mapping alive, so unregistering while a request still reads a
 region is safe. The server uses only `SharedMemoryRegistry`'s methods (register, unregister, status, read, write).
+
+Registering (and unregistering) maps this process's memory on a client's word, so it is refused from anything but
+a loopback address or a local socket, whatever the restricted-API settings: a remote peer must never make the
+server map memory (`check_local_peer`; the protocol layers pass the peer address they see).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import threading
 from dataclasses import dataclass
@@ -20,11 +25,47 @@ import numpy as np
 from ..errors import UnirtError
 from ..shm import SharedRegion
 from .errors import BadRequest, NotFound, Unsupported
+from .restricted import Forbidden
 
-__all__ = ["RegionStatus", "SharedMemoryRegistry"]
+__all__ = ["RegionStatus", "SharedMemoryRegistry", "is_local_peer", "check_local_peer"]
 
 _SHM_DIR = Path("/dev/shm")
 _KEY = re.compile(r"/?[^/\x00]{1,250}")
+
+
+def _host_of(peer: str) -> str:
+    """The address part of a peer: gRPC's 'ipv4:1.2.3.4:5', 'ipv6:[::1]:5', or a bare host / '[::1]:5'."""
+    for scheme in ("ipv4:", "ipv6:"):
+        if peer.startswith(scheme):
+            peer = peer[len(scheme):]
+            break
+    if peer.startswith("["):
+        return peer[1:peer.find("]")] if "]" in peer else peer[1:]
+    if peer.count(":") == 1:  # host:port
+        return peer.split(":")[0]
+    return peer
+
+
+def is_local_peer(peer: str | None) -> bool:
+    """True for a peer on this machine: None (no network address: a local socket, or a caller in this process),
+    a Unix-domain socket ('unix:...', as gRPC names it) or a loopback address (127.0.0.0/8, ::1, IPv4-mapped
+    127.x). Anything else, a host name included, is remote."""
+    if peer is None or peer.startswith(("unix:", "unix-abstract:")):
+        return True
+    try:
+        address = ipaddress.ip_address(_host_of(peer).split("%")[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def check_local_peer(peer: str | None, what: str) -> None:
+    """Raise Forbidden (403 / PERMISSION_DENIED) unless `peer` is on this machine."""
+    if not is_local_peer(peer):
+        raise Forbidden(f"{what} is accepted only from this machine (a loopback address or a local socket), "
+                        f"not from {peer}: a remote client cannot share memory with the server; send the tensors "
+                        "in the request instead")
 
 
 @dataclass(frozen=True)
