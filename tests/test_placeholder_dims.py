@@ -236,3 +236,33 @@ def test_info_cli_with_placeholder_dims(tmp_path, capsys):
     assert main(["info", path, "--shapes", "x:1x3x48x192"]) == 0
     text = capsys.readouterr().out
     assert "float32[?,3,?,?] -> 1x3x48x192" in text and "1x4x48x192" in text
+
+
+def test_cli_run_bench_compare_on_placeholder_dims(tmp_path, capsys):
+    """`unirt run`, `bench` and `compare` on paddle2onnx's [-1, 3, "?", "?"] at 1x3x48x192."""
+    import json
+
+    from unirt.cli import main
+
+    path = conv_model(tmp_path / "m.onnx", "?")
+    model = onnx.load(path)
+    _set_dims(model.graph.input[0], [-1, 3, "?", "?"])
+    onnx.save(model, path)
+    x = np.random.default_rng(2).standard_normal((1, 3, 48, 192)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    saved = tmp_path / "out.npz"
+    assert main(["run", path, "--backend", "onnxruntime", "--input", f"x={tmp_path / 'x.npy'}", "--iterations", "1",
+                 "--save-outputs", str(saved)]) == 0
+    with np.load(saved) as outputs:
+        np.testing.assert_allclose(outputs["y"], reference(path, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    capsys.readouterr()
+    backends = ",".join(b for b in ("onnxruntime", "openvino") if _available(b))
+    report = tmp_path / "bench.json"
+    assert main(["bench", path, "--shapes", "x:1x3x48x192", "--backends", backends, "--iterations", "2",
+                 "--warmup", "1", "--json", str(report)]) == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in backends.split(","))
+    results = json.loads(report.read_text())["results"]
+    assert {r["backend"] for r in results} == set(backends.split(",")) and not any(r.get("error") for r in results)
+    assert main(["compare", path, "--shapes", "x:1x3x48x192", "--backends", backends]) == 0
+    assert "PASSED" in capsys.readouterr().out
