@@ -6,6 +6,7 @@ a dynamic one (all of them without `max_batch`). A window that is one request's 
 a copy; otherwise its rows are gathered into a staging buffer. Where every output can be sized beforehand and the
 backend writes into caller memory, all windows write straight into one output buffer per group and each request
 gets views of its rows; otherwise the backend's arrays are cut up (and a request spanning windows is gathered).
+Where the model turns out not to batch (an output that does not keep the rows), run_many runs requests one by one.
 """
 
 from __future__ import annotations
