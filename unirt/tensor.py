@@ -51,7 +51,7 @@ def normalize_dim(d: Any) -> Dim:
     if d is None:
         return None
     if isinstance(d, str):
-        return None if is_placeholder_name(d) else d
+        return None if is_placeholder_name(d) else str(d)
     if isinstance(d, (bytes, bytearray)):
         return normalize_dim(bytes(d).decode("utf-8", "replace"))
     if isinstance(d, (bool, np.bool_)):
