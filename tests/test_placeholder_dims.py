@@ -112,13 +112,14 @@ def test_run_with_placeholder_dims_matches_onnxruntime(tmp_path, backend, ph):
         np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("ph", ["?", -1, ""], ids=repr)
 @pytest.mark.parametrize("backend", ["ncnn", "mnn"])
-def test_converting_backends_run_placeholder_dims_at_the_shapes_given(tmp_path, backend, monkeypatch):
+def test_converting_backends_run_placeholder_dims_at_the_shapes_given(tmp_path, backend, ph, monkeypatch):
     """ncnn and MNN convert the ONNX model; at the shapes the conversion is given, they run it like ORT."""
     if not _available(backend):
         pytest.skip(f"backend {backend!r} is not available here")
     monkeypatch.setenv("UNIRT_CACHE_DIR", str(tmp_path / "cache"))
-    path = conv_model(tmp_path / "m.onnx", "?")
+    path = conv_model(tmp_path / "m.onnx", ph)
     x = np.random.default_rng(0).standard_normal((1, 3, 48, 192)).astype(np.float32)
     (expected,) = reference(path, {"x": x})
     options = {"conversion": {"input_shapes": {"x": [1, 3, 48, 192]}}}
