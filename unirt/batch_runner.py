@@ -89,28 +89,31 @@ class BatchRunner:
         Never fails where `run` on each request works: a group whose packed run fails (not a crash) runs again
         one request at a time, as `run` would run it; if that works, the model does not batch, so later calls run
         one by one straight away (counted in `unbatched_requests`, warned once)."""
+        if self._unbatchable is not None:
+            done = self._one_by_one(list(enumerate(requests)), names, outs, memory)
+            return [done[i] for i in range(len(requests))]
         groups: dict[tuple, list[tuple[int, Arrays]]] = {}
         for index, arrays in enumerate(requests):
             key = tuple(arrays[n].shape[1:] for n in self._inputs)
             groups.setdefault(key, []).append((index, arrays))
         results: dict[int, dict[str, np.ndarray]] = {}
         for group in groups.values():
-            if self._unbatchable is None:
-                try:
-                    results.update(self._execute(group, names, outs, memory))
-                    continue
-                except BackendCrashedError:
-                    raise
-                except RunError as exc:
-                    failure = exc
-                each = self._one_by_one(group, names, outs, memory)  # raises what run() would raise
-                if self._unbatchable is None:
-                    self._unbatchable = str(failure)
-                    log.warning("run_many: packing requests into one batch failed where running them one by one "
-                                "works (%s); this session runs run_many's requests one by one", failure)
-                results.update(each)
-            else:
+            if self._unbatchable is not None:  # an earlier group of this call found it out
                 results.update(self._one_by_one(group, names, outs, memory))
+                continue
+            try:
+                results.update(self._execute(group, names, outs, memory))
+                continue
+            except BackendCrashedError:
+                raise
+            except RunError as exc:
+                failure = exc
+            each = self._one_by_one(group, names, outs, memory)  # raises what run() would raise
+            if self._unbatchable is None:
+                self._unbatchable = str(failure)
+                log.warning("run_many: packing requests into one batch failed where running them one by one "
+                            "works (%s); this session runs run_many's requests one by one", failure)
+            results.update(each)
         return [results[i] for i in range(len(requests))]
 
     def _one_by_one(self, group: list[tuple[int, Arrays]], names: Sequence[str],
@@ -119,13 +122,14 @@ class BatchRunner:
         max_batch, a static batch of exactly N), else padded or split (which then fails as `run` would)."""
         results: dict[int, dict[str, np.ndarray]] = {}
         direct = direct_rows = 0
+        first, call = self._first, self._call
+        static = self.spec.size if self.spec.kind == "static" else None
+        limit = self.max_batch if static is None and self.max_batch is not None else None
         try:
             for index, arrays in group:
-                rows = arrays[self._first].shape[0]  # type: ignore[index]
-                fits = rows == self.spec.size if self.spec.kind == "static" else \
-                    self.max_batch is None or rows <= self.max_batch
-                if fits:
-                    results[index] = dict(zip(names, self._call(arrays, names, outs.get(index) or None)))
+                rows = arrays[first].shape[0]  # type: ignore[index]
+                if rows == static if static is not None else limit is None or rows <= limit:
+                    results[index] = dict(zip(names, call(arrays, names, outs.get(index))))
                     direct += 1
                     direct_rows += rows
                 else:  # padded or split like run(), and counted there
