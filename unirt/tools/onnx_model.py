@@ -152,6 +152,7 @@ def _with_input_shapes(proto: Any, shapes: Mapping[str, tuple[int, ...]]) -> Any
     onnx = onnx_module()
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
+    _clear_placeholder_dims(copy.graph)  # a declared -1 or "?" is no fact to contradict the given sizes
     for vi in copy.graph.input:
         if vi.name in shapes:  # the whole shape: also where the model gives none (rank unknown)
             shape = vi.type.tensor_type.shape
@@ -169,17 +170,13 @@ def infer_shapes(proto: Any, shapes: Mapping[str, tuple[int, ...]], name: str) -
     """
     onnx = onnx_module()
     si = onnx.shape_inference
-    cleaned = onnx.ModelProto()
-    cleaned.CopyFrom(proto)
-    _clear_placeholder_dims(cleaned.graph)  # a declared -1 or "?" is no fact to contradict the given sizes
-    proto = cleaned
     fixed = _with_input_shapes(proto, shapes)
     try:
         return si.infer_shapes(fixed, check_type=True, strict_mode=True, data_prop=True), []
     except Exception as exc:  # onnx raises InferenceError, ValidationError or RuntimeError
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     try:
-        si.infer_shapes(proto, strict_mode=True, data_prop=True)
+        si.infer_shapes(_with_input_shapes(proto, {}), strict_mode=True, data_prop=True)
     except Exception:
         log.debug("%s: strict shape inference fails on the model itself; falling back to non-strict", name)
     else:
