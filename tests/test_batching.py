@@ -304,9 +304,10 @@ def test_inputs_must_agree_on_the_batch(test_plugins, tmp_path):
         sess.run({"a": a, "b": np.ones((4, 3), np.float32)})
 
 
-def test_an_unnamed_dim_0_that_is_not_a_batch_is_refused_not_cut(tmp_path):
-    """dim 0 unnamed on input and output, but the output's rows are the input's nonzero entries: refused at run
-    time, never cut into wrong per-request pieces."""
+def test_an_unnamed_dim_0_that_is_not_a_batch_is_never_cut(tmp_path, caplog):
+    """dim 0 unnamed on input and output, but the output's rows are the input's nonzero entries: never cut into
+    wrong per-request pieces. run_many never fails where run works: the packed run is refused, and the requests
+    run one by one (issue 13 item 7; this used to raise), counted and warned once."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -320,8 +321,14 @@ def test_an_unnamed_dim_0_that_is_not_a_batch_is_refused_not_cut(tmp_path):
     requests_ = [np.ones((2, 4), np.float32), np.ones((3, 4), np.float32)]
     sess = unirt.Session(tmp_path / "nonzero.onnx", backend="onnxruntime", batched=True)
     assert sess.batch.kind == "dynamic" and sess.batch.symbol is None
-    with pytest.raises(unirt.RunError, match="does not keep the batch dim"):
-        sess.run_many(requests_)
+    with caplog.at_level("WARNING", logger="unirt.batch_runner"):
+        first = sess.run_many(requests_)
+        again = sess.run_many(requests_)
+    assert [r["y"].shape for r in first] == [r["y"].shape for r in again] == [(8, 2), (12, 2)]
+    for request, result in zip(requests_, first):
+        np.testing.assert_array_equal(result["y"], sess.run(request)["y"])
+    assert sum("does not keep the batch dim" in r.getMessage() for r in caplog.records) == 1
+    assert sess.batch_stats().unbatched_requests == 4
     for batched in (None, False):  # unnamed is not taken as a batch dim unless asserted
         plain = unirt.Session(tmp_path / "nonzero.onnx", backend="onnxruntime", batched=batched)
         assert not plain.batch.batched

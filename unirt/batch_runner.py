@@ -6,10 +6,12 @@ a dynamic one (all of them without `max_batch`). A window that is one request's 
 a copy; otherwise its rows are gathered into a staging buffer. Where every output can be sized beforehand and the
 backend writes into caller memory, all windows write straight into one output buffer per group and each request
 gets views of its rows; otherwise the backend's arrays are cut up (and a request spanning windows is gathered).
+Where the model turns out not to batch (an output that does not keep the rows), run_many runs requests one by one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from itertools import accumulate
@@ -41,6 +43,7 @@ class BatchStats:
     rows: int = 0             # request rows
     padded_rows: int = 0      # zero rows added to fill static batches
     split_requests: int = 0   # requests spread over more than one run
+    unbatched_requests: int = 0  # run_many requests run one by one because the model would not batch them
 
     @property
     def padding_waste(self) -> float:
@@ -61,6 +64,9 @@ class BatchRunner:
         self._threads = copy_threads()
         self._lock = threading.Lock()
         self._stats = BatchStats()
+        # Set when packing requests failed where running them one by one worked (an output that does not keep the
+        # batch rows, an engine that refuses a larger batch): run_many then runs requests one by one, as run would.
+        self._unbatchable: str | None = None
 
     def stats(self) -> BatchStats:
         with self._lock:
@@ -78,15 +84,63 @@ class BatchRunner:
 
     def run_many(self, requests: list[Arrays], names: Sequence[str], outs: dict[int, dict[str, np.ndarray]],
                  memory: Any) -> list[dict[str, np.ndarray]]:
-        """Independent requests, packed into as few backend runs as the model allows; results in request order."""
+        """Independent requests, packed into as few backend runs as the model allows; results in request order.
+
+        Never fails where `run` on each request works: a group whose packed run fails (not a crash) runs again
+        one request at a time, as `run` would run it; if that works, the model does not batch, so later calls run
+        one by one straight away (counted in `unbatched_requests`, warned once)."""
+        if self._unbatchable is not None:
+            done = self._one_by_one(list(enumerate(requests)), names, outs, memory)
+            return [done[i] for i in range(len(requests))]
         groups: dict[tuple, list[tuple[int, Arrays]]] = {}
         for index, arrays in enumerate(requests):
             key = tuple(arrays[n].shape[1:] for n in self._inputs)
             groups.setdefault(key, []).append((index, arrays))
         results: dict[int, dict[str, np.ndarray]] = {}
         for group in groups.values():
-            results.update(self._execute(group, names, outs, memory))
+            if self._unbatchable is not None:  # an earlier group of this call found it out
+                results.update(self._one_by_one(group, names, outs, memory))
+                continue
+            try:
+                results.update(self._execute(group, names, outs, memory))
+                continue
+            except BackendCrashedError:
+                raise
+            except RunError as exc:
+                failure = exc
+            each = self._one_by_one(group, names, outs, memory)  # raises what run() would raise
+            if self._unbatchable is None:
+                self._unbatchable = str(failure)
+                log.warning("run_many: packing requests into one batch failed where running them one by one "
+                            "works (%s); this session runs run_many's requests one by one", failure)
+            results.update(each)
         return [results[i] for i in range(len(requests))]
+
+    def _one_by_one(self, group: list[tuple[int, Arrays]], names: Sequence[str],
+                    outs: dict[int, dict[str, np.ndarray]], memory: Any) -> dict[int, dict[str, np.ndarray]]:
+        """Each request as `run` runs it: as it is where the model takes its rows (a dynamic batch within
+        max_batch, a static batch of exactly N), else padded or split (which then fails as `run` would)."""
+        results: dict[int, dict[str, np.ndarray]] = {}
+        direct = direct_rows = 0
+        first, call = self._first, self._call
+        static = self.spec.size if self.spec.kind == "static" else None
+        limit = self.max_batch if static is None and self.max_batch is not None else None
+        try:
+            for index, arrays in group:
+                rows = arrays[first].shape[0]  # type: ignore[index]
+                if rows == static if static is not None else limit is None or rows <= limit:
+                    results[index] = dict(zip(names, call(arrays, names, outs.get(index))))
+                    direct += 1
+                    direct_rows += rows
+                else:  # padded or split like run(), and counted there
+                    results.update(self._execute([(index, arrays)], names, outs, memory))
+        finally:
+            with self._lock:
+                st = self._stats
+                self._stats = dataclasses.replace(st, requests=st.requests + direct,
+                                                  backend_runs=st.backend_runs + direct, rows=st.rows + direct_rows,
+                                                  unbatched_requests=st.unbatched_requests + len(results))
+        return results
 
     # -- the work -------------------------------------------------------------------------------------------
     def _capacity(self, total: int) -> int:
@@ -129,8 +183,10 @@ class BatchRunner:
         spanning = sum(1 for s, r in zip(starts, rows) if r and (s // cap) != ((s + r - 1) // cap))
         with self._lock:
             st = self._stats
-            self._stats = BatchStats(st.requests + len(group), st.backend_runs + windows, st.rows + total,
-                                     st.padded_rows + padded_total - total, st.split_requests + spanning)
+            self._stats = dataclasses.replace(st, requests=st.requests + len(group),
+                                              backend_runs=st.backend_runs + windows, rows=st.rows + total,
+                                              padded_rows=st.padded_rows + padded_total - total,
+                                              split_requests=st.split_requests + spanning)
         results: dict[int, dict[str, np.ndarray]] = {}
         for (index, _), start, r in zip(group, starts, rows):
             target = outs.get(index) or {}

@@ -1,7 +1,8 @@
 """Batch dims: whether a model's batch dim is static (N) or dynamic, and gather/scatter between requests and batches.
 
 A model is batched when dim 0 of every input and output is one batch dim, told from its shapes:
-- a *dynamic* batch: dim 0 is the same named symbol (e.g. "N") on every input and every output;
+- a *dynamic* batch: dim 0 is the same named symbol (e.g. "N") on every input and every output (a real name:
+  exporters' placeholders such as "?" or -1 are anonymous, `unirt.tensor.normalize_dim`);
 - a *static* batch of 1: dim 0 is fixed at 1 everywhere (the usual batch-1 export; B rows run as B runs, which
   equals running them one by one).
 A dim 0 fixed at N > 1 everywhere, or dynamic but unnamed or named differently per tensor, may just as well not be
@@ -94,8 +95,9 @@ class BatchSpec:
             return cls("dynamic", symbol=names.pop())
         if lenient:
             # Asserted a batch dim while unnamed, or named differently (torch's "input_dynamic_axes_1" and
-            # "output_dynamic_axes_1", tf2onnx's "unk__12"): the inputs must then agree on it at run time, and an
-            # output that turns out not to keep the batch's rows is refused rather than cut up wrongly.
+            # "output_dynamic_axes_1", tf2onnx's "unk__12"; placeholders such as "?" are None by now): the inputs
+            # must then agree on it at run time, and an output that turns out not to keep the batch's rows is never
+            # cut up wrongly (run_many then runs requests one by one).
             return cls("dynamic", symbol=names.pop() if len(names) == 1 else None)
         dims = ", ".join(f"{t.name}={'?' if t.shape[0] is None else t.shape[0]}" for t in tensors)
         if not names:

@@ -9,12 +9,58 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Dim", "TensorInfo", "Quantization", "to_array"]
+__all__ = ["Dim", "TensorInfo", "Quantization", "to_array", "normalize_dim", "is_placeholder_name"]
 
-Dim = Union[int, str, None]  # a fixed size, a symbolic name, or unknown
+Dim = Union[int, str, None]  # a fixed size, a symbolic name, or unknown (anonymous dynamic)
 _DLPACK_CPU = 1  # DLDeviceType kDLCPU
 _DLPACK_CPU_LIKE = {1, 3}  # kDLCPU, kDLCUDAHost (pinned host memory is readable from the CPU)
 _DLPACK_DEVICES = {2: "cuda", 4: "opencl", 7: "vulkan", 8: "metal", 10: "rocm", 13: "cuda (managed)", 14: "oneapi"}
+
+
+# dim_param values exporters write where they mean "some size" rather than a name (paddle2onnx "?", "-1"; others
+# "", "None", "null"...). Compared lower-cased and stripped; strings that are numbers ("3", "-1") are placeholders too.
+_PLACEHOLDER_NAMES = frozenset({"", "none", "null", "nil", "undefined", "unknown", "unk", "dynamic", "any", "*"})
+
+
+def is_placeholder_name(name: str) -> bool:
+    """Whether a dim name is an exporter's placeholder for "dynamic" rather than a name that ties dims together.
+
+    Placeholders: empty or whitespace, only question marks ("?"), "None"/"null"/"unknown"/..., and any number
+    ("-1", "3", "2.0"; ONNX Runtime does not take a numeric dim_param as that size either). Names stay names,
+    however they were made: torch's "batch_size"/"s0", keras2onnx's "N", tf2onnx's and ONNX shape inference's
+    "unk__12", paddle2onnx's "p2o.DynamicDimension.0" — the generated ones are unique per dim, so they tie
+    nothing, and where a name does appear twice the exporter says the sizes are equal.
+    """
+    text = name.strip().lower()
+    if text in _PLACEHOLDER_NAMES or not text.strip("?"):
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def normalize_dim(d: Any) -> Dim:
+    """One model dim as unirt holds it: a size >= 0 (int), a real name (str), or None for an anonymous dynamic dim.
+
+    The one place that decides what a dim from a model file means; `TensorInfo` passes every dim through it, so
+    every plugin gets the same answer. Negative sizes (`dim_value -1`, TFLite's and MNN's -1) and placeholder
+    names (`is_placeholder_name`) become None; numpy integers become int.
+    """
+    if d is None:
+        return None
+    if isinstance(d, str):
+        return None if is_placeholder_name(d) else str(d)
+    if isinstance(d, (bytes, bytearray)):
+        return normalize_dim(bytes(d).decode("utf-8", "replace"))
+    if isinstance(d, (bool, np.bool_)):
+        raise TypeError(f"a dim must be an int, a name or None, got {d!r}")
+    if isinstance(d, (int, np.integer)):
+        return int(d) if d >= 0 else None
+    if isinstance(d, (float, np.floating)) and float(d).is_integer():
+        return int(d) if d >= 0 else None
+    raise TypeError(f"a dim must be an int, a name or None, got {type(d).__name__} {d!r}")
 
 
 @dataclass(frozen=True)
@@ -28,7 +74,11 @@ class Quantization:
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """A model input or output: name, shape (ints, symbolic names or None for dynamic dims) and numpy dtype."""
+    """A model input or output: name, shape and numpy dtype.
+
+    Each dim is a size (int >= 0), a name (str: dims with the same name have the same size, e.g. a batch "N" on
+    every input) or None (dynamic, anonymous: it ties to nothing). Dims are normalized on construction
+    (`normalize_dim`): exporters' placeholders ("?", "", "-1", dim_value -1...) become None."""
 
     name: str
     shape: tuple[Dim, ...]
@@ -36,7 +86,7 @@ class TensorInfo:
     quantization: Quantization | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", tuple(self.shape))
+        object.__setattr__(self, "shape", tuple(normalize_dim(d) for d in self.shape))
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
 
     @property
@@ -49,6 +99,7 @@ class TensorInfo:
         return any(not isinstance(d, int) for d in self.shape)
 
     def shape_str(self) -> str:
+        """e.g. "[N,3,?,?]": sizes, names as they are, "?" for an anonymous dynamic dim."""
         return "[" + ",".join("?" if d is None else str(d) for d in self.shape) + "]"
 
     def __repr__(self) -> str:

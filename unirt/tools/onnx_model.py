@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import InputError, ModelLoadError
 from ..formats import ModelFile
-from ..tensor import TensorInfo
+from ..tensor import TensorInfo, normalize_dim
 from ._deps import require
 
 __all__ = ["load_proto", "graph_inputs", "graph_outputs", "infer_shapes", "tensor_shape", "dtype_bits",
@@ -74,7 +74,23 @@ def tensor_shape(value_info: Any) -> tuple[Any, ...] | None:
     t = value_info.type
     if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
         return None
-    return tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.tensor_type.shape.dim)
+    return tuple(normalize_dim(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+                 for d in t.tensor_type.shape.dim)
+
+
+def _clear_placeholder_dims(graph: Any) -> None:
+    """Make exporters' placeholder dims (`dim_value -1`, `dim_param "?"`...) plain unknown dims in `graph` and its
+    subgraphs, so that shape inference at given input sizes does not take them for facts that contradict it."""
+    for g in walk_graphs(graph):
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            t = vi.type
+            if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+                continue
+            for d in t.tensor_type.shape.dim:
+                value = d.dim_value if d.HasField("dim_value") else (d.dim_param if d.HasField("dim_param") else None)
+                if value is not None and normalize_dim(value) is None:
+                    d.ClearField("dim_value")
+                    d.ClearField("dim_param")
 
 
 class UnknownRankInfo(TensorInfo):
@@ -136,6 +152,7 @@ def _with_input_shapes(proto: Any, shapes: Mapping[str, tuple[int, ...]]) -> Any
     onnx = onnx_module()
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
+    _clear_placeholder_dims(copy.graph)  # a declared -1 or "?" is no fact to contradict the given sizes
     for vi in copy.graph.input:
         if vi.name in shapes:  # the whole shape: also where the model gives none (rank unknown)
             shape = vi.type.tensor_type.shape
@@ -159,7 +176,7 @@ def infer_shapes(proto: Any, shapes: Mapping[str, tuple[int, ...]], name: str) -
     except Exception as exc:  # onnx raises InferenceError, ValidationError or RuntimeError
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     try:
-        si.infer_shapes(proto, strict_mode=True, data_prop=True)
+        si.infer_shapes(_with_input_shapes(proto, {}), strict_mode=True, data_prop=True)
     except Exception:
         log.debug("%s: strict shape inference fails on the model itself; falling back to non-strict", name)
     else:

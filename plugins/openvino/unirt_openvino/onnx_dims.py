@@ -8,6 +8,8 @@ would copy every weight for a few strings.
 
 from __future__ import annotations
 
+from unirt.tensor import normalize_dim
+
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _GRAPH, _INPUT, _OUTPUT = 7, 11, 12  # ModelProto.graph; GraphProto.input, .output (ValueInfoProto)
 
@@ -48,7 +50,8 @@ def _fields(buf: memoryview, start: int, end: int):
 
 
 def _dims(buf: memoryview, value_info: tuple[int, int]) -> tuple[str, tuple[str | int | None, ...] | None]:
-    """(name, dims) of a ValueInfoProto: per dim its dim_param, its dim_value, or None; dims None without a shape."""
+    """(name, dims) of a ValueInfoProto: per dim its dim_param, its dim_value, or None (also for placeholders, as
+    `unirt.tensor.normalize_dim` decides); dims None without a shape."""
     name, dims = "", None
     for number, value in _fields(buf, *value_info):
         if number == 1:  # name
@@ -66,11 +69,11 @@ def _dims(buf: memoryview, value_info: tuple[int, int]) -> tuple[str, tuple[str 
                             continue
                         entry: str | int | None = None
                         for f_number, f_value in _fields(buf, *dim):
-                            if f_number == 1:  # dim_value
-                                entry = f_value
+                            if f_number == 1:  # dim_value, an int64 (-1 is written as 2**64 - 1)
+                                entry = f_value - (1 << 64) if f_value >= 1 << 63 else f_value
                             elif f_number == 2 and f_value[1] > f_value[0]:  # dim_param
                                 entry = bytes(buf[f_value[0]:f_value[1]]).decode("utf-8", "replace")
-                        dims.append(entry)
+                        dims.append(normalize_dim(entry))  # placeholders ("?", -1) name nothing
     return name, tuple(dims) if dims is not None else None
 
 

@@ -102,7 +102,8 @@ class Replica:
             "requests": requests, "failed": failed, "batches": sum(sizes.values()), "batch_sizes": sizes,
             "max_batch_seen": max(sizes, default=0),
             "session": {"requests": batch.requests, "backend_runs": batch.backend_runs, "rows": batch.rows,
-                        "padded_rows": batch.padded_rows, "split_requests": batch.split_requests},
+                        "padded_rows": batch.padded_rows, "split_requests": batch.split_requests,
+                        "unbatched_requests": batch.unbatched_requests},
         }
 
     def close(self) -> None:
