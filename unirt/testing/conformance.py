@@ -687,6 +687,10 @@ class BackendConformance:
         outcome = check_case(self.backend, case, self.precision, self.session_kwargs, self.refusal_errors)
         if outcome.status == "unsupported":
             pytest.skip(outcome.detail)
+        if outcome.status == "wrong" and outcome.detail.startswith("ill-conditioned: "):
+            # The reference itself moves this far under one rounding step per intermediate result: whether an
+            # engine lands inside the tolerance depends on its kernels' order of operations (and their version).
+            pytest.xfail(str(outcome))
         if case.name in self.known_failures:
             if outcome.status == "pass":
                 pytest.fail(f"{case.name} is listed in known_failures but passes: remove it")

@@ -24,10 +24,6 @@ class TestOpenVinoConformance(BackendConformance):
         "pytorch-operator/test_operator_add_size1_broadcast": _F64,
         "pytorch-operator/test_operator_addconstant": _F64,
     }
-    known_failures = {
-        "light_squeezenet": "ill-conditioned: the constant 0.02 weights give 1000 equal logits of ~9.5e9, and a 4e-7 "
-                            "relative difference between engines decides the softmax (the random-weight copy passes)",
-    }
 
 
 def test_an_ill_conditioned_reference_is_told_apart(tmp_path):
@@ -36,14 +32,20 @@ def test_an_ill_conditioned_reference_is_told_apart(tmp_path):
     intermediate result moves by one rounding step). A well-conditioned model is not called that."""
     import numpy as np
 
+    import unirt
     from unirt.testing import softmax_coerced
     from unirt.testing.conformance import TOLERANCES, check_case, ill_conditioned, reference_outputs, wheel_cases
 
     case = next(c for c in wheel_cases() if c.name == "light_squeezenet")
+    # Whether OpenVINO lands inside the tolerance depends on its kernels and their release;
+    # either way the model is ill-conditioned, and a differing answer says so.
     outcome = check_case("openvino", case, "fp32", {"threads": 1})
-    assert outcome.status == "wrong" and outcome.detail.startswith(
+    assert outcome.status == "pass" or (outcome.status == "wrong" and outcome.detail.startswith(
         "ill-conditioned: the reference moves beyond the tolerance when each float32 intermediate result moves by "
-        "one rounding step (rel-L2 error"), outcome
+        "one rounding step (rel-L2 error")), outcome
+    wheel_feeds = {i.name: v for i, v in zip(unirt.Session(case.model, backend="onnxruntime").inputs, case.inputs)}
+    assert ill_conditioned(case.model, wheel_feeds, reference_outputs(case.model, wheel_feeds),
+                           TOLERANCES["fp32"]) is not None
     model = softmax_coerced(tmp_path / "s.onnx")
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, 4, 5)).astype(np.float32)}
     assert ill_conditioned(model, feeds, reference_outputs(model, feeds), TOLERANCES["fp32"]) is None
