@@ -225,6 +225,17 @@ class IsolatedRunner(BackendSession):
             f"{self._model.name}: {how}; the session starts a new process on the next call",
             signal=sig, exitcode=None if sig is not None else code)
 
+    def restart(self) -> bool:
+        """Start a new child now if the last one died (the next call would otherwise start it); True if it did.
+        Raises what loading the model in the new child raises."""
+        with self._lock:
+            if self._closed or self._proc is not None:
+                return False
+            self.restarts += 1
+            log.info("isolated backend %r: starting a new process after a crash", self._backend)
+            self._start("reloading")
+            return True
+
     # -- running --------------------------------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[Any]:
         return self._call(feeds, output_names, None)

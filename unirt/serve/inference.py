@@ -16,12 +16,12 @@ import numpy as np
 from ..errors import InputError, RunError, UnirtError
 from .config import ModelSpec, TensorSpec
 from .datatypes import byte_size, bytes_for_model, decode_json_data, decode_raw, element_count, encode_raw
-from .errors import BadRequest, ServeError, Unsupported
+from .errors import BadRequest, ServeError, TimedOut, Unsupported
 from .manager import ModelManager
 from .shm import SharedMemoryRegistry
 
 __all__ = ["InputTensor", "RequestedOutput", "InferRequest", "OutputTensor", "InferResponse", "InferenceService",
-           "prepare_request", "build_response"]
+           "prepare_request", "build_response", "request_timeout_us", "cancel_on_disconnect", "ClientGone"]
 
 _NO_DATA = object()
 
@@ -83,15 +83,33 @@ class InferenceService:
         self.shm = shm
 
     async def infer(self, request: InferRequest) -> InferResponse:
+        """Run one request. Cancelling the awaiting task (the client went away) drops the request if it is still
+        queued; a request still queued when its timeout passes is dropped and answered `TimedOut`."""
         started = time.perf_counter_ns()
         model = self.manager.get(request.model_name, request.model_version)
+        future = None
         try:
+            timeout = model.timeout_s(request_timeout_us(request.parameters))
             feeds, size, wanted = prepare_request(model.spec, request, self.shm)
             future = model.submit(feeds, size)
-            done = await asyncio.wrap_future(future)
+            waiting = asyncio.wrap_future(future)
+            if timeout:
+                try:
+                    done = await asyncio.wait_for(asyncio.shield(waiting), timeout)
+                except asyncio.TimeoutError:
+                    if not future.cancel():  # already running: a timeout drops queued work only (as Triton)
+                        done = await waiting
+                    else:
+                        model.stats.drop("timeout")
+                        raise TimedOut(f"model {model.name!r}: request timeout expired: still queued after "
+                                       f"{timeout * 1e6:.0f} us") from None
+            else:
+                done = await waiting
             response = build_response(model.name, str(model.version), model.spec, request, wanted, done.outputs,
                                       self.shm)
         except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and future is not None and future.cancel():
+                model.stats.drop("cancelled")  # the client went away while it was queued: it will not run
             model.stats.failure(time.perf_counter_ns() - started, _reason(exc))
             if isinstance(exc, (UnirtError, asyncio.CancelledError)):
                 raise
@@ -100,6 +118,51 @@ class InferenceService:
                             done.output_ns)
         return response
 
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected before its answer was ready (its queued request was dropped)."""
+
+
+async def cancel_on_disconnect(receive: Any, awaitable: Any) -> Any:
+    """Await `awaitable` (an inference), cancelling it if the ASGI client disconnects first (`receive`, once the
+    body is read, returns `http.disconnect` when the client goes away); then raise ClientGone."""
+    task = asyncio.ensure_future(awaitable)
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    if watcher.cancelled() or watcher.exception() is not None:  # cannot watch this connection: just answer
+        return await task
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:  # noqa: BLE001 - nobody is left to tell
+        pass
+    raise ClientGone()
+
+
+def request_timeout_us(parameters: dict[str, Any]) -> int:
+    """The v2 request parameter `timeout` (microseconds, as Triton clients send it); 0 when absent."""
+    value = parameters.get("timeout")
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(f"parameters.timeout must be a non-negative integer (microseconds), got {value!r}")
+    return value
 
 
 # -- request -> feeds, outputs -> response: shared by unirt serve and the Ray Serve deployment ----------------------
