@@ -380,7 +380,8 @@ def build_spec(config: Any, name: str, inputs: Sequence[TensorInfo], outputs: Se
     if cfg.HasField("dynamic_batching"):
         db = cfg.dynamic_batching
         if not batched:
-            log.warning("model %r: dynamic_batching needs max_batch_size > 0; requests run one at a time", name)
+            if len(db.preferred_batch_size) or db.max_queue_delay_microseconds:  # a queue policy alone is fine
+                log.warning("model %r: dynamic_batching needs max_batch_size > 0; requests run one at a time", name)
         else:
             bad = [s for s in db.preferred_batch_size if s < 1 or s > cfg.max_batch_size]
             if bad:
