@@ -233,3 +233,55 @@ def test_server_isolate_mode_and_bad_config(repo, tmp_path, add_model):
     manager.load_all()
     assert re.search(r"parameters\[isolate\]: expected one of true, false, auto, got 'maybe'",
                      manager.index()[0]["reason"])
+
+
+def test_cli_isolate_always_and_queue_bound(tmp_path):
+    """`unirt serve model.onnx --isolate always --max-queue-size 7` as a process: its child is killed, the model
+    restarts, and SIGTERM leaves no child behind."""
+    import queue
+    import subprocess
+    import sys
+
+    model = models.dynamic_mlp(tmp_path / "mlp.onnx")
+    proc = subprocess.Popen([sys.executable, "-m", "unirt", "serve", str(model), "--isolate", "always",
+                             "--max-queue-size", "7", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    try:
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+        ports: dict[str, int] = {}
+        while len(ports) < 3:
+            line = lines.get(timeout=90)
+            if line.startswith("unirt serve: ") and " on " in line:
+                name, address = line[len("unirt serve: "):].strip().split(" on ")
+                ports[name] = int(address.rsplit(":", 1)[1])
+
+        class Server:
+            pass
+
+        server = Server()
+        server.ports = ports
+        wait_for(lambda: metric(metrics(server), "unirt_model_isolated", model="mlp") is not None, "the model", 90)
+        text = metrics(server)
+        assert metric(text, "unirt_model_isolated", model="mlp") == 1
+        assert metric(text, "unirt_model_queue_capacity", model="mlp") == 7
+        port = ports["http"]
+        assert mlp_ok(port)
+        pid = child_pid(server, "mlp")
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 8], "data": [0.5] * 8}]}
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/mlp/infer", json.dumps(body).encode())
+        with pytest.raises(urllib.error.HTTPError) as info:  # the request that finds the child dead
+            urllib.request.urlopen(req, timeout=30)
+        assert info.value.code == 500 and "SIGKILL" in json.loads(info.value.read())["error"]
+        assert mlp_ok(port)  # restarted
+        new_pid = child_pid(server, "mlp")
+        assert new_pid != pid and metric(metrics(server), "unirt_model_restarts_total", model="mlp") == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        wait_for(lambda: not Path(f"/proc/{new_pid}").exists(), "the child to end", 15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
