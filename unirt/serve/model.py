@@ -68,8 +68,7 @@ class LoadedModel:
         self.stats = ModelStats()
         self.backend = sessions[0].backend
         self.isolated = sessions[0].isolated
-        self.crashes = 0
-        self.last_signal: str = ""  # name of the signal that last killed an instance's child ("" if none)
+        self.crashes = 0  # runs that ended in a crash of their instance's child
         self._restarting: set[int] = set()
         if max_queue_size is None:  # the config's bound, else the default one
             max_queue_size = spec.queue.max_queue_size or default_queue_size(len(sessions), spec.max_batch_size)
@@ -141,6 +140,16 @@ class LoadedModel:
         return sum(getattr(_isolated_runner(s), "restarts", 0) for s in self.sessions)
 
     @property
+    def last_signal(self) -> str:
+        """How an instance's child last died (e.g. "SIGSEGV"; "" if none has): while running, or between runs."""
+        crashes = [(r.last_crash_at, r.last_crash) for r in map(_isolated_runner, self.sessions)
+                   if r is not None and getattr(r, "last_crash", None) is not None]
+        if not crashes:
+            return ""
+        crash = max(crashes, key=lambda c: c[0])[1]
+        return crash.signal_name or (f"exit code {crash.exitcode}" if crash.exitcode is not None else "")
+
+    @property
     def pids(self) -> list[int | None]:
         """The child process id of each isolated instance (None: not running); empty when not isolated."""
         return [_isolated_runner(s).pid for s in self.sessions] if self.isolated else []
@@ -160,7 +169,6 @@ class LoadedModel:
         if not isinstance(exc, BackendCrashedError):
             return
         self.crashes += 1
-        self.last_signal = exc.signal_name or (f"exit code {exc.exitcode}" if exc.exitcode is not None else "")
         log.error("model %r version %d instance %d: %s", self.name, self.version, index, exc)
         runner = _isolated_runner(self.sessions[index])
         if runner is None:
