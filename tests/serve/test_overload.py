@@ -34,7 +34,7 @@ max_batch_size: 0
 dynamic_batching { default_queue_policy { default_timeout_microseconds: 300000 allow_timeout_override: true } }
 """
 OPEN = 'backend: "slow"\nmax_batch_size: 0\n'  # no queue policy: the server's default bound; timeouts on request
-HOLD = 1.0  # seconds the first request of each test keeps the model's only instance busy
+HOLD = 1.5  # seconds the first request of each test keeps the model's only instance busy
 
 
 def doubler(path: Path) -> Path:

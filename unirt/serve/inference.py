@@ -124,35 +124,43 @@ class ClientGone(Exception):
     """The HTTP client disconnected before its answer was ready (its queued request was dropped)."""
 
 
-async def cancel_on_disconnect(receive: Any, awaitable: Any) -> Any:
-    """Await `awaitable` (an inference), cancelling it if the ASGI client disconnects first (`receive`, once the
-    body is read, returns `http.disconnect` when the client goes away); then raise ClientGone."""
-    task = asyncio.ensure_future(awaitable)
+async def cancel_on_disconnect(receive: Any, awaitable: Any, after: float = 0.02) -> Any:
+    """Await `awaitable` (an inference) in the current task, cancelling it if the ASGI client disconnects first,
+    then raise ClientGone. Once the body is read, `receive` returns `http.disconnect` when the client goes away;
+    it is watched only from `after` seconds on, so a quick request pays for a timer, not for a watching task."""
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    gone = False
+    watcher: asyncio.Task | None = None
 
     async def watch() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        nonlocal gone
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # noqa: BLE001 - cannot watch this connection: just answer it
+            return
+        gone = True
+        current.cancel()  # type: ignore[union-attr]
 
-    watcher = asyncio.ensure_future(watch())
+    def start() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    timer = loop.call_later(after, start)
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await awaitable
     except asyncio.CancelledError:
-        task.cancel()
-        raise
+        if not gone:
+            raise
+        uncancel = getattr(current, "uncancel", None)  # Python 3.11+: this cancellation is handled here
+        if uncancel is not None:
+            uncancel()
+        raise ClientGone() from None
     finally:
-        watcher.cancel()
-    if task.done():
-        return task.result()
-    if watcher.cancelled() or watcher.exception() is not None:  # cannot watch this connection: just answer
-        return await task
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    except Exception:  # noqa: BLE001 - nobody is left to tell
-        pass
-    raise ClientGone()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 def request_timeout_us(parameters: dict[str, Any]) -> int:
