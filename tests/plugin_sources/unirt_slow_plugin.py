@@ -3,7 +3,8 @@ work and contains crashes: ONNX models on onnx's reference evaluator, where the 
 - above 0: the run sleeps `v` seconds first (at most 30);
 - -4321: the run dereferences a null pointer (a real SIGSEGV in native code).
 Every run appends `v` to the file named by the environment variable UNIRT_TEST_CALLS (when set), so a test sees
-which requests ran, whether in the server's process or in an isolated child.
+which requests ran, whether in the server's process or in an isolated child. Loading sleeps as many seconds as the
+file named by UNIRT_TEST_LOAD_DELAY says, while that file exists (a slow restart, to observe readiness).
 
 Installed by tests as the distribution `unirt-slow-test` (backend "slow"), discovered through its entry point.
 """
@@ -34,6 +35,10 @@ class SlowBackend(Backend):
         return Availability(True, version="0.1.0", devices=("cpu",))
 
     def load(self, model: ModelFile, options: LoadOptions) -> "SlowSession":
+        delay = os.environ.get("UNIRT_TEST_LOAD_DELAY")
+        if delay and os.path.exists(delay):
+            with open(delay) as fh:
+                time.sleep(float(fh.read()))
         return SlowSession(model)
 
 

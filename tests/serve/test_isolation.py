@@ -57,6 +57,7 @@ def slow_plugin(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(site))
         mp.setenv("UNIRT_TEST_CALLS", str(calls))
+        mp.setenv("UNIRT_TEST_LOAD_DELAY", str(site / "load_delay.txt"))
         unirt.refresh()
         yield calls
     unirt.refresh()
@@ -164,6 +165,33 @@ def test_segfault_fails_only_its_request_and_the_instance_restarts(server):
     assert metric(text, "unirt_model_crashes_total", model="fragile", version="1") >= 1
     assert 'unirt_model_last_crash_signal_info{model="fragile",signal="SIGSEGV",version="1"} 1.0' in text
     assert child_pid(server, "fragile") != old_pid
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/fragile/ready", timeout=30) as resp:
+        assert resp.status == 200
+
+
+def test_model_is_not_ready_while_its_only_instance_restarts(server, slow_plugin):
+    import tritonclient.grpc as grpcclient
+
+    port = server.ports["http"]
+    delay = slow_plugin.parent / "load_delay.txt"
+    delay.write_text("1.5")  # the new child takes 1.5 s to load the model
+    try:
+        status, body = infer(port, "fragile", [SEGFAULT])
+        assert status == 500 and "SIGSEGV" in body["error"]
+        with pytest.raises(urllib.error.HTTPError) as info:  # restarting: 503 with the reason
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/fragile/ready", timeout=30)
+        assert info.value.code == 503
+        assert "restarting its instance after a crash (SIGSEGV)" in json.loads(info.value.read())["error"]
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
+        try:
+            assert not client.is_model_ready("fragile") and client.is_model_ready("mlp")
+        finally:
+            client.close()
+        assert mlp_ok(port)
+        status, body = infer(port, "fragile", [0.0, 1.0])  # waits for the restart, then runs
+        assert status == 200 and body["outputs"][0]["data"] == [0.0, 2.0]
+    finally:
+        delay.unlink()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/models/fragile/ready", timeout=30) as resp:
         assert resp.status == 200
 

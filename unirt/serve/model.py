@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 ISOLATE_BY_DEFAULT = frozenset({"ncnn", "mnn", "tflite"})
 #: Backends that run in the server's process under `--isolate auto`: engines that check models and inputs and
 #: report errors as exceptions (ONNX Runtime, OpenVINO), and TensorRT (a child would hold its own CUDA context).
-#: Any other (third-party) backend is isolated by default: unirt cannot vouch for its native code.
+#: Any other backend — those above, and a third party's plugin, whose native code unirt cannot vouch for — is
+#: isolated by default.
 IN_PROCESS_BY_DEFAULT = frozenset({"onnxruntime", "openvino", "tensorrt"})
 ISOLATE_MODES = ("auto", "always", "never")
 
@@ -74,8 +75,10 @@ class LoadedModel:
             max_queue_size = spec.queue.max_queue_size or default_queue_size(len(sessions), spec.max_batch_size)
         elif spec.queue.max_queue_size:
             max_queue_size = spec.queue.max_queue_size
+        runners = [_runner(s, (lambda i=i: self._restarting.add(i)) if s.isolated else None)
+                   for i, s in enumerate(sessions)]  # a crash marks its instance restarting before anyone hears
         self.scheduler = Scheduler(
-            f"{name}:{version}", [_runner(s) for s in sessions], [o.name for o in spec.outputs], self.stats,
+            f"{name}:{version}", runners, [o.name for o in spec.outputs], self.stats,
             max_batch_size=spec.max_batch_size, batching=spec.batching, static_batch=spec.static_batch,
             max_queue_size=max_queue_size, on_error=self._instance_failed)
 
@@ -216,9 +219,19 @@ def _isolated_runner(session: Session) -> Any:
     return getattr(session, "_runner", None) if session.isolated else None
 
 
-def _runner(session: Session) -> Callable[[dict[str, np.ndarray], Any], dict[str, np.ndarray]]:
+def _runner(session: Session, crashed: Callable[[], None] | None = None
+            ) -> Callable[[dict[str, np.ndarray], Any], dict[str, np.ndarray]]:
     run = session.run
-    return lambda feeds, names: run(feeds, names)
+    if crashed is None:
+        return lambda feeds, names: run(feeds, names)
+
+    def run_isolated(feeds: dict[str, np.ndarray], names: Any) -> dict[str, np.ndarray]:
+        try:
+            return run(feeds, names)
+        except BackendCrashedError:
+            crashed()
+            raise
+    return run_isolated
 
 
 def _warmup_feeds(spec: ModelSpec, warm: Any, index: int, source: ModelSource) -> dict[str, np.ndarray]:
