@@ -25,9 +25,9 @@ from ..errors import ModelLoadError
 from ..tensor import TensorInfo
 from .datatypes import config_type_to_datatype, datatype_to_config_type, from_numpy_dtype, to_numpy_dtype
 
-__all__ = ["ModelConfig", "TensorSpec", "BatchingPolicy", "QueuePolicy", "ModelSpec", "ConfigError", "parse_config_text",
-           "parse_config_json", "backend_for", "select_versions", "instance_devices", "build_spec", "config_to_dict",
-           "PLATFORMS", "BACKENDS", "isolate_setting", "queue_policy", "ISOLATE_VALUES"]
+__all__ = ["ModelConfig", "TensorSpec", "BatchingPolicy", "QueuePolicy", "ModelSpec", "ConfigError",
+           "parse_config_text", "parse_config_json", "backend_for", "select_versions", "instance_devices", "build_spec",
+           "config_to_dict", "PLATFORMS", "BACKENDS", "isolate_setting", "queue_policy", "ISOLATE_VALUES"]
 
 log = logging.getLogger(__name__)
 ModelConfig = mc.ModelConfig
