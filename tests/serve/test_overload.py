@@ -293,3 +293,16 @@ def test_scheduler_forgets_cancelled_requests():
     finally:
         gate.set()
         sched.stop(10)
+
+
+def test_queue_policy_config():
+    from unirt.serve.config import ConfigError, QueuePolicy, parse_config_text, queue_policy
+
+    cfg = parse_config_text("max_batch_size: 0\ndynamic_batching { default_queue_policy { max_queue_size: 9 "
+                            "default_timeout_microseconds: 2500 allow_timeout_override: true } }")
+    assert queue_policy(cfg) == QueuePolicy(9, 2500, True)
+    assert queue_policy(parse_config_text("max_batch_size: 2")) == QueuePolicy()
+    with pytest.raises(ConfigError, match=r"timeout_action: only REJECT is supported"):
+        queue_policy(parse_config_text("dynamic_batching { default_queue_policy { timeout_action: DELAY } }"))
+    with pytest.raises(ConfigError, match=r"max_queue_size must be >= 0"):
+        queue_policy(parse_config_text("dynamic_batching { default_queue_policy { max_queue_size: -1 } }"))
