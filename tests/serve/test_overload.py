@@ -304,5 +304,5 @@ def test_queue_policy_config():
     assert queue_policy(parse_config_text("max_batch_size: 2")) == QueuePolicy()
     with pytest.raises(ConfigError, match=r"timeout_action: only REJECT is supported"):
         queue_policy(parse_config_text("dynamic_batching { default_queue_policy { timeout_action: DELAY } }"))
-    with pytest.raises(ConfigError, match=r"max_queue_size must be >= 0"):
-        queue_policy(parse_config_text("dynamic_batching { default_queue_policy { max_queue_size: -1 } }"))
+    with pytest.raises(ConfigError, match=r"max_queue_size.*Value out of range: -1"):  # uint32 in the proto
+        parse_config_text("dynamic_batching { default_queue_policy { max_queue_size: -1 } }")

@@ -404,9 +404,6 @@ def queue_policy(cfg: Any) -> QueuePolicy:
         return QueuePolicy()
     qp = cfg.dynamic_batching.default_queue_policy
     where = "dynamic_batching.default_queue_policy"
-    if qp.max_queue_size < 0:
-        raise ConfigError(f"{where}.max_queue_size must be >= 0 (0: the server's default bound), got "
-                          f"{qp.max_queue_size}")
     if qp.timeout_action != mc.ModelQueuePolicy.REJECT:
         raise ConfigError(f"{where}.timeout_action: only REJECT is supported by unirt serve (a request that waited "
                           "past its timeout is dropped and answered UNAVAILABLE)")
