@@ -125,6 +125,9 @@ class IsolatedRunner(BackendSession):
         self._inputs_region: SharedTensors | None = None
         self._outputs_region: SharedTensors | None = None
         self.restarts = 0
+        #: The last crash of a child (None if none): while running a call, or found dead between calls.
+        self.last_crash: BackendCrashedError | None = None
+        self.last_crash_at = 0.0  # time.monotonic() of last_crash
         self._start("loading")
         meta = self._meta
         self.inputs = meta["inputs"]
@@ -225,6 +228,23 @@ class IsolatedRunner(BackendSession):
             f"{self._model.name}: {how}; the session starts a new process on the next call",
             signal=sig, exitcode=None if sig is not None else code)
 
+    def restart(self) -> bool:
+        """Start a new child now if the last one died (the next call would otherwise start it); True if it did.
+        Raises what loading the model in the new child raises."""
+        with self._lock:
+            if self._closed or (self._proc is not None and self._proc.poll() is None):
+                return False
+            if self._proc is not None:  # died since its last call
+                self._record(self._crash_error(_Crashed(), "idle with"))
+            self.restarts += 1
+            log.info("isolated backend %r: starting a new process after a crash", self._backend)
+            self._start("reloading")
+            return True
+
+    def _record(self, crash: BackendCrashedError) -> BackendCrashedError:
+        self.last_crash, self.last_crash_at = crash, time.monotonic()
+        return crash
+
     # -- running --------------------------------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[Any]:
         return self._call(feeds, output_names, None)
@@ -238,14 +258,18 @@ class IsolatedRunner(BackendSession):
         with self._lock:
             if self._closed:  # closed by another thread while this call waited for the child
                 raise errors.SessionClosedError("this Session is closed")
-            if self._proc is None:
+            proc = self._proc
+            if proc is None or proc.poll() is not None:  # crashed, or died between calls (e.g. killed)
+                if proc is not None:  # nothing of this call was lost: start a new child and run it there
+                    self._record(self._crash_error(_Crashed(), "idle with"))
+                    log.warning("%s", self.last_crash)
                 self.restarts += 1
                 log.info("isolated backend %r: starting a new process after a crash", self._backend)
                 self._start("reloading")
             try:
                 return self._exchange(feeds, output_names, out)
             except _Crashed as crash:
-                raise self._crash_error(crash, "running") from None
+                raise self._record(self._crash_error(crash, "running")) from None
             except UnirtError:
                 raise
             except BaseException:  # interrupted mid-call (e.g. KeyboardInterrupt): the pipe is out of step

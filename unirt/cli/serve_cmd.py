@@ -62,6 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="on shutdown, how long in-flight requests may take to finish (default 30)")
     p.add_argument("--strict-readiness", type=_bool, default=True, metavar="BOOL",
                    help="ready only when every model is loaded (default true, as Triton)")
+    p.add_argument("--isolate", choices=["auto", "always", "never"], default="auto",
+                   help="run model instances in child processes, so that an engine crash fails only the requests "
+                        "it was running and the instance restarts: auto (default: the native engines ncnn, MNN, "
+                        "LiteRT; a config's parameters { key: \"isolate\" } decides for its model), always, never")
+    p.add_argument("--max-queue-size", type=int, default=None, metavar="N",
+                   help="requests a model may hold waiting where its config sets no dynamic_batching "
+                        "default_queue_policy max_queue_size; over it requests get 503 / UNAVAILABLE (default: "
+                        "32 batches per instance, at least 64; 0: unbounded)")
     p.set_defaults(handler=run)
     _add_network_flags(p)
 
@@ -101,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_request_size < 1 or args.default_max_batch_size < 0 or args.drain_timeout < 0:
         raise UnsupportedOptionError("--max-request-size must be >= 1, --default-max-batch-size and "
                                      "--drain-timeout >= 0")
+    if args.max_queue_size is not None and args.max_queue_size < 0:
+        raise UnsupportedOptionError(f"--max-queue-size must be >= 0 (0: unbounded), got {args.max_queue_size}")
     if args.threads is not None and args.threads < 1:
         raise UnsupportedOptionError(f"--threads must be >= 1, got {args.threads}")
     options = ServeOptions(
@@ -112,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
         model_control_mode=args.model_control_mode, load_models=args.load_model,
         default_max_batch_size=args.default_max_batch_size, max_request_bytes=args.max_request_size * 1024 * 1024,
         default_threads=args.threads,
-        drain_timeout=args.drain_timeout, strict_readiness=args.strict_readiness)
+        drain_timeout=args.drain_timeout, strict_readiness=args.strict_readiness, isolate=args.isolate,
+        max_queue_size=args.max_queue_size)
 
     def started(server: InferenceServer) -> None:
         host = args.host if ":" not in args.host else f"[{args.host}]"

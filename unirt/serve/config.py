@@ -25,9 +25,9 @@ from ..errors import ModelLoadError
 from ..tensor import TensorInfo
 from .datatypes import config_type_to_datatype, datatype_to_config_type, from_numpy_dtype, to_numpy_dtype
 
-__all__ = ["ModelConfig", "TensorSpec", "BatchingPolicy", "ModelSpec", "ConfigError", "parse_config_text",
-           "parse_config_json", "backend_for", "select_versions", "instance_devices", "build_spec", "config_to_dict",
-           "PLATFORMS", "BACKENDS"]
+__all__ = ["ModelConfig", "TensorSpec", "BatchingPolicy", "QueuePolicy", "ModelSpec", "ConfigError",
+           "parse_config_text", "parse_config_json", "backend_for", "select_versions", "instance_devices", "build_spec",
+           "config_to_dict", "PLATFORMS", "BACKENDS", "isolate_setting", "queue_policy", "ISOLATE_VALUES"]
 
 log = logging.getLogger(__name__)
 ModelConfig = mc.ModelConfig
@@ -39,7 +39,8 @@ BACKENDS = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "openvino": "o
             "litert": "tflite", "ncnn": "ncnn", "mnn": "mnn", "unirt": "auto"}
 # unirt backend -> the platform name Triton clients know it by (auto-complete and model metadata)
 _PLATFORM_OF = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
-_PARAMETERS = {"threads", "precision"}
+_PARAMETERS = {"threads", "precision", "isolate"}
+ISOLATE_VALUES = ("true", "false", "auto")
 _GIVEN_MBS = "_unirt_max_batch_size_given"  # set by the parsers; removed from the completed config
 
 
@@ -80,6 +81,20 @@ class BatchingPolicy:
 
 
 @dataclass(frozen=True)
+class QueuePolicy:
+    """A model's queue policy (config `dynamic_batching.default_queue_policy`, Triton's `ModelQueuePolicy`).
+
+    `max_queue_size` 0 means "not set": the server's default bound applies (see `ModelManager`).
+    `default_timeout_us` (0: none) drops a request still queued after that long; a request's own `timeout`
+    parameter applies where the config sets no default, and may shorten (never lengthen) the default where
+    `allow_timeout_override` is set."""
+
+    max_queue_size: int = 0
+    default_timeout_us: int = 0
+    allow_timeout_override: bool = False
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A checked, completed model configuration: everything the server needs, precomputed once at load."""
 
@@ -92,6 +107,7 @@ class ModelSpec:
     static_batch: int | None = None  # the model's batch dim when it is fixed: batches are padded to it
     batching: BatchingPolicy | None = None
     options: dict = field(default_factory=dict)
+    queue: QueuePolicy = QueuePolicy()
 
     @property
     def input_map(self) -> dict[str, TensorSpec]:
@@ -147,10 +163,14 @@ def read_config(path: Path | None) -> Any:
 def backend_for(config: Any) -> str:
     """The unirt backend a config asks for, from `backend` or `platform` ("auto" when it names neither)."""
     if config.backend:
-        if config.backend not in BACKENDS:
-            raise ConfigError(f"backend: {config.backend!r} is not served by unirt; expected one of "
-                              f"{', '.join(sorted(BACKENDS))}")
-        chosen = BACKENDS[config.backend]
+        chosen = BACKENDS.get(config.backend)
+        if chosen is None:
+            from .. import registry
+
+            if config.backend not in registry.installed_names():  # a third party's unirt plugin, by its name
+                raise ConfigError(f"backend: {config.backend!r} is not served by unirt; expected one of "
+                                  f"{', '.join(sorted(BACKENDS))} or an installed unirt plugin's name")
+            chosen = config.backend
         if config.platform and PLATFORMS.get(config.platform, chosen) != chosen:
             raise ConfigError(f"platform: {config.platform!r} disagrees with backend {config.backend!r}")
         return chosen
@@ -360,7 +380,8 @@ def build_spec(config: Any, name: str, inputs: Sequence[TensorInfo], outputs: Se
     if cfg.HasField("dynamic_batching"):
         db = cfg.dynamic_batching
         if not batched:
-            log.warning("model %r: dynamic_batching needs max_batch_size > 0; requests run one at a time", name)
+            if len(db.preferred_batch_size) or db.max_queue_delay_microseconds:  # a queue policy alone is fine
+                log.warning("model %r: dynamic_batching needs max_batch_size > 0; requests run one at a time", name)
         else:
             bad = [s for s in db.preferred_batch_size if s < 1 or s > cfg.max_batch_size]
             if bad:
@@ -373,7 +394,20 @@ def build_spec(config: Any, name: str, inputs: Sequence[TensorInfo], outputs: Se
                                       max(0, db.default_queue_policy.max_queue_size))
     options = _options(cfg)
     return ModelSpec(name, cfg, backend, cfg.max_batch_size, tuple(in_specs), tuple(out_specs), static_batch,
-                     batching, options)
+                     batching, options, queue_policy(cfg))
+
+
+def queue_policy(cfg: Any) -> QueuePolicy:
+    """The config's queue policy (checked). Read whether or not the model batches: a model with
+    `max_batch_size: 0` may still give `dynamic_batching { default_queue_policy { ... } }` for its queue."""
+    if not cfg.HasField("dynamic_batching"):
+        return QueuePolicy()
+    qp = cfg.dynamic_batching.default_queue_policy
+    where = "dynamic_batching.default_queue_policy"
+    if qp.timeout_action != mc.ModelQueuePolicy.REJECT:
+        raise ConfigError(f"{where}.timeout_action: only REJECT is supported by unirt serve (a request that waited "
+                          "past its timeout is dropped and answered UNAVAILABLE)")
+    return QueuePolicy(qp.max_queue_size, qp.default_timeout_microseconds, qp.allow_timeout_override)
 
 
 def _options(cfg: Any) -> dict:
@@ -391,10 +425,23 @@ def _options(cfg: Any) -> dict:
             if text not in PRECISIONS:
                 raise ConfigError(f"parameters[precision]: expected one of {', '.join(PRECISIONS)}, got {text!r}")
             options["precision"] = text
+        elif key == "isolate":
+            isolate_setting(cfg)  # checked here, applied by the model loader (not a Session option as such)
         else:
             log.warning("model %r: config parameter %r is not used by unirt serve (known: %s)", cfg.name, key,
                         ", ".join(sorted(_PARAMETERS)))
     return options
+
+
+def isolate_setting(config: Any) -> str:
+    """The config's `parameters { key: "isolate" }`: "true", "false" or "auto" (the default)."""
+    if "isolate" not in config.parameters:
+        return "auto"
+    text = config.parameters["isolate"].string_value.strip().lower()
+    if text not in ISOLATE_VALUES:
+        raise ConfigError(f"parameters[isolate]: expected one of {', '.join(ISOLATE_VALUES)}, got "
+                          f"{config.parameters['isolate'].string_value!r}")
+    return text
 
 
 def session_options(config: Any) -> dict:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from ..errors import InputError, UnirtError
 
-__all__ = ["ServeError", "BadRequest", "LoadFailed", "NotFound", "Unavailable", "TooLarge", "Unsupported", "status_of"]
+__all__ = ["ServeError", "BadRequest", "LoadFailed", "NotFound", "Unavailable", "QueueFull", "TimedOut", "TooLarge",
+           "Unsupported", "status_of"]
 
 
 class ServeError(UnirtError):
@@ -38,6 +39,18 @@ class Unavailable(ServeError):
 
     status = 503
     grpc_code = "UNAVAILABLE"
+
+
+class QueueFull(Unavailable):
+    """The model's queue is at its bound: the request is refused at once (HTTP 503 with Retry-After, gRPC
+    UNAVAILABLE), as Triton answers "Exceeds maximum queue size"."""
+
+    retry_after = 1  # seconds, the Retry-After header
+
+
+class TimedOut(Unavailable):
+    """The request waited in the queue past its timeout and was dropped without running (Triton: UNAVAILABLE,
+    "Request timeout expired")."""
 
 
 class TooLarge(ServeError):

@@ -23,9 +23,9 @@ from starlette.routing import Route
 from ..errors import UnirtError
 from .config import config_to_dict
 from .context import ServerContext
-from .errors import BadRequest, TooLarge, Unsupported, status_of
+from .errors import BadRequest, QueueFull, TooLarge, Unsupported, status_of
 from .http_codec import encode_infer_response, parse_infer_request, parse_json_object
-from .inference import InferResponse
+from .inference import ClientGone, InferResponse, cancel_on_disconnect
 from .restricted import RestrictedApis
 from .shm import check_local_peer
 
@@ -93,6 +93,8 @@ def error_response(exc: BaseException) -> Response:
     """The v2 error body for an exception, with its status (a too-large body also closes the connection)."""
     if isinstance(exc, TooLarge):  # the body may be unread: close the connection rather than drain it
         return _error(exc.status, str(exc), connection="close")
+    if isinstance(exc, QueueFull):  # overloaded: tell the client when to come back
+        return _error(exc.status, str(exc), **{"retry-after": str(exc.retry_after)})
     return _error(status_of(exc)[0], str(exc))
 
 
@@ -112,7 +114,7 @@ def build_http_app(ctx: ServerContext, restricted: RestrictedApis | None = None)
                 return await fn(request)
             except UnirtError as exc:
                 return error_response(exc)
-            except ClientDisconnect:  # the client went away mid-request: nobody to answer
+            except (ClientDisconnect, ClientGone):  # the client went away mid-request: nobody to answer
                 log.debug("client disconnected during %s %s", request.method, request.url.path)
                 return Response(status_code=499)
             except Exception as exc:  # noqa: BLE001 - a bug must still answer the client
@@ -144,7 +146,7 @@ def build_http_app(ctx: ServerContext, restricted: RestrictedApis | None = None)
         name, version = names(request)
         if ctx.manager.is_ready(name, version):
             return Response(status_code=200)
-        ctx.manager.get(name, version)  # raises the reason (unknown model: 404, not ready: 503)
+        ctx.manager.check_ready(name, version)  # raises the reason (unknown model: 404, not ready: 503)
         return Response(status_code=400)  # pragma: no cover - get() raised
 
     @endpoint
@@ -161,7 +163,7 @@ def build_http_app(ctx: ServerContext, restricted: RestrictedApis | None = None)
         body = await read_body(request, limit)
         infer_request = parse_infer_request(body, request.headers.get("inference-header-content-length"),
                                             name, version)
-        response = await ctx.service.infer(infer_request)
+        response = await cancel_on_disconnect(request.receive, ctx.service.infer(infer_request))
         return infer_response(response, request.headers.get("accept-encoding", ""))
 
     @endpoint

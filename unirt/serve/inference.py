@@ -16,12 +16,12 @@ import numpy as np
 from ..errors import InputError, RunError, UnirtError
 from .config import ModelSpec, TensorSpec
 from .datatypes import byte_size, bytes_for_model, decode_json_data, decode_raw, element_count, encode_raw
-from .errors import BadRequest, ServeError, Unsupported
+from .errors import BadRequest, ServeError, TimedOut, Unsupported
 from .manager import ModelManager
 from .shm import SharedMemoryRegistry
 
 __all__ = ["InputTensor", "RequestedOutput", "InferRequest", "OutputTensor", "InferResponse", "InferenceService",
-           "prepare_request", "build_response"]
+           "prepare_request", "build_response", "request_timeout_us", "cancel_on_disconnect", "ClientGone"]
 
 _NO_DATA = object()
 
@@ -83,15 +83,33 @@ class InferenceService:
         self.shm = shm
 
     async def infer(self, request: InferRequest) -> InferResponse:
+        """Run one request. Cancelling the awaiting task (the client went away) drops the request if it is still
+        queued; a request still queued when its timeout passes is dropped and answered `TimedOut`."""
         started = time.perf_counter_ns()
         model = self.manager.get(request.model_name, request.model_version)
+        future = None
         try:
+            timeout = model.timeout_s(request_timeout_us(request.parameters))
             feeds, size, wanted = prepare_request(model.spec, request, self.shm)
             future = model.submit(feeds, size)
-            done = await asyncio.wrap_future(future)
+            waiting = asyncio.wrap_future(future)
+            if timeout:
+                try:
+                    done = await asyncio.wait_for(asyncio.shield(waiting), timeout)
+                except asyncio.TimeoutError:
+                    if not future.cancel():  # already running: a timeout drops queued work only (as Triton)
+                        done = await waiting
+                    else:
+                        model.stats.drop("timeout")
+                        raise TimedOut(f"model {model.name!r}: request timeout expired: still queued after "
+                                       f"{timeout * 1e6:.0f} us") from None
+            else:
+                done = await waiting
             response = build_response(model.name, str(model.version), model.spec, request, wanted, done.outputs,
                                       self.shm)
         except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and future is not None and future.cancel():
+                model.stats.drop("cancelled")  # the client went away while it was queued: it will not run
             model.stats.failure(time.perf_counter_ns() - started, _reason(exc))
             if isinstance(exc, (UnirtError, asyncio.CancelledError)):
                 raise
@@ -100,6 +118,59 @@ class InferenceService:
                             done.output_ns)
         return response
 
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected before its answer was ready (its queued request was dropped)."""
+
+
+async def cancel_on_disconnect(receive: Any, awaitable: Any, after: float = 0.02) -> Any:
+    """Await `awaitable` (an inference) in the current task, cancelling it if the ASGI client disconnects first,
+    then raise ClientGone. Once the body is read, `receive` returns `http.disconnect` when the client goes away;
+    it is watched only from `after` seconds on, so a quick request pays for a timer, not for a watching task."""
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    gone = False
+    watcher: asyncio.Task | None = None
+
+    async def watch() -> None:
+        nonlocal gone
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except Exception:  # noqa: BLE001 - cannot watch this connection: just answer it
+            return
+        gone = True
+        current.cancel()  # type: ignore[union-attr]
+
+    def start() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    timer = loop.call_later(after, start)
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        uncancel = getattr(current, "uncancel", None)  # Python 3.11+: this cancellation is handled here
+        if uncancel is not None:
+            uncancel()
+        raise ClientGone() from None
+    finally:
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
+
+
+def request_timeout_us(parameters: dict[str, Any]) -> int:
+    """The v2 request parameter `timeout` (microseconds, as Triton clients send it); 0 when absent."""
+    value = parameters.get("timeout")
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(f"parameters.timeout must be a non-negative integer (microseconds), got {value!r}")
+    return value
 
 
 # -- request -> feeds, outputs -> response: shared by unirt serve and the Ray Serve deployment ----------------------

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import UnirtError
 from .config import ConfigError, parse_config_json, read_config, select_versions
 from .errors import LoadFailed, NotFound, ServeError, Unavailable, Unsupported
-from .model import LoadedModel
+from .model import ISOLATE_MODES, LoadedModel
 from .repository import Repository, check_model_name, parse_version
 
 __all__ = ["ModelManager", "VersionState"]
@@ -38,7 +38,14 @@ class ModelManager:
     """Models of one repository. `explicit`: load/unload requests are allowed (Triton's explicit control mode)."""
 
     def __init__(self, repository: Repository, *, explicit: bool = False, default_max_batch_size: int = 4,
-                 drain_timeout: float = 30.0, default_threads: int | None = None) -> None:
+                 drain_timeout: float = 30.0, default_threads: int | None = None, isolate: str = "auto",
+                 max_queue_size: int | None = None) -> None:
+        if isolate not in ISOLATE_MODES:
+            raise Unsupported(f"isolate must be one of {', '.join(ISOLATE_MODES)}, got {isolate!r}")
+        if max_queue_size is not None and max_queue_size < 0:
+            raise Unsupported(f"max_queue_size must be >= 0 (0: unbounded), got {max_queue_size}")
+        self.isolate = isolate
+        self.max_queue_size = max_queue_size
         self.repository = repository
         self.explicit = explicit
         self.default_max_batch_size = default_max_batch_size
@@ -75,10 +82,16 @@ class ModelManager:
 
     def is_ready(self, name: str, version: str | int | None = None) -> bool:
         try:
-            self.get(name, version)
+            return self.get(name, version).ready
         except UnirtError:
             return False
-        return True
+
+    def check_ready(self, name: str, version: str | int | None = None) -> None:
+        """Raise why the model is not ready (unknown: NotFound; not loaded, or every instance restarting after a
+        crash: Unavailable)."""
+        model = self.get(name, version)
+        if not model.ready:
+            raise Unavailable(f"model {name!r} version {model.version} is not ready: {model.not_ready_reason}")
 
     def ready_names(self) -> list[str]:
         return sorted(n for n, e in self._entries.items() if e.versions)
@@ -159,7 +172,8 @@ class ModelManager:
             try:
                 for v in versions:
                     fresh[v] = LoadedModel.load(source, v, config, default_max_batch_size=self.default_max_batch_size,
-                                                default_threads=self.default_threads)
+                                                default_threads=self.default_threads, isolate=self.isolate,
+                                                max_queue_size=self.max_queue_size)
             except UnirtError as exc:
                 for model in fresh.values():
                     model.close()

@@ -4,6 +4,11 @@ statistics endpoint (so the two never disagree). Served as text on the metrics p
 Triton exposes its counters without the `_total` suffix (`nv_inference_count`); prometheus_client adds that
 suffix to anything typed "counter", so these are exposed untyped under Triton's exact names, which is what
 existing Triton dashboards and alerts query.
+
+unirt's own metrics (crash containment and bounded work) are typed: `unirt_model_restarts_total`,
+`unirt_model_crashes_total`, `unirt_model_dropped_requests_total{reason=rejected|timeout|cancelled}`,
+`unirt_model_queue_capacity`, `unirt_model_isolated`, `unirt_model_last_crash_signal_info{signal}` and
+`unirt_model_instance_pid{instance}` (the isolated children's process ids).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .manager import ModelManager
@@ -54,6 +59,22 @@ class ServeCollector(Collector):
         }
         pending = GaugeMetricFamily("nv_inference_pending_request_count", "Instantaneous number of pending "
                                     "requests awaiting execution per-model.", labels=list(_LABELS))
+        labels_ = list(_LABELS)
+        restarts = CounterMetricFamily("unirt_model_restarts", "Child processes of isolated instances started "
+                                       "again after a crash", labels=labels_)
+        crashes = CounterMetricFamily("unirt_model_crashes", "Runs that ended in a crash of an isolated instance's "
+                                      "child process", labels=labels_)
+        dropped = CounterMetricFamily("unirt_model_dropped_requests", "Requests that never ran: rejected (queue "
+                                      "full), timeout (queued past their timeout), cancelled (client went away)",
+                                      labels=labels_ + ["reason"])
+        capacity = GaugeMetricFamily("unirt_model_queue_capacity", "The model's queue bound (0: unbounded)",
+                                     labels=labels_)
+        isolated = GaugeMetricFamily("unirt_model_isolated", "1 when the model's instances run in child processes",
+                                     labels=labels_)
+        last_signal = InfoMetricFamily("unirt_model_last_crash_signal", "The signal that last killed an instance's "
+                                       "child process", labels=labels_)
+        pids = GaugeMetricFamily("unirt_model_instance_pid", "Process id of each isolated instance's child",
+                                 labels=labels_ + ["instance"])
         for model in self.manager.loaded():
             s = model.stats.snapshot()
             labels = {"model": model.name, "version": str(model.version)}
@@ -73,9 +94,21 @@ class ServeCollector(Collector):
                 stat = {"queue": "queue", "input": "compute_input", "infer": "compute_infer",
                         "output": "compute_output"}[key]
                 fams[key].add_sample(name, labels, d[stat][1] // 1000)
-            pending.add_metric([model.name, str(model.version)], s["pending"])
+            key = [model.name, str(model.version)]
+            pending.add_metric(key, s["pending"])
+            restarts.add_metric(key, model.restarts)
+            crashes.add_metric(key, model.crashes)
+            for reason, count in s["dropped"].items():
+                dropped.add_metric(key + [reason], count)
+            capacity.add_metric(key, model.scheduler.max_queue_size)
+            isolated.add_metric(key, 1 if model.isolated else 0)
+            if model.last_signal:
+                last_signal.add_metric(key, {"signal": model.last_signal})
+            for i, pid in enumerate(model.pids):
+                if pid is not None:
+                    pids.add_metric(key + [str(i)], pid)
         yield from fams.values()
-        yield pending
+        yield from (pending, restarts, crashes, dropped, capacity, isolated, last_signal, pids)
 
     def describe(self) -> list[Any]:
         return []

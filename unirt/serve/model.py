@@ -1,4 +1,11 @@
-"""A loaded model version: its Sessions (one per execution instance), warm-up, scheduler and statistics."""
+"""A loaded model version: its Sessions (one per execution instance), warm-up, scheduler and statistics.
+
+Instances may run isolated (`Session(isolate=True)`: the engine in a child process, I/O through shared memory).
+Whether they do: the config's `parameters { key: "isolate" }` (true/false/auto), else the server's `--isolate`
+(always/never/auto), else the backend's default (`ISOLATE_BY_DEFAULT`: the native engines whose crashes unirt
+cannot rule out by validating inputs). A crashed instance fails only the requests it was running; its worker
+starts a new child before taking the next request, and the restarts and the last signal are counted.
+"""
 
 from __future__ import annotations
 
@@ -10,38 +17,79 @@ from typing import Any, Callable
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ..errors import UnirtError
+from ..errors import BackendCrashedError, UnirtError, UnsupportedOptionError
 from ..session import Session
-from .config import ConfigError, ModelSpec, backend_for, build_spec, instance_devices, session_options
+from .config import (ConfigError, ModelSpec, backend_for, build_spec, instance_devices, isolate_setting,
+                     session_options)
 from .datatypes import config_type_to_datatype, decode_raw, element_count, to_numpy_dtype
 from .repository import ModelSource
 from .batching import run_batch
 from .scheduler import Scheduler
 from .stats import ModelStats
 
-__all__ = ["LoadedModel"]
+__all__ = ["LoadedModel", "ISOLATE_BY_DEFAULT", "IN_PROCESS_BY_DEFAULT", "ISOLATE_MODES", "default_queue_size"]
 log = logging.getLogger(__name__)
+
+#: `--isolate auto`: backends whose instances run in child processes unless a config says otherwise. The native
+#: engines with a record of segfaults and aborts on models and inputs that pass validation (ncnn, MNN, LiteRT);
+#: see the README's serve section for the measured cost and the reasoning.
+ISOLATE_BY_DEFAULT = frozenset({"ncnn", "mnn", "tflite"})
+#: Backends that run in the server's process under `--isolate auto`: engines that check models and inputs and
+#: report errors as exceptions (ONNX Runtime, OpenVINO), and TensorRT (a child would hold its own CUDA context).
+#: Any other backend — those above, and a third party's plugin, whose native code unirt cannot vouch for — is
+#: isolated by default.
+IN_PROCESS_BY_DEFAULT = frozenset({"onnxruntime", "openvino", "tensorrt"})
+ISOLATE_MODES = ("auto", "always", "never")
+
+
+def default_queue_size(instances: int, max_batch_size: int) -> int:
+    """The queue bound of a model whose config sets none: 32 full batches per instance, at least 64 requests.
+    Long enough to absorb a burst, short enough that a request at its tail waits ~32 runs, not unboundedly."""
+    return max(64, 32 * instances * max(1, max_batch_size))
+
+
+def _wants_isolation(setting: str, server_mode: str) -> bool | None:
+    """True/False, or None for "the backend's default" (decided once the backend is known)."""
+    if setting != "auto":
+        return setting == "true"
+    if server_mode != "auto":
+        return server_mode == "always"
+    return None
 
 
 class LoadedModel:
     """One version of a model, ready to run. Created by `LoadedModel.load`; `close` drains and releases it."""
 
-    def __init__(self, name: str, version: int, spec: ModelSpec, sessions: list[Session]) -> None:
+    def __init__(self, name: str, version: int, spec: ModelSpec, sessions: list[Session], *,
+                 max_queue_size: int | None = None) -> None:
         self.name = name
         self.version = version
         self.spec = spec
         self.sessions = sessions
         self.stats = ModelStats()
         self.backend = sessions[0].backend
+        self.isolated = sessions[0].isolated
+        self.crashes = 0  # runs that ended in a crash of their instance's child
+        self._restarting: set[int] = set()
+        if max_queue_size is None:  # the config's bound, else the default one
+            max_queue_size = spec.queue.max_queue_size or default_queue_size(len(sessions), spec.max_batch_size)
+        elif spec.queue.max_queue_size:
+            max_queue_size = spec.queue.max_queue_size
+        runners = [_runner(s, (lambda i=i: self._restarting.add(i)) if s.isolated else None)
+                   for i, s in enumerate(sessions)]  # a crash marks its instance restarting before anyone hears
         self.scheduler = Scheduler(
-            f"{name}:{version}", [_runner(s) for s in sessions], [o.name for o in spec.outputs], self.stats,
-            max_batch_size=spec.max_batch_size, batching=spec.batching, static_batch=spec.static_batch)
+            f"{name}:{version}", runners, [o.name for o in spec.outputs], self.stats,
+            max_batch_size=spec.max_batch_size, batching=spec.batching, static_batch=spec.static_batch,
+            max_queue_size=max_queue_size, on_error=self._instance_failed)
 
     @classmethod
     def load(cls, source: ModelSource, version: int, config: Any, *, default_max_batch_size: int = 4,
-             session_factory: Callable[..., Session] = Session, default_threads: int | None = None) -> "LoadedModel":
+             session_factory: Callable[..., Session] = Session, default_threads: int | None = None,
+             isolate: str = "auto", max_queue_size: int | None = None) -> "LoadedModel":
         """Open one Session per instance, complete and check the config against the model, warm it up.
-        `default_threads` (`unirt serve --threads`) applies where the config's parameters set no threads."""
+        `default_threads` (`unirt serve --threads`) applies where the config's parameters set no threads;
+        `isolate` is the server's `--isolate` (auto, always, never); `max_queue_size` the server's queue bound
+        for models whose config sets none (None: `default_queue_size`, 0: unbounded)."""
         backend = backend_for(config)
         path = source.model_file(version, backend, config.default_model_filename)
         devices = instance_devices(config)
@@ -50,10 +98,13 @@ class LoadedModel:
             options.setdefault("threads", default_threads)
         if "threads" not in options and len(devices) > 1 and all(d == "cpu" for d in devices):
             options["threads"] = max(1, (os.cpu_count() or 1) // len(devices))  # don't oversubscribe the CPU
+        wanted = _wants_isolation(isolate_setting(config), isolate)
         sessions: list[Session] = []
         try:
             for device in devices:
-                sessions.append(session_factory(path, backend=backend, device=device, **options))
+                sessions.append(_open(session_factory, path, backend, device, options, wanted, source.name))
+                if wanted is None:  # decided by the first instance's backend; the others follow it
+                    wanted = sessions[0].isolated
             first = sessions[0]
             spec = build_spec(config, source.name, first.inputs, first.outputs, first.backend,
                               default_max_batch_size=default_max_batch_size, model_dir=source.directory)
@@ -68,12 +119,70 @@ class LoadedModel:
             for sess in sessions:
                 sess.close()
             raise
-        log.info("loaded model %r version %d on %s (%d instance%s)", source.name, version, first.backend,
-                 len(sessions), "s" if len(sessions) > 1 else "")
-        return cls(source.name, version, spec, sessions)
+        log.info("loaded model %r version %d on %s (%d instance%s%s)", source.name, version, first.backend,
+                 len(sessions), "s" if len(sessions) > 1 else "", ", isolated" if first.isolated else "")
+        return cls(source.name, version, spec, sessions, max_queue_size=max_queue_size)
 
     def submit(self, feeds: dict[str, np.ndarray], size: int) -> Future:
         return self.scheduler.submit(feeds, size)
+
+    def timeout_s(self, requested_us: int) -> float:
+        """The queue timeout of one request in seconds (0: none), from the config's default and the request's
+        own `timeout` parameter (microseconds): the request's applies where the config sets no default, and
+        may shorten it where the config's `allow_timeout_override` is set."""
+        queue = self.spec.queue
+        timeout = queue.default_timeout_us
+        if requested_us and (not timeout or (queue.allow_timeout_override and requested_us < timeout)):
+            timeout = requested_us
+        return timeout / 1e6
+
+    # -- crash containment --------------------------------------------------------------------------------------
+    @property
+    def restarts(self) -> int:
+        """How many times an instance's child process was started again after a crash."""
+        return sum(getattr(_isolated_runner(s), "restarts", 0) for s in self.sessions)
+
+    @property
+    def last_signal(self) -> str:
+        """How an instance's child last died (e.g. "SIGSEGV"; "" if none has): while running, or between runs."""
+        crashes = [(r.last_crash_at, r.last_crash) for r in map(_isolated_runner, self.sessions)
+                   if r is not None and getattr(r, "last_crash", None) is not None]
+        if not crashes:
+            return ""
+        crash = max(crashes, key=lambda c: c[0])[1]
+        return crash.signal_name or (f"exit code {crash.exitcode}" if crash.exitcode is not None else "")
+
+    @property
+    def pids(self) -> list[int | None]:
+        """The child process id of each isolated instance (None: not running); empty when not isolated."""
+        return [_isolated_runner(s).pid for s in self.sessions] if self.isolated else []
+
+    @property
+    def ready(self) -> bool:
+        """False while every instance is restarting after a crash (requests still queue for them)."""
+        return len(self._restarting) < len(self.sessions)
+
+    @property
+    def not_ready_reason(self) -> str:
+        return (f"restarting its instance{'s' if len(self.sessions) > 1 else ''} after a crash "
+                f"({self.last_signal or 'no signal'})") if not self.ready else ""
+
+    def _instance_failed(self, index: int, exc: BaseException) -> None:
+        """Called by the instance's worker after a failed run: a crashed child is started again right away."""
+        if not isinstance(exc, BackendCrashedError):
+            return
+        self.crashes += 1
+        log.error("model %r version %d instance %d: %s", self.name, self.version, index, exc)
+        runner = _isolated_runner(self.sessions[index])
+        if runner is None:
+            return
+        self._restarting.add(index)
+        try:
+            runner.restart()
+        except UnirtError as again:  # the next request on this instance tries again
+            log.error("model %r version %d instance %d: restart failed: %s", self.name, self.version, index, again)
+        finally:
+            self._restarting.discard(index)
 
     def close(self, timeout: float | None = None) -> None:
         """Finish queued requests, stop the workers, close the Sessions."""
@@ -82,9 +191,47 @@ class LoadedModel:
             sess.close()
 
 
-def _runner(session: Session) -> Callable[[dict[str, np.ndarray], Any], dict[str, np.ndarray]]:
+def _open(factory: Callable[..., Session], path: Any, backend: str, device: str, options: dict,
+          isolate: bool | None, model: str) -> Session:
+    """One instance's Session; `isolate` None: the backend's default (tried isolated, in-process if the model's
+    tensors cannot go through shared memory)."""
+    if isolate is not None:
+        return factory(path, backend=backend, device=device, isolate=isolate, **options)
+    if backend == "auto":
+        from ..formats import open_model
+        from ..selection import rank
+
+        chosen = rank(open_model(path), device).chosen
+        resolved = chosen.backend if chosen is not None else backend
+    else:
+        resolved = backend
+    if resolved in IN_PROCESS_BY_DEFAULT:
+        return factory(path, backend=backend, device=device, **options)
+    try:
+        return factory(path, backend=backend, device=device, isolate=True, **options)
+    except UnsupportedOptionError as exc:  # e.g. string tensors, which shared memory cannot carry
+        log.warning("model %r: running in the server's process, not isolated: %s", model, exc)
+        return factory(path, backend=backend, device=device, **options)
+
+
+def _isolated_runner(session: Session) -> Any:
+    """The `IsolatedRunner` behind an isolated Session (None otherwise)."""
+    return getattr(session, "_runner", None) if session.isolated else None
+
+
+def _runner(session: Session, crashed: Callable[[], None] | None = None
+            ) -> Callable[[dict[str, np.ndarray], Any], dict[str, np.ndarray]]:
     run = session.run
-    return lambda feeds, names: run(feeds, names)
+    if crashed is None:
+        return lambda feeds, names: run(feeds, names)
+
+    def run_isolated(feeds: dict[str, np.ndarray], names: Any) -> dict[str, np.ndarray]:
+        try:
+            return run(feeds, names)
+        except BackendCrashedError:
+            crashed()
+            raise
+    return run_isolated
 
 
 def _warmup_feeds(spec: ModelSpec, warm: Any, index: int, source: ModelSource) -> dict[str, np.ndarray]:

@@ -4,6 +4,11 @@ Without dynamic batching each worker takes one request at a time. With it, a wor
 and merges the compatible requests behind it (same shapes past the batch dim) up to max_batch_size, waiting up
 to max_queue_delay for a full or preferred-size batch, as Triton's dynamic batcher does. Merging, running and
 splitting go through `batching.run_batch`.
+
+The queue is bounded (`max_queue_size`; 0 = unbounded): a request over the bound is refused at once with
+`QueueFull`. A queued request whose future is cancelled (its client went away, its timeout passed) leaves the
+queue at once and never runs. `on_error(instance, exc)` hears of every failed run, e.g. to restart a crashed
+isolated instance before the worker takes its next request.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 
 from .batching import batch_key, run_batch
 from .config import BatchingPolicy
-from .errors import Unavailable
+from .errors import QueueFull, Unavailable
 from .stats import ModelStats
 
 __all__ = ["Scheduler", "Completed"]
@@ -40,7 +45,7 @@ class Completed:
     batch_size: int
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a cancelled request is removed from the queue by `is`
 class _Pending:
     feeds: dict[str, np.ndarray]
     size: int
@@ -54,7 +59,8 @@ class Scheduler:
 
     def __init__(self, name: str, runners: Sequence[RunFn], output_names: Sequence[str], stats: ModelStats, *,
                  max_batch_size: int = 0, batching: BatchingPolicy | None = None,
-                 static_batch: int | None = None) -> None:
+                 static_batch: int | None = None, max_queue_size: int | None = None,
+                 on_error: Callable[[int, BaseException], None] | None = None) -> None:
         self.name = name
         self._output_names = tuple(output_names)
         self._stats = stats
@@ -64,8 +70,11 @@ class Scheduler:
         self._queue: deque[_Pending] = deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._max_queue = batching.max_queue_size if batching is not None else 0
-        self._threads = [threading.Thread(target=self._worker, args=(run,), name=f"unirt-serve-{name}-{i}",
+        if max_queue_size is None:
+            max_queue_size = batching.max_queue_size if batching is not None else 0
+        self.max_queue_size = max_queue_size
+        self._on_error = on_error
+        self._threads = [threading.Thread(target=self._worker, args=(i, run), name=f"unirt-serve-{name}-{i}",
                                           daemon=True) for i, run in enumerate(runners)]
         for t in self._threads:
             t.start()
@@ -76,12 +85,24 @@ class Scheduler:
         with self._cond:
             if self._stopping:
                 raise Unavailable(f"model {self.name!r} is being unloaded")
-            if self._max_queue and len(self._queue) >= self._max_queue:
-                raise Unavailable(f"model {self.name!r}: exceeds the maximum queue size ({self._max_queue})")
+            if self.max_queue_size and len(self._queue) >= self.max_queue_size:
+                self._stats.drop("rejected")
+                raise QueueFull(f"model {self.name!r}: exceeds the maximum queue size ({self.max_queue_size} "
+                                "requests waiting); retry later")
             self._queue.append(item)
             self._stats.queued(+1)
             self._cond.notify()
+        item.future.add_done_callback(lambda f: f.cancelled() and self._forget(item))
         return item.future
+
+    def _forget(self, item: _Pending) -> None:
+        """A queued request was cancelled: take it out of the queue now (if no worker took it already)."""
+        with self._cond:
+            for i, queued in enumerate(self._queue):
+                if queued is item:
+                    del self._queue[i]
+                    self._stats.queued(-1)
+                    break
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop taking requests, finish the queued ones, and join the workers."""
@@ -98,12 +119,17 @@ class Scheduler:
                 item.future.set_exception(Unavailable(f"model {self.name!r} was unloaded before this request ran"))
 
     # -- workers ---------------------------------------------------------------------------------------------
-    def _worker(self, run: RunFn) -> None:
+    def _worker(self, index: int, run: RunFn) -> None:
         while True:
             batch = self._take()
             if batch is None:
                 return
-            self._execute(run, batch)
+            failed = self._execute(run, batch)
+            if failed is not None and self._on_error is not None:
+                try:
+                    self._on_error(index, failed)
+                except Exception:  # noqa: BLE001 - the worker must go on serving
+                    log.exception("model %r instance %d: error handler failed", self.name, index)
 
     def _take(self) -> list[_Pending] | None:
         with self._cond:
@@ -154,10 +180,11 @@ class Scheduler:
             count += 1
         return count, rows
 
-    def _execute(self, run: RunFn, batch: list[_Pending]) -> None:
+    def _execute(self, run: RunFn, batch: list[_Pending]) -> BaseException | None:
+        """Run one batch and answer its requests; the exception when the run failed."""
         batch = [item for item in batch if item.future.set_running_or_notify_cancel()]  # drop cancelled ones
         if not batch:
-            return
+            return None
         started = time.perf_counter_ns()
         sizes = [item.size for item in batch]
         try:
@@ -166,9 +193,10 @@ class Scheduler:
         except BaseException as exc:  # noqa: BLE001 - every waiting request must hear about it
             for item in batch:
                 item.future.set_exception(exc)
-            return
+            return exc
         total = sum(sizes)
         self._stats.execution(total, result.input_ns, result.infer_ns, result.output_ns)
         for item, outputs in zip(batch, result.outputs):
             item.future.set_result(Completed(outputs, started - item.enqueued, result.input_ns, result.infer_ns,
                                              result.output_ns, total))
+        return None

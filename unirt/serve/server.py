@@ -70,6 +70,8 @@ class ServeOptions:
     max_request_bytes: int = 128 * 1024 * 1024
     drain_timeout: float = 30.0
     strict_readiness: bool = True
+    isolate: str = "auto"  # run model instances in child processes: auto (per backend), always, never
+    max_queue_size: int | None = None  # queue bound where a config sets none (None: per model default, 0: none)
 
     def repository(self) -> Repository:
         if (self.model_repository is None) == (self.model is None):
@@ -207,7 +209,8 @@ class InferenceServer:
                                f"its models are: {', '.join(sorted(known)) or 'none'}")
         self.manager = ModelManager(repository, explicit=explicit,
                                     default_max_batch_size=options.default_max_batch_size,
-                                    drain_timeout=options.drain_timeout, default_threads=options.default_threads)
+                                    drain_timeout=options.drain_timeout, default_threads=options.default_threads,
+                                    isolate=options.isolate, max_queue_size=options.max_queue_size)
         self.ctx = ServerContext(self.manager, max_request_bytes=options.max_request_bytes)
         if not options.strict_readiness:
             self.ctx.is_ready = lambda: self.ctx.ready  # type: ignore[method-assign]

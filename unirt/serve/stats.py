@@ -25,6 +25,9 @@ class ModelStats:
         self.batches: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # size -> [count, in, infer, out ns]
         self.failures: dict[str, int] = defaultdict(int)  # reason -> count
         self.pending = 0
+        # bounded work: requests refused for a full queue, dropped after their timeout while queued, and dropped
+        # because their client went away before they ran
+        self.dropped: dict[str, int] = {"rejected": 0, "timeout": 0, "cancelled": 0}
 
     def queued(self, delta: int) -> None:
         with self._lock:
@@ -56,6 +59,11 @@ class ModelStats:
             d[1] += total_ns
             self.failures[reason] += 1
 
+    def drop(self, why: str) -> None:
+        """Count a request that never ran: "rejected" (queue full), "timeout" or "cancelled"."""
+        with self._lock:
+            self.dropped[why] += 1
+
     def snapshot(self) -> dict:
         with self._lock:
             return {
@@ -64,6 +72,7 @@ class ModelStats:
                 "durations": {k: tuple(v) for k, v in self.durations.items()},
                 "batches": {k: tuple(v) for k, v in sorted(self.batches.items())},
                 "failures": dict(self.failures), "pending": self.pending,
+                "dropped": dict(self.dropped),
             }
 
     def to_v2(self, name: str, version: int) -> dict:
