@@ -74,6 +74,8 @@ class BatchSpec:
         if not inputs:
             return cls("none", reason="the model has no inputs")
         for t in tensors:
+            if t.shape is None:  # UnknownRankInfo: nothing is known of its dim 0 until the model runs
+                return cls("none", reason=f"{t.name!r} has a rank unknown until the model runs")
             if t.rank == 0:
                 return cls("none", reason=f"{t.name!r} is a scalar")
             if t.dtype == object:
