@@ -129,22 +129,14 @@ def _batched(axis: Any, onnx_shape: tuple, shape: tuple, name: str, model: Model
 
 
 def _to_rank(value: np.ndarray, info: TensorInfo) -> np.ndarray:
-    """An output as the ONNX model shapes it, where ncnn gave it another rank: ncnn keeps no batch dim, so an
-    output whose dim 0 is not a batch (e.g. [28, 1, 8210]) must not gain one, and a size-1 dim ncnn dropped comes
-    back. A reshape only where the declared shape leaves at most one size to work out; else a RunError."""
+    """An output at the ONNX output's rank where ncnn's gained a leading 1 (a batch dim given to an output whose
+    dim 0 is not a batch: [28, 1, 8210] as [1, 28, 1, 8210]). Any other difference is left as the engine gave it:
+    a model may declare another rank than it returns (ONNX Runtime returns the real one too)."""
     dims = info.shape
-    if value.ndim == len(dims) + 1 and value.shape[0] == 1:
-        value = value[0]
-        if all(not isinstance(d, int) or d == s for d, s in zip(dims, value.shape)):
-            return value
-    open_dims = [axis for axis, d in enumerate(dims) if not isinstance(d, int)]
-    known = int(np.prod([d for d in dims if isinstance(d, int)], dtype=np.int64))
-    if len(open_dims) <= 1 and known and value.size % known == 0:
-        target = [d if isinstance(d, int) else value.size // known for d in dims]
-        if int(np.prod(target, dtype=np.int64)) == value.size:
-            return value.reshape(target)
-    raise RunError(f"ncnn: output {info.name!r} came back with shape {list(value.shape)}, which does not fit the "
-                   f"ONNX model's {info.shape_str()} (rank {len(dims)})")
+    if value.ndim == len(dims) + 1 and value.shape[0] == 1 and \
+            all(not isinstance(d, int) or d == s for d, s in zip(dims, value.shape[1:])):
+        return value[0]
+    return value
 
 
 class NcnnSession(BackendSession):
