@@ -115,3 +115,16 @@ def test_an_output_whose_dim_0_is_not_a_batch_keeps_the_onnx_rank(tmp_path):
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
     mine = by_hand(sess.conversion.path, "in0", x[0])
     np.testing.assert_allclose(got.reshape(mine.shape), mine, rtol=1e-5, atol=1e-6)
+
+
+def test_serve_asks_for_the_dims_of_outputs_the_file_has_no_shape_for(native_detector):
+    from unirt.serve.config import ConfigError, build_spec, parse_config_text
+
+    _, param = native_detector
+    sess = unirt.Session(param, backend="ncnn")
+    with pytest.raises(ConfigError, match="no shape in the model file.*config.pbtxt"):
+        build_spec(parse_config_text(""), "det", sess.inputs, sess.outputs, "ncnn")
+    text = ('input [{ name: "in0" data_type: TYPE_FP32 dims: [1, 3, -1, -1] }] '
+            'output [{ name: "out0" data_type: TYPE_FP32 dims: [1, 4, -1] }]')
+    spec = build_spec(parse_config_text(text), "det", sess.inputs, sess.outputs, "ncnn")
+    assert [t.name for t in spec.outputs] == ["out0"]
