@@ -300,8 +300,10 @@ class NcnnSession(BackendSession):
                 results.append(np.stack(parts))
             elif parts[0].ndim == rank and batch == 1:
                 results.append(parts[0])
+            elif parts[0].ndim == rank and parts[0].shape[:1] == (1,):  # each sample kept its batch dim of 1
+                results.append(np.concatenate(parts))
             else:
-                results.append(np.stack(parts).reshape((batch,) + parts[0].shape))
+                results.append(np.stack(parts))
             if results[-1].ndim != rank:
                 results[-1] = _to_rank(results[-1], port.info)
         if self._watched:
