@@ -13,7 +13,10 @@
 - Concurrent runs each take their own Extractor on the shared Net (ncnn's thread-safe way), holding a reference to
   the Net: `close` drops it, and it is freed when the last run in progress ends.
 - ncnn has no batch dim: where pnnx dropped an input's batch axis (its `batch_axes`, in the conversion's sidecar;
-  whatever the batch size) the model runs sample by sample and the outputs are stacked.
+  whatever the batch size) the model runs sample by sample and the outputs are stacked; an output keeps the ONNX
+  output's rank (no batch dim added where its dim 0 is not a batch).
+- A native .param (no sidecar) records no output shapes and pnnx writes no input shapes: inputs show what the
+  reading layer's weights fix, outputs are of unknown rank (`UnknownRankInfo`) until a run shows them.
 """
 
 from __future__ import annotations
