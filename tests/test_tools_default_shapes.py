@@ -186,3 +186,15 @@ def test_unirt_run_bench_compare_refuse_a_dim_nothing_sizes(tmp_path, capsys):
         compare(path, backends=["openvino"], reference="onnxruntime")
     report = compare(path, backends=["openvino"], reference="onnxruntime", shapes="audio:2x400")
     assert report.shapes == {"audio": [2, 400]}
+
+
+def test_info_takes_the_sizes_the_model_carries(tmp_path):
+    from unirt.tools import info
+
+    tagged = detector(tmp_path / "tagged.onnx", {"imgsz": "[64, 96]", "batch": "1"})
+    report = info(tagged)  # no --shapes needed: ultralytics' metadata sizes every dynamic dim
+    assert report.inputs[0].resolved == [1, 3, 64, 96] and report.outputs[0].resolved == [1, 4, 64, 96]
+    assert report.flops_by_op == info(tagged, "images:1x3x64x96").flops_by_op and report.flops_by_op["Conv"] > 0
+    assert info(tagged, "images:2x3x32x32").inputs[0].resolved == [2, 3, 32, 32]
+    with pytest.raises(InputError, match=r"dim 0 \('batch'\) is dynamic"):
+        info(detector(tmp_path / "det.onnx"))  # info never guesses, not even a batch of 1

@@ -19,7 +19,7 @@ from ..tensor import TensorInfo
 from .model_shapes import Carried, carried_shapes
 from .shapes import Shapes, format_shape, resolve_shapes
 
-__all__ = ["random_feeds", "load_feeds", "save_arrays", "default_shapes"]
+__all__ = ["random_feeds", "load_feeds", "save_arrays", "default_shapes", "fill_carried"]
 
 _OPEN = -1  # a dim resolve_shapes could not size (its dynamic_default here)
 
@@ -84,6 +84,27 @@ def default_shapes(inputs: Sequence[TensorInfo], given: Mapping[str, Sequence[in
                  for a, d in enumerate(i.shape) if not isinstance(d, int)]
     if carried is None:
         carried = carried_shapes(model, inputs) if model is not None and open_dims else {}
+    filled = fill_carried(inputs, given, carried, batch=batch, sources=sources)
+    resolved = {k: list(v) for k, v in resolve_shapes(filled, given, batch=batch, dynamic_default=_OPEN).items()}
+    batch_dims = {info.shape[0] for info, f in zip(inputs, filled)
+                  if f.rank and f.rank >= 2 and resolved[info.name][0] == _OPEN}
+    for info in inputs:
+        dims = resolved[info.name]
+        for axis, d in enumerate(dims):
+            if d == _OPEN and ((axis == 0 and len(dims) >= 2) or
+                               (isinstance(info.shape[axis], str) and info.shape[axis] in batch_dims)):
+                dims[axis] = 1
+    missing = [(info, [a for a, d in enumerate(resolved[info.name]) if d == _OPEN]) for info in inputs]
+    missing = [(info, axes) for info, axes in missing if axes]
+    if missing:
+        raise InputError(_missing_message(missing, resolved, option))
+    return {name: tuple(dims) for name, dims in resolved.items()}
+
+
+def fill_carried(inputs: Sequence[TensorInfo], given: Mapping[str, Sequence[int]], carried: Carried, *,
+                 batch: int | None = None, sources: dict[str, str] | None = None) -> list[TensorInfo]:
+    """`inputs` with the dynamic dims that `carried` sizes made static, for inputs `given` leaves to the model (a
+    named dim a given shape sizes, and dim 0 when `batch` is set, are left for `resolve_shapes` to size)."""
     # a named dim some given shape sizes is tied to that size: resolve_shapes carries it over, no carried size
     tied = {d for i in inputs if i.name in given and i.shape is not None for d in i.shape if isinstance(d, str)}
     filled = []
@@ -104,20 +125,7 @@ def default_shapes(inputs: Sequence[TensorInfo], given: Mapping[str, Sequence[in
             filled.append(dataclasses.replace(info, shape=tuple(dims)))
         else:
             filled.append(info)
-    resolved = {k: list(v) for k, v in resolve_shapes(filled, given, batch=batch, dynamic_default=_OPEN).items()}
-    batch_dims = {info.shape[0] for info, f in zip(inputs, filled)
-                  if f.rank and f.rank >= 2 and resolved[info.name][0] == _OPEN}
-    for info in inputs:
-        dims = resolved[info.name]
-        for axis, d in enumerate(dims):
-            if d == _OPEN and ((axis == 0 and len(dims) >= 2) or
-                               (isinstance(info.shape[axis], str) and info.shape[axis] in batch_dims)):
-                dims[axis] = 1
-    missing = [(info, [a for a, d in enumerate(resolved[info.name]) if d == _OPEN]) for info in inputs]
-    missing = [(info, axes) for info, axes in missing if axes]
-    if missing:
-        raise InputError(_missing_message(missing, resolved, option))
-    return {name: tuple(dims) for name, dims in resolved.items()}
+    return filled
 
 
 def _label(info: TensorInfo, axis: int) -> str:
