@@ -32,7 +32,6 @@ class OutputPlanner:
                 if isinstance(d, str):
                     where.setdefault(d, (i.name, axis))
         self.dtypes = {o.name: o.dtype for o in outputs}
-        outputs = list(outputs)
         self._declared = {o.name: o.shape for o in outputs}  # None: the rank is unknown until the model runs
         # Per output, its dims named after an input's dim: (axis, input name, input axis). They check `out=` arrays.
         self._ties = {o.name: tuple((axis, *where[d]) for axis, d in enumerate(o.shape)

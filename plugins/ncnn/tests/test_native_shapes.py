@@ -128,3 +128,15 @@ def test_serve_asks_for_the_dims_of_outputs_the_file_has_no_shape_for(native_det
             'output [{ name: "out0" data_type: TYPE_FP32 dims: [1, 4, -1] }]')
     spec = build_spec(parse_config_text(text), "det", sess.inputs, sess.outputs, "ncnn")
     assert [t.name for t in spec.outputs] == ["out0"]
+
+
+def test_batched_true_batches_a_native_model_whose_outputs_have_no_shape_yet(native_detector):
+    _, param = native_detector
+    assert not unirt.Session(param, backend="ncnn").batch.batched  # nothing says dim 0 of the output is a batch
+    sess = unirt.Session(param, backend="ncnn", batched=True)
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((1, 3, 64, 48)).astype(np.float32) for _ in range(3)]
+    together = sess.run_many([{"in0": x} for x in xs])
+    for x, got in zip(xs, together):
+        np.testing.assert_array_equal(got["out0"], sess.run({"in0": x})["out0"])
+        np.testing.assert_allclose(got["out0"][0], by_hand(param, "in0", x[0]), rtol=1e-5, atol=1e-6)
