@@ -74,6 +74,13 @@ class BatchSpec:
         tensors = list(inputs) + list(outputs)
         if not inputs:
             return cls("none", reason="the model has no inputs")
+        unknown = [t.name for t in tensors if t.shape is None]  # UnknownRankInfo: no dim 0 known before a run
+        if unknown and not lenient:
+            return cls("none", reason=f"{unknown[0]!r} has a rank unknown until the model runs; pass batched=True "
+                       "if dim 0 is a batch dim")
+        # asserted (batched=True): judged on the tensors with a shape; an output that turns out not to keep the
+        # batch's rows is refused at run time rather than cut up wrongly
+        tensors = [t for t in tensors if t.shape is not None]
         for t in tensors:
             if t.rank == 0:
                 return cls("none", reason=f"{t.name!r} is a scalar")

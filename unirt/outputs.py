@@ -32,15 +32,15 @@ class OutputPlanner:
                 if isinstance(d, str):
                     where.setdefault(d, (i.name, axis))
         self.dtypes = {o.name: o.dtype for o in outputs}
-        self._declared = {o.name: o.shape for o in outputs}
+        self._declared = {o.name: o.shape for o in outputs}  # None: the rank is unknown until the model runs
         # Per output, its dims named after an input's dim: (axis, input name, input axis). They check `out=` arrays.
         self._ties = {o.name: tuple((axis, *where[d]) for axis, d in enumerate(o.shape)
-                                    if isinstance(d, str) and d in where) for o in outputs}
+                                    if isinstance(d, str) and d in where) for o in outputs if o.shape is not None}
         self.recipes: dict[str, Recipe] = {}
         self.static: dict[str, tuple[int, ...]] = {}
         for o in outputs:
-            if o.dtype == object:
-                continue  # strings are Python objects: the engine builds them
+            if o.dtype == object or o.shape is None:
+                continue  # strings are Python objects the engine builds; an unknown rank has no recipe
             recipe: list[int | tuple[str, int]] = []
             for d in o.shape:
                 if isinstance(d, int) and d >= 0:
@@ -71,6 +71,8 @@ class OutputPlanner:
     def expected(self, name: str, arrays: dict[str, np.ndarray], rows: int | None = None) -> tuple:
         """The output's shape as far as it is known before the run: declared sizes, dims read from the inputs'
         shapes, dim 0 = `rows` when given; the rest as declared (a symbol, or None)."""
+        if self._declared[name] is None:
+            return None  # any shape: the rank is unknown until the model runs
         dims = list(self._declared[name])
         for axis, source, source_axis in self._ties[name]:
             dims[axis] = arrays[source].shape[source_axis]
@@ -79,8 +81,8 @@ class OutputPlanner:
         return tuple(dims)
 
     @staticmethod
-    def fits(expected: tuple, shape: tuple[int, ...]) -> bool:
-        return len(shape) == len(expected) and all(type(d) is not int or d == s for d, s in zip(expected, shape))
+    def fits(expected: tuple | None, shape: tuple[int, ...]) -> bool:
+        return expected is None or len(shape) == len(expected) and all(type(d) is not int or d == s for d, s in zip(expected, shape))
 
     def nbytes(self, name: str, shape: tuple[int, ...]) -> int:
         n = self.dtypes[name].itemsize

@@ -164,6 +164,8 @@ class Session:
                                                     any(i.shape[0] != self._batch.symbol for i in self._inputs))
         self._check = InputChecker(self._inputs, self._batch.size, hint, converted_for, agree).check
         self._output_names = tuple(o.name for o in self._outputs)
+        # outputs whose rank the model file does not give: the runner learns them from runs (ncnn, MNN)
+        self._ranks_pending = any(o.shape is None for o in self._outputs)
         self._output_infos = {o.name: o for o in self._outputs}
         if pool is None:
             pool = self._own_pool = BufferPool()
@@ -359,6 +361,11 @@ class Session:
 
     @property
     def outputs(self) -> list[TensorInfo]:
+        """The model's outputs. One the file gives no rank for has shape None until a run shows it."""
+        if self._ranks_pending and self._runner is not None:
+            seen = tuple(self._runner.outputs)
+            if [o.name for o in seen] == list(self._output_names):
+                self._outputs = seen  # the runner keeps refining them (a dim that varies becomes dynamic)
         return list(self._outputs)
 
     @property
@@ -439,4 +446,4 @@ class Session:
         state = " closed" if self.closed else ""
         return (f"<unirt.Session{state} model={name!r} backend={self._backend_name!r} device={self._device!r} "
                 f"precision={self._precision!r} "
-                f"inputs=[{fmt(self._inputs)}] outputs=[{fmt(self._outputs)}]>")
+                f"inputs=[{fmt(self._inputs)}] outputs=[{fmt(self.outputs)}]>")

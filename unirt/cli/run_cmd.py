@@ -15,7 +15,7 @@ import numpy as np
 from .. import InputError, Session, TensorInfo
 from ..backend import PRECISIONS
 from ..errors import UnsupportedOptionError
-from ..tools.shapes import resolve_shapes
+from ..tools.inputs import default_shapes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE",
                    help="input from a .npy file (repeatable); or FILE.npz holding every input by name")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
-                   help="shape for a random input with dynamic dims (default: 1 for each dynamic dim)")
+                   help="shape for a random input with dynamic dims (default: the size the model file carries; 1 for a "
+                        "batch dim; any other dynamic dim must be given)")
     p.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="dim 0 is a batch dim (Session(batched=True)): pad or split inputs of another batch size; "
                         "--no-batched: never (default: read it from the model)")
@@ -73,10 +74,12 @@ def load_inputs(specs: list[str]) -> dict[str, np.ndarray]:
 
 
 def random_shapes(inputs: list[TensorInfo], shapes: dict[str, tuple[int, ...]],
-                  given: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+                  given: dict[str, np.ndarray], model: Any = None, sources: dict[str, str] | None = None
+                  ) -> dict[str, tuple[int, ...]]:
     """Shapes for the random inputs: --shape as given, and each named dynamic dim (e.g. "N") the size it has in a
-    --shape or a --input array that shares it, else 1. A given array that does not fit the model is left for
-    Session.run to report."""
+    --shape or a --input array that shares it, else the size the model file carries, else 1 for a batch dim
+    (`unirt.tools.inputs.default_shapes`; any other dim is an InputError naming it). A given array that does not
+    fit the model is left for Session.run to report."""
     known = dict(shapes)
     firsts = {i.shape[0] for i in inputs if i.rank}
     rows = {shape[0] for shape in shapes.values() if shape} | {np.shape(v)[0] for v in given.values() if np.ndim(v)}
@@ -90,7 +93,8 @@ def random_shapes(inputs: list[TensorInfo], shapes: dict[str, tuple[int, ...]],
             continue
         if all(not isinstance(d, int) or d == s for d, s in zip(info.shape, np.shape(value))):
             known[info.name] = tuple(np.shape(value))
-    resolved = resolve_shapes(inputs, known, dynamic_default=1)
+    resolved = default_shapes([i for i in inputs if i.name not in given or i.name in known], known, model=model,
+                              sources=sources)
     return {i.name: resolved[i.name] for i in inputs if i.name not in given}
 
 
@@ -137,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--shape for unknown input(s) {', '.join(sorted(unknown))}; inputs: "
                              f"{', '.join(i.name for i in sess.inputs)}")
         rng = np.random.default_rng(args.seed)
-        sizes = random_shapes(sess.inputs, shapes, given)
+        carried: dict[str, str] = {}
+        sizes = random_shapes(sess.inputs, shapes, given, args.model, carried)
         feeds = {i.name: given[i.name] if i.name in given else random_input(i, sizes[i.name], rng)
                  for i in sess.inputs}
         feeds.update({k: v for k, v in given.items() if k not in feeds})  # extra names: let run() report them
@@ -154,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
             "device": sess.device, "precision": sess.precision,
             "why": sess.selection.chosen.reason if sess.selection and sess.selection.chosen else "asked for",
             "inputs": [{"name": k, "shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype),
-                        "source": "file" if k in given else "random"} for k, v in feeds.items()],
+                        "source": "file" if k in given else
+                        f"random, sized by {carried[k]}" if k in carried else "random"} for k, v in feeds.items()],
             "outputs": [summarize(k, v) for k, v in outputs.items()],
             "latency_ms": {"load": load_ms, "first": first_ms, "iterations": len(times),
                            **({"median": statistics.median(times), "mean": statistics.fmean(times),

@@ -271,6 +271,13 @@ def _check_io(kind: str, entries: Sequence[Any], infos: Sequence[TensorInfo], ba
                 int(np.prod(dims, dtype=np.int64)) != int(np.prod(model_dims, dtype=np.int64)):
             raise ConfigError(f"{where}.reshape.shape {list(model_dims)} has a different element count than "
                               f"dims {list(dims)}")
+        if info.shape is None:  # the model file gives no shape (a native ncnn/MNN output): the config's dims stand
+            labels_only: tuple[str, ...] = ()
+            if kind == "output" and entry.label_filename:
+                labels_only = _read_labels(entry.label_filename, labels_dir, f"{where}.label_filename")
+            specs.append(TensorSpec(entry.name, datatype, dims, model_dims, dtype,
+                                    optional=bool(getattr(entry, "optional", False)), labels=labels_only))
+            continue
         shape = tuple(_model_dim(d) for d in info.shape)
         expected_rank = len(model_dims) + (1 if batched else 0)
         if len(shape) != expected_rank:
@@ -309,6 +316,10 @@ def _complete_io(entries: Any, infos: Sequence[TensorInfo], batched: bool) -> No
         if datatype is None:
             raise ConfigError(f"the model's tensor {info.name!r} has dtype {info.dtype}, which the v2 protocol cannot "
                               "carry")
+        if info.shape is None:
+            raise ConfigError(f"the model's tensor {info.name!r} has no shape in the model file (its rank is known only "
+                              "once the model runs): write the model's inputs and outputs, with their dims, in its "
+                              "config.pbtxt")
         entry = entries.add()
         entry.name = info.name
         entry.data_type = mc.DataType.Value(datatype_to_config_type(datatype))
@@ -320,7 +331,7 @@ def _batchable(infos: Sequence[TensorInfo]) -> bool:
     """Whether dim 0 of every input and output is the same named dim ('N', 'batch'): the model then says its
     rows are independent. A merely dynamic dim 0 does not (Concat gives [N + M, ...]; an unnamed dim says
     nothing), so such models are not batched unless their config asks."""
-    first = {t.shape[0] if t.rank >= 1 else None for t in infos}
+    first = {t.shape[0] if t.shape else None for t in infos}  # shape None: a rank unknown until the model runs
     name = first.pop() if len(first) == 1 else None
     return isinstance(name, str) and bool(name)
 

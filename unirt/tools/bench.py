@@ -29,8 +29,8 @@ from ..hardware import hardware
 from ..session import Session, _check_options
 from . import memory
 from .compare import pick_backends
-from .inputs import random_feeds
-from .shapes import parse_shapes, resolve_shapes
+from .inputs import default_shapes, random_feeds
+from .shapes import parse_shapes
 
 __all__ = ["BENCH_SCHEMA", "LatencyStats", "BenchResult", "BenchReport", "bench"]
 log = logging.getLogger(__name__)
@@ -261,7 +261,7 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
             conv = first.conversion
             conversion_ms, conversion_cached = (conv.seconds * 1e3, conv.cached) if conv else (None, None)
             for b in batches:
-                resolved = resolve_shapes(first.inputs, given, batch=b, dynamic_default=1)
+                resolved = default_shapes(first.inputs, given, batch=b, model=mf)
                 feeds = random_feeds(first.inputs, resolved, seed)
                 t0 = time.perf_counter()
                 first.run(feeds)

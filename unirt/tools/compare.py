@@ -18,8 +18,8 @@ from .. import registry
 from ..errors import InputError, UnirtError, UnsupportedOptionError
 from ..formats import ModelFile, PathLike, open_model
 from ..session import Session
-from .inputs import load_feeds, random_feeds, save_arrays
-from .shapes import parse_shapes, resolve_shapes
+from .inputs import default_shapes, load_feeds, random_feeds, save_arrays
+from .shapes import parse_shapes
 
 __all__ = ["OutputComparison", "CompareReport", "compare", "compare_models", "compare_arrays", "pick_backends"]
 log = logging.getLogger(__name__)
@@ -165,8 +165,8 @@ class _Target:
     precision: str
 
 
-def _feeds(session: Session, inputs: Mapping[str, Any] | PathLike | None, shapes: Any, seed: int
-           ) -> tuple[dict[str, np.ndarray], str]:
+def _feeds(session: Session, inputs: Mapping[str, Any] | PathLike | None, shapes: Any, seed: int,
+           model: ModelFile | None = None) -> tuple[dict[str, np.ndarray], str]:
     if inputs is not None:
         feeds = load_feeds(inputs) if isinstance(inputs, (str, Path)) else {k: np.asarray(v) for k, v in
                                                                              inputs.items()}
@@ -178,7 +178,7 @@ def _feeds(session: Session, inputs: Mapping[str, Any] | PathLike | None, shapes
         return feeds, "file" if isinstance(inputs, (str, Path)) else "given"
     if isinstance(shapes, str):
         shapes = parse_shapes(shapes)
-    resolved = resolve_shapes(session.inputs, shapes, dynamic_default=1)
+    resolved = default_shapes(session.inputs, shapes, model=model)
     return random_feeds(session.inputs, resolved, seed), "random"
 
 
@@ -189,7 +189,7 @@ def _compare(reference: _Target, targets: Sequence[_Target], *, inputs: Any, sha
         raise UnsupportedOptionError(f"tolerances must be >= 0, got atol={atol} rtol={rtol}")
     with Session(reference.model, backend=reference.backend, device=device, threads=threads,
                  precision=reference.precision) as ref:
-        feeds, source = _feeds(ref, inputs, shapes, seed)
+        feeds, source = _feeds(ref, inputs, shapes, seed, reference.model)
         expected = ref.run(feeds)
     report = CompareReport(model=model_name, reference=reference.label, targets=[t.label for t in targets],
                            atol=atol, rtol=rtol, precision=targets[0].precision if targets else reference.precision,
@@ -228,7 +228,8 @@ def compare(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str |
 
     `backends`: names, or None/"all" for every available backend that reads the model (or converts it on
     load). `reference` defaults to onnxruntime when it can run the model, else the first backend. `inputs`:
-    {name: array} or an .npz path; otherwise random inputs at `shapes` (dynamic dims default to 1).
+    {name: array} or an .npz path; otherwise random inputs at `shapes` (dynamic dims not given take the size the
+    model carries, 1 for a batch dim: `unirt.tools.inputs.default_shapes`).
     """
     mf = open_model(model)
     names = pick_backends(mf, backends)

@@ -16,6 +16,8 @@ from ..formats import ModelFile, ModelFormat, PathLike, open_model
 from ..tensor import TensorInfo
 from . import onnx_model as om
 from .flops import CONVENTION, NodeShapes, count_flops
+from .inputs import fill_carried
+from .model_shapes import carried_shapes
 from .shapes import parse_shapes, resolve_shapes
 
 __all__ = ["ModelInfo", "TensorSummary", "info"]
@@ -107,7 +109,9 @@ def _backend_info(mf: ModelFile, shapes: Mapping[str, Sequence[int]], backend: s
 def _onnx_info(mf: ModelFile, shapes: Mapping[str, Sequence[int]]) -> ModelInfo:
     proto = om.load_proto(mf)
     inputs = om.graph_inputs(proto)
-    resolved = resolve_shapes(inputs, shapes)
+    # dynamic dims the model itself sizes (its metadata, a constant in the graph) need no --shapes
+    carried = carried_shapes(mf, inputs) if any(i.is_dynamic and i.name not in shapes for i in inputs) else {}
+    resolved = resolve_shapes(fill_carried(inputs, shapes, carried), shapes)
     inferred, notes = om.infer_shapes(proto, resolved, mf.name)
     graph = inferred.graph
 

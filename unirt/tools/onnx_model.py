@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import InputError, ModelLoadError
 from ..formats import ModelFile
 from ..tensor import TensorInfo, normalize_dim
+from ..unknown_rank import UnknownRankInfo
 from ._deps import require
 
 __all__ = ["load_proto", "graph_inputs", "graph_outputs", "infer_shapes", "tensor_shape", "dtype_bits",
@@ -91,26 +92,6 @@ def _clear_placeholder_dims(graph: Any) -> None:
                 if value is not None and normalize_dim(value) is None:
                     d.ClearField("dim_value")
                     d.ClearField("dim_param")
-
-
-class UnknownRankInfo(TensorInfo):
-    """An input or output the model gives no shape for: its rank is unknown, so `shape` is None (not (), which
-    would say it is a scalar). The tools take its shape, of any rank, from what the user gives."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", None)
-        object.__setattr__(self, "dtype", np.dtype(self.dtype))
-
-    @property
-    def rank(self) -> int | None:  # type: ignore[override]
-        return None
-
-    @property
-    def is_dynamic(self) -> bool:
-        return True
-
-    def shape_str(self) -> str:
-        return "[unknown rank]"
 
 
 def _info(value_info: Any) -> TensorInfo:

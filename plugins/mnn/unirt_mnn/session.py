@@ -6,6 +6,9 @@ MNN's Python API has traps, each handled here:
   against the dtypes read from the file (`mnn_file.py`);
 - a batch larger than the model's is silently resized or truncated: the input dims come from the file (or the
   conversion's sidecar), static where the model is static, so unirt refuses a wrong batch before MNN sees it;
+- the file records no output shapes: a model with static inputs is run once on zeros at load to learn them; one
+  with dynamic input dims is not run at made-up sizes (a detector at 1x1 fails): its outputs are of unknown rank
+  (`UnknownRankInfo`) until a run shows their shapes;
 - `Var.read()` returns memory that the next forward overwrites: outputs are copied out at once;
 - one Module is not safe to run from several threads: runs are serialised with a lock.
 """
@@ -21,6 +24,7 @@ import numpy as np
 from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
                    UnsupportedOptionError)
 from unirt.conversion.signature import read_sidecar
+from unirt.unknown_rank import UnknownRankInfo, observe
 
 from .mnn_file import check_structure, read_inputs
 from unirt.native_output import native_output_captured, native_output_silenced
@@ -131,6 +135,7 @@ class MnnSession(BackendSession):
         self._out_dtypes: dict[str, np.dtype] = {}
         self._in_casts: dict[str, np.dtype] = {}
         self._narrowed: frozenset[str] = frozenset()
+        self._watched: frozenset[str] = frozenset()  # outputs whose shape the file does not give: seen in runs
         self.inputs, self.outputs = self._signature(model, info, bo.get("input_shapes"))
         by_input = {i.name: i.dtype for i in self.inputs}
         # A converted model keeps the source's dtypes (MNN stores int64 as int32): cast at the boundary.
@@ -138,7 +143,7 @@ class MnnSession(BackendSession):
         # int64 inputs stored as int32: values outside the int32 range would wrap silently, so they are refused.
         self._narrowed = frozenset(n for n, d in self._in_casts.items()
                                    if d.kind in "iu" and by_input[n].kind in "iu" and d.itemsize < by_input[n].itemsize)
-        self._out_dtypes = {o.name: o.dtype for o in self.outputs}
+        self._out_dtypes = {o.name: o.dtype for o in self.outputs if o.name not in self._watched}
         allow_f64 = bo.get("allow_float64_as_float32", False)
         if not isinstance(allow_f64, bool):
             raise UnsupportedOptionError(f"mnn: allow_float64_as_float32 must be True or False, got {allow_f64!r}")
@@ -161,17 +166,19 @@ class MnnSession(BackendSession):
         for s in self._specs:
             shape = tuple(given[s.name]) if s.name in given else tuple(d if d >= 0 else None for d in s.dims)
             inputs.append(TensorInfo(s.name, shape, s.dtype))
-        # The file records no output shapes: run once on zeros to learn their ranks and dtypes.
-        zeros = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], i.dtype) for i in inputs}
+        if any(i.is_dynamic for i in inputs):
+            # The file records no output shapes, and a run at made-up sizes for the dynamic dims fails or lies
+            # (a detector at 1x1): the outputs' ranks are unknown until the first run shows them (`observe`).
+            self._watched = frozenset(info["outputNames"])
+            return inputs, [UnknownRankInfo(n, (), np.float32) for n in info["outputNames"]]
+        # Every input is static: one run on zeros at those shapes learns the outputs' shapes and dtypes.
+        zeros = {i.name: np.zeros(i.shape, i.dtype) for i in inputs}
         try:
             values = self._forward(zeros, list(info["outputNames"]))
         except RunError as exc:
             raise ModelLoadError(f"{model.name}: MNN cannot run the model on inputs of its declared shapes: "
                                  f"{exc}") from None
-        static = all(not i.is_dynamic for i in inputs)
-        outputs = [TensorInfo(n, v.shape if static else (None,) * v.ndim, v.dtype)
-                   for n, v in zip(info["outputNames"], values)]
-        return inputs, outputs
+        return inputs, [TensorInfo(n, v.shape, v.dtype) for n, v in zip(info["outputNames"], values)]
 
     def _forward(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[np.ndarray]:
         F = self._F
@@ -224,7 +231,11 @@ class MnnSession(BackendSession):
         if self._module is None:
             raise RunError("mnn: the session is closed")
         try:
-            return self._forward(feeds, output_names)
+            results = self._forward(feeds, output_names)
+            if self._watched:
+                with self._lock:
+                    observe(self.outputs, self._watched, output_names, results)
+            return results
         except (RunError, InputError):
             raise
         except Exception as exc:

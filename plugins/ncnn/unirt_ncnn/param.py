@@ -46,6 +46,34 @@ class ParamGraph:
         return tuple(dims) if dims else None
 
 
+    def reader_dims(self, layer: Layer) -> tuple[int | None, ...] | None:
+        """An Input layer that declares no shape: its per-sample dims as far as the layer reading it fixes them
+        (a Convolution's input channels, an InnerProduct's inner size, from their weight counts), with None for
+        what stays open (H, W). None when no single reader of a known kind tells."""
+        blob = layer.tops[0]
+        readers = [r for r in self.layers if blob in r.bottoms]
+        for reader in readers:
+            p = reader.params
+
+            def num(key: int, default: int = 0) -> int:
+                value = p.get(key, default)
+                return int(value) if isinstance(value, (int, float)) else default
+
+            outputs, weights = num(0), num(6)
+            if reader.type in ("Convolution", "ConvolutionDepthWise", "Convolution1D"):
+                kw = num(1)
+                kh = 1 if reader.type == "Convolution1D" else num(11, kw)
+                group = num(7, 1) if reader.type == "ConvolutionDepthWise" else 1
+                if outputs > 0 and kw > 0 and kh > 0 and weights > 0 and (weights * group) % (outputs * kw * kh) == 0:
+                    channels = weights * group // (outputs * kw * kh)
+                    return (channels, None) if reader.type == "Convolution1D" else (channels, None, None)
+            elif reader.type == "InnerProduct":
+                weights = num(2)
+                if outputs > 0 and weights > 0 and weights % outputs == 0 and len(readers) == 1:
+                    return (weights // outputs,)
+        return None
+
+
 def _value(token: str, line: int) -> object:
     if token.startswith('"'):
         if not token.endswith('"') or len(token) < 2:

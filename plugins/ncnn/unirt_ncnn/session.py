@@ -13,7 +13,10 @@
 - Concurrent runs each take their own Extractor on the shared Net (ncnn's thread-safe way), holding a reference to
   the Net: `close` drops it, and it is freed when the last run in progress ends.
 - ncnn has no batch dim: where pnnx dropped an input's batch axis (its `batch_axes`, in the conversion's sidecar;
-  whatever the batch size) the model runs sample by sample and the outputs are stacked.
+  whatever the batch size) the model runs sample by sample and the outputs are stacked; an output keeps the ONNX
+  output's rank (no batch dim added where its dim 0 is not a batch).
+- A native .param (no sidecar) records no output shapes and pnnx writes no input shapes: inputs show what the
+  reading layer's weights fix, outputs are of unknown rank (`UnknownRankInfo`) until a run shows them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import ncnn
 from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
                    UnsupportedOptionError)
 from unirt.conversion.signature import read_sidecar
+from unirt.unknown_rank import UnknownRankInfo, observe
 
 from .param import ParamGraph, parse_param
 
@@ -127,6 +131,17 @@ def _batched(axis: Any, onnx_shape: tuple, shape: tuple, name: str, model: Model
     return axis == 0 or shape[0] == 1 and (axis is None or not isinstance(onnx_shape[0], int))
 
 
+def _to_rank(value: np.ndarray, info: TensorInfo) -> np.ndarray:
+    """An output at the ONNX output's rank where ncnn's gained a leading 1 (a batch dim given to an output whose
+    dim 0 is not a batch: [28, 1, 8210] as [1, 28, 1, 8210]). Any other difference is left as the engine gave it:
+    a model may declare another rank than it returns (ONNX Runtime returns the real one too)."""
+    dims = info.shape
+    if value.ndim == len(dims) + 1 and value.shape[0] == 1 and \
+            all(not isinstance(d, int) or d == s for d, s in zip(dims, value.shape[1:])):
+        return value[0]
+    return value
+
+
 class NcnnSession(BackendSession):
     def __init__(self, model: ModelFile, options: LoadOptions) -> None:
         if model.path is None:
@@ -166,6 +181,8 @@ class NcnnSession(BackendSession):
         self.inputs = [p.info for p in self._inputs]
         self.outputs = [p.info for p in self._outputs]
         self._by_name = {p.info.name: p for p in self._outputs}
+        # outputs of a native .param (no ONNX signature): no shape until runs show it
+        self._watched = frozenset(p.info.name for p in self._outputs if p.info.rank is None)
         self._batched_names = [p.info.name for p in self._inputs if p.batched]
         self._batched = bool(self._batched_names)
         self._wrap = {p.blob: p.wrap for p in self._inputs}
@@ -216,13 +233,12 @@ class NcnnSession(BackendSession):
         inputs = []
         for layer in graph.inputs:
             blob = layer.tops[0]
-            dims = tuple(given[blob]) if blob in given else graph.input_dims(layer)
-            shape = ("N",) + (dims if dims is not None else ("C", "H", "W"))
-            inputs.append(_Port(TensorInfo(blob, shape, np.float32), blob, True))
-        # ncnn records no output shapes: the rank is the inputs' (the usual case, e.g. feature maps) until run.
-        rank = inputs[0].info.rank if inputs else 1
-        outputs = [_Port(TensorInfo(blob, ("N",) + (None,) * (rank - 1), np.float32), blob, True)
-                   for blob in graph.outputs]
+            dims: tuple | None = tuple(given[blob]) if blob in given else graph.input_dims(layer)
+            if dims is None:  # pnnx writes no shape: what the reader's weights fix, the rest open (not tied)
+                dims = graph.reader_dims(layer) or (None, None, None)
+            inputs.append(_Port(TensorInfo(blob, ("N",) + tuple(dims), np.float32), blob, True))
+        # ncnn records no output shapes: their ranks are unknown until a run shows them (`observe`).
+        outputs = [_Port(UnknownRankInfo(blob, (), np.float32), blob, True) for blob in graph.outputs]
         return inputs, outputs
 
     # -- running -------------------------------------------------------------------------------------------------
@@ -255,7 +271,9 @@ class NcnnSession(BackendSession):
         ports = [self._by_name[n] for n in output_names]
         if not self._batched:
             samples = {p.blob: feeds[p.info.name] for p in self._inputs}
-            return self._extract_one(net, samples, ports)
+            results = self._extract_one(net, samples, ports)
+            return [r if port.info.rank is None or r.ndim == port.info.rank else _to_rank(r, port.info)
+                    for r, port in zip(results, ports)]
         sizes = [feeds[name].shape[0] for name in self._batched_names]
         batch = sizes[0]
         if sizes.count(batch) != len(sizes):
@@ -264,6 +282,9 @@ class NcnnSession(BackendSession):
             given = ", ".join(f"{n!r} has {s}" for n, s in zip(self._batched_names, sizes))
             raise InputError(f"ncnn runs this model one sample at a time along dim 0, so its batched inputs need the "
                              f"same batch size: {given}")
+        if batch == 0 and any(port.info.rank is None for port in ports):
+            raise InputError("ncnn: a batch of 0 samples, and this model's output shapes are unknown until it runs "
+                             "on a sample (the .param records none)")
         per_sample = []
         for i in range(batch):
             samples = {p.blob: feeds[p.info.name][i] if p.batched else feeds[p.info.name] for p in self._inputs}
@@ -271,15 +292,25 @@ class NcnnSession(BackendSession):
         results = []
         for k, port in enumerate(ports):
             parts = [sample[k] for sample in per_sample]
+            rank = port.info.rank
+            if rank is None:  # a native file's output: ncnn's own rank, one sample per row
+                results.append(np.stack(parts))
+                continue
             if batch == 0:
                 results.append(np.zeros((0,) + tuple(d if isinstance(d, int) else 0 for d in port.info.shape[1:]),
                                         np.float32))
-            elif port.batched and parts[0].ndim == port.info.rank - 1:
+            elif port.batched and parts[0].ndim == rank - 1:
                 results.append(np.stack(parts))
-            elif parts[0].ndim == port.info.rank and batch == 1:
+            elif parts[0].ndim == rank and batch == 1:
                 results.append(parts[0])
+            elif parts[0].ndim == rank and parts[0].shape[:1] == (1,):  # each sample kept its batch dim of 1
+                results.append(np.concatenate(parts))
             else:
-                results.append(np.stack(parts).reshape((batch,) + parts[0].shape))
+                results.append(np.stack(parts))
+            if results[-1].ndim != rank:
+                results[-1] = _to_rank(results[-1], port.info)
+        if self._watched:
+            observe(self.outputs, self._watched, output_names, results)
         return results
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ changes. An Interpreter runs one call at a time: a lock serialises concurrent ca
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 from typing import Any, Sequence
 
@@ -21,6 +22,10 @@ from unirt import (BackendSession, LoadOptions, ModelFile, ModelLoadError, RunEr
 
 from .options import dims, interpreter_settings, precision_in_force, quantization
 
+
+log = logging.getLogger(__name__)
+#: How LiteRT says a model uses an op it does not have (a custom op, a builtin newer than this LiteRT).
+_MISSING_OP = ("unresolved custom op", "Didn't find op for builtin opcode", "Didn't find custom op")
 
 #: What LiteRT's load_delegate calls in an external delegate library.
 _DELEGATE_SYMBOLS = ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate")
@@ -68,12 +73,26 @@ class TFLiteSession(BackendSession):
             kwargs["model_content"] = model.read_bytes()
         try:
             self._interpreter = litert.Interpreter(**kwargs)
-            self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"{model.name}: tflite could not load this {model.format} model: {_clean(exc)}") \
                 from None
         it = self._interpreter
         in_details, out_details = it.get_input_details(), it.get_output_details()
+        dynamic = any(any(s < 0 for s in d["shape_signature"]) for d in in_details)
+        try:
+            it.allocate_tensors()
+            allocated = True
+        except (ValueError, RuntimeError) as exc:
+            # A dynamic signature's file shape is a placeholder (often all 1s): a model may not prepare there
+            # (a VALID convolution wider than 1 sample) yet run at the shapes it is fed. Such a model is planned
+            # at the first run's shapes; a model with only static inputs has no other shape to plan at.
+            # An op this LiteRT lacks fails at every shape: that is a load error whatever the signature says.
+            if not dynamic or any(m in str(exc) for m in _MISSING_OP):
+                raise ModelLoadError(f"{model.name}: tflite could not load this {model.format} model: "
+                                     f"{_clean(exc)}") from None
+            allocated = False
+            log.debug("%s: not prepared at the placeholder shapes (%s); planned at the first run's shapes",
+                      model.name, _clean(exc))
         self.inputs = [self._info(d) for d in in_details]
         self.outputs = [self._info(d) for d in out_details]
         quantized = any(i.quantization is not None for i in (*self.inputs, *self.outputs)) or any(
@@ -87,7 +106,9 @@ class TFLiteSession(BackendSession):
         self._in_pairs = tuple((d["name"], int(d["index"])) for d in in_details)
         self._dynamic_inputs = tuple((d["name"], int(d["index"])) for d in in_details
                                      if any(s < 0 for s in d["shape_signature"]))
-        self._shapes = {int(d["index"]): tuple(int(s) for s in d["shape"]) for d in in_details}
+        # an input's shape as planned; None: the tensors are unallocated, the next run resizes and re-plans
+        self._shapes: dict[int, tuple[int, ...] | None] = {
+            int(d["index"]): tuple(int(s) for s in d["shape"]) if allocated else None for d in in_details}
         self._out_index = {d["name"]: int(d["index"]) for d in out_details}
         self._scalar_outputs = any(o.rank == 0 for o in self.outputs)
 
@@ -114,9 +135,13 @@ class TFLiteSession(BackendSession):
                     for index, shape in changed:
                         native.ResizeInputTensor(index, np.array(shape, np.int32), False)
                     native.AllocateTensors()
-                except BaseException:
+                except BaseException as exc:
                     # the tensors are unallocated now: the next run must resize and re-plan whatever it is given
                     self._shapes = dict.fromkeys(self._shapes)
+                    if isinstance(exc, (ValueError, RuntimeError)):
+                        at = ", ".join(f"{name!r} {list(feeds[name].shape)}" for name, _ in self._dynamic_inputs)
+                        raise RuntimeError(f"the model does not prepare at input shapes {at}: {_clean(exc)}") \
+                            from None
                     raise
                 for index, shape in changed:
                     self._shapes[index] = shape
