@@ -83,7 +83,8 @@ def test_openvino_disagreeing_with_onnxruntime_raises_on_the_first_run(tmp_path,
         sess.run(x)
     message = str(info.value)
     assert "openvino reads this onnx model through its frontend and disagrees with onnxruntime" in message
-    assert "tolerance 0.001 on the first run's inputs (x: 2x16)" in message and "accept" in message
+    assert "beyond the fp32 tolerance 0.001: y: rel-L2" in message and "accept" in message
+    assert "verified on the first run's inputs (x: 2x16)" in message
     worst = max(e.error for e in info.value.errors)
     got = unirt.Session(model, backend="openvino", backend_options={"conversion": {"verify": False}}).run(x)
     measured = max(float(np.linalg.norm(got[k] - expected[k]) / np.linalg.norm(expected[k])) for k in expected)
@@ -205,3 +206,17 @@ def test_every_converting_command_takes_tolerance_and_accept(command):
 
     args = build_parser().parse_args([command[0], "m.onnx", *command[1:], "--tolerance", "0.01", "--accept"])
     assert args.tolerance == 0.01 and args.accept is True
+
+
+def test_a_static_batch_model_run_at_another_batch_is_checked_first(tmp_path):
+    """A request of 4 rows on a model fixed at 2 is split by the session: its first run is still checked."""
+    model = dynamic_quant(tmp_path / "dq.onnx")
+    sess = unirt.Session(model, backend="openvino", batched=True)
+    x = np.concatenate([symmetric_input(), symmetric_input()])
+    with pytest.raises(FrontendMismatchError, match=r"verified on the first run's inputs \(x: 2x16\)"):
+        sess.run(x)
+    plain = unirt.testing.models.batched_cnn(tmp_path / "cnn.onnx", batch=1)
+    sess = unirt.Session(plain, backend="openvino")
+    out = sess.run(np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32))
+    assert out["pooled"].shape == (3, 16, 1, 1) and sess.verification.verified
+    assert sess.verification.verified_on == "the first run's inputs (x: 1x3x32x32)"

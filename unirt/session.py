@@ -138,13 +138,13 @@ class Session:
         self._runner = runner
         try:
             self._setup(runner, resolved, precision, max_batch, batched, pool, pooled_outputs, arena)
+            if self.conversion is None:
+                self._plan_frontend_check(name)
         except BaseException:
             self._runner = None
             runner.close()  # an option refused after loading: the engine (or isolated child) must not linger
             raise
         self._run = runner.run  # bound once: the hot path does no attribute lookups on the runner
-        if self.conversion is None:
-            self._plan_frontend_check(name)
         if self._selection is not None:  # the explanation says which precision is in force, not only asked for
             self._selection = dataclasses.replace(self._selection, precision=precision,
                                                   precision_in_force=self._precision)
@@ -263,6 +263,12 @@ class Session:
             finally:
                 self.verification = check.status
 
+    def _static_rows(self, mismatch: BatchSizeMismatch) -> dict[str, np.ndarray]:
+        """A static-batch model's inputs at its batch N, from a request of another row count (its rows cycled or
+        cut): what the first run's frontend check runs on."""
+        rows = np.arange(self._batch.size or 1) % max(mismatch.rows, 1)
+        return {k: np.ascontiguousarray(v[rows]) for k, v in mismatch.arrays.items()}
+
     def _load(self, name: str) -> BackendSession:
         plugin = registry.get_backend(name)
         if plugin.converts_on_load(self._model):
@@ -315,6 +321,8 @@ class Session:
             arrays = self._check(feeds)
         except BatchSizeMismatch as mismatch:  # a static-batch model given another batch size: pad or split
             names = self._names(output_names)
+            if self._frontend is not None:
+                self._verify_frontend(self._static_rows(mismatch))
             try:
                 return self._plan.run_rebatched(mismatch, names, out)
             except Exception as exc:
@@ -366,7 +374,9 @@ class Session:
         if self._frontend is not None and len(requests):  # verified on the first request's inputs
             try:
                 first = self._check(requests[0])
-            except InputError:  # another batch size, or bad input: run_many reports it; checked on a later run
+            except BatchSizeMismatch as mismatch:
+                first = self._static_rows(mismatch)
+            except InputError:  # bad input: run_many reports it; the check waits for a run that has inputs
                 first = None
             if first is not None:
                 self._verify_frontend(first)

@@ -181,9 +181,10 @@ def _convert(src: ModelFile, name: str, options: LoadOptions, *, input_shapes: M
                       verified_on=str(record.get("verified_on") or ""))
     if conv.verified and not conv.within_tolerance:
         message = (f"{src.name}: the {name} conversion disagrees with {conv.reference} beyond the {options.precision} "
-                   f"tolerance {tol:g} on {conv.verified_on or 'random inputs'}: {conv.describe_errors()}")
+                   f"tolerance {tol:g}: {conv.describe_errors()}; verified on {conv.verified_on or 'random inputs'}")
         if not accept:
-            raise ConversionError(message + ". Pass accept=True (or a larger tolerance) to use it anyway.")
+            raise ConversionError(message + ". Pass accept=True (or a larger tolerance; CLI: --accept, --tolerance) "
+                                            "to use it anyway.")
         log.warning("%s; accepted", message)
     elif not conv.verified:
         log.warning("%s: the %s conversion is not verified (verify=False)", src.name, name)

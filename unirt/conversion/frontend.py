@@ -224,8 +224,8 @@ class FrontendCheck:
     def _raise(self, status: FrontendVerification) -> None:
         raise FrontendMismatchError(
             f"{self.model.name}: {self.backend} reads this {status.source_format} model through its frontend and "
-            f"disagrees with {self.reference} beyond the {self.options.precision} tolerance {self.tolerance:g} on "
-            f"{status.verified_on}: {status.describe_errors()}. Use backend={self.reference!r}, or pass "
+            f"disagrees with {self.reference} beyond the {self.options.precision} tolerance {self.tolerance:g}: "
+            f"{status.describe_errors()}; verified on {status.verified_on}. Use backend={self.reference!r}, or pass "
             "backend_options={'conversion': {'accept': True}} (CLI: --accept) or a larger tolerance to use it anyway",
             errors=status.errors, reference=self.reference)
 

@@ -65,13 +65,12 @@ class OutputError:
         return self.acceptable if self.exact else self.error <= tolerance  # type: ignore[operator]
 
     def describe(self) -> str:
-        if self.exact or self.note.startswith("shape") or self.error == float("inf"):
-            text = f"{self.name}: error {self.error:.3g}, max abs {self.max_abs:.3g}"
-        elif self.near_zero:
-            text = (f"{self.name}: error {self.error:.3g} (near-zero output, rms {self.scale:.2g}: rms error / "
-                    f"{SCALE_FLOOR:g}), rel-L2 {self.rel_l2:.3g}, max abs {self.max_abs:.3g}")
-        else:
-            text = f"{self.name}: error {self.error:.3g} (rel-L2), max abs {self.max_abs:.3g}"
+        """"y: rel-L2 0.002, max abs 0.01"; for a near-zero output, the judged error first and why."""
+        if self.near_zero:
+            text = (f"{self.name}: error {self.error:.3g} (near-zero output, rms {self.scale:.2g} < {SCALE_FLOOR:g}: "
+                    f"rms error / {SCALE_FLOOR:g}), rel-L2 {self.rel_l2:.3g}, max abs {self.max_abs:.3g}")
+        else:  # error == rel_l2 here (for an integer output, the fraction of elements that differ)
+            text = f"{self.name}: rel-L2 {self.rel_l2:.3g}, max abs {self.max_abs:.3g}"
         return text + (f" ({self.note})" if self.note else "")
 
     @property
