@@ -260,6 +260,11 @@ class Session:
             try:
                 check.run(self._runner, arrays, self._output_names)
                 self._frontend = None  # verified, accepted or unverifiable: runs go on unchecked
+            except UnirtError:
+                raise
+            except Exception as exc:  # the backend itself failed on these inputs, as the run would have
+                self._raise_if_closed(exc)
+                raise RunError(f"backend {self._backend_name!r} failed to run: {type(exc).__name__}: {exc}") from exc
             finally:
                 self.verification = check.status
 
