@@ -220,3 +220,30 @@ def test_a_static_batch_model_run_at_another_batch_is_checked_first(tmp_path):
     out = sess.run(np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32))
     assert out["pooled"].shape == (3, 16, 1, 1) and sess.verification.verified
     assert sess.verification.verified_on == "the first run's inputs (x: 1x3x32x32)"
+
+
+def test_isolated_sessions_are_checked_too(tmp_path):
+    model = dynamic_quant(tmp_path / "dq.onnx")
+    with unirt.Session(model, backend="openvino", isolate=True) as sess:
+        with pytest.raises(FrontendMismatchError):
+            sess.run(symmetric_input())
+
+
+def test_bench_compare_and_fastest_take_the_settings(tmp_path, capsys):
+    model = dynamic_quant(tmp_path / "dq.onnx")
+    np.savez(tmp_path / "in.npz", x=symmetric_input())
+    # compare: without --accept the frontend refuses (a failure row naming the error); with it, the numbers
+    assert main(["compare", str(model), "--backends", "onnxruntime,openvino", "--inputs",
+                 str(tmp_path / "in.npz"), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert "FrontendMismatchError" in json.dumps(report)
+    assert main(["compare", str(model), "--backends", "onnxruntime,openvino", "--inputs",
+                 str(tmp_path / "in.npz"), "--json", "--accept", "--atol", "10", "--rtol", "1"]) == 0
+    capsys.readouterr()
+    plain = unirt.testing.models.batched_cnn(tmp_path / "cnn.onnx", batch=1)
+    assert main(["bench", str(plain), "--backends", "openvino", "--iterations", "2", "--warmup", "1",
+                 "--tolerance", "0.01", "--no-progress"]) == 0
+    with unirt.Session(plain, backend="fastest", backend_options={"conversion": {"tolerance": 1e-2}}) as sess:
+        sess.run(np.zeros((1, 3, 32, 32), np.float32))
+        if sess.backend == "openvino":
+            assert sess.verification.verified and sess.verification.tolerance == 1e-2

@@ -254,7 +254,7 @@ class FrontendCheck:
             self.status = FrontendVerification(self.backend, self.model.format.value, "unverifiable",
                                                self.reference, reason=reason.splitlines()[0][:300])
             return self.status
-        got = dict(zip(output_names, runner.run(feeds, list(output_names))))
+        got = dict(zip(output_names, runner.run(feeds, tuple(output_names))))
         if set(expected) != set(got) and len(expected) == len(got):  # another frontend may rename outputs
             got = dict(zip(expected, got.values()))
         seconds = time.perf_counter() - t0
