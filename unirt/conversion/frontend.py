@@ -167,6 +167,28 @@ def _write(key: str, record: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
+_hashes: dict[tuple, str] = {}
+
+
+def _content_hash(model: ModelFile) -> str:
+    """The model's SHA-256 (`store.content_hash`), remembered in this process per file path, size and mtime: a
+    process opening the same model again does not hash it again."""
+    from .store import content_hash
+
+    files = model.files or ((model.path,) if model.path else ())
+    try:
+        stamp = tuple((str(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files) if files else None
+    except OSError:
+        stamp = None
+    if stamp is None:
+        return content_hash(model)
+    if stamp not in _hashes:
+        if len(_hashes) > 256:
+            _hashes.clear()
+        _hashes[stamp] = content_hash(model)
+    return _hashes[stamp]
+
+
 class FrontendCheck:
     """The check a Session runs on its first run (`run`), planned at load (`plan`)."""
 
@@ -201,9 +223,7 @@ class FrontendCheck:
             log.warning("%s: %s reads this %s model through its frontend, unverified: %s", model.name, backend, fmt,
                         reason)
             return FrontendVerification(backend, fmt, "unverifiable", reason=reason), None
-        from .store import content_hash
-
-        key = _key(content_hash(model), backend, reference, options)
+        key = _key(_content_hash(model), backend, reference, options)
         pending = FrontendVerification(backend, fmt, "pending", reference, tolerance=tolerance)
         check = cls(model, backend, reference, options, key, tolerance, accept, pending)
         record = _read(key) if settings.get("cache", True) else None
