@@ -102,5 +102,6 @@ def test_a_wrong_conversion_still_fails(tmp_path):
     """fp16 weights and arithmetic asked of MNN with an fp32 tolerance: a real error, reported as such."""
     src = tmp_path / "cnn.onnx"
     unirt.testing.models.batched_cnn(src, batch=1)
-    with pytest.raises(ConversionError, match="beyond the fp16 tolerance 1e-09: .*; verified on random inputs at x: 1x3x32x32, 2 sets"):
+    with pytest.raises(ConversionError,
+                       match="beyond the fp16 tolerance 1e-09: .*; verified on random inputs at x: 1x3x32x32, 2 sets"):
         unirt.convert(src, to="mnn", precision="fp16", tolerance=1e-9)
