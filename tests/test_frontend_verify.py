@@ -247,3 +247,36 @@ def test_bench_compare_and_fastest_take_the_settings(tmp_path, capsys):
         sess.run(np.zeros((1, 3, 32, 32), np.float32))
         if sess.backend == "openvino":
             assert sess.verification.verified and sess.verification.tolerance == 1e-2
+
+
+def test_concurrent_first_runs_check_once_and_none_returns_unchecked(tmp_path, own_cache, monkeypatch):
+    import threading
+
+    from unirt.conversion import frontend
+
+    model = unirt.testing.models.batched_cnn(tmp_path / "cnn.onnx", batch=1)
+    calls = []
+    original = frontend.FrontendCheck.run
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(frontend.FrontendCheck, "run", counted)
+    sess = unirt.Session(model, backend="openvino")
+    x = np.ones((1, 3, 32, 32), np.float32)
+    seen, errors = [], []
+
+    def first():
+        try:
+            sess.run(x)
+            seen.append(sess.verification.state)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(calls) == 1 and seen == ["verified"] * 4
