@@ -104,6 +104,12 @@ class Backend(abc.ABC):
     #: backend_options for loading a converted model to verify it: opt-ins to refusals that guard the caller's
     #: precision (e.g. MNN's float64 refusal), moot there because verification compares the numbers itself.
     verification_options: ClassVar[Mapping[str, Any]] = {}
+    #: The formats this backend's engine owns: its own format, which it runs as the reference does. None (the
+    #: default): every format in `formats`. A format in `formats` but not here is read through a *frontend* that
+    #: translates it into the engine's own graph (OpenVINO reading ONNX or TFLite; TensorRT building an engine from
+    #: ONNX): that is a conversion, and unirt verifies it against the format's reference engine (a backend that owns
+    #: the format) on the first run (`unirt.conversion.frontend`).
+    native_formats: ClassVar[frozenset[ModelFormat] | None] = None
 
     @abc.abstractmethod
     def probe(self) -> Availability:
@@ -133,6 +139,14 @@ class Backend(abc.ABC):
     def accepts(self, model: ModelFile) -> bool:
         """Whether this backend can load this model; by default, by format."""
         return model.format in self.formats
+
+    def owns(self, fmt: ModelFormat) -> bool:
+        """Whether `fmt` is this engine's own format (`native_formats`), so that it can be a reference for it."""
+        return fmt in (self.formats if self.native_formats is None else self.native_formats)
+
+    def reads_through_frontend(self, model: ModelFile) -> bool:
+        """Whether loading `model` as it is translates it through a frontend (a format read but not owned)."""
+        return self.accepts(model) and not self.owns(model.format)
 
     def converts_on_load(self, model: ModelFile) -> bool:
         """Whether loading `model` needs it converted first (`unirt.conversion.convert_for_load`, cached)."""

@@ -12,6 +12,7 @@ __all__ = [
     "RunError",
     "SessionClosedError",
     "ConversionError",
+    "FrontendMismatchError",
     "BackendCrashedError",
     "ArenaBusyError",
 ]
@@ -51,6 +52,17 @@ class SessionClosedError(UnirtError):
 
 class ConversionError(UnirtError):
     """Converting a model to another format failed, crashed, or produced a model whose outputs disagree."""
+
+
+class FrontendMismatchError(ConversionError):
+    """A backend reading a format it does not own through a frontend (OpenVINO on ONNX or TFLite, TensorRT from
+    ONNX) disagrees with the format's reference engine beyond tolerance on the first run's inputs.
+    `errors`: the measured error per output (`unirt.conversion.verify.OutputError`); `reference`: the engine."""
+
+    def __init__(self, message: str, *, errors: tuple = (), reference: str | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors
+        self.reference = reference
 
 
 class BackendCrashedError(RunError):

@@ -230,6 +230,10 @@ def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | No
                 from .conversion import convert_for_load
 
                 target, conv, options = convert_for_load(model, c.backend, options)
+            else:  # unirt's conversion settings are not the engine's (a frontend check takes them in Session)
+                from .conversion.frontend import split_settings
+
+                options = split_settings(options)[0]
             runner = plugin.load(target, options)
             feeds = sample_inputs(runner.inputs, input_shapes)
             median_ms, runs = _time(runner, feeds, budget_s)

@@ -134,6 +134,10 @@ def _judge_one(name: str, model: ModelFile, device: Device, installed: set[str])
         native = "/".join(sorted(f.value for f in backend.formats))
         return Candidate(name, True, f"converts {model.format} to {native} with its own converter on first load "
                                      f"(verified, cached), runs on {picked}", device=picked)
+    if backend.reads_through_frontend(model):  # a frontend is a conversion (unirt.conversion.frontend)
+        return Candidate(name, True, f"reads {model.format} through its frontend (not its own format: verified "
+                                     f"against the format's reference engine on the first run, cached), runs on "
+                                     f"{picked}", device=picked)
     return Candidate(name, True, f"reads {model.format}, runs on {picked}", device=picked)
 
 

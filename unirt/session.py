@@ -107,6 +107,11 @@ class Session:
         self._own_pool: BufferPool | None = None
         #: The `unirt.conversion.Conversion` made on load when the backend converts the model's format, else None.
         self.conversion = None
+        #: For a backend reading a format it does not own (OpenVINO on ONNX): whether that frontend is verified
+        #: against the format's reference engine (`unirt.conversion.frontend`), else None.
+        self.verification = None
+        self._frontend = None  # the check still to run on the first run (one attribute test per run)
+        self._frontend_settings: dict = {}
         _check_options(threads, precision, backend_options)
         _check_memory_options(max_batch, batched, pool, pooled_outputs, arena, isolate)
         requested = Device.parse(device)
@@ -133,6 +138,8 @@ class Session:
         self._runner = runner
         try:
             self._setup(runner, resolved, precision, max_batch, batched, pool, pooled_outputs, arena)
+            if self.conversion is None:
+                self._plan_frontend_check(name)
         except BaseException:
             self._runner = None
             runner.close()  # an option refused after loading: the engine (or isolated child) must not linger
@@ -224,7 +231,50 @@ class Session:
             self.conversion = self._selection.conversion
             self._model = open_model(self.conversion.path)
             options.pop(CONVERSION_OPTION, None)
+        if runner is not None:  # loaded by `choose`; else `_load` takes the settings out itself
+            options = self._take_settings(options)
         return chosen.backend, chosen.device, runner, options
+
+    def _take_settings(self, backend_options: dict) -> dict:
+        """Keep unirt's conversion settings (for a frontend check) out of what the engine is given."""
+        from .conversion.frontend import split_settings
+
+        options, self._frontend_settings = split_settings(LoadOptions(backend_options=backend_options))
+        return dict(options.backend_options)
+
+    def _plan_frontend_check(self, name: str) -> None:
+        """A backend reading a format it does not own is converting: plan its check against the reference."""
+        if not registry.get_backend(name).reads_through_frontend(self._model):
+            return
+        from .conversion.frontend import FrontendCheck
+
+        self.verification, self._frontend = FrontendCheck.plan(self._model, name, self._options,
+                                                               self._frontend_settings)
+
+    def _verify_frontend(self, arrays: dict[str, np.ndarray]) -> None:
+        """The first run: compare the backend with the format's reference on these inputs (cached)."""
+        check = self._frontend
+        if check is None:
+            return
+        with check.lock:
+            if self._frontend is None:  # another thread's first run did it meanwhile
+                return
+            try:
+                check.run(self._runner, arrays, self._output_names)
+                self._frontend = None  # verified, accepted or unverifiable: runs go on unchecked
+            except UnirtError:
+                raise
+            except Exception as exc:  # the backend itself failed on these inputs, as the run would have
+                self._raise_if_closed(exc)
+                raise RunError(f"backend {self._backend_name!r} failed to run: {type(exc).__name__}: {exc}") from exc
+            finally:
+                self.verification = check.status
+
+    def _static_rows(self, mismatch: BatchSizeMismatch) -> dict[str, np.ndarray]:
+        """A static-batch model's inputs at its batch N, from a request of another row count (its rows cycled or
+        cut): what the first run's frontend check runs on."""
+        rows = np.arange(self._batch.size or 1) % max(mismatch.rows, 1)
+        return {k: np.ascontiguousarray(v[rows]) for k, v in mismatch.arrays.items()}
 
     def _load(self, name: str) -> BackendSession:
         plugin = registry.get_backend(name)
@@ -232,6 +282,9 @@ class Session:
             from .conversion import convert_for_load
 
             self._model, self.conversion, self._options = convert_for_load(self._model, name, self._options)
+        elif self._options.backend_options:
+            self._options = dataclasses.replace(self._options,
+                                                backend_options=self._take_settings(self._options.backend_options))
         try:
             runner = plugin.load(self._model, self._options)
         except UnirtError:
@@ -250,6 +303,9 @@ class Session:
             from .conversion import convert_for_load  # converted here (cached); the child loads the result
 
             self._model, self.conversion, self._options = convert_for_load(self._model, name, self._options)
+        elif self._options.backend_options:
+            self._options = dataclasses.replace(self._options,
+                                                backend_options=self._take_settings(self._options.backend_options))
         return IsolatedRunner(name, self._model, self._options)
 
     # -- running ---------------------------------------------------------------------------------------------
@@ -272,11 +328,15 @@ class Session:
             arrays = self._check(feeds)
         except BatchSizeMismatch as mismatch:  # a static-batch model given another batch size: pad or split
             names = self._names(output_names)
+            if self._frontend is not None:
+                self._verify_frontend(self._static_rows(mismatch))
             try:
                 return self._plan.run_rebatched(mismatch, names, out)
             except Exception as exc:
                 self._raise_if_closed(exc)
                 raise
+        if self._frontend is not None:  # the first run of a backend reading a format it does not own
+            self._verify_frontend(arrays)
         names = self._output_names if output_names is None else self._check_output_names(output_names)
         if out is not None or self._planned:
             try:
@@ -318,6 +378,15 @@ class Session:
         if self._run is None:
             raise SessionClosedError("this Session is closed")
         names = self._names(output_names)
+        if self._frontend is not None and len(requests):  # verified on the first request's inputs
+            try:
+                first = self._check(requests[0])
+            except BatchSizeMismatch as mismatch:
+                first = self._static_rows(mismatch)
+            except InputError:  # bad input: run_many reports it; the check waits for a run that has inputs
+                first = None
+            if first is not None:
+                self._verify_frontend(first)
         try:
             return self._plan.run_many(requests, names, out)
         except Exception as exc:
@@ -444,6 +513,8 @@ class Session:
 
         name = os.path.basename(self._model.name) if self._model.path is not None else self._model.name
         state = " closed" if self.closed else ""
+        frontend = "" if self.verification is None else (f"frontend={self.verification.source_format!r} "
+                                                           f"({self.verification.short()}) ")
         return (f"<unirt.Session{state} model={name!r} backend={self._backend_name!r} device={self._device!r} "
-                f"precision={self._precision!r} "
+                f"precision={self._precision!r} {frontend}"
                 f"inputs=[{fmt(self._inputs)}] outputs=[{fmt(self.outputs)}]>")

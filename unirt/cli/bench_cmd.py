@@ -9,6 +9,7 @@ import os
 from ..tools import bench
 from ..tools._deps import require
 from ..tools.bench import BenchReport
+from . import conversion_flags
 from .table import render
 from .tool_output import Progress, add_backends, add_shapes, backend_names, int_list, ms
 
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="PATH", help="write the report as JSON (schema: unirt/tools/bench.schema.json)")
     p.add_argument("--plot", metavar="PATH.png", help="write a PNG: latency per backend, throughput vs concurrency")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    conversion_flags.add(p)
     p.set_defaults(handler=run)
 
 
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
                    batch=int_list("--batch", args.batch), concurrency=int_list("--concurrency", args.concurrency),
                    threads=args.threads, precision=args.precision, device=args.device, warmup=args.warmup,
                    iterations=args.iterations, duration=args.duration, seed=args.seed,
-                   progress=Progress("bench", enabled=not args.no_progress))
+                   progress=Progress("bench", enabled=not args.no_progress),
+                   backend_options=conversion_flags.backend_options(args))
     print_report(report)
     if args.json:
         print(f"json:  {report.write_json(args.json)}")

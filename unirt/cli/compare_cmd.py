@@ -8,6 +8,7 @@ import os
 
 from ..tools import compare
 from ..tools.compare import CompareReport
+from . import conversion_flags
 from .table import render
 from .tool_output import add_backends, add_shapes, backend_names, print_json
 
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-inputs", metavar="FILE.npz", help="write the inputs used")
     p.add_argument("--save-outputs", metavar="FILE.npz", help="write every backend's outputs (keys backend/output)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    conversion_flags.add(p)
     p.set_defaults(handler=run)
 
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     report = compare(args.model, backend_names(args.backends), reference=args.reference, atol=args.atol,
                      rtol=args.rtol, precision=args.precision, inputs=args.inputs, shapes=args.shapes,
                      seed=args.seed, threads=args.threads, device=args.device, save_inputs=args.save_inputs,
-                     save_outputs=args.save_outputs)
+                     save_outputs=args.save_outputs, backend_options=conversion_flags.backend_options(args))
     if args.json:
         print_json(report.to_dict())
     else:

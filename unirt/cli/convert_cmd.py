@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"source": conv.source, "backend": conv.backend, "path": str(conv.path),
                           "files": [str(f) for f in conv.files], "cached": conv.cached, "seconds": conv.seconds,
                           "converter": conv.converter, "fixups": list(conv.fixups), "verified": conv.verified,
-                          "reference": conv.reference, "tolerance": conv.tolerance,
+                          "reference": conv.reference, "verified_on": conv.verified_on, "tolerance": conv.tolerance,
                           "errors": [e.as_dict() for e in conv.errors]}, indent=2))
     else:
         print(conv)

@@ -7,6 +7,7 @@ import argparse
 
 from .. import explain, hardware, open_model
 from ..backend import PRECISIONS
+from . import conversion_flags
 from .run_cmd import parse_shapes
 
 
@@ -22,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="precision to ask for (shown; with --fastest, each backend is timed in it)")
     p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
                    help="with --fastest: shape of an input with dynamic dims (default 1 for each)")
+    conversion_flags.add(p)  # with --fastest: for the backends that convert (or read through a frontend) on load
     p.set_defaults(handler=run)
 
 
@@ -31,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
         from ..fastest import choose
 
         result, runner = choose(open_model(args.model), args.device, threads=args.threads, precision=args.precision,
-                                input_shapes=parse_shapes(args.shape) or None, refresh=args.refresh)
+                                input_shapes=parse_shapes(args.shape) or None, refresh=args.refresh,
+                                backend_options=conversion_flags.backend_options(args))
         if runner is not None:
             runner.close()
     else:

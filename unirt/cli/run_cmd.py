@@ -16,6 +16,7 @@ from .. import InputError, Session, TensorInfo
 from ..backend import PRECISIONS
 from ..errors import UnsupportedOptionError
 from ..tools.inputs import default_shapes
+from . import conversion_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
     p.add_argument("--save-outputs", metavar="FILE.npz", help="write the outputs to an .npz file")
     p.add_argument("--json", action="store_true", help="print a JSON report instead of text")
+    conversion_flags.add(p)
     p.set_defaults(handler=run)
 
 
@@ -134,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     given = load_inputs(args.input)
     t0 = time.perf_counter()
     with Session(args.model, backend=args.backend, device=args.device, threads=args.threads,
-                 precision=args.precision, batched=args.batched) as sess:
+                 precision=args.precision, batched=args.batched,
+                 backend_options=conversion_flags.backend_options(args)) as sess:
         load_ms = (time.perf_counter() - t0) * 1e3
         unknown = set(shapes) - {i.name for i in sess.inputs}
         if unknown:
@@ -166,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
                            **({"median": statistics.median(times), "mean": statistics.fmean(times),
                                "min": min(times), "max": max(times)} if times else {})},
         }
+        if sess.verification is not None:  # a backend reading a format it does not own: checked on the first run
+            report["frontend"] = sess.verification.as_dict() | {"summary": str(sess.verification)}
     if args.save_outputs:
         np.savez(args.save_outputs, **{k: np.asarray(v) for k, v in outputs.items()})
     if args.json:
@@ -197,6 +202,8 @@ def print_report(r: dict[str, Any]) -> None:
         if o.get("nonfinite"):
             stats += f"  non-finite {o['nonfinite']}"
         print(f"output:   {o['name']}  {o['dtype']}{o['shape']}{stats}")
+    if "frontend" in r:
+        print(f"frontend: {r['frontend']['summary']}")
     lat = r["latency_ms"]
     line = f"latency:  load {lat['load']:.2f} ms, first run {lat['first']:.3f} ms"
     if lat["iterations"]:

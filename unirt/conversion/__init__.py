@@ -11,8 +11,9 @@ Steps, the same for every backend (each plugin only runs its own converter in `B
 3. the plugin's converter runs in a child process (`child.py`), which then loads the converted model and runs it on
    random inputs: a crash in either is a ConversionError, not a dead program;
 4. ONNX Runtime (or another backend that reads the source) runs the source model on the same inputs; an output
-   whose relative L2 error exceeds the precision's tolerance makes the conversion a ConversionError stating the
-   measured error, unless `accept=True` (or a larger `tolerance`).
+   whose error (`verify.py`: relative L2, or absolute rms error over a floor for a near-zero output) exceeds the
+   precision's tolerance makes the conversion a ConversionError stating the measured error, unless `accept=True`
+   (or a larger `tolerance`). `Conversion.verified_on` says which data that was.
 """
 
 from __future__ import annotations
@@ -59,24 +60,26 @@ class Conversion:
     tolerance: float | None = None
     verified: bool = False
     reference: str | None = None
+    #: The data the verification ran on, in words ("random inputs at x: 1x3x224x224, 3 sets").
+    verified_on: str = ""
 
     def __fspath__(self) -> str:
         return str(self.path)
 
     @property
     def max_error(self) -> float | None:
-        return max((e.rel_l2 for e in self.errors), default=None) if self.verified else None
+        """The largest judged error over the outputs (`OutputError.error`), None when not verified."""
+        return max((e.error for e in self.errors), default=None) if self.verified else None  # type: ignore
 
     @property
     def within_tolerance(self) -> bool:
-        """Verified, every float output within `tolerance` (relative L2) and every integer/bool output exact."""
+        """Verified, every float output's error within `tolerance` and every integer/bool output exact."""
         if not self.verified or self.tolerance is None:
             return False
-        return all(e.acceptable if e.exact else e.rel_l2 <= self.tolerance for e in self.errors)
+        return all(e.within(self.tolerance) for e in self.errors)
 
     def describe_errors(self) -> str:
-        return ", ".join(f"{e.name}: rel-L2 {e.rel_l2:.3g}, max abs {e.max_abs:.3g}{f' ({e.note})' if e.note else ''}"
-                         for e in self.errors)
+        return ", ".join(e.describe() for e in self.errors)
 
     def __str__(self) -> str:
         how = "cache hit" if self.cached else f"converted in {self.seconds:.2f} s"
@@ -84,8 +87,8 @@ class Conversion:
         lines += [f"  fixed up: {f}" for f in self.fixups]
         if self.verified:
             verdict = "within" if self.within_tolerance else "EXCEEDS"
-            lines.append(f"  verified against {self.reference}: {self.describe_errors()} ({verdict} tolerance "
-                         f"{self.tolerance:g})")
+            lines.append(f"  verified against {self.reference} on {self.verified_on or 'random inputs'}: "
+                         f"{self.describe_errors()} ({verdict} tolerance {self.tolerance:g})")
         else:
             lines.append("  not verified")
         return "\n".join(lines)
@@ -174,12 +177,14 @@ def _convert(src: ModelFile, name: str, options: LoadOptions, *, input_shapes: M
                       files=tuple(entry / f for f in record["files"]), cached=cached, seconds=record["seconds"],
                       converter=record["converter"], fixups=tuple(record["fixups"]),
                       errors=tuple(OutputError.from_dict(e) for e in record["errors"]), tolerance=tol,
-                      verified=bool(record["verified"]) and verify, reference=record.get("reference"))
+                      verified=bool(record["verified"]) and verify, reference=record.get("reference"),
+                      verified_on=str(record.get("verified_on") or ""))
     if conv.verified and not conv.within_tolerance:
         message = (f"{src.name}: the {name} conversion disagrees with {conv.reference} beyond the {options.precision} "
-                   f"tolerance (relative L2 {tol:g}): {conv.describe_errors()}")
+                   f"tolerance {tol:g}: {conv.describe_errors()}; verified on {conv.verified_on or 'random inputs'}")
         if not accept:
-            raise ConversionError(message + ". Pass accept=True (or a larger tolerance) to use it anyway.")
+            raise ConversionError(message + ". Pass accept=True (or a larger tolerance; CLI: --accept, --tolerance) "
+                                            "to use it anyway.")
         log.warning("%s; accepted", message)
     elif not conv.verified:
         log.warning("%s: the %s conversion is not verified (verify=False)", src.name, name)

@@ -25,7 +25,7 @@ from ..tensor import TensorInfo
 from . import store
 from .fixups import FIXUPS_VERSION
 from .signature import concrete_shape, infos_to_json, sidecar_path
-from .verify import OutputError, compare, feed_sets, index_bounds
+from .verify import OutputError, compare, describe_sets, feed_sets, index_bounds
 
 __all__ = ["build", "conversion_parts", "engine_versions"]
 
@@ -273,6 +273,7 @@ def build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *,
                   "files": [str(f.relative_to(work)) for f in files],
                   "seconds": seconds, "converter": engine_versions(plugin_name), "fixups": fix_notes,
                   "verified": verify, "reference": reference if verify else None,
+                  "verified_on": describe_sets(sets) if verify else "",
                   "errors": [e.as_dict() for e in errors], "source": model.name}
         store.publish(key, work, record)
         return record

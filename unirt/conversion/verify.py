@@ -1,4 +1,20 @@
-"""Comparing a converted model's outputs with the source model's on the same random inputs."""
+"""Comparing a converted model's outputs with the source model's on the same inputs, and the metric that judges them.
+
+The metric (`OutputError.error`, judged against `TOLERANCES`), per output and per input set, worst over the sets:
+
+    error = rms(got - ref) / max(rms(ref), SCALE_FLOOR)
+
+* Where the output's own scale is at least SCALE_FLOOR (1e-3) this is the relative L2 error ||got-ref|| / ||ref||:
+  an error relative to what the output is, whatever its units.
+* Below it the output is *near zero* on these inputs (a sigmoid/softmax tail, a detector's score map on random
+  data: ~1e-7 everywhere), and the relative error only measures how small the reference is: engines compute such
+  values from O(1) intermediates (logits, exponents) whose absolute rounding carries through unscaled, so a
+  good fp32 conversion is ~1e-3 off *relatively* yet 1e-7 off in value. The output is then judged on its
+  absolute rms error, against tolerance x SCALE_FLOOR (1e-6 at fp32). A wrong conversion of a near-zero
+  output still fails: its error is of the output's own size or the floor's, far beyond 1e-6.
+* Integer and bool outputs must match exactly (`error` is the fraction of elements that differ); NaN/inf must be
+  where the reference has them; another shape fails. `rel_l2` and `max_abs` are reported alongside.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +27,16 @@ from ..errors import ConversionError
 from ..tensor import TensorInfo
 from .signature import concrete_shape
 
-__all__ = ["TOLERANCES", "OutputError", "index_bounds", "random_feeds", "feed_sets", "compare"]
+__all__ = ["TOLERANCES", "SCALE_FLOOR", "OutputError", "index_bounds", "random_feeds", "feed_sets", "compare",
+           "describe_sets", "describe_feeds"]
 
 #: Largest relative L2 error (||converted - reference|| / ||reference||) accepted per precision, on float outputs.
 #: Integer and bool outputs must match exactly.
 TOLERANCES = {"fp32": 1e-3, "fp16": 1e-2, "bf16": 5e-2, "int8": 1e-1}
+
+#: The output scale (rms of the reference) below which an output counts as near zero and its error is measured
+#: in absolute terms, relative to this floor instead of to itself (see the module docstring).
+SCALE_FLOOR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -27,6 +48,30 @@ class OutputError:
     max_abs: float
     note: str = ""
     exact: bool = False  # an integer/bool output: any difference is a failure, whatever the tolerance
+    error: float | None = None  # the judged metric (module docstring); None: as rel_l2 (records before it)
+    scale: float | None = None  # rms of the reference output (the worst set's), None when not measured
+
+    def __post_init__(self) -> None:
+        if self.error is None:
+            object.__setattr__(self, "error", self.rel_l2)
+
+    @property
+    def near_zero(self) -> bool:
+        """The reference output was below SCALE_FLOOR: judged on absolute error."""
+        return not self.exact and self.scale is not None and self.scale < SCALE_FLOOR
+
+    def within(self, tolerance: float) -> bool:
+        """Exact outputs: identical; float outputs: `error` <= tolerance."""
+        return self.acceptable if self.exact else self.error <= tolerance  # type: ignore[operator]
+
+    def describe(self) -> str:
+        """"y: rel-L2 0.002, max abs 0.01"; for a near-zero output, the judged error first and why."""
+        if self.near_zero:
+            text = (f"{self.name}: error {self.error:.3g} (near-zero output, rms {self.scale:.2g} < {SCALE_FLOOR:g}: "
+                    f"rms error / {SCALE_FLOOR:g}), rel-L2 {self.rel_l2:.3g}, max abs {self.max_abs:.3g}")
+        else:  # error == rel_l2 here (for an integer output, the fraction of elements that differ)
+            text = f"{self.name}: rel-L2 {self.rel_l2:.3g}, max abs {self.max_abs:.3g}"
+        return text + (f" ({self.note})" if self.note else "")
 
     @property
     def acceptable(self) -> bool:
@@ -35,12 +80,14 @@ class OutputError:
 
     def as_dict(self) -> dict:
         return {"name": self.name, "rel_l2": self.rel_l2, "max_abs": self.max_abs, "note": self.note,
-                "exact": self.exact}
+                "exact": self.exact, "error": self.error, "scale": self.scale}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "OutputError":
+        scale = d.get("scale")
         return cls(str(d["name"]), float(d["rel_l2"]), float(d["max_abs"]), str(d.get("note", "")),
-                   bool(d.get("exact", False)))
+                   bool(d.get("exact", False)), float(d.get("error", d["rel_l2"])),
+                   None if scale is None else float(scale))
 
 
 def index_bounds(model: Any) -> dict[str, int]:
@@ -118,20 +165,38 @@ def _error(name: str, got: np.ndarray, ref: np.ndarray) -> OutputError:
     if np.any(~np.isfinite(g) & ~same_nonfinite) or np.any(~np.isfinite(r) & ~same_nonfinite):
         return OutputError(name, float("inf"), float("inf"), "non-finite values where the reference has others")
     g, r = np.where(same_nonfinite, 0.0, g), np.where(same_nonfinite, 0.0, r)
-    diff = np.linalg.norm(g - r)
-    scale = np.linalg.norm(r)
-    rel = float(diff / scale) if scale > 0 else float(diff)
-    return OutputError(name, rel, float(np.max(np.abs(g - r))))
+    d = g - r
+    diff, norm = float(np.linalg.norm(d)), float(np.linalg.norm(r))
+    rel = diff / norm if norm > 0 else (0.0 if diff == 0 else float("inf"))
+    rms_d, rms_r = diff / np.sqrt(r.size), norm / np.sqrt(r.size)
+    return OutputError(name, rel, float(np.max(np.abs(d))), error=float(rms_d / max(rms_r, SCALE_FLOOR)),
+                       scale=float(rms_r))
 
 
 def compare(got_sets: Sequence[Mapping[str, np.ndarray]],
             ref_sets: Sequence[Mapping[str, np.ndarray]]) -> list[OutputError]:
-    """Worst error per output over every input set."""
+    """Worst error (`OutputError.error`, the judged metric) per output over every input set."""
     worst: dict[str, OutputError] = {}
     for got, ref in zip(got_sets, ref_sets):
         for name, r in ref.items():
             e = _error(name, got[name], r) if name in got else OutputError(name, float("inf"), float("inf"),
                                                                            "missing from the converted model")
-            if name not in worst or e.rel_l2 > worst[name].rel_l2:
+            if name not in worst or e.error > worst[name].error:  # type: ignore[operator]
                 worst[name] = e
     return list(worst.values())
+
+
+def describe_feeds(feeds: Mapping[str, np.ndarray]) -> str:
+    """`x: 1x3x224x224, mask: 1x128` (a scalar shows as `()`)."""
+    return ", ".join(f"{k}: {'x'.join(map(str, np.shape(v))) or '()'}" for k, v in feeds.items())
+
+
+def describe_sets(sets: Sequence[Mapping[str, np.ndarray]], what: str = "random inputs") -> str:
+    """What verification ran on, in words: "random inputs at x: 1x3x224x224, 3 sets" (each distinct shape
+    listed once)."""
+    shapes: list[str] = []
+    for feeds in sets:
+        text = describe_feeds(feeds)
+        if text not in shapes:
+            shapes.append(text)
+    return f"{what} at {'; '.join(shapes)}, {len(sets)} set{'s' if len(sets) != 1 else ''}"

@@ -221,7 +221,8 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
           shapes: Mapping[str, Sequence[int]] | str | None = None, batch: Sequence[int] | int | None = None,
           concurrency: Sequence[int] | int = 1, threads: int | None = None, precision: str = "fp32",
           device: str = "auto", warmup: int = 5, iterations: int | None = None, duration: float | None = None,
-          seed: int = 0, progress: Progress | None = None) -> BenchReport:
+          seed: int = 0, progress: Progress | None = None,
+          backend_options: Mapping[str, Any] | None = None) -> BenchReport:
     """Benchmark `model` on each of `backends` (names, or None/"all" for every available one that reads
     it or converts it on load).
 
@@ -229,6 +230,7 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
     batch sizes to sweep (dim 0 of inputs whose dim 0 is dynamic). `concurrency`: worker counts to sweep.
     Timed runs: `iterations` per worker, or for `duration` seconds (default 3 s when neither is given), after
     `warmup` untimed runs. A backend that fails to load or run is reported with its error; the others go on.
+    `backend_options`: for every backend's Session (e.g. {"conversion": {"tolerance": 1e-2}}).
     """
     mf = open_model(model)
     names = pick_backends(mf, backends)
@@ -238,7 +240,8 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
         duration = 3.0
     _check_settings(batches, levels, warmup, iterations, duration, threads, precision)
     given = parse_shapes(shapes) if isinstance(shapes, str) else dict(shapes or {})
-    options = {"device": device, "threads": threads, "precision": precision}
+    options = {"device": device, "threads": threads, "precision": precision,
+               **({"backend_options": dict(backend_options)} if backend_options else {})}
     settings = {"backends": names, "shapes": {k: list(v) for k, v in given.items()}, "batch": batches,
                 "concurrency": levels, "threads": threads, "precision": precision, "device": device,
                 "warmup": warmup, "iterations": iterations, "duration_s": duration, "seed": seed}

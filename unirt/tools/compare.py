@@ -184,7 +184,8 @@ def _feeds(session: Session, inputs: Mapping[str, Any] | PathLike | None, shapes
 
 def _compare(reference: _Target, targets: Sequence[_Target], *, inputs: Any, shapes: Any, seed: int, atol: float,
              rtol: float, threads: int | None, device: str, save_inputs: PathLike | None,
-             save_outputs: PathLike | None, model_name: str) -> CompareReport:
+             save_outputs: PathLike | None, model_name: str,
+             backend_options: Mapping[str, Any] | None = None) -> CompareReport:
     if atol < 0 or rtol < 0:
         raise UnsupportedOptionError(f"tolerances must be >= 0, got atol={atol} rtol={rtol}")
     with Session(reference.model, backend=reference.backend, device=device, threads=threads,
@@ -198,7 +199,7 @@ def _compare(reference: _Target, targets: Sequence[_Target], *, inputs: Any, sha
     for target in targets:
         try:
             with Session(target.model, backend=target.backend, device=device, threads=threads,
-                         precision=target.precision) as sess:
+                         precision=target.precision, backend_options=backend_options) as sess:
                 actual = sess.run(feeds)
         except UnirtError as exc:
             log.info("compare: %s failed: %s", target.label, exc)
@@ -223,8 +224,9 @@ def compare(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str |
             reference: str | None = None, atol: float = 1e-4, rtol: float = 1e-3, precision: str = "fp32",
             inputs: Mapping[str, Any] | PathLike | None = None, shapes: Any = None, seed: int = 0,
             threads: int | None = None, device: str = "auto", save_inputs: PathLike | None = None,
-            save_outputs: PathLike | None = None) -> CompareReport:
+            save_outputs: PathLike | None = None, backend_options: Mapping[str, Any] | None = None) -> CompareReport:
     """Run `model` on `reference` and on each of `backends` with the same inputs; compare every output.
+    `backend_options`: for each target's Session (e.g. {"conversion": {"accept": True}}).
 
     `backends`: names, or None/"all" for every available backend that reads the model (or converts it on
     load). `reference` defaults to onnxruntime when it can run the model, else the first backend. `inputs`:
@@ -243,7 +245,8 @@ def compare(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str |
                                      f"got {', '.join(names)}")
     return _compare(_Target(reference, mf, reference, "fp32"), [_Target(n, mf, n, precision) for n in others],
                     inputs=inputs, shapes=shapes, seed=seed, atol=atol, rtol=rtol, threads=threads, device=device,
-                    save_inputs=save_inputs, save_outputs=save_outputs, model_name=mf.name)
+                    save_inputs=save_inputs, save_outputs=save_outputs, model_name=mf.name,
+                    backend_options=backend_options)
 
 
 def compare_models(reference_model: PathLike | ModelFile, model: PathLike | ModelFile, *,

@@ -32,9 +32,10 @@ class TestNcnnConformance(BackendConformance):
         "simple/test_expand_shape_model1": "the source model fails on random inputs",
         "simple/test_sequence_model1": "pnnx failed (killed by signal 11)",  # pnnx crashes on SequenceConstruct
         "simple/test_sequence_model5": "has no layer for: pnnx.Expression (line 6), ConcatFromSequence (line 7)",
-        # pnnx writes Shrink without its bias/lambd (1.5): ncnn's Shrink then passes x through unchanged
-        "simple/test_shrink": "the ncnn conversion disagrees with onnxruntime beyond the fp32 tolerance (relative L2 "
-                              "0.001): y: rel-L2 2.17",
+        # pnnx writes Shrink without its bias/lambd (1.5): ncnn's Shrink then passes x through unchanged (worst on a
+        # set where the reference is all zeros: judged on absolute error)
+        "simple/test_shrink": "the ncnn conversion disagrees with onnxruntime beyond the fp32 tolerance 0.001: "
+                              "y: error 969 (near-zero output",
         "simple/test_strnorm_model_nostopwords_nochangecase": _STRINGS,
         "pytorch-converted/test_Embedding": "input '0' is int64 " + _NOT_FLOAT,
         # ncnn's Pooling has no dilation (this one dilates by 10)

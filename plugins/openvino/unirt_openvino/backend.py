@@ -15,6 +15,8 @@ class OpenVinoBackend(Backend):
     name = "openvino"
     formats = frozenset({ModelFormat.OPENVINO, ModelFormat.ONNX, ModelFormat.TFLITE})
     converts_from = frozenset({ModelFormat.ONNX, ModelFormat.TFLITE})
+    #: ONNX and TFLite are read through OpenVINO's frontends: verified against the format's reference engine.
+    native_formats = frozenset({ModelFormat.OPENVINO})
     install_hint = "pip install unirt-openvino"
 
     def probe(self) -> Availability:

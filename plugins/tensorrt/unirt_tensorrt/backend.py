@@ -50,6 +50,8 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     formats = frozenset({ModelFormat.TENSORRT, ModelFormat.ONNX})
     converts_from = frozenset({ModelFormat.ONNX})
+    #: ONNX is read through TensorRT's ONNX parser into an engine: verified against the format's reference engine.
+    native_formats = frozenset({ModelFormat.TENSORRT})
     install_hint = "pip install 'unirt-tensorrt[engine]'"
 
     def probe(self) -> Availability:
