@@ -11,8 +11,6 @@ import numpy as np
 def _save(model, path: Path) -> Path:
     import onnx
 
-    model.opset_import[0].version = 17
-    model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
@@ -37,27 +35,26 @@ def detector(path: Path, seed: int = 0) -> Path:
         "detector", [x], [y],
         [nh.from_array(w1, "W1"), nh.from_array(w2, "W2"),
          nh.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
-    return _save(h.make_model(graph), path)
+    return _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8), path)
 
 
 def recognizer(path: Path, seed: int = 0) -> Path:
     """x float32[-1, 3, "?", "?"] (as paddle2onnx writes it) that works at H=48 only: conv to 8 channels, then a
-    Reshape to [N, 8*48, -1] (a CRNN's collapse of the height), relu: float32[N, 384, W]."""
+    MatMul over the height with a [48, 16] weight (a CRNN's collapse of the height): float32[N, 8, W, 16]. Any
+    other H fails in every engine, a 224 guess included."""
     from onnx import TensorProto as T, helper as h, numpy_helper as nh
 
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((8, 3, 3, 3)) / 4).astype(np.float32)
+    m = (rng.standard_normal((48, 16)) / 7).astype(np.float32)
     x = h.make_tensor_value_info("x", T.FLOAT, [-1, 3, "?", "?"])
-    y = h.make_tensor_value_info("logits", T.FLOAT, [-1, 384, "?"])
+    y = h.make_tensor_value_info("logits", T.FLOAT, [-1, 8, "?", 16])
     graph = h.make_graph(
         [h.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
-         h.make_node("Reshape", ["c", "shape"], ["flat"]),
-         h.make_node("Relu", ["flat"], ["logits"])],
-        "recognizer", [x], [y], [nh.from_array(w, "W"), nh.from_array(np.array([0, 384, -1], np.int64), "shape")])
-    model = h.make_model(graph)
-    model.graph.input[0].type.tensor_type.shape.dim[0].ClearField("dim_value")
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = -1
-    return _save(model, path)
+         h.make_node("Transpose", ["c"], ["t"], perm=[0, 1, 3, 2]),
+         h.make_node("MatMul", ["t", "M"], ["logits"])],
+        "recognizer", [x], [y], [nh.from_array(w, "W"), nh.from_array(m, "M")])
+    return _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8), path)
 
 
 def sequence_model(path: Path, seed: int = 0) -> Path:
@@ -71,9 +68,8 @@ def sequence_model(path: Path, seed: int = 0) -> Path:
         [h.make_node("Unsqueeze", ["x", "axis"], ["x3"]),
          h.make_node("Conv", ["x3", "W"], ["c"]),
          h.make_node("Relu", ["c"], ["r"]),
-         h.make_node("ReduceMean", ["r", "axes"], ["score"], keepdims=0)],
+         h.make_node("ReduceMean", ["r"], ["score"], axes=[2], keepdims=0)],
         "vad", [h.make_tensor_value_info("x", T.FLOAT, ["batch", "sequence"])],
         [h.make_tensor_value_info("score", T.FLOAT, ["batch", 4])],
-        [nh.from_array(w, "W"), nh.from_array(np.array([1], np.int64), "axis"),
-         nh.from_array(np.array([2], np.int64), "axes")])
-    return _save(h.make_model(graph), path)
+        [nh.from_array(w, "W"), nh.from_array(np.array([1], np.int64), "axis")])
+    return _save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], ir_version=8), path)

@@ -215,11 +215,16 @@ def _reference_outputs(model: ModelFile, reference: str | None, feeds: dict[str,
                 raise failed(exc) from None
 
 
+#: Bumped when what a conversion builds changes: 2 = dynamic-size models verified at a second size.
+_LAYOUT = 2
+
+
 def conversion_parts(plugin_name: str, options: LoadOptions, input_shapes: Mapping | None,
                       converter_options: Mapping) -> dict:
     return {"backend": plugin_name, "versions": engine_versions(plugin_name), "precision": options.precision,
             "device": str(options.device), "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
-            "converter_options": dict(converter_options), "fixups": FIXUPS_VERSION}
+            "converter_options": dict(converter_options), "fixups": FIXUPS_VERSION,
+            "layout": _LAYOUT}
 
 
 def _within(errors: list[OutputError], tolerance: float) -> bool:
@@ -238,6 +243,41 @@ def _run_sets(inputs: list[TensorInfo], shapes: dict[str, tuple[int, ...]], feed
         sets.append(random_feeds(inputs, {n: (s[0] + 1,) + s[1:] for n, s in shapes.items()}, rng, bounds))
     what = f"random inputs at {format_shapes(shapes)}"
     return sets, (f"the first run's inputs ({format_shapes(shapes)}) and {what}" if feeds is not None else what)
+
+
+def _second_size(model: ModelFile, reference: str | None, inputs: list[TensorInfo], shapes: dict,
+                 shapes2: dict, bounds: dict[str, int]) -> tuple[dict | None, list, list]:
+    """The second size to convert and verify a dynamic-size model at, with its random inputs and the reference's
+    outputs: every open dim changed where the reference takes that; else only the dims it takes changed one at a
+    time (a recognizer fixed at H=48 keeps a dynamic W); (None, [], []) where it takes none (static)."""
+    rng = np.random.default_rng(1)
+
+    def attempt(candidate: dict) -> tuple[list, list] | None:
+        feeds = random_feeds(inputs, candidate, rng, bounds)
+        try:
+            return [feeds], [_reference_outputs(model, reference, feeds)]
+        except ConversionError as exc:  # the model takes only the given size there (a MatMul over H, ...)
+            log.info("%s: the reference refuses %s: %s", model.name, format_shapes(candidate), exc)
+            return None
+
+    found = attempt(shapes2)
+    if found is not None:
+        return shapes2, *found
+    singles = [(n, a) for n in shapes for a, (d, d2) in enumerate(zip(shapes[n], shapes2[n])) if d != d2]
+    if len(singles) < 2:
+        return None, [], []
+    kept = []
+    for name, axis in singles:
+        one = dict(shapes)
+        one[name] = tuple(d2 if a == axis else d for a, (d, d2) in enumerate(zip(shapes[name], shapes2[name])))
+        if attempt(one) is not None:
+            kept.append((name, axis))
+    if not kept:
+        return None, [], []
+    combined = {n: tuple(d2 if (n, a) in kept else d for a, (d, d2) in enumerate(zip(shapes[n], shapes2[n])))
+                for n in shapes}
+    found = attempt(combined)
+    return (combined, *found) if found is not None else (None, [], [])
 
 
 def build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *, input_shapes: Mapping | None,
@@ -281,13 +321,7 @@ def build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *,
         sets2: list[dict[str, np.ndarray]] = []
         ref2: list[dict[str, np.ndarray]] = []
         if shapes2 is not None and verify:
-            sets2 = [random_feeds(sig_in, shapes2, np.random.default_rng(1), bounds)]
-            try:
-                ref2 = [_reference_outputs(model, reference, sets2[0])]
-            except ConversionError as exc:  # the model takes only the given size (a Reshape fixing H, ...)
-                log.info("%s: static conversion: the reference refuses the second size %s: %s", model.name,
-                         format_shapes(shapes2), exc)
-                shapes2, sets2 = None, []
+            shapes2, sets2, ref2 = _second_size(model, reference, sig_in, shapes, shapes2, bounds)
         in_paths, out_paths, in2_paths, out2_paths = [], [], [], []
         for i, feeds in enumerate(sets):
             in_paths.append(str(work / f"verify_in_{i}.npz"))
