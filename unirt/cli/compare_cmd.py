@@ -9,7 +9,7 @@ import os
 from ..tools import compare
 from ..tools.compare import CompareReport
 from .table import render
-from .tool_output import add_backends, add_shapes, backend_names, print_json
+from .tool_output import add_backends, add_shapes, backend_names, print_json, shapes_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     report = compare(args.model, backend_names(args.backends), reference=args.reference, atol=args.atol,
-                     rtol=args.rtol, precision=args.precision, inputs=args.inputs, shapes=args.shapes,
+                     rtol=args.rtol, precision=args.precision, inputs=args.inputs, shapes=shapes_of(args),
                      seed=args.seed, threads=args.threads, device=args.device, save_inputs=args.save_inputs,
                      save_outputs=args.save_outputs)
     if args.json:

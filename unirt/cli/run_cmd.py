@@ -16,6 +16,7 @@ from .. import InputError, Session, TensorInfo
 from ..backend import PRECISIONS
 from ..errors import UnsupportedOptionError
 from ..tools.shapes import resolve_shapes
+from .tool_output import add_shapes, shapes_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE",
                    help="input from a .npy file (repeatable); or FILE.npz holding every input by name")
-    p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
-                   help="shape for a random input with dynamic dims (default: 1 for each dynamic dim)")
+    add_shapes(p, "; random inputs take it (default: 1 for each dynamic dim)")
     p.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="dim 0 is a batch dim (Session(batched=True)): pad or split inputs of another batch size; "
                         "--no-batched: never (default: read it from the model)")
@@ -40,16 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for spec in specs:
-        name, sep, dims = spec.rpartition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            shapes[name] = tuple(int(d) for d in dims.lower().split("x")) if dims else ()
-        except ValueError:
-            raise UnsupportedOptionError(f"--shape {spec!r}: expected NAME=DxDxD, e.g. images=1x3x224x224") from None
-    return shapes
+    """--shape values as {input: shape}: NAME:DIMS or NAME=DIMS, repeatable or comma-separated."""
+    from ..tools.shapes import parse_shapes as parse
+
+    return parse(specs)
 
 
 def load_inputs(specs: list[str]) -> dict[str, np.ndarray]:
@@ -126,11 +120,13 @@ def summarize(name: str, value: Any) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     if args.iterations < 0:
         raise UnsupportedOptionError("--iterations must be >= 0")
-    shapes = parse_shapes(args.shape)
+    shapes = shapes_of(args)
     given = load_inputs(args.input)
     t0 = time.perf_counter()
+    # the shapes of the inputs given or asked for are the ones a converting backend converts at
+    convert_at = {**shapes, **{k: tuple(np.shape(v)) for k, v in given.items()}}
     with Session(args.model, backend=args.backend, device=args.device, threads=args.threads,
-                 precision=args.precision, batched=args.batched) as sess:
+                 precision=args.precision, batched=args.batched, input_shapes=convert_at or None) as sess:
         load_ms = (time.perf_counter() - t0) * 1e3
         unknown = set(shapes) - {i.name for i in sess.inputs}
         if unknown:

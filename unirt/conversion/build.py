@@ -231,6 +231,12 @@ def _within(errors: list[OutputError], tolerance: float) -> bool:
     return all(e.acceptable if e.exact else e.rel_l2 <= tolerance for e in errors)
 
 
+def _batchable(inputs: list[TensorInfo]) -> bool:
+    """Every input has a dynamic dim 0 (and another dim): a batch dim, converted at 1 and verified at 2."""
+    return bool(inputs) and all(i.shape is not None and i.rank > 1 and not isinstance(i.shape[0], int)
+                                for i in inputs)
+
+
 def _run_sets(inputs: list[TensorInfo], shapes: dict[str, tuple[int, ...]], feeds: Mapping[str, np.ndarray] | None,
               bounds: dict[str, int]) -> tuple[list[dict[str, np.ndarray]], str]:
     """Verification inputs for a conversion driven by a run: that run's real inputs first, then two random sets at
@@ -239,8 +245,8 @@ def _run_sets(inputs: list[TensorInfo], shapes: dict[str, tuple[int, ...]], feed
     sets = [{k: np.ascontiguousarray(feeds[k]) for k in shapes}] if feeds is not None else []
     rng = np.random.default_rng(0)
     sets += [random_feeds(inputs, shapes, rng, bounds) for _ in range(2)]
-    if inputs and all(i.rank > 0 and not isinstance(i.shape[0], int) for i in inputs):
-        sets.append(random_feeds(inputs, {n: (s[0] + 1,) + s[1:] for n, s in shapes.items()}, rng, bounds))
+    if _batchable(inputs) and all(s[0] == 1 for s in shapes.values()):
+        sets.append(random_feeds(inputs, {n: (2,) + s[1:] for n, s in shapes.items()}, rng, bounds))
     what = f"random inputs at {format_shapes(shapes)}"
     return sets, (f"the first run's inputs ({format_shapes(shapes)}) and {what}" if feeds is not None else what)
 
@@ -296,6 +302,8 @@ def build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *,
         if missing:
             raise ConversionError(f"converting at a run's inputs: inputs {sorted(missing)} are missing")
         shapes = {i.name: tuple(np.shape(inputs[i.name])) for i in sig_in}
+        if _batchable(sig_in):  # a dynamic batch dim converts at 1 (as always), verified at the run's batch too
+            shapes = {n: (1,) + s[1:] for n, s in shapes.items()}
     else:
         shapes = {i.name: concrete_shape(i, input_shapes) for i in sig_in}
         unknown = set(input_shapes or {}) - set(shapes)
