@@ -42,9 +42,19 @@ def deferred_signature(model: ModelFile, input_shapes: Mapping[str, Sequence[int
     return inputs, outputs
 
 
-def _fits(infos: Sequence[TensorInfo], shapes: tuple[tuple[int, ...], ...]) -> bool:
-    """Whether a loaded conversion's declared inputs take arrays of `shapes` (its fixed dims match)."""
+def _fits(infos: Sequence[TensorInfo], shapes: tuple[tuple[int, ...], ...], conv: Any = None) -> bool:
+    """Whether a loaded conversion takes arrays of `shapes`: its declared inputs' fixed dims match, and each dim
+    beyond a batch dim 0 is one it was converted (and verified) at, or one it keeps dynamic, verified at a second
+    size (an MNN model resizes to anything: a size never verified is converted, so verified, afresh)."""
+    made_at = getattr(conv, "shapes", None) or {}
+    dynamic = getattr(conv, "dynamic_axes", None) or {}
     for info, shape in zip(infos, shapes):
+        at = made_at.get(info.name)
+        if at is not None and len(at) == len(shape):
+            free = set(dynamic.get(info.name, ()))
+            first = 0 if len(shape) == 1 else 1
+            if any(a >= first and a not in free and s != d for a, (s, d) in enumerate(zip(shape, at))):
+                return False
         if info.shape is None:
             continue
         if len(info.shape) != len(shape):
@@ -104,8 +114,8 @@ class LazyConversion(BackendSession):
             hit = self._by_shapes.get(key)
             if hit is not None:
                 return hit
-            for ident, (runner, _conv) in reversed(self._loaded.items()):
-                if _fits(runner.inputs, key):
+            for ident, (runner, conv) in reversed(self._loaded.items()):
+                if _fits(runner.inputs, key, conv):
                     self._loaded.move_to_end(ident)
                     break
             else:
