@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import explain, hardware, open_model
+from .. import explain, hardware
 from ..backend import PRECISIONS
 from .tool_output import add_shapes, shapes_of
 
@@ -28,12 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     print(f"hardware: {hardware().describe()}")
     if args.fastest:
-        from ..fastest import choose
-
-        result, runner = choose(open_model(args.model), args.device, threads=args.threads, precision=args.precision,
-                                input_shapes=shapes_of(args) or None, refresh=args.refresh)
-        if runner is not None:
-            runner.close()
+        result = explain(args.model, device=args.device, precision=args.precision, fastest=True,
+                         input_shapes=shapes_of(args) or None, threads=args.threads, refresh=args.refresh)
     else:
         result = explain(args.model, device=args.device, precision=args.precision)
     print(result)
