@@ -325,6 +325,9 @@ class Session:
         signature = deferred_signature(self._model, shapes)
         if signature is None:
             return None
+        check = getattr(plugin, "check_convertible", None)  # what no shape changes: refused now, not at a run
+        if check is not None:
+            check(signature[0])
         runner = self._lazy_runner(name, plugin, signature, str(self._options.device), self._options,
                                    isolate=isolate)
         self._options = load_options

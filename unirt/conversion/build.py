@@ -242,13 +242,15 @@ def _run_sets(inputs: list[TensorInfo], shapes: dict[str, tuple[int, ...]], feed
     """Verification inputs for a conversion driven by a run: that run's real inputs first, then two random sets at
     its shapes, and one at another batch size where every input's dim 0 is dynamic. Returns them and what they
     are, in words."""
-    sets = [{k: np.ascontiguousarray(feeds[k]) for k in shapes}] if feeds is not None else []
+    sets = [{k: np.asarray(feeds[k], order="C") for k in shapes}] if feeds is not None else []
     rng = np.random.default_rng(0)
     sets += [random_feeds(inputs, shapes, rng, bounds) for _ in range(2)]
     if _batchable(inputs) and all(s[0] == 1 for s in shapes.values()):
         sets.append(random_feeds(inputs, {n: (2,) + s[1:] for n, s in shapes.items()}, rng, bounds))
     what = f"random inputs at {format_shapes(shapes)}"
-    return sets, (f"the first run's inputs ({format_shapes(shapes)}) and {what}" if feeds is not None else what)
+    if feeds is None:
+        return sets, what
+    return sets, f"the first run's inputs ({format_shapes({k: np.shape(feeds[k]) for k in shapes})}) and {what}"
 
 
 def _second_size(model: ModelFile, reference: str | None, inputs: list[TensorInfo], shapes: dict,

@@ -36,6 +36,8 @@ def deferred_signature(model: ModelFile, input_shapes: Mapping[str, Sequence[int
     from .build import _onnx_file_signature
 
     inputs, outputs = _onnx_file_signature(model)
+    if any(i.dtype.kind not in "biuf" for i in inputs):  # strings: no converter takes them, whatever the shape
+        return None
     given = input_shapes or {}
     if not any(needs_run_shapes(i) and i.name not in given for i in inputs):
         return None

@@ -46,6 +46,12 @@ class NcnnBackend(Backend):
 
         return pnnx_identity()
 
+    def check_convertible(self, inputs) -> None:
+        """What no input shape changes, refused at load rather than at the first run that converts (float32
+        inputs only, no scalars): the ConversionError the converter would raise."""
+        _check_inputs({i.name: tuple(i.shape) if i.shape is not None else (None,) for i in inputs},
+                      {i.name: i.dtype.name for i in inputs})
+
     def convert(self, model: ModelFile, out_dir: Path, options: LoadOptions) -> ModelFile:
         """ONNX -> model.param + model.bin with pnnx, at the shapes unirt's conversion layer passes; fp32 weights
         unless precision='fp16' (bf16 runs from fp32 weights with ncnn's bf16 storage). pnnx's batch axis per
