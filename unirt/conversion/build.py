@@ -117,7 +117,7 @@ def _onnx_file_signature(model: ModelFile) -> tuple[list[TensorInfo], list[Tenso
     return onnx_signature(proto)
 
 
-def _load_onnx(model: ModelFile) -> Any:
+def _load_onnx(model: ModelFile, external_data: bool = True) -> Any:
     try:
         import onnx
     except ImportError:
@@ -125,7 +125,7 @@ def _load_onnx(model: ModelFile) -> Any:
                               "(or pip install onnx)") from None
     try:
         if model.path is not None:
-            return onnx.load(str(model.path))
+            return onnx.load(str(model.path), load_external_data=external_data)
         return onnx.load_from_string(model.data)
     except Exception as exc:
         raise ConversionError(f"{model.name}: onnx cannot parse the model: {exc}") from None

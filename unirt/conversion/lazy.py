@@ -9,6 +9,7 @@ model that resizes) or converts again at that shape (a model that converts stati
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Mapping, Sequence
@@ -33,15 +34,40 @@ def deferred_signature(model: ModelFile, input_shapes: Mapping[str, Sequence[int
     now (every input's shape is known or given)."""
     if model.format is not ModelFormat.ONNX:
         return None
-    from .build import _onnx_file_signature
-
-    inputs, outputs = _onnx_file_signature(model)
+    inputs = _source_inputs(model)
     if any(i.dtype.kind not in "biuf" for i in inputs):  # strings: no converter takes them, whatever the shape
         return None
     given = input_shapes or {}
     if not any(needs_run_shapes(i) and i.name not in given for i in inputs):
         return None
-    return inputs, outputs
+    from .build import _onnx_file_signature
+
+    return _onnx_file_signature(model)
+
+
+def _source_inputs(model: ModelFile) -> tuple[TensorInfo, ...]:
+    """The ONNX model's graph inputs (no shape inference), remembered per file (path, size, mtime): auto-selection
+    asks for every converting backend."""
+    if model.path is None:
+        return _read_inputs(model)
+    st = os.stat(model.path)
+    key = (str(model.path), st.st_size, st.st_mtime_ns)
+    found = _INPUTS.get(key)
+    if found is None:
+        found = _INPUTS[key] = _read_inputs(model)
+        while len(_INPUTS) > 32:
+            _INPUTS.pop(next(iter(_INPUTS)))
+    return found
+
+
+_INPUTS: dict[tuple, tuple[TensorInfo, ...]] = {}
+
+
+def _read_inputs(model: ModelFile) -> tuple[TensorInfo, ...]:
+    from .build import _load_onnx
+    from .signature import onnx_signature
+
+    return tuple(onnx_signature(_load_onnx(model, external_data=False))[0])
 
 
 def _fits(infos: Sequence[TensorInfo], shapes: tuple[tuple[int, ...], ...], conv: Any = None) -> bool:
