@@ -209,3 +209,19 @@ output [ {{ name: "heat" data_type: TYPE_FP32 dims: [ 1, 2, 128, 160 ] }} ]
         assert _rel(got, _reference(shape_models["detector"], x)) < 1e-5
     finally:
         loaded.close()
+
+
+def test_fastest_winner_that_converts_takes_other_shapes(shape_models):
+    if not CONVERTERS:
+        pytest.skip("needs ncnn or mnn")
+    path = shape_models["detector"]
+    clear_cache()
+    # every backend that reads ONNX as it is fails on an unknown option: the winner is one that converts
+    failing = {b: {"no_such_option": 1} for b in ("onnxruntime", "openvino", "tflite", "tensorrt")}
+    with unirt.Session(path, backend="fastest", input_shapes={"x": (1, 3, 320, 320)},
+                       backend_options=failing) as sess:
+        assert sess.backend in CONVERTERS and sess.conversion.shapes == {"x": (1, 3, 320, 320)}
+        assert sess.inputs[0].shape[2:] == (None, None)  # the source's signature: other sizes reach the backend
+        for shape in ((1, 3, 320, 320), (1, 3, 64, 96)):
+            x = _image(*shape)
+            assert _rel(sess.run(x)["heat"], _reference(path, x)) < 1e-5

@@ -20,7 +20,7 @@ from .devices import Device
 from .errors import (BackendUnavailableError, InputError, ModelFormatError, ModelLoadError, RunError,
                      SessionClosedError, UnirtError, UnsupportedOptionError)
 from .feeds import BatchSizeMismatch, InputChecker
-from .formats import ModelFile, PathLike, open_model
+from .formats import ModelFile, ModelFormat, PathLike, open_model
 from .pool import BufferPool
 from .run_plan import RunPlan
 from .selection import Explanation, rank
@@ -249,12 +249,21 @@ class Session:
             convert_options = LoadOptions(device=Device.parse(chosen.device), threads=threads, precision=precision,
                                           backend_options=dict(options), max_batch=max_batch)
             options.pop(CONVERSION_OPTION, None)
-            # other shapes than those it was converted at convert again (cached), as for any converting Session
-            runner = self._lazy_runner(chosen.backend, registry.get_backend(chosen.backend),
-                                       (list(runner.inputs), list(runner.outputs)), chosen.device, convert_options,
-                                       seed=(runner, conv))
+            # other shapes than those it was converted at convert again (cached), as for any converting Session:
+            # the Session checks inputs against the source model's signature, not the conversion's fixed sizes
+            signature = self._source_signature() or (list(runner.inputs), list(runner.outputs))
+            runner = self._lazy_runner(chosen.backend, registry.get_backend(chosen.backend), signature,
+                                       chosen.device, convert_options, seed=(runner, conv))
             self._model = open_model(conv.path)
         return chosen.backend, chosen.device, runner, options
+
+    def _source_signature(self) -> tuple[list[TensorInfo], list[TensorInfo]] | None:
+        """The ONNX source model's inputs and outputs as the file states them; None for another format."""
+        if self._model.format is not ModelFormat.ONNX:
+            return None
+        from .conversion.build import _onnx_file_signature
+
+        return _onnx_file_signature(self._model)
 
     def _defer_fastest(self, device: Device, threads: int | None, precision: str,
                        backend_options: Mapping[str, Any] | None, max_batch: int | None) -> BackendSession | None:
