@@ -84,6 +84,14 @@ def test_given_shapes_convert_at_load(shape_models, backend):
         assert _rel(sess.run(x)["heat"], _reference(path, x)) < 1e-5
 
 
+def test_input_shapes_are_checked(shape_models):
+    backend = CONVERTERS[0] if CONVERTERS else pytest.skip("needs ncnn or mnn")
+    with pytest.raises(unirt.InputError, match="input_shapes names unknown input 'y'; the model's inputs are: x"):
+        unirt.Session(shape_models["detector"], backend=backend, input_shapes={"y": (1, 3, 8, 8)})
+    with pytest.raises(unirt.UnsupportedOptionError, match="input_shapes must be a dict"):
+        unirt.Session(shape_models["detector"], backend=backend, input_shapes=[(1, 3, 8, 8)])
+
+
 def test_a_guess_is_kept_for_explicit_convert_only_and_said(shape_models):
     backend = CONVERTERS[0] if CONVERTERS else pytest.skip("needs ncnn or mnn")
     conv = unirt.convert(shape_models["detector"], to=backend)

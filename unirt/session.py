@@ -331,6 +331,14 @@ class Session:
 
         settings, load_options = conversion_settings(self._options)
         shapes = self._input_shapes if self._input_shapes is not None else settings.get("input_shapes")
+        if shapes and self._model.format is ModelFormat.ONNX:
+            from .conversion.lazy import _source_inputs
+
+            names = [i.name for i in _source_inputs(self._model)]
+            unknown = sorted(set(shapes) - set(names))
+            if unknown:
+                raise InputError(f"input_shapes names unknown input {unknown[0]!r}; the model's inputs are: "
+                                 f"{', '.join(names)}")
         signature = deferred_signature(self._model, shapes)
         if signature is None:
             return None

@@ -261,9 +261,12 @@ def _second_size(model: ModelFile, reference: str | None, inputs: list[TensorInf
     rng = np.random.default_rng(1)
 
     def attempt(candidate: dict) -> tuple[list, list] | None:
+        from ..native_output import native_output_silenced
+
         feeds = random_feeds(inputs, candidate, rng, bounds)
         try:
-            return [feeds], [_reference_outputs(model, reference, feeds)]
+            with native_output_silenced():  # a probe: the engine's own error print is noise (logged below)
+                return [feeds], [_reference_outputs(model, reference, feeds)]
         except ConversionError as exc:  # the model takes only the given size there (a MatMul over H, ...)
             log.info("%s: the reference refuses %s: %s", model.name, format_shapes(candidate), exc)
             return None
