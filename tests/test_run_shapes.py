@@ -30,7 +30,8 @@ def _available(name: str) -> bool:
 CONVERTERS = [b for b in ("ncnn", "mnn") if _available(b)]
 # `[-1, 3, "?", "?"]`: "?" is an anonymous dynamic dim once unirt.tensor normalizes placeholders (issue 13 item 1)
 placeholders = pytest.mark.skipif(not hasattr(_tensor, "normalize_dim"),
-                                  reason="needs placeholder dims as anonymous dynamic dims (unirt.tensor.normalize_dim)")
+                                  reason="needs placeholder dims as anonymous dynamic dims "
+                                         "(unirt.tensor.normalize_dim)")
 
 
 def _reference(path, x):

@@ -11,8 +11,8 @@ from typing import Any
 from ..backend import PRECISIONS
 from ..errors import UnsupportedOptionError
 
-__all__ = ["add_shapes", "shapes_of", "add_backends", "backend_names", "int_list", "ms", "human", "human_bytes", "print_json",
-           "Progress"]
+__all__ = ["add_shapes", "shapes_of", "add_backends", "backend_names", "int_list", "ms", "human", "human_bytes",
+           "print_json", "Progress"]
 
 
 #: What --shape does in every command that takes it (one option, one syntax).
