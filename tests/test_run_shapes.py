@@ -43,6 +43,12 @@ def _rel(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
+def _save(directory, array):
+    path = directory / "x.npy"
+    np.save(path, array)
+    return path
+
+
 def _image(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
@@ -172,6 +178,10 @@ def test_cli_run_bench_compare_take_shape(shape_models, capsys, tmp_path):
     assert main(["run", path, "--backend", backend, "--shape", "x:1x3x320x320", "--json", "--iterations", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["outputs"][0]["shape"] == [1, 2, 320, 320]
+    assert report["format"].startswith(f"onnx, converted to {backend}")
+    assert main(["run", path, "--backend", backend, "--json", "--iterations", "0",  # no shape: the first run's
+                 "--input", f"x={_save(tmp_path, _image(1, 3, 96, 64))}"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"][0]["shape"] == [1, 2, 96, 64]
     out = tmp_path / "bench.json"
     assert main(["bench", path, "--backends", f"onnxruntime,{backend}", "--shapes", "x:1x3x320x320",
                  "--iterations", "2", "--warmup", "1", "--no-progress", "--json", str(out)]) == 0

@@ -173,7 +173,8 @@ def _format_of(sess: Any, path: str) -> str:
     from ..formats import open_model
 
     source = open_model(path).format.value
-    return f"{source}, converted to {sess.model.format.value}{' (cached)' if conv.cached else ''}"
+    # a conversion made at the first run's shapes leaves sess.model the source: the converted file says the format
+    return f"{source}, converted to {open_model(conv.path).format.value}{' (cached)' if conv.cached else ''}"
 
 
 def print_report(r: dict[str, Any]) -> None:
