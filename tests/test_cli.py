@@ -127,7 +127,7 @@ def test_run_sizes_random_inputs_from_shared_dims(shared_dims, tmp_path, capsys)
 
 @pytest.mark.parametrize("argv,message", [
     (["run", "missing.onnx"], "no such model file"),
-    (["run", "{model}", "--backend", "reference", "--shape", "x=abc"], "expected NAME=DxDxD"),
+    (["run", "{model}", "--backend", "reference", "--shape", "x=abc"], "expected NAME:DIMS"),
     (["run", "{model}", "--backend", "reference", "--shape", "y=1x8"], "unknown input"),
     (["run", "{model}", "--backend", "reference", "--input", "x=nope.npy"], "no such file"),
     (["run", "{model}", "--backend", "nosuch"], "not installed"),

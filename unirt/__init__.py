@@ -53,9 +53,15 @@ def convert(model, to: str, out=None, **options):
     return _convert(model, to, out, **options)
 
 
-def explain(model, device: str = "auto", precision: str = "fp32") -> Explanation:
+def explain(model, device: str = "auto", precision: str = "fp32", *, fastest: bool = False,
+            input_shapes=None, threads: int | None = None, refresh: bool = False,
+            backend_options=None) -> Explanation:
     """Rank the backends for `model` on `device` and say why each was chosen or skipped (for `precision`, which
-    the explanation states: a Session's `selection` adds the precision the chosen backend put in force)."""
+    the explanation states: a Session's `selection` adds the precision the chosen backend put in force).
+
+    `fastest=True`: time them as `backend="fastest"` does, at `input_shapes` ({input: shape}, the shapes a
+    converting backend converts at too; without them a model with open dims is timed at 1 per dim, not cached);
+    `backend_options` as for a Session (e.g. the conversion settings {"conversion": {"tolerance": ...}})."""
     import dataclasses
 
     from .backend import PRECISIONS
@@ -63,6 +69,20 @@ def explain(model, device: str = "auto", precision: str = "fp32") -> Explanation
 
     if precision not in PRECISIONS:
         raise UnsupportedOptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if fastest:
+        from .fastest import choose
+        from .session import _check_input_shapes
+
+        result, runner = choose(open_model(model), device, threads=threads, precision=precision,
+                                input_shapes=_check_input_shapes(input_shapes), refresh=refresh,
+                                backend_options=backend_options)
+        if runner is not None:
+            runner.close()
+        return result
+    if input_shapes is not None:
+        raise UnsupportedOptionError("input_shapes is used with fastest=True (the shapes to time at)")
+    if backend_options is not None:
+        raise UnsupportedOptionError("backend_options is used with fastest=True (the options to time with)")
     return dataclasses.replace(rank(open_model(model), device), precision=precision)
 
 

@@ -33,7 +33,7 @@ from .hardware import hardware
 from .selection import Candidate, Explanation, rank
 from .tensor import TensorInfo
 
-__all__ = ["Timing", "FastestExplanation", "choose", "options_for", "sample_inputs", "clear_cache",
+__all__ = ["Timing", "FastestExplanation", "DeferredChoice", "choose", "options_for", "sample_inputs", "clear_cache",
            "BUDGET_S", "MIN_RUNS", "MAX_RUNS"]
 log = logging.getLogger(__name__)
 
@@ -202,10 +202,17 @@ def _explanation(base: Explanation, winner: str | None, timings: Sequence[Timing
 def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | None = None, precision: str = "fp32",
            backend_options: Mapping[str, Any] | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None,
            refresh: bool = False, budget_s: float = BUDGET_S,
-           max_batch: int | None = None) -> tuple[FastestExplanation, BackendSession | None]:
+           max_batch: int | None = None, inputs: Mapping[str, np.ndarray] | None = None
+           ) -> tuple[FastestExplanation, BackendSession | None]:
     """Time every eligible backend on `model`; return the explanation and the winner's loaded runner (None when
-    the winner came from the cache, or when nothing could run)."""
+    the winner came from the cache, or when nothing could run).
+
+    `input_shapes`: the shapes to time at (and convert at, for backends that convert). `inputs`: a run's real
+    inputs (a Session choosing at its first run): timed on them, conversions made at their shapes and verified on
+    them. Without either, a model with dynamic dims is timed at 1 per dim and the choice is not cached."""
     device = Device.parse(device)
+    if inputs is not None:
+        input_shapes = {k: tuple(np.shape(v)) for k, v in inputs.items()}
     backend_options = dict(backend_options or {})
     base = rank(model, device)
     eligible = [c for c in base.candidates if c.eligible]
@@ -218,6 +225,10 @@ def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | No
         return _explanation(base, cached["winner"], timings, True, path, precision), None
     timings: list[Timing] = []
     best: tuple[float, str, BackendSession, Any] | None = None
+    # Shapes the model leaves open and the caller does not give: timed at a guess (1 per dynamic dim), never
+    # cached (a Session defers "fastest" to its first run's shapes instead: `Session(backend="fastest")`)
+    guessed = _open_shapes(model, input_shapes)
+    guessed_feeds = sample_inputs(guessed, input_shapes) if guessed else inputs
     for c in eligible:
         assert c.device is not None
         options = LoadOptions(device=Device.parse(c.device), threads=threads, precision=precision,
@@ -229,13 +240,15 @@ def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | No
             if plugin.converts_on_load(model):  # as Session._load does: ncnn, MNN run their conversion (cached)
                 from .conversion import convert_for_load
 
-                target, conv, options = convert_for_load(model, c.backend, options)
+                target, conv, options = convert_for_load(model, c.backend, options, input_shapes=input_shapes,
+                                                         inputs=guessed_feeds)
             else:  # unirt's conversion settings are not the engine's (a frontend check takes them in Session)
                 from .conversion.frontend import split_settings
 
                 options = split_settings(options)[0]
             runner = plugin.load(target, options)
-            feeds = sample_inputs(runner.inputs, input_shapes)
+            feeds = InputChecker(runner.inputs).check(dict(inputs)) if inputs is not None else \
+                sample_inputs(runner.inputs, input_shapes)
             median_ms, runs = _time(runner, feeds, budget_s)
         except InputError:
             if runner is not None:
@@ -258,11 +271,59 @@ def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | No
         else:
             runner.close()
     winner = best[1] if best is not None else None
-    if winner is not None:
+    if winner is not None and not guessed:
         _write_cache(path, {"v": _CACHE_VERSION, "winner": winner, "created": time.time(), "model": model.name,
                             "timings": [t.__dict__ for t in timings]})
     explanation = _explanation(base, winner, timings, False, path, precision, best[3] if best is not None else None)
     return explanation, (best[2] if best is not None else None)
+
+
+class DeferredChoice(BackendSession):
+    """`backend="fastest"` for a model whose shapes are open and not given: the choice waits for the first run,
+    is timed on its inputs (`choose(inputs=...)`), and the winner runs from then on (`choose_at(feeds)` returns
+    it). The source model's inputs and outputs are reported meanwhile."""
+
+    def __init__(self, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], device: str,
+                 choose_at: Any) -> None:
+        import threading
+
+        self.inputs, self.outputs, self.device = list(inputs), list(outputs), device
+        self._choose_at = choose_at
+        self._runner: BackendSession | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> Sequence[Any]:
+        runner = self._runner
+        if runner is None:
+            with self._lock:
+                if self._closed:
+                    from .errors import SessionClosedError
+
+                    raise SessionClosedError("this Session is closed")
+                if self._runner is None:
+                    self._runner = self._choose_at(feeds)
+                runner = self._runner
+        return runner.run(feeds, output_names)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.close()
+
+
+def _open_shapes(model: ModelFile, input_shapes: Mapping[str, Sequence[int]] | None) -> list[TensorInfo] | None:
+    """The source model's inputs when it has dynamic dims beyond a batch dim that `input_shapes` leaves open (an
+    ONNX model a converting backend would have to guess shapes for), else None."""
+    try:
+        from .conversion.lazy import deferred_signature
+
+        signature = deferred_signature(model, input_shapes)
+    except Exception:  # no onnx to read the signature with: nothing converts it either
+        return None
+    return signature[0] if signature is not None else None
 
 
 def clear_cache() -> int:

@@ -133,12 +133,25 @@ def _judge_one(name: str, model: ModelFile, device: Device, installed: set[str])
     if converts:
         native = "/".join(sorted(f.value for f in backend.formats))
         return Candidate(name, True, f"converts {model.format} to {native} with its own converter on first load "
-                                     f"(verified, cached), runs on {picked}", device=picked)
+                                     f"(verified, cached{_when_converted(model)}), runs on {picked}", device=picked)
     if backend.reads_through_frontend(model):  # a frontend is a conversion (unirt.conversion.frontend)
         return Candidate(name, True, f"reads {model.format} through its frontend (not its own format: verified "
                                      f"against the format's reference engine on the first run, cached), runs on "
                                      f"{picked}", device=picked)
     return Candidate(name, True, f"reads {model.format}, runs on {picked}", device=picked)
+
+
+def _when_converted(model: ModelFile) -> str:
+    """'; at the first run's shapes ...' for a model whose open dims a conversion must not guess."""
+    try:
+        from .conversion.lazy import deferred_signature
+
+        if deferred_signature(model, None) is None:
+            return ""
+    except Exception:  # no onnx to read it with: said nothing rather than guessed
+        return ""
+    return ("; its dims beyond the batch dim are dynamic: converted at the shapes given (input_shapes, --shape) "
+            "or at the first run's, per shape signature")
 
 
 def rank(model: ModelFile, device: Device | str = "auto", hw: Hardware | None = None) -> Explanation:

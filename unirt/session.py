@@ -20,7 +20,7 @@ from .devices import Device
 from .errors import (BackendUnavailableError, InputError, ModelFormatError, ModelLoadError, RunError,
                      SessionClosedError, UnirtError, UnsupportedOptionError)
 from .feeds import BatchSizeMismatch, InputChecker
-from .formats import ModelFile, PathLike, open_model
+from .formats import ModelFile, ModelFormat, PathLike, open_model
 from .pool import BufferPool
 from .run_plan import RunPlan
 from .selection import Explanation, rank
@@ -53,6 +53,27 @@ def _check_memory_options(max_batch: Any, batched: Any, pool: Any, pooled_output
         raise UnsupportedOptionError(f"pool must be a unirt.BufferPool, got {type(pool).__name__}")
     if arena is not None and not isinstance(arena, Arena):
         raise UnsupportedOptionError(f"arena must be a unirt.Arena, got {type(arena).__name__}")
+
+
+def _check_input_shapes(input_shapes: Any) -> dict[str, tuple[int, ...]] | None:
+    """{input: shape} with whole, concrete shapes: the shapes a converting backend converts at (and "fastest"
+    times at)."""
+    if input_shapes is None:
+        return None
+    if not isinstance(input_shapes, Mapping):
+        raise UnsupportedOptionError(f"input_shapes must be a dict {{input name: shape}}, e.g. "
+                                     f"{{'x': (1, 3, 320, 320)}}, got {type(input_shapes).__name__}")
+    shapes = {}
+    for name, shape in input_shapes.items():
+        try:
+            dims = tuple(shape)
+            if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in dims):
+                raise TypeError
+        except TypeError:
+            raise UnsupportedOptionError(f"input_shapes[{name!r}] must be a sequence of sizes (non-negative "
+                                         f"integers), e.g. (1, 3, 320, 320), got {shape!r}") from None
+        shapes[str(name)] = tuple(int(d) for d in dims)
+    return shapes
 
 
 _session_numbers = itertools.count(1)
@@ -105,24 +126,28 @@ class Session:
         self._runner: BackendSession | None = None
         self._run = None
         self._own_pool: BufferPool | None = None
-        #: The `unirt.conversion.Conversion` made on load when the backend converts the model's format, else None.
-        self.conversion = None
+        self._conversion = None
+        self._lazy = None  # a LazyConversion runner: converting at the runs' shapes (unirt.conversion.lazy)
         #: For a backend reading a format it does not own (OpenVINO on ONNX): whether that frontend is verified
         #: against the format's reference engine (`unirt.conversion.frontend`), else None.
         self.verification = None
         self._frontend = None  # the check still to run on the first run (one attribute test per run)
         self._frontend_settings: dict = {}
         _check_options(threads, precision, backend_options)
+        self._input_shapes = _check_input_shapes(input_shapes)
         _check_memory_options(max_batch, batched, pool, pooled_outputs, arena, isolate)
         requested = Device.parse(device)
         self._model = open_model(model)
         self._selection: Explanation | None = None
         runner: BackendSession | None = None
         if backend == "fastest":  # timed choice (unirt.fastest); the winner comes back loaded
-            name, resolved, runner, backend_options = self._choose_fastest(requested, threads, precision,
-                                                                            backend_options, input_shapes, max_batch)
-        elif input_shapes is not None:
-            raise UnsupportedOptionError("input_shapes is used by backend='fastest' (the shapes to time with)")
+            deferred = None if isolate else self._defer_fastest(requested, threads, precision, backend_options,
+                                                                 max_batch)
+            if deferred is not None:  # shapes open and not given: chosen at the first run, on its inputs
+                name, resolved, runner = "fastest", str(requested), deferred
+            else:
+                name, resolved, runner, backend_options = self._choose_fastest(
+                    requested, threads, precision, backend_options, self._input_shapes, max_batch)
         else:
             name, resolved = self._choose(backend, requested)
         self._options = LoadOptions(device=Device.parse(resolved), threads=threads, precision=precision,
@@ -138,7 +163,7 @@ class Session:
         self._runner = runner
         try:
             self._setup(runner, resolved, precision, max_batch, batched, pool, pooled_outputs, arena)
-            if self.conversion is None:
+            if self._conversion is None and self._lazy is None:
                 self._plan_frontend_check(name)
         except BaseException:
             self._runner = None
@@ -165,7 +190,7 @@ class Session:
         if batched is None and not self._batch.batched:  # fixed at N > 1 everywhere: batched=True would batch it
             maybe = BatchSpec._infer(self._inputs, self._outputs, lenient=True)
             hint = maybe.size if maybe.kind == "static" else None
-        converted_for = self._backend_name if self.conversion is not None else None
+        converted_for = self._backend_name if self._conversion is not None else None
         # A dynamic batch dim the inputs do not share by name (asserted with batched=True): rows checked to agree
         agree = self._batch.kind == "dynamic" and (self._batch.symbol is None or
                                                     any(i.shape[0] != self._batch.symbol for i in self._inputs))
@@ -214,12 +239,13 @@ class Session:
 
     def _choose_fastest(self, device: Device, threads: int | None, precision: str,
                         backend_options: Mapping[str, Any] | None, input_shapes: Mapping[str, Sequence[int]] | None,
-                        max_batch: int | None) -> tuple[str, str, Any, dict]:
+                        max_batch: int | None, inputs: Mapping[str, np.ndarray] | None = None
+                        ) -> tuple[str, str, Any, dict]:
         from .fastest import choose, options_for
 
         self._selection, runner = choose(self._model, device, threads=threads, precision=precision,
                                          backend_options=backend_options, input_shapes=input_shapes,
-                                         max_batch=max_batch)
+                                         max_batch=max_batch, inputs=inputs)
         chosen = self._selection.chosen
         if chosen is None or chosen.device is None:
             raise BackendUnavailableError(f"no installed backend can run this {self._model.format} model on "
@@ -228,9 +254,16 @@ class Session:
         if runner is not None and self._selection.conversion is not None:  # the winner runs a converted model
             from .conversion import CONVERSION_OPTION
 
-            self.conversion = self._selection.conversion
-            self._model = open_model(self.conversion.path)
+            conv = self._selection.conversion
+            convert_options = LoadOptions(device=Device.parse(chosen.device), threads=threads, precision=precision,
+                                          backend_options=dict(options), max_batch=max_batch)
             options.pop(CONVERSION_OPTION, None)
+            # other shapes than those it was converted at convert again (cached), as for any converting Session:
+            # the Session checks inputs against the source model's signature, not the conversion's fixed sizes
+            signature = self._source_signature() or (list(runner.inputs), list(runner.outputs))
+            runner = self._lazy_runner(chosen.backend, registry.get_backend(chosen.backend), signature,
+                                       chosen.device, convert_options, seed=(runner, conv))
+            self._model = open_model(conv.path)
         if runner is not None:  # loaded by `choose`; else `_load` takes the settings out itself
             options = self._take_settings(options)
         return chosen.backend, chosen.device, runner, options
@@ -276,23 +309,124 @@ class Session:
         rows = np.arange(self._batch.size or 1) % max(mismatch.rows, 1)
         return {k: np.ascontiguousarray(v[rows]) for k, v in mismatch.arrays.items()}
 
+    def _source_signature(self) -> tuple[list[TensorInfo], list[TensorInfo]] | None:
+        """The ONNX source model's inputs and outputs as the file states them; None for another format."""
+        if self._model.format is not ModelFormat.ONNX:
+            return None
+        from .conversion.build import _onnx_file_signature
+
+        return _onnx_file_signature(self._model)
+
+    def _defer_fastest(self, device: Device, threads: int | None, precision: str,
+                       backend_options: Mapping[str, Any] | None, max_batch: int | None) -> BackendSession | None:
+        """backend="fastest" on a model with shapes open and not given (`input_shapes`): a runner that chooses at
+        the first run, timed on its inputs (never on guessed 1x1 inputs that the real ones would then not fit).
+        None when the shapes are known."""
+        from .fastest import DeferredChoice, _open_shapes
+
+        if _open_shapes(self._model, self._input_shapes) is None:
+            return None
+        from .conversion.lazy import deferred_signature
+
+        signature = deferred_signature(self._model, self._input_shapes)
+        assert signature is not None
+
+        def choose_at(feeds: Mapping[str, np.ndarray]) -> BackendSession:
+            name, resolved, runner, options = self._choose_fastest(device, threads, precision, backend_options,
+                                                                   None, max_batch, inputs=feeds)
+            self._options = LoadOptions(device=Device.parse(resolved), threads=threads, precision=precision,
+                                        backend_options=options, max_batch=max_batch)
+            if runner is None:  # the choice came from the cache: load the winner (converting at these shapes)
+                runner = self._load(name)
+            self._backend_name, self._device = name, str(getattr(runner, "device", resolved) or resolved)
+            self._precision = getattr(runner, "precision", None) or precision
+            if self._selection is not None:
+                self._selection = dataclasses.replace(self._selection, precision=precision,
+                                                      precision_in_force=self._precision)
+            return runner
+
+        return DeferredChoice(signature[0], signature[1], str(device), choose_at)
+
+    def _lazy_runner(self, name: str, plugin: Any, signature: tuple, device: str, options: LoadOptions, *,
+                     seed: tuple | None = None, isolate: bool = False) -> BackendSession:
+        """A runner converting at each run's shapes as needed (`unirt.conversion.lazy`); `options` still hold the
+        conversion settings."""
+        from .conversion import convert_for_load
+        from .conversion.lazy import LazyConversion
+
+        source = self._model
+
+        def convert(feeds: Mapping[str, np.ndarray]) -> Any:
+            return convert_for_load(source, name, options, inputs=feeds)
+
+        def load(model: ModelFile, load_options: LoadOptions) -> BackendSession:
+            if isolate:
+                from .isolation import IsolatedRunner
+
+                return IsolatedRunner(name, model, load_options)
+            return self._load_plugin(plugin, name, model, load_options)
+
+        self._lazy = LazyConversion(name, signature[0], signature[1], device, convert, load, seed=seed)
+        return self._lazy
+
+    @property
+    def conversion(self) -> Any:
+        """The `unirt.conversion.Conversion` the backend runs (made on load, or at the latest run's shapes when the
+        conversion waits for them) when it converts the model's format, else None."""
+        return self._lazy.conversion if self._lazy is not None else self._conversion
+
+    def _deferred(self, name: str, plugin: Any, isolate: bool) -> BackendSession | None:
+        """Where the conversion must wait for the first run's shapes (dynamic dims, no shapes given), the runner
+        that waits; else None."""
+        from .conversion import conversion_settings
+        from .conversion.lazy import deferred_signature
+
+        settings, load_options = conversion_settings(self._options)
+        shapes = self._input_shapes if self._input_shapes is not None else settings.get("input_shapes")
+        if shapes and self._model.format is ModelFormat.ONNX:
+            from .conversion.lazy import _source_inputs
+
+            names = [i.name for i in _source_inputs(self._model)]
+            unknown = sorted(set(shapes) - set(names))
+            if unknown:
+                raise InputError(f"input_shapes names unknown input {unknown[0]!r}; the model's inputs are: "
+                                 f"{', '.join(names)}")
+        signature = deferred_signature(self._model, shapes)
+        if signature is None:
+            return None
+        check = getattr(plugin, "check_convertible", None)  # what no shape changes: refused now, not at a run
+        if check is not None:
+            check(signature[0])
+        runner = self._lazy_runner(name, plugin, signature, str(self._options.device), self._options,
+                                   isolate=isolate)
+        self._options = load_options
+        return runner
+
     def _load(self, name: str) -> BackendSession:
         plugin = registry.get_backend(name)
         if plugin.converts_on_load(self._model):
             from .conversion import convert_for_load
 
-            self._model, self.conversion, self._options = convert_for_load(self._model, name, self._options)
+            lazy = self._deferred(name, plugin, isolate=False)
+            if lazy is not None:
+                return lazy
+            self._model, self._conversion, self._options = convert_for_load(self._model, name, self._options,
+                                                                            input_shapes=self._input_shapes)
         elif self._options.backend_options:
             self._options = dataclasses.replace(self._options,
                                                 backend_options=self._take_settings(self._options.backend_options))
+        return self._load_plugin(plugin, name, self._model, self._options)
+
+    @staticmethod
+    def _load_plugin(plugin: Any, name: str, model: ModelFile, options: LoadOptions) -> BackendSession:
         try:
-            runner = plugin.load(self._model, self._options)
+            runner = plugin.load(model, options)
         except UnirtError:
             raise
         except Exception as exc:  # a plugin let an engine error through: still name the file and format
-            raise ModelLoadError(f"{self._model.name}: backend {name!r} failed to load this {self._model.format} "
+            raise ModelLoadError(f"{model.name}: backend {name!r} failed to load this {model.format} "
                                  f"model: {type(exc).__name__}: {exc}") from exc
-        log.debug("loaded %s on %s (%s)", self._model.name, name, self._options.device)
+        log.debug("loaded %s on %s (%s)", model.name, name, options.device)
         return runner
 
     def _load_isolated(self, name: str) -> BackendSession:
@@ -302,7 +436,11 @@ class Session:
         if plugin.converts_on_load(self._model):
             from .conversion import convert_for_load  # converted here (cached); the child loads the result
 
-            self._model, self.conversion, self._options = convert_for_load(self._model, name, self._options)
+            lazy = self._deferred(name, plugin, isolate=True)
+            if lazy is not None:
+                return lazy
+            self._model, self._conversion, self._options = convert_for_load(self._model, name, self._options,
+                                                                            input_shapes=self._input_shapes)
         elif self._options.backend_options:
             self._options = dataclasses.replace(self._options,
                                                 backend_options=self._take_settings(self._options.backend_options))
@@ -513,8 +651,11 @@ class Session:
 
         name = os.path.basename(self._model.name) if self._model.path is not None else self._model.name
         state = " closed" if self.closed else ""
-        frontend = "" if self.verification is None else (f"frontend={self.verification.source_format!r} "
-                                                           f"({self.verification.short()}) ")
+        frontend = "" if self.verification is None else (f" frontend={self.verification.source_format!r} "
+                                                           f"({self.verification.short()})")
+        conv = f" conversion={self._lazy.describe()!r}" if self._lazy is not None else (
+            f" converted_at={self._conversion.describe_shapes()!r}" if self._conversion is not None
+            and self._conversion.shapes else "")
         return (f"<unirt.Session{state} model={name!r} backend={self._backend_name!r} device={self._device!r} "
-                f"precision={self._precision!r} {frontend}"
-                f"inputs=[{fmt(self._inputs)}] outputs=[{fmt(self.outputs)}]>")
+                f"precision={self._precision!r}{frontend} "
+                f"inputs=[{fmt(self._inputs)}] outputs=[{fmt(self.outputs)}]{conv}>")

@@ -11,7 +11,7 @@ from ..tools._deps import require
 from ..tools.bench import BenchReport
 from . import conversion_flags
 from .table import render
-from .tool_output import Progress, add_backends, add_shapes, backend_names, int_list, ms
+from .tool_output import Progress, add_backends, add_shapes, backend_names, int_list, ms, shapes_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.plot:
         require("matplotlib", "bench --plot")  # before minutes of measuring, not after
-    report = bench(args.model, backend_names(args.backends), shapes=args.shapes,
+    report = bench(args.model, backend_names(args.backends), shapes=shapes_of(args),
                    batch=int_list("--batch", args.batch), concurrency=int_list("--concurrency", args.concurrency),
                    threads=args.threads, precision=args.precision, device=args.device, warmup=args.warmup,
                    iterations=args.iterations, duration=args.duration, seed=args.seed,

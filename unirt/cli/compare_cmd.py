@@ -10,7 +10,7 @@ from ..tools import compare
 from ..tools.compare import CompareReport
 from . import conversion_flags
 from .table import render
-from .tool_output import add_backends, add_shapes, backend_names, print_json
+from .tool_output import add_backends, add_shapes, backend_names, print_json, shapes_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     report = compare(args.model, backend_names(args.backends), reference=args.reference, atol=args.atol,
-                     rtol=args.rtol, precision=args.precision, inputs=args.inputs, shapes=args.shapes,
+                     rtol=args.rtol, precision=args.precision, inputs=args.inputs, shapes=shapes_of(args),
                      seed=args.seed, threads=args.threads, device=args.device, save_inputs=args.save_inputs,
                      save_outputs=args.save_outputs, backend_options=conversion_flags.backend_options(args))
     if args.json:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..backend import PRECISIONS
-from .run_cmd import parse_shapes
+from .tool_output import add_shapes, shapes_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,9 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="weights/arithmetic (default fp32)")
     p.add_argument("--device", default="auto", help="device the result is for and is verified on (default: the "
                    "backend's first device here; TensorRT engines are per GPU)")
-    p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
-                   help="shape for an input with dynamic dims (default: 1 for each dynamic dim, 224 for an "
-                        "image's H and W)")
+    add_shapes(p, " (without it: a guess, 1 for each dynamic dim and 224 for an image's H and W, said in the "
+                  "result; a Session given no shapes converts at its first run's shapes instead)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="largest accepted relative L2 error (default per precision: fp32 1e-3, fp16 1e-2)")
     p.add_argument("--accept", action="store_true", help="keep the result even when it exceeds the tolerance")
@@ -33,13 +32,16 @@ def run(args: argparse.Namespace) -> int:
     from ..conversion import convert
 
     conv = convert(args.model, to=args.to, out=args.out, precision=args.precision, device=args.device,
-                   input_shapes=parse_shapes(args.shape) or None, verify=not args.no_verify,
+                   input_shapes=shapes_of(args) or None, verify=not args.no_verify,
                    tolerance=args.tolerance, accept=args.accept, cache=not args.no_cache)
     if args.json:
         print(json.dumps({"source": conv.source, "backend": conv.backend, "path": str(conv.path),
                           "files": [str(f) for f in conv.files], "cached": conv.cached, "seconds": conv.seconds,
                           "converter": conv.converter, "fixups": list(conv.fixups), "verified": conv.verified,
-                          "reference": conv.reference, "verified_on": conv.verified_on, "tolerance": conv.tolerance,
+                          "reference": conv.reference, "tolerance": conv.tolerance,
+                          "shapes": {k: list(v) for k, v in conv.shapes.items()},
+                          "dynamic_axes": {k: list(v) for k, v in conv.dynamic_axes.items()},
+                          "verified_on": conv.verified_on,
                           "errors": [e.as_dict() for e in conv.errors]}, indent=2))
     else:
         print(conv)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from .. import explain, hardware, open_model
+from .. import explain, hardware
 from ..backend import PRECISIONS
 from . import conversion_flags
-from .run_cmd import parse_shapes
+from .tool_output import add_shapes, shapes_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="with --fastest: CPU threads for each backend")
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                    help="precision to ask for (shown; with --fastest, each backend is timed in it)")
-    p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
-                   help="with --fastest: shape of an input with dynamic dims (default 1 for each)")
+    add_shapes(p, "; with --fastest, the shapes timed at (without them a model with open dims is timed at 1 "
+                  "per dim, and the choice is not cached)")
     conversion_flags.add(p)  # with --fastest: for the backends that convert (or read through a frontend) on load
     p.set_defaults(handler=run)
 
@@ -30,13 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     print(f"hardware: {hardware().describe()}")
     if args.fastest:
-        from ..fastest import choose
-
-        result, runner = choose(open_model(args.model), args.device, threads=args.threads, precision=args.precision,
-                                input_shapes=parse_shapes(args.shape) or None, refresh=args.refresh,
-                                backend_options=conversion_flags.backend_options(args))
-        if runner is not None:
-            runner.close()
+        result = explain(args.model, device=args.device, precision=args.precision, fastest=True,
+                         input_shapes=shapes_of(args) or None, threads=args.threads, refresh=args.refresh,
+                         backend_options=conversion_flags.backend_options(args))
     else:
         result = explain(args.model, device=args.device, precision=args.precision)
     print(result)

@@ -8,7 +8,7 @@ import os
 from ..tools import info
 from ..tools.info import ModelInfo
 from .table import render
-from .tool_output import add_shapes, human, human_bytes, print_json
+from .tool_output import add_shapes, human, human_bytes, print_json, shapes_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = info(args.model, args.shapes, backend=args.backend)
+    result = info(args.model, shapes_of(args), backend=args.backend)
     if args.json:
         print_json(result.to_dict())
     else:

@@ -8,7 +8,7 @@ import argparse
 from ..tools import optimize
 from ..tools.optimize import OptimizeReport
 from .compare_cmd import print_report as print_compare
-from .tool_output import add_shapes, human_bytes, print_json
+from .tool_output import add_shapes, human_bytes, print_json, shapes_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    report = optimize(args.model, args.output, check=not args.no_check, backend=args.backend, shapes=args.shapes,
+    report = optimize(args.model, args.output, check=not args.no_check, backend=args.backend, shapes=shapes_of(args),
                       atol=args.atol, rtol=args.rtol, skip_fusions=args.skip_fusions)
     if args.json:
         print_json(report.to_dict())

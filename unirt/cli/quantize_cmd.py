@@ -9,7 +9,7 @@ import argparse
 from ..tools import quantize
 from ..tools.quantize import QuantizeReport
 from .compare_cmd import print_metrics, print_report as print_compare
-from .tool_output import add_shapes, human_bytes, ms, print_json
+from .tool_output import add_shapes, human_bytes, ms, print_json, shapes_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     report = quantize(args.model, args.output, args.mode, calibration=args.calibration,
                       keep_io_types=not args.fp16_io, per_channel=args.per_channel, backend=args.backend,
-                      shapes=args.shapes, atol=args.atol, rtol=args.rtol, measure=not args.no_measure,
+                      shapes=shapes_of(args), atol=args.atol, rtol=args.rtol, measure=not args.no_measure,
                       bench_iterations=args.iterations, threads=args.threads, inputs=args.inputs)
     if args.json:
         print_json(report.to_dict())

@@ -17,6 +17,7 @@ from ..backend import PRECISIONS
 from ..errors import UnsupportedOptionError
 from ..tools.inputs import default_shapes
 from . import conversion_flags
+from .tool_output import add_shapes, shapes_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,9 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS))
     p.add_argument("--input", action="append", default=[], metavar="NAME=FILE",
                    help="input from a .npy file (repeatable); or FILE.npz holding every input by name")
-    p.add_argument("--shape", action="append", default=[], metavar="NAME=1x3x224x224",
-                   help="shape for a random input with dynamic dims (default: the size the model file carries; 1 for a "
-                        "batch dim; any other dynamic dim must be given)")
+    add_shapes(p, "; random inputs take it (default: the size the model file carries; 1 for a batch dim; any other "
+                  "dynamic dim must be given)")
     p.add_argument("--batched", action=argparse.BooleanOptionalAction, default=None,
                    help="dim 0 is a batch dim (Session(batched=True)): pad or split inputs of another batch size; "
                         "--no-batched: never (default: read it from the model)")
@@ -43,16 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    for spec in specs:
-        name, sep, dims = spec.rpartition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            shapes[name] = tuple(int(d) for d in dims.lower().split("x")) if dims else ()
-        except ValueError:
-            raise UnsupportedOptionError(f"--shape {spec!r}: expected NAME=DxDxD, e.g. images=1x3x224x224") from None
-    return shapes
+    """--shape values as {input: shape}: NAME:DIMS or NAME=DIMS, repeatable or comma-separated."""
+    from ..tools.shapes import parse_shapes as parse
+
+    return parse(specs)
 
 
 def load_inputs(specs: list[str]) -> dict[str, np.ndarray]:
@@ -132,11 +126,13 @@ def summarize(name: str, value: Any) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     if args.iterations < 0:
         raise UnsupportedOptionError("--iterations must be >= 0")
-    shapes = parse_shapes(args.shape)
+    shapes = shapes_of(args)
     given = load_inputs(args.input)
     t0 = time.perf_counter()
+    # the shapes of the inputs given or asked for are the ones a converting backend converts at
+    convert_at = {**shapes, **{k: tuple(np.shape(v)) for k, v in given.items()}}
     with Session(args.model, backend=args.backend, device=args.device, threads=args.threads,
-                 precision=args.precision, batched=args.batched,
+                 precision=args.precision, batched=args.batched, input_shapes=convert_at or None,
                  backend_options=conversion_flags.backend_options(args)) as sess:
         load_ms = (time.perf_counter() - t0) * 1e3
         unknown = set(shapes) - {i.name for i in sess.inputs}
@@ -188,7 +184,8 @@ def _format_of(sess: Any, path: str) -> str:
     from ..formats import open_model
 
     source = open_model(path).format.value
-    return f"{source}, converted to {sess.model.format.value}{' (cached)' if conv.cached else ''}"
+    # a conversion made at the first run's shapes leaves sess.model the source: the converted file says the format
+    return f"{source}, converted to {open_model(conv.path).format.value}{' (cached)' if conv.cached else ''}"
 
 
 def print_report(r: dict[str, Any]) -> None:

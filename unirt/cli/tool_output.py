@@ -11,13 +11,27 @@ from typing import Any
 from ..backend import PRECISIONS
 from ..errors import UnsupportedOptionError
 
-__all__ = ["add_shapes", "add_backends", "backend_names", "int_list", "ms", "human", "human_bytes", "print_json",
-           "Progress"]
+__all__ = ["add_shapes", "shapes_of", "add_backends", "backend_names", "int_list", "ms", "human", "human_bytes",
+           "print_json", "Progress"]
 
 
-def add_shapes(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shapes", metavar="NAME:DIMS,...",
-                   help="input shapes, trtexec style: x:1x3x224x224,mask:1x77 (resolves dynamic dims)")
+#: What --shape does in every command that takes it (one option, one syntax).
+SHAPE_HELP = ("input shape, e.g. x:1x3x320x320 (repeatable, or several separated by commas; NAME=DIMS and the "
+              "spelling --shapes are accepted too): sizes the model's dynamic dims, and is the shape a backend that "
+              "converts the model (ncnn, MNN) converts at")
+
+
+def add_shapes(p: argparse.ArgumentParser, extra: str = "") -> None:
+    """--shape NAME:DIMS (repeatable; alias --shapes), the same in run, bench, compare, convert, explain, info."""
+    p.add_argument("--shape", "--shapes", dest="shapes", action="append", default=[], metavar="NAME:DIMS",
+                   help=SHAPE_HELP + extra)
+
+
+def shapes_of(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    """The --shape options as {input: shape} (UnsupportedOptionError naming a malformed one)."""
+    from ..tools.shapes import parse_shapes
+
+    return parse_shapes(getattr(args, "shapes", None) or [])
 
 
 def add_backends(p: argparse.ArgumentParser, default_help: str) -> None:

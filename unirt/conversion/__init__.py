@@ -32,10 +32,11 @@ from ..errors import BackendUnavailableError, ConversionError, UnsupportedOption
 from ..formats import ModelFile, PathLike, open_model
 from . import store
 from .build import build, conversion_parts
-from .signature import read_sidecar
+from .signature import format_shapes, needs_run_shapes, read_sidecar
 from .verify import TOLERANCES, OutputError
 
-__all__ = ["Conversion", "convert", "convert_for_load", "TOLERANCES", "CONVERSION_OPTION", "read_sidecar"]
+__all__ = ["Conversion", "convert", "convert_for_load", "conversion_settings", "TOLERANCES", "CONVERSION_OPTION",
+           "read_sidecar", "needs_run_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,12 @@ class Conversion:
     tolerance: float | None = None
     verified: bool = False
     reference: str | None = None
-    #: The data the verification ran on, in words ("random inputs at x: 1x3x224x224, 3 sets").
-    verified_on: str = ""
+    #: The input shapes it was converted at, and the dims (per input) the converted model keeps dynamic: it was
+    #: verified at a second size of those; any other dim is fixed at its size in `shapes`.
+    shapes: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    dynamic_axes: Mapping[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
+    #: What data verified it (a run's real inputs, random inputs, at which shapes), in words.
+    verified_on: str | None = None
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -78,12 +83,19 @@ class Conversion:
             return False
         return all(e.within(self.tolerance) for e in self.errors)
 
+    def describe_shapes(self) -> str:
+        """"x:1x3x320x320 (dynamic: x dims 2, 3)" or "... (static)": the shapes it runs at."""
+        dyn = "; ".join(f"{k} dims {', '.join(map(str, v))}" for k, v in self.dynamic_axes.items() if v)
+        return format_shapes(self.shapes) + (f" (dynamic: {dyn})" if dyn else " (static sizes)")
+
     def describe_errors(self) -> str:
         return ", ".join(e.describe() for e in self.errors)
 
     def __str__(self) -> str:
         how = "cache hit" if self.cached else f"converted in {self.seconds:.2f} s"
         lines = [f"{self.source} -> {self.backend}: {self.path} ({how}; {self.converter})"]
+        if self.shapes:
+            lines.append(f"  converted at {self.describe_shapes()}")
         lines += [f"  fixed up: {f}" for f in self.fixups]
         if self.verified:
             verdict = "within" if self.within_tolerance else "EXCEEDS"
@@ -161,24 +173,28 @@ def convert(model: PathLike | bytes | ModelFile, to: str, out: PathLike | None =
 
 def _convert(src: ModelFile, name: str, options: LoadOptions, *, input_shapes: Mapping | None, verify: bool,
              tolerance: float | None, accept: bool, cache: bool, timeout: float,
-             converter_options: Mapping) -> Conversion:
+             converter_options: Mapping, inputs: Mapping[str, Any] | None = None) -> Conversion:
+    if inputs is not None:  # converted at a run's shapes, verified on its inputs; cached per shape signature
+        input_shapes = {k: tuple(int(d) for d in getattr(v, "shape", ())) for k, v in inputs.items()}
     key = store.cache_key(store.content_hash(src), conversion_parts(name, options, input_shapes,
                                                                       converter_options))
     record = store.read_record(key) if cache else None
     cached = record is not None and (record["verified"] or not verify)
+    tol = TOLERANCES[options.precision] if tolerance is None else float(tolerance)
     if not cached:
         log.info("converting %s (%s) for backend %s with its converter", src.name, src.format, name)
         record = build(src, name, options, key, input_shapes=input_shapes, converter_options=converter_options,
-                        verify=verify, timeout=timeout)
+                        verify=verify, timeout=timeout, inputs=inputs, tolerance=tol)
     assert record is not None
     entry = store.entry_dir(key)
-    tol = TOLERANCES[options.precision] if tolerance is None else float(tolerance)
     conv = Conversion(source=src.name, backend=name, path=entry / record["main"],
                       files=tuple(entry / f for f in record["files"]), cached=cached, seconds=record["seconds"],
                       converter=record["converter"], fixups=tuple(record["fixups"]),
                       errors=tuple(OutputError.from_dict(e) for e in record["errors"]), tolerance=tol,
                       verified=bool(record["verified"]) and verify, reference=record.get("reference"),
-                      verified_on=str(record.get("verified_on") or ""))
+                      shapes={k: tuple(v) for k, v in (record.get("shapes") or {}).items()},
+                      dynamic_axes={k: tuple(v) for k, v in (record.get("dynamic_axes") or {}).items()},
+                      verified_on=record.get("verified_on"))
     if conv.verified and not conv.within_tolerance:
         message = (f"{src.name}: the {name} conversion disagrees with {conv.reference} beyond the {options.precision} "
                    f"tolerance {tol:g}: {conv.describe_errors()}; verified on {conv.verified_on or 'random inputs'}")
@@ -192,19 +208,30 @@ def _convert(src: ModelFile, name: str, options: LoadOptions, *, input_shapes: M
     return conv
 
 
-def convert_for_load(model: ModelFile, backend: str, options: LoadOptions) -> tuple[ModelFile, Conversion,
-                                                                                    LoadOptions]:
-    """Conversion on load (`Session(..., backend=X)` with a model X converts from): the converted model, what was
-    done, and the options for loading it (the conversion settings taken out of `backend_options`)."""
+def conversion_settings(options: LoadOptions) -> tuple[dict[str, Any], LoadOptions]:
+    """The conversion settings in `backend_options["conversion"]` (checked), and the options without them."""
     backend_options = dict(options.backend_options)
     settings = backend_options.pop(CONVERSION_OPTION, None) or {}
     if not isinstance(settings, Mapping) or set(settings) - _CONVERSION_KEYS:
         raise UnsupportedOptionError(f"backend_options[{CONVERSION_OPTION!r}] must be a dict with keys from "
                                      f"{', '.join(sorted(_CONVERSION_KEYS))}, got {settings!r}")
+    return dict(settings), dataclasses.replace(options, backend_options=backend_options)
+
+
+def convert_for_load(model: ModelFile, backend: str, options: LoadOptions, *,
+                     input_shapes: Mapping[str, Sequence[int]] | None = None,
+                     inputs: Mapping[str, Any] | None = None) -> tuple[ModelFile, Conversion, LoadOptions]:
+    """Conversion on load (`Session(..., backend=X)` with a model X converts from): the converted model, what was
+    done, and the options for loading it (the conversion settings taken out of `backend_options`).
+
+    `input_shapes` (a Session's own; else the conversion settings' "input_shapes"): the shapes to convert at.
+    `inputs`: a run's real inputs (a Session converting lazily at its first run): converted at their shapes and
+    verified on them first, cached per shape signature."""
+    settings, load_options = conversion_settings(options)
+    shapes = input_shapes if input_shapes is not None else settings.get("input_shapes")
     conv = _convert(model, backend, LoadOptions(device=options.device, precision=options.precision),
-                    input_shapes=settings.get("input_shapes"), verify=settings.get("verify", True),
+                    input_shapes=shapes, verify=settings.get("verify", True),
                     tolerance=settings.get("tolerance"), accept=settings.get("accept", False),
                     cache=settings.get("cache", True), timeout=settings.get("timeout", 900.0),
-                    converter_options=settings.get("converter_options", {}))
-    load_options = dataclasses.replace(options, backend_options=backend_options)
+                    converter_options=settings.get("converter_options", {}), inputs=inputs)
     return open_model(conv.path), conv, load_options

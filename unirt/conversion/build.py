@@ -24,8 +24,8 @@ from ..formats import ModelFile, ModelFormat, open_model
 from ..tensor import TensorInfo
 from . import store
 from .fixups import FIXUPS_VERSION
-from .signature import concrete_shape, infos_to_json, sidecar_path
-from .verify import OutputError, compare, describe_sets, feed_sets, index_bounds
+from .signature import concrete_shape, format_shapes, infos_to_json, second_shapes, sidecar_path
+from .verify import TOLERANCES, OutputError, compare, feed_sets, index_bounds, random_feeds
 
 __all__ = ["build", "conversion_parts", "engine_versions"]
 
@@ -117,7 +117,7 @@ def _onnx_file_signature(model: ModelFile) -> tuple[list[TensorInfo], list[Tenso
     return onnx_signature(proto)
 
 
-def _load_onnx(model: ModelFile) -> Any:
+def _load_onnx(model: ModelFile, external_data: bool = True) -> Any:
     try:
         import onnx
     except ImportError:
@@ -125,7 +125,7 @@ def _load_onnx(model: ModelFile) -> Any:
                               "(or pip install onnx)") from None
     try:
         if model.path is not None:
-            return onnx.load(str(model.path))
+            return onnx.load(str(model.path), load_external_data=external_data)
         return onnx.load_from_string(model.data)
     except Exception as exc:
         raise ConversionError(f"{model.name}: onnx cannot parse the model: {exc}") from None
@@ -196,9 +196,9 @@ def _reference_outputs(model: ModelFile, reference: str | None, feeds: dict[str,
         example = next(iter(feeds), "x")
         return ConversionError(
             f"{model.name}: the source model fails on random inputs at the shapes unirt chose for its dynamic dims "
-            f"({shapes}): {exc}. Give shapes it takes: input_shapes={{{example!r}: [...]}} (unirt.convert; for a "
-            f"Session, backend_options={{'conversion': {{'input_shapes': ...}}}}) or --shape {example}=1x3x224x224 "
-            "(CLI)")
+            f"({shapes}): {exc}. Give shapes it takes: input_shapes={{{example!r}: [...]}} (unirt.convert, "
+            f"unirt.Session) or --shape {example}:1x3x224x224 (CLI: run, bench, compare, convert, explain, info); a "
+            "Session given no shapes converts at its first run's inputs instead")
 
     with Session(model, backend=reference, device="cpu") as ref:
         try:
@@ -215,56 +215,192 @@ def _reference_outputs(model: ModelFile, reference: str | None, feeds: dict[str,
                 raise failed(exc) from None
 
 
+#: Bumped when what a conversion builds changes: 2 = dynamic-size models verified at a second size.
+_LAYOUT = 2
+
+
 def conversion_parts(plugin_name: str, options: LoadOptions, input_shapes: Mapping | None,
                       converter_options: Mapping) -> dict:
     return {"backend": plugin_name, "versions": engine_versions(plugin_name), "precision": options.precision,
             "device": str(options.device), "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
-            "converter_options": dict(converter_options), "fixups": FIXUPS_VERSION}
+            "converter_options": dict(converter_options), "fixups": FIXUPS_VERSION,
+            "layout": _LAYOUT}
+
+
+def _within(errors: list[OutputError], tolerance: float) -> bool:
+    return all(e.acceptable if e.exact else e.rel_l2 <= tolerance for e in errors)
+
+
+def _batchable(inputs: list[TensorInfo]) -> bool:
+    """Every input has a dynamic dim 0 (and another dim): a batch dim, converted at 1 and verified at 2."""
+    return bool(inputs) and all(i.shape is not None and i.rank > 1 and not isinstance(i.shape[0], int)
+                                for i in inputs)
+
+
+def _run_sets(inputs: list[TensorInfo], shapes: dict[str, tuple[int, ...]], feeds: Mapping[str, np.ndarray] | None,
+              bounds: dict[str, int]) -> tuple[list[dict[str, np.ndarray]], str]:
+    """Verification inputs for a conversion driven by a run: that run's real inputs first, then two random sets at
+    its shapes, and one at another batch size where every input's dim 0 is dynamic. Returns them and what they
+    are, in words."""
+    sets = [{k: np.asarray(feeds[k], order="C") for k in shapes}] if feeds is not None else []
+    rng = np.random.default_rng(0)
+    sets += [random_feeds(inputs, shapes, rng, bounds) for _ in range(2)]
+    if _batchable(inputs) and all(s[0] == 1 for s in shapes.values()):
+        sets.append(random_feeds(inputs, {n: (2,) + s[1:] for n, s in shapes.items()}, rng, bounds))
+    what = f"random inputs at {format_shapes(shapes)}"
+    if feeds is None:
+        return sets, what
+    return sets, f"the first run's inputs ({format_shapes({k: np.shape(feeds[k]) for k in shapes})}) and {what}"
+
+
+def _second_size(model: ModelFile, reference: str | None, inputs: list[TensorInfo], shapes: dict,
+                 shapes2: dict, bounds: dict[str, int]) -> tuple[dict | None, list, list]:
+    """The second size to convert and verify a dynamic-size model at, with its random inputs and the reference's
+    outputs: every open dim changed where the reference takes that; else only the dims it takes changed one at a
+    time (a recognizer fixed at H=48 keeps a dynamic W); (None, [], []) where it takes none (static)."""
+    rng = np.random.default_rng(1)
+
+    def attempt(candidate: dict) -> tuple[list, list] | None:
+        from ..native_output import native_output_silenced
+
+        feeds = random_feeds(inputs, candidate, rng, bounds)
+        try:
+            with native_output_silenced():  # a probe: the engine's own error print is noise (logged below)
+                return [feeds], [_reference_outputs(model, reference, feeds)]
+        except ConversionError as exc:  # the model takes only the given size there (a MatMul over H, ...)
+            log.info("%s: the reference refuses %s: %s", model.name, format_shapes(candidate), exc)
+            return None
+
+    found = attempt(shapes2)
+    if found is not None:
+        return shapes2, *found
+    singles = [(n, a) for n in shapes for a, (d, d2) in enumerate(zip(shapes[n], shapes2[n])) if d != d2]
+    if len(singles) < 2:
+        return None, [], []
+    kept = []
+    for name, axis in singles:
+        one = dict(shapes)
+        one[name] = tuple(d2 if a == axis else d for a, (d, d2) in enumerate(zip(shapes[name], shapes2[name])))
+        if attempt(one) is not None:
+            kept.append((name, axis))
+    if not kept:
+        return None, [], []
+    combined = {n: tuple(d2 if (n, a) in kept else d for a, (d, d2) in enumerate(zip(shapes[n], shapes2[n])))
+                for n in shapes}
+    found = attempt(combined)
+    return (combined, *found) if found is not None else (None, [], [])
 
 
 def build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *, input_shapes: Mapping | None,
-           converter_options: Mapping, verify: bool, timeout: float) -> dict:
-    """Convert (and run the result) in a child, compare with the reference, publish the cache entry."""
-    reference, inputs, outputs = _reference_and_signature(model, plugin_name, verify)
-    shapes = {i.name: concrete_shape(i, input_shapes) for i in inputs}
-    unknown = set(input_shapes or {}) - set(shapes)
-    if unknown:
-        raise ConversionError(f"input_shapes names unknown inputs {sorted(unknown)}; inputs: {sorted(shapes)}")
+           converter_options: Mapping, verify: bool, timeout: float,
+           inputs: Mapping[str, np.ndarray] | None = None, tolerance: float | None = None,
+           dynamic: bool = True) -> dict:
+    """Convert (and run the result) in a child, compare with the reference, publish the cache entry.
+
+    `inputs`: a run's real inputs (a Session converting at its first run): converted at their shapes, verified on
+    them first. `dynamic`: ask the converter to keep the dims that are dynamic in the model dynamic (pnnx's
+    inputshape2), verified at a second size (`second_shapes`); where the reference, the converter or that
+    verification fails at it, the model is converted static at the shapes given."""
+    reference, sig_in, outputs = _reference_and_signature(model, plugin_name, verify)
+    if inputs is not None:
+        missing = {i.name for i in sig_in} - set(inputs)
+        if missing:
+            raise ConversionError(f"converting at a run's inputs: inputs {sorted(missing)} are missing")
+        shapes = {i.name: tuple(np.shape(inputs[i.name])) for i in sig_in}
+        if _batchable(sig_in):  # a dynamic batch dim converts at 1 (as always), verified at the run's batch too
+            shapes = {n: (1,) + s[1:] for n, s in shapes.items()}
+    else:
+        shapes = {i.name: concrete_shape(i, input_shapes) for i in sig_in}
+        unknown = set(input_shapes or {}) - set(shapes)
+        if unknown:
+            raise ConversionError(f"input_shapes names unknown inputs {sorted(unknown)}; inputs: {sorted(shapes)}")
+    shapes2 = second_shapes(sig_in, shapes) if dynamic else None
     work = store.new_work_dir(key).resolve()  # every path in the child's spec is absolute: it runs in `work`
     try:
         t0 = time.perf_counter()
         source, fix_notes, bounds = _prepare_source(model, work)
-        sets = feed_sets(inputs, input_shapes, bounds=bounds) if verify else []
-        ref_sets = [_reference_outputs(model, reference, feeds) for feeds in sets]
-        in_paths, out_paths = [], []
+        sets, verified_on = _run_sets(sig_in, shapes, inputs, bounds) if verify else ([], "")
+        if verify and inputs is None and input_shapes is None:  # the historical sets (guessed dynamic dims)
+            sets = feed_sets(sig_in, input_shapes, bounds=bounds)
+        ref_sets = []
+        for i, feeds in enumerate(sets):
+            try:
+                ref_sets.append(_reference_outputs(model, reference, feeds))
+            except ConversionError:
+                if inputs is None or i == 0:  # random sets beside a run's real inputs may be invalid for it
+                    raise
+                sets[i] = {}
+        sets = [f for f in sets if f]
+        sets2: list[dict[str, np.ndarray]] = []
+        ref2: list[dict[str, np.ndarray]] = []
+        if shapes2 is not None and verify:
+            shapes2, sets2, ref2 = _second_size(model, reference, sig_in, shapes, shapes2, bounds)
+        in_paths, out_paths, in2_paths, out2_paths = [], [], [], []
         for i, feeds in enumerate(sets):
             in_paths.append(str(work / f"verify_in_{i}.npz"))
             out_paths.append(str(work / f"verify_out_{i}.npz"))
             np.savez(in_paths[-1], **feeds)
+        for i, feeds in enumerate(sets2):
+            in2_paths.append(str(work / f"verify2_in_{i}.npz"))
+            out2_paths.append(str(work / f"verify2_out_{i}.npz"))
+            np.savez(in2_paths[-1], **feeds)
+        extra = {"input_shapes2": {k: list(v) for k, v in shapes2.items()}} if shapes2 is not None else {}
         spec = {"backend": plugin_name, "model": os.path.abspath(source.path), "out_dir": str(work / "out"),
                 "device": str(options.device), "precision": options.precision,
                 "converter_options": {**dict(converter_options),
-                                      "input_shapes": {k: list(v) for k, v in shapes.items()},
-                                      "input_dtypes": {i.name: i.dtype.name for i in inputs}},
-                "load_options": dict(registry.get_backend(plugin_name).verification_options), "inputs": infos_to_json(inputs), "outputs": infos_to_json(outputs),
+                                      "input_shapes": {k: list(v) for k, v in shapes.items()}, **extra,
+                                      "input_dtypes": {i.name: i.dtype.name for i in sig_in}},
+                "load_options": dict(registry.get_backend(plugin_name).verification_options),
+                "inputs": infos_to_json(sig_in), "outputs": infos_to_json(outputs),
                 "sidecar": {"source": model.name, "source_format": model.format.value, "backend": plugin_name,
                             "precision": options.precision, "fixups": fix_notes,
                             "shapes": {k: list(v) for k, v in shapes.items()}},
-                "verify_inputs": in_paths, "verify_outputs": out_paths}
-        result = _run_child(spec, timeout, work)
+                "verify_inputs": in_paths, "verify_outputs": out_paths,
+                "verify_inputs2": in2_paths, "verify_outputs2": out2_paths}
+        try:
+            result = _run_child(spec, timeout, work)
+        except ConversionError:
+            if shapes2 is None:
+                raise
+            log.info("%s: the dynamic %s conversion failed; converting static at %s", model.name, plugin_name,
+                     format_shapes(shapes))
+            shutil.rmtree(work, ignore_errors=True)
+            return build(model, plugin_name, options, key, input_shapes=input_shapes,
+                         converter_options=converter_options, verify=verify, timeout=timeout, inputs=inputs,
+                         tolerance=tolerance, dynamic=False)
         seconds = time.perf_counter() - t0
+        dyn = {k: list(v) for k, v in (result.get("dynamic_axes") or {}).items()}
         errors: list[OutputError] = []
         if verify:
-            got_sets = []
-            for p in out_paths:
-                with np.load(p, allow_pickle=False) as z:
-                    got_sets.append({k: z[k] for k in z.files})
-            errors = compare(got_sets, ref_sets)
+            def load(paths: list[str]) -> list[dict[str, np.ndarray]]:
+                got = []
+                for p in paths:
+                    with np.load(p, allow_pickle=False) as z:
+                        got.append({k: z[k] for k in z.files})
+                return got
+
+            errors = compare(load(out_paths), ref_sets)
+            if dyn and sets2:
+                errors2 = compare(load(out2_paths), ref2)
+                tol = TOLERANCES[options.precision] if tolerance is None else float(tolerance)
+                if _within(errors, tol) and not _within(errors2, tol):
+                    log.info("%s: the dynamic %s conversion is off at %s; converting static", model.name,
+                             plugin_name, format_shapes(shapes2))
+                    shutil.rmtree(work, ignore_errors=True)
+                    return build(model, plugin_name, options, key, input_shapes=input_shapes,
+                                 converter_options=converter_options, verify=verify, timeout=timeout,
+                                 inputs=inputs, tolerance=tolerance, dynamic=False)
+                worst = {e.name: e for e in errors}  # the worst error per output over both sizes
+                for e in errors2:
+                    if e.name not in worst or e.rel_l2 > worst[e.name].rel_l2:
+                        worst[e.name] = e
+                errors = list(worst.values())
+                verified_on += f", and random inputs at {format_shapes(shapes2)} (the dynamic dims' second size)"
         if verify:  # the child loaded and ran it: no need to try it again in a throwaway process
             mark_safe(open_model(result["main"]), plugin_name, registry.availability(plugin_name).version or "",
                       LoadOptions(device=options.device, precision=options.precision))
         shutil.rmtree(work / "source", ignore_errors=True)
-        for p in in_paths + out_paths:
+        for p in in_paths + out_paths + in2_paths + out2_paths:
             Path(p).unlink(missing_ok=True)
         files = [Path(f) for f in result["files"]]
         side = sidecar_path(Path(result["main"]))
@@ -273,8 +409,9 @@ def build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *,
                   "files": [str(f.relative_to(work)) for f in files],
                   "seconds": seconds, "converter": engine_versions(plugin_name), "fixups": fix_notes,
                   "verified": verify, "reference": reference if verify else None,
-                  "verified_on": describe_sets(sets) if verify else "",
-                  "errors": [e.as_dict() for e in errors], "source": model.name}
+                  "errors": [e.as_dict() for e in errors], "source": model.name,
+                  "shapes": {k: list(v) for k, v in shapes.items()}, "dynamic_axes": dyn,
+                  "verified_on": verified_on if verify else None}
         store.publish(key, work, record)
         return record
     except BaseException:

@@ -20,7 +20,8 @@ from ..errors import ConversionError
 from ..tensor import TensorInfo
 
 __all__ = ["SIDECAR_SUFFIX", "sidecar_path", "write_sidecar", "read_sidecar", "plugin_notes", "onnx_signature",
-           "infos_to_json", "infos_from_json", "concrete_shape", "SPATIAL_DEFAULT"]
+           "infos_to_json", "infos_from_json", "concrete_shape", "SPATIAL_DEFAULT", "needs_run_shapes", "second_shapes",
+           "shapes_of", "format_shapes"]
 
 SIDECAR_SUFFIX = ".unirt.json"
 
@@ -117,3 +118,42 @@ def concrete_shape(info: TensorInfo, given: Mapping[str, Sequence[int]] | None) 
     image = info.rank in SPATIAL_DEFAULT and info.dtype.kind == "f" and isinstance(info.shape[1], int)
     spatial = SPATIAL_DEFAULT[info.rank] if image else 1
     return tuple(d if isinstance(d, int) else spatial if axis >= 2 else 1 for axis, d in enumerate(info.shape))
+
+
+def needs_run_shapes(info: TensorInfo) -> bool:
+    """Whether `info` has a dynamic dim a conversion cannot guess: any beyond dim 0 (an image's H and W, a
+    sequence length), or the only dim of a rank-1 input. A dynamic dim 0 of a higher rank is a batch dim, which
+    the converters handle whatever size it was converted at (verified at two batch sizes)."""
+    if info.shape is None:
+        return True
+    dims = info.shape if info.rank == 1 else info.shape[1:]
+    return any(not isinstance(d, int) for d in dims)
+
+
+def second_shapes(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]]
+                  ) -> dict[str, tuple[int, ...]] | None:
+    """A second size for the dims a converter could keep dynamic (each dynamic dim beyond a batch dim 0, doubled:
+    a stride-32 detector still takes it), for pnnx's `inputshape2` and verification at two sizes; None when the
+    model has no such dim. Dims sharing a name stay equal (each is doubled alike)."""
+    out: dict[str, tuple[int, ...]] = {}
+    changed = False
+    for info in inputs:
+        shape = tuple(int(d) for d in shapes[info.name])
+        if info.shape is None or len(shape) != info.rank:
+            out[info.name] = shape
+            continue
+        first = 0 if info.rank == 1 else 1
+        new = tuple(s * 2 if axis >= first and not isinstance(d, int) else s
+                    for axis, (d, s) in enumerate(zip(info.shape, shape)))
+        changed |= new != shape
+        out[info.name] = new
+    return out if changed else None
+
+
+def shapes_of(feeds: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(int(d) for d in np.shape(v)) for k, v in feeds.items()}
+
+
+def format_shapes(shapes: Mapping[str, Sequence[int]]) -> str:
+    """{"x": (1, 3, 320, 320)} -> "x:1x3x320x320" (the CLI's --shape syntax)."""
+    return ",".join(f"{k}:{'x'.join(str(int(d)) for d in v) or 'scalar'}" for k, v in shapes.items())

@@ -96,6 +96,9 @@ class LoadedModel:
         options = session_options(config)
         if default_threads is not None:
             options.setdefault("threads", default_threads)
+        shapes = _config_shapes(config)
+        if shapes:  # a backend that converts the model (ncnn, MNN) converts at the config's dims
+            options.setdefault("input_shapes", shapes)
         if "threads" not in options and len(devices) > 1 and all(d == "cpu" for d in devices):
             options["threads"] = max(1, (os.cpu_count() or 1) // len(devices))  # don't oversubscribe the CPU
         wanted = _wants_isolation(isolate_setting(config), isolate)
@@ -189,6 +192,18 @@ class LoadedModel:
         self.scheduler.stop(timeout)
         for sess in self.sessions:
             sess.close()
+
+
+def _config_shapes(config: Any) -> dict[str, tuple[int, ...]]:
+    """The whole input shapes a config fixes (`input { dims }`, or its `reshape`; batch 1 in front when the model
+    batches), for the inputs it fixes completely; the others convert at the first request's shapes."""
+    batched = config.max_batch_size > 0
+    shapes = {}
+    for entry in config.input:
+        dims = tuple(int(d) for d in (entry.reshape.shape if entry.HasField("reshape") else entry.dims))
+        if entry.name and all(d > 0 for d in dims):
+            shapes[entry.name] = ((1,) if batched else ()) + dims
+    return shapes
 
 
 def _open(factory: Callable[..., Session], path: Any, backend: str, device: str, options: dict,

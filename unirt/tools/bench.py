@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .. import __version__
-from ..errors import InputError, UnirtError, UnsupportedOptionError
+from ..errors import InputError, UnsupportedOptionError
 from ..formats import ModelFile, PathLike, open_model
 from ..hardware import hardware
 from ..session import Session, _check_options
@@ -240,7 +240,8 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
         duration = 3.0
     _check_settings(batches, levels, warmup, iterations, duration, threads, precision)
     given = parse_shapes(shapes) if isinstance(shapes, str) else dict(shapes or {})
-    options = {"device": device, "threads": threads, "precision": precision,
+    # the shapes given are the ones a backend that converts the model converts at (else its first run's)
+    options = {"device": device, "threads": threads, "precision": precision, "input_shapes": given or None,
                **({"backend_options": dict(backend_options)} if backend_options else {})}
     settings = {"backends": names, "shapes": {k: list(v) for k, v in given.items()}, "batch": batches,
                 "concurrency": levels, "threads": threads, "precision": precision, "device": device,
@@ -255,20 +256,23 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
         rss_before = memory.rss_bytes()
         runner = _BackendRun(mf, name, options)
         rows: list[BenchResult] = []
+        stage = "load"
         try:
             if progress:
                 progress(f"{name}: loading", done, total)
             t0 = time.perf_counter()
             first = runner.session(0)
             load_ms = (time.perf_counter() - t0) * 1e3
-            conv = first.conversion
-            conversion_ms, conversion_cached = (conv.seconds * 1e3, conv.cached) if conv else (None, None)
             for b in batches:
+                stage = "shapes"
                 resolved = default_shapes(first.inputs, given, batch=b, model=mf)
                 feeds = random_feeds(first.inputs, resolved, seed)
+                stage = "run"
                 t0 = time.perf_counter()
                 first.run(feeds)
                 first_ms = (time.perf_counter() - t0) * 1e3
+                conv = first.conversion  # made on load, or by the first run at its shapes
+                conversion_ms, conversion_cached = (conv.seconds * 1e3, conv.cached) if conv else (None, None)
                 for level in levels:
                     if progress:
                         progress(f"{name}: batch {b or '-'} x{level}", done, total)
@@ -286,9 +290,9 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
                         throughput_sps=count * (b or 1) / wall if wall > 0 else None,
                         gpu_memory_mb=_mb(memory.gpu_memory_bytes(first.device)), samples_ms=samples))
                     done += 1
-        except InputError:
-            raise  # the shapes contradict the model: the caller's mistake, not this backend's
-        except UnirtError as exc:
+        except Exception as exc:  # a backend that fails to load, convert or run is a row with its error
+            if isinstance(exc, InputError) and stage == "shapes":
+                raise  # the shapes contradict the model: the caller's mistake, not this backend's
             log.info("bench: %s failed: %s", name, exc)
             rows.append(BenchResult(backend=name, batch=None, concurrency=0, error=f"{type(exc).__name__}: {exc}"))
             done = (names.index(name) + 1) * len(batches) * len(levels)

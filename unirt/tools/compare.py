@@ -188,8 +188,9 @@ def _compare(reference: _Target, targets: Sequence[_Target], *, inputs: Any, sha
              backend_options: Mapping[str, Any] | None = None) -> CompareReport:
     if atol < 0 or rtol < 0:
         raise UnsupportedOptionError(f"tolerances must be >= 0, got atol={atol} rtol={rtol}")
+    given = (parse_shapes(shapes) if isinstance(shapes, str) else dict(shapes or {})) if inputs is None else {}
     with Session(reference.model, backend=reference.backend, device=device, threads=threads,
-                 precision=reference.precision) as ref:
+                 precision=reference.precision, input_shapes=given or None) as ref:
         feeds, source = _feeds(ref, inputs, shapes, seed, reference.model)
         expected = ref.run(feeds)
     report = CompareReport(model=model_name, reference=reference.label, targets=[t.label for t in targets],
@@ -202,8 +203,10 @@ def _compare(reference: _Target, targets: Sequence[_Target], *, inputs: Any, sha
     options["conversion"] = {"verify": False, **dict(options.get("conversion") or {})}
     for target in targets:
         try:
+            # a backend that converts the model converts at the shapes compared
             with Session(target.model, backend=target.backend, device=device, threads=threads,
-                         precision=target.precision, backend_options=options) as sess:
+                         precision=target.precision, input_shapes={k: np.shape(v) for k, v in feeds.items()},
+                         backend_options=options) as sess:
                 actual = sess.run(feeds)
         except UnirtError as exc:
             log.info("compare: %s failed: %s", target.label, exc)

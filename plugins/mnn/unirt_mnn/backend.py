@@ -76,4 +76,13 @@ class MnnBackend(Backend):
         log = "".join(printed)
         if not target.is_file() or target.stat().st_size == 0 or "Converted Success" not in log:
             raise ConversionError("MNN's converter failed:\n" + "\n".join(log.strip().splitlines()[-20:]))
+        # MNN's model keeps the ONNX model's dynamic dims (the session resizes to each input's shape): asked for a
+        # second size, it is verified there too
+        bo = options.backend_options
+        shapes, shapes2 = dict(bo.get("input_shapes") or {}), dict(bo.get("input_shapes2") or {})
+        dynamic = {name: [a for a, (d, d2) in enumerate(zip(shape, shapes2[name])) if d != d2]
+                   for name, shape in shapes.items() if name in shapes2 and list(shape) != list(shapes2[name])}
+        from unirt.conversion.signature import write_sidecar
+
+        write_sidecar(target, [], [], dynamic_axes=dynamic)
         return open_model(target)

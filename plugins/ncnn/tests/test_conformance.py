@@ -44,8 +44,6 @@ class TestNcnnConformance(BackendConformance):
         "pytorch-operator/test_operator_permute2": "input '0' has rank 6; ncnn holds at most 4 dims per sample",
         "pytorch-operator/test_operator_repeat": "has no layer for: torch.tile",  # ONNX Tile
     }
-    known_failures = {
-        "unknown_dims": "pnnx converts at one shape: the dynamic H and W become the conversion's (224x224 "
-                        "unless backend_options={'conversion': {'input_shapes': ...}} says), so other sizes are "
-                        "refused with InputError",
-    }
+    # unknown_dims (dynamic H and W) used to fail here, converted at a 224x224 guess: it converts at the first
+    # run's shapes now, keeping H and W dynamic (pnnx's inputshape2)
+    known_failures: dict[str, str] = {}

@@ -202,9 +202,11 @@ def test_another_pnnx_converts_afresh(model, tmp_path, monkeypatch):
     assert unirt.convert(source, to="ncnn").cached  # the same binary again: a cache hit
 
 
-def test_dynamic_image_dims_convert_at_an_image_size(tmp_path):
-    """Dynamic H and W used to be converted at 1x1, which a 3x3 convolution refuses: pnnx converts at 224x224 and
-    the ncnn model takes that size (pnnx may fold shape-dependent values: other sizes are not verified)."""
+def test_dynamic_image_dims_convert_at_the_shapes_run(tmp_path):
+    """Dynamic H and W are never converted at a guess (they used to be 224x224, refusing other sizes): a Session
+    given no shapes converts at its first run's shapes, and pnnx keeps H and W dynamic (inputshape2), verified at
+    two sizes, so another size runs on the same conversion. Shapes given (input_shapes, or the conversion
+    settings kept for compatibility) convert at load."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -215,17 +217,19 @@ def test_dynamic_image_dims_convert_at_an_image_size(tmp_path):
     source = tmp_path / "fcn.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(source))
     sess = unirt.Session(source, backend="ncnn")
-    assert sess.conversion.verified and sess.inputs[0].shape == ("N", 3, 224, 224)
+    assert sess.conversion is None and sess.inputs[0].shape == ("N", 3, "H", "W")  # nothing converted yet
     x = np.random.default_rng(1).standard_normal((2, 3, 224, 224)).astype(np.float32)
     (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     assert rel_l2(sess.run(x)["y"], ref) < 1e-5
-    # another size: refused, saying that the conversion fixed the dim and how to convert at other sizes
-    with pytest.raises(unirt.InputError, match=r"\(dim 2 is static in the ncnn conversion, made at fixed input "
-                                               r"shapes\), got \(2, 3, 32, 40\); .*'input_shapes': \{'x': "
-                                               r"\[\.\.\.\]\}"):
-        sess.run(x[:, :, :32, :40])
+    # converted at batch 1 (the batch dim is free), verified on the run's batch of 2 too
+    assert sess.conversion.verified and sess.conversion.shapes == {"x": (1, 3, 224, 224)}
+    assert sess.conversion.dynamic_axes == {"x": (2, 3)}
+    assert sess.conversion.verified_on.startswith("the first run's inputs (x:2x3x224x224)")
     small = x[:, :, :32, :40].copy()
     (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": small})
-    with unirt.Session(source, backend="ncnn",
-                       backend_options={"conversion": {"input_shapes": {"x": [1, 3, 32, 40]}}}) as other:
-        assert other.inputs[0].shape == ("N", 3, 32, 40) and rel_l2(other.run(small)["y"], ref) < 1e-5
+    assert rel_l2(sess.run(small)["y"], ref) < 1e-5 and len(sess._lazy.conversions) == 1  # no reconversion
+    for given in ({"input_shapes": {"x": [1, 3, 32, 40]}},
+                  {"backend_options": {"conversion": {"input_shapes": {"x": [1, 3, 32, 40]}}}}):
+        with unirt.Session(source, backend="ncnn", **given) as other:
+            assert other.conversion.shapes == {"x": (1, 3, 32, 40)}
+            assert other.inputs[0].shape == ("N", 3, "H", "W") and rel_l2(other.run(small)["y"], ref) < 1e-5

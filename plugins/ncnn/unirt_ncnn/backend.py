@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from unirt import (Availability, Backend, BackendSession, ConversionError, LoadOptions, ModelFile, ModelFormat,
                    UnsupportedOptionError, open_model)
 
 from unirt.native_output import native_output_silenced
+
+log = logging.getLogger(__name__)
 
 
 def _gpu_count(ncnn) -> int:
@@ -43,6 +46,12 @@ class NcnnBackend(Backend):
 
         return pnnx_identity()
 
+    def check_convertible(self, inputs) -> None:
+        """What no input shape changes, refused at load rather than at the first run that converts (float32
+        inputs only, no scalars): the ConversionError the converter would raise."""
+        _check_inputs({i.name: tuple(i.shape) if i.shape is not None else (None,) for i in inputs},
+                      {i.name: i.dtype.name for i in inputs})
+
     def convert(self, model: ModelFile, out_dir: Path, options: LoadOptions) -> ModelFile:
         """ONNX -> model.param + model.bin with pnnx, at the shapes unirt's conversion layer passes; fp32 weights
         unless precision='fp16' (bf16 runs from fp32 weights with ncnn's bf16 storage). pnnx's batch axis per
@@ -59,11 +68,25 @@ class NcnnBackend(Backend):
         bo = options.backend_options
         shapes, dtypes = dict(bo.get("input_shapes") or {}), dict(bo.get("input_dtypes") or {})
         _check_inputs(shapes, dtypes)
+        shapes2 = dict(bo.get("input_shapes2") or {})
         param, weights = out_dir / "model.param", out_dir / "model.bin"
-        axes = run_pnnx(model.path, param, weights, shapes, dtypes, fp16=options.precision == "fp16",
-                        timeout=float(bo.get("timeout", 600)))
-        _check_layers(param)
-        write_sidecar(param, [], [], batch_axes=axes)  # the conversion layer adds the signature, keeps this
+        fp16, timeout = options.precision == "fp16", float(bo.get("timeout", 600))
+        dynamic: dict[str, list[int]] = {}
+        if shapes2:  # a dynamic-size model where pnnx can make one (it traces at both sizes); else static
+            try:
+                axes = run_pnnx(model.path, param, weights, shapes, dtypes, fp16=fp16, timeout=timeout,
+                                shapes2=shapes2)
+                _check_layers(param)
+                dynamic = {name: [a for a, (d, d2) in enumerate(zip(shape, shapes2[name])) if d != d2]
+                           for name, shape in shapes.items() if name in shapes2 and list(shape) != list(shapes2[name])}
+            except ConversionError as exc:
+                log.info("pnnx could not keep the dims dynamic (%s); converting at %s only", exc, shapes)
+                shapes2 = {}
+        if not shapes2:
+            axes = run_pnnx(model.path, param, weights, shapes, dtypes, fp16=fp16, timeout=timeout)
+            _check_layers(param)
+        # the conversion layer adds the signature, keeps these
+        write_sidecar(param, [], [], batch_axes=axes, dynamic_axes=dynamic)
         return open_model(param)
 
 

@@ -87,9 +87,12 @@ def batch_axes(script: str) -> dict[str, int]:
 
 
 def run_pnnx(source: Path, param: Path, weights: Path, shapes: Mapping[str, Sequence[int]],
-             dtypes: Mapping[str, str], fp16: bool, timeout: float = 600.0) -> dict[str, int]:
+             dtypes: Mapping[str, str], fp16: bool, timeout: float = 600.0,
+             shapes2: Mapping[str, Sequence[int]] | None = None) -> dict[str, int]:
     """Convert `source` (ONNX) into ncnn's `param` + `weights`; ConversionError with pnnx's own output on failure.
-    Returns pnnx's batch axis per blob (`batch_axes`; empty when its script does not say)."""
+    `shapes2`: a second size for the dims to keep dynamic (pnnx's inputshape2: it traces the model at both and
+    writes the dims that differ as dynamic). Returns pnnx's batch axis per blob (`batch_axes`; empty when its
+    script does not say)."""
     exe = find_pnnx()
     if exe is None:
         raise BackendUnavailableError("converting to ncnn needs the pnnx binary: pip install --no-deps pnnx "
@@ -98,7 +101,8 @@ def run_pnnx(source: Path, param: Path, weights: Path, shapes: Mapping[str, Sequ
         raise ConversionError("pnnx needs the model's input shapes")
     with tempfile.TemporaryDirectory(prefix="unirt-pnnx-") as scratch:
         s = Path(scratch)
-        cmd = [str(exe), str(source), f"inputshape={shape_arg(shapes, dtypes)}", f"fp16={int(fp16)}",
+        cmd = [str(exe), str(source), f"inputshape={shape_arg(shapes, dtypes)}",
+               *([f"inputshape2={shape_arg(shapes2, dtypes)}"] if shapes2 else []), f"fp16={int(fp16)}",
                f"ncnnparam={param}", f"ncnnbin={weights}", f"pnnxparam={s / 'm.pnnx.param'}",
                f"pnnxbin={s / 'm.pnnx.bin'}", f"pnnxpy={s / 'm_pnnx.py'}", f"pnnxonnx={s / 'm.pnnx.onnx'}",
                f"ncnnpy={s / 'm_ncnn.py'}"]

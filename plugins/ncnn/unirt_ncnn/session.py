@@ -207,6 +207,7 @@ class NcnnSession(BackendSession):
                 and all(f"in{i}" == b for i, b in enumerate(in_blobs)):
             conv_shapes = side.get("shapes", {})
             axes = side.get("batch_axes") if isinstance(side.get("batch_axes"), dict) else {}
+            dynamic = side.get("dynamic_axes") or {}
             inputs = []
             for i, info in enumerate(side["inputs"]):
                 shape = tuple(conv_shapes.get(info.name, info.shape))
@@ -219,6 +220,9 @@ class NcnnSession(BackendSession):
                                          "most 4 dims per sample")
                 # What was converted and verified: the conversion's shapes, with the batch dim left free.
                 dims = ((info.shape[0] if batched else shape[0]),) + shape[1:] if shape else ()
+                # dims pnnx kept dynamic (converted and verified at two sizes) stay as the model has them
+                free = set(dynamic.get(info.name, ())) if isinstance(dynamic, dict) else set()
+                dims = tuple(info.shape[a] if a in free else d for a, d in enumerate(dims))
                 inputs.append(_Port(TensorInfo(info.name, dims, np.float32), f"in{i}", batched))
             any_batched = any(p.batched for p in inputs)
             outputs = [_Port(TensorInfo(info.name, info.shape, np.float32), f"out{i}", any_batched and _batched(
