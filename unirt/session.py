@@ -163,7 +163,7 @@ class Session:
         self._runner = runner
         try:
             self._setup(runner, resolved, precision, max_batch, batched, pool, pooled_outputs, arena)
-            if self._conversion is None and self._lazy is None:
+            if self._conversion is None and self._lazy is None and name != "fastest":  # deferred: at its choice
                 self._plan_frontend_check(name)
         except BaseException:
             self._runner = None
@@ -284,8 +284,9 @@ class Session:
         self.verification, self._frontend = FrontendCheck.plan(self._model, name, self._options,
                                                                self._frontend_settings)
 
-    def _verify_frontend(self, arrays: dict[str, np.ndarray]) -> None:
-        """The first run: compare the backend with the format's reference on these inputs (cached)."""
+    def _verify_frontend(self, arrays: dict[str, np.ndarray], runner: BackendSession | None = None) -> None:
+        """The first run: compare the backend (`runner`, default the Session's) with the format's reference on these
+        inputs (cached)."""
         check = self._frontend
         if check is None:
             return
@@ -293,7 +294,7 @@ class Session:
             if self._frontend is None:  # another thread's first run did it meanwhile
                 return
             try:
-                check.run(self._runner, arrays, self._output_names)
+                check.run(runner or self._runner, arrays, self._output_names)
                 self._frontend = None  # verified, accepted or unverifiable: runs go on unchecked
             except UnirtError:
                 raise
@@ -343,6 +344,10 @@ class Session:
             if self._selection is not None:
                 self._selection = dataclasses.replace(self._selection, precision=precision,
                                                       precision_in_force=self._precision)
+            if self._lazy is None and self.conversion is None:  # the winner reads the format through a frontend
+                self._plan_frontend_check(name)
+                if self._frontend is not None:
+                    self._verify_frontend(dict(feeds), runner)
             return runner
 
         return DeferredChoice(signature[0], signature[1], str(device), choose_at)

@@ -25,7 +25,8 @@ from ..tensor import TensorInfo
 from . import store
 from .fixups import FIXUPS_VERSION
 from .signature import concrete_shape, format_shapes, infos_to_json, second_shapes, sidecar_path
-from .verify import TOLERANCES, OutputError, compare, feed_sets, index_bounds, random_feeds
+from .verify import (TOLERANCES, OutputError, compare, describe_feeds, describe_sets, feed_sets, index_bounds,
+                     random_feeds)
 
 __all__ = ["build", "conversion_parts", "engine_versions"]
 
@@ -228,7 +229,7 @@ def conversion_parts(plugin_name: str, options: LoadOptions, input_shapes: Mappi
 
 
 def _within(errors: list[OutputError], tolerance: float) -> bool:
-    return all(e.acceptable if e.exact else e.rel_l2 <= tolerance for e in errors)
+    return all(e.within(tolerance) for e in errors)
 
 
 def _batchable(inputs: list[TensorInfo]) -> bool:
@@ -242,15 +243,15 @@ def _run_sets(inputs: list[TensorInfo], shapes: dict[str, tuple[int, ...]], feed
     """Verification inputs for a conversion driven by a run: that run's real inputs first, then two random sets at
     its shapes, and one at another batch size where every input's dim 0 is dynamic. Returns them and what they
     are, in words."""
-    sets = [{k: np.asarray(feeds[k], order="C") for k in shapes}] if feeds is not None else []
+    real = [{k: np.asarray(feeds[k], order="C") for k in shapes}] if feeds is not None else []
     rng = np.random.default_rng(0)
-    sets += [random_feeds(inputs, shapes, rng, bounds) for _ in range(2)]
+    randoms = [random_feeds(inputs, shapes, rng, bounds) for _ in range(2)]
     if _batchable(inputs) and all(s[0] == 1 for s in shapes.values()):
-        sets.append(random_feeds(inputs, {n: (2,) + s[1:] for n, s in shapes.items()}, rng, bounds))
-    what = f"random inputs at {format_shapes(shapes)}"
+        randoms.append(random_feeds(inputs, {n: (2,) + s[1:] for n, s in shapes.items()}, rng, bounds))
+    what = describe_sets(randoms)
     if feeds is None:
-        return sets, what
-    return sets, f"the first run's inputs ({format_shapes({k: np.shape(feeds[k]) for k in shapes})}) and {what}"
+        return randoms, what
+    return real + randoms, f"the first run's inputs ({describe_feeds(real[0])}) and {what}"
 
 
 def _second_size(model: ModelFile, reference: str | None, inputs: list[TensorInfo], shapes: dict,
@@ -392,10 +393,10 @@ def build(model: ModelFile, plugin_name: str, options: LoadOptions, key: str, *,
                                  inputs=inputs, tolerance=tolerance, dynamic=False)
                 worst = {e.name: e for e in errors}  # the worst error per output over both sizes
                 for e in errors2:
-                    if e.name not in worst or e.rel_l2 > worst[e.name].rel_l2:
+                    if e.name not in worst or e.error > worst[e.name].error:  # type: ignore[operator]
                         worst[e.name] = e
                 errors = list(worst.values())
-                verified_on += f", and random inputs at {format_shapes(shapes2)} (the dynamic dims' second size)"
+                verified_on += f", and random inputs at {describe_feeds(sets2[0])} (the dynamic dims' second size)"
         if verify:  # the child loaded and ran it: no need to try it again in a throwaway process
             mark_safe(open_model(result["main"]), plugin_name, registry.availability(plugin_name).version or "",
                       LoadOptions(device=options.device, precision=options.precision))
