@@ -8,7 +8,10 @@ Run by hand, not in CI: each part needs its exporter, and their pins clash, so e
     python3 -m venv /tmp/h5-paddle && /tmp/h5-paddle/bin/pip install paddlepaddle paddle2onnx packaging
     /tmp/h5-torch/bin/python  scripts/make_exporter_corpus.py torch    # torch.onnx: legacy (dynamic_axes), dynamo
     /tmp/h5-tf/bin/python     scripts/make_exporter_corpus.py tf       # tf2onnx from Keras; Keras -> TFLite
-    /tmp/h5-paddle/bin/python scripts/make_exporter_corpus.py paddle   # paddle2onnx
+    /tmp/h5-paddle/bin/python scripts/make_exporter_corpus.py paddle   # paddle2onnx 2.x
+    python3 -m venv /tmp/h5-paddle1 && /tmp/h5-paddle1/bin/pip install paddlepaddle==2.6.2 paddle2onnx==1.2.11 \
+        packaging 'numpy<2'
+    /tmp/h5-paddle1/bin/python scripts/make_exporter_corpus.py paddle  # paddle2onnx 1.x: writes '?' dims
     python scripts/make_exporter_corpus.py native   # (project venv: onnx, mnn, pnnx) onnx.helper model; .mnn via
                                                     # MNN's mnnconvert, .ncnn.param/.bin via ncnn's pnnx
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -110,13 +114,15 @@ def check_ort(path: Path, runs: list[dict], int_ranges: dict | None = None) -> N
 
 
 def entry(file: str, exporter: str, version: str, source: str, runs: list[dict], engines: list[str],
-          int_ranges: dict | None = None, notes: str = "", fmt: str = "onnx") -> dict:
+          int_ranges: dict | None = None, notes: str = "", fmt: str = "onnx", float_ranges: dict | None = None) -> dict:
     e: dict = {"file": file, "format": fmt, "exporter": exporter, "exporter_version": version, "source": source}
     if fmt == "onnx":
         e["inputs"], e["outputs"] = onnx_io(OUT / file)
     e["runs_at"] = runs
     if int_ranges:
         e["int_ranges"] = int_ranges
+    if float_ranges:  # inputs drawn uniformly from a range instead of N(0, 1) (a divisor away from 0)
+        e["float_ranges"] = float_ranges
     e["engines"] = engines
     if notes:
         e["notes"] = notes
@@ -235,7 +241,8 @@ def part_torch() -> None:
     check_ort(OUT / "torch_legacy_scalar.onnx", runs)
     save_entry("torch_legacy_scalar", entry("torch_legacy_scalar.onnx", legacy, version,
                                             "softmax(logits / temperature) with a rank-0 temperature input", runs,
-                                            ONNX_ENGINES, notes="ncnn (pnnx) takes no rank-0 input"))
+                                            ONNX_ENGINES, notes="ncnn (pnnx) takes no rank-0 input",
+                                            float_ranges={"temperature": [0.5, 2.0]}))
 
     # dynamo: shared symbol
     batch = Dim("batch", min=1, max=64)
@@ -372,6 +379,7 @@ def part_paddle() -> None:
     from paddle import nn
 
     paddle.seed(0)
+    globals().update(paddle=paddle, nn=nn)  # paddle's dy2static re-reads forward() and resolves names as globals
 
     class Rec(nn.Layer):  # a text recognizer's shape: [N,3,48,W] -> CNN -> collapse H -> [N, T=W/4, classes]
         def __init__(self):
@@ -392,19 +400,25 @@ def part_paddle() -> None:
             f = f.mean(axis=2).transpose([0, 2, 1])
             return nn.functional.softmax(self.fc(f), axis=-1)
 
+    legacy = paddle.__version__.startswith("2.")  # paddle 2.x + paddle2onnx 1.x: the exporter of the models
+    file = "paddle2onnx_1x_text_rec.onnx" if legacy else "paddle2onnx_text_rec.onnx"
     with tempfile.TemporaryDirectory() as tmp:
         model = Rec2()
         model.eval()
         spec = [paddle.static.InputSpec([None, 3, 48, None], "float32", "x")]
-        static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
-        paddle.jit.save(static, f"{tmp}/rec")
-        files = sorted(p.name for p in Path(tmp).iterdir())
-        model_file = next((f"{tmp}/{f}" for f in files if f.endswith((".json", ".pdmodel"))), None)
-        paddle2onnx.export(model_file, f"{tmp}/rec.pdiparams", str(OUT / "paddle2onnx_text_rec.onnx"),
-                           opset_version=14, enable_onnx_checker=True)
+        if legacy:
+            paddle.onnx.export(model, str(OUT / file[:-5]), input_spec=spec, opset_version=11)
+            shutil.rmtree(OUT / "paddle_model_temp_dir", ignore_errors=True)  # paddle2onnx 1.x leaves it behind
+        else:
+            static = paddle.jit.to_static(model, input_spec=spec, full_graph=True)
+            paddle.jit.save(static, f"{tmp}/rec")
+            files = sorted(p.name for p in Path(tmp).iterdir())
+            model_file = next((f"{tmp}/{f}" for f in files if f.endswith((".json", ".pdmodel"))), None)
+            paddle2onnx.export(model_file, f"{tmp}/rec.pdiparams", str(OUT / file), opset_version=14,
+                               enable_onnx_checker=True)
     runs = [{"x": [1, 3, 48, 192]}, {"x": [2, 3, 48, 320]}]
-    check_ort(OUT / "paddle2onnx_text_rec.onnx", runs)
-    save_entry("paddle2onnx_text_rec", entry("paddle2onnx_text_rec.onnx", "paddle2onnx.export",
+    check_ort(OUT / file, runs)
+    save_entry(file[:-5], entry(file, "paddle.onnx.export (paddle2onnx)" if legacy else "paddle2onnx.export",
                                              f"paddle2onnx {paddle2onnx.__version__} (paddlepaddle "
                                              f"{paddle.__version__})",
                                              "text-recognizer-shaped CNN: x [N,3,48,W] (InputSpec [None,3,48,None])"
@@ -497,14 +511,16 @@ def part_native() -> None:
             param = Path(f"{base}.param").read_text().splitlines()
             blobs_in = [line.split()[1] for line in param[2:] if line.split()[0] == "Input"]
             blobs_out = sorted({b for line in param[2:] for b in line.split()[2:] if re.fullmatch(r"out\d+", b)})
-            runs = [{"in0": shape[1:]} for shape in ([int(v) for v in shape[1:-1].split(",")],
-                                                      [int(v) for v in shape2[1:-1].split(",")])]
+            runs = [{"in0": [int(v) for v in text[1:-1].split(",")]} for text in (shape, shape2)]
             save_entry(f"{src}_ncnn", {
                 "file": f"{src}.ncnn.param", "weights": f"{src}.ncnn.bin", "format": "ncnn",
                 "exporter": f"pnnx {s['file']} inputshape={shape} inputshape2={shape2} (ncnn's converter)",
                 "exporter_version": f"pnnx {version}",
-                "source": f"{s['file']} converted by pnnx; ncnn has no batch dim: the blobs are the sample "
-                          "without its batch axis (pnnx drops it), runs_at gives the ncnn Mat shape (C,H,W)",
+                "source": f"{s['file']} converted by pnnx. ncnn has no batch dim: pnnx dropped the batch axis "
+                          "(batch_axis 0 below, as its generated script says: ncnn.Mat(x, batch_index=0)); runs_at "
+                          "gives the source's shapes at batch 1, which unirt shows a plain ncnn model's inputs as "
+                          "([N, C, H, W]); by hand, ncnn gets x[0] and each output gains the batch axis back",
+                "batch_axis": 0,
                 "inputs": [{"name": b, "dtype": "float32", "shape": None} for b in blobs_in],
                 "outputs": [{"name": b, "dtype": "float32", "shape": None, "onnx_output": o["name"]}
                             for b, o in zip(blobs_out, s["outputs"])],

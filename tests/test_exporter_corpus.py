@@ -44,7 +44,8 @@ TOLERANCE = TOLERANCES["fp32"]
 
 # ------------------------------------------------------------------------------------------------ inputs
 def make_feeds(entry: dict, shapes: dict, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded random inputs at a run's real shapes: float inputs N(0,1), int inputs in the manifest's range."""
+    """Seeded random inputs at a run's real shapes: float inputs N(0,1) or uniform in the manifest's float_ranges,
+    int inputs in its int_ranges."""
     rng = np.random.default_rng(seed)
     dtypes = {i["name"]: np.dtype(i["dtype"]) for i in entry["inputs"]}
     feeds = {}
@@ -53,8 +54,9 @@ def make_feeds(entry: dict, shapes: dict, seed: int = 0) -> dict[str, np.ndarray
         if dtype.kind in "iu":
             lo, hi = entry.get("int_ranges", {}).get(name, (0, 10))
             feeds[name] = rng.integers(lo, hi, shape).astype(dtype)
-        elif name == "temperature" or (not shape and dtype.kind == "f"):
-            feeds[name] = np.asarray(rng.uniform(0.5, 2.0), dtype)  # a rank-0 divisor away from 0
+        elif name in entry.get("float_ranges", {}):
+            lo, hi = entry["float_ranges"][name]
+            feeds[name] = np.asarray(rng.uniform(lo, hi, shape), dtype)
         else:
             feeds[name] = rng.standard_normal(shape).astype(dtype)
     return feeds
@@ -215,8 +217,11 @@ def reference(entry: dict, feeds: dict) -> dict[str, np.ndarray]:
         return litert_run(path, feeds)
     if fmt == "mnn":
         return mnn_run(path, feeds)
-    if fmt == "ncnn":
-        return ncnn_run(path, CORPUS / entry["weights"], feeds, [o["name"] for o in entry["outputs"]])
+    if fmt == "ncnn":  # as pnnx's generated script runs it: the sample without its batch axis, then put back
+        axis = entry.get("batch_axis")
+        mats = {n: (np.take(v, 0, axis) if axis is not None else v) for n, v in feeds.items()}
+        got = ncnn_run(path, CORPUS / entry["weights"], mats, [o["name"] for o in entry["outputs"]])
+        return {n: (np.expand_dims(v, axis) if axis is not None else v) for n, v in got.items()}
     raise AssertionError(fmt)
 
 
@@ -252,7 +257,8 @@ def matches(actual: dict, expected: dict) -> str | None:
 
 
 def judge(model: str, backend: str) -> tuple[str, str]:
-    """("pass" | "refused" | "wrong" | "error", detail) for one pair; see the module docstring."""
+    """("pass" | "refused" | "unsupported" | "wrong" | "error", detail) for one pair; see the module docstring.
+    "unsupported": the backend neither reads nor converts the format, and unirt said so with a unirt error."""
     entry = MANIFEST[model]
     path = model_path(entry)
     hand = by_hand(backend, entry)
@@ -260,7 +266,7 @@ def judge(model: str, backend: str) -> tuple[str, str]:
         try:
             sess = unirt.Session(path, backend=backend)
         except UnirtError as exc:
-            return "refused", f"{type(exc).__name__}: {exc}"
+            return "unsupported", f"{type(exc).__name__}: {exc}"
         except Exception as exc:
             return "error", f"{type(exc).__module__}.{type(exc).__name__} (not a unirt error): {exc}"
         sess.close()
@@ -332,4 +338,23 @@ def test_exporter_model_on_backend(model: str, backend: str):
     if why:
         pytest.skip(f"{backend}: {why}")
     status, detail = judge(model, backend)
-    assert status in ("pass", "refused"), f"{model} on {backend}: {status}: {detail}"
+    assert status in ("pass", "refused", "unsupported"), f"{model} on {backend}: {status}: {detail}"
+
+
+def test_support_matrix_writes_the_corpus_section_alone(tmp_path):
+    """`scripts/support_matrix.py --only exporters` rewrites its own section of an existing matrix, from real runs,
+    and leaves the rest of the file as it was."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "support_matrix.py"
+    out = tmp_path / "matrix.md"
+    out.write_text("# Support matrix\n\n## Models\n\n| set | model | onnxruntime |\n|---|---|---|\n| x | y | pass |\n\n"
+                   "## Exporter corpus\n\nstale\n")
+    proc = subprocess.run([sys.executable, str(script), "--only", "exporters", "--backends", "onnxruntime",
+                           "--output", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "| x | y | pass |" in text and "stale" not in text
+    assert text.count("## Exporter corpus") == 1
+    assert len([r for r in text.splitlines() if r.startswith("| torch_legacy_mlp |")]) == 1
+    for name, entry in MANIFEST.items():
+        row = next(r for r in text.splitlines() if r.startswith(f"| {name} |"))
+        assert row.endswith("| pass |" if entry["format"] == "onnx" else "| — |"), row
