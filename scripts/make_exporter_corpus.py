@@ -189,6 +189,17 @@ def part_torch() -> None:
             h = self.emb(ids)
             return self.fc(h), h.mean(dim=1)
 
+    class SeqFirst(nn.Module):  # a CRNN's output layout: [T, N, classes], dim 0 is not a batch
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 6, 3, stride=(4, 2), padding=1)
+            self.fc = nn.Linear(6 * 8, 9)
+
+        def forward(self, x):
+            f = torch.relu(self.conv(x))  # [N, 6, 8, W/2]
+            n, c, h, w = f.shape
+            return torch.log_softmax(self.fc(f.reshape(n, c * h, w).permute(2, 0, 1)), dim=-1)
+
     class Temperature(nn.Module):  # a rank-0 input
         def forward(self, logits, temperature):
             return torch.softmax(logits / temperature, dim=-1)
@@ -243,6 +254,16 @@ def part_torch() -> None:
                                             "softmax(logits / temperature) with a rank-0 temperature input", runs,
                                             ONNX_ENGINES, notes="ncnn (pnnx) takes no rank-0 input",
                                             float_ranges={"temperature": [0.5, 2.0]}))
+
+    # legacy: output [T, N, C] (sequence first)
+    export_legacy(SeqFirst(), (torch.randn(1, 1, 32, 40),), "torch_legacy_seq_first.onnx", ["image"], ["log_probs"],
+                  {"image": {0: "batch", 3: "width"}, "log_probs": {0: "time", 1: "batch"}})
+    runs = [{"image": [1, 1, 32, 100]}, {"image": [1, 1, 32, 64]}]
+    check_ort(OUT / "torch_legacy_seq_first.onnx", runs)
+    save_entry("torch_legacy_seq_first", entry("torch_legacy_seq_first.onnx", legacy, version,
+                                               "CRNN-like: grey text line [batch,1,32,width] -> conv -> "
+                                               "log_softmax over 9 classes, output sequence-first [time, batch, 9] "
+                                               "(dim 0 is not a batch)", runs, ONNX_ENGINES))
 
     # dynamo: shared symbol
     batch = Dim("batch", min=1, max=64)
