@@ -8,10 +8,12 @@ Run by hand, not in CI: each part needs its exporter, and their pins clash, so e
     python3 -m venv /tmp/h5-paddle && /tmp/h5-paddle/bin/pip install paddlepaddle paddle2onnx packaging
     /tmp/h5-torch/bin/python  scripts/make_exporter_corpus.py torch    # torch.onnx: legacy (dynamic_axes), dynamo
     /tmp/h5-tf/bin/python     scripts/make_exporter_corpus.py tf       # tf2onnx from Keras; Keras -> TFLite
-    /tmp/h5-paddle/bin/python scripts/make_exporter_corpus.py paddle   # paddle2onnx 2.x
+    /tmp/h5-paddle/bin/python scripts/make_exporter_corpus.py paddle   # paddle2onnx 2.x (its polygraphy step
+                                                                       # pip-installs onnxruntime into that venv)
     python3 -m venv /tmp/h5-paddle1 && /tmp/h5-paddle1/bin/pip install paddlepaddle==2.6.2 paddle2onnx==1.2.11 \
         packaging 'numpy<2'
-    /tmp/h5-paddle1/bin/python scripts/make_exporter_corpus.py paddle  # paddle2onnx 1.x: writes '?' dims
+    /tmp/h5-paddle1/bin/pip install onnx==1.16.2 onnxruntime
+    /tmp/h5-paddle1/bin/python scripts/make_exporter_corpus.py paddle  # paddle2onnx 1.x
     python scripts/make_exporter_corpus.py native   # (project venv: onnx, mnn, pnnx) onnx.helper model; .mnn via
                                                     # MNN's mnnconvert, .ncnn.param/.bin via ncnn's pnnx
 
@@ -24,7 +26,11 @@ What each exporter writes for a dynamic dim (read back from the files, recorded 
 - torch.onnx dynamo exporter (torch.export): `s0`, `s1`, ... from the symbolic shapes (one symbol shared by two
   inputs whose sizes must agree), and output dims as expressions of them (`s0 + s1`, `((s1 - 1)//2) + 1`).
 - tf2onnx (Keras models): `unk__N` for Keras' None dims.
-- paddle2onnx: `-1` written as a dim_param string or `?`, `p2o.DynamicDimension.N` for Paddle's None dims.
+- paddle2onnx: `DynamicDimension.N` for Paddle's None dims (both 2.1.0 and 1.2.11 here; 2.1.0 writes output dims
+  as expressions of them, `floor(floor(DynamicDimension.1/2 - 1/2)/2) + 1`). Neither writes the `?` or `-1`
+  strings the issue saw on public PaddleOCR models (older releases; tried here: paddle2onnx 0.9.2, pure Python,
+  installs but imports paddle.fluid, gone from paddle 2.6, the oldest paddle for Python 3.11 here, and pins
+  onnx<=1.9), so `?`/`""`/`-1` placeholders have no real-exporter file here.
 - Keras -> TFLite converter: `shape` with 1 in place of a dynamic dim and `shape_signature` with -1.
 
 keras2onnx is not used: it is dead (last release 2020) and supports no TensorFlow 2.x; tf2onnx's Keras path
@@ -495,7 +501,8 @@ def part_native() -> None:
             if proc.returncode != 0 or not (OUT / dst).is_file():
                 print(f"mnnconvert failed on {src}: {proc.stdout[-2000:]} {proc.stderr[-2000:]}", file=sys.stderr)
                 continue
-            save_entry(f"{src}_mnn", {"file": dst, "format": "mnn", "exporter": "mnnconvert -f ONNX --bizCode unirt (MNN's converter)",
+            save_entry(f"{src}_mnn", {"file": dst, "format": "mnn",
+                                      "exporter": "mnnconvert -f ONNX --bizCode unirt (MNN's converter)",
                                       "exporter_version": f"MNN {mnn_version} (_tools.mnnconvert)",
                                       "source": f"{s['file']} converted by MNN's own converter, no shapes given "
                                                 "(its dynamic dims stay dynamic in the .mnn)",

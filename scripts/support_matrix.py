@@ -97,7 +97,8 @@ def exporter_section(usable: list[str]) -> list[str]:
            "at every shape the model really runs at, compared at fp32 with the engine called by hand (ONNX Runtime "
            "for ONNX files, and for ncnn/MNN/OpenVINO on them; LiteRT for .tflite; MNN/ncnn on their own files). "
            "`pass`; `refused`: a unirt error where the engine by hand cannot run it either (its reason in "
-           "brackets); `—`: a backend that neither reads nor converts the format (unirt refuses it); `WRONG`: an answer off the "
+           "brackets); `—`: a backend that neither reads nor converts the format (unirt refuses it); `WRONG`: an "
+           "answer off the "
            "engine's; `error`: unirt refused what the engine runs by hand, or raised something that is not a unirt "
            "error.", "", "| model | exporter | " + " | ".join(backends) + " |",
            "|---|---|" + "---|" * len(backends)]
@@ -128,7 +129,8 @@ def write_exporters_only(args: argparse.Namespace, usable: list[str]) -> int:
         lines += [""] + section
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines) + "\n")
-    print(f"wrote the exporter corpus section of {args.output} ({sum(1 for line in section if line.startswith('| ')) - 1} models)")
+    models = sum(1 for line in section if line.startswith("| ")) - 1
+    print(f"wrote the exporter corpus section of {args.output} ({models} models)")
     return 0
 
 

@@ -14,7 +14,8 @@ A pair passes when:
 unirt refusing what the engine runs by hand, another exception, or a wrong answer fails the pair.
 
 Exporters not in the corpus: keras2onnx (dead since 2020, no TensorFlow 2.x; tf2onnx's Keras path replaced it).
-paddle2onnx 2.1 writes `DynamicDimension.N` (no `?`/`-1` strings: older paddle2onnx releases wrote those).
+paddle2onnx 2.1.0 and 1.2.11 write `DynamicDimension.N`, not the `?`/`-1` strings of older releases (0.9.x needs
+paddle.fluid and onnx<=1.9, which do not run on this Python 3.11): no corpus file has those placeholders.
 The model whose declared output rank differs from its real one is made with onnx.helper (see MANIFEST.json).
 """
 
@@ -27,7 +28,7 @@ import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import pytest
