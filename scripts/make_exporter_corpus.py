@@ -477,7 +477,27 @@ def part_native() -> None:
         "(no exporter at hand writes this for a tiny net; in the field it comes from edited/patched exports)",
         runs, ONNX_ENGINES))
 
+    # onnxruntime's dynamic quantizer on the torch CNN: ConvInteger + DynamicQuantizeLinear (int8 weights)
+    try:
+        import onnxruntime
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        onnxruntime = None
     manifest = load_manifest()["models"]
+    if onnxruntime is not None and "torch_legacy_cnn" in manifest:
+        src = manifest["torch_legacy_cnn"]
+        dst = OUT / "ort_dynamic_quant_cnn.onnx"
+        with tempfile.TemporaryDirectory() as tmp:
+            quantize_dynamic(str(OUT / src["file"]), f"{tmp}/q.onnx", weight_type=QuantType.QUInt8)
+            dst.write_bytes(Path(tmp, "q.onnx").read_bytes())
+        ops = sorted({n.op_type for n in onnx.load(str(dst)).graph.node})
+        check_ort(dst, src["runs_at"])
+        save_entry("ort_dynamic_quant_cnn", entry(
+            dst.name, "onnxruntime.quantization.quantize_dynamic (weight_type=QUInt8)",
+            f"onnxruntime {onnxruntime.__version__}",
+            f"torch_legacy_cnn.onnx, dynamically quantized (ops: {', '.join(ops)}); ONNX Runtime's answer is the "
+            "reference, another engine's int8 arithmetic may differ from it", src["runs_at"], ONNX_ENGINES))
+        manifest = load_manifest()["models"]
     # MNN's converter, called as the module inside the MNN wheel (`_tools.mnnconvert`), as unirt's MNN plugin
     # does. NOT the wheel's `mnnconvert` console script: that one imports MNN.tools.utils.log, which runs
     # `pip install -U aliyun-log-python-sdk` into the running environment when that SDK is missing (it downgraded

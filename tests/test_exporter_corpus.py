@@ -359,3 +359,24 @@ def test_support_matrix_writes_the_corpus_section_alone(tmp_path):
     for name, entry in MANIFEST.items():
         row = next(r for r in text.splitlines() if r.startswith(f"| {name} |"))
         assert row.endswith("| pass |" if entry["format"] == "onnx" else "| — |"), row
+
+
+OWN_ENGINE = {"onnx": "onnxruntime", "tflite": "tflite", "mnn": "mnn", "ncnn": "ncnn"}
+
+
+@pytest.mark.parametrize("model", [pytest.param(m, id=m) for m in MANIFEST])
+def test_run_many_matches_the_engine(model: str):
+    """`run_many` over requests at the shapes the model really runs at (mixed sizes, some alike: they may be
+    batched) answers as the engine by hand does, one request at a time, on the format's own engine."""
+    entry = MANIFEST[model]
+    backend = OWN_ENGINE[entry["format"]]
+    why = available(backend)
+    if why:
+        pytest.skip(f"{backend}: {why}")
+    requests = [make_feeds(entry, shapes, seed=k) for k, shapes in enumerate(entry["runs_at"] * 2)]
+    with unirt.Session(model_path(entry), backend=backend) as sess:
+        results = sess.run_many(requests)
+    assert len(results) == len(requests)
+    for k, (feeds, got) in enumerate(zip(requests, results)):
+        problem = matches({n: np.array(v) for n, v in got.items()}, reference(entry, feeds))
+        assert problem is None, f"request {k} ({ {n: v.shape for n, v in feeds.items()} }): {problem}"
