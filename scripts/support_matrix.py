@@ -1,7 +1,12 @@
 """Generate the support matrix (model x backend: pass, or the failure and its reason) from real runs.
 
     python scripts/support_matrix.py [--output docs/support-matrix.md] [--backends onnxruntime,openvino,...]
-                                   [--only built,wheel,random] [--cache-dir DIR]
+                                   [--only built,wheel,random,exporters] [--cache-dir DIR]
+    python scripts/support_matrix.py --only exporters    # only the exporter corpus' section, in place
+
+The exporter corpus (tests/data/exporters/, models made by torch.onnx, tf2onnx, paddle2onnx, the TFLite converter
+and MNN's and ncnn's converters) is its own section, judged as tests/test_exporter_corpus.py judges it (unirt
+against the engine called by hand). `--only exporters` rewrites that section alone in an existing matrix.
 
 Every cell comes from `unirt.testing.conformance` (the same checks as the conformance suite, against ONNX Runtime
 or the onnx wheel's stored outputs, at fp32 with 1 thread) on this machine's installed backends. A backend that
@@ -57,13 +62,76 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", type=Path, default=Path("docs/support-matrix.md"))
     ap.add_argument("--backends", help="comma-separated (default: every installed backend)")
-    ap.add_argument("--only", default="built,wheel,random", help="which model sets: built, wheel, random")
+    ap.add_argument("--only", default="built,wheel,random,exporters",
+                    help="which model sets: built, wheel, random, exporters (alone: rewrites only its section)")
     ap.add_argument("--cache-dir", type=Path, help="conversion cache for converting backends (default: a temporary "
                                                    "one, removed at the end)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="unirt_matrix_cache_") as cache:
         os.environ["UNIRT_CACHE_DIR"] = str(args.cache_dir or cache)  # conversions run in children: they inherit it
         return write_matrix(args)
+
+
+EXPORTERS_HEADING = "## Exporter corpus"
+
+
+def _corpus_module() -> Any:
+    """tests/test_exporter_corpus.py: the corpus' judge (unirt vs the engine by hand), shared with its tests."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tests" / "test_exporter_corpus.py"
+    spec = importlib.util.spec_from_file_location("_exporter_corpus", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def exporter_section(usable: list[str]) -> list[str]:
+    """The exporter corpus' section: every (model, backend) pair, judged against the engine called by hand."""
+    corpus = _corpus_module()
+    backends = [b for b in corpus.BACKENDS if b in usable]
+    out = [EXPORTERS_HEADING, "",
+           "Tiny models made by real exporters (`tests/data/exporters/`, made by `scripts/make_exporter_corpus.py`; "
+           "MANIFEST.json there says what each exporter wrote). Each cell: `unirt.Session(model, backend=b)` run "
+           "at every shape the model really runs at, compared at fp32 with the engine called by hand (ONNX Runtime "
+           "for ONNX files, and for ncnn/MNN/OpenVINO on them; LiteRT for .tflite; MNN/ncnn on their own files). "
+           "`pass`; `refused`: a unirt error where the engine by hand cannot run it either (its reason in "
+           "brackets); `—`: a backend that neither reads nor converts the format (unirt refuses it); `WRONG`: an "
+           "answer off the "
+           "engine's; `error`: unirt refused what the engine runs by hand, or raised something that is not a unirt "
+           "error.", "", "| model | exporter | " + " | ".join(backends) + " |",
+           "|---|---|" + "---|" * len(backends)]
+    for name, entry in corpus.MANIFEST.items():
+        cells = []
+        for b in backends:
+            try:
+                status, detail = corpus.judge(name, b)
+            except Exception as exc:  # a bug in the judge or a crash below it: say so, go on
+                status, detail = "error", f"{type(exc).__name__}: {exc}"
+            cells.append(cell(Outcome(status, detail)))
+            print(f"{name} {b}: {status} {detail[:300]}", file=sys.stderr)
+        exporter = f"{entry['exporter'].split(' (')[0]} ({entry['exporter_version']})".replace("|", "\\|")
+        out.append(f"| {name} | {exporter} | " + " | ".join(cells) + " |")
+    return out
+
+
+def write_exporters_only(args: argparse.Namespace, usable: list[str]) -> int:
+    """Replace (or append) the exporter corpus' section of an existing matrix, leaving the rest as it is."""
+    section = exporter_section(usable)
+    text = args.output.read_text() if args.output.is_file() else "# Support matrix\n"
+    lines = text.rstrip("\n").split("\n")
+    if EXPORTERS_HEADING in lines:
+        start = lines.index(EXPORTERS_HEADING)
+        end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith("## ")), len(lines))
+        lines[start:end] = section + ([""] if end < len(lines) else [])
+    else:
+        lines += [""] + section
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(lines) + "\n")
+    models = sum(1 for line in section if line.startswith("| ")) - 1
+    print(f"wrote the exporter corpus section of {args.output} ({models} models)")
+    return 0
 
 
 def write_matrix(args: argparse.Namespace) -> int:
@@ -73,6 +141,8 @@ def write_matrix(args: argparse.Namespace) -> int:
     info = {b.name: b for b in infos}
     usable = [n for n in wanted if n in info and info[n].available]
     sets = set(args.only.split(","))
+    if sets == {"exporters"}:
+        return write_exporters_only(args, usable)
 
     rows: list[tuple[str, str, dict[str, Outcome]]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,6 +188,8 @@ def write_matrix(args: argparse.Namespace) -> int:
             "|---|---|" + "---|" * len(usable)]
     for label, model, results in rows:
         out.append(f"| {label} | {model} | " + " | ".join(cell(results[b]) for b in usable) + " |")
+    if "exporters" in sets:
+        out += [""] + exporter_section(usable)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(out) + "\n")
     print(f"wrote {args.output} ({len(rows)} models x {len(usable)} backends)")
