@@ -162,10 +162,16 @@ class MnnSession(BackendSession):
                 and {o.name for o in side["outputs"]} <= set(info["outputNames"]):
             return list(side["inputs"]), list(side["outputs"])
         given = dict(given or {})
+        # MNN's converter writes a dynamic batch dim as 1 (torch, paddle2onnx and tf2onnx exports alike) and other
+        # dynamic dims as -1: in a file that leaves any dim open, a leading 1 is the converter's, not the model's
+        # (MNN resizes it like the rest). A file whose dims are all fixed keeps its batch static.
+        open_file = any(d < 0 for s in self._specs for d in s.dims)
         inputs = []
         for s in self._specs:
-            shape = tuple(given[s.name]) if s.name in given else tuple(d if d >= 0 else None for d in s.dims)
-            inputs.append(TensorInfo(s.name, shape, s.dtype))
+            dims = tuple(d if d >= 0 else None for d in s.dims)
+            if open_file and len(dims) >= 2 and dims[0] == 1:
+                dims = (None,) + dims[1:]
+            inputs.append(TensorInfo(s.name, tuple(given[s.name]) if s.name in given else dims, s.dtype))
         if any(i.is_dynamic for i in inputs):
             # The file records no output shapes, and a run at made-up sizes for the dynamic dims fails or lies
             # (a detector at 1x1): the outputs' ranks are unknown until the first run shows them (`observe`).

@@ -186,6 +186,13 @@ class NcnnSession(BackendSession):
         self._batched_names = [p.info.name for p in self._inputs if p.batched]
         self._batched = bool(self._batched_names)
         self._wrap = {p.blob: p.wrap for p in self._inputs}
+        # An output whose batch dim is not dim 0 (a sequence-first [time, batch, classes]): the axis named like the
+        # batched inputs' dim 0, along which the samples' outputs are put back together.
+        symbols = {p.info.shape[0] for p in self._inputs
+                   if p.batched and p.info.rank and isinstance(p.info.shape[0], str)}
+        self._batch_axis = {p.info.name: next(a for a, d in enumerate(p.info.shape) if d in symbols)
+                            for p in self._outputs if p.info.rank and any(d in symbols for d in p.info.shape[1:])
+                            and p.info.shape[0] not in symbols}
 
     @staticmethod
     def _set_device(net: Any, options: LoadOptions) -> str:
@@ -303,6 +310,10 @@ class NcnnSession(BackendSession):
             if batch == 0:
                 results.append(np.zeros((0,) + tuple(d if isinstance(d, int) else 0 for d in port.info.shape[1:]),
                                         np.float32))
+            elif port.info.name in self._batch_axis and parts[0].ndim == rank:
+                axis = self._batch_axis[port.info.name]
+                results.append(np.concatenate(parts, axis=axis) if parts[0].shape[axis] == 1 else
+                               np.stack(parts, axis=axis))
             elif port.batched and parts[0].ndim == rank - 1:
                 results.append(np.stack(parts))
             elif parts[0].ndim == rank and batch == 1:
