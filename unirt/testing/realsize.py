@@ -2,16 +2,20 @@
 classifier and a MobileNet-v2-like classifier at 224x224, and a 320x320 single-stage detector with three heads.
 Their compute and memory traffic are those of the real networks (ResNet-18 ~1.8 GFLOPs, MobileNet-v2 ~0.3
 GFLOPs), which is what decides whether a reduced precision is faster; their weights are not trained.
+
+`measure_precisions` times a backend's reduced precisions against its own fp32 on such a model (used by
+benchmarks/bench_precision.py and scripts/support_matrix.py --precision-axis).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["REALSIZE_MODELS", "build_realsize", "resnet_like", "mobilenet_like", "detector_like"]
+__all__ = ["REALSIZE_MODELS", "build_realsize", "resnet_like", "mobilenet_like", "detector_like", "measure_precisions"]
 
 
 class _Graph:
@@ -32,8 +36,9 @@ class _Graph:
         return f"{kind}{self.n}"
 
     def conv(self, x: str, cin: int, cout: int, k: int = 3, stride: int = 1, group: int = 1, relu: bool = True) -> str:
-        fan_in = cin // group * k * k
-        w = (self.rng.standard_normal((cout, cin // group, k, k)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        fan_in = cin // group * k * k  # He scaling before a ReLU, LeCun before a residual add: activations stay O(1)
+        w = (self.rng.standard_normal((cout, cin // group, k, k)) * np.sqrt((2.0 if relu else 0.5) / fan_in)
+             ).astype(np.float32)
         b = (self.rng.standard_normal(cout) * 0.05).astype(np.float32)
         name = self._name("conv")
         self.inits += [self.nh.from_array(w, name + "_w"), self.nh.from_array(b, name + "_b")]
@@ -154,3 +159,99 @@ def build_realsize(name: str, directory: Path | str) -> Path:
     if not path.exists():
         REALSIZE_MODELS[name](path)
     return path
+
+
+#: backend_options that accept a storage-only mode (see unirt.precision)
+OPT_IN = {"allow_storage_only_precision": True}
+
+
+def load(model: Path, backend: str, precision: str, threads: int) -> tuple[Any, str]:
+    """(session, note): the note is "" for a mode offered plainly, "storage-only (opt-in)" for one offered only with
+    the opt-in option, or the refusal (then the session is None). A conversion that its verification rejects at
+    this precision is accepted (the measurement reports the error itself) and the note says so."""
+    import unirt
+    from unirt.errors import ConversionError, UnsupportedOptionError
+
+    options: dict[str, Any] = {}
+    notes: list[str] = []
+    for _ in range(3):
+        try:
+            sess = unirt.Session(model, backend=backend, precision=precision, threads=threads,
+                                 backend_options=options)
+            return sess, "; ".join(notes)
+        except UnsupportedOptionError as exc:
+            if "allow_storage_only_precision" not in str(exc) or OPT_IN.items() <= options.items():
+                return None, f"refused: {exc}"
+            options.update(OPT_IN)
+            notes.append("storage-only (opt-in)")
+        except ConversionError as exc:
+            if "disagrees" not in str(exc) or "conversion" in options:
+                return None, f"failed: {type(exc).__name__}: {exc}"
+            options["conversion"] = {"accept": True}
+            notes.append("conversion beyond its verification tolerance, accepted to measure")
+        except unirt.UnirtError as exc:
+            return None, f"failed: {type(exc).__name__}: {exc}"
+    return None, "failed: " + "; ".join(notes)
+
+
+def error(out: dict, ref: dict) -> tuple[float, float]:
+    """(max abs diff, rel-L2) over every output, against the fp32 outputs."""
+    diff = max(float(np.max(np.abs(out[k].astype(np.float64) - ref[k]))) for k in ref)
+    num = sum(float(np.sum((out[k].astype(np.float64) - ref[k]) ** 2)) for k in ref)
+    den = sum(float(np.sum(ref[k].astype(np.float64) ** 2)) for k in ref)
+    return diff, (num / den) ** 0.5 if den else 0.0
+
+
+def top1(out: dict, ref: dict) -> float | None:
+    """Share of top-1 classes that agree, for classifier outputs ([1, classes], classes >= 10); None otherwise."""
+    logits = [k for k, v in ref.items() if v.ndim == 2 and v.shape[0] == 1 and v.shape[1] >= 10]
+    if not logits:
+        return None
+    return float(np.mean([np.argmax(out[k]) == np.argmax(ref[k]) for k in logits]))
+
+
+def measure_precisions(model: Path | str, backend: str, precisions: list[str], threads: int = 2, rounds: int = 7,
+                       runs: int = 3, samples: int = 4) -> list[dict]:
+    """One row per precision (fp32 first): "precision", "note", and where it loaded "in_force" (Session.precision),
+    "info" (Session.precision_info), "max_abs" / "rel_l2" against this backend's fp32 over `samples` random feeds,
+    "top1" (classifiers: agreement of the top class), "ms", "ratio" (median round vs fp32) and "best" (best round
+    vs fp32's best round)."""
+    base, note = load(model, backend, "fp32", threads)
+    if base is None:
+        return [{"precision": "fp32", "note": note}]
+    rng = np.random.default_rng(0)
+    feeds = [{i.name: rng.standard_normal(i.shape).astype(np.float32) for i in base.inputs} for _ in range(samples)]
+    feed = feeds[0]
+    refs = [{k: np.asarray(v, np.float64) for k, v in base.run(f).items()} for f in feeds]
+    modes = {"fp32": base}
+    rows = {"fp32": {"precision": "fp32", "in_force": base.precision, "note": "",
+                     "info": getattr(base, "precision_info", "")}}
+    for p in precisions:
+        sess, note = load(model, backend, p, threads)
+        row = {"precision": p, "note": note}
+        if sess is not None:
+            outs = [sess.run(f) for f in feeds]
+            errs = [error(o, r) for o, r in zip(outs, refs)]
+            row["max_abs"], row["rel_l2"] = max(e[0] for e in errs), max(e[1] for e in errs)
+            agree = [top1(o, r) for o, r in zip(outs, refs)]
+            row["top1"] = None if agree[0] is None else float(np.mean(agree))
+            row["in_force"] = sess.precision
+            row["info"] = getattr(sess, "precision_info", "")
+            modes[p] = sess
+        rows[p] = row
+    for s in modes.values():  # warm-up
+        for _ in range(2):
+            s.run(feed)
+    times: dict[str, list[float]] = {p: [] for p in modes}
+    for _ in range(rounds):
+        for p, s in modes.items():
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                s.run(feed)
+            times[p].append((time.perf_counter() - t0) / runs)
+    t32, best32 = float(np.median(times["fp32"])), min(times["fp32"])
+    for p in modes:
+        rows[p]["ms"] = float(np.median(times[p])) * 1e3
+        rows[p]["ratio"] = float(np.median(times[p])) / t32
+        rows[p]["best"] = min(times[p]) / best32  # the least disturbed round of each: robust on a shared machine
+    return list(rows.values())
