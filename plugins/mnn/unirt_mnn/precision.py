@@ -6,10 +6,11 @@ wheel says which kernels it has, so a one-time probe runs a tiny model (MatMul-R
 expr API) in High and in each reduced mode and compares the answers bit for bit: identical answers mean the mode
 computes fp32. The result is cached per MNN version and machine (`unirt.precision.cached_probe`).
 
-Measured on an AMD EPYC (AVX2, F16C; MNN 3.6.1, 2 threads; benchmarks/bench_precision.py), against MNN's fp32:
-bf16 1.14x the time, bit-identical answers; fp16 (fp16 weights from `mnnconvert --fp16`, PrecisionMode.Low)
-1.21x the time, max abs diff 0.51 on a ResNet-18-like model. Hence: bf16 is refused where the probe finds fp32;
-fp16 there is storage only, refused unless `allow_storage_only_precision` is True.
+Measured on an AMD EPYC (AVX2, F16C; MNN 3.6.1; benchmarks/bench_precision.py), against MNN's fp32: bf16 1.14x
+the time with bit-identical answers (ResNet-18-like, 2 threads); fp16 (fp16 weights from `mnnconvert --fp16`,
+PrecisionMode.Low) 0.97x / 4.97x / 1.02x the time (median round) on ResNet-18-, MobileNet-v2-like and 320x320
+detector models (1 thread), max abs diff up to 0.023. Hence: bf16 is refused where the probe finds fp32; fp16 there
+is storage only, refused unless `allow_storage_only_precision` is True.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from unirt.native_output import native_output_silenced
 from unirt.precision import cached_probe, cpu_arithmetic, storage_only_allowed, storage_only_refusal
 
 MODES = {"fp32": "High", "fp16": "Low", "bf16": "Low_BF16"}
-MEASURED = {"bf16": "1.14x the fp32 time and bit-identical answers on a ResNet-18-like model, MNN 3.6.1 on an "
+MEASURED = {"bf16": "1.14x the fp32 time and bit-identical answers on a ResNet-18-like model, MNN 3.6.1, 2 threads, "
                     "AVX2 AMD EPYC (benchmarks/bench_precision.py)",
-            "fp16": "1.21x the fp32 time, max abs diff 0.51 vs fp32 on a ResNet-18-like model, MNN 3.6.1 on an AVX2 "
-                    "AMD EPYC (benchmarks/bench_precision.py)"}
+            "fp16": "0.97-4.97x the fp32 time (median round; best round 0.97-1.85x) and max abs diff up to 0.023 vs "
+                    "fp32 on three real-size CNNs, MNN 3.6.1, 1 thread, AVX2 AMD EPYC (benchmarks/bench_precision.py)"}
 
 
 def probe_reduced_modes() -> dict[str, Any]:

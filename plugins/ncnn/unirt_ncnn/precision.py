@@ -6,9 +6,10 @@ ncnn's reduced modes on the CPU:
 - bf16: `use_bf16_storage/packed` keep weights and blobs in bf16; ncnn computes in fp32 from them. It pays off only
   where the CPU has bf16 instructions (issue 18: 0.80x the fp32 time on a 320x320 detector on an AVX512-BF16 EPYC).
 
-Measured on an AMD EPYC with AVX2/F16C only (ncnn 1.0.20261020, 2 threads, benchmarks/bench_precision.py), against
-ncnn's fp32: fp16 storage 1.26x the time (max abs diff 0.065), bf16 storage 1.25x (max abs diff 1.2) on a
-ResNet-18-like model. Hence: a storage-only mode is refused unless `allow_storage_only_precision` is True.
+Measured on an AMD EPYC with AVX2/F16C only (ncnn 1.0.20261020, 1 thread, benchmarks/bench_precision.py), against
+ncnn's fp32 on ResNet-18-, MobileNet-v2-like and 320x320 detector models (median round): fp16 storage 1.05x /
+0.98x / 1.04x the time (max abs diff up to 0.0037), bf16 storage 1.03x / 1.24x / 0.96x (up to 0.057): no faster.
+Hence: a storage-only mode is refused unless `allow_storage_only_precision` is True.
 On the GPU (Vulkan) both modes are the GPU's own arithmetic and are passed through.
 """
 
@@ -18,10 +19,12 @@ from typing import Any, Mapping
 
 from unirt.precision import cpu_arithmetic, storage_only_allowed, storage_only_refusal
 
-MEASURED = {"fp16": "1.26x the fp32 time, max abs diff 0.065 vs fp32 on a ResNet-18-like model, ncnn 1.0.20261020 on "
-                    "an AVX2/F16C AMD EPYC (benchmarks/bench_precision.py)",
-            "bf16": "1.25x the fp32 time, max abs diff 1.2 vs fp32 on a ResNet-18-like model, ncnn 1.0.20261020 on an "
-                    "AVX2 AMD EPYC without AVX512-BF16 (benchmarks/bench_precision.py)"}
+MEASURED = {"fp16": "0.98-1.05x the fp32 time (median round; best round 1.04-1.22x), max abs diff up to 0.0037 vs "
+                    "fp32 on three real-size CNNs, ncnn 1.0.20261020, 1 thread, AVX2/F16C AMD EPYC "
+                    "(benchmarks/bench_precision.py)",
+            "bf16": "0.96-1.24x the fp32 time (median round; best round 1.01-1.22x), max abs diff up to 0.057 vs fp32 "
+                    "on three real-size CNNs, ncnn 1.0.20261020, 1 thread, AMD EPYC without AVX512-BF16 "
+                    "(benchmarks/bench_precision.py)"}
 
 
 def fp16_arithmetic() -> tuple[bool, str]:
