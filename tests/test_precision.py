@@ -80,3 +80,11 @@ def test_realsize_models_have_the_real_networks_shapes(tmp_path):
     assert shapes["resnet_like_224"] == ((1, 3, 224, 224), [(1, 1000)])
     assert shapes["mobilenet_like_224"] == ((1, 3, 224, 224), [(1, 1000)])
     assert shapes["detector_like_320"] == ((1, 3, 320, 320), [(1, 255, 40, 40), (1, 255, 20, 20), (1, 255, 10, 10)])
+
+
+def test_explain_without_loading_says_what_the_cpu_offers_for_a_reduced_precision(tmp_path):
+    from unirt.testing.models import build
+
+    text = str(unirt.explain(build("matmul_relu", tmp_path), precision="bf16"))
+    assert f"precision requested: bf16 ({cpu_arithmetic('bf16')[1]}; the backend confirms at load" in text
+    assert "precision requested: fp32\n" in str(unirt.explain(build("matmul_relu", tmp_path)))

@@ -78,6 +78,11 @@ class Explanation:
         line = f"precision requested: {self.precision}"
         if self.precision_in_force is not None and self.chosen is not None:
             line += f"; in force on {self.chosen.backend}: {self.precision_in_force}"
+        elif self.precision in ("bf16", "fp16"):  # not loaded: what the CPU offers; each backend decides at load
+            from .precision import cpu_arithmetic
+
+            line += (f" ({cpu_arithmetic(self.precision)[1]}; the backend confirms at load, or refuses: "
+                     "Session.precision_info)")
         return line
 
 
