@@ -140,7 +140,8 @@ class Session:
         self._run = runner.run  # bound once: the hot path does no attribute lookups on the runner
         if self._selection is not None:  # the explanation says which precision is in force, not only asked for
             self._selection = dataclasses.replace(self._selection, precision=precision,
-                                                  precision_in_force=self._precision_info)
+                                                  precision_in_force=self._precision,
+                                                  precision_info=self._precision_info)
 
     def _setup(self, runner: BackendSession, resolved: str, precision: str, max_batch: int | None,
                batched: bool | None, pool: BufferPool | None, pooled_outputs: bool | str, arena: Arena | None) -> None:
