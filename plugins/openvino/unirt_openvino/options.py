@@ -100,7 +100,8 @@ def _lacking(precision: str, device: str, capabilities: Sequence[str]) -> str:
     if device.upper().startswith("CPU"):
         from unirt.precision import cpu_arithmetic
 
-        text += f"; OpenVINO's CPU {precision} kernels need native {precision} arithmetic: {cpu_arithmetic(precision)[1]}"
+        cpu = cpu_arithmetic(precision)[1]
+        text += f"; OpenVINO's CPU {precision} kernels need native {precision} arithmetic: {cpu}"
     return text + ")"
 
 
