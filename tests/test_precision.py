@@ -88,3 +88,16 @@ def test_explain_without_loading_says_what_the_cpu_offers_for_a_reduced_precisio
     text = str(unirt.explain(build("matmul_relu", tmp_path), precision="bf16"))
     assert f"precision requested: bf16 ({cpu_arithmetic('bf16')[1]}; the backend confirms at load" in text
     assert "precision requested: fp32\n" in str(unirt.explain(build("matmul_relu", tmp_path)))
+
+
+def test_an_isolated_session_reports_the_childs_precision_info(tmp_path):
+    from unirt.testing.models import build
+
+    path = build("matmul_relu", tmp_path)
+    with unirt.Session(path, backend="openvino", isolate=True) as sess:
+        assert sess.precision == "fp32"
+        assert sess.precision_info == unirt.Session(path, backend="openvino").precision_info
+        assert sess.precision_info.startswith("fp32 (OpenVINO INFERENCE_PRECISION_HINT=f32")
+    # a refusal decided in the child crosses the process boundary with its reason
+    with pytest.raises(UnsupportedOptionError, match="onnxruntime has no bf16 mode"):
+        unirt.Session(path, backend="onnxruntime", precision="bf16", isolate=True)
