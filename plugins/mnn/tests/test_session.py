@@ -123,9 +123,21 @@ def test_precision_modes(converted):
         with pytest.raises(UnsupportedOptionError, match="would compute fp32 here"):
             unirt.Session(path, backend="mnn", precision="bf16", backend_options={"allow_storage_only_precision": True})
     if probe["fp16"] == 0:
-        sess = unirt.Session(path, backend="mnn", precision="fp16",
+        # fp16 weights (unirt's conversion at fp16) computed in fp32: "storage only", different answers
+        # (squeezenet's weights from the onnx wheel survive fp16 rounding bit for bit: matmul_relu's do not)
+        mm = np.random.default_rng(5).standard_normal((64, 64)).astype(np.float32)
+        exact = unirt.Session(converted("matmul_relu").path, backend="mnn").run(mm)["y"]
+        half = converted("matmul_relu", precision="fp16").path
+        sess = unirt.Session(half, backend="mnn", precision="fp16",
                              backend_options={"allow_storage_only_precision": True})
-        assert sess.precision == "fp16" and sess.precision_info.startswith("fp16 storage only")
+        assert sess.precision == "fp16"
+        assert sess.precision_info.startswith("fp16 storage only (weights converted with mnnconvert --fp16")
+        assert 0 < rel_l2(sess.run(mm)["y"], exact) < 1e-2
+        # fp32 weights computed in fp32 are fp32, whatever was asked: Session.precision says so
+        plain = unirt.Session(path, backend="mnn", precision="fp16",
+                              backend_options={"allow_storage_only_precision": True})
+        assert plain.precision == "fp32" and "converted with fp32 weights" in plain.precision_info
+        assert np.array_equal(plain.run(x)["softmaxout_1"], ref)
     with pytest.raises(UnsupportedOptionError, match="allow_storage_only_precision must be True or False"):
         unirt.Session(path, backend="mnn", precision="fp16", backend_options={"allow_storage_only_precision": "yes"})
     with pytest.raises(UnsupportedOptionError, match="int8"):

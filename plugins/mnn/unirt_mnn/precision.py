@@ -62,9 +62,11 @@ def _probe(version: str) -> dict[str, Any]:
     return cached_probe("mnn", version, "reduced-modes", probe_reduced_modes)
 
 
-def effective_precision(precision: str, backend_options: Mapping[str, Any], kind: str, version: str) -> tuple[str, str]:
+def effective_precision(precision: str, backend_options: Mapping[str, Any], kind: str, version: str,
+                        converted_at: str | None = None) -> tuple[str, str]:
     """(precision in force, how that was determined) for MNN on forward type `kind`; raises UnsupportedOptionError
-    for a mode this MNN would ignore, or only store without opt-in. int8 is refused elsewhere."""
+    for a mode this MNN would ignore, or only store without opt-in. int8 is refused elsewhere. `converted_at`: the
+    precision unirt converted the file at (its sidecar), None for a .mnn file given as is."""
     allowed = storage_only_allowed("mnn", backend_options)
     if precision not in ("fp16", "bf16"):
         return precision, f"{precision} (MNN PrecisionMode.{MODES.get(precision, precision)})"
@@ -83,5 +85,10 @@ def effective_precision(precision: str, backend_options: Mapping[str, Any], kind
                                      f"{MEASURED['bf16']}. Use precision='fp32'")
     if not allowed:
         raise storage_only_refusal("mnn", precision, why, MEASURED[precision])
-    return precision, (f"fp16 storage only (weights converted with mnnconvert --fp16; compute is fp32: {why}; "
-                       "allowed by allow_storage_only_precision)")
+    if converted_at is not None and converted_at != "fp16":  # fp32 weights and fp32 compute: that is fp32
+        return "fp32", (f"fp32 (fp16 asked for, storage only allowed, but this model was converted with fp32 weights "
+                        f"and {why})")
+    stored = ("weights converted with mnnconvert --fp16" if converted_at == "fp16"
+              else "the weights as stored in the file: fp16 if it was converted with mnnconvert --fp16")
+    return precision, (f"fp16 storage only ({stored}; compute is fp32: {why}; allowed by "
+                       "allow_storage_only_precision)")

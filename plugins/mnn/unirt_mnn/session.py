@@ -86,7 +86,9 @@ class MnnSession(BackendSession):
         kind = str(bo.get("backend_type", "cpu")).lower()
         if kind not in _BACKENDS:
             raise UnsupportedOptionError(f"mnn: backend_type must be one of {', '.join(_BACKENDS)}, got {kind!r}")
-        self.precision, self.precision_info = effective_precision(options.precision, bo, kind, mnn_version())
+        converted_at = (read_sidecar(model.path) or {}).get("precision")
+        self.precision, self.precision_info = effective_precision(options.precision, bo, kind, mnn_version(),
+                                                                  converted_at)
         data = model.path.read_bytes()
         try:
             check_structure(data)
