@@ -2,6 +2,7 @@
 
     python scripts/support_matrix.py [--output docs/support-matrix.md] [--backends onnxruntime,openvino,...]
                                    [--only built,wheel,random,exporters] [--cache-dir DIR]
+                                   [--precision-axis [--precisions bf16,fp16] [--precision-models a,b]]
     python scripts/support_matrix.py --only exporters    # only the exporter corpus' section, in place
 
 The exporter corpus (tests/data/exporters/, models made by torch.onnx, tf2onnx, paddle2onnx, the TFLite converter
@@ -13,6 +14,9 @@ or the onnx wheel's stored outputs, at fp32 with 1 thread) on this machine's ins
 converts ONNX on load (ncnn, MNN) converts every model, verified, into a conversion cache: a temporary one unless
 --cache-dir names one. Nothing in the output is typed by hand: re-run it after changing a plugin or upgrading an
 engine.
+
+--precision-axis adds a section per (backend, reduced precision) on real-size CNNs (`unirt.testing.realsize`):
+speed against that backend's fp32 and error against its fp32 answers, or the refusal with its reason.
 """
 
 from __future__ import annotations
@@ -66,6 +70,11 @@ def main() -> int:
                     help="which model sets: built, wheel, random, exporters (alone: rewrites only its section)")
     ap.add_argument("--cache-dir", type=Path, help="conversion cache for converting backends (default: a temporary "
                                                    "one, removed at the end)")
+    ap.add_argument("--precision-axis", action="store_true",
+                    help="add the reduced-precision section (real-size models; minutes per backend)")
+    ap.add_argument("--precisions", default="bf16,fp16", help="reduced precisions for --precision-axis")
+    ap.add_argument("--precision-models", default=None,
+                    help="models for --precision-axis (default: every unirt.testing.realsize model)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="unirt_matrix_cache_") as cache:
         os.environ["UNIRT_CACHE_DIR"] = str(args.cache_dir or cache)  # conversions run in children: they inherit it
@@ -190,10 +199,49 @@ def write_matrix(args: argparse.Namespace) -> int:
         out.append(f"| {label} | {model} | " + " | ".join(cell(results[b]) for b in usable) + " |")
     if "exporters" in sets:
         out += [""] + exporter_section(usable)
+    if getattr(args, "precision_axis", False):
+        out += precision_section(usable, args)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(out) + "\n")
     print(f"wrote {args.output} ({len(rows)} models x {len(usable)} backends)")
     return 0
+
+
+def precision_section(backends: list[str], args: argparse.Namespace) -> list[str]:
+    """The precision axis: per model, backend and reduced precision, the time against that backend's fp32 (2
+    threads, interleaved rounds) and the error against its fp32 answers; or unirt's refusal and its reason."""
+    from unirt.testing.realsize import REALSIZE_MODELS, build_realsize, measure_precisions
+
+    models = args.precision_models.split(",") if args.precision_models else list(REALSIZE_MODELS)
+    precisions = [p for p in args.precisions.split(",") if p and p != "fp32"]
+    out = ["", "## Reduced precision", "",
+           "Each reduced precision against the same backend's fp32 on real-size CNNs with random weights "
+           "(`unirt.testing.realsize`; `measure_precisions`: 2 threads, 7 interleaved rounds, the median round and "
+           "the best round; error over 4 random inputs). `Session.precision` is what the backend says it computes; "
+           "`storage-only (opt-in)` is a mode unirt refuses unless backend_options={'allow_storage_only_precision': "
+           "True}, measured with it. A shared machine makes times noisy: the ratios are what count.", "",
+           "| model | backend | precision | Session.precision | time vs fp32 (median / best) | max abs vs fp32 | "
+           "rel-L2 vs fp32 | top-1 agreement | note |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in models:
+            model = build_realsize(name, tmp)
+            for backend in backends:
+                try:
+                    rows = measure_precisions(model, backend, precisions)
+                except Exception as exc:  # a bug, not a refusal: one cell, not the end of the run
+                    rows = [{"precision": "fp32", "note": f"error: {type(exc).__name__}: {exc}"}]
+                for r in rows:
+                    if r["precision"] == "fp32" and not r.get("note"):
+                        continue  # the baseline itself
+                    note = _PATH.sub("", " ".join(str(r.get("note", "")).split())).replace("|", "\\|")
+                    ratio = f"{r['ratio']:.2f} / {r['best']:.2f}" if "ratio" in r else ""
+                    err = (f"{r['max_abs']:.3g} | {r['rel_l2']:.2g}" if "max_abs" in r else " | ")
+                    top = f"{r['top1']:.2f}" if r.get("top1") is not None else ""
+                    out.append(f"| {name} | {backend} | {r['precision']} | {r.get('in_force', '')} | {ratio} | {err} | "
+                               f"{top} | {note[:300]} |")
+                print(f"precision axis: {name} {backend} done", file=sys.stderr)
+    return out
 
 
 if __name__ == "__main__":

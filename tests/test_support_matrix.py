@@ -30,3 +30,26 @@ def test_support_matrix_from_real_runs(tmp_path):
         assert f"| {b.name} | {b.engine_version} | {b.formats[0]}, onnx (converted) | available | " in text
         row = next(line for line in text.splitlines() if line.startswith("| unirt.testing.models | strings | "))
         assert "refused: ConversionError: input 's' is a object tensor" in row
+
+
+def test_support_matrix_precision_axis(tmp_path):
+    """--precision-axis: one row per (model, backend, reduced precision), measured against that backend's fp32, or
+    the refusal with its reason."""
+    backends = [b.name for b in unirt.backends() if b.available and b.name in ("onnxruntime", "mnn")]
+    out = tmp_path / "matrix.md"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--only", "none", "--output", str(out),
+                           "--backends", ",".join(backends), "--precision-axis",
+                           "--precision-models", "mobilenet_like_224"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "## Reduced precision" in text
+    rows = [line for line in text.splitlines() if line.startswith("| mobilenet_like_224 | ")]
+    assert len(rows) == 2 * len(backends), rows
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        # either a measured mode (Session.precision, a time ratio, errors) or a refusal naming the reason
+        assert (cells[3] == cells[2] and float(cells[4].split(" / ")[0]) > 0 and float(cells[6]) >= 0) or \
+            cells[8].startswith("refused: "), row
+    if "onnxruntime" in backends:
+        assert any("| onnxruntime | bf16 |" in r and "refused: onnxruntime has no bf16 mode" in r for r in rows)

@@ -58,7 +58,8 @@ def main() -> int:
     names = [o.name for o in runner.outputs]
     send(replies, OK, pickle.dumps({"inputs": list(runner.inputs), "outputs": list(runner.outputs),
                                     "device": str(getattr(runner, "device", options.device)),
-                                    "precision": getattr(runner, "precision", None) or options.precision}))
+                                    "precision": getattr(runner, "precision", None) or options.precision,
+                                    "precision_info": getattr(runner, "precision_info", None)}))
     inputs: SharedTensors | None = None
     outputs: SharedTensors | None = None
     pending: dict | None = None  # results waiting for a larger output region

@@ -74,6 +74,9 @@ class BackendSession(abc.ABC):
     device: str = "cpu"
     #: The precision actually in force (shown by Session.repr); None means "as requested".
     precision: str | None = None
+    #: How the precision in force was determined (engine setting, CPU features, probe), for Session.precision_info
+    #: and explain; None: nothing to add to the precision's name.
+    precision_info: str | None = None
     #: The largest batch the loaded engine runs on a dynamic batch dim (a TensorRT profile's max), None when
     #: unbounded: a Session given no max_batch splits larger requests at this size.
     max_batch: int | None = None

@@ -134,6 +134,7 @@ class IsolatedRunner(BackendSession):
         self.outputs = meta["outputs"]
         self.device = meta["device"]
         self.precision = meta["precision"]
+        self.precision_info = meta.get("precision_info")
         strings = [t.name for t in (*self.inputs, *self.outputs) if t.dtype == object]
         if strings:
             self.close()

@@ -58,6 +58,7 @@ class Explanation:
     candidates: tuple[Candidate, ...] = field(default_factory=tuple)
     precision: str = "fp32"
     precision_in_force: str | None = None
+    precision_info: str | None = None  # how the backend determined the precision in force (Session.precision_info)
 
     @property
     def chosen(self) -> Candidate | None:
@@ -77,7 +78,12 @@ class Explanation:
     def _precision_line(self) -> str:
         line = f"precision requested: {self.precision}"
         if self.precision_in_force is not None and self.chosen is not None:
-            line += f"; in force on {self.chosen.backend}: {self.precision_in_force}"
+            line += f"; in force on {self.chosen.backend}: {self.precision_info or self.precision_in_force}"
+        elif self.precision in ("bf16", "fp16"):  # not loaded: what the CPU offers; each backend decides at load
+            from .precision import cpu_arithmetic
+
+            line += (f" ({cpu_arithmetic(self.precision)[1]}; the backend confirms at load, or refuses: "
+                     "Session.precision_info)")
         return line
 
 

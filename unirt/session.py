@@ -172,7 +172,8 @@ class Session:
         self._run = runner.run  # bound once: the hot path does no attribute lookups on the runner
         if self._selection is not None:  # the explanation says which precision is in force, not only asked for
             self._selection = dataclasses.replace(self._selection, precision=precision,
-                                                  precision_in_force=self._precision)
+                                                  precision_in_force=self._precision,
+                                                  precision_info=self._precision_info)
 
     def _setup(self, runner: BackendSession, resolved: str, precision: str, max_batch: int | None,
                batched: bool | None, pool: BufferPool | None, pooled_outputs: bool | str, arena: Arena | None) -> None:
@@ -180,6 +181,7 @@ class Session:
         self._outputs = tuple(runner.outputs)
         self._device = str(getattr(runner, "device", resolved) or resolved)
         self._precision = getattr(runner, "precision", None) or precision
+        self._precision_info = getattr(runner, "precision_info", None) or self._precision
         self._batch = BatchSpec.detect(self._inputs, self._outputs, batched)
         if max_batch is not None and self._batch.kind != "dynamic":
             raise UnsupportedOptionError(f"max_batch applies to models with a dynamic batch dim; this model has "
@@ -593,6 +595,12 @@ class Session:
     def precision(self) -> str:
         """The precision in force on the backend (fp32 unless another was asked for)."""
         return self._precision
+
+    @property
+    def precision_info(self) -> str:
+        """The precision in force and how the backend determined it, e.g. "bf16 (OpenVINO
+        INFERENCE_PRECISION_HINT=bf16; CPU has avx512_bf16)"; just the precision where there is nothing to add."""
+        return self._precision_info
 
     @property
     def model(self) -> ModelFile:

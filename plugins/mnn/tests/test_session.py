@@ -101,15 +101,71 @@ def test_integer_inputs_keep_the_source_dtype(converted, model):
 
 
 def test_precision_modes(converted):
+    """A reduced mode runs where the probe finds MNN computing it (its answers differ from fp32); where MNN would
+    compute fp32 under its name, bf16 is refused and fp16 is storage only, refused unless opted into."""
+    from unirt_mnn.precision import _probe
+    from unirt_mnn.session import mnn_version
+
     path = converted("squeezenet").path
     x = np.random.default_rng(4).standard_normal((1, 3, 224, 224)).astype(np.float32)
     ref = unirt.Session(path, backend="mnn").run(x)["softmaxout_1"]
+    probe = _probe(mnn_version())
     for precision, tol in (("fp16", 1e-2), ("bf16", 5e-2)):
-        sess = unirt.Session(path, backend="mnn", precision=precision)
-        assert sess.precision == precision
-        assert rel_l2(sess.run(x)["softmaxout_1"], ref) < tol
+        if probe[precision] > 0:
+            sess = unirt.Session(path, backend="mnn", precision=precision)
+            assert sess.precision == precision and "differ from fp32" in sess.precision_info
+            assert 0 < rel_l2(sess.run(x)["softmaxout_1"], ref) < tol
+            continue
+        with pytest.raises(UnsupportedOptionError, match="bit-identical to fp32 on a probe model.*measured: [0-9.-]+x "
+                                                         "the fp32 time"):
+            unirt.Session(path, backend="mnn", precision=precision)
+    if probe["bf16"] == 0:  # storage-only does not apply to bf16: it is refused even with the opt-in
+        with pytest.raises(UnsupportedOptionError, match="would compute fp32 here"):
+            unirt.Session(path, backend="mnn", precision="bf16", backend_options={"allow_storage_only_precision": True})
+    if probe["fp16"] == 0:
+        # fp16 weights (unirt's conversion at fp16) computed in fp32: "storage only", different answers
+        # (squeezenet's weights from the onnx wheel survive fp16 rounding bit for bit: matmul_relu's do not)
+        mm = np.random.default_rng(5).standard_normal((64, 64)).astype(np.float32)
+        exact = unirt.Session(converted("matmul_relu").path, backend="mnn").run(mm)["y"]
+        half = converted("matmul_relu", precision="fp16").path
+        sess = unirt.Session(half, backend="mnn", precision="fp16",
+                             backend_options={"allow_storage_only_precision": True})
+        assert sess.precision == "fp16"
+        assert sess.precision_info.startswith("fp16 storage only (weights converted with mnnconvert --fp16")
+        assert 0 < rel_l2(sess.run(mm)["y"], exact) < 1e-2
+        # fp32 weights computed in fp32 are fp32, whatever was asked: Session.precision says so
+        plain = unirt.Session(path, backend="mnn", precision="fp16",
+                              backend_options={"allow_storage_only_precision": True})
+        assert plain.precision == "fp32" and "converted with fp32 weights" in plain.precision_info
+        assert np.array_equal(plain.run(x)["softmaxout_1"], ref)
+    with pytest.raises(UnsupportedOptionError, match="allow_storage_only_precision must be True or False"):
+        unirt.Session(path, backend="mnn", precision="fp16", backend_options={"allow_storage_only_precision": "yes"})
     with pytest.raises(UnsupportedOptionError, match="int8"):
         unirt.Session(path, backend="mnn", precision="int8")
+
+
+def test_the_precision_probe_is_cached_per_version_and_compares_real_runs(monkeypatch):
+    import json
+
+    from unirt_mnn import precision as mnn_precision
+
+    calls = []
+    real = mnn_precision.probe_reduced_modes
+
+    def counted():
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(mnn_precision, "probe_reduced_modes", counted)
+    first = mnn_precision._probe("test-version-a")
+    assert mnn_precision._probe("test-version-a") == first and len(calls) == 1
+    mnn_precision._probe("test-version-b")  # another MNN version probes again
+    assert len(calls) == 2
+    files = list(unirt.cache_dir("precision-probes").glob("mnn-test-version-a-*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == first
+    assert set(first) == {"fp16", "bf16"} and all(v >= 0 for v in first.values())
+    files[0].write_text("not json")  # a damaged cache file is measured again
+    assert mnn_precision._probe("test-version-a") == first and len(calls) == 3
 
 
 def test_options(converted):

@@ -27,10 +27,11 @@ from unirt.conversion.signature import read_sidecar
 from unirt.unknown_rank import UnknownRankInfo, observe
 
 from .mnn_file import check_structure, read_inputs
+from .precision import effective_precision
 from unirt.native_output import native_output_captured, native_output_silenced
 
 _OPTION_KEYS = {"input_shapes", "backend_type", "memory_mode", "power_mode", "shape_mutable",
-                "allow_float64_as_float32"}
+                "allow_float64_as_float32", "allow_storage_only_precision"}
 _BACKENDS = ("cpu", "opencl", "vulkan", "cuda", "metal")
 _MODES = ("low", "normal", "high")  # memory_mode, power_mode
 _NP_TO_MNN = {"float32": "float", "float64": "double", "int32": "int", "int64": "int64", "uint8": "uint8",
@@ -43,6 +44,12 @@ def _mnn():
         import MNN.expr as F
         import MNN.nn as nn
     return F, nn
+
+
+def mnn_version() -> str:
+    with native_output_silenced():
+        import MNN
+    return str(MNN.version()) if hasattr(MNN, "version") else "unknown"
 
 
 def default_threads() -> int:
@@ -83,6 +90,9 @@ class MnnSession(BackendSession):
         kind = str(bo.get("backend_type", "cpu")).lower()
         if kind not in _BACKENDS:
             raise UnsupportedOptionError(f"mnn: backend_type must be one of {', '.join(_BACKENDS)}, got {kind!r}")
+        converted_at = (read_sidecar(model.path) or {}).get("precision")
+        self.precision, self.precision_info = effective_precision(options.precision, bo, kind, mnn_version(),
+                                                                  converted_at)
         data = model.path.read_bytes()
         try:
             check_structure(data)
@@ -114,7 +124,6 @@ class MnnSession(BackendSession):
         info = module.get_info()
         self._module = module
         self._lock = threading.Lock()
-        self.precision = options.precision
         self.threads = kwargs["thread_num"]
         self.device = "cpu" if kind == "cpu" else "gpu:0"
         by_name = {s.name: s for s in specs}

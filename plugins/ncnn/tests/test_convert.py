@@ -112,7 +112,8 @@ def test_a_disagreeing_conversion_is_refused_with_the_measured_error(model):
     with pytest.raises(ConversionError, match="disagrees"):
         unirt.Session(source, backend="ncnn", precision="fp16", backend_options={"conversion": {"tolerance": 1e-9}})
     sess = unirt.Session(source, backend="ncnn", precision="fp16",
-                         backend_options={"conversion": {"tolerance": 1e-9, "accept": True}})
+                         backend_options={"conversion": {"tolerance": 1e-9, "accept": True},
+                                          "allow_storage_only_precision": True})
     assert sess.conversion.max_error == kept.max_error
 
 
@@ -158,9 +159,19 @@ def test_cli_convert(model, tmp_path, capsys):
 
 
 def test_bf16_runs_from_fp32_weights_and_int8_is_refused(model):
+    """bf16 storage is offered plainly only on CPUs with bf16 instructions (measured faster there); elsewhere it is
+    refused unless allow_storage_only_precision=True (intentional change, issue 18)."""
+    from unirt.precision import cpu_arithmetic
+
     source = model("dynamic_mlp")
-    sess = unirt.Session(source, backend="ncnn", precision="bf16")
+    native = cpu_arithmetic("bf16")[0]
+    if not native:
+        with pytest.raises(unirt.UnsupportedOptionError, match="would only store weights/activations in bf16"):
+            unirt.Session(source, backend="ncnn", precision="bf16")
+    sess = unirt.Session(source, backend="ncnn", precision="bf16",
+                         backend_options={} if native else {"allow_storage_only_precision": True})
     assert sess.precision == "bf16" and sess._runner._net.opt.use_bf16_storage
+    assert ("storage only" in sess.precision_info) != native
     assert sess.conversion.within_tolerance
     with pytest.raises(unirt.UnsupportedOptionError, match="int8 needs ncnn2int8"):
         unirt.convert(source, to="ncnn", precision="int8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import ncnn
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -42,13 +43,23 @@ def test_batch_n_runs_sample_by_sample(converted, model, batch):
 
 
 def test_fp16_is_off_unless_asked_for(converted):
+    """fp16 is ncnn's arithmetic only on ARM CPUs with asimdhp; elsewhere it is storage only: refused with the
+    measurement unless backend_options allow_storage_only_precision=True (intentional change, issue 18)."""
     path = converted("squeezenet").path
     sess = unirt.Session(path, backend="ncnn")
     opt = sess._runner._net.opt
     assert not (opt.use_fp16_storage or opt.use_fp16_arithmetic or opt.use_fp16_packed or opt.use_bf16_storage)
-    fast = unirt.Session(path, backend="ncnn", precision="fp16")
+    assert sess.precision == "fp32" and sess.precision_info.startswith("fp32 (ncnn")
+    native = ncnn.cpu_support_arm_asimdhp()
+    if not native:
+        with pytest.raises(UnsupportedOptionError, match=r"fp16 only on ARM CPUs with asimdhp.*measured: [0-9.-]+x "
+                                                         r"the fp32 time.*allow_storage_only_precision"):
+            unirt.Session(path, backend="ncnn", precision="fp16")
+    fast = unirt.Session(path, backend="ncnn", precision="fp16",
+                         backend_options={} if native else {"allow_storage_only_precision": True})
     opt = fast._runner._net.opt
     assert opt.use_fp16_storage and opt.use_fp16_arithmetic and fast.precision == "fp16"
+    assert ("storage only" in fast.precision_info) != native
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
     assert rel_l2(fast.run(x)["softmaxout_1"], sess.run(x)["softmaxout_1"]) < 1e-2
     with pytest.raises(UnsupportedOptionError, match="int8' needs a model quantized with ncnn2int8"):

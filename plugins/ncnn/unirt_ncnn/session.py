@@ -35,11 +35,12 @@ from unirt.conversion.signature import read_sidecar
 from unirt.unknown_rank import UnknownRankInfo, observe
 
 from .param import ParamGraph, parse_param
+from .precision import effective_precision
 
 log = logging.getLogger(__name__)
 
 _OPTION_KEYS = {"input_shapes", "lightmode", "use_winograd_convolution", "use_sgemm_convolution",
-                "use_packing_layout", "openmp_blocktime"}
+                "use_packing_layout", "openmp_blocktime", "allow_storage_only_precision"}
 # Layers that always write their result into a new blob: an input read only by these may be a Mat wrapping the
 # caller's array. Any other reader may work in place, or pass the Mat on to one that does (Split, Reshape, ...).
 _WRAPPABLE_READERS = frozenset({
@@ -71,8 +72,10 @@ def _check_weights(model: ModelFile) -> Path:
     return weights
 
 
-def configure(opt: Any, options: LoadOptions) -> str:
-    """Map unirt's precision onto ncnn's storage/arithmetic switches; return the precision in force."""
+def configure(opt: Any, options: LoadOptions) -> tuple[str, str]:
+    """Map unirt's precision onto ncnn's storage/arithmetic switches; return the precision in force and how that
+    was determined (a storage-only mode is refused without the opt-in: see precision.py)."""
+    in_force = effective_precision(options.precision, options.backend_options, options.device.kind)
     fp16 = options.precision == "fp16"
     bf16 = options.precision == "bf16"
     opt.use_fp16_packed = fp16
@@ -83,7 +86,7 @@ def configure(opt: Any, options: LoadOptions) -> str:
         opt.use_bf16_packed = bf16
     if options.threads is not None:
         opt.num_threads = options.threads
-    return options.precision
+    return in_force
 
 
 def _int8_layers(graph: ParamGraph) -> bool:
@@ -162,7 +165,7 @@ class NcnnSession(BackendSession):
             raise UnsupportedOptionError(f"ncnn: precision='int8' needs a model quantized with ncnn2int8; "
                                          f"{model.name} has no int8 layers")
         self._net = net = ncnn.Net()
-        self.precision = configure(net.opt, options)
+        self.precision, self.precision_info = configure(net.opt, options)
         for key in ("lightmode", "use_winograd_convolution", "use_sgemm_convolution", "use_packing_layout",
                     "openmp_blocktime"):
             if key in bo:

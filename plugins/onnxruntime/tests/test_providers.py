@@ -3,6 +3,8 @@ OpenVINO, NPUs). The mapping is plain logic; whether onnxruntime then starts tho
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from unirt import Device, Hardware, UnsupportedOptionError
@@ -70,3 +72,21 @@ def test_errors():
         providers_for(Device.parse("cpu"), "fp32", [CPU], {"execution_provider": "vulkan"})
     with pytest.raises(UnsupportedOptionError, match="is not in this build"):
         providers_for(Device.parse("cuda"), "fp32", [CUDA, CPU], {"execution_provider": "tensorrt"})
+
+
+def test_openvino_ep_fp16_on_the_cpu_needs_fp16_arithmetic():
+    """OpenVINO's CPU plugin ignores an fp16 hint on a CPU without native fp16 arithmetic (it runs fp32): the EP is
+    offered for fp16 on the CPU only where unirt.hardware finds it, and the refusal names what the CPU lacks."""
+    from unirt.precision import cpu_arithmetic
+
+    native, why = cpu_arithmetic("fp16")
+    options = {"execution_provider": "openvino"}
+    if native:
+        chain = providers_for(Device.parse("cpu"), "fp16", [OPENVINO, CPU], options)
+        assert chain[0] == (OPENVINO, {"device_type": "CPU", "precision": "FP16"})
+    else:
+        with pytest.raises(UnsupportedOptionError, match=re.escape(f"on cpu ({why}: the OpenVINO EP on this CPU")):
+            providers_for(Device.parse("cpu"), "fp16", [OPENVINO, CPU], options)
+    # an Intel GPU through the same EP computes fp16 itself
+    gpu = providers_for(Device.parse("gpu"), "fp16", [OPENVINO, CPU], options)
+    assert gpu[0] == (OPENVINO, {"device_type": "GPU", "precision": "FP16"})

@@ -171,6 +171,11 @@ def _openvino_gpu(device: Device) -> str:
 def _runs_precision(provider: Provider, precision: str, quantized: bool) -> bool:
     name, opts = provider
     if precision == "fp16":
+        if name == OPENVINO and opts.get("device_type") == "CPU":
+            # OpenVINO's CPU plugin computes fp16 only with native fp16 arithmetic; elsewhere it would run fp32
+            from unirt.precision import cpu_arithmetic
+
+            return cpu_arithmetic("fp16")[0]
         return (name == TENSORRT and opts.get("trt_fp16_enable")) or (name == OPENVINO and opts.get("precision")
                                                                          == "FP16") or name in (DML, COREML, QNN)
     if precision == "int8":
@@ -187,9 +192,15 @@ def _precision_hint(device: Device, precision: str) -> str:
         return (f"onnxruntime has no bf16 mode for fp32 models on {device}; it supports fp32, fp16 (TensorRT/OpenVINO "
                 "EPs) and int8 (quantized models)")
     if precision == "fp16":
-        return (f"onnxruntime cannot run an fp32 model in fp16 on {device}: use device='cuda' with "
-                "backend_options={'execution_provider': 'tensorrt'}, the OpenVINO EP, or convert the model to "
-                "fp16 first (then load it with precision='fp32'); it supports fp32 here")
+        lacks = ""
+        if device.kind == "cpu":
+            from unirt.precision import cpu_arithmetic
+
+            lacks = f" ({cpu_arithmetic('fp16')[1]}: the OpenVINO EP on this CPU would compute fp32)"
+        return (f"onnxruntime cannot run an fp32 model in fp16 on {device}{lacks}: use device='cuda' with "
+                "backend_options={'execution_provider': 'tensorrt'}, the OpenVINO EP on a GPU or a CPU with fp16 "
+                "arithmetic, or convert the model to fp16 first (then load it with precision='fp32'); it supports "
+                "fp32 here")
     return (f"onnxruntime runs int8 only from a quantized model (QuantizeLinear/QLinear/Integer ops) on {device}; "
             "quantize the model first (the TensorRT EP takes a calibration table only through backend_options "
             "providers/provider_options: trt_int8_enable, trt_int8_calibration_table_name); it supports fp32 here")

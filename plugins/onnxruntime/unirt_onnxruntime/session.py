@@ -180,6 +180,7 @@ class OnnxRuntimeSession(BackendSession):
             raise UnsupportedOptionError(f"onnxruntime: {providers[0]} failed to start (active: {', '.join(active)})")
         self.device = str(options.device)
         self.providers = tuple(active)
+        self.precision_info = f"{options.precision} (onnxruntime execution providers: {', '.join(active)})"
         self.inputs = [_tensor_info(a) for a in self._sess.get_inputs()]
         self.outputs = [_tensor_info(a) for a in self._sess.get_outputs()]
         packed = next((t for t in list(self.inputs) + list(self.outputs) if np.dtype(t.dtype) in _PACKED_TYPES), None)

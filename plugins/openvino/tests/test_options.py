@@ -6,7 +6,8 @@ import pytest
 
 from unirt import Device, UnsupportedOptionError
 from unirt_openvino.options import (common_capabilities, compile_settings, device_name, float64_allowed,
-                                    offered_devices, parse_dims, precision_hint, precision_in_force, real_devices)
+                                    offered_devices, parse_dims, precision_hint, precision_in_force, precision_info,
+                                    real_devices)
 
 CPU_BF16 = ["BF16", "WINOGRAD", "FP32", "INT8", "BIN", "EXPORT_IMPORT"]  # this machine's CPU
 GPU = ["FP32", "BIN", "FP16", "INT8", "GPU_HW_MATMUL", "EXPORT_IMPORT"]
@@ -119,3 +120,31 @@ def test_parse_dims():
     assert parse_dims("x", [-1, "?", None, (1, 4), "..5"]) == [-1, -1, -1, (1, 4), (0, 5)]
     with pytest.raises(UnsupportedOptionError, match="dim 1.5"):
         parse_dims("x", [1.5])
+
+
+def test_a_refused_reduced_precision_names_what_the_device_lacks():
+    from unirt.precision import cpu_arithmetic
+
+    with pytest.raises(UnsupportedOptionError, match=r"CPU has no bf16 mode here; it supports fp32, int8 "
+                                                     r"\(OPTIMIZATION_CAPABILITIES: FP32, INT8; OpenVINO's CPU bf16 "
+                                                     r"kernels need native bf16 arithmetic: CPU (has|lacks) "):
+        precision_hint("bf16", ["FP32", "INT8"], False, "CPU")
+    # on the CPU the refusal says which instructions this machine has or lacks
+    with pytest.raises(UnsupportedOptionError) as info:
+        precision_hint("fp16", ["FP32", "INT8"], False, "CPU")
+    assert cpu_arithmetic("fp16")[1] in str(info.value)
+    with pytest.raises(UnsupportedOptionError, match=r"NPU has no bf16 mode here; it supports fp16, int8 "
+                                                     r"\(OPTIMIZATION_CAPABILITIES: FP16, INT8, EXPORT_IMPORT\)$"):
+        precision_hint("bf16", NPU, False, "NPU")
+
+
+def test_precision_info_says_what_the_compiled_model_reports_and_why():
+    from unirt.precision import cpu_arithmetic
+
+    assert precision_info("fp32", ["f32"], "CPU", ["FP32", "INT8"]) == \
+        "fp32 (OpenVINO INFERENCE_PRECISION_HINT=f32 on the compiled model for CPU)"
+    text = precision_info("bf16", ["bf16"], "CPU", CPU_BF16)
+    assert text.startswith("bf16 (OpenVINO INFERENCE_PRECISION_HINT=bf16 on the compiled model for CPU; "
+                           "OPTIMIZATION_CAPABILITIES lists BF16; ") and cpu_arithmetic("bf16")[1] in text
+    assert precision_info("fp16", ["f16"], "GPU.0", GPU).endswith("OPTIMIZATION_CAPABILITIES lists FP16)")
+    assert precision_info("int8", ["f32"], "CPU", CPU_BF16).startswith("int8 (the model's FakeQuantize/QDQ parts")

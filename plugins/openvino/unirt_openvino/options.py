@@ -91,6 +91,20 @@ def float64_allowed(options: Mapping[str, Any]) -> bool:
     return allowed
 
 
+def _lacking(precision: str, device: str, capabilities: Sequence[str]) -> str:
+    """What the device lacks for a reduced float precision, for the refusal: OpenVINO's own capability list, and on
+    the CPU the instructions its bf16/fp16 kernels need."""
+    if precision not in ("bf16", "fp16"):
+        return ""
+    text = f" (OPTIMIZATION_CAPABILITIES: {', '.join(capabilities) or 'none'}"
+    if device.upper().startswith("CPU"):
+        from unirt.precision import cpu_arithmetic
+
+        cpu = cpu_arithmetic(precision)[1]
+        text += f"; OpenVINO's CPU {precision} kernels need native {precision} arithmetic: {cpu}"
+    return text + ")"
+
+
 def precision_hint(precision: str, capabilities: Sequence[str], quantized: bool, device: str) -> str:
     """The INFERENCE_PRECISION_HINT for a unirt precision. Always explicit: without it OpenVINO runs bf16 on CPUs
     with AVX512-BF16/AMX and fp16 on GPUs, so precision="fp32" would not give fp32 answers."""
@@ -98,7 +112,8 @@ def precision_hint(precision: str, capabilities: Sequence[str], quantized: bool,
     supported = [p for p, (_, cap) in PRECISION_HINTS.items() if cap in capabilities]
     if capability not in capabilities:
         raise UnsupportedOptionError(f"openvino: {device} has no {precision} mode here; it supports "
-                                     f"{', '.join(supported) or 'none of fp32, fp16, bf16, int8'}")
+                                     f"{', '.join(supported) or 'none of fp32, fp16, bf16, int8'}"
+                                     f"{_lacking(precision, device, capabilities)}")
     if precision == "int8" and not quantized:
         raise UnsupportedOptionError("openvino runs int8 only from a quantized model (FakeQuantize or ONNX "
                                      "QuantizeLinear/DequantizeLinear); quantize the model first (e.g. with NNCF), "
@@ -182,6 +197,24 @@ def compile_settings(device: Device, available: Sequence[str], precision: str, c
 
 # unirt precisions from the most precise to the least: a model spread over devices runs at its least precise one.
 _BY_PRECISION = ("fp32", "bf16", "fp16")
+
+
+def precision_info(in_force: str, hint_type_names: Sequence[str], device: str, capabilities: Sequence[str]) -> str:
+    """How the precision in force was determined: the compiled model's INFERENCE_PRECISION_HINT (read back, not the
+    one asked for), the device's capabilities and, on the CPU, the instructions behind a reduced precision."""
+    if in_force == "int8":
+        return "int8 (the model's FakeQuantize/QDQ parts run in int8; the rest at INFERENCE_PRECISION_HINT " \
+               f"{'/'.join(hint_type_names) or 'f32'})"
+    hints = "/".join(hint_type_names) or "not reported"
+    text = f"{in_force} (OpenVINO INFERENCE_PRECISION_HINT={hints} on the compiled model for {device}"
+    if in_force in ("bf16", "fp16"):
+        cap = PRECISION_HINTS[in_force][1]
+        text += f"; OPTIMIZATION_CAPABILITIES lists {cap}"
+        if device.upper().startswith("CPU"):
+            from unirt.precision import cpu_arithmetic
+
+            text += f"; {cpu_arithmetic(in_force)[1]}"
+    return text + ")"
 
 
 def precision_in_force(hint_type_names: str | Sequence[str], requested: str, quantized: bool) -> str:

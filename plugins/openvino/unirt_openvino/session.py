@@ -31,7 +31,7 @@ from unirt.conversion.signature import read_sidecar
 
 from .onnx_dims import onnx_dim_names
 from .options import (QUANTIZED_OPS, common_capabilities, compile_settings, device_name, float64_allowed,
-                      precision_in_force, real_devices)
+                      precision_in_force, precision_info, real_devices)
 from .types import SHAREABLE, numpy_dtype
 
 _core: ov.Core | None = None
@@ -299,7 +299,9 @@ class OpenVinoSession(BackendSession):
                                      f"{settings.device}: {_message(exc)}") from None
         self.device = str(options.device)
         self.ov_device = settings.device
-        self.precision = precision_in_force(_hints_in_force(self._compiled), options.precision, quantized)
+        hints = _hints_in_force(self._compiled)
+        self.precision = precision_in_force(hints, options.precision, quantized)
+        self.precision_info = precision_info(self.precision, hints, settings.device, capabilities)
         in_ports, out_ports = list(self._compiled.inputs), list(self._compiled.outputs)
         in_names = [p.get_any_name() for p in in_ports]
         out_names = _output_names(out_ports, set(in_names))

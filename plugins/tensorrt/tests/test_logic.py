@@ -11,7 +11,7 @@ from unirt import (BackendUnavailableError, InputError, ModelLoadError, RunError
 from unirt_tensorrt.cache_keys import engine_key, engine_path, model_digest, timing_cache_path
 from unirt_tensorrt.dtypes import nbytes, numpy_dtype
 from unirt_tensorrt.errors import build_failure, cuda_failure, deserialize_failure, parser_failure, unsupported_io
-from unirt_tensorrt.options import DEFAULT_WORKSPACE, build_settings, builder_flags, looks_quantized
+from unirt_tensorrt.options import DEFAULT_WORKSPACE, build_settings, builder_flags, looks_quantized, precision_info
 from unirt_tensorrt.profiles import DEFAULT_MAX_BATCH, Profile, derive_profile, dynamic_inputs
 
 IMAGE = [("images", (-1, 3, 224, 224))]
@@ -253,3 +253,18 @@ def test_only_tensorrt_10_is_accepted():
     for other in ("11.4.0", "8.6.1", "9.3.0.post12.dev1"):
         assert version_problem(other) == (f"tensorrt {other} is installed; unirt's TensorRT backend uses the TensorRT "
                                           "10 API: pip install 'tensorrt>=10,<11'")
+
+
+def test_precision_info_names_the_builder_flags_and_the_gpu():
+    """What Session.precision_info says for an engine built here (the GPU part needs a device; this is the text)."""
+    assert precision_info("fp32", "8.9", "NVIDIA L4") == "fp32 (TensorRT BuilderFlag TF32 cleared; NVIDIA L4, sm 8.9)"
+    half = precision_info("fp16", "7.5", "Tesla T4")
+    assert half.startswith("fp16 (TensorRT BuilderFlag FP16, TF32 cleared; Tesla T4, sm 7.5, "
+                           "Builder.platform_has_fast_fp16") and "fp32 elsewhere" in half
+    assert "bf16 tensor cores (sm 8.0+)" in precision_info("bf16", "9.0", "H100")
+    assert precision_info("int8", "8.6", "A10").startswith("int8 (TensorRT BuilderFlag INT8 on a QDQ model")
+    # the refusals those texts rest on: fp16 without fast fp16, bf16 before Ampere
+    with pytest.raises(UnsupportedOptionError, match="no fast fp16"):
+        builder_flags("fp16", False, "6.1", False)
+    with pytest.raises(UnsupportedOptionError, match="bf16 needs an Ampere or later GPU"):
+        builder_flags("bf16", False, "7.5", True)

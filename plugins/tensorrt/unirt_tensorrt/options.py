@@ -80,6 +80,20 @@ def builder_flags(precision: str, quantized: bool, compute_capability: str, fast
     raise UnsupportedOptionError(f"tensorrt: unknown precision {precision!r}; it supports {', '.join(supported)}")
 
 
+def precision_info(precision: str, compute_capability: str, gpu: str) -> str:
+    """How the precision of an engine built here was set: the BuilderFlags from `builder_flags`. A reduced-precision
+    flag allows TensorRT to pick kernels of that precision where its timing finds them faster (layers whose
+    reduced kernels are slower, or that lack them, stay fp32): the precision named is the one the engine may use."""
+    if precision == "fp32":
+        return f"fp32 (TensorRT BuilderFlag TF32 cleared; {gpu}, sm {compute_capability})"
+    if precision == "int8":
+        return f"int8 (TensorRT BuilderFlag INT8 on a QDQ model: the quantized layers; {gpu}, sm {compute_capability})"
+    flag = precision.upper()
+    why = "Builder.platform_has_fast_fp16" if precision == "fp16" else "bf16 tensor cores (sm 8.0+)"
+    return (f"{precision} (TensorRT BuilderFlag {flag}, TF32 cleared; {gpu}, sm {compute_capability}, {why}: TensorRT "
+            f"uses {precision} kernels per layer where they are faster, fp32 elsewhere)")
+
+
 def check_engine_precision(model: str, precision: str) -> None:
     """A prebuilt engine runs in the precision it was built with: refuse asking for another one (fp32, the default,
     means "as built": repr shows that) rather than silently ignore it."""

@@ -21,7 +21,7 @@ from . import cuda
 from .builder import build_plan, collecting_logger
 from .dtypes import nbytes, numpy_dtype
 from .errors import deserialize_failure, unsupported_io
-from .options import build_settings
+from .options import build_settings, precision_info
 from .profiles import Profile
 
 
@@ -36,6 +36,7 @@ class TensorRTSession(BackendSession):
         if model.format is ModelFormat.ONNX:
             plan, profile = build_plan(trt, model, options.precision, settings, gpu, sm)
             self.precision = options.precision
+            self.precision_info = precision_info(options.precision, sm, gpu)
         else:  # a serialized engine: its precision was fixed when it was built
             plan, profile = model.read_bytes()[int(model.details.get("payload_offset", 0)):], None
             self.precision = "as built"

@@ -99,6 +99,8 @@ class TFLiteSession(BackendSession):
             quantization(d.get("quantization_parameters"), np.dtype(d["dtype"])) is not None
             for d in it.get_tensor_details())
         self.precision = precision_in_force(options.precision, quantized)
+        self.precision_info = ("int8 (the model is quantized: TFLite's int8 kernels)" if quantized else
+                               "fp32 (TFLite's CPU kernels compute a float model in fp32)")
         self.device = "cpu"
         self.delegates = tuple(type(d).__name__ for d in delegates)
         self._lock = threading.Lock()
