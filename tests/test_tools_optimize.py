@@ -120,9 +120,11 @@ def test_int8_dynamic_and_static(tmp_path):
     held_out = tmp_path / "held_out.npz"
     np.savez(held_out, x=rng.standard_normal((5, 32)).astype(np.float32))
     out_of_sample = quantize(model, tmp_path / "static2.onnx", "int8", calibration=calib, inputs=held_out,
-                             bench_iterations=2, max_rel_l2=1.0)  # random data and weights: a loose threshold
+                             bench_iterations=2, accept=True)  # random data and weights: judged, kept on request
     assert out_of_sample.accuracy_inputs == f"held-out inputs {held_out}"
     assert out_of_sample.accuracy.shapes == {"x": [5, 32]} and out_of_sample.passed
+    assert out_of_sample.drop.samples == 1 and out_of_sample.drop.rel_l2 > 0
+    assert out_of_sample.drop.within or any("kept because it was accepted" in n for n in out_of_sample.notes)
     strict = quantize(model, tmp_path / "strict.onnx", "int8", calibration=calib / "batch0.npz", atol=0, rtol=0,
                       bench_iterations=2)
     assert strict.tolerance_checked and not strict.passed
