@@ -124,7 +124,8 @@ class Int8Model:
 
 
 def int8_model(model: ModelFile, directory: PathLike, *, calibration: PathLike | None = None,
-               feeds: Sequence[Mapping[str, np.ndarray]] | None = None) -> Int8Model:
+               feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+               feeds_are: str = "random input samples") -> Int8Model:
     """The int8 version of `model` for int8 rows: the model itself when it is already quantized, else the static
     Q/DQ model `unirt quantize` writes into `directory`, calibrated on `calibration` (an .npz or a folder, as
     `unirt quantize --calibration` takes) or else on `feeds` (random inputs: fine for speed, flattering no one)."""
@@ -145,7 +146,7 @@ def int8_model(model: ModelFile, directory: PathLike, *, calibration: PathLike |
         src = directory / f"calibration-{digest.hexdigest()[:12]}.npz"
         names = list(feeds[0])
         np.savez(src, **{n: np.stack([np.asarray(f[n]) for f in feeds]) for n in names})
-        what = f"calibrated on {len(feeds)} random input samples (no --calibration given)"
+        what = f"calibrated on {len(feeds)} {feeds_are} (no calibration data given)"
     out = directory / f"{Path(model.name).stem}.int8.onnx"
     quantize(model.path or model.data, out, "int8", calibration=src, scheme="static", measure=False)
     return Int8Model(open_model(out), f"static Q/DQ int8 from unirt quantize, {what}")
