@@ -84,10 +84,11 @@ def test_bench_cli_precision_table(mlp, tmp_path, capsys, schema):
     np.savez(calib, x=rng.standard_normal((6, 4, 32)).astype(np.float32))  # 6 samples of batch 4
     assert main(["bench", str(mlp), "--backends", "onnxruntime,mnn", "--precision", "fp32,int8", "--iterations",
                  "3", "--warmup", "0", "--batch", "4", "--calibration", str(calib), "--no-progress", "--json",
-                 str(tmp_path / "b.json")]) == 0
+                 str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")]) == 0
     out = capsys.readouterr().out
     assert "vs fp32" in out and "top-1" in out and f"calibrated on {calib}" in out
     assert "REFUSED mnn int8: UnsupportedOptionError" in out
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = json.loads((tmp_path / "b.json").read_text())
     jsonschema.validate(data, schema)
     assert {(r["backend"], r["precision_asked"], r["refused"]) for r in data["results"]} == {

@@ -70,7 +70,8 @@ def print_report(r: BenchReport) -> None:
         lat = x.latency_ms
         assert lat is not None
         convert = "-" if x.conversion_ms is None else "cached" if x.conversion_cached else f"{x.conversion_ms:.1f}"
-        rows.append((x.backend + (f" {x.precision_asked}" if several else ""), x.device, x.batch or "-", x.concurrency, f"{x.load_ms:.1f}", convert,
+        name = x.backend + (f" {x.precision_asked}" if several else "")
+        rows.append((name, x.device, x.batch or "-", x.concurrency, f"{x.load_ms:.1f}", convert,
                      ms(x.first_run_ms), ms(lat.min), ms(lat.mean), ms(lat.p50), ms(lat.p90), ms(lat.p99),
                      f"{x.throughput_ips:.1f}" if x.throughput_ips else "-",
                      f"{x.throughput_sps:.1f}" if x.throughput_sps else "-",

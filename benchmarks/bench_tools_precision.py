@@ -7,7 +7,7 @@ classifier at 224, a MobileNet-v1-shaped classifier at 224 and a 320x320 single-
 from the ones measured. Random weights and inputs say nothing about a trained model's accuracy; they do measure
 speed, and the error the reduced precision adds to the same computation.
 
-    python benchmarks/bench_precision.py [--models resnet18,mobilenet,detector] [--iterations 20] [--out DIR]
+    python benchmarks/bench_tools_precision.py [--models resnet18,mobilenet,detector] [--iterations 20] [--out DIR]
 """
 
 from __future__ import annotations
@@ -64,6 +64,12 @@ class _Builder:
                        self.nh.from_array(np.zeros(cout, np.float32), bn)]
         return self.op("Gemm", [x, wn, bn])
 
+    def rename(self, old: str, new: str) -> None:
+        """Name a graph output after its producer's output (not through Identity, which backends may fold)."""
+        for node in self.nodes:
+            node.output[:] = [new if o == old else o for o in node.output]
+            node.input[:] = [new if i == old else i for i in node.input]
+
     def save(self, path: Path, name: str, size: int, outputs: list[tuple[str, list]]) -> Path:
         T = self.onnx.TensorProto
         graph = self.h.make_graph(self.nodes, name, [self.h.make_tensor_value_info("x", T.FLOAT, ["N", 3, size, size])],
@@ -78,8 +84,7 @@ class _Builder:
 def _classifier_head(b: _Builder, x: str, channels: int) -> None:
     pooled = b.op("GlobalAveragePool", [x])
     flat = b.op("Flatten", [pooled], axis=1)
-    logits = b.fc(flat, channels, 1000)
-    b.nodes.append(b.h.make_node("Identity", [logits], ["logits"]))
+    b.rename(b.fc(flat, channels, 1000), "logits")
 
 
 def resnet18(path: Path) -> Path:
@@ -126,8 +131,8 @@ def detector(path: Path) -> Path:
         feats[cout] = x
     p5 = b.conv(feats[512], 512, 255, 1, relu=False)
     p4 = b.conv(feats[256], 256, 255, 1, relu=False)
-    b.nodes.append(b.h.make_node("Identity", [p4], ["boxes_s16"]))
-    b.nodes.append(b.h.make_node("Identity", [p5], ["boxes_s32"]))
+    b.rename(p4, "boxes_s16")
+    b.rename(p5, "boxes_s32")
     return b.save(path, "detector320_random", 320, [("boxes_s16", ["N", 255, 20, 20]),
                                                     ("boxes_s32", ["N", 255, 10, 10])])
 
