@@ -172,7 +172,8 @@ def main() -> int:
             label = f"{r.backend}@{r.precision_asked}"
             w = acc.worst(label) if label in acc.targets and label not in acc.refused else {}
             if r.backend == acc.reference and r.precision_asked == "fp32":
-                w = {"rel_l2": 0.0, "max_abs": 0.0, "top1_agreement": 1.0}
+                w = {"rel_l2": 0.0, "max_abs": 0.0,
+                     "top1_agreement": 1.0 if any(x.top1_agreement is not None for x in acc.results) else None}
             row = {"backend": r.backend, "asked": r.precision_asked, "computes": r.precision,
                    "p50_ms": r.latency_ms.p50 if r.latency_ms else None, "speed_vs_fp32": r.speed_vs_fp32,
                    "rel_l2": w.get("rel_l2"), "max_abs": w.get("max_abs"), "top1": w.get("top1_agreement"),
