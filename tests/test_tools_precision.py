@@ -177,7 +177,7 @@ def test_accuracy_drop_is_stated_and_over_the_threshold_refused(mlp, tmp_path, c
             "--iterations", "2"]
     assert main(args) == 1
     text = capsys.readouterr().out
-    assert "drop:       vs fp32 over 2 samples" in text and "OVER the thresholds" in text and "REFUSED:" in text
+    assert "drop:       vs fp32 on 2 held-out calibration samples" in text and "OVER the thresholds" in text and "REFUSED:" in text
     assert not out.exists()
     assert main(args + ["--accept"]) == 0 and out.exists()
     assert "kept because it was accepted" in capsys.readouterr().out

@@ -74,7 +74,7 @@ def print_report(r: QuantizeReport) -> None:
     if r.drop is not None:
         d = r.drop
         top1 = "" if d.top1_agreement is None else f", top-1 agreement {d.top1_agreement:.3f} (min {d.min_top1:g})"
-        print(f"drop:       vs fp32 over {d.samples} sample{'s' if d.samples != 1 else ''} ({d.inputs}): rel-L2 "
+        print(f"drop:       vs fp32 on {d.inputs or f'{d.samples} samples'}: rel-L2 "
               f"{_g(d.rel_l2)} (max {d.max_rel_l2:g}), max abs {_g(d.max_abs)}{top1} -> "
               f"{'within the thresholds' if d.within else 'OVER the thresholds'}")
     if r.refused:
