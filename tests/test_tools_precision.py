@@ -62,6 +62,7 @@ def test_bench_fp32_int8_rows_speed_error_and_a_refusal(mlp, schema):
         fp32, int8 = by[backend, "fp32"], by[backend, "int8"]
         assert fp32.error is None and int8.error is None and int8.precision == "int8"
         assert fp32.speed_vs_fp32 == pytest.approx(1.0) and int8.speed_vs_fp32 > 0
+        assert fp32.speed_interleaved and int8.speed_interleaved  # one worker: timed alternating with fp32
         assert fp32.rel_l2 < 1e-5 and 0 < int8.rel_l2 < 0.5  # int8 moves the outputs, not to garbage
         assert 0 <= int8.top1_agreement <= 1 and fp32.top1_agreement == 1.0
         assert "static Q/DQ int8 from unirt quantize" in int8.model_note and "random" in int8.model_note

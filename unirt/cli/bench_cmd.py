@@ -109,7 +109,8 @@ def print_precision_table(r: BenchReport) -> None:
         print()
         print(render(["backend", "asked", "computes", "batch", "workers", "p50 ms", "vs fp32", "rel L2", "max abs",
                       "top-1"], rows))
-        print("vs fp32: the same backend's fp32 p50 / this p50 (above 1 is faster); errors against the fp32 "
+        print("vs fp32: the same backend's fp32 latency / this one (above 1 is faster; one worker: medians timed in "
+              "rounds alternating with fp32, else p50s); errors against the fp32 "
               "reference's outputs on the same inputs; top-1: classifier outputs' arg-max agreement")
     for note in notes:
         print(f"int8: {note}")

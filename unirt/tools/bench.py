@@ -90,7 +90,8 @@ class BenchResult:
     # backend's fp32 row (>1: faster), error against the fp32 reference's outputs on the same inputs.
     precision_asked: str | None = None
     refused: bool = False                  # the backend refused this precision (error says why): not a failure
-    speed_vs_fp32: float | None = None     # this backend's fp32 p50 / this row's p50
+    speed_vs_fp32: float | None = None     # this backend's fp32 latency / this row's (>1: faster)
+    speed_interleaved: bool = False        # speed_vs_fp32 timed in rounds alternating with fp32 (one worker)
     rel_l2: float | None = None            # worst output's relative L2 error vs the fp32 reference
     max_abs: float | None = None
     top1_agreement: float | None = None    # classifier outputs ([N, C], C >= 2) only
@@ -276,6 +277,7 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
     with tempfile.TemporaryDirectory(prefix="unirt-bench-") as tmp:
         int8: Int8Model | UnirtError | None = None
         for name in names:
+            ran: dict[str, ModelFile] = {}  # precisions this backend ran, and the model each ran
             for prec in precisions:
                 target, note = mf, None
                 if prec == "int8":
@@ -293,6 +295,10 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
                     r.refused = bool(r.error) and prec != BASELINE and r.error.startswith(
                         ("UnsupportedOptionError", "ConversionError"))
                 report.results += rows
+                if not any(r.error for r in rows):
+                    ran[prec] = target
+            if BASELINE in ran and len(ran) > 1:
+                _interleaved_speeds(report.results, name, ran, device, threads, plan)
     report.peak_rss_is_per_backend = plan.peak_rss_per_backend
     if len(precisions) > 1:
         _precision_metrics(report.results)
@@ -400,6 +406,41 @@ def _int8_for_bench(mf: ModelFile, tmp: str, calibration: PathLike | None, given
 
 
 _RANDOM_CALIBRATION_SAMPLES = 8
+_INTERLEAVED_ROUNDS = 5
+
+
+def _interleaved_speeds(rows: Sequence[BenchResult], name: str, models: Mapping[str, ModelFile], device: str,
+                        threads: int | None, plan: _Plan) -> None:
+    """Speed against fp32 measured the fair way: one session per precision loaded together, timed in alternating
+    rounds (fp32, bf16, ..., fp32, bf16, ...) so that a busy machine's drift falls on every precision alike. Sets
+    `speed_vs_fp32` (median fp32 latency / median latency) on this backend's one-worker rows; rows with more
+    workers keep the ratio of p50s (see _precision_metrics)."""
+    sessions: dict[str, Session] = {}
+    try:
+        for prec, model in models.items():
+            sessions[prec] = Session(model, backend=name, device=device, threads=threads, precision=prec)
+        first = sessions[BASELINE]
+        per_round = None if plan.iterations is None else max(1, -(-plan.iterations // _INTERLEAVED_ROUNDS))
+        seconds = None if plan.duration is None else plan.duration / _INTERLEAVED_ROUNDS
+        for b in plan.batches:
+            feeds = random_feeds(first.inputs, resolve_shapes(first.inputs, plan.given, batch=b, dynamic_default=1),
+                                 plan.seed)
+            samples: dict[str, list[float]] = {p: [] for p in sessions}
+            for s in sessions.values():
+                s.run(feeds)
+            for _ in range(_INTERLEAVED_ROUNDS):
+                for prec, s in sessions.items():
+                    samples[prec] += _timed_runs(s, feeds, per_round, seconds)
+            base = statistics.median(samples[BASELINE])
+            for r in rows:
+                if r.backend == name and r.batch == b and r.concurrency == 1 and r.precision_asked in samples:
+                    r.speed_vs_fp32 = base / statistics.median(samples[r.precision_asked])
+                    r.speed_interleaved = True
+    except UnirtError as exc:  # the rows stand; their speed falls back to the ratio of p50s
+        log.info("bench: interleaved timing of %s failed: %s", name, exc)
+    finally:
+        for s in sessions.values():
+            s.close()
 
 
 def _precision_metrics(rows: Sequence[BenchResult]) -> None:
@@ -412,7 +453,7 @@ def _precision_metrics(rows: Sequence[BenchResult]) -> None:
     reference = {r.batch: r.outputs for r in fp32_outputs if r.backend == ref_backend}
     for r in ok:
         b = base.get((r.backend, r.batch, r.concurrency))
-        if b is not None and b.latency_ms and r.latency_ms and r.latency_ms.p50 > 0:
+        if not r.speed_interleaved and b is not None and b.latency_ms and r.latency_ms and r.latency_ms.p50 > 0:
             r.speed_vs_fp32 = b.latency_ms.p50 / r.latency_ms.p50
         expected = reference.get(r.batch)
         if expected is not None and r.outputs is not None:
