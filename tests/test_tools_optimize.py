@@ -112,14 +112,19 @@ def test_int8_dynamic_and_static(tmp_path):
     assert static.mode == "int8-static" and static.tolerance_checked and static.passed
     ops = {n.op_type for n in onnx.load(static.output).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    assert static.accuracy.shapes == {"x": [8, 32]}  # measured on the first calibration batch
-    assert "in-sample" in static.accuracy_inputs and any("flatters static int8" in n for n in static.notes)
+    assert static.accuracy.shapes == {"x": [8, 32]}  # measured on the held-out calibration batch
+    assert static.accuracy_inputs.startswith("1 held-out calibration sample") and static.calibration_samples == 3
+    in_sample = quantize(model, tmp_path / "in_sample.onnx", "int8", calibration=calib / "batch0.npz",
+                         measure=True, bench_iterations=2)
+    assert "in-sample" in in_sample.accuracy_inputs and any("flatters static int8" in n for n in in_sample.notes)
     held_out = tmp_path / "held_out.npz"
     np.savez(held_out, x=rng.standard_normal((5, 32)).astype(np.float32))
     out_of_sample = quantize(model, tmp_path / "static2.onnx", "int8", calibration=calib, inputs=held_out,
-                             bench_iterations=2)
+                             bench_iterations=2, accept=True)  # random data and weights: judged, kept on request
     assert out_of_sample.accuracy_inputs == f"held-out inputs {held_out}"
     assert out_of_sample.accuracy.shapes == {"x": [5, 32]} and out_of_sample.passed
+    assert out_of_sample.drop.samples == 1 and out_of_sample.drop.rel_l2 > 0
+    assert out_of_sample.drop.within or any("kept because it was accepted" in n for n in out_of_sample.notes)
     strict = quantize(model, tmp_path / "strict.onnx", "int8", calibration=calib / "batch0.npz", atol=0, rtol=0,
                       bench_iterations=2)
     assert strict.tolerance_checked and not strict.passed

@@ -34,9 +34,14 @@ def shapes_of(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
     return parse_shapes(getattr(args, "shapes", None) or [])
 
 
-def add_backends(p: argparse.ArgumentParser, default_help: str) -> None:
+def add_backends(p: argparse.ArgumentParser, default_help: str, several_precisions: bool = False) -> None:
     p.add_argument("--backends", default="all", metavar="A,B|all", help=f"backends to use ({default_help})")
-    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="precision (default fp32)")
+    if several_precisions:  # checked by unirt.tools.precision.parse_precisions
+        p.add_argument("--precision", default="fp32", metavar="fp32,bf16,fp16,int8",
+                       help="precisions to measure, comma-separated (default fp32); with a reduced one, fp32 is "
+                            "measured too and each row is compared with it")
+    else:
+        p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="precision (default fp32)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per session (backend default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N], gpu, npu")
 

@@ -89,7 +89,7 @@ def resnet_like(path: Path, size: int = 224, classes: int = 1000, seed: int = 0)
             x = g.relu(g.op("Add", [y, short]))
             cin = cout
     x = g.op("Flatten", [g.op("GlobalAveragePool", [x])])
-    logits = g.gemm(x, 512, classes)
+    g.gemm(x, 512, classes)
     g.nodes[-1].output[0] = "logits"
     return g.save(path, "resnet_like", size, [("logits", [1, classes])])
 

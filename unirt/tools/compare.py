@@ -8,17 +8,20 @@ non-float outputs). The reference always runs in fp32; `precision` applies to th
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .. import registry
-from ..errors import InputError, UnirtError, UnsupportedOptionError
+from ..errors import ConversionError, InputError, UnirtError, UnsupportedOptionError
 from ..formats import ModelFile, PathLike, open_model
 from ..session import Session
+from ..tensor import TensorInfo
 from .inputs import default_shapes, load_feeds, random_feeds, save_arrays
+from .precision import BASELINE, int8_model, parse_precisions, top1_agreement
 from .shapes import parse_shapes
 
 __all__ = ["OutputComparison", "CompareReport", "compare", "compare_models", "compare_arrays", "pick_backends"]
@@ -43,6 +46,7 @@ class OutputComparison:
     mismatched: int = 0        # elements outside the tolerance
     elements: int = 0
     reason: str = ""           # why it failed when no metric says it (shape, dtype, a missing output)
+    top1_agreement: float | None = None   # classifier outputs ([N, C], C >= 2): share of rows with the same arg-max
 
 
 @dataclass
@@ -59,6 +63,9 @@ class CompareReport:
     inputs_source: str
     results: list[OutputComparison] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)   # target -> error that stopped it
+    refused: dict[str, str] = field(default_factory=dict)    # target -> why its backend refused its precision
+    precisions: list[str] = field(default_factory=list)      # the precision axis; targets are "backend@precision"
+    notes: list[str] = field(default_factory=list)
     inputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     outputs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
@@ -70,7 +77,8 @@ class CompareReport:
         return {"model": self.model, "reference": self.reference, "targets": self.targets, "atol": self.atol,
                 "rtol": self.rtol, "precision": self.precision, "shapes": self.shapes,
                 "inputs_source": self.inputs_source, "passed": self.passed,
-                "results": [vars(r) for r in self.results], "failures": self.failures}
+                "results": [vars(r) for r in self.results], "failures": self.failures, "refused": self.refused,
+                "precisions": self.precisions, "notes": self.notes}
 
     def worst(self, target: str) -> dict[str, float | None]:
         """The largest errors and smallest cosine over `target`'s outputs (a one-line summary)."""
@@ -80,7 +88,7 @@ class CompareReport:
             values = [getattr(r, key) for r in rows if getattr(r, key) is not None]
             return fn(values) if values else None
         return {"max_abs": pick("max_abs", max), "max_rel": pick("max_rel", max), "rel_l2": pick("rel_l2", max),
-                "cosine": pick("cosine", min)}
+                "cosine": pick("cosine", min), "top1_agreement": pick("top1_agreement", min)}
 
 
 def compare_arrays(actual: Any, expected: Any, atol: float, rtol: float, *, target: str = "", output: str = ""
@@ -125,6 +133,7 @@ def compare_arrays(actual: Any, expected: Any, atol: float, rtol: float, *, targ
     av, ev = a64[finite].ravel(), e64[finite].ravel()
     na, ne = float(np.linalg.norm(av)), float(np.linalg.norm(ev))
     row.cosine = (float(np.real(np.vdot(ev, av))) / (na * ne) if na > 0 and ne > 0 else (1.0 if na == ne else 0.0))
+    row.top1_agreement = top1_agreement(a, e)
     return row
 
 
@@ -163,6 +172,8 @@ class _Target:
     model: ModelFile
     backend: str
     precision: str
+    # int8 targets of an fp32 model: the quantized model is made once the inputs are known (it calibrates on them)
+    prepare: Callable[[Sequence[TensorInfo], dict[str, np.ndarray]], ModelFile] | None = None
 
 
 def _feeds(session: Session, inputs: Mapping[str, Any] | PathLike | None, shapes: Any, seed: int,
@@ -193,6 +204,7 @@ def _compare(reference: _Target, targets: Sequence[_Target], *, inputs: Any, sha
                  precision=reference.precision, input_shapes=given or None) as ref:
         feeds, source = _feeds(ref, inputs, shapes, seed, reference.model)
         expected = ref.run(feeds)
+        ref_inputs = ref.inputs
     report = CompareReport(model=model_name, reference=reference.label, targets=[t.label for t in targets],
                            atol=atol, rtol=rtol, precision=targets[0].precision if targets else reference.precision,
                            shapes={k: list(np.shape(v)) for k, v in feeds.items()}, inputs_source=source,
@@ -204,13 +216,18 @@ def _compare(reference: _Target, targets: Sequence[_Target], *, inputs: Any, sha
     for target in targets:
         try:
             # a backend that converts the model converts at the shapes compared
+            if target.prepare is not None:
+                target.model = target.prepare(ref_inputs, feeds)
             with Session(target.model, backend=target.backend, device=device, threads=threads,
                          precision=target.precision, input_shapes={k: np.shape(v) for k, v in feeds.items()},
                          backend_options=options) as sess:
                 actual = sess.run(feeds)
         except UnirtError as exc:
             log.info("compare: %s failed: %s", target.label, exc)
-            report.failures[target.label] = f"{type(exc).__name__}: {exc}"
+            if target.precision != BASELINE and isinstance(exc, (UnsupportedOptionError, ConversionError)):
+                report.refused[target.label] = f"{type(exc).__name__}: {exc}"
+            else:
+                report.failures[target.label] = f"{type(exc).__name__}: {exc}"
             continue
         report.outputs[target.label] = actual
         for name, value in expected.items():
@@ -228,10 +245,11 @@ def _compare(reference: _Target, targets: Sequence[_Target], *, inputs: Any, sha
 
 
 def compare(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | None = None, *,
-            reference: str | None = None, atol: float = 1e-4, rtol: float = 1e-3, precision: str = "fp32",
-            inputs: Mapping[str, Any] | PathLike | None = None, shapes: Any = None, seed: int = 0,
-            threads: int | None = None, device: str = "auto", save_inputs: PathLike | None = None,
-            save_outputs: PathLike | None = None, backend_options: Mapping[str, Any] | None = None) -> CompareReport:
+            reference: str | None = None, atol: float = 1e-4, rtol: float = 1e-3,
+            precision: str | Sequence[str] = "fp32", inputs: Mapping[str, Any] | PathLike | None = None,
+            shapes: Any = None, seed: int = 0, threads: int | None = None, device: str = "auto",
+            save_inputs: PathLike | None = None, save_outputs: PathLike | None = None,
+            calibration: PathLike | None = None, backend_options: Mapping[str, Any] | None = None) -> CompareReport:
     """Run `model` on `reference` and on each of `backends` with the same inputs; compare every output.
     `backend_options`: for each target's Session (e.g. {"conversion": {"accept": True}}).
 
@@ -239,7 +257,19 @@ def compare(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str |
     load). `reference` defaults to onnxruntime when it can run the model, else the first backend. `inputs`:
     {name: array} or an .npz path; otherwise random inputs at `shapes` (dynamic dims not given take the size the
     model carries, 1 for a batch dim: `unirt.tools.inputs.default_shapes`).
+
+    `precision`: one precision, or several ("fp32,bf16,int8"): then every backend (the reference's too) runs at
+    each one and is compared with the reference at fp32; targets are labelled "backend@precision", and a
+    precision a backend refuses is listed in `refused` with the reason (not a failure). int8 targets of an fp32
+    model run the static Q/DQ model from `unirt quantize`, calibrated on `calibration` or the inputs compared.
     """
+    several = not isinstance(precision, str) or "," in precision
+    if several:
+        return _compare_precisions(model, backends, reference=reference, atol=atol, rtol=rtol,
+                                   precisions=parse_precisions(precision), inputs=inputs, shapes=shapes, seed=seed,
+                                   threads=threads, device=device, save_inputs=save_inputs,
+                                   save_outputs=save_outputs, calibration=calibration,
+                                   backend_options=backend_options)
     mf = open_model(model)
     names = pick_backends(mf, backends)
     if reference is None:
@@ -267,3 +297,43 @@ def compare_models(reference_model: PathLike | ModelFile, model: PathLike | Mode
     return _compare(_Target(labels[0], ref, backend, "fp32"), [_Target(labels[1], other, backend, "fp32")],
                     inputs=inputs, shapes=shapes, seed=seed, atol=atol, rtol=rtol, threads=threads, device=device,
                     save_inputs=None, save_outputs=None, model_name=ref.name)
+
+
+def _compare_precisions(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | None, *,
+                        reference: str | None, precisions: Sequence[str], calibration: PathLike | None,
+                        **kwargs: Any) -> CompareReport:
+    """compare() over a precision axis: each backend at each precision against the reference at fp32."""
+    mf = open_model(model)
+    names = pick_backends(mf, backends)
+    if reference is None:
+        reference = DEFAULT_REFERENCE if _usable(DEFAULT_REFERENCE, mf) else names[0]
+    else:
+        registry.get_backend(reference)
+    tmp = tempfile.TemporaryDirectory(prefix="unirt-compare-")
+    made: dict[str, Any] = {}
+
+    def prepare(infos: Sequence[TensorInfo], feeds: dict[str, np.ndarray]) -> ModelFile:
+        if "model" not in made:  # once for every backend; a failure is every int8 target's
+            try:
+                made["model"] = int8_model(mf, tmp.name, calibration=calibration,
+                                           feeds=None if calibration else [feeds], feeds_are="compared input(s)")
+            except UnirtError as exc:
+                made["model"] = exc
+        if isinstance(made["model"], UnirtError):
+            raise made["model"]
+        return made["model"].model
+
+    targets = [_Target(f"{n}@{p}", mf, n, p, prepare if p == "int8" else None)
+               for p in precisions for n in ([n for n in names if n != reference] if p == BASELINE
+                                             else [reference] + [n for n in names if n != reference])]
+    if not targets:
+        raise UnsupportedOptionError(f"compare needs a backend besides the reference {reference!r} at fp32; "
+                                     f"got {', '.join(names)}")
+    with tmp:
+        report = _compare(_Target(reference, mf, reference, BASELINE), targets, model_name=mf.name, **kwargs)
+        report.precision = ",".join(precisions)
+        report.precisions = list(precisions)
+        note = made.get("model")
+        if note is not None and not isinstance(note, UnirtError):
+            report.notes.append(f"int8: {note.note}")
+    return report

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..formats import PathLike
 from ._deps import require
-from .bench import BenchReport
+from .bench import BenchReport, BenchResult
 
 __all__ = ["plot_bench"]
 
@@ -21,6 +21,10 @@ def plot_bench(report: BenchReport, path: PathLike) -> Path:
     from matplotlib.figure import Figure
 
     ok = [r for r in report.results if not r.error and r.samples_ms]
+    several = len({r.precision_asked for r in ok}) > 1  # the precision axis: label each backend x precision
+
+    def name(r: BenchResult) -> str:
+        return r.backend + (f" {r.precision_asked}" if several else "")
     fig = Figure(figsize=(12, 4.8), layout="constrained")
     left, right = fig.subplots(1, 2)
     fig.suptitle(f"{os.path.basename(report.model)}  ({report.hardware})", fontsize=10)
@@ -32,14 +36,14 @@ def plot_bench(report: BenchReport, path: PathLike) -> Path:
         rows = [r for r in ok if r.concurrency == lowest]
         left.boxplot([r.samples_ms for r in rows], showfliers=True)
         left.set_xticks(range(1, len(rows) + 1),
-                        [r.backend + (f"\nbatch {r.batch}" if r.batch else "") for r in rows])
+                        [name(r) + (f"\nbatch {r.batch}" if r.batch else "") for r in rows])
         left.set_ylabel("latency per run (ms)")
         left.set_title(f"latency distribution, {lowest} worker{'s' if lowest > 1 else ''}")
         left.grid(axis="y", alpha=0.3)
         series: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for r in ok:
             if r.throughput_sps is not None:
-                series[r.backend + (f" (batch {r.batch})" if r.batch else "")].append((r.concurrency,
+                series[name(r) + (f" (batch {r.batch})" if r.batch else "")].append((r.concurrency,
                                                                                        r.throughput_sps))
         for label, points in series.items():
             points.sort()
