@@ -70,8 +70,8 @@ def test_detector_converts_at_the_first_runs_shape_then_runs_another(shape_model
         assert _rel(sess.run(x)["heat"], _reference(path, x)) < 1e-5
         conv = sess.conversion
         assert conv.verified and conv.shapes == {"x": (1, 3, 320, 320)}
-        assert conv.verified_on.startswith("the first run's inputs (x:1x3x320x320)")
-        assert conv.dynamic_axes == {"x": (2, 3)} and "x:1x3x640x640" in conv.verified_on  # verified at 2 sizes
+        assert conv.verified_on.startswith("the first run's inputs (x: 1x3x320x320)")
+        assert conv.dynamic_axes == {"x": (2, 3)} and "x: 1x3x640x640" in conv.verified_on  # verified at 2 sizes
         y = _image(1, 3, 256, 192, seed=1)
         assert _rel(sess.run(y)["heat"], _reference(path, y)) < 1e-5
         assert len(sess._lazy.conversions) == 1 and sess._lazy.reconversions == 0  # one dynamic-size conversion
@@ -86,7 +86,7 @@ def test_given_shapes_convert_at_load(shape_models, backend):
     path = shape_models["detector"]
     with unirt.Session(path, backend=backend, input_shapes={"x": (1, 3, 320, 320)}) as sess:
         assert sess.conversion is not None and sess.conversion.shapes == {"x": (1, 3, 320, 320)}
-        assert "random inputs at x:1x3x320x320" in sess.conversion.verified_on
+        assert "random inputs at x: 1x3x320x320" in sess.conversion.verified_on
         x = _image(1, 3, 320, 320)
         assert _rel(sess.run(x)["heat"], _reference(path, x)) < 1e-5
 
