@@ -354,7 +354,7 @@ def client_worker(index: int, commands: mp.Queue, results: mp.Queue) -> None:
         cmd = commands.get()
         if cmd is None:
             return
-        protocol, port, model, shape, start, stop_at = cmd
+        protocol, port, model, shape, seconds = cmd
         x = rng.standard_normal((1, *shape)).astype(np.float32)
         if protocol == "grpc":
             client = tg.InferenceServerClient(f"127.0.0.1:{port}")
@@ -368,11 +368,13 @@ def client_worker(index: int, commands: mp.Queue, results: mp.Queue) -> None:
             tensor.set_data_from_numpy(x, binary_data=binary)
             outputs = [th.InferRequestedOutput("y", binary_data=binary)]
         latencies, failures, error = [], 0, ""
-        for _ in range(2):  # warm-up: connections, first-request paths
-            try:
-                client.infer(model, [tensor], outputs=outputs)
-            except Exception:  # noqa: BLE001 - counted below if it persists
-                pass
+        try:  # warm-up: connection, first-request paths
+            client.infer(model, [tensor], outputs=outputs)
+        except Exception:  # noqa: BLE001 - counted below if it persists
+            pass
+        results.put("warm")
+        start = commands.get()  # the same start for every client, once all are warm
+        stop_at = start + seconds
         while time.time() < start:
             time.sleep(0.001)
         while time.time() < stop_at:
@@ -405,9 +407,13 @@ class Clients:
 
     def phase(self, protocol: str, port: int, model: str, shape: list[int], seconds: float,
               server_pid: int) -> dict:
-        start = time.time() + 1.5  # time for every client to warm up
         for q in self.commands:
-            q.put((protocol, port, model, shape, start, start + seconds))
+            q.put((protocol, port, model, shape, seconds))
+        for _ in self.commands:
+            self.results.get(timeout=600)  # every client warm
+        start = time.time() + 0.05
+        for q in self.commands:
+            q.put(start)
         while time.time() < start:
             time.sleep(0.005)
         cpu0 = tree_cpu_s(server_pid)
@@ -434,6 +440,8 @@ class Clients:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=4.0, help="measured seconds per phase")
+    ap.add_argument("--json-seconds", type=float, default=None,
+                    help="measured seconds per HTTP JSON phase (default 3x --seconds: JSON requests are slow)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--servers", default="unirt,triton,kserve,mlserver")
@@ -444,6 +452,7 @@ def main() -> None:
     ap.add_argument("--start-timeout", type=float, default=180)
     ap.add_argument("--json", type=Path, help="write every row here")
     args = ap.parse_args()
+    args.json_seconds = args.json_seconds or 3 * args.seconds
     cache = args.cache or Path(os.environ.get("UNIRT_CACHE_DIR") or Path.home() / ".cache" / "unirt") / "bench_peers"
     cache.mkdir(parents=True, exist_ok=True)
     servers = args.servers.split(",")
@@ -482,7 +491,8 @@ def main() -> None:
                         for m in models:
                             for protocol in protocols:
                                 port = ports["grpc"] if protocol == "grpc" else ports["http"]
-                                r = clients.phase(protocol, port, m["name"], m["shape"], args.seconds, proc.pid)
+                                seconds = args.json_seconds if protocol == "http-json" else args.seconds
+                                r = clients.phase(protocol, port, m["name"], m["shape"], seconds, proc.pid)
                                 r.update(server=server, round=rnd, model=m["kind"], protocol=protocol,
                                          batching="on" if m["batching"] else "off", cold_start_s=cold,
                                          rss_idle_mib=idle, rss_mib=tree_rss_mib(proc.pid))
