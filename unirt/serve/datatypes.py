@@ -15,7 +15,7 @@ from .errors import BadRequest
 
 __all__ = ["DATATYPES", "to_numpy_dtype", "from_numpy_dtype", "config_type_to_datatype",
            "datatype_to_config_type", "element_count", "check_shape", "bytes_for_model", "decode_raw",
-           "encode_raw", "decode_json_data", "encode_json_data", "byte_size"]
+           "encode_raw", "decode_json_data", "encode_json_data", "json_array", "byte_size"]
 
 _NUMERIC: dict[str, Any] = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
@@ -238,3 +238,19 @@ def encode_json_data(array: np.ndarray, datatype: str) -> list:
     if datatype in ("FP16", "BF16"):
         return flat.astype(np.float32).tolist()
     return flat.tolist()
+
+
+def json_array(array: np.ndarray, datatype: str) -> np.ndarray | None:
+    """The JSON `data` field of an output as a flat, contiguous, native-order numpy array that a numpy-aware JSON
+    writer (orjson) writes as `encode_json_data`'s list would be written; None where only the list will do (BYTES,
+    and NaN or Infinity, which JSON has no numbers for)."""
+    if datatype == "BYTES":
+        return None
+    flat = array.reshape(-1)
+    if datatype in ("FP16", "BF16"):
+        flat = flat.astype(np.float32)
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        return None
+    if not flat.dtype.isnative:
+        flat = flat.astype(flat.dtype.newbyteorder("="))
+    return np.ascontiguousarray(flat)

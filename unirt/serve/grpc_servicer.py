@@ -60,7 +60,7 @@ def decode_request(msg: Any) -> InferRequest:
     if params.get("sequence_id") not in (None, 0, ""):
         raise Unsupported("sequence_id: sequence batching is not supported by unirt serve")
     request.parameters = params
-    raw = list(msg.raw_input_contents)
+    raw = msg.raw_input_contents  # indexed once per input: one bytes object each, which numpy then views
     raw_pos = 0
     for i, t in enumerate(msg.inputs):
         if not t.name:
@@ -120,7 +120,8 @@ def encode_response(response: InferResponse) -> Any:
         else:
             msg.raw_output_contents.extend([b""] * pending_empty)
             pending_empty = 0
-            msg.raw_output_contents.append(bytes(encode_raw(out.array, out.datatype)))
+            raw = encode_raw(out.array, out.datatype)
+            msg.raw_output_contents.append(raw if isinstance(raw, bytes) else raw.tobytes())
     return msg
 
 

@@ -3,6 +3,11 @@
 Request: the JSON header is the first `Inference-Header-Content-Length` bytes of the body (the whole body when
 that header is absent); inputs with `parameters.binary_data_size` take their bytes from what follows, in input
 order. Response: outputs asked for as binary carry `parameters.binary_data_size` and their bytes follow the JSON.
+
+JSON goes through orjson when it is installed (the `serve` extra brings it): it parses a tensor's `data` array in
+C, and writes numeric outputs straight from their numpy arrays, with no Python object per element. A document
+orjson refuses is read again by the standard library, which also accepts the NaN/Infinity literals that Python
+clients send; outputs holding NaN or Infinity are written by the standard library too, as before.
 """
 
 from __future__ import annotations
@@ -10,7 +15,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .datatypes import DATATYPES, encode_json_data, encode_raw
+import numpy as np
+
+from .datatypes import DATATYPES, check_shape, encode_json_data, encode_raw, json_array
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - the serve extra installs it; the standard library does the same work
+    orjson = None
 from .errors import BadRequest, Unsupported
 from .inference import InferRequest, InferResponse, InputTensor, RequestedOutput
 
@@ -20,8 +32,15 @@ __all__ = ["parse_infer_request", "encode_infer_response", "parse_json_object"]
 def parse_json_object(data: bytes | memoryview, what: str) -> dict:
     if not len(data):
         return {}
+    value = None
+    if orjson is not None:
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            value = None  # the standard library says what is wrong, or reads NaN/Infinity (Python clients send them)
     try:
-        value = json.loads(bytes(data))
+        if value is None:
+            value = json.loads(bytes(data))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{what}: malformed JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -97,6 +116,9 @@ def parse_infer_request(body: bytes, header_length: str | None, model_name: str,
         what = f"input {name!r}"
         if datatype not in DATATYPES:
             raise BadRequest(f"{what}: datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
+        if isinstance(shape, list) and any(isinstance(d, float) and d >= 2**63 and d.is_integer() for d in shape):
+            # orjson reads integers past 64 bits as floats; the standard library kept them as ints
+            check_shape(name, [int(d) if isinstance(d, float) else d for d in shape])
         if not isinstance(shape, list) or any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
             raise BadRequest(f"{what}: 'shape' must be a list of non-negative integers, got {shape!r}")
         tparams = item.get("parameters", {})
@@ -148,6 +170,7 @@ def encode_infer_response(response: InferResponse) -> tuple[list[bytes | memoryv
     if response.id:
         doc["id"] = response.id
     outputs, chunks = [], []
+    numpy_ok = True  # every JSON tensor is a numpy array orjson writes as the standard library would
     for out in response.outputs:
         entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": list(out.shape)}
         if out.shm is not None:
@@ -157,10 +180,24 @@ def encode_infer_response(response: InferResponse) -> tuple[list[bytes | memoryv
             chunks.append(raw)
             entry["parameters"] = {"binary_data_size": memoryview(raw).nbytes}
         else:
-            entry["data"] = encode_json_data(out.array, out.datatype)
+            array = json_array(out.array, out.datatype) if orjson is not None else None
+            if array is not None:
+                entry["data"] = array
+            else:
+                entry["data"] = encode_json_data(out.array, out.datatype)
+                numpy_ok = False
         outputs.append(entry)
     doc["outputs"] = outputs
-    header = json.dumps(doc, separators=(",", ":")).encode()
+    if orjson is not None and numpy_ok:
+        header = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    else:
+        header = json.dumps(doc, separators=(",", ":"), default=_plain).encode()
     if not chunks:
         return [header], None
     return [header, *chunks], len(header)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):  # an array json_array passed before a later output needed the fallback
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
