@@ -53,17 +53,18 @@ def convert(model, to: str, out=None, **options):
     return _convert(model, to, out, **options)
 
 
-def explain(model, device: str = "auto", precision: str = "fp32") -> Explanation:
-    """Rank the backends for `model` on `device` and say why each was chosen or skipped (for `precision`, which
-    the explanation states: a Session's `selection` adds the precision the chosen backend put in force)."""
-    import dataclasses
-
+def explain(model, device: str = "auto", precision: str = "fp32", threads: int | None = None,
+            backend_options: dict | None = None) -> Explanation:
+    """Rank the backends for `model` on `device` as `Session(model, backend="auto", ...)` with these options would,
+    and say why each was chosen or skipped, and whether the order came from a stored measurement of this model
+    (`backend="fastest"`, `unirt explain --fastest`, `unirt bench`) or from the hardware table. A Session's
+    `selection` adds the precision the chosen backend put in force."""
     from .backend import PRECISIONS
-    from .selection import rank
+    from .selection import auto_rank
 
     if precision not in PRECISIONS:
         raise UnsupportedOptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return dataclasses.replace(rank(open_model(model), device), precision=precision)
+    return auto_rank(open_model(model), device, threads=threads, precision=precision, backend_options=backend_options)
 
 
 __all__ = [

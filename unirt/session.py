@@ -23,7 +23,7 @@ from .feeds import BatchSizeMismatch, InputChecker
 from .formats import ModelFile, PathLike, open_model
 from .pool import BufferPool
 from .run_plan import RunPlan
-from .selection import Explanation, rank
+from .selection import Explanation, auto_rank
 from .tensor import TensorInfo
 
 __all__ = ["Session"]
@@ -124,7 +124,7 @@ class Session:
         elif input_shapes is not None:
             raise UnsupportedOptionError("input_shapes is used by backend='fastest' (the shapes to time with)")
         else:
-            name, resolved = self._choose(backend, requested)
+            name, resolved = self._choose(backend, requested, threads, precision, backend_options, max_batch)
         self._options = LoadOptions(device=Device.parse(resolved), threads=threads, precision=precision,
                                     backend_options=dict(backend_options or {}), max_batch=max_batch)
         if isolate:
@@ -183,11 +183,13 @@ class Session:
         self._planned = self._plan.active
 
     # -- loading ---------------------------------------------------------------------------------------------
-    def _choose(self, backend: str, device: Device) -> tuple[str, str]:
+    def _choose(self, backend: str, device: Device, threads: int | None = None, precision: str = "fp32",
+                backend_options: Mapping[str, Any] | None = None, max_batch: int | None = None) -> tuple[str, str]:
         if not isinstance(backend, str) or not backend:
             raise UnsupportedOptionError(f"backend must be a backend name or 'auto', got {backend!r}")
-        if backend == "auto":
-            self._selection = rank(self._model, device)
+        if backend == "auto":  # a stored measurement of this model and options orders it, else the hardware table
+            self._selection = auto_rank(self._model, device, threads=threads, precision=precision,
+                                        backend_options=backend_options, max_batch=max_batch)
             chosen = self._selection.chosen
             if chosen is None:
                 if not registry.installed_names():
