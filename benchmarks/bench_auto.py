@@ -1,6 +1,6 @@
 """How close `backend="auto"` and `backend="fastest"` come to the fastest backend, per model.
 
-For each model: every eligible backend's latency (median of runs interleaved one by one across the backends, fp32, the same threads for all), what `auto` picks from the hardware table (no measurement stored), what
+For each model: every eligible backend's latency (median of blocks of runs interleaved across the backends, fp32, the same threads for all), what `auto` picks from the hardware table (no measurement stored), what
 `fastest` picks (timing every backend; its load time is the cost of that first measurement), what `auto` picks
 once that measurement is stored, and `pick ÷ best` for each, as a table.
 
@@ -125,7 +125,7 @@ MODELS = {"resnet50": _light("resnet50"), "squeezenet": _light("squeezenet"), "i
           "classifier224": classifier, "det320": detector, "rec48x320": recognizer, "transformer": transformer}
 
 
-def _time_backends(path: Path, names: list[str], threads: int, rounds: int, runs: int) -> dict[str, float | str]:
+def _time_backends(path: Path, names: list[str], threads: int, rounds: int, runs: int, gap: float) -> dict[str, float | str]:
     sessions, feeds, out = {}, {}, {}
     for name in names:
         try:
@@ -136,26 +136,31 @@ def _time_backends(path: Path, names: list[str], threads: int, rounds: int, runs
             sessions[name], feeds[name] = s, f
         except Exception as exc:  # a backend that cannot run it is reported, not timed
             out[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:60]}"
-    # One run of each backend in turn, the order reversed every pass: on a shared machine, load that comes and goes
-    # then falls on every backend alike (timing one backend for a while, then the next, does not ensure that).
+    # Blocks of runs per backend, the order reversed every pass, with a pause before each block: engines whose
+    # threads spin-wait after a run (ncnn's OpenMP spins ~200 ms) would otherwise slow whichever backend runs
+    # next in this process, which no user of one Session sees. On a shared machine, the passes spread the load
+    # that comes and goes over every backend alike.
     samples: dict[str, list[float]] = {n: [] for n in sessions}
-    for r in range(rounds * runs):
+    for r in range(rounds):
         for name in (list(sessions) if r % 2 == 0 else list(reversed(sessions))):
             s, f = sessions[name], feeds[name]
-            t0 = time.perf_counter()
-            s.run(f)
-            samples[name].append(time.perf_counter() - t0)
+            time.sleep(gap)
+            s.run(f)  # untimed: the first run after the pause
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                s.run(f)
+                samples[name].append(time.perf_counter() - t0)
     for name, s in sessions.items():
         out[name] = statistics.median(samples[name]) * 1e3
         s.close()
     return out
 
 
-def bench_model(label: str, path: Path, threads: int, rounds: int, runs: int) -> dict:
+def bench_model(label: str, path: Path, threads: int, rounds: int, runs: int, gap: float) -> dict:
     fastest.clear_cache()
     table = unirt.explain(path, threads=threads)
     eligible = [c.backend for c in table.candidates if c.eligible]
-    times = _time_backends(path, eligible, threads, rounds, runs)
+    times = _time_backends(path, eligible, threads, rounds, runs, gap)
     t0 = time.perf_counter()
     sess = unirt.Session(path, backend="fastest", threads=threads)
     fastest_s = time.perf_counter() - t0
@@ -173,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5, help="passes over the backends (x --runs)")
     ap.add_argument("--runs", type=int, default=8, help="timed runs per backend per pass; the median of all is kept")
+    ap.add_argument("--gap", type=float, default=0.3, help="seconds of pause before each backend's block of runs")
     args = ap.parse_args(argv)
     os.environ.setdefault("UNIRT_CACHE_DIR", tempfile.mkdtemp(prefix="bench-auto-"))
     directory = Path(tempfile.mkdtemp(prefix="bench-auto-models-"))
@@ -182,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.runs} runs", flush=True)
     for label in args.models.split(","):
         path = MODELS[label](directory / f"{label}.onnx")
-        row = bench_model(label, path, args.threads, args.rounds, args.runs)
+        row = bench_model(label, path, args.threads, args.rounds, args.runs, args.gap)
         rows.append(row)
         print(f"  {label}: " + ", ".join(f"{k} {v:.2f} ms" if isinstance(v, float) else f"{k} failed ({v})"
                                          for k, v in row["times"].items()), flush=True)
