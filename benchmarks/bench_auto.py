@@ -1,11 +1,12 @@
 """How close `backend="auto"` and `backend="fastest"` come to the fastest backend, per model.
 
-For each model: every eligible backend's latency (median of blocks of runs interleaved across the backends, fp32, the same threads for all), what `auto` picks from the hardware table (no measurement stored), what
+For each model: every eligible backend's latency (median of blocks of runs interleaved across the backends,
+fp32, the same threads for all), what `auto` picks from the hardware table (no measurement stored), what
 `fastest` picks (timing every backend; its load time is the cost of that first measurement), what `auto` picks
 once that measurement is stored, and `pick ÷ best` for each, as a table.
 
     python benchmarks/bench_auto.py                       # every model below, threads=2
-    python benchmarks/bench_auto.py --models det320,rec48 --rounds 5 --threads 2
+    python benchmarks/bench_auto.py --models det320,rec48x320 --rounds 5 --threads 2
 
 Models: random-weight copies of the onnx wheel's light resnet50, squeezenet, inception_v1 (`unirt.testing`), and
 CNNs built here with onnx.helper: a classifier (1x3x224x224), a 320x320 detector-like net, a text recognizer-like
@@ -125,7 +126,8 @@ MODELS = {"resnet50": _light("resnet50"), "squeezenet": _light("squeezenet"), "i
           "classifier224": classifier, "det320": detector, "rec48x320": recognizer, "transformer": transformer}
 
 
-def _time_backends(path: Path, names: list[str], threads: int, rounds: int, runs: int, gap: float) -> dict[str, float | str]:
+def _time_backends(path: Path, names: list[str], threads: int, rounds: int, runs: int,
+                   gap: float) -> dict[str, float | str]:
     sessions, feeds, out = {}, {}, {}
     for name in names:
         try:
