@@ -142,3 +142,16 @@ def test_unirt_backend_order_still_wins_over_a_measurement(mlp, monkeypatch):
     monkeypatch.setenv("UNIRT_BACKEND_ORDER", last)
     sel = unirt.explain(mlp, threads=1)
     assert sel.chosen.backend == last and sel.measurement is None
+
+
+def test_a_large_models_hash_is_kept_on_disk_and_follows_its_content(tmp_path, cache):
+    path = models.matmul_relu(tmp_path / "big.onnx", n=1500)  # 9 MB: its hash is kept for the next process
+    first = fastest._model_hash(unirt.open_model(path))
+    assert first == fastest._hash_content(unirt.open_model(path))
+    fastest._hashes.clear()  # as a new process
+    assert len(list((cache / "hashes").glob("*.txt"))) == 1
+    assert fastest._model_hash(unirt.open_model(path)) == first
+    models.matmul_relu(path, n=1500, seed=1)  # same size, new content
+    fastest._hashes.clear()
+    second = fastest._model_hash(unirt.open_model(path))
+    assert second != first and second == fastest._hash_content(unirt.open_model(path))

@@ -127,19 +127,42 @@ def sample_inputs(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[in
 
 
 _hashes: dict[tuple, str] = {}  # a model file's hash per (path, size, mtime) in this process: auto looks it up often
+_PERSIST_HASH_BYTES = 8 << 20  # models this big keep their hash on disk too: a new process need not read them again
 
 
 def _model_hash(model: ModelFile) -> str:
+    """SHA-256 of the model's content, remembered per file path, inode, size and mtime: in this process, and on disk
+    (`cache_dir("fastest")/hashes`) for large models, so `backend="auto"` looking up a measurement does not add a
+    full read of a large model to every process's cold start."""
     files = model.files or ((model.path,) if model.path is not None else ())
     stamp = None
     if model.data is None and files:
         try:
-            stamp = tuple((str(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+            stamp = tuple((str(Path(f).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                          for f in files for st in (os.stat(f),))
         except OSError:
             stamp = None
     if stamp is not None and stamp in _hashes:
         return _hashes[stamp]
-    digest = _hash_content(model)
+    big = stamp is not None and sum(s[3] for s in stamp) >= _PERSIST_HASH_BYTES
+    note = cache_dir("fastest") / "hashes" / (hashlib.sha256(repr(stamp).encode()).hexdigest()[:32] + ".txt") \
+        if big else None
+    digest = None
+    if note is not None:
+        try:
+            digest = note.read_text().strip() or None
+        except OSError:
+            digest = None
+    if digest is None:
+        digest = _hash_content(model)
+        if note is not None:
+            try:
+                note.parent.mkdir(parents=True, exist_ok=True)
+                tmp = note.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(digest)
+                os.replace(tmp, note)
+            except OSError:
+                pass
     if stamp is not None:
         if len(_hashes) > 256:
             _hashes.clear()
