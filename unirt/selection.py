@@ -29,13 +29,23 @@ ENV_ORDER = "UNIRT_BACKEND_ORDER"
 log = logging.getLogger(__name__)
 _warned_env: set[str] = set()  # UNIRT_BACKEND_ORDER values already warned about (once per process)
 
-# Most preferred first. TensorRT leads on NVIDIA GPUs, OpenVINO on Intel CPUs; ONNX Runtime elsewhere. Each engine's
-# own format goes to that engine first (LiteRT for .tflite, ahead of OpenVINO's TFLite frontend); the order only
-# decides between backends that read the same format.
+# Most preferred first. TensorRT leads on NVIDIA GPUs, OpenVINO on Intel and AMD CPUs; ONNX Runtime elsewhere. Each
+# engine's own format goes to that engine first (LiteRT for .tflite, ahead of OpenVINO's TFLite frontend); the order
+# only decides between backends that read the same format. A stored measurement of the model overrides this table
+# (`auto_rank`).
+#
+# x86-amd evidence (issue 16; AMD EPYC, 2 cores shared with other jobs, fp32, threads=2; `python
+# benchmarks/bench_auto.py --rounds 4 --runs 6`: blocks of runs interleaved across backends, a pause before each so
+# that no engine's spin-waiting threads slow the next): backend ÷ best per model, ONNX Runtime vs OpenVINO --
+#   random-weight resnet50 1.25 / 1.02 (MNN best), squeezenet 1.00 / 1.02, inception_v1 1.39 / 1.00,
+#   classifier 224x224 1.20 / 1.00, detector 320x320 1.01 / 1.00, recognizer 48x320 1.72 / 1.03 (MNN best),
+#   byte transformer 1.89 / 1.00; ncnn 4-21x slower on all here (its OpenMP threads under a shared CPU), failed 2.
+# The issue's five real models: ONNX Runtime 1.00-2.23 (worst text recognizer), OpenVINO 1.00-1.65 (worst the byte
+# classifier, where ONNX Runtime won). OpenVINO first is within 1.03 of the best on 9 of these 12, ONNX Runtime on 4.
 DEFAULT_ORDER: dict[str, tuple[str, ...]] = {
     "cuda": ("tensorrt", "onnxruntime", "tflite", "openvino", "mnn", "ncnn"),
     "x86-intel": ("tflite", "openvino", "onnxruntime", "mnn", "ncnn", "tensorrt"),
-    "x86-amd": ("tflite", "onnxruntime", "openvino", "mnn", "ncnn", "tensorrt"),
+    "x86-amd": ("tflite", "openvino", "onnxruntime", "mnn", "ncnn", "tensorrt"),
     "x86": ("tflite", "onnxruntime", "openvino", "mnn", "ncnn", "tensorrt"),
     "arm": ("tflite", "onnxruntime", "mnn", "ncnn", "openvino", "tensorrt"),
 }
