@@ -37,7 +37,7 @@ __all__ = ["Timing", "FastestExplanation", "Measurement", "choose", "cached_choi
            "sample_inputs", "clear_cache", "BUDGET_S", "MIN_RUNS", "MAX_RUNS"]
 log = logging.getLogger(__name__)
 
-#: Seconds of timed runs per candidate (after one warm-up run), and the bounds on their count (see SCREEN_SHARE).
+#: Seconds of timed runs per candidate (after one warm-up run), and the bounds on their count.
 BUDGET_S = 0.5
 MIN_RUNS = 5
 MAX_RUNS = 200
@@ -208,75 +208,6 @@ def _time(runner: BackendSession, feeds: dict[str, np.ndarray], budget_s: float)
     return statistics.median(samples) * 1e3, len(samples)
 
 
-#: Share of the budget for each candidate's first, one-after-another timing; the rest times the contenders (those
-#: within CONTENDER_RATIO of the fastest) in interleaved blocks, so load on a shared machine that comes and goes
-#: falls on all of them alike, with a pause before each block (engines whose threads spin-wait after a run, such
-#: as ncnn's OpenMP, would otherwise slow the next one).
-SCREEN_SHARE = 0.4
-CONTENDER_RATIO = 2.0
-ROUNDS = 4
-PAUSE_S = 0.1
-
-
-def _prune(contenders: list) -> list:
-    """Close the candidates slower than CONTENDER_RATIO x the fastest so far (only contenders stay loaded)."""
-    fastest_ms = min(c[0] for c in contenders)
-    keep = [c for c in contenders if c[0] <= fastest_ms * CONTENDER_RATIO]
-    for c in contenders:
-        if c not in keep:
-            c[2].close()
-    return keep
-
-
-def _settle(contenders: list, timings: list[Timing], budget_s: float) -> tuple | None:
-    """Time the contenders again, interleaved; update their timings; close all but the fastest, returned."""
-    if len(contenders) > 1:
-        samples: dict[str, list[float]] = {c[1]: [] for c in contenders}
-        failed: set[str] = set()
-        for r in range(ROUNDS):
-            for _, name, runner, _, feeds in (contenders if r % 2 == 0 else contenders[::-1]):
-                if name in failed:
-                    continue
-                time.sleep(PAUSE_S)
-                try:
-                    samples[name] += _block(runner, feeds, budget_s / ROUNDS)
-                except Exception as exc:  # it ran before: a failure now still disqualifies it
-                    failed.add(name)
-                    i = next(i for i, t in enumerate(timings) if t.backend == name)
-                    timings[i] = Timing(name, timings[i].device, error=f"{type(exc).__name__}: {exc}"[:300],
-                                        converted=timings[i].converted)
-        settled = []
-        for median_ms, name, runner, conv, feeds in contenders:
-            if name in failed:
-                runner.close()
-                continue
-            median_ms = statistics.median(samples[name]) * 1e3
-            i = next(i for i, t in enumerate(timings) if t.backend == name)
-            timings[i] = Timing(name, timings[i].device, round(median_ms, 4), timings[i].runs + len(samples[name]),
-                                precision=timings[i].precision, converted=timings[i].converted)
-            settled.append((median_ms, name, runner, conv, feeds))
-        contenders = settled
-    if not contenders:
-        return None
-    best = min(contenders, key=lambda c: c[0])
-    for c in contenders:
-        if c is not best:
-            c[2].close()
-    return best[:4]
-
-
-def _block(runner: BackendSession, feeds: dict[str, np.ndarray], budget_s: float) -> list[float]:
-    names = [o.name for o in runner.outputs]
-    runner.run(feeds, names)  # untimed, after the pause
-    samples: list[float] = []
-    start = time.perf_counter()
-    while len(samples) < 2 or (time.perf_counter() - start < budget_s and len(samples) < MAX_RUNS):
-        t0 = time.perf_counter()
-        runner.run(feeds, names)
-        samples.append(time.perf_counter() - t0)
-    return samples
-
-
 def _read_cache(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
@@ -330,7 +261,7 @@ def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | No
         log.debug("fastest: %s from cache %s", cached["winner"], path)
         return _explanation(base, cached["winner"], timings, True, path, precision), None
     timings: list[Timing] = []
-    contenders: list[tuple[float, str, BackendSession, Any, dict]] = []
+    best: tuple[float, str, BackendSession, Any] | None = None
     for c in eligible:
         assert c.device is not None
         options = LoadOptions(device=Device.parse(c.device), threads=threads, precision=precision,
@@ -349,7 +280,7 @@ def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | No
                 options = split_settings(options)[0]
             runner = plugin.load(target, options)
             feeds = sample_inputs(runner.inputs, input_shapes)
-            median_ms, runs = _time(runner, feeds, budget_s * SCREEN_SHARE)
+            median_ms, runs = _time(runner, feeds, budget_s)
         except InputError:
             if runner is not None:
                 runner.close()
@@ -364,9 +295,12 @@ def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | No
         timings.append(Timing(c.backend, c.device, round(median_ms, 4), runs,
                               precision=getattr(runner, "precision", None) or precision,
                               converted=_describe_conversion(conv) if conv is not None else None))
-        contenders.append((median_ms, c.backend, runner, conv, feeds))
-        contenders = _prune(contenders)
-    best = _settle(contenders, timings, budget_s * (1 - SCREEN_SHARE))
+        if best is None or median_ms < best[0]:
+            if best is not None:
+                best[2].close()
+            best = (median_ms, c.backend, runner, conv)
+        else:
+            runner.close()
     winner = best[1] if best is not None else None
     if winner is not None:
         _write_cache(path, {"v": _CACHE_VERSION, "winner": winner, "created": time.time(), "model": model.name,
