@@ -36,12 +36,14 @@ _warned_env: set[str] = set()  # UNIRT_BACKEND_ORDER values already warned about
 #
 # x86-amd evidence (issue 16; AMD EPYC, 2 cores shared with other jobs, fp32, threads=2; `python
 # benchmarks/bench_auto.py --rounds 4 --runs 6`: blocks of runs interleaved across backends, a pause before each so
-# that no engine's spin-waiting threads slow the next): backend ÷ best per model, ONNX Runtime vs OpenVINO --
-#   random-weight resnet50 1.25 / 1.02 (MNN best), squeezenet 1.00 / 1.02, inception_v1 1.39 / 1.00,
-#   classifier 224x224 1.20 / 1.00, detector 320x320 1.01 / 1.00, recognizer 48x320 1.72 / 1.03 (MNN best),
-#   byte transformer 1.89 / 1.00; ncnn 4-21x slower on all here (its OpenMP threads under a shared CPU), failed 2.
-# The issue's five real models: ONNX Runtime 1.00-2.23 (worst text recognizer), OpenVINO 1.00-1.65 (worst the byte
-# classifier, where ONNX Runtime won). OpenVINO first is within 1.03 of the best on 9 of these 12, ONNX Runtime on 4.
+# that no engine's spin-waiting threads slow the next). Backend ÷ best per model, ONNX Runtime / OpenVINO, in two
+# runs (machine load ~15, then ~3):
+#   random-weight resnet50 1.25 / 1.02 and 1.30 / 1.37 (MNN best in both), squeezenet 1.00 / 1.02 and 1.34 / 1.00,
+#   inception_v1 1.39 / 1.00 and 1.77 / 1.00, classifier 224x224 1.20 / 1.00 and 1.00 / 1.07,
+#   detector 320x320 1.01 / 1.00 and 1.78 / 1.00, recognizer 48x320 1.72 / 1.03 and 2.25 / 1.03 (MNN, ncnn best),
+#   byte transformer 1.89 / 1.00 and 2.81 / 1.00. ncnn failed on 2 of 7 and was 1.0-21x slower (its OpenMP threads
+#   suffer most on a shared CPU). The issue's five real models: ONNX Runtime 1.00-2.23, OpenVINO 1.00-1.65 (ONNX
+#   Runtime won the byte classifier). OpenVINO first is within 1.07 of the best on 15 of 19, ONNX Runtime on 4.
 DEFAULT_ORDER: dict[str, tuple[str, ...]] = {
     "cuda": ("tensorrt", "onnxruntime", "tflite", "openvino", "mnn", "ncnn"),
     "x86-intel": ("tflite", "openvino", "onnxruntime", "mnn", "ncnn", "tensorrt"),
