@@ -29,10 +29,10 @@ ENV_ORDER = "UNIRT_BACKEND_ORDER"
 log = logging.getLogger(__name__)
 _warned_env: set[str] = set()  # UNIRT_BACKEND_ORDER values already warned about (once per process)
 
-# Most preferred first. TensorRT leads on NVIDIA GPUs, OpenVINO on Intel and AMD CPUs; ONNX Runtime elsewhere. Each
-# engine's own format goes to that engine first (LiteRT for .tflite, ahead of OpenVINO's TFLite frontend); the order
-# only decides between backends that read the same format. A stored measurement of the model overrides this table
-# (`auto_rank`).
+# Most preferred first. TensorRT leads on NVIDIA GPUs, OpenVINO on Intel CPUs; ONNX Runtime elsewhere. Each engine's
+# own format goes to that engine first (LiteRT for .tflite, ahead of OpenVINO's TFLite frontend); the order only
+# decides between backends that read the same format. A stored measurement of the model overrides this table
+# (`auto_rank`): that, not this table, is what makes `auto` fast on a given model.
 #
 # x86-amd evidence (issue 16; AMD EPYC, 2 cores shared with other jobs, fp32, threads=2; `python
 # benchmarks/bench_auto.py --rounds 4 --runs 6`: blocks of runs interleaved across backends, a pause before each so
@@ -44,10 +44,14 @@ _warned_env: set[str] = set()  # UNIRT_BACKEND_ORDER values already warned about
 #   byte transformer 1.89 / 1.00 and 2.81 / 1.00. ncnn failed on 2 of 7 and was 1.0-21x slower (its OpenMP threads
 #   suffer most on a shared CPU). The issue's five real models: ONNX Runtime 1.00-2.23, OpenVINO 1.00-1.65 (ONNX
 #   Runtime won the byte classifier). OpenVINO first is within 1.07 of the best on 15 of 19, ONNX Runtime on 4.
+# Yet ONNX Runtime stays first on AMD: OpenVINO reads ONNX through a frontend, so its first run is verified against
+# ONNX Runtime (which loads it too: cold start and memory), and it refuses what ONNX Runtime runs (string tensors;
+# with OpenVINO first, 6 of tests/serve/test_http.py's tests fail: bytes tensors, shape-claim errors, metadata).
+# Where speed matters, a measurement (`unirt explain --fastest`, `unirt bench`) makes `auto` follow the fastest.
 DEFAULT_ORDER: dict[str, tuple[str, ...]] = {
     "cuda": ("tensorrt", "onnxruntime", "tflite", "openvino", "mnn", "ncnn"),
     "x86-intel": ("tflite", "openvino", "onnxruntime", "mnn", "ncnn", "tensorrt"),
-    "x86-amd": ("tflite", "openvino", "onnxruntime", "mnn", "ncnn", "tensorrt"),
+    "x86-amd": ("tflite", "onnxruntime", "openvino", "mnn", "ncnn", "tensorrt"),
     "x86": ("tflite", "onnxruntime", "openvino", "mnn", "ncnn", "tensorrt"),
     "arm": ("tflite", "onnxruntime", "mnn", "ncnn", "openvino", "tensorrt"),
 }
