@@ -44,6 +44,8 @@ _warned_env: set[str] = set()  # UNIRT_BACKEND_ORDER values already warned about
 #   byte transformer 1.89 / 1.00 and 2.81 / 1.00. ncnn failed on 2 of 7 and was 1.0-21x slower (its OpenMP threads
 #   suffer most on a shared CPU). The five real models: ONNX Runtime 1.00-2.23, OpenVINO 1.00-1.65 (ONNX
 #   Runtime won the byte classifier). OpenVINO first is within 1.07 of the best on 15 of 19, ONNX Runtime on 4.
+# A third run (load ~2), ONNX Runtime / OpenVINO: resnet50 1.17 / 1.00, squeezenet 1.52 / 1.00, inception_v1
+# 1.10 / 1.09 (MNN best), classifier 1.30 / 1.00, detector 2.29 / 1.00, recognizer 2.34 / 1.00, transformer 1.00 / 1.36.
 # Yet ONNX Runtime stays first on AMD: OpenVINO reads ONNX through a frontend, so its first run is verified against
 # ONNX Runtime (which loads it too: cold start and memory), and it refuses what ONNX Runtime runs (string tensors;
 # with OpenVINO first, 6 of tests/serve/test_http.py's tests fail: bytes tensors, shape-claim errors, metadata).
