@@ -53,19 +53,19 @@ def convert(model, to: str, out=None, **options):
     return _convert(model, to, out, **options)
 
 
-def explain(model, device: str = "auto", precision: str = "fp32", *, fastest: bool = False,
-            input_shapes=None, threads: int | None = None, refresh: bool = False,
-            backend_options=None) -> Explanation:
-    """Rank the backends for `model` on `device` and say why each was chosen or skipped (for `precision`, which
-    the explanation states: a Session's `selection` adds the precision the chosen backend put in force).
+def explain(model, device: str = "auto", precision: str = "fp32", threads: int | None = None,
+            backend_options: dict | None = None, *, fastest: bool = False, input_shapes=None,
+            refresh: bool = False) -> Explanation:
+    """Rank the backends for `model` on `device` as `Session(model, backend="auto", ...)` with these options would,
+    and say why each was chosen or skipped, and whether the order came from a stored measurement of this model
+    (`backend="fastest"`, `unirt explain --fastest`, `unirt bench`) or from the hardware table. A Session's
+    `selection` adds the precision the chosen backend put in force.
 
     `fastest=True`: time them as `backend="fastest"` does, at `input_shapes` ({input: shape}, the shapes a
     converting backend converts at too; without them a model with open dims is timed at 1 per dim, not cached);
     `backend_options` as for a Session (e.g. the conversion settings {"conversion": {"tolerance": ...}})."""
-    import dataclasses
-
     from .backend import PRECISIONS
-    from .selection import rank
+    from .selection import auto_rank
 
     if precision not in PRECISIONS:
         raise UnsupportedOptionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -81,9 +81,7 @@ def explain(model, device: str = "auto", precision: str = "fp32", *, fastest: bo
         return result
     if input_shapes is not None:
         raise UnsupportedOptionError("input_shapes is used with fastest=True (the shapes to time at)")
-    if backend_options is not None:
-        raise UnsupportedOptionError("backend_options is used with fastest=True (the options to time with)")
-    return dataclasses.replace(rank(open_model(model), device), precision=precision)
+    return auto_rank(open_model(model), device, threads=threads, precision=precision, backend_options=backend_options)
 
 
 __all__ = [

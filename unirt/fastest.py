@@ -33,8 +33,8 @@ from .hardware import hardware
 from .selection import Candidate, Explanation, rank
 from .tensor import TensorInfo
 
-__all__ = ["Timing", "FastestExplanation", "DeferredChoice", "choose", "options_for", "sample_inputs", "clear_cache",
-           "BUDGET_S", "MIN_RUNS", "MAX_RUNS"]
+__all__ = ["Timing", "FastestExplanation", "Measurement", "DeferredChoice", "choose", "cached_choice", "record",
+           "options_for", "sample_inputs", "clear_cache", "BUDGET_S", "MIN_RUNS", "MAX_RUNS"]
 log = logging.getLogger(__name__)
 
 #: Seconds of timed runs per candidate (after one warm-up run), and the bounds on their count.
@@ -126,7 +126,51 @@ def sample_inputs(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[in
     return InputChecker(inputs).check(feeds)
 
 
+_hashes: dict[tuple, str] = {}  # a model file's hash per (path, size, mtime) in this process: auto looks it up often
+_PERSIST_HASH_BYTES = 8 << 20  # models this big keep their hash on disk too: a new process need not read them again
+
+
 def _model_hash(model: ModelFile) -> str:
+    """SHA-256 of the model's content, remembered per file path, inode, size and mtime: in this process, and on disk
+    (`cache_dir("fastest")/hashes`) for large models, so `backend="auto"` looking up a measurement does not add a
+    full read of a large model to every process's cold start."""
+    files = model.files or ((model.path,) if model.path is not None else ())
+    stamp = None
+    if model.data is None and files:
+        try:
+            stamp = tuple((str(Path(f).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                          for f in files for st in (os.stat(f),))
+        except OSError:
+            stamp = None
+    if stamp is not None and stamp in _hashes:
+        return _hashes[stamp]
+    big = stamp is not None and sum(s[3] for s in stamp) >= _PERSIST_HASH_BYTES
+    note = cache_dir("fastest") / "hashes" / (hashlib.sha256(repr(stamp).encode()).hexdigest()[:32] + ".txt") \
+        if big else None
+    digest = None
+    if note is not None:
+        try:
+            digest = note.read_text().strip() or None
+        except OSError:
+            digest = None
+    if digest is None:
+        digest = _hash_content(model)
+        if note is not None:
+            try:
+                note.parent.mkdir(parents=True, exist_ok=True)
+                tmp = note.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(digest)
+                os.replace(tmp, note)
+            except OSError:
+                pass
+    if stamp is not None:
+        if len(_hashes) > 256:
+            _hashes.clear()
+        _hashes[stamp] = digest
+    return digest
+
+
+def _hash_content(model: ModelFile) -> str:
     digest = hashlib.sha256()
     if model.data is not None:
         digest.update(model.data)
@@ -333,3 +377,86 @@ def clear_cache() -> int:
         path.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Timings of the backends on one model, machine and set of options, read from the store that
+    `backend="fastest"`, `unirt explain --fastest` and `unirt bench` fill (`cache_dir("fastest")`).
+
+    `source`: what measured it ("backend='fastest'" or "unirt bench"); `created`: when (seconds since the epoch)."""
+
+    timings: tuple[Timing, ...]
+    created: float | None
+    source: str
+    file: str
+
+    def honest(self, precision: str = "fp32") -> list[Timing]:
+        """The timings that count, fastest first: the backend ran (a failed load, a refused backend or a conversion
+        that failed verification has no time) in the precision asked for."""
+        ok = [t for t in self.timings if t.error is None and t.median_ms is not None
+              and (t.precision is None or t.precision == precision)]
+        return sorted(ok, key=lambda t: t.median_ms)  # type: ignore[arg-type, return-value]
+
+    def describe(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.created)) if self.created else "unknown time"
+        times = ", ".join(f"{t.backend} {t.median_ms:.3f} ms" if t.median_ms is not None else f"{t.backend} failed"
+                          for t in sorted(self.timings, key=lambda t: (t.median_ms is None, t.median_ms or 0)))
+        return f"measured by {self.source} at {when} ({times}; {self.file})"
+
+
+def _store_path(model: ModelFile, device: Device | str, threads: int | None, precision: str,
+                backend_options: Mapping[str, Any] | None, input_shapes: Mapping[str, Sequence[int]] | None,
+                max_batch: int | None, eligible: Sequence[Candidate] | None) -> Path:
+    device = Device.parse(device)
+    if eligible is None:
+        eligible = [c for c in rank(model, device).candidates if c.eligible]
+    key = _cache_key(model, device, eligible, threads, precision, dict(backend_options or {}), input_shapes,
+                     max_batch)
+    return cache_dir("fastest") / f"{key}.json"
+
+
+def cached_choice(model: ModelFile, device: Device | str = "auto", *, threads: int | None = None,
+                  precision: str = "fp32", backend_options: Mapping[str, Any] | None = None,
+                  input_shapes: Mapping[str, Sequence[int]] | None = None, max_batch: int | None = None,
+                  eligible: Sequence[Candidate] | None = None) -> Measurement | None:
+    """The stored measurement for exactly these model contents, machine, engine versions and options (the key
+    `choose` uses), or None. Reads only: nothing is timed. Cheap when the store is empty (no hashing)."""
+    directory = cache_dir("fastest")
+    try:
+        if not any(directory.glob("*.json")):
+            return None
+    except OSError:
+        return None
+    path = _store_path(model, device, threads, precision, backend_options, input_shapes, max_batch, eligible)
+    data = _read_cache(path)
+    if data is None:
+        return None
+    try:
+        timings = tuple(Timing(**t) for t in data.get("timings", []))
+    except TypeError:
+        return None
+    return Measurement(timings=timings, created=data.get("created"),
+                       source=str(data.get("source") or "backend='fastest'"), file=str(path))
+
+
+def record(model: ModelFile, timings: Sequence[Timing], device: Device | str = "auto", *, threads: int | None = None,
+           precision: str = "fp32", backend_options: Mapping[str, Any] | None = None,
+           input_shapes: Mapping[str, Sequence[int]] | None = None, max_batch: int | None = None,
+           source: str = "unirt bench") -> Path | None:
+    """Store timings measured elsewhere (`unirt bench`) under the key `choose` and `backend="auto"` read, so the
+    next `backend="fastest"` or `"auto"` load follows them. The winner is the fastest honest timing (see
+    `Measurement.honest`) among the backends eligible here; nothing is written when none ran or when the timings
+    do not cover every backend eligible here (a bench of some backends is not a measurement of the choice)."""
+    eligible = [c for c in rank(model, device).candidates if c.eligible]
+    names = {c.backend for c in eligible}
+    if not names <= {t.backend for t in timings}:  # a partial run would stop "fastest" from timing the rest
+        return None
+    ok = Measurement(tuple(timings), None, source, "").honest(precision)
+    ok = [t for t in ok if t.backend in names]
+    if not ok:
+        return None
+    path = _store_path(model, device, threads, precision, backend_options, input_shapes, max_batch, eligible)
+    _write_cache(path, {"v": _CACHE_VERSION, "winner": ok[0].backend, "created": time.time(), "model": model.name,
+                        "source": source, "timings": [t.__dict__ for t in timings]})
+    return path

@@ -4,20 +4,26 @@ The order comes from the hardware class (a CUDA GPU; an Intel, AMD or other x86 
 table below, and the environment variable UNIRT_BACKEND_ORDER (comma-separated names) puts its backends first.
 Backends not in the table (third-party plugins) come after those in it, alphabetically. The first backend
 that reads the model's format, is available here and offers the requested device is chosen.
+
+`auto_rank` (what `backend="auto"` and `unirt.explain` use) goes further: where a measurement of this model on
+this machine with these options exists (stored by `backend="fastest"`, `unirt explain --fastest` or `unirt bench`,
+see `unirt.fastest.cached_choice`), the backends it timed honestly (they ran, in the precision asked for) come
+first, fastest first; the table orders the rest. UNIRT_BACKEND_ORDER, an explicit choice, still wins over both.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
 
 from . import registry
 from .devices import Device
 from .formats import ModelFile
 from .hardware import Hardware, hardware
 
-__all__ = ["DEFAULT_ORDER", "ENV_ORDER", "Candidate", "Explanation", "rank"]
+__all__ = ["DEFAULT_ORDER", "ENV_ORDER", "Candidate", "Explanation", "rank", "auto_rank"]
 
 ENV_ORDER = "UNIRT_BACKEND_ORDER"
 log = logging.getLogger(__name__)
@@ -25,7 +31,25 @@ _warned_env: set[str] = set()  # UNIRT_BACKEND_ORDER values already warned about
 
 # Most preferred first. TensorRT leads on NVIDIA GPUs, OpenVINO on Intel CPUs; ONNX Runtime elsewhere. Each engine's
 # own format goes to that engine first (LiteRT for .tflite, ahead of OpenVINO's TFLite frontend); the order only
-# decides between backends that read the same format.
+# decides between backends that read the same format. A stored measurement of the model overrides this table
+# (`auto_rank`): that, not this table, is what makes `auto` fast on a given model.
+#
+# x86-amd evidence (issue 16; AMD EPYC, 2 cores shared with other jobs, fp32, threads=2; `python
+# benchmarks/bench_auto.py --rounds 4 --runs 6`: blocks of runs interleaved across backends, a pause before each so
+# that no engine's spin-waiting threads slow the next). Backend ÷ best per model, ONNX Runtime / OpenVINO, in two
+# runs (machine load ~15, then ~3):
+#   random-weight resnet50 1.25 / 1.02 and 1.30 / 1.37 (MNN best in both), squeezenet 1.00 / 1.02 and 1.34 / 1.00,
+#   inception_v1 1.39 / 1.00 and 1.77 / 1.00, classifier 224x224 1.20 / 1.00 and 1.00 / 1.07,
+#   detector 320x320 1.01 / 1.00 and 1.78 / 1.00, recognizer 48x320 1.72 / 1.03 and 2.25 / 1.03 (MNN, ncnn best),
+#   byte transformer 1.89 / 1.00 and 2.81 / 1.00. ncnn failed on 2 of 7 and was 1.0-21x slower (its OpenMP threads
+#   suffer most on a shared CPU). The issue's five real models: ONNX Runtime 1.00-2.23, OpenVINO 1.00-1.65 (ONNX
+#   Runtime won the byte classifier). OpenVINO first is within 1.07 of the best on 15 of 19, ONNX Runtime on 4.
+# A third run (load ~2), ONNX Runtime / OpenVINO: resnet50 1.17 / 1.00, squeezenet 1.52 / 1.00, inception_v1
+# 1.10 / 1.09 (MNN best), classifier 1.30 / 1.00, detector 2.29 / 1.00, recognizer 2.34 / 1.00, transformer 1.00 / 1.36.
+# Yet ONNX Runtime stays first on AMD: OpenVINO reads ONNX through a frontend, so its first run is verified against
+# ONNX Runtime (which loads it too: cold start and memory), and it refuses what ONNX Runtime runs (string tensors;
+# with OpenVINO first, 6 of tests/serve/test_http.py's tests fail: bytes tensors, shape-claim errors, metadata).
+# Where speed matters, a measurement (`unirt explain --fastest`, `unirt bench`) makes `auto` follow the fastest.
 DEFAULT_ORDER: dict[str, tuple[str, ...]] = {
     "cuda": ("tensorrt", "onnxruntime", "tflite", "openvino", "mnn", "ncnn"),
     "x86-intel": ("tflite", "openvino", "onnxruntime", "mnn", "ncnn", "tensorrt"),
@@ -59,6 +83,8 @@ class Explanation:
     precision: str = "fp32"
     precision_in_force: str | None = None
     precision_info: str | None = None  # how the backend determined the precision in force (Session.precision_info)
+    #: The `unirt.fastest.Measurement` the order came from, or None when it came from the table (or the env).
+    measurement: Any = field(default=None, compare=False)
 
     @property
     def chosen(self) -> Candidate | None:
@@ -68,6 +94,8 @@ class Explanation:
         lines = [f"model: {self.model.name} (format {self.model.format})",
                  f"device requested: {self.device}; hardware class: {self.hardware_class}; order: {self.order_source}",
                  self._precision_line()]
+        if self.measurement is not None:
+            lines.append(f"order measured: {self.measurement.describe()}")
         for i, c in enumerate(self.candidates, 1):
             mark = "chosen" if c.chosen else ("eligible" if c.eligible else "skipped")
             lines.append(f"  {i}. {c.backend:<12} {mark:<8} {c.reason}")
@@ -160,8 +188,12 @@ def _when_converted(model: ModelFile) -> str:
             "or at the first run's, per shape signature")
 
 
-def rank(model: ModelFile, device: Device | str = "auto", hw: Hardware | None = None) -> Explanation:
-    """Every backend in preference order, judged for `model` on `device`; the first eligible one is chosen."""
+def rank(model: ModelFile, device: Device | str = "auto", hw: Hardware | None = None, *,
+         measurement: Any = None, precision: str = "fp32") -> Explanation:
+    """Every backend in preference order, judged for `model` on `device`; the first eligible one is chosen.
+
+    `measurement` (a `unirt.fastest.Measurement`): its honest timings in `precision` order the eligible backends
+    it timed, fastest first, ahead of the table's order (unless UNIRT_BACKEND_ORDER is set)."""
     device = Device.parse(device)
     hw = hw or hardware()
     order, source = _order(hw, device)
@@ -169,6 +201,17 @@ def rank(model: ModelFile, device: Device | str = "auto", hw: Hardware | None = 
     judged = [_judge(n, model, device, installed) for n in order]
     # Only mention missing backends that could have read this format, to keep the explanation short.
     judged = [c for c in judged if c.backend in installed or c.backend in _readers(model)]
+    used = None
+    if measurement is not None and not os.environ.get(ENV_ORDER, "").strip():
+        times = {t.backend: t for t in measurement.honest(precision)}
+        measured = sorted((c for c in judged if c.eligible and c.backend in times),
+                          key=lambda c: times[c.backend].median_ms)
+        if measured:
+            used = measurement
+            notes = {c.backend: _timed_note(times[c.backend]) for c in measured}
+            measured = [replace(c, reason=c.reason + f"; {notes[c.backend]}") for c in measured]
+            judged = measured + [c for c in judged if c.backend not in notes]
+            source = f"measured ({measurement.source}), then default for {source.removeprefix('default for ')}"
     candidates, chosen = [], False
     for c in judged:
         if c.eligible and not chosen:
@@ -177,7 +220,39 @@ def rank(model: ModelFile, device: Device | str = "auto", hw: Hardware | None = 
         candidates.append(c)
     hw_class = "cuda" if (device.kind in ("auto", "cuda", "gpu") and hw.has_cuda) else hw.cpu_class
     return Explanation(model=model, device=str(device), hardware_class=hw_class, order_source=source,
-                       candidates=tuple(candidates))
+                       candidates=tuple(candidates), precision=precision, measurement=used)
+
+
+_NOT_MEASURED = (" (no measurement of this model with these options on this machine: backend='fastest', "
+                 "`unirt explain --fastest` or `unirt bench` make one)")
+
+
+def _timed_note(t: Any) -> str:
+    return f"measured {t.median_ms:.3f} ms median of {t.runs} runs"
+
+
+def auto_rank(model: ModelFile, device: Device | str = "auto", *, threads: int | None = None,
+              precision: str = "fp32", backend_options: Mapping[str, Any] | None = None,
+              max_batch: int | None = None, input_shapes: Mapping[str, Any] | None = None) -> Explanation:
+    """The order `backend="auto"` follows: `rank`, with a stored measurement of this model (same contents,
+    machine, engines, device, threads, precision, options; default input shapes) where one exists."""
+    from .fastest import cached_choice  # fastest imports this module
+
+    base = rank(model, device, precision=precision)
+    if os.environ.get(ENV_ORDER, "").strip():
+        return base
+    eligible = [c for c in base.candidates if c.eligible]
+    if not eligible:
+        return base
+    try:
+        found = cached_choice(model, device, threads=threads, precision=precision, backend_options=backend_options,
+                              input_shapes=input_shapes, max_batch=max_batch, eligible=eligible)
+    except Exception as exc:  # an unreadable model file etc.: the load reports it; the table order stands
+        log.debug("auto: no measurement read: %s", exc)
+        return base
+    if found is None:
+        return replace(base, order_source=base.order_source + _NOT_MEASURED)
+    return rank(model, device, precision=precision, measurement=found)
 
 
 # Which of this project's backends read which format: used only to word explanations about missing plugins.

@@ -23,7 +23,7 @@ from .feeds import BatchSizeMismatch, InputChecker
 from .formats import ModelFile, ModelFormat, PathLike, open_model
 from .pool import BufferPool
 from .run_plan import RunPlan
-from .selection import Explanation, rank
+from .selection import Explanation, auto_rank
 from .tensor import TensorInfo
 
 __all__ = ["Session"]
@@ -149,7 +149,7 @@ class Session:
                 name, resolved, runner, backend_options = self._choose_fastest(
                     requested, threads, precision, backend_options, self._input_shapes, max_batch)
         else:
-            name, resolved = self._choose(backend, requested)
+            name, resolved = self._choose(backend, requested, threads, precision, backend_options, max_batch)
         self._options = LoadOptions(device=Device.parse(resolved), threads=threads, precision=precision,
                                     backend_options=dict(backend_options or {}), max_batch=max_batch)
         if isolate:
@@ -210,11 +210,14 @@ class Session:
         self._planned = self._plan.active
 
     # -- loading ---------------------------------------------------------------------------------------------
-    def _choose(self, backend: str, device: Device) -> tuple[str, str]:
+    def _choose(self, backend: str, device: Device, threads: int | None = None, precision: str = "fp32",
+                backend_options: Mapping[str, Any] | None = None, max_batch: int | None = None) -> tuple[str, str]:
         if not isinstance(backend, str) or not backend:
             raise UnsupportedOptionError(f"backend must be a backend name or 'auto', got {backend!r}")
-        if backend == "auto":
-            self._selection = rank(self._model, device)
+        if backend == "auto":  # a stored measurement of this model and options orders it, else the hardware table
+            self._selection = auto_rank(self._model, device, threads=threads, precision=precision,
+                                        backend_options=backend_options, max_batch=max_batch,
+                                        input_shapes=self._input_shapes)
             chosen = self._selection.chosen
             if chosen is None:
                 if not registry.installed_names():

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fastest", action="store_true",
                    help="time every eligible backend on the model, as backend='fastest' does (uses its cache)")
     p.add_argument("--refresh", action="store_true", help="with --fastest: time again instead of using the cache")
-    p.add_argument("--threads", type=int, default=None, help="with --fastest: CPU threads for each backend")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (with --fastest: for each backend timed; without: which measurement applies)")
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS),
                    help="precision to ask for (shown; with --fastest, each backend is timed in it)")
     add_shapes(p, "; with --fastest, the shapes timed at (without them a model with open dims is timed at 1 "
@@ -34,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
                          input_shapes=shapes_of(args) or None, threads=args.threads, refresh=args.refresh,
                          backend_options=conversion_flags.backend_options(args))
     else:
-        result = explain(args.model, device=args.device, precision=args.precision)
+        result = explain(args.model, device=args.device, precision=args.precision, threads=args.threads,
+                         backend_options=conversion_flags.backend_options(args) or None)
     print(result)
     return 0 if result.chosen is not None else 1

@@ -214,9 +214,11 @@ def _open(factory: Callable[..., Session], path: Any, backend: str, device: str,
         return factory(path, backend=backend, device=device, isolate=isolate, **options)
     if backend == "auto":
         from ..formats import open_model
-        from ..selection import rank
+        from ..selection import auto_rank
 
-        chosen = rank(open_model(path), device).chosen
+        chosen = auto_rank(open_model(path), device, threads=options.get("threads"),  # as the Session will choose
+                           precision=options.get("precision") or "fp32", backend_options=options.get("backend_options"),
+                           max_batch=options.get("max_batch")).chosen
         resolved = chosen.backend if chosen is not None else backend
     else:
         resolved = backend

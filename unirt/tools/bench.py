@@ -309,6 +309,8 @@ def bench(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str | N
         _precision_metrics(report.results)
     if progress:
         progress("done", plan.total, plan.total)
+    if len(precisions) == 1:  # one precision asked: its timings are what backend="fastest"/"auto" compare
+        _record(mf, report, device, threads, precisions[0], backend_options, given, batches, levels)
     return report
 
 
@@ -470,6 +472,29 @@ def _precision_metrics(rows: Sequence[BenchResult]) -> None:
             r.rel_l2, r.max_abs, r.top1_agreement = err.rel_l2, err.max_abs, err.top1_agreement
     for r in rows:
         r.outputs = None
+
+
+def _record(mf: ModelFile, report: BenchReport, device: str, threads: int | None, precision: str,
+            backend_options: Mapping[str, Any] | None, given: Mapping[str, Sequence[int]],
+            batches: Sequence[int | None], levels: Sequence[int]) -> None:
+    """Store the single-stream timings where backend="fastest" and "auto" read them (`unirt.fastest.record`):
+    only a run at the model's own batch with concurrency 1 answers the question they ask."""
+    if batches != [None] or 1 not in levels:
+        return
+    from ..fastest import Timing, record
+
+    timings = []
+    for r in report.results:
+        if r.error:
+            timings.append(Timing(r.backend, device, error=r.error.splitlines()[0][:300]))
+        elif r.concurrency == 1 and r.latency_ms is not None:
+            timings.append(Timing(r.backend, r.device or device, round(r.latency_ms.p50, 4), r.iterations,
+                                  precision=r.precision))
+    try:
+        record(mf, timings, device, threads=threads, precision=precision, backend_options=backend_options,
+               input_shapes=dict(given) or None)
+    except Exception as exc:  # the report stands without it
+        log.warning("bench: could not store the timings for backend='auto'/'fastest': %s", exc)
 
 
 def mean_latency(report: BenchReport, backend: str) -> float | None:
