@@ -235,7 +235,7 @@ def test_dynamic_image_dims_convert_at_the_shapes_run(tmp_path):
     # converted at batch 1 (the batch dim is free), verified on the run's batch of 2 too
     assert sess.conversion.verified and sess.conversion.shapes == {"x": (1, 3, 224, 224)}
     assert sess.conversion.dynamic_axes == {"x": (2, 3)}
-    assert sess.conversion.verified_on.startswith("the first run's inputs (x:2x3x224x224)")
+    assert sess.conversion.verified_on.startswith("the first run's inputs (x: 2x3x224x224)")
     small = x[:, :, :32, :40].copy()
     (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": small})
     assert rel_l2(sess.run(small)["y"], ref) < 1e-5 and len(sess._lazy.conversions) == 1  # no reconversion
