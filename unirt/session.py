@@ -414,10 +414,17 @@ class Session:
 
     def _load(self, name: str) -> BackendSession:
         plugin = registry.get_backend(name)
-        if plugin.converts_on_load(self._model):
-            from .conversion import convert_for_load
+        lazy = self._prepare(name, plugin, isolate=False)
+        return lazy if lazy is not None else self._load_plugin(plugin, name, self._model, self._options)
 
-            lazy = self._deferred(name, plugin, isolate=False)
+    def _prepare(self, name: str, plugin: Any, isolate: bool) -> BackendSession | None:
+        """Before loading on `name`: convert the model if the backend converts its format (or return the runner
+        that converts at the first run's shapes), else keep unirt's conversion settings out of the engine's
+        options (a frontend check takes them)."""
+        if plugin.converts_on_load(self._model):
+            from .conversion import convert_for_load  # converted here (cached); an isolated child loads the result
+
+            lazy = self._deferred(name, plugin, isolate=isolate)
             if lazy is not None:
                 return lazy
             self._model, self._conversion, self._options = convert_for_load(self._model, name, self._options,
@@ -425,7 +432,7 @@ class Session:
         elif self._options.backend_options:
             self._options = dataclasses.replace(self._options,
                                                 backend_options=self._take_settings(self._options.backend_options))
-        return self._load_plugin(plugin, name, self._model, self._options)
+        return None
 
     @staticmethod
     def _load_plugin(plugin: Any, name: str, model: ModelFile, options: LoadOptions) -> BackendSession:
@@ -442,19 +449,8 @@ class Session:
     def _load_isolated(self, name: str) -> BackendSession:
         from .isolation import IsolatedRunner
 
-        plugin = registry.get_backend(name)
-        if plugin.converts_on_load(self._model):
-            from .conversion import convert_for_load  # converted here (cached); the child loads the result
-
-            lazy = self._deferred(name, plugin, isolate=True)
-            if lazy is not None:
-                return lazy
-            self._model, self._conversion, self._options = convert_for_load(self._model, name, self._options,
-                                                                            input_shapes=self._input_shapes)
-        elif self._options.backend_options:
-            self._options = dataclasses.replace(self._options,
-                                                backend_options=self._take_settings(self._options.backend_options))
-        return IsolatedRunner(name, self._model, self._options)
+        lazy = self._prepare(name, registry.get_backend(name), isolate=True)
+        return lazy if lazy is not None else IsolatedRunner(name, self._model, self._options)
 
     # -- running ---------------------------------------------------------------------------------------------
     def run(
