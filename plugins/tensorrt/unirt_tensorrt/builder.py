@@ -13,10 +13,10 @@ from typing import Any
 
 from unirt import ModelFile, UnsupportedOptionError, open_model
 
-from .cache_keys import engine_key, engine_path, model_digest, timing_cache_path
+from .cache_keys import build_fields, engine_key, engine_path, model_digest, timing_cache_path
 from .errors import build_failure, parser_failure
 from .options import BuildSettings, model_has_qdq
-from .plan import BuildPlan, build_plan, major_minor, parse_version
+from .plan import BuildPlan, build_plan, parse_version
 from .profiles import Profile, derive_profile, dynamic_inputs
 
 log = logging.getLogger(__name__)
@@ -145,9 +145,8 @@ def build_engine(trt: Any, model: ModelFile, precision: str, settings: BuildSett
     network, _parser = _parse(trt, logger, builder, source, _network_flags(trt, plan_of_build.network_flags))
     inputs = network_inputs(network)
     profile = derive_profile(inputs, settings.max_batch, settings.shapes, settings.opt_batch)
-    options = {**settings.cache_fields(), "plan": plan_of_build.cache_fields(),
-               "tensorrt_major_minor": major_minor(trt.__version__),
-               "converter": conversion.converter if conversion is not None else None}
+    options = build_fields(settings.cache_fields(), plan_of_build, trt.__version__,
+                           conversion.converter if conversion is not None else None)
     key = engine_key(model_digest(model), gpu, compute_capability, trt.__version__, precision, profile, options)
     cached = engine_path(key)
     if settings.engine_cache and cached.is_file():

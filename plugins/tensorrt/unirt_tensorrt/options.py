@@ -3,8 +3,9 @@ is quantized (Q/DQ). Pure logic (the builder flags per precision and TensorRT ve
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from unirt import ModelFile, UnsupportedOptionError
 
@@ -33,7 +34,8 @@ def build_settings(options: Mapping[str, Any], max_batch: int | None = None) -> 
     profile's batch range when backend_options gives no max_batch of its own, which must not be smaller."""
     unknown = [k for k in options if k not in OWN_KEYS]
     if unknown:
-        raise UnsupportedOptionError(f"tensorrt: unknown backend option {unknown[0]!r}; use one of {', '.join(OWN_KEYS)}")
+        raise UnsupportedOptionError(f"tensorrt: unknown backend option {unknown[0]!r}; use one of "
+                                     f"{', '.join(OWN_KEYS)}")
     workspace = options.get("workspace", DEFAULT_WORKSPACE)
     if isinstance(workspace, bool) or not isinstance(workspace, int) or workspace <= 0:
         raise UnsupportedOptionError(f"tensorrt: workspace must be a positive number of bytes, got {workspace!r}")
