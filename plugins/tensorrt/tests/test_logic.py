@@ -1,5 +1,6 @@
 """The TensorRT plugin's logic that needs no GPU: optimization profiles from shapes and max_batch, the build plan
-per precision and TensorRT version (10: weakly typed flags; 11: strongly typed), dtype mapping, engine cache keys and paths, error mapping from TensorRT's and CUDA's own messages.
+per precision and TensorRT version (10: weakly typed flags; 11: strongly typed), dtype mapping, engine cache keys
+and paths, error mapping from TensorRT's and CUDA's own messages.
 (The runner and builder need TensorRT's libraries and a GPU: see test_availability.py.)"""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unirt import (BackendUnavailableError, InputError, ModelLoadError, RunError, UnsupportedOptionError)
+from unirt import BackendUnavailableError, InputError, ModelLoadError, RunError, UnsupportedOptionError
 from unirt_tensorrt.cache_keys import build_fields, engine_key, engine_path, model_digest, timing_cache_path
 from unirt_tensorrt.dtypes import nbytes, numpy_dtype
 from unirt_tensorrt.errors import build_failure, cuda_failure, deserialize_failure, parser_failure, unsupported_io
