@@ -1,9 +1,11 @@
 """An ONNX model converted to fp16 (ONNX -> ONNX), verified against the fp32 model and cached like every conversion.
 
 Engines whose networks are strongly typed (TensorRT 11 removed the weakly typed precision flags) run each tensor
-in the type the model gives it, so fp16 there means converting the model first. The converter is
-onnxconverter-common's `float16.convert_float_to_float16` with `keep_io_types=True` (inputs and outputs stay
-float32: the model is fed and read as before; ops it knows fp16 breaks stay fp32 behind Casts). The result is
+in the type the model gives it, so fp16 there means converting the model first. The converter is ONNX Runtime's
+`onnxruntime.transformers.float16.convert_float_to_float16` (the one `unirt quantize --fp16` uses) with
+`keep_io_types=True`: inputs and outputs stay float32, so the model is fed and read as before, and ops it knows
+fp16 breaks stay fp32 behind Casts. (onnxconverter-common 1.16's copy of it writes an invalid model when a graph
+output also feeds another node: a Cast whose fp16 output a float32 consumer reads.) The result is
 one entry of the conversion cache (`store`: keyed by the source's content hash, the converter's version and these
 settings), verified on ONNX Runtime's CPU provider against the fp32 source on random inputs (`verify`), within
 `TOLERANCES["fp16"]` unless `accept`.
@@ -36,36 +38,68 @@ log = logging.getLogger(__name__)
 
 #: Bumped when what this module writes changes (part of the cache key).
 _LAYOUT = 1
-_INSTALL = "pip install onnxconverter-common (or pip install 'unirt-tensorrt[engine]')"
+_INSTALL = "pip install onnxruntime (or pip install unirt-onnxruntime)"
+_CONVERTER_LOG = "onnxruntime.transformers.float16"
 _TWO_GB = 2**31 - 1
 
 
 def fp16_converter() -> str:
-    """The converter's name and version ("onnxconverter-common 1.16.0 float16"); ConversionError when it is not
+    """The converter's name and version ("onnxruntime 1.32.0 transformers.float16"); ConversionError when it is not
     installed, saying how to install it."""
     try:
-        import onnxconverter_common
-        from onnxconverter_common import float16  # noqa: F401
+        import onnxruntime
+        from onnxruntime.transformers import float16  # noqa: F401
     except ImportError as exc:
-        raise ConversionError(f"converting an ONNX model to fp16 needs onnxconverter-common ({exc}): "
+        raise ConversionError(f"converting an ONNX model to fp16 needs ONNX Runtime's float16 converter ({exc}): "
                               f"{_INSTALL}") from None
-    return f"onnxconverter-common {onnxconverter_common.__version__} float16"
+    return f"onnxruntime {onnxruntime.__version__} transformers.float16"
+
+
+def _has_fp16(proto: Any) -> bool:
+    """fp16 tensors already: fp16 weights, inputs, outputs or value infos, or a Cast to fp16."""
+    from onnx import TensorProto
+
+    graph = proto.graph
+    if any(i.data_type == TensorProto.FLOAT16 for i in graph.initializer):
+        return True
+    if any(v.type.tensor_type.elem_type == TensorProto.FLOAT16
+           for v in (*graph.input, *graph.output, *graph.value_info)):
+        return True
+    return any(n.op_type == "Cast" and any(a.name == "to" and a.i == TensorProto.FLOAT16 for a in n.attribute)
+               for n in graph.node)
+
+
+class _Clamped(logging.Handler):
+    """Counts the converter's "will be truncated" messages: constants outside fp16's range, clamped to it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += "truncated" in record.getMessage()
 
 
 def _convert(proto: Any) -> tuple[Any, int]:
     """The fp16 model, and how many float32 constants fell outside fp16's range and were clamped."""
-    from onnxconverter_common import float16
+    from onnxruntime.transformers import float16
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
+    if _has_fp16(proto):
+        raise UnsupportedOptionError("the model already has fp16 tensors (an fp16 or mixed-precision model), so it "
+                                     "is not converted again: load it at precision='fp32', which builds a strongly "
+                                     "typed engine in the types the model gives its tensors")
+    logger, counter = logging.getLogger(_CONVERTER_LOG), _Clamped()
+    level = logger.level
+    logger.addHandler(counter)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             converted = float16.convert_float_to_float16(proto, keep_io_types=True)
-        except ValueError as exc:
-            if "already converted to float16" in str(exc):
-                raise UnsupportedOptionError("the model is already fp16: load it at precision='fp32', which builds "
-                                             "it in the types it gives its tensors") from None
-            raise
-    return converted, sum(1 for w in caught if "truncated" in str(w.message))
+    finally:
+        logger.removeHandler(counter)
+        logger.setLevel(level)
+    return converted, counter.count
 
 
 def _save(proto: Any, out: Path) -> list[Path]:
@@ -99,7 +133,8 @@ def _build(src: ModelFile, key: str, version: str, verify: bool,
         except Exception as exc:
             raise ConversionError(f"{src.name}: {version} failed: {type(exc).__name__}: {exc}") from None
         if clamped:
-            notes.append(f"{clamped} float32 constants outside fp16's range were clamped to it")
+            notes.append(f"{clamped} float32 constants outside fp16's range were clamped to it (|v| to 65504 at "
+                         "most, 5.96e-08 at least)")
         files = _save(converted, work / "model.onnx")
         seconds = time.perf_counter() - t0
         errors: list[OutputError] = []

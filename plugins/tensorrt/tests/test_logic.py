@@ -123,8 +123,9 @@ def test_tensorrt_11_is_strongly_typed_and_sets_no_precision_flag():
     with pytest.raises(UnsupportedOptionError, match=r"tensorrt 11.4.0.106 builds int8 only from a quantized ONNX "
                                                      r"model.*unirt quantize model.onnx -o model_int8.onnx --int8"):
         build_plan(TRT11, "int8", False, "8.9")
-    with pytest.raises(UnsupportedOptionError, match=r"bf16 needs the ONNX model converted to bf16.*onnxconverter-"
-                                                     r"common converts to fp16 only.*precision='fp32'"):
+    with pytest.raises(UnsupportedOptionError, match=r"bf16 needs the ONNX model converted to bf16.*float16 tool "
+                                                     r"\(as onnxconverter-common's\) converts to fp16 only.*"
+                                                     r"precision='fp32'"):
         build_plan(TRT11, "bf16", False, "9.0")
     with pytest.raises(UnsupportedOptionError, match="unknown precision 'fp8'; it supports fp32, fp16"):
         build_plan(TRT11, "fp8", True, "9.0")
@@ -222,8 +223,8 @@ def test_engine_cache_key_covers_the_build_plan_and_the_conversion():
         return engine_key("0" * 64, "NVIDIA H100", "9.0", version, precision, p,
                           build_fields({"workspace": 1}, plan, version, converter))
 
-    conv = "onnxconverter-common 1.16.0 float16"
-    keys = {key(TRT10), key(TRT11, converter=conv), key(TRT11, converter="onnxconverter-common 1.17.0 float16"),
+    conv = "onnxruntime 1.32.0 transformers.float16"
+    keys = {key(TRT10), key(TRT11, converter=conv), key(TRT11, converter="onnxruntime 1.33.0 transformers.float16"),
             key("11.5.0.1", converter=conv), key(TRT11, "fp32"), key(TRT10, "fp32")}
     assert len(keys) == 6 and key(TRT11, converter=conv) == key(TRT11, converter=conv)
     fields = build_fields({"workspace": 1}, build_plan(TRT11, "fp16", False), TRT11, conv)
@@ -348,6 +349,6 @@ def test_precision_info_names_how_the_engine_was_built():
     assert info(TRT10, "int8", "8.6", "A10", qdq=True).startswith("int8 (TensorRT BuilderFlag INT8 on a QDQ model")
     assert info(TRT11, "fp32") == ("fp32 (TensorRT strongly typed network: each tensor as the model types it, TF32 "
                                    "cleared; NVIDIA L4, sm 8.9)")
-    assert info(TRT11, "fp16", converter="onnxconverter-common 1.16.0 float16").startswith(
-        "fp16 (the ONNX model converted to fp16 by onnxconverter-common 1.16.0 float16, verified against the fp32")
+    assert info(TRT11, "fp16", converter="onnxruntime 1.32.0 transformers.float16").startswith(
+        "fp16 (the ONNX model converted to fp16 by onnxruntime 1.32.0 transformers.float16, verified against the fp32")
     assert info(TRT11, "int8", qdq=True).startswith("int8 (the model's Q/DQ nodes in a TensorRT strongly typed")
