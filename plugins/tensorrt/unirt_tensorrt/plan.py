@@ -120,8 +120,9 @@ def _weakly_typed_plan(precision: str, quantized: bool, compute_capability: str,
 BF16_ON_11 = ("tensorrt {version}: bf16 needs the ONNX model converted to bf16 before the build (TensorRT 11 has no "
               "BF16 builder flag), and unirt has no verified bf16 converter: ONNX Runtime's float16 tool (as "
               "onnxconverter-common's) converts to fp16 only, and ONNX Runtime's CPU provider, which verifies "
-              "every conversion, lacks bf16 kernels for most ops. Convert the model yourself (e.g. NVIDIA ModelOpt: python -m modelopt.onnx.autocast "
-              "--onnx_path model.onnx --low_precision_type bf16) and load the result at precision='fp32': a "
+              "every conversion, lacks bf16 kernels for most ops. Convert the model yourself (e.g. NVIDIA ModelOpt: "
+              "python -m modelopt.onnx.autocast --onnx_path model.onnx --low_precision_type bf16 --keep_io_types) "
+              "and load the result at precision='fp32': a "
               "strongly typed network runs each tensor in the type the model gives it. It supports fp32, fp16 and "
               "int8 (quantized models)")
 
