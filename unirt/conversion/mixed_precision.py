@@ -81,7 +81,8 @@ class _Clamped(logging.Handler):
 
 
 def _convert(proto: Any) -> tuple[Any, int]:
-    """The fp16 model, and how many float32 constants fell outside fp16's range and were clamped."""
+    """The fp16 model, and how often the converter clamped float32 constants to fp16's range (it logs each
+    tensor's largest and smallest value it clamped)."""
     from onnxruntime.transformers import float16
 
     if _has_fp16(proto):
@@ -133,8 +134,8 @@ def _build(src: ModelFile, key: str, version: str, verify: bool,
         except Exception as exc:
             raise ConversionError(f"{src.name}: {version} failed: {type(exc).__name__}: {exc}") from None
         if clamped:
-            notes.append(f"{clamped} float32 constants outside fp16's range were clamped to it (|v| to 65504 at "
-                         "most, 5.96e-08 at least)")
+            notes.append(f"the converter clamped float32 constants to fp16's range {clamped} times (|v| to 65504 "
+                         "at most, 5.96e-08 at least)")
         files = _save(converted, work / "model.onnx")
         seconds = time.perf_counter() - t0
         errors: list[OutputError] = []
