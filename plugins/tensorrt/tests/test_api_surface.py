@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 import pytest
-
+from unirt_tensorrt.builder import _flag, _network_flags, collecting_logger
 from unirt_tensorrt.plan import STRONGLY_TYPED_ONLY, build_plan, parse_version
 
 
@@ -92,6 +92,21 @@ def test_the_plan_uses_only_flags_this_version_has():
             continue
         assert all(hasattr(trt.NetworkDefinitionCreationFlag, f) for f in plan.network_flags), plan
         assert all(hasattr(trt.BuilderFlag, f) for f in plan.set_flags | plan.clear_flags), plan
+        # the builder's own translation of the plan into the bindings' values
+        bits = _network_flags(trt, plan.network_flags)
+        assert bits == sum(1 << int(getattr(trt.NetworkDefinitionCreationFlag, f)) for f in plan.network_flags)
+        assert {_flag(trt, f) for f in plan.set_flags | plan.clear_flags} <= set(trt.BuilderFlag.__members__.values())
+
+
+def test_the_process_logger_subclasses_the_bindings_logger():
+    """collecting_logger's trt.ILogger subclass constructs, and keeps warnings and errors, not info."""
+    logger = collecting_logger(trt)
+    assert isinstance(logger, trt.ILogger) and collecting_logger(trt) is logger
+    mark = logger.messages.mark()
+    logger.log(trt.ILogger.Severity.INFO, "info line")
+    logger.log(trt.ILogger.Severity.WARNING, "a warning")
+    logger.log(trt.ILogger.Severity.ERROR, "Error Code 4: an error")
+    assert logger.messages.since(mark) == ["a warning", "Error Code 4: an error"]
 
 
 def test_signatures_the_plugin_relies_on():

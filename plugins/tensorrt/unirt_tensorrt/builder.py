@@ -133,7 +133,8 @@ def build_engine(trt: Any, model: ModelFile, precision: str, settings: BuildSett
     logger = collecting_logger(trt)
     mark = logger.messages.mark()
     builder = trt.Builder(logger)
-    plan_of_build = build_plan(trt.__version__, precision, model_has_qdq(model), compute_capability,
+    quantized = precision == "int8" and model_has_qdq(model)  # only int8 asks (it parses the graph)
+    plan_of_build = build_plan(trt.__version__, precision, quantized, compute_capability,
                                _fast_fp16(trt, builder, precision))
     conversion, source = None, model
     if plan_of_build.onnx_transform == "fp16":
