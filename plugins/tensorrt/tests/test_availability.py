@@ -72,3 +72,27 @@ def test_builds_and_runs_an_onnx_model_against_onnxruntime(tmp_path, monkeypatch
     unsplit = unirt.Session(path, backend="tensorrt", backend_options={"max_batch": 8}, batched=False)
     with pytest.raises(unirt.InputError, match="outside the TensorRT engine's profile"):
         unsplit.run(np.ones((9, 8), np.float32))
+
+
+@needs_gpu
+def test_fp16_builds_on_this_tensorrt_version_and_agrees_with_onnxruntime(tmp_path, monkeypatch):
+    """fp16 on 10: BuilderFlag.FP16; on 11: the fp16 ONNX conversion (verified, cached) in a strongly typed network.
+    Either way the engine's outputs agree with ONNX Runtime's fp32 ones within the fp16 tolerance."""
+    import tensorrt as trt
+
+    from unirt.conversion import TOLERANCES
+    from unirt_tensorrt.plan import parse_version
+
+    monkeypatch.setenv("UNIRT_CACHE_DIR", str(tmp_path / "cache"))
+    path = testing.batched_cnn(tmp_path / "cnn.onnx")
+    sess = unirt.Session(path, backend="tensorrt", precision="fp16", backend_options={"max_batch": 4})
+    eleven = parse_version(trt.__version__)[0] >= 11
+    assert ("strongly typed" in sess.precision_info) == eleven, sess.precision_info
+    assert ("BuilderFlag FP16" in sess.precision_info) == (not eleven), sess.precision_info
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    ref = unirt.Session(path, backend="onnxruntime").run({"x": x})
+    got = sess.run({"x": x})
+    for name, r in ref.items():
+        assert np.linalg.norm(got[name] - r) / np.linalg.norm(r) < TOLERANCES["fp16"], name
+    if eleven:  # the conversion it was built from is in the conversion cache
+        assert list((tmp_path / "cache" / "conversions").glob("*/model.onnx"))

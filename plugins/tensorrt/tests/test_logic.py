@@ -1,5 +1,6 @@
-"""The TensorRT plugin's logic that needs no GPU: optimization profiles from shapes and max_batch, builder flags
-per precision, dtype mapping, engine cache keys and paths, error mapping from TensorRT's and CUDA's own messages.
+"""The TensorRT plugin's logic that needs no GPU: optimization profiles from shapes and max_batch, the build plan
+per precision and TensorRT version (10: weakly typed flags; 11: strongly typed), dtype mapping, engine cache keys
+and paths, error mapping from TensorRT's and CUDA's own messages.
 (The runner and builder need TensorRT's libraries and a GPU: see test_availability.py.)"""
 
 from __future__ import annotations
@@ -7,11 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unirt import (BackendUnavailableError, InputError, ModelLoadError, RunError, UnsupportedOptionError)
-from unirt_tensorrt.cache_keys import engine_key, engine_path, model_digest, timing_cache_path
+from unirt import BackendUnavailableError, InputError, ModelLoadError, RunError, UnsupportedOptionError
+from unirt_tensorrt.cache_keys import build_fields, engine_key, engine_path, model_digest, timing_cache_path
 from unirt_tensorrt.dtypes import nbytes, numpy_dtype
 from unirt_tensorrt.errors import build_failure, cuda_failure, deserialize_failure, parser_failure, unsupported_io
-from unirt_tensorrt.options import DEFAULT_WORKSPACE, build_settings, builder_flags, looks_quantized, precision_info
+from unirt_tensorrt.options import DEFAULT_WORKSPACE, build_settings, model_has_qdq
+from unirt_tensorrt.plan import BuildPlan, build_plan, major_minor, precision_info, version_problem
 from unirt_tensorrt.profiles import DEFAULT_MAX_BATCH, Profile, derive_profile, dynamic_inputs
 
 IMAGE = [("images", (-1, 3, 224, 224))]
@@ -82,22 +84,79 @@ def test_runs_outside_the_profile_are_input_errors():
         Profile({"x": ((1,), (1,), (1,))}).check("x", (1, 1))
 
 
-# -- builder flags and options --------------------------------------------------------------------------------
-def test_fp32_clears_tf32():
-    assert builder_flags("fp32", False, "8.9", True) == (set(), {"TF32"})
+# -- build plans and options ----------------------------------------------------------------------------------
+TRT10, TRT11 = "10.16.1.11", "11.4.0.106"
 
 
-def test_reduced_precisions():
-    assert builder_flags("fp16", False, "7.5", True) == ({"FP16"}, {"TF32"})
-    assert builder_flags("bf16", False, "9.0", True) == ({"BF16"}, {"TF32"})
-    assert builder_flags("int8", True, "8.6", True) == ({"INT8"}, {"TF32"})
+def _flags(plan: BuildPlan) -> tuple[set[str], set[str]]:
+    return set(plan.set_flags), set(plan.clear_flags)
+
+
+def test_fp32_clears_tf32_on_both_versions():
+    assert _flags(build_plan(TRT10, "fp32", False, "8.9")) == (set(), {"TF32"})
+    assert build_plan(TRT10, "fp32", False, "8.9").network_flags == ()  # create_network(0), as before
+    eleven = build_plan(TRT11, "fp32", False, "8.9")
+    assert _flags(eleven) == (set(), {"TF32"}) and eleven.network_flags == ("STRONGLY_TYPED",)
+    assert eleven.strongly_typed and eleven.onnx_transform is None
+
+
+def test_tensorrt_10_keeps_the_weakly_typed_flags():
+    assert _flags(build_plan(TRT10, "fp16", False, "7.5", True)) == ({"FP16"}, {"TF32"})
+    assert _flags(build_plan(TRT10, "bf16", False, "9.0")) == ({"BF16"}, {"TF32"})
+    assert _flags(build_plan(TRT10, "int8", True, "8.6")) == ({"INT8"}, {"TF32"})
+    assert all(build_plan(TRT10, p, True, "9.0", True).onnx_transform is None for p in ("fp16", "bf16", "int8"))
     with pytest.raises(UnsupportedOptionError, match=r"bf16 needs an Ampere.*sm 7.5; it supports fp32, fp16"):
-        builder_flags("bf16", False, "7.5", True)
+        build_plan(TRT10, "bf16", False, "7.5", True)
     with pytest.raises(UnsupportedOptionError, match="no fast fp16; it supports fp32"):
-        builder_flags("fp16", False, "6.1", False)
-    with pytest.raises(UnsupportedOptionError, match="int8 from a quantized .* supports fp32"):
-        builder_flags("int8", False, "8.6", True)
-    assert looks_quantized(b"..QuantizeLinear..") and not looks_quantized(b"Conv Relu")
+        build_plan(TRT10, "fp16", False, "6.1", False)
+    with pytest.raises(UnsupportedOptionError, match="int8 from a quantized .*unirt quantize --int8.* supports fp32"):
+        build_plan(TRT10, "int8", False, "8.6")
+
+
+def test_tensorrt_11_is_strongly_typed_and_sets_no_precision_flag():
+    """11 removed BuilderFlag FP16/BF16/INT8: fp16 comes from converting the ONNX model first, int8 from its Q/DQ
+    nodes; no precision flag is ever set."""
+    half = build_plan(TRT11, "fp16", False, "8.9")
+    assert half.onnx_transform == "fp16" and half.strongly_typed and _flags(half) == (set(), {"TF32"})
+    int8 = build_plan(TRT11, "int8", True, "8.9")
+    assert int8.onnx_transform is None and int8.strongly_typed and _flags(int8) == (set(), {"TF32"})
+    with pytest.raises(UnsupportedOptionError, match=r"tensorrt 11.4.0.106 builds int8 only from a quantized ONNX "
+                                                     r"model.*unirt quantize model.onnx -o model_int8.onnx --int8"):
+        build_plan(TRT11, "int8", False, "8.9")
+    with pytest.raises(UnsupportedOptionError, match=r"bf16 needs the ONNX model converted to bf16.*float16 tool "
+                                                     r"\(as onnxconverter-common's\) converts to fp16 only.*"
+                                                     r"precision='fp32'"):
+        build_plan(TRT11, "bf16", False, "9.0")
+    with pytest.raises(UnsupportedOptionError, match="unknown precision 'fp8'; it supports fp32, fp16"):
+        build_plan(TRT11, "fp8", True, "9.0")
+
+
+def test_model_has_qdq_reads_the_op_types(tmp_path):
+    """Q/DQ detection goes by op type, not by names: a tensor called 'QuantizeLinear_out' is no quantization."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from unirt import open_model
+
+    def save(nodes, inits, name):
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+        path = tmp_path / name
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        return open_model(path)
+
+    scale = helper.make_tensor("s", TensorProto.FLOAT, [], [0.05])
+    zero = helper.make_tensor("z", TensorProto.INT8, [], [0])
+    qdq = save([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])], [scale, zero], "qdq.onnx")
+    plain = save([helper.make_node("Relu", ["x"], ["QuantizeLinear_out"], name="DequantizeLinear_like"),
+                  helper.make_node("Identity", ["QuantizeLinear_out"], ["y"])], [], "plain.onnx")
+    assert model_has_qdq(qdq) and model_has_qdq(qdq.read_bytes())
+    assert not model_has_qdq(plain)
+    # the plan follows it: on 11, int8 takes the Q/DQ model and refuses the plain one
+    assert build_plan(TRT11, "int8", model_has_qdq(qdq)).strongly_typed
+    with pytest.raises(UnsupportedOptionError, match="unirt quantize"):
+        build_plan(TRT11, "int8", model_has_qdq(plain))
 
 
 def test_build_settings():
@@ -152,6 +211,26 @@ def test_engine_cache_key_changes_with_everything_that_shapes_an_engine(tmp_path
         assert engine_key(**{**base, **change}) != key, change
     assert engine_path(key) == tmp_path / "tensorrt" / "engines" / f"{key}.engine"
     assert timing_cache_path("NVIDIA H100 80GB HBM3", "9.0", "10.16.1").name == "NVIDIA_H100_80GB_HBM3-sm9.0-trt10.16.1.cache"
+
+
+def test_engine_cache_key_covers_the_build_plan_and_the_conversion():
+    """The same model, GPU and options: an fp16 engine built from the fp16 ONNX conversion (11) is not the one
+    built with BuilderFlag FP16 (10), nor one from another converter version or TensorRT minor version."""
+    p = derive_profile(IMAGE, max_batch=4)
+
+    def key(version, precision="fp16", converter=None, qdq=False):
+        plan = build_plan(version, precision, qdq, "9.0", True)
+        return engine_key("0" * 64, "NVIDIA H100", "9.0", version, precision, p,
+                          build_fields({"workspace": 1}, plan, version, converter))
+
+    conv = "onnxruntime 1.32.0 transformers.float16"
+    keys = {key(TRT10), key(TRT11, converter=conv), key(TRT11, converter="onnxruntime 1.33.0 transformers.float16"),
+            key("11.5.0.1", converter=conv), key(TRT11, "fp32"), key(TRT10, "fp32")}
+    assert len(keys) == 6 and key(TRT11, converter=conv) == key(TRT11, converter=conv)
+    fields = build_fields({"workspace": 1}, build_plan(TRT11, "fp16", False), TRT11, conv)
+    assert fields["tensorrt_major_minor"] == "11.4" and fields["converter"] == conv
+    assert fields["plan"] == {"network_flags": ["STRONGLY_TYPED"], "set": [], "clear": ["TF32"],
+                              "onnx_transform": "fp16"}
 
 
 # -- error mapping --------------------------------------------------------------------------------------------
@@ -244,27 +323,32 @@ def test_a_prebuilt_engine_refuses_another_precision(tmp_path):
     check_engine_precision(model.name, "fp32")  # the default: run it as built
 
 
-def test_only_tensorrt_10_is_accepted():
-    """The builder uses TensorRT 10's weakly-typed precision flags (removed in 11) and create_network(0) (implicit
-    batch before 10): another major version is reported as the reason the backend cannot run."""
-    from unirt_tensorrt.backend import version_problem
-
-    assert version_problem("10.16.1.11") is None and version_problem("10.0.1") is None
-    for other in ("11.4.0", "8.6.1", "9.3.0.post12.dev1"):
+def test_tensorrt_10_and_11_are_accepted():
+    """10.x builds weakly typed, 11.x strongly typed; before 10, create_network(0) made an implicit-batch network,
+    and 12 is unchecked: another major version is reported as the reason the backend cannot run."""
+    for ok in ("10.16.1.11", "10.0.1", "11.4.0.106", "11.0.0"):
+        assert version_problem(ok) is None
+    for other in ("12.0.0", "8.6.1", "9.3.0.post12.dev1"):
         assert version_problem(other) == (f"tensorrt {other} is installed; unirt's TensorRT backend uses the TensorRT "
-                                          "10 API: pip install 'tensorrt>=10,<11'")
+                                          "10.x and 11.x APIs: pip install 'tensorrt>=10,<12'")
+        with pytest.raises(UnsupportedOptionError, match=f"tensorrt {other} is installed"):
+            build_plan(other, "fp32", False, "9.0")
+    assert major_minor("11.4.0.106") == "11.4" and major_minor("10.16.1.11") == "10.16"
 
 
-def test_precision_info_names_the_builder_flags_and_the_gpu():
+def test_precision_info_names_how_the_engine_was_built():
     """What Session.precision_info says for an engine built here (the GPU part needs a device; this is the text)."""
-    assert precision_info("fp32", "8.9", "NVIDIA L4") == "fp32 (TensorRT BuilderFlag TF32 cleared; NVIDIA L4, sm 8.9)"
-    half = precision_info("fp16", "7.5", "Tesla T4")
+    def info(version, precision, sm="8.9", gpu="NVIDIA L4", qdq=False, converter=None):
+        return precision_info(build_plan(version, precision, qdq, sm, True), precision, sm, gpu, converter)
+
+    assert info(TRT10, "fp32") == "fp32 (TensorRT BuilderFlag TF32 cleared; NVIDIA L4, sm 8.9)"
+    half = info(TRT10, "fp16", "7.5", "Tesla T4")
     assert half.startswith("fp16 (TensorRT BuilderFlag FP16, TF32 cleared; Tesla T4, sm 7.5, "
                            "Builder.platform_has_fast_fp16") and "fp32 elsewhere" in half
-    assert "bf16 tensor cores (sm 8.0+)" in precision_info("bf16", "9.0", "H100")
-    assert precision_info("int8", "8.6", "A10").startswith("int8 (TensorRT BuilderFlag INT8 on a QDQ model")
-    # the refusals those texts rest on: fp16 without fast fp16, bf16 before Ampere
-    with pytest.raises(UnsupportedOptionError, match="no fast fp16"):
-        builder_flags("fp16", False, "6.1", False)
-    with pytest.raises(UnsupportedOptionError, match="bf16 needs an Ampere or later GPU"):
-        builder_flags("bf16", False, "7.5", True)
+    assert "bf16 tensor cores (sm 8.0+)" in info(TRT10, "bf16", "9.0", "H100")
+    assert info(TRT10, "int8", "8.6", "A10", qdq=True).startswith("int8 (TensorRT BuilderFlag INT8 on a QDQ model")
+    assert info(TRT11, "fp32") == ("fp32 (TensorRT strongly typed network: each tensor as the model types it, TF32 "
+                                   "cleared; NVIDIA L4, sm 8.9)")
+    assert info(TRT11, "fp16", converter="onnxruntime 1.32.0 transformers.float16").startswith(
+        "fp16 (the ONNX model converted to fp16 by onnxruntime 1.32.0 transformers.float16, verified against the fp32")
+    assert info(TRT11, "int8", qdq=True).startswith("int8 (the model's Q/DQ nodes in a TensorRT strongly typed")

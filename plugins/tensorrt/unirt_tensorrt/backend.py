@@ -8,20 +8,10 @@ from pathlib import Path
 
 from unirt import Availability, Backend, ConversionError, LoadOptions, ModelFile, ModelFormat, hardware, open_model
 
+from .plan import version_problem
+
 ENGINE_EXTRA = "pip install 'unirt-tensorrt[engine]' (TensorRT's CUDA libraries are several GB)"
-#: The TensorRT major version whose Python API the plugin is written against: TensorRT 11 removed the weakly-typed
-#: precision flags (BuilderFlag.FP16/BF16/INT8) and Builder.platform_has_fast_fp16 it uses, and TensorRT 8/9 build
-#: implicit-batch networks from create_network(0).
-TENSORRT_MAJOR = 10
-
-
-def version_problem(version: str) -> str | None:
-    """Why this tensorrt version cannot serve the plugin, or None."""
-    major = version.split(".")[0]
-    if major.isdigit() and int(major) == TENSORRT_MAJOR:
-        return None
-    return (f"tensorrt {version} is installed; unirt's TensorRT backend uses the TensorRT {TENSORRT_MAJOR} API: "
-            f"pip install 'tensorrt>={TENSORRT_MAJOR},<{TENSORRT_MAJOR + 1}'")
+__all__ = ["TensorRTBackend", "unavailable_reason", "version_problem"]
 
 
 def unavailable_reason() -> tuple[str | None, str | None]:
@@ -60,7 +50,7 @@ class TensorRTBackend(Backend):
             return Availability(False, reason, version=version)
         return Availability(True, version=version, devices=tuple(f"cuda:{i}" for i in range(len(hardware().cuda_gpus))))
 
-    def load(self, model: ModelFile, options: LoadOptions) -> "TensorRTSession":  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> TensorRTSession:  # noqa: F821
         if model.format is ModelFormat.TENSORRT:
             from .options import check_engine_precision
 
@@ -85,14 +75,14 @@ class TensorRTBackend(Backend):
         import tensorrt as trt
 
         from . import cuda
-        from .builder import build_plan
+        from .builder import build_engine
         from .options import build_settings
 
         index = options.device.index or 0
         cuda.set_device(index)
         gpu, sm = cuda.device_properties(index)
-        plan, _ = build_plan(trt, model, options.precision, build_settings(options.backend_options, options.max_batch),
-                             gpu, sm)
+        built = build_engine(trt, model, options.precision,
+                             build_settings(options.backend_options, options.max_batch), gpu, sm)
         target = Path(out_dir) / "model.engine"
-        target.write_bytes(plan)
+        target.write_bytes(built.plan)
         return open_model(target)

@@ -1,19 +1,22 @@
-"""Building a TensorRT engine from an ONNX model, with an optimization profile, precision flags, a timing cache
-and an engine cache keyed by model hash + GPU + TensorRT version + options. Needs tensorrt and a GPU."""
+"""Building a TensorRT engine from an ONNX model, with an optimization profile, the precision's BuildPlan (TensorRT
+10: weakly typed flags; 11: a strongly typed network, fp16 from an fp16 conversion of the ONNX model), a timing
+cache and an engine cache keyed by model hash + GPU + TensorRT version + plan + options. Needs tensorrt and a GPU."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unirt import ModelFile, UnsupportedOptionError
+from unirt import ModelFile, UnsupportedOptionError, open_model
 
-from .cache_keys import engine_key, engine_path, model_digest, timing_cache_path
+from .cache_keys import build_fields, engine_key, engine_path, model_digest, timing_cache_path
 from .errors import build_failure, parser_failure
-from .options import BuildSettings, builder_flags, looks_quantized
+from .options import BuildSettings, model_has_qdq
+from .plan import BuildPlan, build_plan, parse_version
 from .profiles import Profile, derive_profile, dynamic_inputs
 
 log = logging.getLogger(__name__)
@@ -67,9 +70,20 @@ def collecting_logger(trt: Any) -> Any:
         return _LOGGER
 
 
-def _parse(trt: Any, logger: Any, model: ModelFile) -> tuple[Any, Any, Any]:
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode (EXPLICIT_BATCH is ignored)
+def _network_flags(trt: Any, names: tuple[str, ...]) -> int:
+    """The create_network bit field for NetworkDefinitionCreationFlag `names` (0 for none: TensorRT 10's explicit
+    batch network; STRONGLY_TYPED exists in 10 and 11, the only mode in 11)."""
+    bits = 0
+    for name in names:
+        flag = getattr(trt.NetworkDefinitionCreationFlag, name, None)
+        if flag is None:
+            raise UnsupportedOptionError(f"tensorrt {trt.__version__} has no NetworkDefinitionCreationFlag.{name}")
+        bits |= 1 << int(flag)
+    return bits
+
+
+def _parse(trt: Any, logger: Any, builder: Any, model: ModelFile, network_flags: int) -> tuple[Any, Any]:
+    network = builder.create_network(network_flags)
     parser = trt.OnnxParser(network, logger)
     # parse_from_file finds external weights next to the model; parse(bytes) has no path to look in
     ok = parser.parse_from_file(str(model.path)) if model.path is not None else parser.parse(model.read_bytes())
@@ -80,7 +94,7 @@ def _parse(trt: Any, logger: Any, model: ModelFile) -> tuple[Any, Any, Any]:
             node = e.node_name() if hasattr(e, "node_name") else str(e.node())
             errors.append((e.desc(), node))
         raise parser_failure(model.name, errors)
-    return builder, network, parser
+    return network, parser
 
 
 def network_inputs(network: Any) -> list[tuple[str, tuple[int, ...]]]:
@@ -89,36 +103,63 @@ def network_inputs(network: Any) -> list[tuple[str, tuple[int, ...]]]:
 
 def _flag(trt: Any, name: str) -> Any:
     flag = getattr(trt.BuilderFlag, name, None)
-    if flag is None:  # the weakly-typed precision flags are deprecated since TensorRT 10.12
+    if flag is None:  # the weakly typed precision flags: deprecated since TensorRT 10.12, removed in 11
         raise UnsupportedOptionError(f"tensorrt {trt.__version__} has no BuilderFlag.{name}; unirt's TensorRT backend "
-                                     "was checked against TensorRT 10.x")
+                                     "was checked against TensorRT 10.x and 11.x")
     return flag
 
 
-def build_plan(trt: Any, model: ModelFile, precision: str, settings: BuildSettings, gpu: str,
-               compute_capability: str) -> tuple[bytes, Profile]:
+@dataclass(frozen=True)
+class BuiltEngine:
+    """A serialized engine and how it was built."""
+
+    plan: bytes
+    profile: Profile
+    build: BuildPlan
+    #: The fp16 conversion of the ONNX model the engine was built from (TensorRT 11 fp16), else None.
+    conversion: Any = None
+
+
+def _fast_fp16(trt: Any, builder: Any, precision: str) -> bool | None:
+    """Builder.platform_has_fast_fp16, asked on TensorRT 10 for fp16 only (11 removed it)."""
+    if precision != "fp16" or parse_version(trt.__version__)[0] >= 11:
+        return None
+    return bool(builder.platform_has_fast_fp16)
+
+
+def build_engine(trt: Any, model: ModelFile, precision: str, settings: BuildSettings, gpu: str,
+                 compute_capability: str) -> BuiltEngine:
     """A serialized engine for `model`, from unirt's engine cache when one was built with the same everything."""
     logger = collecting_logger(trt)
     mark = logger.messages.mark()
-    data = model.read_bytes()
-    builder, network, _parser = _parse(trt, logger, model)  # the parser owns weights the network uses: keep it
+    builder = trt.Builder(logger)
+    quantized = precision == "int8" and model_has_qdq(model)  # only int8 asks (it parses the graph)
+    plan_of_build = build_plan(trt.__version__, precision, quantized, compute_capability,
+                               _fast_fp16(trt, builder, precision))
+    conversion, source = None, model
+    if plan_of_build.onnx_transform == "fp16":
+        from unirt.conversion.mixed_precision import onnx_to_fp16
+
+        conversion = onnx_to_fp16(model)  # cached, and verified against the fp32 model on ONNX Runtime
+        source = open_model(conversion.path)
+    # the parser owns weights the network uses: keep it alive until the build is done
+    network, _parser = _parse(trt, logger, builder, source, _network_flags(trt, plan_of_build.network_flags))
     inputs = network_inputs(network)
     profile = derive_profile(inputs, settings.max_batch, settings.shapes, settings.opt_batch)
-    key = engine_key(model_digest(model), gpu, compute_capability, trt.__version__, precision, profile,
-                     settings.cache_fields())
+    options = build_fields(settings.cache_fields(), plan_of_build, trt.__version__,
+                           conversion.converter if conversion is not None else None)
+    key = engine_key(model_digest(model), gpu, compute_capability, trt.__version__, precision, profile, options)
     cached = engine_path(key)
     if settings.engine_cache and cached.is_file():
         log.debug("tensorrt: engine cache hit %s", cached)
-        return cached.read_bytes(), profile
-    to_set, to_clear = builder_flags(precision, looks_quantized(data), compute_capability,
-                                     bool(builder.platform_has_fast_fp16))
+        return BuiltEngine(cached.read_bytes(), profile, plan_of_build, conversion)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace)
     if settings.optimization_level is not None:
         config.builder_optimization_level = settings.optimization_level
-    for flag in to_set:
+    for flag in sorted(plan_of_build.set_flags):
         config.set_flag(_flag(trt, flag))
-    for flag in to_clear:
+    for flag in sorted(plan_of_build.clear_flags):
         config.clear_flag(_flag(trt, flag))
     if dynamic_inputs(inputs):
         # Every input with a -1 dim needs set_shape, also when backend_options' shapes fixes it to one shape.
@@ -137,7 +178,7 @@ def build_plan(trt: Any, model: ModelFile, precision: str, settings: BuildSettin
         _write_atomically(timing, bytes(config.get_timing_cache().serialize()))
     if settings.engine_cache:
         _write_atomically(cached, plan_bytes)
-    return plan_bytes, profile
+    return BuiltEngine(plan_bytes, profile, plan_of_build, conversion)
 
 
 def _attach_timing_cache(config: Any, path: Path) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from unirt import ModelFile, cache_dir
 
+from .plan import BuildPlan, major_minor
 from .profiles import Profile
 
 
@@ -38,6 +40,15 @@ def engine_key(model_sha256: str, gpu: str, compute_capability: str, trt_version
                "precision": precision, "profile": profile.as_json(),
                "options": {k: build_options[k] for k in sorted(build_options)}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:40]
+
+
+def build_fields(settings_fields: Mapping[str, Any], plan: BuildPlan, trt_version: str,
+                 converter: str | None) -> dict[str, Any]:
+    """The build options part of the engine key: the settings', the BuildPlan's (network and builder flags, the ONNX
+    transform), the TensorRT major.minor (engines do not carry over between them) and the converter (name and
+    version) that made the ONNX model the engine was built from, if any."""
+    return {**settings_fields, "plan": plan.cache_fields(), "tensorrt_major_minor": major_minor(trt_version),
+            "converter": converter}
 
 
 def _slug(text: str) -> str:

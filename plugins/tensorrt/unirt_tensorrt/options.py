@@ -1,11 +1,13 @@
-"""unirt's options in TensorRT's terms: builder flags for each precision and the backend_options. Pure logic."""
+"""unirt's options in TensorRT's terms: the backend_options, the prebuilt-engine precision check, and whether a model
+is quantized (Q/DQ). Pure logic (the builder flags per precision and TensorRT version are in plan.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from unirt import UnsupportedOptionError
+from unirt import ModelFile, UnsupportedOptionError
 
 OWN_KEYS = ("max_batch", "opt_batch", "shapes", "workspace", "engine_cache", "timing_cache",
             "builder_optimization_level")
@@ -32,7 +34,8 @@ def build_settings(options: Mapping[str, Any], max_batch: int | None = None) -> 
     profile's batch range when backend_options gives no max_batch of its own, which must not be smaller."""
     unknown = [k for k in options if k not in OWN_KEYS]
     if unknown:
-        raise UnsupportedOptionError(f"tensorrt: unknown backend option {unknown[0]!r}; use one of {', '.join(OWN_KEYS)}")
+        raise UnsupportedOptionError(f"tensorrt: unknown backend option {unknown[0]!r}; use one of "
+                                     f"{', '.join(OWN_KEYS)}")
     workspace = options.get("workspace", DEFAULT_WORKSPACE)
     if isinstance(workspace, bool) or not isinstance(workspace, int) or workspace <= 0:
         raise UnsupportedOptionError(f"tensorrt: workspace must be a positive number of bytes, got {workspace!r}")
@@ -53,47 +56,6 @@ def build_settings(options: Mapping[str, Any], max_batch: int | None = None) -> 
                          options.get("engine_cache", True), options.get("timing_cache", True), level)
 
 
-def builder_flags(precision: str, quantized: bool, compute_capability: str, fast_fp16: bool) -> tuple[set[str], set[str]]:
-    """(BuilderFlag names to set, names to clear) for a unirt precision on a GPU of `compute_capability`.
-
-    fp32 clears TF32, which TensorRT enables by default on Ampere and later: fp32 must mean fp32.
-    """
-    major = int(compute_capability.split(".")[0]) if compute_capability[:1].isdigit() else 0
-    supported = ["fp32"] + (["fp16"] if fast_fp16 else []) + (["bf16"] if major >= 8 else []) + ["int8 (quantized models)"]
-    if precision == "fp32":
-        return set(), {"TF32"}
-    if precision == "fp16":
-        if not fast_fp16:
-            raise UnsupportedOptionError(f"tensorrt: this GPU (sm {compute_capability}) has no fast fp16; it supports "
-                                         f"{', '.join(supported)}")
-        return {"FP16"}, {"TF32"}
-    if precision == "bf16":
-        if major < 8:
-            raise UnsupportedOptionError(f"tensorrt: bf16 needs an Ampere or later GPU (sm 8.0+), this one is sm "
-                                         f"{compute_capability}; it supports {', '.join(supported)}")
-        return {"BF16"}, {"TF32"}
-    if precision == "int8":
-        if not quantized:
-            raise UnsupportedOptionError("tensorrt runs int8 from a quantized (QDQ) ONNX model; this one has no "
-                                         "QuantizeLinear/DequantizeLinear. It supports fp32, fp16, bf16 for it")
-        return {"INT8"}, {"TF32"}
-    raise UnsupportedOptionError(f"tensorrt: unknown precision {precision!r}; it supports {', '.join(supported)}")
-
-
-def precision_info(precision: str, compute_capability: str, gpu: str) -> str:
-    """How the precision of an engine built here was set: the BuilderFlags from `builder_flags`. A reduced-precision
-    flag allows TensorRT to pick kernels of that precision where its timing finds them faster (layers whose
-    reduced kernels are slower, or that lack them, stay fp32): the precision named is the one the engine may use."""
-    if precision == "fp32":
-        return f"fp32 (TensorRT BuilderFlag TF32 cleared; {gpu}, sm {compute_capability})"
-    if precision == "int8":
-        return f"int8 (TensorRT BuilderFlag INT8 on a QDQ model: the quantized layers; {gpu}, sm {compute_capability})"
-    flag = precision.upper()
-    why = "Builder.platform_has_fast_fp16" if precision == "fp16" else "bf16 tensor cores (sm 8.0+)"
-    return (f"{precision} (TensorRT BuilderFlag {flag}, TF32 cleared; {gpu}, sm {compute_capability}, {why}: TensorRT "
-            f"uses {precision} kernels per layer where they are faster, fp32 elsewhere)")
-
-
 def check_engine_precision(model: str, precision: str) -> None:
     """A prebuilt engine runs in the precision it was built with: refuse asking for another one (fp32, the default,
     means "as built": repr shows that) rather than silently ignore it."""
@@ -104,6 +66,33 @@ def check_engine_precision(model: str, precision: str) -> None:
                                      "run this one as built")
 
 
-def looks_quantized(onnx_bytes: bytes) -> bool:
-    """An ONNX model with QDQ nodes (op types are stored as plain strings)."""
-    return b"QuantizeLinear" in onnx_bytes or b"DequantizeLinear" in onnx_bytes
+_QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+def _graph_has_qdq(graph: Any) -> bool:
+    for node in graph.node:
+        if node.op_type in _QDQ_OPS and node.domain in ("", "ai.onnx", "com.microsoft"):
+            return True
+        for attr in node.attribute:  # If/Loop/Scan bodies
+            if attr.HasField("g") and _graph_has_qdq(attr.g):
+                return True
+            if any(_graph_has_qdq(g) for g in attr.graphs):
+                return True
+    return False
+
+
+def model_has_qdq(model: ModelFile | bytes) -> bool:
+    """Whether an ONNX model has QuantizeLinear/DequantizeLinear nodes (explicit quantization: what TensorRT builds
+    int8 from). Read with onnx (the graph only, no external weights); without onnx, by the op type strings the
+    graph stores (a node or tensor named after them would count too)."""
+    data = model if isinstance(model, (bytes, bytearray)) else None
+    try:
+        import onnx
+    except ImportError:
+        raw = bytes(data) if data is not None else model.read_bytes()  # type: ignore[union-attr]
+        return any(op.encode() in raw for op in _QDQ_OPS)
+    if data is None and model.path is not None:  # type: ignore[union-attr]
+        proto = onnx.load(str(model.path), load_external_data=False)  # type: ignore[union-attr]
+    else:
+        proto = onnx.load_from_string(bytes(data) if data is not None else model.read_bytes())  # type: ignore
+    return _graph_has_qdq(proto.graph) or any(_graph_has_qdq(f) for f in proto.functions)

@@ -9,19 +9,19 @@ serialises concurrent callers. Needs tensorrt, cuda-python and a GPU.
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorrt as trt
-
-from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError,
-                   TensorInfo)
+from unirt import BackendSession, InputError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError, TensorInfo
 
 from . import cuda
-from .builder import build_plan, collecting_logger
+from .builder import build_engine, collecting_logger
 from .dtypes import nbytes, numpy_dtype
 from .errors import deserialize_failure, unsupported_io
-from .options import build_settings, precision_info
+from .options import build_settings
+from .plan import precision_info
 from .profiles import Profile
 
 
@@ -34,9 +34,14 @@ class TensorRTSession(BackendSession):
         self._logger = collecting_logger(trt)
         self._log = self._logger.messages
         if model.format is ModelFormat.ONNX:
-            plan, profile = build_plan(trt, model, options.precision, settings, gpu, sm)
+            built = build_engine(trt, model, options.precision, settings, gpu, sm)
+            plan, profile = built.plan, built.profile
             self.precision = options.precision
-            self.precision_info = precision_info(options.precision, sm, gpu)
+            conv = built.conversion
+            self.precision_info = precision_info(built.build, options.precision, sm, gpu,
+                                                 conv.converter if conv is not None else None)
+            if conv is not None and conv.verified:
+                self.precision_info += f"; fp16 ONNX vs fp32 on {conv.reference}: {conv.describe_errors()}"
         else:  # a serialized engine: its precision was fixed when it was built
             plan, profile = model.read_bytes()[int(model.details.get("payload_offset", 0)):], None
             self.precision = "as built"
@@ -48,7 +53,8 @@ class TensorRTSession(BackendSession):
         engine = self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         for n in names:  # host-side shape tensors and vectorized layouts: not plain device arrays
-            problem = unsupported_io(model.name, n, engine.get_tensor_location(n).name, engine.get_tensor_format(n).name)
+            problem = unsupported_io(model.name, n, engine.get_tensor_location(n).name,
+                                     engine.get_tensor_format(n).name)
             if problem is not None:
                 raise problem
         mark = self._log.mark()
