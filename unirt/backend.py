@@ -67,7 +67,7 @@ class FormatFacts:
     kserve_version: str | None = None
 
     @classmethod
-    def default(cls, fmt: Format) -> "FormatFacts":
+    def default(cls, fmt: Format) -> FormatFacts:
         """For a format whose plugin declares nothing: model.<format> and the format's own name."""
         return cls((f"model.{fmt.value}",), fmt.value)
 

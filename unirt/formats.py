@@ -47,7 +47,7 @@ class PluginFormat(str):
 
     __slots__ = ()
 
-    def __new__(cls, name: str) -> "PluginFormat":
+    def __new__(cls, name: str) -> PluginFormat:
         if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"a plugin format's name is a short word such as 'myfmt', got {name!r}")
         if name in ModelFormat._value2member_map_:
@@ -66,7 +66,7 @@ class PluginFormat(str):
 
 
 #: A model format: a built-in one, or one a plugin adds.
-Format = Union[ModelFormat, PluginFormat]
+Format = ModelFormat | PluginFormat
 
 
 @dataclass(frozen=True)

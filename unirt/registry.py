@@ -265,8 +265,8 @@ def get_backend(name: str) -> Backend:
             raise BackendUnavailableError(f"backend {name!r} is not installed. Install it with: {install_hint(name)}. "
                                           f"Installed: {installed}.")
         raise BackendUnavailableError(f"backend {name!r} is not installed, and it is none of unirt's own "
-                                      f"({', '.join(known_names())}): check the name, or install the plugin that "
-                                      f"provides it. Installed: {installed}.")
+                                      f"({', '.join(sorted(known_names()))}): check the name, or install the plugin "
+                                      f"that provides it. Installed: {installed}.")
     backend = _load(entry)
     if backend is None:
         raise BackendUnavailableError(f"backend {name!r} is installed but unusable: {entry.error}")
