@@ -100,7 +100,8 @@ def install_hint(name: str) -> str:
 
 
 def _entry(name: str) -> _Entry | None:
-    return _given.get(name) or _discover().get(name)
+    """An installed plugin's entry, else a given object's (`use`)."""
+    return _discover().get(name) or _given.get(name)
 
 
 def _discover() -> dict[str, _Entry]:
@@ -199,7 +200,7 @@ def use(backend: object) -> str:
         raise InputError(f"backend={label}: {exc}") from None
     with _lock:
         installed = _discover().get(name)
-        if installed is not None and _given.get(name) is None:
+        if installed is not None:
             loaded = _load(installed)
             if loaded is not None and type(loaded) is type(backend):
                 return name  # the installed plugin itself
@@ -254,11 +255,11 @@ def format_detectors() -> list[Backend]:
 def get_backend(name: str) -> Backend:
     """The backend registered as `name`; BackendUnavailableError saying what to install when there is none."""
     entries = _discover()
+    entry = entries.get(name)
     given = _given.get(name)
-    if given is not None:
+    if entry is None and given is not None:
         assert given.backend is not None
         return given.backend
-    entry = entries.get(name)
     if entry is None:
         installed = ", ".join(sorted(entries)) or "none"
         if name in known_names():
