@@ -113,6 +113,10 @@ def test_backend_argument_is_checked(gzonnx, gz_model):
     if "onnxruntime" in registry.installed_names():
         with pytest.raises(InputError, match="named 'onnxruntime', as the installed plugin .* another name"):
             unirt.Session(path, backend=Impostor)
+        # the installed plugin's own class is that plugin
+        own = type(registry.get_backend("onnxruntime"))
+        with unirt.Session(gz_model[1], backend=own) as sess:
+            assert sess.backend == "onnxruntime"
 
     class StringFormats(gzonnx.GzOnnxBackend):
         name = "strformats_given"
