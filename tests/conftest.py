@@ -60,6 +60,17 @@ def test_plugins(tmp_path, monkeypatch):
     unirt.refresh()
 
 
+@pytest.fixture
+def known_fakeengine(monkeypatch):
+    """Make "fakeengine" one of this project's backends (in the default order: what makes a backend "known"),
+    not installed here: every real one may be, in the test environment."""
+    from unirt import selection
+
+    for hw_class, order in list(selection.DEFAULT_ORDER.items()):
+        monkeypatch.setitem(selection.DEFAULT_ORDER, hw_class, (*order, "fakeengine"))
+    return "fakeengine"
+
+
 MALFORMED_PLUGINS = {"noformats": "NoFormatsBackend", "strformats": "StringFormatsBackend",
                      "raisingaccepts": "RaisingAcceptsBackend", "strdevices": "StringDevicesBackend"}
 

@@ -24,7 +24,7 @@ yaml = pytest.importorskip("yaml")
 
 import formats_samples  # noqa: E402
 from unirt.cli import main  # noqa: E402
-from unirt.deploy.image import EXTRAS, PLUGINS, image_contents  # noqa: E402
+from unirt.deploy.image import EXTRAS, image_contents, plugins  # noqa: E402
 from unirt.deploy.kserve import plan  # noqa: E402
 from unirt.errors import UnsupportedOptionError  # noqa: E402
 from unirt.formats import ModelFormat  # noqa: E402
@@ -253,7 +253,7 @@ def test_the_images_install_line_matches_the_packages_extras():
         assert extra in extras, f"{extra!r} is not an extra in pyproject.toml"
     # each backend's plugin is built from plugins/<backend> and installed as the wheel of unirt-<backend>
     assert "./plugins/%s " in text and "/wheels/unirt_${b}-[0-9]*.whl" in text
-    for backend, plugin in PLUGINS.items():
+    for backend, plugin in plugins().items():
         project = tomllib.loads((ROOT / "plugins" / backend / "pyproject.toml").read_text())["project"]
         assert project["name"] == plugin.distribution
         assert re.sub(r"[-.]+", "_", project["name"]) == f"unirt_{backend}"  # the wheel's file name
@@ -279,9 +279,9 @@ def test_plugin_formats_match_the_installed_plugins():
 
     checked = 0
     for name in registry.installed_names():
-        if name in PLUGINS:
+        if name in plugins():
             backend = registry.get_backend(name)
-            assert set(PLUGINS[name].formats) == set(backend.formats) | set(backend.converts_from), name
+            assert set(plugins()[name].formats) == set(backend.formats) | set(backend.converts_from), name
             checked += 1
     assert checked >= 1
     assert image_contents([], [ModelFormat.NCNN]).extras == ("serve", "convert")  # ncnn converts ONNX on load

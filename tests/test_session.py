@@ -221,11 +221,8 @@ def test_option_errors(test_plugins, model, kwargs, pattern):
         unirt.Session(model("dynamic_mlp"), backend="reference", **kwargs)
 
 
-def test_backend_errors(test_plugins, model, tmp_path, monkeypatch):
-    from unirt import registry
-
-    monkeypatch.setitem(registry.KNOWN_BACKENDS, "fakeengine", "unirt-fakeengine")  # known, not installed
-    with pytest.raises(unirt.BackendUnavailableError, match="pip install unirt-fakeengine"):
+def test_backend_errors(test_plugins, model, tmp_path, known_fakeengine):
+    with pytest.raises(unirt.BackendUnavailableError, match="pip install ./plugins/fakeengine"):
         unirt.Session(model("dynamic_mlp"), backend="fakeengine")
     with pytest.raises(unirt.BackendUnavailableError, match="fancyengine"):
         unirt.Session(model("dynamic_mlp"), backend="broken")

@@ -25,12 +25,12 @@ from .arena import Arena, ArenaReport, ArenaStats
 from .batch_runner import BatchStats
 from .batching import BatchSpec, gather, scatter
 from .cache import cache_dir
-from .backend import Availability, Backend, BackendSession, LoadOptions
+from .backend import Availability, Backend, BackendSession, FormatFacts, LoadOptions
 from .devices import Device
 from .errors import (ArenaBusyError, BackendCrashedError, BackendUnavailableError, ConversionError,
                      FrontendMismatchError, InputError, ModelFormatError, ModelLoadError, RunError, SessionClosedError,
                      UnirtError, UnsupportedOptionError)
-from .formats import ModelFile, ModelFormat, detect_format, open_model
+from .formats import ModelFile, ModelFormat, PluginFormat, detect_format, open_model
 from .hardware import Hardware, hardware
 from .pool import BufferPool, PoolStats, pinned_memory_status
 from .registry import BackendInfo, backends, refresh
@@ -86,8 +86,9 @@ def explain(model, device: str = "auto", precision: str = "fp32", threads: int |
 
 __all__ = [
     "Session", "TensorInfo", "Quantization", "backends", "explain", "convert", "refresh", "hardware", "Hardware",
-    "BackendInfo", "Candidate", "Explanation", "ModelFormat", "ModelFile", "detect_format", "open_model",
-    "Device", "Backend", "BackendSession", "Availability", "LoadOptions",
+    "BackendInfo", "Candidate", "Explanation", "ModelFormat", "PluginFormat", "ModelFile", "detect_format",
+    "open_model",
+    "Device", "Backend", "BackendSession", "Availability", "LoadOptions", "FormatFacts",
     "UnirtError", "ModelLoadError", "ModelFormatError", "InputError", "BackendUnavailableError",
     "UnsupportedOptionError", "RunError", "SessionClosedError", "ConversionError", "FrontendMismatchError",
     "BackendCrashedError",

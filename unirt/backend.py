@@ -9,6 +9,10 @@ The Backend is a *loader*: cheap to construct, imports its engine only in `probe
 `load()` returns a `BackendSession`, the *runner*: `inputs`, `outputs`, `run`, `close`.
 unirt checks every feed (names, dtypes, ranks, static dims, contiguity) before calling `run`, so a plugin
 only translates. Optional abilities are small extra methods (`run_into`), looked up once at load.
+
+A plugin also declares its *facts* as class attributes (install hint, formats it reads and converts, GPU need,
+serving platform names, image extras, its formats' file names): unirt derives every per-backend table from the
+installed plugins (`unirt.registry`), none is kept in the core. docs/plugins.md is the guide.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ import numpy as np
 
 from .devices import Device
 from .errors import UnsupportedOptionError
-from .formats import ModelFile, ModelFormat
+from .formats import Format, ModelFile, PluginFormat
 from .tensor import TensorInfo
 
-__all__ = ["Availability", "LoadOptions", "Backend", "BackendSession", "SupportsRunInto", "PRECISIONS"]
+__all__ = ["Availability", "LoadOptions", "Backend", "BackendSession", "SupportsRunInto", "FormatFacts", "PRECISIONS"]
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
@@ -48,6 +52,24 @@ class Availability:
     @classmethod
     def missing(cls, reason: str) -> "Availability":
         return cls(False, reason)
+
+
+@dataclass(frozen=True)
+class FormatFacts:
+    """What serving needs to know of a format a plugin owns (`Backend.format_facts`).
+
+    `model_files`: the file names `unirt serve` looks for in a Triton version directory, the first the one
+    `unirt deploy` writes ("model.onnx"); `kserve_name` / `kserve_version`: KServe's modelFormat for it.
+    """
+
+    model_files: tuple[str, ...]
+    kserve_name: str
+    kserve_version: str | None = None
+
+    @classmethod
+    def default(cls, fmt: Format) -> FormatFacts:
+        """For a format whose plugin declares nothing: model.<format> and the format's own name."""
+        return cls((f"model.{fmt.value}",), fmt.value)
 
 
 @dataclass(frozen=True)
@@ -97,11 +119,13 @@ class Backend(abc.ABC):
     """A backend plugin (the loader). Subclasses set `name` and `formats` and implement `probe` and `load`."""
 
     name: ClassVar[str]
-    formats: ClassVar[frozenset[ModelFormat]]
-    #: What to install for this backend, shown in errors.
+    #: Formats it loads: `ModelFormat` members, or `PluginFormat`s of its own (with `detect_format`).
+    formats: ClassVar[frozenset[Format]]
+    #: What to install for this backend's engine, shown in errors (`unirt.registry.install_hint`); "" when the
+    #: plugin's own distribution is all there is to install.
     install_hint: ClassVar[str] = ""
     #: Formats this backend can convert into one it reads, with its engine's own converter (e.g. ONNX for MNN).
-    converts_from: ClassVar[frozenset[ModelFormat]] = frozenset()
+    converts_from: ClassVar[frozenset[Format]] = frozenset()
     #: For formats it does not convert: what to do instead (an outside converter), added to unirt's error.
     convert_hint: ClassVar[str] = ""
     #: backend_options for loading a converted model to verify it: opt-ins to refusals that guard the caller's
@@ -112,7 +136,29 @@ class Backend(abc.ABC):
     #: translates it into the engine's own graph (OpenVINO reading ONNX or TFLite; TensorRT building an engine from
     #: ONNX): that is a conversion, and unirt verifies it against the format's reference engine (a backend that owns
     #: the format) on the first run (`unirt.conversion.frontend`).
-    native_formats: ClassVar[frozenset[ModelFormat] | None] = None
+    native_formats: ClassVar[frozenset[Format] | None] = None
+    #: It runs only on an NVIDIA GPU (TensorRT): deployments reserve one for it (Ray, KServe).
+    needs_gpu: ClassVar[bool] = False
+    #: Whose GPU its "gpu" device is: "nvidia" (a Ray "GPU" resource) or e.g. "intel" (OpenVINO), which is not.
+    gpu_vendor: ClassVar[str] = "nvidia"
+    #: The Triton `platform` name clients know it by (config.pbtxt, model metadata); None: its `name`.
+    serve_platform: ClassVar[str | None] = None
+    #: Other names a config.pbtxt `backend:` may call it by (e.g. "litert" for tflite).
+    serve_aliases: ClassVar[tuple[str, ...]] = ()
+    #: The plugin's own pip extra a serving image installs with it (e.g. TensorRT's "engine"); "" for none.
+    image_extra: ClassVar[str] = ""
+    #: unirt's own extras its image needs too (e.g. ("convert",) for a backend that converts ONNX on load).
+    unirt_extras: ClassVar[tuple[str, ...]] = ()
+    #: Serving facts of the formats it owns (file names in a model repository, KServe's format name); a format it
+    #: owns and does not list here gets `FormatFacts.default`.
+    format_facts: ClassVar[Mapping[Format, FormatFacts]] = {}
+
+    def detect_format(self, data: memoryview, path: Path | None) -> PluginFormat | None:
+        """For a plugin that adds a format of its own: whether `data` (a model's bytes; `path` its file, None for
+        bytes in memory) is one of its `PluginFormat`s. Asked only when no built-in format matched; read what it
+        needs and keep no reference to `data`. Return the format, or None. Raise ModelLoadError for content that
+        is its format but damaged. Must not import the engine."""
+        return None
 
     @abc.abstractmethod
     def probe(self) -> Availability:
@@ -143,7 +189,7 @@ class Backend(abc.ABC):
         """Whether this backend can load this model; by default, by format."""
         return model.format in self.formats
 
-    def owns(self, fmt: ModelFormat) -> bool:
+    def owns(self, fmt: Format) -> bool:
         """Whether `fmt` is this engine's own format (`native_formats`), so that it can be a reference for it."""
         return fmt in (self.formats if self.native_formats is None else self.native_formats)
 

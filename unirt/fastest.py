@@ -97,7 +97,7 @@ class FastestExplanation(Explanation):
 def options_for(backend_options: Mapping[str, Any], backend: str) -> dict[str, Any]:
     """With backend="fastest", backend_options keyed by backend names go to that backend only
     ({"openvino": {...}, "onnxruntime": {...}}); any other dict goes to every candidate."""
-    names = set(registry.installed_names()) | set(registry.KNOWN_BACKENDS)
+    names = set(registry.installed_names()) | set(registry.known_names())
     if backend_options and all(k in names for k in backend_options):
         return dict(backend_options.get(backend) or {})
     return dict(backend_options)

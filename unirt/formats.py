@@ -3,6 +3,9 @@
 Each format has one small sniff function; `detect_format` runs them all. A sniff function answers
 "yes", "no", or "this is my format but it is damaged" (a `Damaged`), so a truncated ONNX file is
 reported as a damaged ONNX file instead of an unknown one.
+
+The built-in formats are `ModelFormat` members. A plugin can add a format of its own (a `PluginFormat`) with a
+detector (`Backend.detect_format`), asked only when no built-in format matches (xarray's `guess_can_open`).
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Union
+from typing import Any, Callable, Sequence, Union
 
 from .errors import ModelFormatError, ModelLoadError
 
-__all__ = ["ModelFormat", "ModelFile", "detect_format", "open_model"]
+__all__ = ["ModelFormat", "PluginFormat", "Format", "ModelFile", "detect_format", "open_model"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -36,6 +39,36 @@ class ModelFormat(str, enum.Enum):
         return self.value
 
 
+class PluginFormat(str):
+    """A model format a plugin adds (not one of unirt's `ModelFormat`s), e.g. `PluginFormat("myfmt")`.
+
+    It behaves as a `ModelFormat` does where unirt uses one: a string equal to its short name, with `.value`.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, name: str) -> PluginFormat:
+        if not isinstance(name, str) or not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"a plugin format's name is a short word such as 'myfmt', got {name!r}")
+        if name in ModelFormat._value2member_map_:
+            raise ValueError(f"{name!r} is a built-in format: use ModelFormat({name!r})")
+        return super().__new__(cls, name)
+
+    @property
+    def value(self) -> str:
+        return str.__str__(self)
+
+    def __repr__(self) -> str:
+        return f"PluginFormat({self.value!r})"
+
+    def __reduce__(self) -> tuple:
+        return (PluginFormat, (self.value,))
+
+
+#: A model format: a built-in one, or one a plugin adds.
+Format = ModelFormat | PluginFormat
+
+
 @dataclass(frozen=True)
 class ModelFile:
     """A model found on disk (or given as bytes) and its detected format.
@@ -46,7 +79,7 @@ class ModelFile:
     `details` carries format facts found while sniffing (e.g. a TensorRT payload offset).
     """
 
-    format: ModelFormat
+    format: Format
     path: Path | None
     files: tuple[Path, ...] = ()
     data: bytes | None = field(default=None, repr=False)
@@ -385,8 +418,12 @@ _SUFFIXES = {".onnx": ModelFormat.ONNX, ".xml": ModelFormat.OPENVINO, ".tflite":
              ".engine": ModelFormat.TENSORRT, ".plan": ModelFormat.TENSORRT, ".trt": ModelFormat.TENSORRT}
 
 
-def detect_format(buf: bytes | memoryview, path: Path | None = None) -> tuple[ModelFormat, dict]:
-    """Detect a model's format from its content. Raises ModelLoadError (damaged) or ModelFormatError (unknown)."""
+def detect_format(buf: bytes | memoryview, path: Path | None = None, detectors: Sequence[Any] = ()
+                  ) -> tuple[Format, dict]:
+    """Detect a model's format from its content. Raises ModelLoadError (damaged) or ModelFormatError (unknown).
+
+    Built-in formats first; then the formats plugins add: `detectors` (Backend objects, e.g. one given to
+    `Session(backend=...)`), then every installed plugin's `Backend.detect_format`."""
     view = buf if isinstance(buf, memoryview) else memoryview(buf)
     where = str(path) if path is not None else "model bytes"
     if len(view) == 0:
@@ -403,26 +440,57 @@ def detect_format(buf: bytes | memoryview, path: Path | None = None) -> tuple[Mo
         if details is not None:
             return fmt, details
     hinted = _SUFFIXES.get(path.suffix.lower()) if path is not None else None
+    if hinted is None:
+        found = _plugin_format(view, path, detectors)
+        if found is not None:
+            return found, {}
     if hinted is not None:
         raise ModelLoadError(f"{where}: the suffix says {hinted}, but the content is not a valid {hinted} model "
                              f"(first bytes: {bytes(view[:8])!r})")
-    known = ", ".join(f.value for f in ModelFormat)
+    from . import registry
+
+    known = ", ".join([f.value for f in ModelFormat] + sorted(f.value for f in registry.plugin_formats()))
     raise ModelFormatError(f"{where}: unrecognised model format (first bytes: {bytes(view[:8])!r}); "
                            f"unirt reads {known}")
 
 
-def _model_files(fmt: ModelFormat, path: Path, details: dict) -> tuple[Path, ...]:
+def _plugin_format(view: memoryview, path: Path | None, detectors: Sequence[Any]) -> PluginFormat | None:
+    """The first plugin format whose detector claims the content (a plugin's ModelLoadError: damaged)."""
+    from . import registry  # registry imports this module
+
+    where = str(path) if path is not None else "model bytes"
+    for backend in (*detectors, *registry.format_detectors()):
+        try:
+            fmt = backend.detect_format(view, path)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{where}: {exc}") from None
+        except Exception as exc:  # a plugin's bug skips that plugin's formats, not detection
+            registry.log.warning("backend %r: detect_format failed: %s: %s", backend.name, type(exc).__name__, exc)
+            continue
+        if fmt is None:
+            continue
+        if not isinstance(fmt, PluginFormat) or fmt not in backend.formats:
+            registry.log.warning("backend %r: detect_format returned %r, not a PluginFormat in its formats; ignored",
+                                 backend.name, fmt)
+            continue
+        return fmt
+    return None
+
+
+def _model_files(fmt: Format, path: Path, details: dict) -> tuple[Path, ...]:
     weights = details.get("weights")
     return (path, weights) if weights is not None else (path, *details.get("external_data", ()))
 
 
-def open_model(model: PathLike | bytes | ModelFile) -> ModelFile:
-    """Resolve a path (or in-memory bytes) to a `ModelFile`, reading only what detection needs."""
+def open_model(model: PathLike | bytes | ModelFile, detectors: Sequence[Any] = ()) -> ModelFile:
+    """Resolve a path (or in-memory bytes) to a `ModelFile`, reading only what detection needs.
+
+    `detectors`: Backend objects whose `detect_format` is asked too (before the installed plugins')."""
     if isinstance(model, ModelFile):
         return model
     if isinstance(model, (bytes, bytearray, memoryview)):
         data = bytes(model)
-        fmt, details = detect_format(data)
+        fmt, details = detect_format(data, None, detectors)
         return ModelFile(format=fmt, path=None, data=data, size=len(data), details=details)
     if not isinstance(model, (str, os.PathLike)):
         raise ModelLoadError(f"expected a model path or bytes, got {type(model).__name__}")
@@ -438,7 +506,7 @@ def open_model(model: PathLike | bytes | ModelFile) -> ModelFile:
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
                 view = memoryview(mapped)
                 try:
-                    fmt, details = detect_format(view, path)
+                    fmt, details = detect_format(view, path, detectors)
                 finally:
                     view.release()
     except FileNotFoundError:

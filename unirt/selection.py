@@ -124,7 +124,7 @@ def _order(hw: Hardware, device: Device) -> tuple[list[str], str]:
     installed = registry.installed_names()
     if env:
         first = [n.strip() for n in env.split(",") if n.strip()]
-        unknown = [n for n in first if n not in installed and n not in registry.KNOWN_BACKENDS]
+        unknown = [n for n in first if n not in installed and n not in registry.known_names()]
         first = [n for n in first if n not in unknown]
         base = first + [n for n in base if n not in first]
         source = f"{ENV_ORDER}={env}, then default for {hw_class}"
@@ -133,7 +133,7 @@ def _order(hw: Hardware, device: Device) -> tuple[list[str], str]:
             if env not in _warned_env:
                 _warned_env.add(env)
                 log.warning("%s names unknown backend(s) %s, ignored; known: %s", ENV_ORDER, ", ".join(unknown),
-                            ", ".join(sorted(set(installed) | set(registry.KNOWN_BACKENDS))))
+                            ", ".join(sorted(set(installed) | set(registry.known_names()))))
     extra = sorted(n for n in installed if n not in base)
     return base + extra, source
 
@@ -199,8 +199,8 @@ def rank(model: ModelFile, device: Device | str = "auto", hw: Hardware | None = 
     order, source = _order(hw, device)
     installed = set(registry.installed_names())
     judged = [_judge(n, model, device, installed) for n in order]
-    # Only mention missing backends that could have read this format, to keep the explanation short.
-    judged = [c for c in judged if c.backend in installed or c.backend in _readers(model)]
+    # Missing backends are mentioned only when nothing installed reads this format, to keep the explanation short.
+    judged = [c for c in judged if c.backend in installed or c.backend in _missing(model, installed)]
     used = None
     if measurement is not None and not os.environ.get(ENV_ORDER, "").strip():
         times = {t.backend: t for t in measurement.honest(precision)}
@@ -255,16 +255,10 @@ def auto_rank(model: ModelFile, device: Device | str = "auto", *, threads: int |
     return rank(model, device, precision=precision, measurement=found)
 
 
-# Which of this project's backends read which format: used only to word explanations about missing plugins.
-_FORMAT_READERS = {
-    "onnx": {"onnxruntime", "openvino", "tensorrt"},
-    "openvino": {"openvino"},
-    "tflite": {"tflite", "openvino"},
-    "ncnn": {"ncnn"},
-    "mnn": {"mnn"},
-    "tensorrt": {"tensorrt"},
-}
-
-
-def _readers(model: ModelFile) -> set[str]:
-    return _FORMAT_READERS.get(model.format.value, set())
+def _missing(model: ModelFile, installed: set[str]) -> set[str]:
+    """The missing backends an explanation mentions for `model`: none when an installed backend reads its format;
+    else every one of this project's backends that is not installed (which formats a missing plugin reads is its
+    own to declare, so the core does not guess which of them would)."""
+    if registry.readers(model.format):
+        return set()
+    return {n for n in registry.known_names() if n not in installed}

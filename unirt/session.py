@@ -13,7 +13,7 @@ import numpy as np
 
 from . import registry
 from .arena import Arena
-from .backend import PRECISIONS, BackendSession, LoadOptions
+from .backend import PRECISIONS, Backend, BackendSession, LoadOptions
 from .batch_runner import BatchStats
 from .batching import BatchSpec
 from .devices import Device
@@ -89,7 +89,8 @@ class Session:
     `precision="fp32"` (the default) gives fp32 answers on every backend; "fp16" and "int8" are asked for and
     raise UnsupportedOptionError where the backend cannot honour them. `backend_options` go to the engine as-is.
     `backend="fastest"` times every backend that can run the model (with `input_shapes` for dynamic dims) and
-    keeps the fastest; the choice is cached per model, machine and options (see `unirt.fastest`).
+    keeps the fastest; the choice is cached per model, machine and options (see `unirt.fastest`). `backend` may
+    also be a `unirt.Backend` object or subclass (a plugin not installed: docs/plugins.md).
     Thread safety: `run` and `run_many` may be called from several threads at once on every backend (those whose
     engine runs one call at a time serialise them); `close` from another thread lets runs in progress finish or
     raise SessionClosedError. Sessions sharing an `arena` run one at a time.
@@ -109,7 +110,7 @@ class Session:
     def __init__(
         self,
         model: PathLike | bytes | ModelFile,
-        backend: str = "auto",
+        backend: str | Backend | type[Backend] = "auto",
         device: str | Device = "auto",
         *,
         threads: int | None = None,
@@ -137,7 +138,10 @@ class Session:
         self._input_shapes = _check_input_shapes(input_shapes)
         _check_memory_options(max_batch, batched, pool, pooled_outputs, arena, isolate)
         requested = Device.parse(device)
-        self._model = open_model(model)
+        detectors: tuple = ()
+        if not isinstance(backend, str):  # a Backend object or subclass (xarray's engine=): by its name from here on
+            backend, detectors = self._given_backend(backend, isolate)
+        self._model = open_model(model, detectors)
         self._selection: Explanation | None = None
         runner: BackendSession | None = None
         if backend == "fastest":  # timed choice (unirt.fastest); the winner comes back loaded
@@ -210,6 +214,17 @@ class Session:
         self._planned = self._plan.active
 
     # -- loading ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _given_backend(backend: Any, isolate: bool) -> tuple[str, tuple]:
+        """backend=<a unirt.Backend object or subclass>: registered under its name (`unirt.registry.use`); its format
+        detector reads the model too."""
+        name = registry.use(backend)
+        if isolate and name not in registry.installed_names():
+            raise UnsupportedOptionError(f"isolate=True needs a backend the child process can find by name; "
+                                         f"backend {name!r} was given as an object: install it as a plugin "
+                                         f"(an entry point in the unirt.backends group) to isolate it")
+        return name, (registry.get_backend(name),)
+
     def _choose(self, backend: str, device: Device, threads: int | None = None, precision: str = "fp32",
                 backend_options: Mapping[str, Any] | None = None, max_batch: int | None = None) -> tuple[str, str]:
         if not isinstance(backend, str) or not backend:

@@ -32,10 +32,6 @@ __all__ = ["build", "conversion_parts", "engine_versions"]
 
 log = logging.getLogger(__name__)
 
-# Which backend gives reference outputs for a source format (any other installed reader is tried after it).
-_REFERENCE = {ModelFormat.ONNX: "onnxruntime"}
-
-
 def engine_versions(name: str) -> str:
     """The plugin's, engine's and (where the plugin names one: `Backend.converter_version`) converter's versions."""
     entry = registry.backends(names=[name])[0]
@@ -45,8 +41,10 @@ def engine_versions(name: str) -> str:
 
 
 def _readers(fmt: ModelFormat, target: str) -> list[str]:
-    """Installed, available backends other than `target` that read `fmt` models, the preferred reference first."""
-    preferred = _REFERENCE.get(fmt)
+    """Installed, available backends other than `target` that read `fmt` models, the preferred reference (the
+    backend whose engine owns the format, as plugins declare) first."""
+    owner = registry.owner(fmt)
+    preferred = owner.name if owner is not None else None
     installed = registry.installed_names()
     names = []
     for name in ([preferred] if preferred else []) + installed:

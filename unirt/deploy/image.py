@@ -2,8 +2,10 @@
 plugins, chosen by name, and which model formats an image with those plugins can serve.
 
 The Dockerfile takes two build arguments, `UNIRT_EXTRAS` (unirt's optional extras, comma-separated; `serve` is
-always there) and `UNIRT_BACKENDS` (plugin folders under `plugins/`, space-separated). The plugins' formats are
-listed here, not imported: manifests are often written on a machine that does not run the backends.
+always there) and `UNIRT_BACKENDS` (plugin folders under `plugins/`, space-separated). What each plugin brings
+(formats, its own extra, unirt extras, GPU need) is what the plugin declares (`unirt.Backend`), read from the
+installed plugins: a plugin installs without its engine (TensorRT's is an extra), so a machine that does not run
+a backend can still write its image.
 """
 
 from __future__ import annotations
@@ -11,52 +13,67 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..errors import UnsupportedOptionError
-from ..formats import ModelFormat
+from .. import registry
+from ..backend import Backend
+from ..errors import BackendUnavailableError, UnsupportedOptionError
+from ..formats import Format, ModelFormat
 
-__all__ = ["Plugin", "PLUGINS", "EXTRAS", "ImageContents", "image_contents", "backend_for_format", "DOCKERFILE"]
+__all__ = ["Plugin", "plugins", "plugin", "EXTRAS", "ImageContents", "image_contents", "backend_for_format",
+           "DOCKERFILE"]
 
 DOCKERFILE = "deploy/kserve/Dockerfile"  # in unirt's source tree; the build context is the tree's root
 
 
 @dataclass(frozen=True)
 class Plugin:
-    """A backend plugin as the image installs it: its folder under plugins/, its pip extra, and the formats it
-    serves (read natively, or converted on first load with the backend's own converter)."""
+    """A backend plugin as the image installs it: its folder under plugins/ (`backend`), its distribution, the
+    formats it serves (its own first, then those it reads through a frontend or converts on load), its own pip
+    extra, unirt's extras it needs, and whether it needs an NVIDIA GPU to run at all."""
 
     backend: str
-    reads: tuple[ModelFormat, ...]
-    converts: tuple[ModelFormat, ...] = ()
-    extra: str = ""            # the plugin's own extra the image installs (TensorRT's engine)
-    gpu: bool = False          # needs an NVIDIA GPU to run at all
+    formats: tuple[Format, ...]
+    distribution: str
+    extra: str = ""
+    unirt_extras: tuple[str, ...] = ()
+    gpu: bool = False
 
-    @property
-    def distribution(self) -> str:
-        return f"unirt-{self.backend}"
+    @classmethod
+    def of(cls, backend: Backend) -> Plugin:
+        served = set(backend.formats) | set(backend.converts_from)
+        builtin = list(ModelFormat)
+        ordered = sorted(served, key=lambda f: (not backend.owns(f) or f not in backend.formats,
+                                                builtin.index(f) if f in builtin else len(builtin), f.value))
+        return cls(backend.name, tuple(ordered), registry.distribution(backend.name) or f"unirt-{backend.name}",
+                   backend.image_extra, tuple(backend.unirt_extras), backend.needs_gpu)
 
-    @property
-    def formats(self) -> tuple[ModelFormat, ...]:
-        return self.reads + tuple(f for f in self.converts if f not in self.reads)
+
+def plugins() -> dict[str, Plugin]:
+    """This project's plugins installed here (those an image can build from plugins/), by backend name."""
+    found = (registry.find_backend(n) for n in registry.known_names() if n in registry.installed_names())
+    return {b.name: Plugin.of(b) for b in found if b is not None}
 
 
-F = ModelFormat
-PLUGINS: dict[str, Plugin] = {p.backend: p for p in (
-    Plugin("onnxruntime", (F.ONNX,)),
-    Plugin("openvino", (F.OPENVINO, F.ONNX, F.TFLITE)),
-    Plugin("tflite", (F.TFLITE,)),
-    Plugin("ncnn", (F.NCNN,), (F.ONNX,)),
-    Plugin("mnn", (F.MNN,), (F.ONNX,)),
-    Plugin("tensorrt", (F.TENSORRT,), (F.ONNX,), extra="engine", gpu=True),
-)}
+def plugin(name: str) -> Plugin:
+    """The installed plugin of backend `name` as an image holds it; BackendUnavailableError when not installed."""
+    found = plugins().get(name)
+    if found is None:
+        raise BackendUnavailableError(f"backend {name!r}: its plugin is not installed here, and what its image holds "
+                                      f"is what the plugin declares. Install it: {registry.install_hint(name)}")
+    return found
+
+
 # unirt's own extras an image may add (pyproject.toml's optional-dependencies); `serve` is always installed.
 EXTRAS = ("serve", "convert", "tools")
-# The backend unirt serve picks first for a format on a server CPU (README's auto-selection), for default images.
-_NATIVE = {F.ONNX: "onnxruntime", F.OPENVINO: "openvino", F.TFLITE: "tflite", F.NCNN: "ncnn", F.MNN: "mnn",
-           F.TENSORRT: "tensorrt"}
 
 
-def backend_for_format(fmt: ModelFormat) -> str:
-    return _NATIVE[fmt]
+def backend_for_format(fmt: Format) -> str:
+    """The backend a default image serves `fmt` with: the installed plugin whose engine owns it."""
+    owner = registry.owner(fmt)
+    if owner is None or owner.name not in plugins():
+        raise BackendUnavailableError(f"no installed plugin of unirt's owns the {fmt} format, so no image can be "
+                                      f"chosen for it; install the plugin that reads it (e.g. pip install "
+                                      f"./plugins/<backend> from a unirt checkout)")
+    return owner.name
 
 
 @dataclass(frozen=True)
@@ -70,7 +87,7 @@ class ImageContents:
     def formats(self) -> tuple[ModelFormat, ...]:
         seen: list[ModelFormat] = []
         for backend in self.backends:
-            seen += [f for f in PLUGINS[backend].formats if f not in seen]
+            seen += [f for f in plugin(backend).formats if f not in seen]
         return tuple(seen)
 
     @property
@@ -84,22 +101,24 @@ class ImageContents:
 
 def image_contents(items: Iterable[str], formats: Iterable[ModelFormat] = ()) -> ImageContents:
     """Resolve `--extras` items (backend names or unirt extras) plus the backends the models' `formats` need.
-    Backends that convert on load (ncnn, MNN, TensorRT from ONNX) bring unirt's `convert` extra."""
+    Backends bring the unirt extras they declare (those that convert on load: `convert`)."""
     extras, backends = ["serve"], []
     for item in items:
         name = item.strip().lower()
         if not name:
             continue
-        if name in PLUGINS:
-            backends.append(name)
-        elif name in EXTRAS:
+        if name in EXTRAS:
             extras.append(name)
+        elif name in registry.known_names():
+            plugin(name)
+            backends.append(name)
         else:
-            raise UnsupportedOptionError(f"--extras: {item!r} is neither a backend ({', '.join(PLUGINS)}) nor an "
-                                         f"extra of unirt ({', '.join(EXTRAS)})")
+            known = ", ".join(registry.known_names())
+            raise UnsupportedOptionError(f"--extras: {item!r} is neither a backend ({known}) nor an extra of unirt "
+                                         f"({', '.join(EXTRAS)})")
     for fmt in formats:
-        if not any(fmt in PLUGINS[b].formats for b in backends):
+        if not any(fmt in plugin(b).formats for b in backends):
             backends.append(backend_for_format(fmt))
-    if any(PLUGINS[b].converts for b in backends):
-        extras.append("convert")
+    for b in backends:  # those that convert on load bring unirt's `convert` extra
+        extras += plugin(b).unirt_extras
     return ImageContents(tuple(dict.fromkeys(extras)), tuple(dict.fromkeys(backends)))

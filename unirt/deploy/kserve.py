@@ -15,27 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .. import __version__
+from .. import __version__, registry
 from ..errors import ModelLoadError, UnsupportedOptionError
-from ..formats import ModelFile, ModelFormat, open_model
-from .image import ImageContents, image_contents
+from ..formats import Format, ModelFile, ModelFormat, open_model
+from .image import ImageContents, image_contents, plugin
 
-__all__ = ["KServeDeployment", "plan", "serving_runtime", "inference_service", "MODEL_FORMATS", "HTTP_PORT",
+__all__ = ["KServeDeployment", "plan", "serving_runtime", "inference_service", "kserve_format", "HTTP_PORT",
            "GRPC_PORT", "METRICS_PORT"]
 
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8080, 9000, 8002  # KServe's defaults for v2 runtimes (Triton's too)
-# KServe's model format names, with a version where the format has one that matters to the runtime.
-MODEL_FORMATS: dict[ModelFormat, dict[str, str]] = {
-    ModelFormat.ONNX: {"name": "onnx", "version": "1"},
-    ModelFormat.OPENVINO: {"name": "openvino"},
-    ModelFormat.TFLITE: {"name": "tflite"},
-    ModelFormat.NCNN: {"name": "ncnn"},
-    ModelFormat.MNN: {"name": "mnn"},
-    ModelFormat.TENSORRT: {"name": "tensorrt", "version": "10"},
-}
-# The file names `unirt serve` looks for in a version directory (unirt.serve.repository.MODEL_FILES).
-_MAIN_FILE = {ModelFormat.ONNX: "model.onnx", ModelFormat.OPENVINO: "model.xml", ModelFormat.TFLITE: "model.tflite",
-              ModelFormat.NCNN: "model.param", ModelFormat.MNN: "model.mnn", ModelFormat.TENSORRT: "model.plan"}
+# KServe's model format names and the served file names are what the plugin owning each format declares
+# (`unirt.Backend.format_facts`, read through `unirt.registry.format_facts`).
 _DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?")
 
@@ -109,8 +99,9 @@ def plan(model_or_repo: str | Path, name: str, *, extras: Sequence[str] = (), im
         formats = [model.format]
         files = _repository_layout(model, name)
     contents = image_contents(extras, formats)
-    if gpus is None:
-        gpus = 1 if ModelFormat.TENSORRT in formats or contents.backends == ("tensorrt",) else 0
+    if gpus is None:  # a format only a GPU engine serves, or an image of GPU engines only
+        gpu = [plugin(b).gpu for b in contents.backends]
+        gpus = 1 if any(plugin(_server_of(f, contents)).gpu for f in formats) or (gpu and all(gpu)) else 0
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
         raise UnsupportedOptionError(f"--gpus must be a non-negative integer, got {gpus!r}")
     image = image or f"unirt-serve:{__version__}-{'-'.join(contents.backends)}"
@@ -123,6 +114,17 @@ def plan(model_or_repo: str | Path, name: str, *, extras: Sequence[str] = (), im
     return KServeDeployment(name, runtime, service, image, contents, storage_uri, files)
 
 
+def kserve_format(fmt: Format) -> dict[str, str]:
+    """KServe's modelFormat for `fmt` ({"name": ..., "version": ...}), as the plugin that owns it declares."""
+    facts = registry.format_facts(fmt)
+    return {"name": facts.kserve_name, **({"version": facts.kserve_version} if facts.kserve_version else {})}
+
+
+def _server_of(fmt: Format, contents: ImageContents) -> str:
+    """The image's backend that serves `fmt`: the first that reads it as it is, else the first that converts it."""
+    return next((b for b in contents.backends if fmt in plugin(b).formats), contents.backends[0])
+
+
 def _check_dns(what: str, value: str) -> None:
     if not isinstance(value, str) or len(value) > 63 or not _DNS_1035.fullmatch(value):
         raise UnsupportedOptionError(f"{what} {value!r}: KServe names are DNS-1035 labels: at most 63 lower-case "
@@ -133,7 +135,7 @@ def _repository_layout(model: ModelFile, name: str) -> list[tuple[Path, str]]:
     """A model file (and its weights file) as version 1 of model `name` in a Triton repository. An ONNX model's
     external data files keep their names (relative to the model's folder): the graph refers to them by name."""
     assert model.path is not None
-    main = _MAIN_FILE[model.format]
+    main = registry.format_facts(model.format).model_files[0]
     if model.format is ModelFormat.NCNN and model.path.suffix != ".param":
         raise ModelLoadError(f"{model.path}: a binary ncnn .param must be converted to a text .param to be served")
     out = [(model.path, f"{name}/1/{main}")]
@@ -223,7 +225,7 @@ def serving_runtime(name: str, image: str, formats: Sequence[ModelFormat], *, cp
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False,
                             "privileged": False, "capabilities": {"drop": ["ALL"]}},
     }
-    supported = [{**MODEL_FORMATS[f], "autoSelect": True, "priority": 1} for f in formats]
+    supported = [{**kserve_format(f), "autoSelect": True, "priority": 1} for f in formats]
     return {
         "apiVersion": "serving.kserve.io/v1alpha1",
         "kind": "ServingRuntime",
@@ -248,7 +250,7 @@ def inference_service(name: str, runtime: str, model_format: ModelFormat, storag
         "kind": "InferenceService",
         "metadata": metadata,
         "spec": {"predictor": {"model": {
-            "modelFormat": dict(MODEL_FORMATS[model_format]),
+            "modelFormat": kserve_format(model_format),
             "runtime": runtime,
             "protocolVersion": "v2",
             "storageUri": storage_uri,

@@ -27,18 +27,42 @@ from .datatypes import config_type_to_datatype, datatype_to_config_type, from_nu
 
 __all__ = ["ModelConfig", "TensorSpec", "BatchingPolicy", "QueuePolicy", "ModelSpec", "ConfigError",
            "parse_config_text", "parse_config_json", "backend_for", "select_versions", "instance_devices", "build_spec",
-           "config_to_dict", "PLATFORMS", "BACKENDS", "isolate_setting", "queue_policy", "ISOLATE_VALUES"]
+           "config_to_dict", "platforms", "backend_names", "isolate_setting", "queue_policy", "ISOLATE_VALUES"]
 
 log = logging.getLogger(__name__)
 ModelConfig = mc.ModelConfig
 
-# Triton platform / backend names -> unirt backend ("auto": unirt picks from the model file and the machine).
-PLATFORMS = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt", "openvino": "openvino",
-             "tflite": "tflite", "ncnn": "ncnn", "mnn": "mnn"}
-BACKENDS = {"onnxruntime": "onnxruntime", "tensorrt": "tensorrt", "openvino": "openvino", "tflite": "tflite",
-            "litert": "tflite", "ncnn": "ncnn", "mnn": "mnn", "unirt": "auto"}
-# unirt backend -> the platform name Triton clients know it by (auto-complete and model metadata)
-_PLATFORM_OF = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
+
+
+def platforms() -> dict[str, str]:
+    """Triton platform names -> unirt backend, as the installed plugins declare them (`Backend.serve_platform`)."""
+    from .. import registry
+
+    return {_platform_of(n): n for n in registry.installed_names()}
+
+
+def backend_names() -> dict[str, str]:
+    """config.pbtxt `backend:` names -> unirt backend ("unirt": unirt picks from the model file and the machine):
+    each installed plugin's name and the aliases it declares (`Backend.serve_aliases`), and this project's
+    backends by name."""
+    from .. import registry
+
+    names = {"unirt": "auto"}
+    for name in (*registry.known_names(), *registry.installed_names()):  # a missing one's load says what to install
+        plugin = registry.find_backend(name)
+        for alias in (name, *(plugin.serve_aliases if plugin is not None else ())):
+            names.setdefault(alias, name)
+    return names
+
+
+def _platform_of(backend: str) -> str:
+    """The platform name Triton clients know `backend` by (auto-complete and model metadata)."""
+    from .. import registry
+
+    plugin = registry.find_backend(backend)
+    return (plugin.serve_platform if plugin is not None else None) or backend
+
+
 _PARAMETERS = {"threads", "precision", "isolate"}
 ISOLATE_VALUES = ("true", "false", "auto")
 _GIVEN_MBS = "_unirt_max_batch_size_given"  # set by the parsers; removed from the completed config
@@ -163,22 +187,20 @@ def read_config(path: Path | None) -> Any:
 def backend_for(config: Any) -> str:
     """The unirt backend a config asks for, from `backend` or `platform` ("auto" when it names neither)."""
     if config.backend:
-        chosen = BACKENDS.get(config.backend)
+        names = backend_names()
+        chosen = names.get(config.backend)
         if chosen is None:
-            from .. import registry
-
-            if config.backend not in registry.installed_names():  # a third party's unirt plugin, by its name
-                raise ConfigError(f"backend: {config.backend!r} is not served by unirt; expected one of "
-                                  f"{', '.join(sorted(BACKENDS))} or an installed unirt plugin's name")
-            chosen = config.backend
-        if config.platform and PLATFORMS.get(config.platform, chosen) != chosen:
+            raise ConfigError(f"backend: {config.backend!r} is not served by unirt; expected one of "
+                              f"{', '.join(sorted(names))} (unirt, or an installed unirt plugin's name)")
+        if config.platform and platforms().get(config.platform, chosen) != chosen:
             raise ConfigError(f"platform: {config.platform!r} disagrees with backend {config.backend!r}")
         return chosen
     if config.platform:
-        if config.platform not in PLATFORMS:
+        known = platforms()
+        if config.platform not in known:
             raise ConfigError(f"platform: {config.platform!r} is not served by unirt; expected one of "
-                              f"{', '.join(sorted(PLATFORMS))}")
-        return PLATFORMS[config.platform]
+                              f"{', '.join(sorted(known))} (an installed unirt plugin's platform)")
+        return known[config.platform]
     return "auto"
 
 
@@ -367,9 +389,9 @@ def build_spec(config: Any, name: str, inputs: Sequence[TensorInfo], outputs: Se
         _complete_io(cfg.output, outputs, batched)
     if not cfg.backend and not cfg.platform:
         cfg.backend = backend
-        cfg.platform = _PLATFORM_OF.get(backend, backend)
+        cfg.platform = _platform_of(backend)
     elif not cfg.platform:
-        cfg.platform = _PLATFORM_OF.get(backend, backend)
+        cfg.platform = _platform_of(backend)
     in_specs, in_batch = _check_io("input", cfg.input, inputs, batched, model_dir)
     out_specs, out_batch = _check_io("output", cfg.output, outputs, batched, model_dir)
     given = {t.name for t in in_specs}

@@ -14,28 +14,33 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import registry
 from ..errors import UnirtError
+from ..formats import ModelFormat
 from ..registry import get_backend
 from .errors import BadRequest, NotFound
 
 __all__ = ["Repository", "DirectoryRepository", "SingleModelRepository", "check_model_name", "parse_version",
-           "MODEL_FILES"]
+           "model_files"]
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
-# What each unirt backend's model file is called when the config names none (Triton's default_model_filename).
-MODEL_FILES: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("model.onnx",),
-    "tensorrt": ("model.plan", "model.engine"),
-    "openvino": ("model.xml",),
-    "tflite": ("model.tflite",),
-    "ncnn": ("model.param", "model.ncnn.param"),
-    "mnn": ("model.mnn",),
-}
-_ANY_ORDER = ("model.onnx", "model.plan", "model.engine", "model.xml", "model.tflite", "model.param",
-              "model.ncnn.param", "model.mnn")
-# The file name of each model format (unirt.ModelFormat values), for a backend that reads or converts it.
-_FORMAT_OF = {"model.onnx": "onnx", "model.plan": "tensorrt", "model.engine": "tensorrt", "model.xml": "openvino",
-              "model.tflite": "tflite", "model.param": "ncnn", "model.ncnn.param": "ncnn", "model.mnn": "mnn"}
+
+
+def _format_files() -> dict[str, tuple[str, ...]]:
+    """Each format an installed plugin owns (ModelFormat order, then plugins' own) -> its model file names, as
+    that plugin declares them (`Backend.format_facts`)."""
+    formats = [*ModelFormat, *sorted(registry.plugin_formats())]
+    return {f.value: registry.format_facts(f).model_files for f in formats if registry.owner(f) is not None}
+
+
+def model_files(backend: str) -> tuple[str, ...]:
+    """What `backend`'s model file is called when the config names none (Triton's default_model_filename): the
+    names of the formats it owns; for "auto" (or a backend not installed), every installed plugin's names."""
+    by_format = _format_files()
+    plugin = registry.find_backend(backend)
+    if plugin is None:
+        return tuple(n for names in by_format.values() for n in names)
+    return tuple(n for fmt, names in by_format.items() if fmt in plugin.formats and plugin.owns(fmt) for n in names)
 
 
 def check_model_name(name: str) -> str:
@@ -70,10 +75,11 @@ class ModelSource:
         where = self.versions[version]
         if where.is_file():
             return where
-        names = (default_filename,) if default_filename else MODEL_FILES.get(backend, _ANY_ORDER)
-        if not default_filename and backend in MODEL_FILES:  # then what it loads by converting (ONNX for ncnn)
+        names = (default_filename,) if default_filename else model_files(backend)
+        if not default_filename and registry.find_backend(backend) is not None:  # then what it converts (ONNX)
             readable = _readable_formats(backend)
-            names += tuple(n for n in _ANY_ORDER if n not in names and _FORMAT_OF[n] in readable)
+            names += tuple(n for fmt, files in _format_files().items() if fmt in readable for n in files
+                           if n not in names)
         for candidate in names:
             if "/" in candidate or "\\" in candidate or candidate in ("", ".", ".."):
                 raise BadRequest(f"default_model_filename {candidate!r}: expected a file name inside the version "

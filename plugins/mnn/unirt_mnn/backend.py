@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unirt import (Availability, Backend, BackendSession, ConversionError, LoadOptions, ModelFile, ModelFormat,
-                   UnsupportedOptionError, open_model)
+from unirt import (Availability, Backend, BackendSession, ConversionError, FormatFacts, LoadOptions, ModelFile,
+                   ModelFormat, UnsupportedOptionError, open_model)
 
-from unirt.native_output import native_output_captured, native_output_silenced
+from unirt.plugin_sdk import native_output_captured, native_output_silenced
 
 
 class MnnBackend(Backend):
@@ -15,6 +15,8 @@ class MnnBackend(Backend):
     formats = frozenset({ModelFormat.MNN})
     converts_from = frozenset({ModelFormat.ONNX})
     install_hint = "pip install unirt-mnn"
+    unirt_extras = ("convert",)  # converts ONNX on load
+    format_facts = {ModelFormat.MNN: FormatFacts(("model.mnn",), "mnn")}
     # verification compares the numbers itself: float64 outputs, and fp16 weights stored for a CPU that computes fp32
     verification_options = {"allow_float64_as_float32": True, "allow_storage_only_precision": True}
 
@@ -28,7 +30,7 @@ class MnnBackend(Backend):
         return Availability(True, version=str(version), devices=("cpu",))
 
     def load(self, model: ModelFile, options: LoadOptions) -> BackendSession:
-        from unirt.canary import check_loads
+        from unirt.plugin_sdk import check_loads
 
         from .session import MnnSession
 
@@ -83,7 +85,7 @@ class MnnBackend(Backend):
         shapes, shapes2 = dict(bo.get("input_shapes") or {}), dict(bo.get("input_shapes2") or {})
         dynamic = {name: [a for a, (d, d2) in enumerate(zip(shape, shapes2[name])) if d != d2]
                    for name, shape in shapes.items() if name in shapes2 and list(shape) != list(shapes2[name])}
-        from unirt.conversion.signature import write_sidecar
+        from unirt.plugin_sdk import write_sidecar
 
         write_sidecar(target, [], [], dynamic_axes=dynamic)
         return open_model(target)

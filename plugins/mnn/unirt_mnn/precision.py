@@ -22,8 +22,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from unirt import UnsupportedOptionError
-from unirt.native_output import native_output_silenced
-from unirt.precision import cached_probe, cpu_arithmetic, storage_only_allowed, storage_only_refusal
+from unirt.plugin_sdk import (cached_probe, cpu_arithmetic, native_output_silenced, storage_only_allowed,
+                              storage_only_refusal)
 
 MODES = {"fp32": "High", "fp16": "Low", "bf16": "Low_BF16"}
 MEASURED = {"bf16": "1.14x the fp32 time and bit-identical answers on a ResNet-18-like model, MNN 3.6.1, 2 threads, "

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from unirt import (Availability, Backend, BackendSession, ConversionError, LoadOptions, ModelFile, ModelFormat,
-                   UnsupportedOptionError, open_model)
+from unirt import (Availability, Backend, BackendSession, ConversionError, FormatFacts, LoadOptions, ModelFile,
+                   ModelFormat, UnsupportedOptionError, open_model)
 
-from unirt.native_output import native_output_silenced
+from unirt.plugin_sdk import native_output_silenced
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ class NcnnBackend(Backend):
     formats = frozenset({ModelFormat.NCNN})
     converts_from = frozenset({ModelFormat.ONNX})
     install_hint = "pip install unirt-ncnn"
+    unirt_extras = ("convert",)  # converts ONNX on load
+    format_facts = {ModelFormat.NCNN: FormatFacts(("model.param", "model.ncnn.param"), "ncnn")}
     # verification compares the numbers itself: fp16 weights stored for a CPU that computes fp32 are checked there
     verification_options = {"allow_storage_only_precision": True}
 
@@ -58,7 +60,7 @@ class NcnnBackend(Backend):
         """ONNX -> model.param + model.bin with pnnx, at the shapes unirt's conversion layer passes; fp32 weights
         unless precision='fp16' (bf16 runs from fp32 weights with ncnn's bf16 storage). pnnx's batch axis per
         blob goes into the conversion's sidecar (`batch_axes`): the runner needs it to feed ncnn."""
-        from unirt.conversion.signature import write_sidecar
+        from unirt.plugin_sdk import write_sidecar
 
         from .pnnx import run_pnnx
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from unirt.precision import cpu_arithmetic, storage_only_allowed, storage_only_refusal
+from unirt.plugin_sdk import cpu_arithmetic, storage_only_allowed, storage_only_refusal
 
 MEASURED = {"fp16": "0.98-1.05x the fp32 time (median round; best round 1.04-1.22x), max abs diff up to 0.0037 vs "
                     "fp32 on three real-size CNNs, ncnn 1.0.20261020, 1 thread, AVX2/F16C AMD EPYC "

@@ -31,8 +31,7 @@ import ncnn
 
 from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
                    UnsupportedOptionError)
-from unirt.conversion.signature import read_sidecar
-from unirt.unknown_rank import UnknownRankInfo, observe
+from unirt.plugin_sdk import UnknownRankInfo, observe, read_sidecar
 
 from .param import ParamGraph, parse_param
 from .precision import effective_precision

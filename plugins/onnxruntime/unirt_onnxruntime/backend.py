@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unirt import Availability, Backend, LoadOptions, ModelFile, ModelFormat, hardware
+from unirt import Availability, Backend, FormatFacts, LoadOptions, ModelFile, ModelFormat, hardware
 
 from .providers import missing_gpu_note, offered_devices
 
@@ -11,6 +11,8 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     formats = frozenset({ModelFormat.ONNX})
     install_hint = "pip install unirt-onnxruntime"
+    serve_platform = "onnxruntime_onnx"  # Triton's name for it
+    format_facts = {ModelFormat.ONNX: FormatFacts(("model.onnx",), "onnx", "1")}
 
     def probe(self) -> Availability:
         try:

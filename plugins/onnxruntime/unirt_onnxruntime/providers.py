@@ -173,7 +173,7 @@ def _runs_precision(provider: Provider, precision: str, quantized: bool) -> bool
     if precision == "fp16":
         if name == OPENVINO and opts.get("device_type") == "CPU":
             # OpenVINO's CPU plugin computes fp16 only with native fp16 arithmetic; elsewhere it would run fp32
-            from unirt.precision import cpu_arithmetic
+            from unirt.plugin_sdk import cpu_arithmetic
 
             return cpu_arithmetic("fp16")[0]
         return (name == TENSORRT and opts.get("trt_fp16_enable")) or (name == OPENVINO and opts.get("precision")
@@ -194,7 +194,7 @@ def _precision_hint(device: Device, precision: str) -> str:
     if precision == "fp16":
         lacks = ""
         if device.kind == "cpu":
-            from unirt.precision import cpu_arithmetic
+            from unirt.plugin_sdk import cpu_arithmetic
 
             lacks = f" ({cpu_arithmetic('fp16')[1]}: the OpenVINO EP on this CPU would compute fp32)"
         return (f"onnxruntime cannot run an fp32 model in fp16 on {device}{lacks}: use device='cuda' with "

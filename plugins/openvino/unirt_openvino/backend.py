@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unirt import (Availability, Backend, ConversionError, LoadOptions, ModelFile, ModelFormat, ModelLoadError,
-                   open_model)
+from unirt import (Availability, Backend, ConversionError, FormatFacts, LoadOptions, ModelFile, ModelFormat,
+                   ModelLoadError, open_model)
 
 from .options import offered_devices
 
@@ -18,6 +18,8 @@ class OpenVinoBackend(Backend):
     #: ONNX and TFLite are read through OpenVINO's frontends: verified against the format's reference engine.
     native_formats = frozenset({ModelFormat.OPENVINO})
     install_hint = "pip install unirt-openvino"
+    gpu_vendor = "intel"  # its "gpu" is an Intel GPU, not a Ray/KServe "GPU"
+    format_facts = {ModelFormat.OPENVINO: FormatFacts(("model.xml",), "openvino")}
 
     def probe(self) -> Availability:
         try:

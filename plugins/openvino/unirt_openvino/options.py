@@ -98,7 +98,7 @@ def _lacking(precision: str, device: str, capabilities: Sequence[str]) -> str:
         return ""
     text = f" (OPTIMIZATION_CAPABILITIES: {', '.join(capabilities) or 'none'}"
     if device.upper().startswith("CPU"):
-        from unirt.precision import cpu_arithmetic
+        from unirt.plugin_sdk import cpu_arithmetic
 
         cpu = cpu_arithmetic(precision)[1]
         text += f"; OpenVINO's CPU {precision} kernels need native {precision} arithmetic: {cpu}"
@@ -211,7 +211,7 @@ def precision_info(in_force: str, hint_type_names: Sequence[str], device: str, c
         cap = PRECISION_HINTS[in_force][1]
         text += f"; OPTIMIZATION_CAPABILITIES lists {cap}"
         if device.upper().startswith("CPU"):
-            from unirt.precision import cpu_arithmetic
+            from unirt.plugin_sdk import cpu_arithmetic
 
             text += f"; {cpu_arithmetic(in_force)[1]}"
     return text + ")"

@@ -27,7 +27,7 @@ from openvino._pyopenvino import InferRequest as _NativeRequest
 
 from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError,
                    TensorInfo, UnsupportedOptionError)
-from unirt.conversion.signature import read_sidecar
+from unirt.plugin_sdk import read_sidecar
 
 from .onnx_dims import onnx_dim_names
 from .options import (QUANTIZED_OPS, common_capabilities, compile_settings, device_name, float64_allowed,
@@ -76,7 +76,7 @@ def _onnx_fixed_for_openvino(data: bytes) -> bytes | None:
         return None
     import onnx
 
-    from unirt.conversion.fixups import coerced_softmax_axis
+    from unirt.plugin_sdk import coerced_softmax_axis
 
     proto = onnx.load_from_string(data)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unirt import Availability, Backend, ConversionError, LoadOptions, ModelFile, ModelFormat, hardware, open_model
+from unirt import (Availability, Backend, ConversionError, FormatFacts, LoadOptions, ModelFile, ModelFormat, hardware,
+                   open_model)
 
 from .plan import version_problem
 
@@ -43,6 +44,11 @@ class TensorRTBackend(Backend):
     #: ONNX is read through TensorRT's ONNX parser into an engine: verified against the format's reference engine.
     native_formats = frozenset({ModelFormat.TENSORRT})
     install_hint = "pip install 'unirt-tensorrt[engine]'"
+    needs_gpu = True
+    serve_platform = "tensorrt_plan"  # Triton's name for it
+    image_extra = "engine"  # the plugin's extra that installs TensorRT itself
+    unirt_extras = ("convert",)  # builds engines from ONNX on load
+    format_facts = {ModelFormat.TENSORRT: FormatFacts(("model.plan", "model.engine"), "tensorrt", "10")}
 
     def probe(self) -> Availability:
         reason, version = unavailable_reason()
@@ -58,7 +64,7 @@ class TensorRTBackend(Backend):
         from .session import TensorRTSession
 
         if model.format is ModelFormat.TENSORRT:
-            from unirt.canary import check_loads
+            from unirt.plugin_sdk import check_loads
 
             # A plan past its magic tag goes straight to deserialize_cuda_engine, which has no verifier of its own
             # for damaged bytes: the first load of a file happens in a throwaway process (remembered per content).

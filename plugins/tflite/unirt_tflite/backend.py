@@ -3,13 +3,15 @@ lazily."""
 
 from __future__ import annotations
 
-from unirt import Availability, Backend, LoadOptions, ModelFile, ModelFormat
+from unirt import Availability, Backend, FormatFacts, LoadOptions, ModelFile, ModelFormat
 
 
 class TFLiteBackend(Backend):
     name = "tflite"
     formats = frozenset({ModelFormat.TFLITE})
     install_hint = "pip install unirt-tflite"
+    serve_aliases = ("litert",)
+    format_facts = {ModelFormat.TFLITE: FormatFacts(("model.tflite",), "tflite")}
     #: LiteRT ships no ONNX importer and TensorFlow is not a unirt dependency: convert with onnx2tf outside unirt.
     convert_hint = ("unirt has no ONNX -> TFLite converter (LiteRT ships none, and unirt does not depend on "
                     "TensorFlow). Convert with onnx2tf, which needs TensorFlow: `pip install onnx2tf` (plus the "

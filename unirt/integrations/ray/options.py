@@ -95,11 +95,15 @@ class ReplicaOptions:
 
     @property
     def gpus(self) -> int:
-        """GPUs Ray must reserve: one for a CUDA/ROCm device or TensorRT (Intel GPUs are no Ray "GPU")."""
+        """GPUs Ray must reserve: one for a CUDA/ROCm device or a backend that needs a GPU (TensorRT); a "gpu"
+        device only where the backend's GPU is a Ray "GPU" (OpenVINO's is an Intel GPU): what its plugin declares."""
+        from ... import registry
+
         kind = Device.parse(self.device).kind
-        if self.backend == "tensorrt" or kind in ("cuda", "rocm"):
+        plugin = registry.find_backend(self.backend)
+        if (plugin is not None and plugin.needs_gpu) or kind in ("cuda", "rocm"):
             return 1
-        return 1 if kind == "gpu" and self.backend != "openvino" else 0
+        return 1 if kind == "gpu" and (plugin is None or plugin.gpu_vendor == "nvidia") else 0
 
     def session_kwargs(self) -> dict[str, Any]:
         """The `unirt.Session` arguments of a replica."""
