@@ -15,8 +15,9 @@ Precision (what the CPU computes a reduced precision in; caching a probe's resul
     `cpu_arithmetic`, `storage_only_allowed`, `storage_only_refusal`, `cached_probe`
 Outputs of unknown rank (engines whose model files do not give output ranks, ncnn and MNN):
     `UnknownRankInfo`, `observe`
-ONNX fix-ups a converter needs (a Softmax axis an engine reads differently):
-    `coerced_softmax_axis`
+ONNX fix-ups a converter needs (a Softmax axis an engine reads differently), and a verified, cached mixed
+precision copy of an ONNX model (engines that build typed networks, TensorRT 11):
+    `coerced_softmax_axis`, `onnx_to_fp16`
 Machine and cache:
     `hardware`, `Hardware`, `cache_dir`
 """
@@ -40,6 +41,7 @@ _EXPORTS = {
     "UnknownRankInfo": "unirt.unknown_rank",
     "observe": "unirt.unknown_rank",
     "coerced_softmax_axis": "unirt.conversion.fixups",
+    "onnx_to_fp16": "unirt.conversion.mixed_precision",
     "hardware": "unirt.hardware",
     "Hardware": "unirt.hardware",
     "cache_dir": "unirt.cache",

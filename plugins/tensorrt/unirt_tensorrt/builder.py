@@ -138,7 +138,7 @@ def build_engine(trt: Any, model: ModelFile, precision: str, settings: BuildSett
                                _fast_fp16(trt, builder, precision))
     conversion, source = None, model
     if plan_of_build.onnx_transform == "fp16":
-        from unirt.conversion.mixed_precision import onnx_to_fp16
+        from unirt.plugin_sdk import onnx_to_fp16
 
         conversion = onnx_to_fp16(model)  # cached, and verified against the fp32 model on ONNX Runtime
         source = open_model(conversion.path)
