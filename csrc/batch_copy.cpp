@@ -1,6 +1,7 @@
 #include "batch_copy.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -26,6 +27,12 @@ void copy_range(const std::vector<CopySpan>& spans, std::size_t begin, std::size
       std::memcpy(s.dst + from, s.src + from, to - from);
     }
   }
+}
+
+// Whether [a, a + n) and [b, b + m) share a byte (empty ranges share none).
+bool overlaps(const char* a, std::size_t n, const char* b, std::size_t m) {
+  const auto x = reinterpret_cast<std::uintptr_t>(a), y = reinterpret_cast<std::uintptr_t>(b);
+  return n > 0 && m > 0 && x < y + m && y < x + n;
 }
 
 }  // namespace
@@ -64,7 +71,12 @@ std::vector<CopySpan> gather_spans(const std::vector<Piece>& sources, char* dst,
   std::vector<CopySpan> spans;
   spans.reserve(sources.size() + 1);
   std::size_t offset = 0;
-  for (const Piece& p : sources) {
+  for (std::size_t i = 0; i < sources.size(); ++i) {
+    const Piece& p = sources[i];
+    if (overlaps(p.data, p.nbytes, dst, dst_bytes)) {  // memcpy over its own source, on several threads: undefined
+      throw std::invalid_argument("gather: parts[" + std::to_string(i) +
+                                  "] shares memory with the destination; pass a copy of it");
+    }
     if (p.nbytes > dst_bytes - offset) {
       throw std::invalid_argument("gather: the sources need more than the " + std::to_string(dst_bytes) +
                                   " bytes of the destination");
@@ -80,6 +92,24 @@ std::vector<CopySpan> scatter_spans(const char* src, std::size_t src_bytes,
                                     const std::vector<std::pair<char*, std::size_t>>& dsts) {
   std::vector<CopySpan> spans;
   spans.reserve(dsts.size());
+  std::vector<std::pair<std::uintptr_t, std::size_t>> ranges;  // (start, index): destinations must not overlap
+  ranges.reserve(dsts.size());
+  for (std::size_t i = 0; i < dsts.size(); ++i) {
+    if (overlaps(dsts[i].first, dsts[i].second, src, src_bytes)) {
+      throw std::invalid_argument("scatter: outs[" + std::to_string(i) +
+                                  "] shares memory with the batch; pass a separate array");
+    }
+    if (dsts[i].second > 0) ranges.emplace_back(reinterpret_cast<std::uintptr_t>(dsts[i].first), i);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (std::size_t k = 1; k < ranges.size(); ++k) {
+    const auto& prev = ranges[k - 1];
+    if (prev.first + dsts[prev.second].second > ranges[k].first) {
+      throw std::invalid_argument("scatter: outs[" + std::to_string(std::min(prev.second, ranges[k].second)) +
+                                  "] and outs[" + std::to_string(std::max(prev.second, ranges[k].second)) +
+                                  "] share memory; each needs its own array");
+    }
+  }
   std::size_t offset = 0;
   for (const auto& d : dsts) {
     if (d.second > src_bytes - offset) {

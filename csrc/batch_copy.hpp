@@ -23,11 +23,12 @@ struct Piece {
 };
 
 // Spans that place `sources` one after another at `dst` and zero the rest of `dst_bytes`.
-// Throws std::invalid_argument when the sources do not fit.
+// Throws std::invalid_argument when the sources do not fit, or when a source's memory overlaps `dst`'s.
 std::vector<CopySpan> gather_spans(const std::vector<Piece>& sources, char* dst, std::size_t dst_bytes);
 
 // Spans that copy consecutive pieces of `src` (of `src_bytes`) into each destination in turn.
-// Throws std::invalid_argument when the destinations ask for more than `src_bytes`.
+// Throws std::invalid_argument when the destinations ask for more than `src_bytes`, or when a destination's memory
+// overlaps the source's or another destination's.
 std::vector<CopySpan> scatter_spans(const char* src, std::size_t src_bytes, const std::vector<std::pair<char*, std::size_t>>& dsts);
 
 }  // namespace unirt
