@@ -133,3 +133,49 @@ def test_unirt_gather_and_scatter_say_overlap_as_input_errors():
         unirt.gather([out[1:2]], out=out)
     with pytest.raises(unirt.InputError, match="shares memory"):
         unirt.scatter(out, [out[:2], np.zeros((2, 3), np.float32)])
+
+
+def test_threaded_copies_reuse_workers_across_calls_threads_and_a_fork():
+    """Large gathers and scatters run on workers started once (not a thread per call): many calls, from several
+    Python threads at once (one uses the workers, the others copy alone), and in a forked child (which has none of
+    the parent's threads and starts its own) all copy right."""
+    import os
+
+    rng = np.random.default_rng(0)
+    parts = [rng.standard_normal((1, 1 << 20)).astype(np.float32) for _ in range(4)]  # 16 MiB: threaded
+    expected = np.concatenate(parts)
+    out = np.empty_like(expected)
+    for _ in range(20):
+        out.fill(0)
+        assert _core.gather(parts, out, 4) == 4
+        np.testing.assert_array_equal(out, expected)
+    errors = []
+
+    def work():
+        mine = np.empty_like(expected)
+        back = [np.empty_like(p) for p in parts]
+        for _ in range(10):
+            _core.gather(parts, mine, 4)
+            _core.scatter(mine, back, 4)
+            if not (np.array_equal(mine, expected) and all(np.array_equal(a, b) for a, b in zip(back, parts))):
+                errors.append("wrong copy")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    if not hasattr(os, "fork"):
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if its threaded copies work
+        ok = False
+        try:
+            child = np.empty_like(expected)
+            _core.gather(parts, child, 4)
+            ok = np.array_equal(child, expected)
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
