@@ -171,11 +171,8 @@ class BatchRunner:
         memory.reserve(staging + self._output_bytes(group, names, padded_total))
         buffers = self._output_buffers(group, names, outs, padded_total, empty)
 
-        def attempt(own: bool) -> tuple[list, dict[str, np.ndarray] | None]:
-            used = buffers if own else None
-            return self._run_windows(group, names, starts, rows, total, cap, windows, used, empty), used
-
-        ran, buffers = self._pooled(attempt, tuple(names) if buffers is not None else ())
+        ran, buffers = self._pooled(self._attempt, tuple(names) if buffers is not None else (), group, names, starts,
+                                    rows, total, cap, windows, buffers, empty)
         spanning = sum(1 for s, r in zip(starts, rows) if r and (s // cap) != ((s + r - 1) // cap))
         with self._lock:
             st = self._stats
@@ -197,6 +194,11 @@ class BatchRunner:
                 result[n] = dest if dest is not None else rows_view
             results[index] = result
         return results
+
+    def _attempt(self, own, group, names, starts, rows, total, cap, windows, buffers, empty):
+        """Every window, into `buffers` when `own` (RunPlan's fallback runs it again without them)."""
+        used = buffers if own else None
+        return self._run_windows(group, names, starts, rows, total, cap, windows, used, empty), used
 
     def _run_windows(self, group, names, starts, rows, total, cap, windows, buffers,
                      empty) -> list[tuple[int, dict[str, np.ndarray]]]:

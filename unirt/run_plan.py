@@ -124,23 +124,26 @@ class RunPlan:
         for n, shape in wanted:
             targets[n] = memory.empty(shape, planner.dtypes[n])
         ours = tuple(n for n, _ in wanted)
+        return dict(zip(names, self._pooled(self._attempt, ours, arrays, names, targets, ours)))
 
-        def attempt(own: bool) -> list[Any]:
-            return self._call(arrays, names, (targets if own else {n: t for n, t in targets.items() if n not in ours})
-                              or None)
+    def _attempt(self, own: bool, arrays: dict[str, np.ndarray], names: Sequence[str],
+                 targets: dict[str, np.ndarray], ours: Sequence[str]) -> list[Any]:
+        """One run writing into `targets`, or (not `own`) only into those not among `ours` (the caller's)."""
+        if not own:
+            targets = {n: t for n, t in targets.items() if n not in ours}
+        return self._call(arrays, names, targets or None)
 
-        return dict(zip(names, self._pooled(attempt, ours)))
-
-    def _pooled(self, attempt: Callable[[bool], T], ours: Sequence[str]) -> T:
-        """`attempt(True)` writes outputs `ours` into unirt's buffers; where the engine refuses them
-        (BuffersRefusedError: the model's declared shapes do not hold), `attempt(False)` lets it allocate them, and
-        so does this session from then on. The one place of this fallback: `run` and run_many's packed runs."""
+    def _pooled(self, attempt: Callable[..., T], ours: Sequence[str], *args: Any) -> T:
+        """`attempt(True, *args)` writes outputs `ours` into unirt's buffers; where the engine refuses them
+        (BuffersRefusedError: the model's declared shapes do not hold), `attempt(False, *args)` lets it allocate
+        them, and so does this session from then on. The one place of this fallback: `run` and run_many's packed
+        runs."""
         try:
-            return attempt(True)
+            return attempt(True, *args)
         except BuffersRefusedError:
             if not ours:
                 raise  # the caller's own arrays: nothing of unirt's to drop
-        result = attempt(False)
+        result = attempt(False, *args)
         log.warning("backend %r refused outputs sized from the model's declared shapes (%s); this session now lets "
                     "the backend allocate them", self._backend, ", ".join(ours))
         self._fixed = tuple(n for n in self._fixed if n not in ours)
