@@ -1,7 +1,10 @@
 // Gather (many requests into one batch buffer) and scatter (a batch back out to requests): plain memory copies,
 // split over threads when large. Callers release the GIL around them. No Python headers here.
 #pragma once
+#include <condition_variable>
 #include <cstddef>
+#include <functional>
+#include <mutex>
 #include <vector>
 
 namespace unirt {
@@ -10,6 +13,28 @@ struct CopySpan {
   const char* src;  // nullptr: fill `nbytes` zero bytes at dst
   char* dst;
   std::size_t nbytes;
+};
+
+// Threads kept for large copies: starting a thread and joining it costs about as much as copying the 1 MiB
+// share a thread takes (~30 us each), so the workers are started once and reused. One call uses them at a time;
+// a concurrent call copies on its own thread (its caller's, with the GIL released).
+class CopyWorkers {
+ public:
+  static CopyWorkers& shared();
+  // Runs part(k) for k in [0, n): part(0) on the calling thread, the rest on workers. False when another call is
+  // using the workers (nothing was run).
+  bool run(std::size_t n, const std::function<void(std::size_t)>& part);
+
+ private:
+  CopyWorkers();
+  void loop();
+  const long pid_;  // the process that started the workers (a forked child has none)
+  std::mutex call_;  // held for a whole call
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  std::size_t started_ = 0;
+  const std::function<void(std::size_t)>* job_ = nullptr;
+  std::size_t next_ = 1, last_ = 0, pending_ = 0;  // parts next_..last_ are still to take; pending_ unfinished
 };
 
 // Performs every span, on up to `threads` threads (the calling thread included; never more than the CPUs). Work
@@ -23,11 +48,12 @@ struct Piece {
 };
 
 // Spans that place `sources` one after another at `dst` and zero the rest of `dst_bytes`.
-// Throws std::invalid_argument when the sources do not fit.
+// Throws std::invalid_argument when the sources do not fit, or when a source's memory overlaps `dst`'s.
 std::vector<CopySpan> gather_spans(const std::vector<Piece>& sources, char* dst, std::size_t dst_bytes);
 
 // Spans that copy consecutive pieces of `src` (of `src_bytes`) into each destination in turn.
-// Throws std::invalid_argument when the destinations ask for more than `src_bytes`.
+// Throws std::invalid_argument when the destinations ask for more than `src_bytes`, or when a destination's memory
+// overlaps the source's or another destination's.
 std::vector<CopySpan> scatter_spans(const char* src, std::size_t src_bytes, const std::vector<std::pair<char*, std::size_t>>& dsts);
 
 }  // namespace unirt

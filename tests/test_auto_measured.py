@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import unirt
-from unirt import fastest
+from unirt import fastest, model_hash
 from unirt.cli import main
 from unirt.selection import DEFAULT_ORDER
 from unirt.testing import models
@@ -146,12 +146,12 @@ def test_unirt_backend_order_still_wins_over_a_measurement(mlp, monkeypatch):
 
 def test_a_large_models_hash_is_kept_on_disk_and_follows_its_content(tmp_path, cache):
     path = models.matmul_relu(tmp_path / "big.onnx", n=1500)  # 9 MB: its hash is kept for the next process
-    first = fastest._model_hash(unirt.open_model(path))
-    assert first == fastest._hash_content(unirt.open_model(path))
-    fastest._hashes.clear()  # as a new process
-    assert len(list((cache / "hashes").glob("*.txt"))) == 1
-    assert fastest._model_hash(unirt.open_model(path)) == first
+    first = unirt.open_model(path).content_hash
+    assert first == model_hash.hash_content(unirt.open_model(path))
+    model_hash._memo.clear()  # as a new process
+    assert len(list((cache.parent / "hashes").glob("*.txt"))) == 1
+    assert unirt.open_model(path).content_hash == first
     models.matmul_relu(path, n=1500, seed=1)  # same size, new content
-    fastest._hashes.clear()
-    second = fastest._model_hash(unirt.open_model(path))
-    assert second != first and second == fastest._hash_content(unirt.open_model(path))
+    model_hash._memo.clear()
+    second = unirt.open_model(path).content_hash
+    assert second != first and second == model_hash.hash_content(unirt.open_model(path))

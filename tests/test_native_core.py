@@ -92,3 +92,90 @@ def test_contiguous_copy_runs_in_parallel_threads():
 def test_contiguous_copy_rejects_objects():
     with pytest.raises(TypeError):
         _core.contiguous_copy(np.array(["a", None], dtype=object))
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_gather_refuses_a_part_that_views_the_destination(threads):
+    """memcpy from memory it writes (on several threads at once) is undefined: refused before any copy."""
+    out = np.arange(8 * 1024, dtype=np.float32).reshape(8, 1024)
+    before = out.copy()
+    for part in (out[2:4], out[6:], out[:1]):
+        with pytest.raises(ValueError, match=r"parts\[1\] shares memory with the destination"):
+            _core.gather([np.ones((1, 1024), np.float32), part], out, threads)
+        np.testing.assert_array_equal(out, before)  # nothing was written
+    other = np.zeros((8, 1024), np.float32)
+    assert _core.gather([out[2:4], out[6:]], other, threads) == 4  # the same parts into another array: fine
+    np.testing.assert_array_equal(other[:4], np.concatenate([before[2:4], before[6:]]))
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_scatter_refuses_destinations_that_overlap_the_batch_or_each_other(threads):
+    batch = np.arange(6 * 512, dtype=np.float64).reshape(6, 512)
+    before = batch.copy()
+    with pytest.raises(ValueError, match=r"outs\[0\] shares memory with the batch"):
+        _core.scatter(batch, [batch[3:5]], threads)
+    target = np.zeros((5, 512), np.float64)
+    with pytest.raises(ValueError, match=r"outs\[0\] and outs\[1\] share memory"):
+        _core.scatter(batch, [target[0:3], target[2:5]], threads)
+    np.testing.assert_array_equal(batch, before)
+    assert not target.any()
+    a, b = target[0:2], target[2:5]  # adjacent, not overlapping
+    assert _core.scatter(batch, [b, a], threads) == 5
+    np.testing.assert_array_equal(b, before[0:3])
+    np.testing.assert_array_equal(a, before[3:5])
+
+
+def test_unirt_gather_and_scatter_say_overlap_as_input_errors():
+    import unirt
+
+    out = np.zeros((4, 3), np.float32)
+    with pytest.raises(unirt.InputError, match="shares memory"):
+        unirt.gather([out[1:2]], out=out)
+    with pytest.raises(unirt.InputError, match="shares memory"):
+        unirt.scatter(out, [out[:2], np.zeros((2, 3), np.float32)])
+
+
+def test_threaded_copies_reuse_workers_across_calls_threads_and_a_fork():
+    """Large gathers and scatters run on workers started once (not a thread per call): many calls, from several
+    Python threads at once (one uses the workers, the others copy alone), and in a forked child (which has none of
+    the parent's threads and starts its own) all copy right."""
+    import os
+
+    rng = np.random.default_rng(0)
+    parts = [rng.standard_normal((1, 1 << 20)).astype(np.float32) for _ in range(4)]  # 16 MiB: threaded
+    expected = np.concatenate(parts)
+    out = np.empty_like(expected)
+    for _ in range(20):
+        out.fill(0)
+        assert _core.gather(parts, out, 4) == 4
+        np.testing.assert_array_equal(out, expected)
+    errors = []
+
+    def work():
+        mine = np.empty_like(expected)
+        back = [np.empty_like(p) for p in parts]
+        for _ in range(10):
+            _core.gather(parts, mine, 4)
+            _core.scatter(mine, back, 4)
+            if not (np.array_equal(mine, expected) and all(np.array_equal(a, b) for a, b in zip(back, parts))):
+                errors.append("wrong copy")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    if not hasattr(os, "fork"):
+        return
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if its threaded copies work
+        ok = False
+        try:
+            child = np.empty_like(expected)
+            _core.gather(parts, child, 4)
+            ok = np.array_equal(child, expected)
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

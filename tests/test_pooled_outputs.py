@@ -170,3 +170,48 @@ def test_pooled_outputs_option_is_checked(conv):
         unirt.Session(conv, backend="onnxruntime", pooled_outputs="yes")
     with pytest.raises(UnsupportedOptionError, match="pool must be a unirt.BufferPool"):
         unirt.Session(conv, backend="onnxruntime", pool=object())
+
+
+def _gather_model(path):
+    """y = table[idx]: [N, 64] float32, sized from idx's dim N. An index out of range is a real engine failure."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    table = np.arange(10 * 64, dtype=np.float32).reshape(10, 64)
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "idx"], ["y"], axis=0)], "gather",
+                              [helper.make_tensor_value_info("idx", TensorProto.INT64, ["N"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])],
+                              initializer=[numpy_helper.from_array(table, "table")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    save(m, str(path))
+    return table
+
+
+def test_a_real_engine_failure_is_raised_once_and_keeps_pooled_outputs(tmp_path, caplog, capfd):
+    """Only BuffersRefusedError (the engine refusing unirt's output arrays) falls back to engine-allocated outputs;
+    a failing run (an index out of range) is raised as it is: not run twice, pooling stays on."""
+    table = _gather_model(tmp_path / "g.onnx")
+    sess = unirt.Session(tmp_path / "g.onnx", backend="onnxruntime", pooled_outputs=True)
+    pooled = sess._plan._sized
+    assert pooled == ("y",)
+    capfd.readouterr()
+    with caplog.at_level("WARNING", logger="unirt.run_plan"):
+        with pytest.raises(unirt.RunError) as info:
+            sess.run({"idx": np.array([1, 99], np.int64)})
+    assert not isinstance(info.value, unirt.BuffersRefusedError)
+    assert capfd.readouterr().err.count("ExecuteKernel") == 1  # ONNX Runtime logs each failed run once: one run
+    assert not any("refused outputs" in r.getMessage() for r in caplog.records)
+    assert sess._plan._sized == pooled and sess._plan.batcher.writes_into
+    idx = np.array([3, 0, 9], np.int64)
+    np.testing.assert_array_equal(sess.run({"idx": idx})["y"], table[idx])
+
+
+def test_the_engine_refusing_unirts_arrays_raises_buffers_refused(tmp_path):
+    """ONNX Runtime given an output array of another shape than the run produces: the plugin says so with
+    BuffersRefusedError (a RunError), which Session turns into engine-allocated outputs, once."""
+    table = _gather_model(tmp_path / "g.onnx")
+    sess = unirt.Session(tmp_path / "g.onnx", backend="onnxruntime")
+    idx = np.array([1, 2], np.int64)
+    with pytest.raises(unirt.BuffersRefusedError, match="onnxruntime"):
+        sess._runner.run_into({"idx": idx}, ["y"], {"y": np.empty((3, 64), np.float32)})
+    np.testing.assert_array_equal(sess.run({"idx": idx})["y"], table[idx])

@@ -27,9 +27,9 @@ from .batching import BatchSpec, gather, scatter
 from .cache import cache_dir
 from .backend import Availability, Backend, BackendSession, FormatFacts, LoadOptions
 from .devices import Device
-from .errors import (ArenaBusyError, BackendCrashedError, BackendUnavailableError, ConversionError,
-                     FrontendMismatchError, InputError, ModelFormatError, ModelLoadError, RunError, SessionClosedError,
-                     UnirtError, UnsupportedOptionError)
+from .errors import (ArenaBusyError, BackendCrashedError, BackendUnavailableError, BuffersRefusedError,
+                     ConversionError, FrontendMismatchError, InputError, ModelFormatError, ModelLoadError, RunError,
+                     SessionClosedError, UnirtError, UnsupportedOptionError)
 from .formats import ModelFile, ModelFormat, PluginFormat, detect_format, open_model
 from .hardware import Hardware, hardware
 from .pool import BufferPool, PoolStats, pinned_memory_status
@@ -91,7 +91,7 @@ __all__ = [
     "Device", "Backend", "BackendSession", "Availability", "LoadOptions", "FormatFacts",
     "UnirtError", "ModelLoadError", "ModelFormatError", "InputError", "BackendUnavailableError",
     "UnsupportedOptionError", "RunError", "SessionClosedError", "ConversionError", "FrontendMismatchError",
-    "BackendCrashedError",
+    "BackendCrashedError", "BuffersRefusedError",
     "cache_dir", "__version__",
     "BufferPool", "PoolStats", "pinned_memory_status", "Arena", "ArenaStats", "ArenaReport", "ArenaBusyError",
     "BatchSpec", "BatchStats", "gather", "scatter", "SharedRegion", "SharedTensors", "TensorSlot",

@@ -41,9 +41,20 @@ def main() -> int:
 
     import numpy as np
 
-    from unirt import registry
-    from unirt.isolation import (ATTACH_INPUTS, ATTACH_OUTPUTS, CLOSE, ERROR, GROW, LOAD, OK, RUN, error_payload,
-                                 receive, send)
+    from unirt.isolation import (
+        ATTACH_INPUTS,
+        ATTACH_OUTPUTS,
+        CLOSE,
+        ERROR,
+        GROW,
+        LOAD,
+        OK,
+        RUN,
+        error_payload,
+        receive,
+        send,
+    )
+    from unirt.loading import load_runner
     from unirt.shm import SharedRegion, SharedTensors
 
     message = receive(commands)
@@ -51,7 +62,7 @@ def main() -> int:
         return 0
     backend, model, options = pickle.loads(message[1])
     try:
-        runner = registry.get_backend(backend).load(model, options)
+        runner = load_runner(backend, model, options)
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
         send(replies, ERROR, error_payload(exc))
         return 0

@@ -14,15 +14,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from itertools import accumulate
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from itertools import accumulate
+from typing import Any
 
 import numpy as np
 
 from . import _core
 from .batching import BatchSpec, copy_threads
-from .errors import BackendCrashedError, InputError, RunError
+from .errors import BackendCrashedError, RunError
 from .outputs import OutputPlanner
 
 __all__ = ["BatchRunner", "BatchStats"]
@@ -53,14 +54,17 @@ class BatchStats:
 
 class BatchRunner:
     def __init__(self, spec: BatchSpec, max_batch: int | None, input_names: Sequence[str],
-                 planner: OutputPlanner, call: BackendCall, writes_into: bool) -> None:
+                 planner: OutputPlanner, call: BackendCall, writes_into: bool, pooled: Any) -> None:
+        """`pooled(attempt, ours)`: RunPlan's fallback where the engine refuses unirt's output buffers."""
         self.spec = spec
         self.max_batch = max_batch
         self._inputs = tuple(input_names)
         self._first = self._inputs[0] if self._inputs else None
         self._planner = planner
         self._call = call
-        self._writes_into = writes_into
+        #: Whether packed runs write outputs into unirt's buffers (RunPlan turns it off when the engine refuses them).
+        self.writes_into = writes_into
+        self._pooled = pooled
         self._threads = copy_threads()
         self._lock = threading.Lock()
         self._stats = BatchStats()
@@ -166,20 +170,9 @@ class BatchRunner:
                       for n in self._inputs)
         memory.reserve(staging + self._output_bytes(group, names, padded_total))
         buffers = self._output_buffers(group, names, outs, padded_total, empty)
-        try:
-            ran = self._run_windows(group, names, starts, rows, total, cap, windows, buffers, empty)
-        except BackendCrashedError:
-            raise
-        except RunError:
-            if buffers is None:
-                raise
-            # The engine refused outputs sized from the model's declared shapes: they do not hold for this model
-            # (as in RunPlan._run_once). Run again with the engine's own outputs, and from now on.
-            buffers = None
-            ran = self._run_windows(group, names, starts, rows, total, cap, windows, None, empty)
-            self._writes_into = False
-            log.warning("run_many: the backend refused outputs sized from the model's declared shapes (%s); this "
-                        "session now lets the backend allocate them", ", ".join(names))
+
+        ran, buffers = self._pooled(self._attempt, tuple(names) if buffers is not None else (), group, names, starts,
+                                    rows, total, cap, windows, buffers, empty)
         spanning = sum(1 for s, r in zip(starts, rows) if r and (s // cap) != ((s + r - 1) // cap))
         with self._lock:
             st = self._stats
@@ -201,6 +194,11 @@ class BatchRunner:
                 result[n] = dest if dest is not None else rows_view
             results[index] = result
         return results
+
+    def _attempt(self, own, group, names, starts, rows, total, cap, windows, buffers, empty):
+        """Every window, into `buffers` when `own` (RunPlan's fallback runs it again without them)."""
+        used = buffers if own else None
+        return self._run_windows(group, names, starts, rows, total, cap, windows, used, empty), used
 
     def _run_windows(self, group, names, starts, rows, total, cap, windows, buffers,
                      empty) -> list[tuple[int, dict[str, np.ndarray]]]:
@@ -227,7 +225,7 @@ class BatchRunner:
         return ran
 
     def _output_bytes(self, group, names, padded_total) -> int:
-        if not self._writes_into:
+        if not self.writes_into:
             return 0
         total = 0
         for n in names:
@@ -238,7 +236,7 @@ class BatchRunner:
 
     def _output_buffers(self, group, names, outs, padded_total, empty) -> dict[str, np.ndarray] | None:
         """One buffer per output for the whole group, when every output can be sized and written into."""
-        if not self._writes_into:
+        if not self.writes_into:
             return None
         sample = group[0][1]
         buffers = {}
@@ -286,28 +284,3 @@ class BatchRunner:
         joined = empty((hi - lo,) + sample.shape[1:], sample.dtype)
         _core.gather([np.ascontiguousarray(p) for p in parts], joined, self._threads)
         return joined
-
-
-def check_request_out(out: Any, names: Sequence[str], planner: OutputPlanner, arrays: Arrays,
-                      where: str) -> dict[str, np.ndarray]:
-    """Validate a caller's output arrays for one request (checked `arrays`, batch dim first) of a batched model."""
-    rows = next(iter(arrays.values())).shape[0]
-    if not isinstance(out, Mapping):
-        raise InputError(f"{where}: expected a dict {{output name: array}}, got {type(out).__name__}")
-    out = dict(out)
-    for name, target in out.items():
-        if name not in names:
-            raise InputError(f"{where}[{name!r}]: not an output of this run; outputs: {', '.join(names)}")
-        if not isinstance(target, np.ndarray) or not target.flags.c_contiguous or not target.flags.writeable:
-            raise InputError(f"{where}[{name!r}]: expected a writeable C-contiguous numpy array")
-        dtype = planner.dtypes[name]
-        if target.dtype != dtype:
-            raise InputError(f"{where}[{name!r}]: expected dtype {dtype}, got {target.dtype}")
-        if target.ndim == 0 or target.shape[0] != rows:
-            raise InputError(f"{where}[{name!r}]: expected {rows} rows (the request's batch), got shape "
-                             f"{list(target.shape)}")
-        expected = planner.expected(name, arrays, rows)
-        if not planner.fits(expected, target.shape):
-            dims = ", ".join("?" if d is None else str(d) for d in expected)
-            raise InputError(f"{where}[{name!r}]: expected shape [{dims}] for this request, got {list(target.shape)}")
-    return out

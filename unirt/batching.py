@@ -171,8 +171,8 @@ def gather(parts: Sequence[np.ndarray], *, rows: int | None = None, out: np.ndar
         raise InputError(f"out must be a numpy array, got {type(out).__name__}")
     try:
         _core.gather(arrays, out, _threads(threads))
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"gather: {exc}") from None
+    except (ValueError, TypeError) as exc:  # the core's own words may already start with "gather:"
+        raise InputError(f"gather: {str(exc).removeprefix('gather: ')}") from None
     return out
 
 
@@ -204,6 +204,6 @@ def scatter(batch: np.ndarray, into: Sequence[np.ndarray] | Sequence[int], *,
     source = batch if batch.flags.c_contiguous else _core.contiguous_copy(batch)
     try:
         _core.scatter(source, arrays, _threads(threads))
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"scatter: {exc}") from None
+    except (ValueError, TypeError) as exc:  # the core's own words may already start with "scatter:"
+        raise InputError(f"scatter: {str(exc).removeprefix('scatter: ')}") from None
     return arrays

@@ -53,11 +53,7 @@ print(json.dumps({"ok": True}))
 
 
 def _key(model: ModelFile, backend: str, version: str, options: LoadOptions) -> str:
-    h = hashlib.sha256()
-    for f in model.files or ((model.path,) if model.path else ()):
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+    h = hashlib.sha256(model.content_hash.encode())
     h.update(json.dumps([backend, version, options.precision, str(options.device),
                          sorted((str(k), repr(v)) for k, v in options.backend_options.items())]).encode())
     return h.hexdigest()[:40]

@@ -10,6 +10,7 @@ __all__ = [
     "BackendUnavailableError",
     "UnsupportedOptionError",
     "RunError",
+    "BuffersRefusedError",
     "SessionClosedError",
     "ConversionError",
     "FrontendMismatchError",
@@ -44,6 +45,12 @@ class UnsupportedOptionError(UnirtError, ValueError):
 
 class RunError(UnirtError, RuntimeError):
     """The backend failed while running a model on inputs that passed unirt's checks."""
+
+
+class BuffersRefusedError(RunError):
+    """The engine refused the output arrays it was given to write into (their shapes are not what this run
+    produces: the model's declared shapes do not hold). Raised by a plugin's `run_into`; a session then lets the
+    engine allocate those outputs, from then on. Any other RunError is a real failure and is raised as is."""
 
 
 class SessionClosedError(UnirtError):

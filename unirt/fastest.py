@@ -16,9 +16,10 @@ import logging
 import os
 import statistics
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from .errors import InputError, UnirtError
 from .feeds import InputChecker
 from .formats import ModelFile
 from .hardware import hardware
+from .loading import load_runner, prepare
 from .selection import Candidate, Explanation, rank
 from .tensor import TensorInfo
 
@@ -126,67 +128,12 @@ def sample_inputs(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[in
     return InputChecker(inputs).check(feeds)
 
 
-_hashes: dict[tuple, str] = {}  # a model file's hash per (path, size, mtime) in this process: auto looks it up often
-_PERSIST_HASH_BYTES = 8 << 20  # models this big keep their hash on disk too: a new process need not read them again
-
-
-def _model_hash(model: ModelFile) -> str:
-    """SHA-256 of the model's content, remembered per file path, inode, size and mtime: in this process, and on disk
-    (`cache_dir("fastest")/hashes`) for large models, so `backend="auto"` looking up a measurement does not add a
-    full read of a large model to every process's cold start."""
-    files = model.files or ((model.path,) if model.path is not None else ())
-    stamp = None
-    if model.data is None and files:
-        try:
-            stamp = tuple((str(Path(f).resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-                          for f in files for st in (os.stat(f),))
-        except OSError:
-            stamp = None
-    if stamp is not None and stamp in _hashes:
-        return _hashes[stamp]
-    big = stamp is not None and sum(s[3] for s in stamp) >= _PERSIST_HASH_BYTES
-    note = cache_dir("fastest") / "hashes" / (hashlib.sha256(repr(stamp).encode()).hexdigest()[:32] + ".txt") \
-        if big else None
-    digest = None
-    if note is not None:
-        try:
-            digest = note.read_text().strip() or None
-        except OSError:
-            digest = None
-    if digest is None:
-        digest = _hash_content(model)
-        if note is not None:
-            try:
-                note.parent.mkdir(parents=True, exist_ok=True)
-                tmp = note.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(digest)
-                os.replace(tmp, note)
-            except OSError:
-                pass
-    if stamp is not None:
-        if len(_hashes) > 256:
-            _hashes.clear()
-        _hashes[stamp] = digest
-    return digest
-
-
-def _hash_content(model: ModelFile) -> str:
-    digest = hashlib.sha256()
-    if model.data is not None:
-        digest.update(model.data)
-    for path in model.files or ((model.path,) if model.path is not None else ()):
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def _cache_key(model: ModelFile, device: Device, candidates: Sequence[Candidate], threads: int | None,
                precision: str, backend_options: Mapping[str, Any], shapes: Mapping[str, Sequence[int]] | None,
                max_batch: int | None = None) -> str:
     hw = hardware()
     payload = {
-        "v": _CACHE_VERSION, "model": _model_hash(model), "device": str(device), "threads": threads,
+        "v": _CACHE_VERSION, "model": model.content_hash, "device": str(device), "threads": threads,
         "max_batch": max_batch,
         "precision": precision, "options": backend_options,
         "shapes": {k: list(v) for k, v in sorted((shapes or {}).items())},
@@ -278,19 +225,10 @@ def choose(model: ModelFile, device: Device | str = "auto", *, threads: int | No
         options = LoadOptions(device=Device.parse(c.device), threads=threads, precision=precision,
                               backend_options=options_for(backend_options, c.backend), max_batch=max_batch)
         runner = conv = None
-        try:
-            plugin = registry.get_backend(c.backend)
-            target = model
-            if plugin.converts_on_load(model):  # as Session._load does: ncnn, MNN run their conversion (cached)
-                from .conversion import convert_for_load
-
-                target, conv, options = convert_for_load(model, c.backend, options, input_shapes=input_shapes,
-                                                         inputs=guessed_feeds)
-            else:  # unirt's conversion settings are not the engine's (a frontend check takes them in Session)
-                from .conversion.frontend import split_settings
-
-                options = split_settings(options)[0]
-            runner = plugin.load(target, options)
+        try:  # as a Session loads it: ncnn, MNN run their conversion first (cached)
+            prepared = prepare(c.backend, model, options, input_shapes=input_shapes, inputs=guessed_feeds)
+            conv = prepared.conversion
+            runner = load_runner(c.backend, prepared.model, prepared.options)
             feeds = InputChecker(runner.inputs).check(dict(inputs)) if inputs is not None else \
                 sample_inputs(runner.inputs, input_shapes)
             median_ms, runs = _time(runner, feeds, budget_s)

@@ -11,12 +11,14 @@ detector (`Backend.detect_format`), asked only when no built-in format matches (
 from __future__ import annotations
 
 import enum
+import functools
 import mmap
 import os
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Union
 
 from .errors import ModelFormatError, ModelLoadError
 
@@ -95,6 +97,14 @@ class ModelFile:
             return self.data
         assert self.path is not None
         return self.path.read_bytes()
+
+    @functools.cached_property
+    def content_hash(self) -> str:
+        """SHA-256 of the model's content, every file of it (`unirt.model_hash`): computed once per model, the key
+        of every cache of what unirt makes from a model."""
+        from .model_hash import content_hash
+
+        return content_hash(self)
 
     def companion(self, suffix: str) -> Path | None:
         """The model's file ending in `suffix` (e.g. ".bin"), if it has one."""

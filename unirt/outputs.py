@@ -6,10 +6,12 @@ in an input (its size is then read from that input). Everything is worked out at
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from .errors import InputError
 from .tensor import TensorInfo
 
 __all__ = ["OutputPlanner", "POOL_MIN_BYTES"]
@@ -19,7 +21,7 @@ __all__ = ["OutputPlanner", "POOL_MIN_BYTES"]
 #: ONNX Runtime), and deciding at load keeps Session.run's lean path for them.
 POOL_MIN_BYTES = 64 * 1024
 
-Recipe = tuple[Union[int, tuple[str, int]], ...]  # per dim: a size, or (input name, axis) to read it from
+Recipe = tuple[int | tuple[str, int], ...]  # per dim: a size, or (input name, axis) to read it from
 
 
 class OutputPlanner:
@@ -83,6 +85,31 @@ class OutputPlanner:
     @staticmethod
     def fits(expected: tuple | None, shape: tuple[int, ...]) -> bool:
         return expected is None or len(shape) == len(expected) and all(type(d) is not int or d == s for d, s in zip(expected, shape))
+
+    def check_out(self, out: Any, names: Sequence[str], arrays: dict[str, np.ndarray], where: str = "out",
+                  rows: int | None = None) -> dict[str, np.ndarray]:
+        """Validate a caller's output arrays before the run (`run(out=)`, and per request of `run_many(out=)` with
+        `rows`, the request's batch): each names an output of this run, is a writeable C-contiguous array of its
+        dtype, and has the shape known from `arrays` (checked inputs). InputError naming what is wrong."""
+        if not isinstance(out, Mapping):
+            raise InputError(f"{where}: expected a dict {{output name: array}}, got {type(out).__name__}")
+        for name, target in out.items():
+            if name not in names:
+                raise InputError(f"{where}[{name!r}]: not an output of this run; outputs: {', '.join(names)}")
+            if not isinstance(target, np.ndarray) or not target.flags.c_contiguous or not target.flags.writeable:
+                raise InputError(f"{where}[{name!r}]: expected a writeable C-contiguous numpy array")
+            dtype = self.dtypes[name]
+            if target.dtype != dtype:
+                raise InputError(f"{where}[{name!r}]: expected dtype {dtype}, got {target.dtype}")
+            if rows is not None and (target.ndim == 0 or target.shape[0] != rows):
+                raise InputError(f"{where}[{name!r}]: expected {rows} rows (the request's batch), got shape "
+                                 f"{list(target.shape)}")
+            expected = self.expected(name, arrays, rows)  # dims named after an input's are known by now
+            if not self.fits(expected, target.shape):
+                dims = ", ".join("?" if d is None else str(d) for d in expected)  # type: ignore[union-attr]
+                what = "these inputs" if rows is None else "this request"
+                raise InputError(f"{where}[{name!r}]: expected shape [{dims}] for {what}, got {list(target.shape)}")
+        return dict(out)
 
     def nbytes(self, name: str, shape: tuple[int, ...]) -> int:
         n = self.dtypes[name].itemsize

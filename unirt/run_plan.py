@@ -8,15 +8,16 @@ and whether a session needs this path at all; a session that needs none of it ne
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .arena import Arena
 from .backend import BackendSession
-from .batch_runner import BatchRunner, BatchStats, check_request_out
+from .batch_runner import BatchRunner, BatchStats
 from .batching import BatchSpec
-from .errors import BackendCrashedError, InputError, RunError, UnirtError
+from .errors import BuffersRefusedError, InputError, RunError, UnirtError
 from .feeds import BatchSizeMismatch
 from .outputs import POOL_MIN_BYTES, OutputPlanner
 from .pool import BufferPool
@@ -24,6 +25,7 @@ from .tensor import TensorInfo
 
 __all__ = ["RunPlan"]
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class RunPlan:
@@ -53,7 +55,7 @@ class RunPlan:
         self._fixed = tuple(n for n in chosen if n in planner.static)
         self._sized = tuple(n for n in chosen if n not in planner.static)
         self.batcher = BatchRunner(batch, max_batch, [i.name for i in inputs], planner, self._call,
-                                   writes_into=self._run_into is not None)
+                                   writes_into=self._run_into is not None, pooled=self._pooled)
         #: Whether a plain run (no out=) must come here: the hot path in Session.run skips this class otherwise.
         self.active = bool(self._fixed or self._sized or max_batch is not None or arena is not None)
 
@@ -61,7 +63,7 @@ class RunPlan:
     def run(self, arrays: dict[str, np.ndarray], names: tuple[str, ...],
             out: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         if out is not None:
-            out = self._check_out(out, names, arrays)
+            out = self.planner.check_out(out, names, arrays)
         with self._memory() as memory:
             if self.batcher.needs_split(arrays):
                 return self.batcher.run_one(arrays, names, out, memory)
@@ -70,7 +72,7 @@ class RunPlan:
     def run_rebatched(self, mismatch: BatchSizeMismatch, names: tuple[str, ...],
                       out: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         """A static-batch model given B != N rows: pad or split."""
-        target = (check_request_out(out, names, self.planner, mismatch.arrays, "out") if out is not None
+        target = (self.planner.check_out(out, names, mismatch.arrays, rows=mismatch.rows) if out is not None
                   else None)
         with self._memory() as memory:
             return self.batcher.run_one(mismatch.arrays, names, target, memory)
@@ -93,7 +95,8 @@ class RunPlan:
                 raise type(exc)(f"request {i}: {exc}") from None
         if not self.batch.batched:  # nothing to pack: one run per request
             return [self.run(arrays, names, outs[i] if outs else None) for i, arrays in enumerate(checked)]
-        targets = {i: check_request_out(o, names, self.planner, checked[i], f"out[{i}]")
+        targets = {i: self.planner.check_out(o, names, checked[i], f"out[{i}]",
+                                             next(iter(checked[i].values())).shape[0])
                    for i, o in enumerate(outs or ()) if o is not None}
         with self._memory() as memory:
             return self.batcher.run_many(checked, names, targets, memory)
@@ -120,21 +123,33 @@ class RunPlan:
             memory.reserve(sum(-(-planner.nbytes(n, s) // 64) * 64 for n, s in wanted))
         for n, shape in wanted:
             targets[n] = memory.empty(shape, planner.dtypes[n])
-        ours = [n for n, _ in wanted]
+        ours = tuple(n for n, _ in wanted)
+        return dict(zip(names, self._pooled(self._attempt, ours, arrays, names, targets, ours)))
+
+    def _attempt(self, own: bool, arrays: dict[str, np.ndarray], names: Sequence[str],
+                 targets: dict[str, np.ndarray], ours: Sequence[str]) -> list[Any]:
+        """One run writing into `targets`, or (not `own`) only into those not among `ours` (the caller's)."""
+        if not own:
+            targets = {n: t for n, t in targets.items() if n not in ours}
+        return self._call(arrays, names, targets or None)
+
+    def _pooled(self, attempt: Callable[..., T], ours: Sequence[str], *args: Any) -> T:
+        """`attempt(True, *args)` writes outputs `ours` into unirt's buffers; where the engine refuses them
+        (BuffersRefusedError: the model's declared shapes do not hold), `attempt(False, *args)` lets it allocate
+        them, and so does this session from then on. The one place of this fallback: `run` and run_many's packed
+        runs."""
         try:
-            results = self._call(arrays, names, targets or None)
-        except BackendCrashedError:
-            raise
-        except RunError:
+            return attempt(True, *args)
+        except BuffersRefusedError:
             if not ours:
-                raise
-            # The engine refused memory sized from the model's declared shapes: they do not hold for this model.
-            results = self._call(arrays, names, {n: t for n, t in targets.items() if n not in ours} or None)
-            log.warning("backend %r refused outputs sized from the model's declared shapes (%s); this session "
-                        "now lets the backend allocate them", self._backend, ", ".join(ours))
-            self._fixed = tuple(n for n in self._fixed if n not in ours)
-            self._sized = tuple(n for n in self._sized if n not in ours)
-        return dict(zip(names, results))
+                raise  # the caller's own arrays: nothing of unirt's to drop
+        result = attempt(False, *args)
+        log.warning("backend %r refused outputs sized from the model's declared shapes (%s); this session now lets "
+                    "the backend allocate them", self._backend, ", ".join(ours))
+        self._fixed = tuple(n for n in self._fixed if n not in ours)
+        self._sized = tuple(n for n in self._sized if n not in ours)
+        self.batcher.writes_into = False
+        return result
 
     def _call(self, arrays: dict[str, np.ndarray], names: Sequence[str],
               targets: dict[str, np.ndarray] | None) -> list[Any]:
@@ -154,33 +169,12 @@ class RunPlan:
                 if target is not None and results[i] is not target:
                     value = results[i]
                     if np.shape(value) != target.shape:
-                        raise RunError(f"output {name!r}: the model produced shape {list(np.shape(value))}, "
-                                       f"the array for it has shape {list(target.shape)}")
+                        raise BuffersRefusedError(f"output {name!r}: the model produced shape "
+                                                  f"{list(np.shape(value))}, the array for it has shape "
+                                                  f"{list(target.shape)}")
                     np.copyto(target, value)
                     results[i] = target
         return results
-
-    def _check_out(self, out: Mapping[str, np.ndarray], names: tuple[str, ...],
-                   arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if not isinstance(out, Mapping):
-            raise InputError(f"out must be a dict {{output name: array}}, got {type(out).__name__}")
-        for name, target in out.items():
-            if name not in names:
-                raise InputError(f"out[{name!r}]: not an output of this run; outputs: {', '.join(names)}")
-            info = self._infos[name]
-            if not isinstance(target, np.ndarray) or not target.flags.c_contiguous or not target.flags.writeable:
-                raise InputError(f"out[{name!r}]: expected a writeable C-contiguous numpy array")
-            if target.dtype != info.dtype:
-                raise InputError(f"out[{name!r}]: expected dtype {info.dtype}, got {target.dtype}")
-            expected = self.planner.expected(name, arrays)  # dims named after an input's are known by now
-            if not OutputPlanner.fits(expected, target.shape):
-                raise InputError(f"out[{name!r}]: expected shape {_dims_text(expected)} for these inputs, got "
-                                 f"{list(target.shape)}")
-        return dict(out)
-
-
-def _dims_text(dims: Sequence[Any]) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
 class _PoolMemory:
@@ -194,7 +188,7 @@ class _PoolMemory:
     def reserve(self, nbytes: int) -> None:
         pass  # pools hold blocks per size class: nothing to reserve
 
-    def __enter__(self) -> "_PoolMemory":
+    def __enter__(self) -> _PoolMemory:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -6,8 +6,8 @@ import dataclasses
 import itertools
 import logging
 import os
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,10 +17,18 @@ from .backend import PRECISIONS, Backend, BackendSession, LoadOptions
 from .batch_runner import BatchStats
 from .batching import BatchSpec
 from .devices import Device
-from .errors import (BackendUnavailableError, InputError, ModelFormatError, ModelLoadError, RunError,
-                     SessionClosedError, UnirtError, UnsupportedOptionError)
+from .errors import (
+    BackendUnavailableError,
+    InputError,
+    ModelFormatError,
+    RunError,
+    SessionClosedError,
+    UnirtError,
+    UnsupportedOptionError,
+)
 from .feeds import BatchSizeMismatch, InputChecker
 from .formats import ModelFile, ModelFormat, PathLike, open_model
+from .loading import CONVERSION_OPTION, load_runner, prepare, split_settings
 from .pool import BufferPool
 from .run_plan import RunPlan
 from .selection import Explanation, auto_rank
@@ -272,8 +280,6 @@ class Session:
                                           f"{device}:\n{self._selection}")
         options = options_for(backend_options or {}, chosen.backend)
         if runner is not None and self._selection.conversion is not None:  # the winner runs a converted model
-            from .conversion import CONVERSION_OPTION
-
             conv = self._selection.conversion
             convert_options = LoadOptions(device=Device.parse(chosen.device), threads=threads, precision=precision,
                                           backend_options=dict(options), max_batch=max_batch)
@@ -290,8 +296,6 @@ class Session:
 
     def _take_settings(self, backend_options: dict) -> dict:
         """Keep unirt's conversion settings (for a frontend check) out of what the engine is given."""
-        from .conversion.frontend import split_settings
-
         options, self._frontend_settings = split_settings(LoadOptions(backend_options=backend_options))
         return dict(options.backend_options)
 
@@ -389,7 +393,7 @@ class Session:
                 from .isolation import IsolatedRunner
 
                 return IsolatedRunner(name, model, load_options)
-            return self._load_plugin(plugin, name, model, load_options)
+            return load_runner(plugin, model, load_options)
 
         self._lazy = LazyConversion(name, signature[0], signature[1], device, convert, load, seed=seed)
         return self._lazy
@@ -430,36 +434,24 @@ class Session:
     def _load(self, name: str) -> BackendSession:
         plugin = registry.get_backend(name)
         lazy = self._prepare(name, plugin, isolate=False)
-        return lazy if lazy is not None else self._load_plugin(plugin, name, self._model, self._options)
+        return lazy if lazy is not None else load_runner(plugin, self._model, self._options)
 
     def _prepare(self, name: str, plugin: Any, isolate: bool) -> BackendSession | None:
-        """Before loading on `name`: convert the model if the backend converts its format (or return the runner
-        that converts at the first run's shapes), else keep unirt's conversion settings out of the engine's
-        options (a frontend check takes them)."""
-        if plugin.converts_on_load(self._model):
-            from .conversion import convert_for_load  # converted here (cached); an isolated child loads the result
-
+        """Before loading on `name` (`unirt.loading.prepare`): convert the model if the backend converts its format
+        (or return the runner that converts at the first run's shapes), else keep unirt's conversion settings out of
+        the engine's options (a frontend check takes them)."""
+        converts = plugin.converts_on_load(self._model)
+        if converts:
             lazy = self._deferred(name, plugin, isolate=isolate)
             if lazy is not None:
                 return lazy
-            self._model, self._conversion, self._options = convert_for_load(self._model, name, self._options,
-                                                                            input_shapes=self._input_shapes)
-        elif self._options.backend_options:
-            self._options = dataclasses.replace(self._options,
-                                                backend_options=self._take_settings(self._options.backend_options))
+        prepared = prepare(plugin, self._model, self._options, input_shapes=self._input_shapes)
+        self._model, self._options = prepared.model, prepared.options
+        if converts:
+            self._conversion = prepared.conversion  # converted here (cached); an isolated child loads the result
+        elif prepared.settings or not self._frontend_settings:
+            self._frontend_settings = prepared.settings
         return None
-
-    @staticmethod
-    def _load_plugin(plugin: Any, name: str, model: ModelFile, options: LoadOptions) -> BackendSession:
-        try:
-            runner = plugin.load(model, options)
-        except UnirtError:
-            raise
-        except Exception as exc:  # a plugin let an engine error through: still name the file and format
-            raise ModelLoadError(f"{model.name}: backend {name!r} failed to load this {model.format} "
-                                 f"model: {type(exc).__name__}: {exc}") from exc
-        log.debug("loaded %s on %s (%s)", model.name, name, options.device)
-        return runner
 
     def _load_isolated(self, name: str) -> BackendSession:
         from .isolation import IsolatedRunner
@@ -666,7 +658,7 @@ class Session:
         if self._own_pool is not None:
             self._own_pool.close()
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -21,15 +21,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .. import registry
 from ..backend import PRECISIONS, LoadOptions
 from ..devices import Device
 from ..errors import BackendUnavailableError, ConversionError, UnsupportedOptionError
 from ..formats import ModelFile, PathLike, open_model
+from ..loading import CONVERSION_OPTION
 from . import store
 from .build import build, conversion_parts
 from .signature import format_shapes, needs_run_shapes, read_sidecar
@@ -40,8 +42,6 @@ __all__ = ["Conversion", "convert", "convert_for_load", "conversion_settings", "
 
 log = logging.getLogger(__name__)
 
-#: The key of `backend_options` that carries conversion settings when a Session converts on load.
-CONVERSION_OPTION = "conversion"
 _CONVERSION_KEYS = {"input_shapes", "verify", "tolerance", "accept", "cache", "timeout", "converter_options"}
 
 
@@ -176,7 +176,7 @@ def _convert(src: ModelFile, name: str, options: LoadOptions, *, input_shapes: M
              converter_options: Mapping, inputs: Mapping[str, Any] | None = None) -> Conversion:
     if inputs is not None:  # converted at a run's shapes, verified on its inputs; cached per shape signature
         input_shapes = {k: tuple(int(d) for d in getattr(v, "shape", ())) for k, v in inputs.items()}
-    key = store.cache_key(store.content_hash(src), conversion_parts(name, options, input_shapes,
+    key = store.cache_key(src.content_hash, conversion_parts(name, options, input_shapes,
                                                                       converter_options))
     record = store.read_record(key) if cache else None
     cached = record is not None and (record["verified"] or not verify)

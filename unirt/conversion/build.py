@@ -10,8 +10,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -19,14 +20,23 @@ from .. import registry
 from ..backend import LoadOptions
 from ..cache import ENV_CACHE_DIR
 from ..canary import CHILD_ENV, mark_safe
-from ..errors import BackendUnavailableError, ConversionError, UnirtError, UnsupportedOptionError
+from ..errors import BackendUnavailableError, ConversionError, RunError, UnirtError, UnsupportedOptionError
 from ..formats import ModelFile, ModelFormat, open_model
+from ..loading import CheckedRunner
 from ..tensor import TensorInfo
 from . import store
 from .fixups import FIXUPS_VERSION
 from .signature import concrete_shape, format_shapes, infos_to_json, second_shapes, sidecar_path
-from .verify import (TOLERANCES, OutputError, compare, describe_feeds, describe_sets, feed_sets, index_bounds,
-                     random_feeds)
+from .verify import (
+    TOLERANCES,
+    OutputError,
+    compare,
+    describe_feeds,
+    describe_sets,
+    feed_sets,
+    index_bounds,
+    random_feeds,
+)
 
 __all__ = ["build", "conversion_parts", "engine_versions"]
 
@@ -62,13 +72,11 @@ def _readers(fmt: ModelFormat, target: str) -> list[str]:
 def _loaded_signature(model: ModelFile, readers: list[str]
                       ) -> tuple[str | None, tuple[list[TensorInfo], list[TensorInfo]] | None, list[str]]:
     """The first of `readers` that loads `model`, with the signature it reads; and why the others did not."""
-    from ..session import Session
-
     failures = []
     for name in readers:
         try:
-            with Session(model, backend=name, device="cpu") as sess:
-                return name, (list(sess.inputs), list(sess.outputs)), failures
+            with CheckedRunner(name, model) as runner:
+                return name, (list(runner.inputs), list(runner.outputs)), failures
         except UnirtError as exc:
             failures.append(f"{name}: {type(exc).__name__}: {exc}")
     return None, None, failures
@@ -187,9 +195,6 @@ def _reference_outputs(model: ModelFile, reference: str | None, feeds: dict[str,
                        ) -> dict[str, np.ndarray]:
     """The source model's outputs on `feeds` (whose integer inputs become zeros if random ones are invalid for
     it, e.g. out-of-range indices; `feeds` is updated so the converted model sees the same)."""
-    from ..errors import RunError
-    from ..session import Session
-
     def failed(exc: Exception) -> ConversionError:
         shapes = ", ".join(f"{k}={list(v.shape)}" for k, v in feeds.items())
         example = next(iter(feeds), "x")
@@ -199,7 +204,7 @@ def _reference_outputs(model: ModelFile, reference: str | None, feeds: dict[str,
             f"unirt.Session) or --shape {example}:1x3x224x224 (CLI: run, bench, compare, convert, explain, info); a "
             "Session given no shapes converts at its first run's inputs instead")
 
-    with Session(model, backend=reference, device="cpu") as ref:
+    with CheckedRunner(reference, model) as ref:
         try:
             return ref.run(feeds)
         except RunError as first:

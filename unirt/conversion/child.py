@@ -23,7 +23,7 @@ def _main() -> int:
     from ..devices import Device
     from ..errors import UnirtError
     from ..formats import open_model
-    from ..session import Session
+    from ..loading import CheckedRunner
     from .signature import infos_from_json, plugin_notes, write_sidecar
 
     result: dict = {}
@@ -49,8 +49,9 @@ def _main() -> int:
         if dynamic:
             todo += list(zip(spec.get("verify_inputs2", []), spec.get("verify_outputs2", [])))
         if todo:
-            with Session(main, backend=spec["backend"], device=spec["device"], precision=spec["precision"],
-                         backend_options=spec["load_options"]) as sess:
+            load = LoadOptions(device=Device.parse(spec["device"]), precision=spec["precision"],
+                               backend_options=spec["load_options"])
+            with CheckedRunner(plugin, open_model(main), load) as sess:
                 for in_path, out_path in todo:
                     with np.load(in_path, allow_pickle=False) as feeds:
                         outputs = sess.run({k: feeds[k] for k in feeds.files})

@@ -22,7 +22,6 @@ Settings are the conversion settings (`backend_options={"conversion": {...}}`): 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -30,8 +29,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from ..backend import LoadOptions
 from ..cache import cache_dir
 from ..errors import FrontendMismatchError, UnirtError, UnsupportedOptionError
 from ..formats import ModelFile, ModelFormat
+from ..loading import CONVERSION_OPTION, CheckedRunner, split_settings
 from .verify import TOLERANCES, OutputError, compare, describe_feeds
 
 __all__ = ["FrontendVerification", "FrontendCheck", "reference_for", "split_settings", "CACHE_FOLDER"]
@@ -47,20 +48,8 @@ __all__ = ["FrontendVerification", "FrontendCheck", "reference_for", "split_sett
 log = logging.getLogger(__name__)
 
 CACHE_FOLDER = "frontend-checks"
-_CONVERSION_OPTION = "conversion"
 _KEYS = {"verify", "tolerance", "accept"}
 _CACHE_VERSION = 1
-
-
-def split_settings(options: LoadOptions) -> tuple[LoadOptions, dict[str, Any]]:
-    """The load options without unirt's conversion settings (the engine never sees them), and those settings."""
-    backend_options = dict(options.backend_options)
-    settings = backend_options.pop(_CONVERSION_OPTION, None)
-    if settings is None:
-        return options, {}
-    if not isinstance(settings, Mapping):
-        raise UnsupportedOptionError(f"backend_options[{_CONVERSION_OPTION!r}] must be a dict, got {settings!r}")
-    return dataclasses.replace(options, backend_options=backend_options), dict(settings)
 
 
 def reference_for(fmt: ModelFormat, exclude: str) -> str | None:
@@ -167,28 +156,6 @@ def _write(key: str, record: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-_hashes: dict[tuple, str] = {}
-
-
-def _content_hash(model: ModelFile) -> str:
-    """The model's SHA-256 (`store.content_hash`), remembered in this process per file path, size and mtime: a
-    process opening the same model again does not hash it again."""
-    from .store import content_hash
-
-    files = model.files or ((model.path,) if model.path else ())
-    try:
-        stamp = tuple((str(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files) if files else None
-    except OSError:
-        stamp = None
-    if stamp is None:
-        return content_hash(model)
-    if stamp not in _hashes:
-        if len(_hashes) > 256:
-            _hashes.clear()
-        _hashes[stamp] = content_hash(model)
-    return _hashes[stamp]
-
-
 class FrontendCheck:
     """The check a Session runs on its first run (`run`), planned at load (`plan`)."""
 
@@ -201,7 +168,7 @@ class FrontendCheck:
 
     @classmethod
     def plan(cls, model: ModelFile, backend: str, options: LoadOptions, settings: Mapping[str, Any]
-             ) -> tuple[FrontendVerification | None, "FrontendCheck | None"]:
+             ) -> tuple[FrontendVerification | None, FrontendCheck | None]:
         """At load: (the session's verification status, the check still to run on the first run or None).
         (None, None) when the backend owns the model's format."""
         plugin = registry.get_backend(backend)
@@ -209,7 +176,7 @@ class FrontendCheck:
             return None, None
         unknown = set(settings) - _KEYS - {"input_shapes", "cache", "timeout", "converter_options"}
         if unknown:
-            raise UnsupportedOptionError(f"backend_options[{_CONVERSION_OPTION!r}]: unknown key(s) "
+            raise UnsupportedOptionError(f"backend_options[{CONVERSION_OPTION!r}]: unknown key(s) "
                                          f"{sorted(unknown)}; a frontend check takes {', '.join(sorted(_KEYS))}")
         fmt = model.format.value
         if not settings.get("verify", True):
@@ -223,7 +190,7 @@ class FrontendCheck:
             log.warning("%s: %s reads this %s model through its frontend, unverified: %s", model.name, backend, fmt,
                         reason)
             return FrontendVerification(backend, fmt, "unverifiable", reason=reason), None
-        key = _key(_content_hash(model), backend, reference, options)
+        key = _key(model.content_hash, backend, reference, options)
         pending = FrontendVerification(backend, fmt, "pending", reference, tolerance=tolerance)
         check = cls(model, backend, reference, options, key, tolerance, accept, pending)
         record = _read(key) if settings.get("cache", True) else None
@@ -255,13 +222,10 @@ class FrontendCheck:
         FrontendMismatchError beyond tolerance unless accepted; caches the measured errors."""
         if self.status.state == "failed":  # known from the cache
             self._raise(self.status)
-        from ..session import Session
-
         t0 = time.perf_counter()
         feeds = {k: np.array(v, copy=True) for k, v in arrays.items()}  # the reference must not see later writes
         try:
-            with Session(self.model, backend=self.reference, device="cpu",
-                         backend_options={_CONVERSION_OPTION: {"verify": False}}) as ref:
+            with CheckedRunner(self.reference, self.model) as ref:
                 names = [i.name for i in ref.inputs]
                 if set(names) != set(feeds) and len(names) == len(feeds):  # another frontend's names: by position
                     expected = ref.run(dict(zip(names, feeds.values())))

@@ -9,8 +9,9 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..cache import cache_dir
 from ..formats import ModelFile
@@ -23,18 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def content_hash(model: ModelFile) -> str:
-    """SHA-256 over every file of the model (an OpenVINO .bin too), or over its bytes when given in memory."""
-    h = hashlib.sha256()
-    if model.data is not None:
-        h.update(model.data)
-    else:
-        for i, f in enumerate(model.files or ((model.path,) if model.path else ())):
-            if i:
-                h.update(b"\0next file\0")
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()
+    """The model's content hash (`ModelFile.content_hash`: every file of it, or its bytes given in memory)."""
+    return model.content_hash
 
 
 def cache_key(source_hash: str, parts: Mapping[str, Any]) -> str:

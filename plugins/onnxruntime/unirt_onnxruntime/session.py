@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from unirt import (BackendSession, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
+from unirt import (BackendSession, BuffersRefusedError, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
                    UnsupportedOptionError)
 
 from .providers import CPU, looks_quantized, providers_for
@@ -221,15 +221,16 @@ class OnnxRuntimeSession(BackendSession):
             target = out.get(name)
             if target is not None:  # ORT would leave it unwritten (see __init__)
                 if target.shape != feeds[name].shape:
-                    raise RunError(f"output {name!r} is input {name!r} passed through, shape "
-                                   f"{list(feeds[name].shape)}; the array for it has shape {list(target.shape)}")
+                    raise BuffersRefusedError(f"output {name!r} is input {name!r} passed through, shape "
+                                              f"{list(feeds[name].shape)}; the array for it has shape "
+                                              f"{list(target.shape)}")
                 np.copyto(target, feeds[name])
         prealloc = self._prealloc
         if prealloc is not None and len(out) == len(output_names):
             try:
                 prealloc.run(feeds, output_names, out)
             except _ORT_ERRORS as exc:
-                raise RunError(f"onnxruntime: {str(exc).strip()}") from None
+                raise _into_error(exc) from None
             return [out[name] for name in output_names]
         binding = self._sess.io_binding()  # per call: a binding holds state, sessions may run concurrently
         try:
@@ -246,7 +247,7 @@ class OnnxRuntimeSession(BackendSession):
             # Outputs not in `out` live in memory owned by their OrtValue; numpy() keeps it alive.
             return [out[name] if name in out else values[i].numpy() for i, name in enumerate(output_names)]
         except _ORT_ERRORS as exc:
-            raise RunError(f"onnxruntime: {str(exc).strip()}") from None
+            raise _into_error(exc) from None
         finally:
             binding.clear_binding_inputs()
             binding.clear_binding_outputs()
@@ -255,6 +256,17 @@ class OnnxRuntimeSession(BackendSession):
         self._native_run = None
         self._prealloc = None
         self._sess = None
+
+
+#: ORT's words for output memory given to a run whose shape is not what the run produces (1.2x and older ORT).
+_REFUSED = ("The output OrtValue provided for output", "Shape mismatch attempting to re-use buffer")
+
+
+def _into_error(exc: Exception) -> RunError:
+    """A failed run_into: BuffersRefusedError where ORT refused the output arrays (the session then lets ORT
+    allocate them), else RunError."""
+    text = str(exc).strip()
+    return (BuffersRefusedError if any(m in text for m in _REFUSED) else RunError)(f"onnxruntime: {text}")
 
 
 class _BitsRun:

@@ -18,19 +18,10 @@ from .profiles import Profile
 
 def model_digest(model: ModelFile | bytes) -> str:
     """SHA-256 over every file of the model (an ONNX model's external data files too: new weights behind an
-    unchanged graph are another engine), or over the bytes given."""
+    unchanged graph are another engine): `ModelFile.content_hash`, computed once per model; or over the bytes given."""
     if isinstance(model, (bytes, bytearray, memoryview)):
         return hashlib.sha256(model).hexdigest()
-    if model.data is not None:
-        return hashlib.sha256(model.data).hexdigest()
-    digest = hashlib.sha256()
-    for i, path in enumerate(model.files or ((model.path,) if model.path is not None else ())):
-        if i:
-            digest.update(b"\0next file\0")
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return model.content_hash
 
 
 def engine_key(model_sha256: str, gpu: str, compute_capability: str, trt_version: str, precision: str,

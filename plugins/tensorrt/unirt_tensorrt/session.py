@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 import tensorrt as trt
-from unirt import BackendSession, InputError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError, TensorInfo
+
+from unirt import (BackendSession, BuffersRefusedError, InputError, LoadOptions, ModelFile, ModelFormat,
+                   ModelLoadError, RunError, TensorInfo)
 
 from . import cuda
 from .builder import build_engine, collecting_logger
@@ -124,8 +126,8 @@ class TensorRTSession(BackendSession):
                 target = out.get(name)
                 if target is not None:
                     if target.shape != shape:
-                        raise RunError(f"out[{name!r}]: the model produced shape {list(shape)}, the array given "
-                                       f"has shape {list(target.shape)}")
+                        raise BuffersRefusedError(f"out[{name!r}]: the model produced shape {list(shape)}, the "
+                                                  f"array given has shape {list(target.shape)}")
                     self._stream.copy_out(target.ctypes.data, device, size)
                     staged.append((name, target, None))
                 else:

@@ -17,8 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 from ai_edge_litert import interpreter as litert
 
-from unirt import (BackendSession, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
-                   UnsupportedOptionError)
+from unirt import (BackendSession, BuffersRefusedError, LoadOptions, ModelFile, ModelLoadError, RunError,
+                   TensorInfo, UnsupportedOptionError)
 
 from .options import dims, interpreter_settings, precision_in_force, quantization
 
@@ -178,8 +178,8 @@ class TFLiteSession(BackendSession):
                         continue
                     view = native.tensor(native, out_index[name])
                     if view.shape != target.shape:
-                        raise RunError(f"out[{name!r}]: the model produced shape {list(view.shape)}, the array "
-                                       f"given has shape {list(target.shape)}")
+                        raise BuffersRefusedError(f"out[{name!r}]: the model produced shape {list(view.shape)}, "
+                                                  f"the array given has shape {list(target.shape)}")
                     np.copyto(target, view)
                     del view  # a live view of the interpreter's memory would block the next Invoke
                     values.append(target)
