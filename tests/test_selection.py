@@ -52,7 +52,7 @@ def test_reasons_for_skipping(test_plugins, model, tmp_path, monkeypatch):
     ncnn = rank(open_model(write_ncnn(tmp_path)), "auto", INTEL)
     assert "does not read ncnn" in {c.backend: c for c in ncnn.candidates}["reference"].reason
     if "ncnn" not in unirt.registry.installed_names():
-        assert any("pip install unirt-ncnn" in c.reason for c in ncnn.candidates)
+        assert any("pip install ./plugins/ncnn" in c.reason for c in ncnn.candidates)
         assert ncnn.chosen is None and "no backend can run" in str(ncnn)
     else:
         assert ncnn.chosen.backend == "ncnn"

@@ -225,7 +225,7 @@ def test_backend_errors(test_plugins, model, tmp_path, monkeypatch):
     from unirt import registry
 
     monkeypatch.setitem(registry.KNOWN_BACKENDS, "fakeengine", "unirt-fakeengine")  # known, not installed
-    with pytest.raises(unirt.BackendUnavailableError, match="pip install unirt-fakeengine"):
+    with pytest.raises(unirt.BackendUnavailableError, match=r"pip install \./plugins/fakeengine \(unirt-fakeengine"):
         unirt.Session(model("dynamic_mlp"), backend="fakeengine")
     with pytest.raises(unirt.BackendUnavailableError, match="fancyengine"):
         unirt.Session(model("dynamic_mlp"), backend="broken")

@@ -4,7 +4,7 @@
     with unirt.Session("model.onnx") as sess:      # backend="auto" picks from format and hardware
         outputs = sess.run({"input": x})
 
-Backends are plugins (`pip install unirt-onnxruntime`, ...); `unirt.backends()` lists them.
+Backends are plugins (`pip install ./plugins/onnxruntime` from the checkout, ...); `unirt.backends()` lists them.
 This module imports no backend library.
 """
 
@@ -40,7 +40,7 @@ from .shm import SharedRegion, SharedTensors, TensorSlot
 from .tensor import Quantization, TensorInfo
 
 try:
-    __version__ = _version("unirt")
+    __version__ = _version("unirt-runtime")  # the distribution; "unirt" on the index is another project
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 

@@ -70,8 +70,11 @@ _entries: dict[str, _Entry] | None = None
 
 
 def install_hint(name: str) -> str:
-    dist = KNOWN_BACKENDS.get(name, f"a plugin that provides the '{name}' backend")
-    return f"pip install {dist}" if name in KNOWN_BACKENDS else f"install {dist}"
+    """What to install for backend `name`: this project's plugins install from the checkout's plugins/ folder (the
+    index's "unirt" is an unrelated project); for another name, the plugin that provides it."""
+    if name in KNOWN_BACKENDS:
+        return f"pip install ./plugins/{name} ({KNOWN_BACKENDS[name]}, from unirt's source checkout)"
+    return f"install a plugin that provides the '{name}' backend"
 
 
 def _discover() -> dict[str, _Entry]:

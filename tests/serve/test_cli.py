@@ -127,4 +127,4 @@ def test_missing_serve_extra_names_the_extra(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(blocker)}
     out = subprocess.run([UNIRT, "serve", "--model-repository", str(tmp_path)], capture_output=True, text=True,
                          timeout=60, env=env, cwd=tmp_path)
-    assert out.returncode == 2 and "pip install 'unirt[serve]'" in out.stderr and "uvicorn" in out.stderr
+    assert out.returncode == 2 and "pip install '.[serve]'" in out.stderr and "uvicorn" in out.stderr

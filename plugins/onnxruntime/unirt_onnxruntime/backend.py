@@ -10,7 +10,7 @@ from .providers import missing_gpu_note, offered_devices
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     formats = frozenset({ModelFormat.ONNX})
-    install_hint = "pip install unirt-onnxruntime"
+    install_hint = "pip install ./plugins/onnxruntime (from unirt's source checkout)"
 
     def probe(self) -> Availability:
         try:

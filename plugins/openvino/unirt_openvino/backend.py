@@ -17,7 +17,7 @@ class OpenVinoBackend(Backend):
     converts_from = frozenset({ModelFormat.ONNX, ModelFormat.TFLITE})
     #: ONNX and TFLite are read through OpenVINO's frontends: verified against the format's reference engine.
     native_formats = frozenset({ModelFormat.OPENVINO})
-    install_hint = "pip install unirt-openvino"
+    install_hint = "pip install ./plugins/openvino (from unirt's source checkout)"
 
     def probe(self) -> Availability:
         try:

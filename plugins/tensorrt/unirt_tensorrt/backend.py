@@ -8,7 +8,8 @@ from pathlib import Path
 
 from unirt import Availability, Backend, ConversionError, LoadOptions, ModelFile, ModelFormat, hardware, open_model
 
-ENGINE_EXTRA = "pip install 'unirt-tensorrt[engine]' (TensorRT's CUDA libraries are several GB)"
+ENGINE_EXTRA = ("pip install './plugins/tensorrt[engine]' from unirt's source checkout (TensorRT's CUDA libraries are "
+                "several GB)")
 #: The TensorRT major version whose Python API the plugin is written against: TensorRT 11 removed the weakly-typed
 #: precision flags (BuilderFlag.FP16/BF16/INT8) and Builder.platform_has_fast_fp16 it uses, and TensorRT 8/9 build
 #: implicit-batch networks from create_network(0).
@@ -52,7 +53,7 @@ class TensorRTBackend(Backend):
     converts_from = frozenset({ModelFormat.ONNX})
     #: ONNX is read through TensorRT's ONNX parser into an engine: verified against the format's reference engine.
     native_formats = frozenset({ModelFormat.TENSORRT})
-    install_hint = "pip install 'unirt-tensorrt[engine]'"
+    install_hint = "pip install './plugins/tensorrt[engine]' (from unirt's source checkout)"
 
     def probe(self) -> Availability:
         reason, version = unavailable_reason()

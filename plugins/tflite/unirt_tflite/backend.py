@@ -9,7 +9,7 @@ from unirt import Availability, Backend, LoadOptions, ModelFile, ModelFormat
 class TFLiteBackend(Backend):
     name = "tflite"
     formats = frozenset({ModelFormat.TFLITE})
-    install_hint = "pip install unirt-tflite"
+    install_hint = "pip install ./plugins/tflite (from unirt's source checkout)"
     #: LiteRT ships no ONNX importer and TensorFlow is not a unirt dependency: convert with onnx2tf outside unirt.
     convert_hint = ("unirt has no ONNX -> TFLite converter (LiteRT ships none, and unirt does not depend on "
                     "TensorFlow). Convert with onnx2tf, which needs TensorFlow: `pip install onnx2tf` (plus the "
