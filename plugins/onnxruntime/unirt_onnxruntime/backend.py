@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from unirt import Availability, Backend, LoadOptions, ModelFile, ModelFormat, hardware
+from unirt.engine_logs import quiet_onnxruntime
 
 from .providers import missing_gpu_note, offered_devices
 
@@ -17,6 +18,7 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime as ort
         except Exception as exc:  # ImportError, or a broken native library
             return Availability.missing(f"cannot import onnxruntime: {type(exc).__name__}: {exc}")
+        quiet_onnxruntime(ort)  # errors only, unless unirt logs verbosely or UNIRT_ENGINE_LOGS=1
         available = ort.get_available_providers()
         hw = hardware()
         return Availability(True, version=ort.__version__, devices=offered_devices(available, hw),
