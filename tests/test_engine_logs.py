@@ -85,3 +85,52 @@ def test_filtered_stderr_keeps_what_is_not_an_engine_info_line(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines() == ["INFO: before quiet", "ERROR: Didn't find op", "python warning",
                                         "INFO: after"]
+
+
+def serve_and_infer(tmp_path: Path, **env: str) -> str:
+    """`unirt serve` a TFLite model (isolated in a child process by default), one gRPC inference, SIGINT: stderr."""
+    import signal
+    import socket
+    import time
+
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    ports = []
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(str(s.getsockname()[1]))
+    environ = {k: v for k, v in os.environ.items() if k != "UNIRT_ENGINE_LOGS"} | env
+    server = subprocess.Popen([UNIRT, "serve", str(TFLITE_MODEL), "--http-port", ports[0], "--grpc-port", ports[1],
+                               "--metrics-port", ports[2]], cwd=tmp_path, env=environ, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports[1]}")
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if client.is_server_ready():
+                    break
+            except Exception:  # not listening yet
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "unirt serve did not become ready"
+            time.sleep(0.3)
+        spec = client.get_model_metadata("keras_mlp", as_json=True)["inputs"][0]
+        shape = [max(int(d), 1) for d in spec["shape"]]
+        x = grpcclient.InferInput(spec["name"], shape, spec["datatype"])
+        x.set_data_from_numpy(np.ones(shape, np.float32))
+        assert client.infer("keras_mlp", [x]).get_response().outputs
+        client.close()
+    finally:
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=60)
+    return err
+
+
+def test_serve_keeps_grpc_and_isolated_engines_quiet(tmp_path):
+    """gRPC's fork notice (the isolated model's child is started while gRPC threads run) and LiteRT's line in that
+    child: neither by default, both with UNIRT_ENGINE_LOGS=1."""
+    pytest.importorskip("ai_edge_litert")
+    quiet = serve_and_infer(tmp_path)
+    assert XNNPACK not in quiet and "fork_posix" not in quiet, quiet
+    loud = serve_and_infer(tmp_path, UNIRT_ENGINE_LOGS="1")
+    assert XNNPACK in loud, loud

@@ -2,7 +2,8 @@
 warnings, gRPC's fork notice): quiet on a command line unless asked for.
 
 The `unirt` command calls `quiet()` unless it runs with `-v` or `UNIRT_ENGINE_LOGS=1`; a library user's process
-is left as the engines set it up. Plugins ask `engines_quiet()` at load and use `filtered_stderr()` around native
+is left as the engines set it up (`UNIRT_ENGINE_LOGS=0` makes it quiet too), except that ONNX Runtime's default
+logger says errors only unless unirt's own logger is verbose. Plugins ask `engines_quiet()` at load and use `filtered_stderr()` around native
 calls that print to file descriptor 2 from C++ (where no Python logger or environment variable reaches).
 """
 
@@ -19,11 +20,11 @@ from typing import Any, Iterator
 
 __all__ = ["ENV", "quiet", "engines_quiet", "quiet_onnxruntime", "filtered_stderr"]
 
-ENV = "UNIRT_ENGINE_LOGS"  # "1": let the engines' log lines through, also on the command line
+ENV = "UNIRT_ENGINE_LOGS"  # "1": let the engines' log lines through, also on the command line; "0": keep them quiet
 # Informational lines engines print straight to fd 2 (LiteRT's minimal logger writes "INFO: ...").
 _INFO_LINE = re.compile(rb"^INFO: ")
 
-_quiet = False
+_quiet = os.environ.get(ENV) == "0"  # set by quiet() in a parent: unirt's child processes stay quiet too
 _lock = threading.RLock()
 
 
@@ -34,6 +35,7 @@ def quiet() -> None:
     if os.environ.get(ENV, "") not in ("", "0"):
         return
     _quiet = True
+    os.environ[ENV] = "0"  # inherited by unirt's child processes (isolated sessions, converters, canaries)
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     # unirt starts its child processes with fork+exec and never uses gRPC in them: gRPC's fork handlers only
     # print "Other threads are currently calling into gRPC, skipping fork() handlers".
