@@ -3,8 +3,9 @@ warnings, gRPC's fork notice): quiet on a command line unless asked for.
 
 The `unirt` command calls `quiet()` unless it runs with `-v` or `UNIRT_ENGINE_LOGS=1`; a library user's process
 is left as the engines set it up (`UNIRT_ENGINE_LOGS=0` makes it quiet too), except that ONNX Runtime's default
-logger says errors only unless unirt's own logger is verbose. Plugins ask `engines_quiet()` at load and use `filtered_stderr()` around native
-calls that print to file descriptor 2 from C++ (where no Python logger or environment variable reaches).
+logger says errors only unless unirt's own logger is verbose. Plugins ask `engines_quiet()` at load and use
+`filtered_stderr()` around native calls that print to file descriptor 2 from C++ (where no Python logger or
+environment variable reaches).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import re
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["ENV", "quiet", "engines_quiet", "quiet_onnxruntime", "filtered_stderr"]
 
