@@ -9,22 +9,30 @@ directory on sys.path, where ./unirt has no compiled core):
 
     cd examples && serve run unirt.integrations.ray:app model=models/classifier.onnx num_replicas=2
 
-Needs the ray extra: pip install 'unirt[ray]'.
+Needs the ray extra: pip install '.[ray]' (from unirt's source checkout).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import socket
-from pathlib import Path
 
-import numpy as np
-import ray
-import tritonclient.http as httpclient
-from ray import serve
+# Quiet, as the unirt command is: Ray and tritonclient import gRPC, whose fork handlers print "Other threads are
+# currently calling into gRPC, skipping fork() handlers" each time unirt starts a helper process (fork+exec, no
+# gRPC in the child). Read when gRPC is imported, so set first.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-import unirt
-from unirt.integrations.ray import RetryingHandle, build
+import socket  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import ray  # noqa: E402
+import tritonclient.http as httpclient  # noqa: E402
+from ray import serve  # noqa: E402
+
+import unirt  # noqa: E402
+from unirt.integrations.ray import RetryingHandle, build  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "models" / "classifier.onnx"
@@ -42,6 +50,7 @@ def main() -> None:
     os.chdir(HERE)
     local = "RAY_ADDRESS" not in os.environ
     ray.init(num_cpus=2 if local else None, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # Serve's INFO lines ("Started Serve ...")
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
@@ -78,7 +87,11 @@ def main() -> None:
             print(f"replica {stats['replica']} (pid {stats['pid']}): {stats['requests']} requests in "
                   f"{stats['batches']} batches, sizes {stats['batch_sizes']}")
     finally:
-        serve.shutdown()
+        # A local instance goes with its Ray: ray.shutdown() alone stops it without the "(raylet) Task
+        # ServeController.listen_for_change failed ... killed by `ray.kill`" lines that serve.shutdown() leaves.
+        # On a shared cluster, only this example's application is removed.
+        if not local:
+            serve.delete("classifier")
         ray.shutdown()
 
 

@@ -4,7 +4,7 @@ gRPC, check the answers against the model run in-process, stop the server.
     python examples/serve_tritonclient.py                      # starts `unirt serve` on examples/models
     python examples/serve_tritonclient.py --url 127.0.0.1:8000 --grpc-url 127.0.0.1:8001   # an existing server
 
-Needs the serve extra: pip install 'unirt[serve]' (it brings tritonclient).
+Needs the serve extra: pip install '.[serve]' from unirt's source checkout (it brings tritonclient).
 """
 
 from __future__ import annotations

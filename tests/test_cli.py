@@ -25,7 +25,7 @@ def test_backends_table_and_json(test_plugins, capsys):
     out = capsys.readouterr().out
     assert "hardware:" in out and "reference" in out and "available" in out
     assert "fancyengine" in out  # the broken plugin shows its import error
-    assert "pip install unirt-openvino" in out or "openvino" in out
+    assert "pip install ./plugins/openvino" in out or "openvino" in out
     assert main(["backends", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     rows = {r["name"]: r for r in data["backends"]}

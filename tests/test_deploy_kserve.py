@@ -247,7 +247,7 @@ def test_the_images_install_line_matches_the_packages_extras():
     defaults = _arg_defaults(text)
     assert set(defaults["UNIRT_EXTRAS"]) == {"serve"} and set(defaults["UNIRT_BACKENDS"]) == {"onnxruntime"}
     # unirt is installed from the wheel built here, with the extras asked for
-    assert '"$(ls /wheels/unirt-[0-9]*.whl)[${UNIRT_EXTRAS}]"' in text
+    assert '"$(ls /wheels/unirt_runtime-[0-9]*.whl)[${UNIRT_EXTRAS}]"' in text
     assert "pip install --no-cache-dir ${specs}" in text
     for extra in EXTRAS:  # every extra `unirt deploy kserve --extras` may put in UNIRT_EXTRAS is the package's
         assert extra in extras, f"{extra!r} is not an extra in pyproject.toml"

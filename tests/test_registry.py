@@ -34,7 +34,7 @@ def test_missing_backend_says_what_to_install(test_plugins, known_fakeengine):
     with pytest.raises(BackendUnavailableError) as err:
         registry.get_backend("fakeengine")
     msg = str(err.value)
-    assert "pip install ./plugins/fakeengine" in msg and "reference" in msg  # lists what is installed
+    assert "pip install ./plugins/fakeengine (unirt-fakeengine" in msg and "reference" in msg  # lists what is installed
     assert registry.distribution("fakeengine") == "unirt-fakeengine"
     # a name no plugin registers (a typo, a third-party plugin missing): no "pip install" advice to make up
     with pytest.raises(BackendUnavailableError, match="'nosuchengine' is not installed, and it is none of unirt's own "

@@ -222,7 +222,7 @@ def test_option_errors(test_plugins, model, kwargs, pattern):
 
 
 def test_backend_errors(test_plugins, model, tmp_path, known_fakeengine):
-    with pytest.raises(unirt.BackendUnavailableError, match="pip install ./plugins/fakeengine"):
+    with pytest.raises(unirt.BackendUnavailableError, match=r"pip install \./plugins/fakeengine \(unirt-fakeengine"):
         unirt.Session(model("dynamic_mlp"), backend="fakeengine")
     with pytest.raises(unirt.BackendUnavailableError, match="fancyengine"):
         unirt.Session(model("dynamic_mlp"), backend="broken")

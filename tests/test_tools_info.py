@@ -43,9 +43,9 @@ def test_conv_with_and_without_bias_follows_the_seed(tmp_path):
     r = info(path)
     H = W = 8
     M, C, K = 16, 3, 3
-    assert r.params == M * C * K * K + M  # Q11: M*C*K*K + M
-    with_bias = 2 * H * W * M * C * K * K  # Q12 with bias
-    without_bias = H * W * M * (2 * C * K * K - 1)  # Q12 without bias
+    assert r.params == M * C * K * K + M  # weights M*C*K*K + bias M
+    with_bias = 2 * H * W * M * C * K * K  # multiplies + adds, with bias
+    without_bias = H * W * M * (2 * C * K * K - 1)  # multiplies + adds, without bias
     assert r.flops_by_op == {"Conv": with_bias + without_bias}
     assert r.flops == with_bias + without_bias
     assert "multiplies + adds" in r.flops_convention
@@ -88,7 +88,7 @@ def test_gemm_matmul_and_elementwise(tmp_path):
     assert r.flops_by_op["Relu"] == 4 * 8 and r.flops_by_op["Add"] == 4 * 5
     assert r.flops_by_op["Softmax"] == 3 * 4 * 5
     assert r.params_by_op == {"Gemm": 16 * 32 + 16 + 16 * 8, "MatMul": 8 * 5}
-    # Weight memory by dtype and activation memory (Q5: elements x bytes)
+    # Weight memory by dtype and activation memory (elements x bytes)
     assert r.weights_by_dtype == {"float32": {"count": r.params, "bytes": 4 * r.params}}
     intermediates = [4 * 16, 4 * 8, 4 * 8, 4 * 5, 4 * 5, 4 * 5]
     assert r.activation_bytes_total == 4 * sum(intermediates)

@@ -85,7 +85,7 @@ def test_unknown_rank_takes_any_rank_given_and_is_named_when_missing(tmp_path, c
 
 def test_missing_optional_dependency_names_the_extra(monkeypatch, model, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "onnxslim", None)  # what an environment without onnxslim looks like
-    with pytest.raises(MissingDependencyError, match=r"needs the package 'onnxslim'.*pip install 'unirt\[tools\]'"):
+    with pytest.raises(MissingDependencyError, match=r"needs the package 'onnxslim'.*pip install '\.\[tools\]'"):
         optimize(model("dynamic_mlp"), tmp_path / "o.onnx")
     assert main(["optimize", str(model("dynamic_mlp")), "-o", str(tmp_path / "o.onnx")]) == 2
-    assert "unirt[tools]" in capsys.readouterr().err
+    assert ".[tools]" in capsys.readouterr().err

@@ -4,7 +4,7 @@
     with unirt.Session("model.onnx") as sess:      # backend="auto" picks from format and hardware
         outputs = sess.run({"input": x})
 
-Backends are plugins (`pip install unirt-onnxruntime`, ...); `unirt.backends()` lists them.
+Backends are plugins (`pip install ./plugins/onnxruntime` from the checkout, ...); `unirt.backends()` lists them.
 This module imports no backend library.
 """
 
@@ -39,10 +39,25 @@ from .session import Session
 from .shm import SharedRegion, SharedTensors, TensorSlot
 from .tensor import Quantization, TensorInfo
 
-try:
-    __version__ = _version("unirt")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0"
+def _own_version() -> str:
+    """The installed distribution's version: `unirt-runtime` (the index's `unirt` is an unrelated project); an install
+    made before the rename is read only if it is this project's (it carries the compiled core)."""
+    try:
+        return _version("unirt-runtime")
+    except PackageNotFoundError:
+        pass
+    try:
+        from importlib.metadata import distribution
+
+        old = distribution("unirt")
+        if any(str(f).startswith("unirt/_core") for f in old.files or ()):
+            return old.version
+    except PackageNotFoundError:
+        pass
+    return "0.0.0"  # running from a source tree without installing
+
+
+__version__ = _own_version()
 
 
 def convert(model, to: str, out=None, **options):

@@ -18,6 +18,8 @@ Outputs of unknown rank (engines whose model files do not give output ranks, ncn
 ONNX fix-ups a converter needs (a Softmax axis an engine reads differently), and a verified, cached mixed
 precision copy of an ONNX model (engines that build typed networks, TensorRT 11):
     `coerced_softmax_axis`, `onnx_to_fp16`
+Engines' own log lines (quiet unless unirt's CLI is verbose):
+    `quiet_onnxruntime`, `filtered_stderr`
 Machine and cache:
     `hardware`, `Hardware`, `cache_dir`
 """
@@ -42,6 +44,8 @@ _EXPORTS = {
     "observe": "unirt.unknown_rank",
     "coerced_softmax_axis": "unirt.conversion.fixups",
     "onnx_to_fp16": "unirt.conversion.mixed_precision",
+    "quiet_onnxruntime": "unirt.engine_logs",
+    "filtered_stderr": "unirt.engine_logs",
     "hardware": "unirt.hardware",
     "Hardware": "unirt.hardware",
     "cache_dir": "unirt.cache",

@@ -86,7 +86,8 @@ def distribution(name: str) -> str | None:
 
 def install_hint(name: str) -> str:
     """What to install for backend `name`: an installed plugin's own `install_hint` (or its distribution); for one
-    of this project's backends that is not installed, its plugin folder in a unirt checkout."""
+    of this project's backends that is not installed, its plugin folder in a unirt source checkout (the index's
+    "unirt" is an unrelated project)."""
     entry = _entry(name)
     if entry is not None:
         backend = _load(entry) if entry.ep is not None else entry.backend
@@ -95,7 +96,7 @@ def install_hint(name: str) -> str:
         if entry.distribution:
             return f"pip install {entry.distribution}"
     if name in known_names():
-        return f"pip install ./plugins/{name} (from a unirt checkout)"
+        return f"pip install ./plugins/{name} ({distribution(name)}, from unirt's source checkout)"
     return f"install a plugin that provides the '{name}' backend"
 
 

@@ -245,7 +245,7 @@ class Session:
             if chosen is None:
                 if not registry.installed_names():
                     raise BackendUnavailableError("no unirt backend is installed. Install one, e.g.: "
-                                                  "pip install unirt-onnxruntime")
+                                                  "pip install ./plugins/onnxruntime (from unirt's source checkout)")
                 raise BackendUnavailableError(f"no installed backend can run this {self._model.format} model on "
                                               f"{device}:\n{self._selection}")
             assert chosen.device is not None

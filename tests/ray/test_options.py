@@ -78,7 +78,7 @@ def test_the_model_is_opened_in_the_driver_and_its_absolute_path_sent(tmp_path, 
 
 
 def test_build_and_app_refuse_a_bad_model_before_ray_sees_it(tmp_path, monkeypatch):
-    pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install 'unirt[ray]')")
+    pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install '.[ray]')")
     from ray.serve import Application
 
     from unirt.integrations.ray import app, build
@@ -112,7 +112,7 @@ def test_user_config_is_checked_in_the_driver():
 
 
 def test_the_installed_rays_deployment_options_pass_through():
-    pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install 'unirt[ray]')")
+    pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install '.[ray]')")
     import inspect
 
     from ray.serve import Deployment
@@ -147,7 +147,7 @@ def test_missing_ray_names_the_extra(tmp_path):
     code = "import unirt\n" + code
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                          cwd=tmp_path).stdout
-    assert "pip install 'unirt[ray]'" in out and "ray[serve]" in out
+    assert "pip install '.[ray]'" in out and "ray[serve]" in out
 
 
 def test_batched_reaches_the_replicas_session_and_its_v2_spec(tmp_path):

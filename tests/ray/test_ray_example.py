@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install 'unirt[ray]')")
+pytest.importorskip("ray.serve", reason="the ray extra is not installed (pip install '.[ray]')")
 ROOT = Path(__file__).resolve().parents[2]
 
 

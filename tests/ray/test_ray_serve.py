@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'unirt[ray]')")
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install '.[ray]')")
 serve = pytest.importorskip("ray.serve")
 
 import unirt  # noqa: E402

@@ -124,7 +124,7 @@ def test_missing_serve_extra_names_the_extra(tmp_path):
     blocker = tmp_path / "site"
     blocker.mkdir()
     (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['uvicorn'] = None\n")
-    env = {**os.environ, "PYTHONPATH": str(blocker)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(blocker), os.environ.get("PYTHONPATH"))))}
     out = subprocess.run([UNIRT, "serve", "--model-repository", str(tmp_path)], capture_output=True, text=True,
                          timeout=60, env=env, cwd=tmp_path)
-    assert out.returncode == 2 and "pip install 'unirt[serve]'" in out.stderr and "uvicorn" in out.stderr
+    assert out.returncode == 2 and "pip install '.[serve]'" in out.stderr and "uvicorn" in out.stderr

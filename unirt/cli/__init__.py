@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Sequence
 
+from .. import engine_logs
 from ..errors import UnirtError
 from . import (backends_cmd, bench_cmd, compare_cmd, convert_cmd, deploy_cmd, explain_cmd, info_cmd, optimize_cmd,
                quantize_cmd, run_cmd, serve_cmd)
@@ -22,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unirt", description="One API over ONNX Runtime, OpenVINO, TensorRT, "
                                      "TFLite, ncnn and MNN.")
     parser.add_argument("--version", action="version", version=f"unirt {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what unirt does")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log what unirt does, and let the engines' own log lines through (as UNIRT_ENGINE_LOGS=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.register(sub)
@@ -32,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if not args.verbose:  # the engines' own log lines stay off the terminal unless asked for (-v, UNIRT_ENGINE_LOGS=1)
+        engine_logs.quiet()
     try:
         code = int(args.handler(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe shows here, not as a traceback at exit

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"hardware: {hardware().describe()}")
     if not rows:
-        print("no backends installed; e.g. pip install unirt-onnxruntime")
+        print("no backends installed; e.g. pip install ./plugins/onnxruntime (from unirt's source checkout)")
         return 0
     table = [(r.name, r.engine_version or "-", r.plugin_version or "-",
               "available" if r.available else (r.reason if not r.installed else f"unavailable: {r.reason}"), ", ".join(r.devices) or "-",

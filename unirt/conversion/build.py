@@ -101,8 +101,8 @@ def _reference_and_signature(model: ModelFile, target: str, verify: bool
         return (None, *signature)
     if not readers:
         raise ConversionError(f"{model.name}: verifying the conversion needs a backend that reads {model.format} "
-                              f"models as the reference (pip install unirt-onnxruntime); pass verify=False to accept "
-                              "an unverified conversion")
+                              "models as the reference (pip install ./plugins/onnxruntime from unirt's source "
+                              "checkout); pass verify=False to accept an unverified conversion")
     name, signature, failures = _loaded_signature(model, readers)
     if signature is None:
         raise ConversionError(f"{model.name}: the conversion cannot be verified: no reference backend loads the "
@@ -128,8 +128,7 @@ def _load_onnx(model: ModelFile, external_data: bool = True) -> Any:
     try:
         import onnx
     except ImportError:
-        raise ConversionError("converting an ONNX model needs the onnx package: pip install 'unirt[convert]' "
-                              "(or pip install onnx)") from None
+        raise ConversionError("converting an ONNX model needs the onnx package: pip install onnx") from None
     try:
         if model.path is not None:
             return onnx.load(str(model.path), load_external_data=external_data)

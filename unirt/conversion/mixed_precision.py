@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 #: Bumped when what this module writes changes (part of the cache key).
 _LAYOUT = 1
-_INSTALL = "pip install onnxruntime (or pip install unirt-onnxruntime)"
+_INSTALL = "pip install onnxruntime (or pip install ./plugins/onnxruntime from unirt's source checkout)"
 _CONVERTER_LOG = "onnxruntime.transformers.float16"
 _TWO_GB = 2**31 - 1
 

@@ -71,7 +71,8 @@ def _yaml() -> Any:
     try:
         import yaml
     except ImportError as exc:
-        raise UnsupportedOptionError(f"writing KServe manifests needs PyYAML: pip install 'unirt[deploy]' ({exc})") \
+        raise UnsupportedOptionError(f"writing KServe manifests needs PyYAML: pip install '.[deploy]' "
+                                     f"from unirt's source checkout ({exc})") \
             from None
     return yaml
 
@@ -177,7 +178,8 @@ def _served_file(source: Any) -> Path:
             from ..serve.config import backend_for, read_config, select_versions
         except ImportError as exc:
             raise UnsupportedOptionError(f"{source.config_path}: reading a model's config.pbtxt needs unirt serve's "
-                                         f"dependencies: pip install 'unirt[serve]' ({exc})") from None
+                                         f"dependencies: pip install '.[serve]' from unirt's source checkout "
+                                         f"({exc})") from None
         config = read_config(source.config_path)
         version = max(select_versions(config, list(source.versions)), default=version)
         backend, file_name = backend_for(config), config.default_model_filename

@@ -8,7 +8,7 @@
     with ServerThread(ServeOptions(model="model.onnx", http_port=0, grpc_port=0, metrics_port=0)) as server:
         print(server.ports)                         # {"http": ..., "grpc": ..., "metrics": ...}
 
-Needs the `serve` extra: `pip install unirt[serve]` (uvicorn, starlette, grpcio, protobuf, prometheus_client,
+Needs the `serve` extra: `pip install '.[serve]'` from unirt's source checkout (uvicorn, starlette, grpcio, protobuf, prometheus_client,
 tritonclient for the v2 protocol's gRPC stubs and the model config schema).
 """
 
@@ -26,7 +26,7 @@ _NEEDS = {"uvicorn": "uvicorn", "starlette": "starlette", "grpc": "grpcio", "goo
 
 
 def require() -> None:
-    """Raise a clear error naming `pip install unirt[serve]` when the server's dependencies are missing."""
+    """Raise a clear error naming the serve extra when the server's dependencies are missing."""
     missing = []
     for module, dist in _NEEDS.items():
         try:
@@ -34,7 +34,7 @@ def require() -> None:
         except ImportError as exc:
             missing.append(f"{dist} ({exc})")
     if missing:
-        raise BackendUnavailableError("unirt serve needs the serve extra: pip install 'unirt[serve]'. Missing: "
+        raise BackendUnavailableError("unirt serve needs the serve extra: pip install '.[serve]' (from unirt's source checkout). Missing: "
                                       + "; ".join(missing))
 
 

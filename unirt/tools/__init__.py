@@ -6,8 +6,8 @@
 - `optimize(model, out)`: onnxslim's graph simplification, outputs checked unchanged;
 - `quantize(model, out, mode="fp16"|"int8")`: ONNX Runtime's quantization, accuracy and latency deltas.
 
-Each tool is its own module; their extra dependencies come with `pip install unirt[tools]` and are imported
-only when a tool needs them (a missing one raises MissingDependencyError naming the extra).
+Each tool is its own module; their extra dependencies come with `pip install '.[tools]'` (from unirt's source
+checkout) and are imported only when a tool needs them (a missing one raises MissingDependencyError naming the extra).
 """
 
 from __future__ import annotations

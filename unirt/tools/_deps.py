@@ -1,4 +1,5 @@
-"""Optional dependencies of the tools (`pip install unirt[tools]`), imported on first use with a clear error."""
+"""Optional dependencies of the tools (`pip install '.[tools]'` from unirt's source checkout), imported on first use
+with a clear error."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from ..errors import UnirtError
 
 __all__ = ["MissingDependencyError", "require"]
 
-EXTRA = "unirt[tools]"
+EXTRA = ".[tools]"  # unirt-runtime's extra, installed from the source checkout
 
 
 class MissingDependencyError(UnirtError, ImportError):
@@ -23,5 +24,6 @@ def require(module: str, purpose: str, package: str | None = None) -> ModuleType
     except ImportError as exc:
         pkg = package or module.split(".")[0]
         raise MissingDependencyError(f"{purpose} needs the package {pkg!r}, which cannot be imported ({exc}). "
-                                     f"Install the tools extra: pip install '{EXTRA}' (or pip install {pkg})"
+                                     f"Install the tools extra: pip install '{EXTRA}' from unirt's source checkout "
+                                     f"(or pip install {pkg})"
                                      ) from None

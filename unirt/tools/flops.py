@@ -1,6 +1,6 @@
 """FLOP counts per ONNX operator, from the shapes that shape inference found.
 
-Convention (the seed's, Q12): FLOPs = multiplies + adds. A dot product of length K costs K multiplies and K-1
+Convention: FLOPs = multiplies + adds. A dot product of length K costs K multiplies and K-1
 adds; adding a bias is one more add. So a convolution with bias costs 2*H*W*M*C*K*K and without bias
 H*W*M*(2*C*K*K - 1) (per image); a fully connected layer with bias 2*M*N*K. Elementwise operators cost one per
 output element (transcendental functions included), comparisons count as operations, data movement

@@ -58,7 +58,7 @@ def gpu_memory_bytes(device: str) -> Optional[int]:
     try:
         import pynvml  # nvidia-ml-py
     except ImportError:
-        log.info("GPU memory not measured: install nvidia-ml-py (part of unirt[tools])")
+        log.info("GPU memory not measured: install nvidia-ml-py (part of unirt's tools extra)")
         return None
     index = int(device.partition(":")[2] or 0)
     try:

@@ -23,6 +23,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..conversion.fixups import initializers_as_inputs
+from ..engine_logs import quiet_onnxruntime
 from ..errors import ConversionError, InputError, UnirtError, UnsupportedOptionError
 from ..formats import ModelFormat, PathLike, open_model
 from ..tensor import TensorInfo
@@ -229,6 +230,7 @@ def _int8(src: Path, out: Path, calibration: list[dict[str, np.ndarray]] | None,
           tmp: Path) -> str:
     """Static Q/DQ int8 calibrated on `calibration` when given, else dynamic int8."""
     q = require("onnxruntime.quantization", "unirt quantize --int8", package="onnxruntime")
+    quiet_onnxruntime(require("onnxruntime", "unirt quantize --int8"))  # its sessions' warnings: only when verbose
     src = _preprocess(q, src, tmp)
     out.parent.mkdir(parents=True, exist_ok=True)
     if calibration:

@@ -14,7 +14,7 @@ class MnnBackend(Backend):
     name = "mnn"
     formats = frozenset({ModelFormat.MNN})
     converts_from = frozenset({ModelFormat.ONNX})
-    install_hint = "pip install unirt-mnn"
+    install_hint = "pip install ./plugins/mnn (from unirt's source checkout)"
     unirt_extras = ("convert",)  # converts ONNX on load
     format_facts = {ModelFormat.MNN: FormatFacts(("model.mnn",), "mnn")}
     # verification compares the numbers itself: float64 outputs, and fp16 weights stored for a CPU that computes fp32

@@ -25,7 +25,7 @@ class NcnnBackend(Backend):
     name = "ncnn"
     formats = frozenset({ModelFormat.NCNN})
     converts_from = frozenset({ModelFormat.ONNX})
-    install_hint = "pip install unirt-ncnn"
+    install_hint = "pip install ./plugins/ncnn (from unirt's source checkout)"
     unirt_extras = ("convert",)  # converts ONNX on load
     format_facts = {ModelFormat.NCNN: FormatFacts(("model.param", "model.ncnn.param"), "ncnn")}
     # verification compares the numbers itself: fp16 weights stored for a CPU that computes fp32 are checked there

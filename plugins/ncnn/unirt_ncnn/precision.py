@@ -4,7 +4,7 @@ ncnn's reduced modes on the CPU:
 - fp16: `use_fp16_storage/packed` keep weights and blobs in fp16; `use_fp16_arithmetic` computes in fp16 only on
   ARM CPUs with half-precision arithmetic (ncnn.cpu_support_arm_asimdhp()). Elsewhere (x86) fp16 is storage only.
 - bf16: `use_bf16_storage/packed` keep weights and blobs in bf16; ncnn computes in fp32 from them. It pays off only
-  where the CPU has bf16 instructions (issue 18: 0.80x the fp32 time on a 320x320 detector on an AVX512-BF16 EPYC).
+  where the CPU has bf16 instructions (measured: 0.80x the fp32 time on a 320x320 detector on an AVX512-BF16 EPYC).
 
 Measured on an AMD EPYC with AVX2/F16C only (ncnn 1.0.20261020, 1 thread, benchmarks/bench_precision.py), against
 ncnn's fp32 on ResNet-18-, MobileNet-v2-like and 320x320 detector models (median round): fp16 storage 1.05x /
@@ -54,7 +54,7 @@ def effective_precision(precision: str, backend_options: Mapping[str, Any], devi
         native, cpu = cpu_arithmetic("bf16")
         why = f"ncnn keeps bf16 storage and computes fp32 from it; {cpu}"
         if native:
-            return "bf16", f"bf16 (ncnn use_bf16_storage; {cpu}: faster than fp32, measured 0.80x in issue 18)"
+            return "bf16", f"bf16 (ncnn use_bf16_storage; {cpu}: faster than fp32, measured 0.80x the fp32 time on an AVX512-BF16 EPYC)"
     if not allowed:
         raise storage_only_refusal("ncnn", precision, why, MEASURED[precision])
     return precision, f"{precision} storage only (compute is fp32: {why}; allowed by allow_storage_only_precision)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from unirt import Availability, Backend, FormatFacts, LoadOptions, ModelFile, ModelFormat, hardware
+from unirt.plugin_sdk import quiet_onnxruntime
 
 from .providers import missing_gpu_note, offered_devices
 
@@ -10,7 +11,7 @@ from .providers import missing_gpu_note, offered_devices
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     formats = frozenset({ModelFormat.ONNX})
-    install_hint = "pip install unirt-onnxruntime"
+    install_hint = "pip install ./plugins/onnxruntime (from unirt's source checkout)"
     serve_platform = "onnxruntime_onnx"  # Triton's name for it
     format_facts = {ModelFormat.ONNX: FormatFacts(("model.onnx",), "onnx", "1")}
 
@@ -19,6 +20,7 @@ class OnnxRuntimeBackend(Backend):
             import onnxruntime as ort
         except Exception as exc:  # ImportError, or a broken native library
             return Availability.missing(f"cannot import onnxruntime: {type(exc).__name__}: {exc}")
+        quiet_onnxruntime(ort)  # errors only, unless unirt logs verbosely or UNIRT_ENGINE_LOGS=1
         available = ort.get_available_providers()
         hw = hardware()
         return Availability(True, version=ort.__version__, devices=offered_devices(available, hw),

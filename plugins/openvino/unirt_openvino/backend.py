@@ -17,7 +17,7 @@ class OpenVinoBackend(Backend):
     converts_from = frozenset({ModelFormat.ONNX, ModelFormat.TFLITE})
     #: ONNX and TFLite are read through OpenVINO's frontends: verified against the format's reference engine.
     native_formats = frozenset({ModelFormat.OPENVINO})
-    install_hint = "pip install unirt-openvino"
+    install_hint = "pip install ./plugins/openvino (from unirt's source checkout)"
     gpu_vendor = "intel"  # its "gpu" is an Intel GPU, not a Ray/KServe "GPU"
     format_facts = {ModelFormat.OPENVINO: FormatFacts(("model.xml",), "openvino")}
 

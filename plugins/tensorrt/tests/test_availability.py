@@ -30,7 +30,7 @@ def test_unavailable_with_the_exact_reason(tmp_path):
     assert not avail.available and avail.reason == REASON
     if importlib.util.find_spec("tensorrt") is None:
         assert "cannot import tensorrt: ModuleNotFoundError: No module named 'tensorrt'" in avail.reason
-        assert "pip install 'unirt-tensorrt[engine]'" in avail.reason
+        assert "pip install './plugins/tensorrt[engine]'" in avail.reason
     if not hardware().cuda_gpus:
         assert "no CUDA GPU" in avail.reason
     path = testing.build("dynamic_mlp", tmp_path)

@@ -14,7 +14,7 @@ from unirt import hardware
 
 def _reason() -> str | None:
     if importlib.util.find_spec("cuda") is None:
-        return "cuda-python is not installed (pip install 'unirt-tensorrt[engine]')"
+        return "cuda-python is not installed (pip install './plugins/tensorrt[engine]')"
     if not hardware().cuda_gpus:
         return "no CUDA GPU on this machine (/proc/driver/nvidia/gpus and nvidia-smi find none)"
     return None

@@ -11,7 +11,8 @@ from unirt import (Availability, Backend, ConversionError, FormatFacts, LoadOpti
 
 from .plan import version_problem
 
-ENGINE_EXTRA = "pip install 'unirt-tensorrt[engine]' (TensorRT's CUDA libraries are several GB)"
+ENGINE_EXTRA = ("pip install './plugins/tensorrt[engine]' from unirt's source checkout (TensorRT's CUDA libraries are "
+                "several GB)")
 __all__ = ["TensorRTBackend", "unavailable_reason", "version_problem"]
 
 
@@ -43,7 +44,7 @@ class TensorRTBackend(Backend):
     converts_from = frozenset({ModelFormat.ONNX})
     #: ONNX is read through TensorRT's ONNX parser into an engine: verified against the format's reference engine.
     native_formats = frozenset({ModelFormat.TENSORRT})
-    install_hint = "pip install 'unirt-tensorrt[engine]'"
+    install_hint = "pip install './plugins/tensorrt[engine]' (from unirt's source checkout)"
     needs_gpu = True
     serve_platform = "tensorrt_plan"  # Triton's name for it
     image_extra = "engine"  # the plugin's extra that installs TensorRT itself

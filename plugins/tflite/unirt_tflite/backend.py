@@ -9,7 +9,7 @@ from unirt import Availability, Backend, FormatFacts, LoadOptions, ModelFile, Mo
 class TFLiteBackend(Backend):
     name = "tflite"
     formats = frozenset({ModelFormat.TFLITE})
-    install_hint = "pip install unirt-tflite"
+    install_hint = "pip install ./plugins/tflite (from unirt's source checkout)"
     serve_aliases = ("litert",)
     format_facts = {ModelFormat.TFLITE: FormatFacts(("model.tflite",), "tflite")}
     #: LiteRT ships no ONNX importer and TensorFlow is not a unirt dependency: convert with onnx2tf outside unirt.

@@ -19,6 +19,7 @@ from ai_edge_litert import interpreter as litert
 
 from unirt import (BackendSession, BuffersRefusedError, LoadOptions, ModelFile, ModelLoadError, RunError,
                    TensorInfo, UnsupportedOptionError)
+from unirt.plugin_sdk import filtered_stderr
 
 from .options import dims, interpreter_settings, precision_in_force, quantization
 
@@ -80,7 +81,8 @@ class TFLiteSession(BackendSession):
         in_details, out_details = it.get_input_details(), it.get_output_details()
         dynamic = any(any(s < 0 for s in d["shape_signature"]) for d in in_details)
         try:
-            it.allocate_tensors()
+            with filtered_stderr():  # the first allocation prints "INFO: Created ... XNNPACK delegate" from C++
+                it.allocate_tensors()
             allocated = True
         except (ValueError, RuntimeError) as exc:
             # A dynamic signature's file shape is a placeholder (often all 1s): a model may not prepare there
@@ -134,9 +136,10 @@ class TFLiteSession(BackendSession):
                     changed.append((index, shape))
             if changed:  # re-plan only when a shape changed
                 try:
-                    for index, shape in changed:
-                        native.ResizeInputTensor(index, np.array(shape, np.int32), False)
-                    native.AllocateTensors()
+                    with filtered_stderr():  # a model planned at its first run's shapes allocates (and logs) here
+                        for index, shape in changed:
+                            native.ResizeInputTensor(index, np.array(shape, np.int32), False)
+                        native.AllocateTensors()
                 except BaseException as exc:
                     # the tensors are unallocated now: the next run must resize and re-plan whatever it is given
                     self._shapes = dict.fromkeys(self._shapes)

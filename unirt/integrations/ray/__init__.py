@@ -9,7 +9,7 @@
     outputs = handle.remote(x).result()                       # {"probs": ndarray, ...}
     outputs = RetryingHandle(handle).infer(x)                 # re-sent if its replica dies meanwhile
 
-Needs the ray extra: `pip install 'unirt[ray]'` (ray[serve], and unirt serve's v2 codec dependencies).
+Needs the ray extra: `pip install '.[ray]'` from unirt's source checkout (ray[serve], and unirt serve's v2 codec dependencies).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _PLAIN = {"ReplicaOptions": "options", "replica_resources": "options"}
 
 
 def require() -> None:
-    """Raise a clear error naming `pip install 'unirt[ray]'` when Ray Serve or the v2 codec's dependencies are
+    """Raise a clear error naming the ray extra when Ray Serve or the v2 codec's dependencies are
     missing."""
     missing = []
     for module, dist in _NEEDS.items():
@@ -37,7 +37,7 @@ def require() -> None:
         except ImportError as exc:
             missing.append(f"{dist} ({exc})")
     if missing:
-        raise BackendUnavailableError("unirt's Ray Serve integration needs the ray extra: pip install 'unirt[ray]'. "
+        raise BackendUnavailableError("unirt's Ray Serve integration needs the ray extra: pip install '.[ray]' (from unirt's source checkout). "
                                       "Missing: " + "; ".join(missing))
 
 
