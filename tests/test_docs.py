@@ -127,9 +127,10 @@ def shell_blocks() -> list[tuple[str, str]]:
 def test_unirt_commands_parse(where, code):
     parser = build_parser()
     for command in commands(code):
-        words = shlex.split(command.removeprefix("$ "))
-        if not words or words[0] != "unirt":
+        command = command.removeprefix("$ ").strip()
+        if not command.startswith("unirt "):  # other tools' lines (their quoting is theirs)
             continue
+        words = shlex.split(command)
         try:
             parser.parse_args(words[1:])
         except SystemExit as exc:

@@ -146,7 +146,7 @@ def test_an_installed_plugins_format_flows_through_unirt(installed_gzonnx, gz_mo
     assert "gzonnx" in out and "x" in out
     row = {b.name: b for b in unirt.backends()}["gzonnx"]
     assert row.available and row.formats == ("gzonnx",) and row.distribution == "unirt-gzonnx"
-    assert registry.install_hint("gzonnx") == "pip install unirt-gzonnx onnxruntime"  # what the plugin declares
+    assert registry.install_hint("gzonnx") == "pip install onnxruntime (and this plugin's own package)"  # what the plugin declares
     # damaged: its detector says so; an unknown format's error lists the plugin's format among those unirt reads
     damaged = tmp_path / "damaged.onnx.gz"
     damaged.write_bytes(b"\x1f\x8b\x08\x00" + b"\xff" * 64)
@@ -165,7 +165,7 @@ def test_an_installed_plugins_format_flows_through_unirt(installed_gzonnx, gz_mo
 
 
 def test_install_hints_come_from_one_place(known_fakeengine):
-    assert registry.install_hint("fakeengine") == "pip install ./plugins/fakeengine (from a unirt checkout)"
+    assert registry.install_hint("fakeengine") == "pip install ./plugins/fakeengine (unirt-fakeengine, from unirt's source checkout)"
     assert registry.install_hint("nosuchengine") == "install a plugin that provides the 'nosuchengine' backend"
     for name in registry.installed_names():
         plugin = registry.find_backend(name)
