@@ -40,6 +40,7 @@ from ..backend import LoadOptions
 from ..cache import cache_dir
 from ..errors import FrontendMismatchError, UnirtError, UnsupportedOptionError
 from ..formats import ModelFile, ModelFormat
+from ..quantized import computed_precision
 from .verify import TOLERANCES, OutputError, compare, describe_feeds
 
 __all__ = ["FrontendVerification", "FrontendCheck", "reference_for", "split_settings", "CACHE_FOLDER"]
@@ -215,7 +216,8 @@ class FrontendCheck:
         if not settings.get("verify", True):
             return FrontendVerification(backend, fmt, "off"), None
         tolerance = settings.get("tolerance")
-        tolerance = TOLERANCES[options.precision] if tolerance is None else float(tolerance)
+        tolerance = TOLERANCES[computed_precision(model, options.precision)] if tolerance is None \
+            else float(tolerance)
         accept = bool(settings.get("accept", False))
         reference = reference_for(model.format, backend)
         if reference is None:
@@ -244,7 +246,8 @@ class FrontendCheck:
     def _raise(self, status: FrontendVerification) -> None:
         raise FrontendMismatchError(
             f"{self.model.name}: {self.backend} reads this {status.source_format} model through its frontend and "
-            f"disagrees with {self.reference} beyond the {self.options.precision} tolerance {self.tolerance:g}: "
+            f"disagrees with {self.reference} beyond the "
+            f"{computed_precision(self.model, self.options.precision)} tolerance {self.tolerance:g}: "
             f"{status.describe_errors()}; verified on {status.verified_on}. Use backend={self.reference!r}, or pass "
             "backend_options={'conversion': {'accept': True}} (CLI: --accept) or a larger tolerance to use it anyway",
             errors=status.errors, reference=self.reference)
