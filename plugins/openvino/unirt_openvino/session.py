@@ -253,12 +253,14 @@ def _reshape(ov_model: ov.Model, shapes: dict[str, list[Any]]) -> None:
         raise UnsupportedOptionError(f"openvino: cannot reshape the model to {shapes}: {_message(exc)}") from None
 
 
-def _output_names(ports: Sequence[Any], input_names: set[str]) -> list[str]:
-    """One name per output; where OpenVINO merged names (an output that is also an input), the output's own."""
+def _output_names(ports: Sequence[Any], input_names: set[str], declared: Sequence[str] = ()) -> list[str]:
+    """One name per output; where OpenVINO merged names (an output that is also an input; an output an Identity
+    produces, which carries its producer's name too), the one the model declares, else the output's own."""
     names = []
     for port in ports:
         own = sorted(n for n in port.get_names() if n not in input_names)
-        names.append(own[0] if own else port.get_any_name())
+        model_named = [n for n in own if n in declared]
+        names.append(model_named[0] if model_named else own[0] if own else port.get_any_name())
     return names
 
 
@@ -311,7 +313,7 @@ class OpenVinoSession(BackendSession):
                                              int8_kernels=bool(ov_ops))
         in_ports, out_ports = list(self._compiled.inputs), list(self._compiled.outputs)
         in_names = [p.get_any_name() for p in in_ports]
-        out_names = _output_names(out_ports, set(in_names))
+        out_names = _output_names(out_ports, set(in_names), tuple(n for n in named if n not in in_names))
         self.inputs = [_tensor_info(p, n, named.get(n)) for p, n in zip(in_ports, in_names)]
         self.outputs = [_tensor_info(p, n, named.get(n)) for p, n in zip(out_ports, out_names)]
         self._in_order = tuple(enumerate(in_names))
