@@ -141,10 +141,11 @@ class FrontendVerification:
 
 
 def _key(content: str, backend: str, reference: str, options: LoadOptions) -> str:
-    from .build import engine_versions
+    from .build import engine_versions, plugin_code_hash
 
     parts = {"v": _CACHE_VERSION, "model": content, "backend": engine_versions(backend),
-             "reference": engine_versions(reference), "precision": options.precision, "device": str(options.device)}
+             "plugin_code": plugin_code_hash(backend), "reference": engine_versions(reference),
+             "precision": options.precision, "device": str(options.device)}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
 
 
