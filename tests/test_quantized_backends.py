@@ -53,7 +53,8 @@ def quantized(tmp_path_factory):
     d = tmp_path_factory.mktemp("quantized")
     src = _classifier(d / "small.onnx")
     rng = np.random.default_rng(7)
-    np.savez(d / "calibration.npz", input=rng.standard_normal((40, 1, 3, 32, 32), dtype=np.float32))  # the user's inputs
+    # the user's own inputs, samples on a leading axis
+    np.savez(d / "calibration.npz", input=rng.standard_normal((40, 1, 3, 32, 32), dtype=np.float32))
     made = {}
     for scheme in ("static", "dynamic"):
         report = quantize(src, d / f"small.{scheme}.onnx", "int8", scheme=scheme, threads=1,

@@ -222,7 +222,7 @@ def _reference_outputs(model: ModelFile, reference: str | None, feeds: dict[str,
 _LAYOUT = 2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def plugin_code_hash(name: str) -> str:
     """A hash of the plugin package's Python files: a fix to a plugin's converter code (or to what it refuses)
     converts afresh even where the plugin's version number did not move, so no stale cached failure survives it."""

@@ -175,8 +175,9 @@ def transformer_like(path: Path, tokens: int = 128, width: int = 256, heads: int
     head)."""
     g = _Graph(seed)
     head = width // heads
-    split = g.nh.from_array(np.array([1, tokens, heads, head], np.int64), "split_shape")
-    merge = g.nh.from_array(np.array([1, tokens, width], np.int64), "merge_shape")
+    # 0: the batch dim is copied from the input (Reshape's default), so a copy with a dynamic batch runs too
+    split = g.nh.from_array(np.array([0, tokens, heads, head], np.int64), "split_shape")
+    merge = g.nh.from_array(np.array([0, tokens, width], np.int64), "merge_shape")
     g.inits += [split, merge]
     scale = g.const(1.0 / np.sqrt(head))
     x = "input"
@@ -278,7 +279,8 @@ def int8_source(model: Path | str, inputs: list, samples: int = 8) -> Path:
 
 def measure_precisions(model: Path | str, backend: str, precisions: list[str], threads: int = 2, rounds: int = 7,
                        runs: int = 3, samples: int = 4) -> list[dict]:
-    """One row per precision (fp32 first; int8 runs `int8_source`'s quantized model): "precision", "note", and where it loaded "in_force" (Session.precision),
+    """One row per precision (fp32 first; int8 runs `int8_source`'s quantized model): "precision", "note", and
+    where it loaded "in_force" (Session.precision),
     "info" (Session.precision_info), "max_abs" / "rel_l2" against this backend's fp32 over `samples` random feeds,
     "top1" (classifiers: agreement of the top class), "ms", "ratio" (median round vs fp32) and "best" (best round
     vs fp32's best round)."""
