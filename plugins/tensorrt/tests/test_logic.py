@@ -85,6 +85,8 @@ def test_runs_outside_the_profile_are_input_errors():
 # -- builder flags and options --------------------------------------------------------------------------------
 def test_fp32_clears_tf32():
     assert builder_flags("fp32", False, "8.9", True) == (set(), {"TF32"})
+    # a QDQ model runs as it is at fp32 too: its Q/DQ layers need INT8
+    assert builder_flags("fp32", True, "8.9", True) == ({"INT8"}, {"TF32"})
 
 
 def test_reduced_precisions():
@@ -97,7 +99,17 @@ def test_reduced_precisions():
         builder_flags("fp16", False, "6.1", False)
     with pytest.raises(UnsupportedOptionError, match="int8 from a quantized .* supports fp32"):
         builder_flags("int8", False, "8.6", True)
-    assert looks_quantized(b"..QuantizeLinear..") and not looks_quantized(b"Conv Relu")
+    from onnx import TensorProto, helper
+
+    def model(op: str, name: str) -> bytes:
+        node = helper.make_node(op, ["x", "s"] if op == "DequantizeLinear" else ["x"], ["y"], name=name)
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.INT8, [2]),
+                                                helper.make_tensor_value_info("s", TensorProto.FLOAT, [])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+        return helper.make_model(graph).SerializeToString()
+
+    assert looks_quantized(model("DequantizeLinear", "dq"))
+    assert not looks_quantized(model("Relu", "QuantizeLinear"))  # a node named so is not a Q/DQ op
 
 
 def test_build_settings():

@@ -56,12 +56,14 @@ def build_settings(options: Mapping[str, Any], max_batch: int | None = None) -> 
 def builder_flags(precision: str, quantized: bool, compute_capability: str, fast_fp16: bool) -> tuple[set[str], set[str]]:
     """(BuilderFlag names to set, names to clear) for a unirt precision on a GPU of `compute_capability`.
 
-    fp32 clears TF32, which TensorRT enables by default on Ampere and later: fp32 must mean fp32.
+    fp32 clears TF32, which TensorRT enables by default on Ampere and later: fp32 must mean fp32. A quantized (QDQ)
+    model runs as it is whatever was asked (its Q/DQ layers are int8; it cannot be un-quantized): INT8 is set for it
+    at fp32 too, and the session reports int8.
     """
     major = int(compute_capability.split(".")[0]) if compute_capability[:1].isdigit() else 0
     supported = ["fp32"] + (["fp16"] if fast_fp16 else []) + (["bf16"] if major >= 8 else []) + ["int8 (quantized models)"]
     if precision == "fp32":
-        return set(), {"TF32"}
+        return ({"INT8"} if quantized else set()), {"TF32"}
     if precision == "fp16":
         if not fast_fp16:
             raise UnsupportedOptionError(f"tensorrt: this GPU (sm {compute_capability}) has no fast fp16; it supports "
@@ -105,5 +107,7 @@ def check_engine_precision(model: str, precision: str) -> None:
 
 
 def looks_quantized(onnx_bytes: bytes) -> bool:
-    """An ONNX model with QDQ nodes (op types are stored as plain strings)."""
-    return b"QuantizeLinear" in onnx_bytes or b"DequantizeLinear" in onnx_bytes
+    """An ONNX model with QDQ nodes (its graph's op types, `unirt.quantized`)."""
+    from unirt.quantized import onnx_quantization_ops
+
+    return bool({"QuantizeLinear", "DequantizeLinear"} & set(onnx_quantization_ops(onnx_bytes)))

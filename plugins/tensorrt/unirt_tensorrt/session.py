@@ -16,6 +16,7 @@ import tensorrt as trt
 
 from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError,
                    TensorInfo)
+from unirt.quantized import onnx_quantization_ops, quantized_info, quantized_precision
 
 from . import cuda
 from .builder import build_plan, collecting_logger
@@ -35,8 +36,11 @@ class TensorRTSession(BackendSession):
         self._log = self._logger.messages
         if model.format is ModelFormat.ONNX:
             plan, profile = build_plan(trt, model, options.precision, settings, gpu, sm)
-            self.precision = options.precision
-            self.precision_info = precision_info(options.precision, sm, gpu)
+            qops = onnx_quantization_ops(model.path if model.path is not None else model.data)
+            self.precision = quantized_precision(options.precision, bool(qops))
+            self.precision_info = precision_info(self.precision, sm, gpu)
+            if qops:
+                self.precision_info = quantized_info("/".join(qops), self.precision_info[len("int8 ("):-1])
         else:  # a serialized engine: its precision was fixed when it was built
             plan, profile = model.read_bytes()[int(model.details.get("payload_offset", 0)):], None
             self.precision = "as built"
