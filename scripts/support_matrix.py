@@ -253,6 +253,7 @@ def precision_section(backends: list[str], args: argparse.Namespace) -> list[str
                     if r["precision"] == "fp32" and not r.get("note"):
                         continue  # the baseline itself
                     note = _PATH.sub("", " ".join(str(r.get("note", "")).split())).replace("|", "\\|")
+                    note = _CONVERTER_FAILED.sub("", note)
                     ratio = f"{r['ratio']:.2f} / {r['best']:.2f}" if "ratio" in r else ""
                     err = (f"{r['max_abs']:.3g} | {r['rel_l2']:.2g}" if "max_abs" in r else " | ")
                     top = f"{r['top1']:.2f}" if r.get("top1") is not None else ""

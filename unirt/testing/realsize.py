@@ -298,7 +298,7 @@ def measure_precisions(model: Path | str, backend: str, precisions: list[str], t
         source, made = (int8_source(model, base.inputs), "static Q/DQ from unirt quantize; ") if p == "int8" \
             else (model, "")
         sess, note = load(source, backend, p, threads)
-        row = {"precision": p, "note": made + note}
+        row = {"precision": p, "note": "; ".join(n for n in (made.rstrip("; "), note) if n)}
         if sess is not None:
             outs = [sess.run(f) for f in feeds]
             errs = [error(o, r) for o, r in zip(outs, refs)]
