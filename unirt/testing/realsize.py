@@ -236,8 +236,8 @@ def load(model: Path, backend: str, precision: str, threads: int) -> tuple[Any, 
             options.update(OPT_IN)
             notes.append("storage-only (opt-in)")
         except ConversionError as exc:
-            if "disagrees" not in str(exc) or "conversion" in options:
-                return None, f"failed: {type(exc).__name__}: {exc}"
+            if "disagrees" not in str(exc) or "conversion" in options:  # the converter's refusal, with its reason
+                return None, f"refused: {type(exc).__name__}: {exc}"
             options["conversion"] = {"accept": True}
             notes.append("conversion beyond its verification tolerance, accepted to measure")
         except unirt.UnirtError as exc:
