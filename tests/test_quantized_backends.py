@@ -123,6 +123,10 @@ def test_explain_reports_the_quantized_models_int8(quantized):
     sess = unirt.Session(made["static"][0], threads=1)  # auto
     assert sess.precision == "int8"
     assert "int8 (the model is quantized: DequantizeLinear/QuantizeLinear" in str(sess.selection)
+    # without loading: the file says it
+    text = str(unirt.explain(made["static"][0]))
+    assert "precision requested: fp32 (the model is quantized: DequantizeLinear/QuantizeLinear: it computes int8 " \
+           "whatever is asked" in text
 
 
 @pytest.mark.parametrize("backend,converter", [("mnn", "MNN's ONNX converter"), ("ncnn", "pnnx")])
