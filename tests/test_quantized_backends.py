@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import unirt
-from unirt.errors import ConversionError
+from unirt.errors import ConversionError, FrontendMismatchError
 from unirt.quantized import computed_precision, onnx_quantization_ops
 
 
@@ -110,7 +110,15 @@ def test_a_quantized_model_reports_int8_and_runs_within_the_stated_drop(quantize
         assert sess.precision == "int8", (precision, sess.precision_info)
         assert sess.precision_info.startswith("int8 (the model is quantized: ")
         assert "QuantizeLinear" in sess.precision_info  # names the model's own ops
-        got = [sess.run(f)["logits"] for f in feeds]
+        try:
+            got = [sess.run(f)["logits"] for f in feeds]
+        except FrontendMismatchError as exc:
+            # OpenVINO's frontend check compares with ONNX Runtime at the tolerance asked for: where their int8
+            # kernels round differently, fp32's refuses, and says to ask for int8 (judged at the int8 tolerance)
+            assert backend == "openvino" and precision == "fp32", exc
+            assert "The model is quantized (it computes int8 whatever is asked): load it with precision='int8'" \
+                in str(exc)
+            continue
         worst = max(_rel_l2(g, w) for g, w in zip(got, want))
         # within the drop unirt quantize stated and judged (its threshold), on a backend other than the one measured
         assert worst <= drop.max_rel_l2, (backend, scheme, worst, drop)

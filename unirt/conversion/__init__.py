@@ -30,7 +30,6 @@ from ..backend import PRECISIONS, LoadOptions
 from ..devices import Device
 from ..errors import BackendUnavailableError, ConversionError, UnsupportedOptionError
 from ..formats import ModelFile, PathLike, open_model
-from ..quantized import computed_precision
 from . import store
 from .build import build, conversion_parts
 from .signature import format_shapes, needs_run_shapes, read_sidecar
@@ -181,8 +180,7 @@ def _convert(src: ModelFile, name: str, options: LoadOptions, *, input_shapes: M
                                                                       converter_options))
     record = store.read_record(key) if cache else None
     cached = record is not None and (record["verified"] or not verify)
-    computed = computed_precision(src, options.precision)  # a quantized model: int8 whatever was asked
-    tol = TOLERANCES[computed] if tolerance is None else float(tolerance)
+    tol = TOLERANCES[options.precision] if tolerance is None else float(tolerance)
     if not cached:
         log.info("converting %s (%s) for backend %s with its converter", src.name, src.format, name)
         record = build(src, name, options, key, input_shapes=input_shapes, converter_options=converter_options,
@@ -198,7 +196,7 @@ def _convert(src: ModelFile, name: str, options: LoadOptions, *, input_shapes: M
                       dynamic_axes={k: tuple(v) for k, v in (record.get("dynamic_axes") or {}).items()},
                       verified_on=record.get("verified_on"))
     if conv.verified and not conv.within_tolerance:
-        message = (f"{src.name}: the {name} conversion disagrees with {conv.reference} beyond the {computed} "
+        message = (f"{src.name}: the {name} conversion disagrees with {conv.reference} beyond the {options.precision} "
                    f"tolerance {tol:g}: {conv.describe_errors()}; verified on {conv.verified_on or 'random inputs'}")
         if not accept:
             raise ConversionError(message + ". Pass accept=True (or a larger tolerance; CLI: --accept, --tolerance) "

@@ -140,6 +140,15 @@ class FrontendVerification:
                 "seconds": self.seconds, "reason": self.reason}
 
 
+def _quantized_hint(model: ModelFile, precision: str) -> str:
+    """For a quantized model judged at a float tolerance: two engines' int8 kernels round differently, so ask for
+    precision='int8' (the int8 tolerance), which is what the model computes anyway."""
+    if precision == "int8" or computed_precision(model, precision) != "int8":
+        return ""
+    return (f". The model is quantized (it computes int8 whatever is asked): load it with precision='int8' to judge "
+            f"it at the int8 tolerance {TOLERANCES['int8']:g}")
+
+
 def _key(content: str, backend: str, reference: str, options: LoadOptions) -> str:
     from .build import engine_versions, plugin_code_hash
 
@@ -217,8 +226,7 @@ class FrontendCheck:
         if not settings.get("verify", True):
             return FrontendVerification(backend, fmt, "off"), None
         tolerance = settings.get("tolerance")
-        tolerance = TOLERANCES[computed_precision(model, options.precision)] if tolerance is None \
-            else float(tolerance)
+        tolerance = TOLERANCES[options.precision] if tolerance is None else float(tolerance)
         accept = bool(settings.get("accept", False))
         reference = reference_for(model.format, backend)
         if reference is None:
@@ -247,10 +255,10 @@ class FrontendCheck:
     def _raise(self, status: FrontendVerification) -> None:
         raise FrontendMismatchError(
             f"{self.model.name}: {self.backend} reads this {status.source_format} model through its frontend and "
-            f"disagrees with {self.reference} beyond the "
-            f"{computed_precision(self.model, self.options.precision)} tolerance {self.tolerance:g}: "
+            f"disagrees with {self.reference} beyond the {self.options.precision} tolerance {self.tolerance:g}: "
             f"{status.describe_errors()}; verified on {status.verified_on}. Use backend={self.reference!r}, or pass "
-            "backend_options={'conversion': {'accept': True}} (CLI: --accept) or a larger tolerance to use it anyway",
+            "backend_options={'conversion': {'accept': True}} (CLI: --accept) or a larger tolerance to use it anyway"
+            + _quantized_hint(self.model, self.options.precision),
             errors=status.errors, reference=self.reference)
 
     def run(self, runner: Any, arrays: Mapping[str, np.ndarray], output_names: Sequence[str]
