@@ -2,7 +2,8 @@
 
     python scripts/support_matrix.py [--output docs/support-matrix.md] [--backends onnxruntime,openvino,...]
                                    [--only built,wheel,random,exporters] [--cache-dir DIR]
-                                   [--precision-axis [--precisions bf16,fp16] [--precision-models a,b]]
+                                   [--precision-axis [--precisions bf16,fp16,int8] [--precision-models a,b]]
+    python scripts/support_matrix.py --only precision    # only the reduced-precision section, in place
     python scripts/support_matrix.py --only exporters    # only the exporter corpus' section, in place
 
 The exporter corpus (tests/data/exporters/, models made by torch.onnx, tf2onnx, paddle2onnx, the TFLite converter
@@ -15,8 +16,10 @@ converts ONNX on load (ncnn, MNN) converts every model, verified, into a convers
 --cache-dir names one. Nothing in the output is typed by hand: re-run it after changing a plugin or upgrading an
 engine.
 
---precision-axis adds a section per (backend, reduced precision) on real-size CNNs (`unirt.testing.realsize`):
-speed against that backend's fp32 and error against its fp32 answers, or the refusal with its reason.
+--precision-axis adds a section per (backend, reduced precision) on real-size models (`unirt.testing.realsize`:
+CNN classifiers, a detector, a small transformer): speed against that backend's fp32 and error against its fp32
+answers, or the refusal with its reason; int8 rows run `unirt quantize`'s static Q/DQ model. `--only precision`
+rewrites that section alone in an existing matrix.
 """
 
 from __future__ import annotations
@@ -67,12 +70,13 @@ def main() -> int:
     ap.add_argument("--output", type=Path, default=Path("docs/support-matrix.md"))
     ap.add_argument("--backends", help="comma-separated (default: every installed backend)")
     ap.add_argument("--only", default="built,wheel,random,exporters",
-                    help="which model sets: built, wheel, random, exporters (alone: rewrites only its section)")
+                    help="which model sets: built, wheel, random, exporters (alone: rewrites only its section); "
+                         "precision alone: rewrites only the reduced-precision section")
     ap.add_argument("--cache-dir", type=Path, help="conversion cache for converting backends (default: a temporary "
                                                    "one, removed at the end)")
     ap.add_argument("--precision-axis", action="store_true",
                     help="add the reduced-precision section (real-size models; minutes per backend)")
-    ap.add_argument("--precisions", default="bf16,fp16", help="reduced precisions for --precision-axis")
+    ap.add_argument("--precisions", default="bf16,fp16,int8", help="reduced precisions for --precision-axis")
     ap.add_argument("--precision-models", default=None,
                     help="models for --precision-axis (default: every unirt.testing.realsize model)")
     args = ap.parse_args()
@@ -82,6 +86,7 @@ def main() -> int:
 
 
 EXPORTERS_HEADING = "## Exporter corpus"
+PRECISION_HEADING = "## Reduced precision"
 
 
 def _corpus_module() -> Any:
@@ -127,19 +132,23 @@ def exporter_section(usable: list[str]) -> list[str]:
 
 def write_exporters_only(args: argparse.Namespace, usable: list[str]) -> int:
     """Replace (or append) the exporter corpus' section of an existing matrix, leaving the rest as it is."""
-    section = exporter_section(usable)
-    text = args.output.read_text() if args.output.is_file() else "# Support matrix\n"
+    return replace_section(args.output, EXPORTERS_HEADING, exporter_section(usable))
+
+
+def replace_section(output: Path, heading: str, section: list[str]) -> int:
+    """Replace (or append) the section under `heading` (its first line) of an existing matrix."""
+    text = output.read_text() if output.is_file() else "# Support matrix\n"
     lines = text.rstrip("\n").split("\n")
-    if EXPORTERS_HEADING in lines:
-        start = lines.index(EXPORTERS_HEADING)
+    if heading in lines:
+        start = lines.index(heading)
         end = next((k for k in range(start + 1, len(lines)) if lines[k].startswith("## ")), len(lines))
         lines[start:end] = section + ([""] if end < len(lines) else [])
     else:
         lines += [""] + section
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
-    models = sum(1 for line in section if line.startswith("| ")) - 1
-    print(f"wrote the exporter corpus section of {args.output} ({models} models)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("\n".join(lines) + "\n")
+    rows = sum(1 for line in section if line.startswith("| ")) - 1
+    print(f"wrote the {heading[3:]!r} section of {output} ({rows} rows)")
     return 0
 
 
@@ -152,6 +161,8 @@ def write_matrix(args: argparse.Namespace) -> int:
     sets = set(args.only.split(","))
     if sets == {"exporters"}:
         return write_exporters_only(args, usable)
+    if sets == {"precision"}:
+        return replace_section(args.output, PRECISION_HEADING, precision_section(usable, args)[1:])
 
     rows: list[tuple[str, str, dict[str, Outcome]]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,10 +225,17 @@ def precision_section(backends: list[str], args: argparse.Namespace) -> list[str
 
     models = args.precision_models.split(",") if args.precision_models else list(REALSIZE_MODELS)
     precisions = [p for p in args.precisions.split(",") if p and p != "fp32"]
-    out = ["", "## Reduced precision", "",
-           "Each reduced precision against the same backend's fp32 on real-size CNNs with random weights "
-           "(`unirt.testing.realsize`; `measure_precisions`: 2 threads, 7 interleaved rounds, the median round and "
-           "the best round; error over 4 random inputs). `Session.precision` is what the backend says it computes; "
+    from unirt.precision import cpu_arithmetic
+
+    cpu = "; ".join(f"{p}: {cpu_arithmetic(p)[1]}" for p in ("bf16", "fp16"))
+    out = ["", PRECISION_HEADING, "",
+           f"Generated by `scripts/support_matrix.py --only precision` on {datetime.date.today().isoformat()} "
+           f"({unirt.hardware().describe()}; {cpu}). "
+           "Each reduced precision against the same backend's fp32 on real-size models with random weights "
+           "(`unirt.testing.realsize`: CNN classifiers, a detector, a small transformer; `measure_precisions`: 2 "
+           "threads, 7 interleaved rounds, the median round and the best round; error over 4 random inputs). int8 "
+           "rows run `unirt quantize`'s static Q/DQ model of the same network (calibrated on 8 other random "
+           "inputs), at precision='int8'. `Session.precision` is what the backend says it computes; "
            "`storage-only (opt-in)` is a mode unirt refuses unless backend_options={'allow_storage_only_precision': "
            "True}, measured with it. A shared machine makes times noisy: the ratios are what count.", "",
            "| model | backend | precision | Session.precision | time vs fp32 (median / best) | max abs vs fp32 | "
@@ -235,6 +253,7 @@ def precision_section(backends: list[str], args: argparse.Namespace) -> list[str
                     if r["precision"] == "fp32" and not r.get("note"):
                         continue  # the baseline itself
                     note = _PATH.sub("", " ".join(str(r.get("note", "")).split())).replace("|", "\\|")
+                    note = _CONVERTER_FAILED.sub("", note)
                     ratio = f"{r['ratio']:.2f} / {r['best']:.2f}" if "ratio" in r else ""
                     err = (f"{r['max_abs']:.3g} | {r['rel_l2']:.2g}" if "max_abs" in r else " | ")
                     top = f"{r['top1']:.2f}" if r.get("top1") is not None else ""

@@ -376,3 +376,21 @@ def test_new_external_weights_are_a_new_conversion(tmp_path, model):
     with unirt.Session(second, backend="ncnn") as sess:
         np.testing.assert_allclose(sess.run(x)["probs"], expected, rtol=1e-4, atol=1e-5)
     assert unirt.convert(path, to="ncnn").cached
+
+
+def test_the_conversion_key_follows_the_plugins_code(tmp_path):
+    """A fix to a plugin's code converts afresh (no stale cached failure survives it), version bump or not."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from unirt.conversion.build import code_hash, conversion_parts, plugin_code_hash
+
+    package = Path(sys.modules[type(unirt.registry.get_backend("mnn")).__module__].__file__).parent
+    assert plugin_code_hash("mnn") == code_hash(package) != plugin_code_hash("ncnn")
+    assert conversion_parts("mnn", LoadOptions(), None, {})["plugin_code"] == plugin_code_hash("mnn")
+    copy = tmp_path / "pkg"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert code_hash(copy) == code_hash(package)
+    (copy / "backend.py").write_text((copy / "backend.py").read_text() + "\n# a fix\n")
+    assert code_hash(copy) != code_hash(package)

@@ -85,6 +85,7 @@ def test_openvino_disagreeing_with_onnxruntime_raises_on_the_first_run(tmp_path,
     assert "openvino reads this onnx model through its frontend and disagrees with onnxruntime" in message
     assert "beyond the fp32 tolerance 0.001: y: rel-L2" in message and "accept" in message
     assert "verified on the first run's inputs (x: 2x16)" in message
+    assert "The model is quantized (it computes int8 whatever is asked): load it with precision='int8'" in message
     worst = max(e.error for e in info.value.errors)
     got = unirt.Session(model, backend="openvino", backend_options={"conversion": {"verify": False}}).run(x)
     measured = max(float(np.linalg.norm(got[k] - expected[k]) / np.linalg.norm(expected[k])) for k in expected)
@@ -99,6 +100,10 @@ def test_openvino_disagreeing_with_onnxruntime_raises_on_the_first_run(tmp_path,
     assert again.verification.state == "failed" and again.verification.cached
     with pytest.raises(FrontendMismatchError, match="disagrees with onnxruntime"):
         again.run(x)
+    # precision='int8' (what the quantized model computes) is judged at the int8 tolerance, and runs
+    as_int8 = unirt.Session(model, backend="openvino", precision="int8")
+    assert as_int8.precision == "int8" and as_int8.run(x)["y"].shape == (2, 4)
+    assert as_int8.verification.verified and as_int8.verification.tolerance == 0.1
 
 
 def test_accept_or_a_larger_tolerance_runs_it(tmp_path, caplog):

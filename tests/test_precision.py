@@ -74,12 +74,13 @@ def test_realsize_models_have_the_real_networks_shapes(tmp_path):
     from unirt.testing.realsize import build_realsize
 
     shapes = {}
-    for name in ("resnet_like_224", "mobilenet_like_224", "detector_like_320"):
+    for name in ("resnet_like_224", "mobilenet_like_224", "detector_like_320", "transformer_like_128"):
         sess = unirt.Session(build_realsize(name, tmp_path), backend="onnxruntime")
         shapes[name] = (sess.inputs[0].shape, [o.shape for o in sess.outputs])
     assert shapes["resnet_like_224"] == ((1, 3, 224, 224), [(1, 1000)])
     assert shapes["mobilenet_like_224"] == ((1, 3, 224, 224), [(1, 1000)])
     assert shapes["detector_like_320"] == ((1, 3, 320, 320), [(1, 255, 40, 40), (1, 255, 20, 20), (1, 255, 10, 10)])
+    assert shapes["transformer_like_128"] == ((1, 128, 256), [(1, 100)])
 
 
 def test_explain_without_loading_says_what_the_cpu_offers_for_a_reduced_precision(tmp_path):

@@ -20,6 +20,8 @@ precision copy of an ONNX model (engines that build typed networks, TensorRT 11)
     `coerced_softmax_axis`, `onnx_to_fp16`
 Engines' own log lines (quiet unless unirt's CLI is verbose):
     `quiet_onnxruntime`, `filtered_stderr`
+Quantized models (a model whose own ops are int8: what it computes whatever precision was asked):
+    `onnx_quantization_ops`, `quantized_info`, `quantized_precision`
 Machine and cache:
     `hardware`, `Hardware`, `cache_dir`
 """
@@ -46,6 +48,9 @@ _EXPORTS = {
     "onnx_to_fp16": "unirt.conversion.mixed_precision",
     "quiet_onnxruntime": "unirt.engine_logs",
     "filtered_stderr": "unirt.engine_logs",
+    "onnx_quantization_ops": "unirt.quantized",
+    "quantized_info": "unirt.quantized",
+    "quantized_precision": "unirt.quantized",
     "hardware": "unirt.hardware",
     "Hardware": "unirt.hardware",
     "cache_dir": "unirt.cache",

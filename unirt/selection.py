@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from . import registry
 from .devices import Device
-from .formats import ModelFile
+from .formats import ModelFile, ModelFormat
 from .hardware import Hardware, hardware
 
 __all__ = ["DEFAULT_ORDER", "ENV_ORDER", "Candidate", "Explanation", "rank", "auto_rank"]
@@ -103,10 +103,18 @@ class Explanation:
             lines.append("  -> no backend can run this model here")
         return "\n".join(lines)
 
+    def _quantization_ops(self) -> tuple[str, ...]:
+        from .quantized import onnx_quantization_ops
+
+        return onnx_quantization_ops(self.model.path if self.model.path is not None else self.model.data)
+
     def _precision_line(self) -> str:
         line = f"precision requested: {self.precision}"
         if self.precision_in_force is not None and self.chosen is not None:
             line += f"; in force on {self.chosen.backend}: {self.precision_info or self.precision_in_force}"
+        elif self.model.format is ModelFormat.ONNX and (ops := self._quantization_ops()):
+            line += (f" (the model is quantized: {'/'.join(ops)}: it computes int8 whatever is asked, on every "
+                     "backend that runs it)")
         elif self.precision in ("bf16", "fp16"):  # not loaded: what the CPU offers; each backend decides at load
             from .precision import cpu_arithmetic
 

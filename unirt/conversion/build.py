@@ -3,6 +3,8 @@ reference backend's outputs, publish the cache entry. `unirt.conversion.convert`
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -222,9 +224,27 @@ def _reference_outputs(model: ModelFile, reference: str | None, feeds: dict[str,
 _LAYOUT = 2
 
 
+@functools.cache
+def plugin_code_hash(name: str) -> str:
+    """A hash of the plugin package's Python files: a fix to a plugin's converter code (or to what it refuses)
+    converts afresh even where the plugin's version number did not move, so no stale cached failure survives it."""
+    module = sys.modules.get(type(registry.get_backend(name)).__module__)
+    package = Path(module.__file__).parent if module is not None and getattr(module, "__file__", None) else None
+    return code_hash(package) if package is not None else "?"
+
+
+def code_hash(package: Path) -> str:
+    """sha256 (16 hex digits) over a package folder's .py files, by relative path and content."""
+    digest = hashlib.sha256()
+    for f in sorted(package.rglob("*.py")):
+        digest.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def conversion_parts(plugin_name: str, options: LoadOptions, input_shapes: Mapping | None,
-                      converter_options: Mapping) -> dict:
+                     converter_options: Mapping) -> dict:
     return {"backend": plugin_name, "versions": engine_versions(plugin_name), "precision": options.precision,
+            "plugin_code": plugin_code_hash(plugin_name),
             "device": str(options.device), "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
             "converter_options": dict(converter_options), "fixups": FIXUPS_VERSION,
             "layout": _LAYOUT}

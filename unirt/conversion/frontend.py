@@ -41,6 +41,7 @@ from ..cache import cache_dir
 from ..errors import FrontendMismatchError, UnirtError, UnsupportedOptionError
 from ..formats import ModelFile, ModelFormat
 from ..loading import CONVERSION_OPTION, CheckedRunner, split_settings
+from ..quantized import computed_precision
 from .verify import TOLERANCES, OutputError, compare, describe_feeds
 
 __all__ = ["FrontendVerification", "FrontendCheck", "reference_for", "split_settings", "CACHE_FOLDER"]
@@ -128,11 +129,21 @@ class FrontendVerification:
                 "seconds": self.seconds, "reason": self.reason}
 
 
+def _quantized_hint(model: ModelFile, precision: str) -> str:
+    """For a quantized model judged at a float tolerance: two engines' int8 kernels round differently, so ask for
+    precision='int8' (the int8 tolerance), which is what the model computes anyway."""
+    if precision == "int8" or computed_precision(model, precision) != "int8":
+        return ""
+    return (f". The model is quantized (it computes int8 whatever is asked): load it with precision='int8' to judge "
+            f"it at the int8 tolerance {TOLERANCES['int8']:g}")
+
+
 def _key(content: str, backend: str, reference: str, options: LoadOptions) -> str:
-    from .build import engine_versions
+    from .build import engine_versions, plugin_code_hash
 
     parts = {"v": _CACHE_VERSION, "model": content, "backend": engine_versions(backend),
-             "reference": engine_versions(reference), "precision": options.precision, "device": str(options.device)}
+             "plugin_code": plugin_code_hash(backend), "reference": engine_versions(reference),
+             "precision": options.precision, "device": str(options.device)}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:40]
 
 
@@ -213,7 +224,8 @@ class FrontendCheck:
             f"{self.model.name}: {self.backend} reads this {status.source_format} model through its frontend and "
             f"disagrees with {self.reference} beyond the {self.options.precision} tolerance {self.tolerance:g}: "
             f"{status.describe_errors()}; verified on {status.verified_on}. Use backend={self.reference!r}, or pass "
-            "backend_options={'conversion': {'accept': True}} (CLI: --accept) or a larger tolerance to use it anyway",
+            "backend_options={'conversion': {'accept': True}} (CLI: --accept) or a larger tolerance to use it anyway"
+            + _quantized_hint(self.model, self.options.precision),
             errors=status.errors, reference=self.reference)
 
     def run(self, runner: Any, arrays: Mapping[str, np.ndarray], output_names: Sequence[str]

@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["REALSIZE_MODELS", "build_realsize", "resnet_like", "mobilenet_like", "detector_like", "measure_precisions"]
+__all__ = ["REALSIZE_MODELS", "build_realsize", "resnet_like", "mobilenet_like", "detector_like", "transformer_like",
+           "measure_precisions"]
 
 
 class _Graph:
@@ -62,9 +63,30 @@ class _Graph:
         self.nodes.append(self.h.make_node("Gemm", [x, name + "_w", name + "_b"], [name], transB=1))
         return name
 
-    def save(self, path: Path, name: str, size: int, outputs: list[tuple[str, list[int]]]) -> Path:
+    def const(self, value: np.ndarray | float, kind: str = "c") -> str:
+        name = self._name(kind)
+        self.inits.append(self.nh.from_array(np.asarray(value, np.float32), name))
+        return name
+
+    def linear(self, x: str, cin: int, cout: int) -> str:
+        """MatMul + bias on the last axis (a transformer's projection), LeCun-scaled weights."""
+        w = (self.rng.standard_normal((cin, cout)) * np.sqrt(1.0 / cin)).astype(np.float32)
+        return self.op("Add", [self.op("MatMul", [x, self.const(w, "w")]), self.const(np.zeros(cout), "b")])
+
+    def layernorm(self, x: str, width: int) -> str:
+        return self.op("LayerNormalization", [x, self.const(np.ones(width), "ln_g"),
+                                              self.const(np.zeros(width), "ln_b")], axis=-1, epsilon=1e-5)
+
+    def gelu(self, x: str) -> str:
+        """Erf GELU, as exporters write it before opset 20: x * 0.5 * (1 + erf(x / sqrt(2)))."""
+        erf = self.op("Erf", [self.op("Div", [x, self.const(np.sqrt(2.0))])])
+        return self.op("Mul", [self.op("Mul", [x, self.op("Add", [erf, self.const(1.0)])]), self.const(0.5)])
+
+    def save(self, path: Path, name: str, size: int, outputs: list[tuple[str, list[int]]],
+             input_shape: list[int] | None = None) -> Path:
         h, T = self.h, self.T
-        graph = h.make_graph(self.nodes, name, [h.make_tensor_value_info("input", T.FLOAT, [1, 3, size, size])],
+        shape = input_shape or [1, 3, size, size]
+        graph = h.make_graph(self.nodes, name, [h.make_tensor_value_info("input", T.FLOAT, shape)],
                              [h.make_tensor_value_info(o, T.FLOAT, shape) for o, shape in outputs], self.inits)
         model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
         model.ir_version = 8
@@ -146,10 +168,39 @@ def detector_like(path: Path, size: int = 320, anchors: int = 3, classes: int = 
     return g.save(path, "detector_like", size, outputs)
 
 
+def transformer_like(path: Path, tokens: int = 128, width: int = 256, heads: int = 4, layers: int = 4,
+                     classes: int = 100, seed: int = 0) -> Path:
+    """A BERT-small-like encoder classifier (pre-LayerNorm blocks of 4-head self-attention and an Erf-GELU MLP of
+    4x width, ~0.9 GFLOPs), input embeddings [1, 128, 256] -> logits [1, 100] (mean over tokens, then a linear
+    head)."""
+    g = _Graph(seed)
+    head = width // heads
+    # 0: the batch dim is copied from the input (Reshape's default), so a copy with a dynamic batch runs too
+    split = g.nh.from_array(np.array([0, tokens, heads, head], np.int64), "split_shape")
+    merge = g.nh.from_array(np.array([0, tokens, width], np.int64), "merge_shape")
+    g.inits += [split, merge]
+    scale = g.const(1.0 / np.sqrt(head))
+    x = "input"
+    for _ in range(layers):
+        h = g.layernorm(x, width)
+        q, k, v = (g.op("Transpose", [g.op("Reshape", [g.linear(h, width, width), "split_shape"])], perm=perm)
+                   for perm in ([0, 2, 1, 3], [0, 2, 3, 1], [0, 2, 1, 3]))
+        att = g.op("Softmax", [g.op("Mul", [g.op("MatMul", [q, k]), scale])], axis=-1)
+        o = g.op("Reshape", [g.op("Transpose", [g.op("MatMul", [att, v])], perm=[0, 2, 1, 3]), "merge_shape"])
+        x = g.op("Add", [x, g.linear(o, width, width)])
+        f = g.linear(g.gelu(g.linear(g.layernorm(x, width), width, 4 * width)), 4 * width, width)
+        x = g.op("Add", [x, f])
+    pooled = g.op("ReduceMean", [g.layernorm(x, width)], axes=[1], keepdims=0)
+    g.gemm(pooled, width, classes)
+    g.nodes[-1].output[0] = "logits"
+    return g.save(path, "transformer_like", 0, [("logits", [1, classes])], input_shape=[1, tokens, width])
+
+
 REALSIZE_MODELS: dict[str, Callable[[Path], Path]] = {
     "resnet_like_224": resnet_like,
     "mobilenet_like_224": mobilenet_like,
     "detector_like_320": detector_like,
+    "transformer_like_128": transformer_like,
 }
 
 
@@ -185,8 +236,8 @@ def load(model: Path, backend: str, precision: str, threads: int) -> tuple[Any, 
             options.update(OPT_IN)
             notes.append("storage-only (opt-in)")
         except ConversionError as exc:
-            if "disagrees" not in str(exc) or "conversion" in options:
-                return None, f"failed: {type(exc).__name__}: {exc}"
+            if "disagrees" not in str(exc) or "conversion" in options:  # the converter's refusal, with its reason
+                return None, f"refused: {type(exc).__name__}: {exc}"
             options["conversion"] = {"accept": True}
             notes.append("conversion beyond its verification tolerance, accepted to measure")
         except unirt.UnirtError as exc:
@@ -210,9 +261,26 @@ def top1(out: dict, ref: dict) -> float | None:
     return float(np.mean([np.argmax(out[k]) == np.argmax(ref[k]) for k in logits]))
 
 
+def int8_source(model: Path | str, inputs: list, samples: int = 8) -> Path:
+    """The int8 model that int8 rows run: `unirt quantize`'s static Q/DQ version of `model`, calibrated on
+    `samples` random inputs (apart from the measured ones), written once beside it as `<stem>.int8.onnx`."""
+    from unirt.formats import open_model
+    from unirt.tools.precision import int8_model
+
+    model = Path(model)
+    out = model.with_name(f"{model.stem}.int8.onnx")
+    if not out.exists():
+        rng = np.random.default_rng(1)
+        feeds = [{i.name: rng.standard_normal(i.shape).astype(np.float32) for i in inputs} for _ in range(samples)]
+        made = int8_model(open_model(model), model.parent / f"{model.stem}.int8-work", feeds=feeds).model
+        Path(made.path).replace(out)
+    return out
+
+
 def measure_precisions(model: Path | str, backend: str, precisions: list[str], threads: int = 2, rounds: int = 7,
                        runs: int = 3, samples: int = 4) -> list[dict]:
-    """One row per precision (fp32 first): "precision", "note", and where it loaded "in_force" (Session.precision),
+    """One row per precision (fp32 first; int8 runs `int8_source`'s quantized model): "precision", "note", and
+    where it loaded "in_force" (Session.precision),
     "info" (Session.precision_info), "max_abs" / "rel_l2" against this backend's fp32 over `samples` random feeds,
     "top1" (classifiers: agreement of the top class), "ms", "ratio" (median round vs fp32) and "best" (best round
     vs fp32's best round)."""
@@ -227,8 +295,10 @@ def measure_precisions(model: Path | str, backend: str, precisions: list[str], t
     rows = {"fp32": {"precision": "fp32", "in_force": base.precision, "note": "",
                      "info": getattr(base, "precision_info", "")}}
     for p in precisions:
-        sess, note = load(model, backend, p, threads)
-        row = {"precision": p, "note": note}
+        source, made = (int8_source(model, base.inputs), "static Q/DQ from unirt quantize; ") if p == "int8" \
+            else (model, "")
+        sess, note = load(source, backend, p, threads)
+        row = {"precision": p, "note": "; ".join(n for n in (made.rstrip("; "), note) if n)}
         if sess is not None:
             outs = [sess.run(f) for f in feeds]
             errs = [error(o, r) for o, r in zip(outs, refs)]

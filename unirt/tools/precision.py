@@ -24,8 +24,6 @@ __all__ = ["parse_precisions", "with_baseline", "top1_agreement", "is_classifier
            "error_vs_reference", "Int8Model", "int8_model", "looks_quantized"]
 
 BASELINE = "fp32"
-_QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger",
-                  "ConvInteger", "DynamicQuantizeLinear", "MatMulIntegerToFloat", "QGemm")
 
 
 def parse_precisions(spec: str | Sequence[str] | None) -> list[str]:
@@ -111,8 +109,9 @@ def looks_quantized(model: ModelFile) -> bool:
     """An ONNX model that already holds int8 quantization ops (op types are plain strings in the protobuf)."""
     if model.format is not ModelFormat.ONNX:
         return False
-    data = model.read_bytes()
-    return any(op.encode() in data for op in _QUANTIZED_OPS)
+    from ..quantized import onnx_quantization_ops
+
+    return bool(onnx_quantization_ops(model.path if model.path is not None else model.data))
 
 
 @dataclass

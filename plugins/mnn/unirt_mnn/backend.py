@@ -7,7 +7,7 @@ from pathlib import Path
 from unirt import (Availability, Backend, BackendSession, ConversionError, FormatFacts, LoadOptions, ModelFile,
                    ModelFormat, UnsupportedOptionError, open_model)
 
-from unirt.plugin_sdk import native_output_captured, native_output_silenced
+from unirt.plugin_sdk import native_output_captured, native_output_silenced, onnx_quantization_ops
 
 
 class MnnBackend(Backend):
@@ -53,9 +53,16 @@ class MnnBackend(Backend):
         console script would also send usage telemetry). fp32 weights unless precision='fp16'."""
         if model.path is None:
             raise ConversionError("MNN's converter converts model files; save the model to a file first")
+        qops = onnx_quantization_ops(model.path)
+        if qops:  # measured with MNN 3.6.1 on `unirt quantize` output (tests/test_quantized_backends.py)
+            raise ConversionError(
+                f"mnn: MNN's ONNX converter cannot convert a quantized ONNX model ({'/'.join(qops)}): it aborts on "
+                "static Q/DQ models (QuantizeLinear/DequantizeLinear) and has no ConvInteger/MatMulInteger for "
+                "dynamic ones. Convert the fp32 model instead (MNN's int8 comes from its own quantization tool, "
+                "mnnquant, which unirt does not run), or run this model on onnxruntime or openvino")
         if options.precision == "int8":
-            raise UnsupportedOptionError("mnn: int8 needs MNN's quantization tools with calibration data; "
-                                         "unirt converts to fp32 or fp16 weights")
+            raise UnsupportedOptionError("mnn: int8 needs a model quantized by MNN's own tool (mnnquant, with "
+                                         "calibration images); unirt converts to fp32 or fp16 weights")
         try:
             with native_output_silenced():
                 import _tools  # the converter module bundled in the MNN wheel

@@ -173,7 +173,7 @@ def test_bf16_runs_from_fp32_weights_and_int8_is_refused(model):
     assert sess.precision == "bf16" and sess._runner._net.opt.use_bf16_storage
     assert ("storage only" in sess.precision_info) != native
     assert sess.conversion.within_tolerance
-    with pytest.raises(unirt.UnsupportedOptionError, match="int8 needs ncnn2int8"):
+    with pytest.raises(unirt.UnsupportedOptionError, match="int8 needs a model quantized with ncnn2table/ncnn2int8"):
         unirt.convert(source, to="ncnn", precision="int8")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from unirt import (Availability, Backend, BackendSession, ConversionError, FormatFacts, LoadOptions, ModelFile,
                    ModelFormat, UnsupportedOptionError, open_model)
 
-from unirt.plugin_sdk import native_output_silenced
+from unirt.plugin_sdk import native_output_silenced, onnx_quantization_ops
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,16 @@ class NcnnBackend(Backend):
 
         if model.path is None:
             raise ConversionError("pnnx converts model files; save the model to a file first")
+        qops = onnx_quantization_ops(model.path)
+        if qops:  # measured with pnnx 20261020, ncnn 1.0.20261020 (tests/test_quantized_backends.py)
+            raise ConversionError(
+                f"ncnn: pnnx cannot convert a quantized ONNX model ({'/'.join(qops)}): it leaves those ops as they "
+                "are and ncnn has no layer for them. Convert the fp32 model instead (ncnn's int8 comes from "
+                "ncnn2table/ncnn2int8, which the ncnn pip wheel does not ship), or run this model on onnxruntime "
+                "or openvino")
         if options.precision == "int8":
-            raise UnsupportedOptionError("ncnn: pnnx writes fp32 or fp16 weights; int8 needs ncnn2int8 with "
-                                         "calibration data")
+            raise UnsupportedOptionError("ncnn: pnnx writes fp32 or fp16 weights; int8 needs a model quantized with "
+                                         "ncnn2table/ncnn2int8 (not in the ncnn pip wheel) from calibration data")
         bo = options.backend_options
         shapes, dtypes = dict(bo.get("input_shapes") or {}), dict(bo.get("input_dtypes") or {})
         _check_inputs(shapes, dtypes)

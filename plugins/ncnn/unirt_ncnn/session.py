@@ -31,7 +31,7 @@ import ncnn
 
 from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
                    UnsupportedOptionError)
-from unirt.plugin_sdk import UnknownRankInfo, observe, read_sidecar
+from unirt.plugin_sdk import UnknownRankInfo, observe, quantized_info, read_sidecar
 
 from .param import ParamGraph, parse_param
 from .precision import effective_precision
@@ -165,6 +165,11 @@ class NcnnSession(BackendSession):
                                          f"{model.name} has no int8 layers")
         self._net = net = ncnn.Net()
         self.precision, self.precision_info = configure(net.opt, options)
+        if _int8_layers(graph) and getattr(net.opt, "use_int8_inference", True):
+            # ncnn runs ncnn2int8's layers in int8 whatever was asked (it cannot un-quantize them)
+            rest = "" if self.precision == "int8" else f"; the rest at {self.precision_info}"
+            self.precision, self.precision_info = "int8", quantized_info(
+                "ncnn2int8 layers (int8_scale_term)", f"ncnn use_int8_inference{rest}")
         for key in ("lightmode", "use_winograd_convolution", "use_sgemm_convolution", "use_packing_layout",
                     "openmp_blocktime"):
             if key in bo:

@@ -10,10 +10,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from unirt import (BackendSession, BuffersRefusedError, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
+from unirt import (BackendSession, BuffersRefusedError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError,
+                   TensorInfo,
                    UnsupportedOptionError)
+from unirt.plugin_sdk import onnx_quantization_ops, quantized_info, quantized_precision
 
-from .providers import CPU, looks_quantized, providers_for
+from .providers import CPU, providers_for
 
 _ORT_ERRORS: tuple[type[BaseException], ...] = tuple(
     cls for cls in (getattr(ort.capi.onnxruntime_pybind11_state, n, None) for n in (
@@ -156,6 +158,9 @@ class OnnxRuntimeSession(BackendSession):
     def __init__(self, model: ModelFile, options: LoadOptions) -> None:
         bo = options.backend_options
         so = _session_options(options)
+        # A quantized model computes int8 whatever was asked (fp32 runs it as it is: it cannot be un-quantized)
+        qops = onnx_quantization_ops(model.path if model.path is not None else model.data) \
+            if model.format is ModelFormat.ONNX else ()
         available = ort.get_available_providers()
         if "providers" in bo:
             providers, provider_options = _explicit_providers(bo)
@@ -164,8 +169,7 @@ class OnnxRuntimeSession(BackendSession):
                 raise UnsupportedOptionError("onnxruntime: provider_options goes with providers (one dict per "
                                              "provider, in the same order); without providers, use device and "
                                              "execution_provider")
-            quantized = options.precision == "int8" and looks_quantized(model.read_bytes())
-            chain = providers_for(options.device, options.precision, available, bo, quantized, ort.__version__,
+            chain = providers_for(options.device, options.precision, available, bo, bool(qops), ort.__version__,
                                   os.environ.get("NVIDIA_TF32_OVERRIDE"))
             providers, provider_options = [p for p, _ in chain], [o for _, o in chain]
         source = str(model.path) if model.path is not None else model.data
@@ -180,7 +184,9 @@ class OnnxRuntimeSession(BackendSession):
             raise UnsupportedOptionError(f"onnxruntime: {providers[0]} failed to start (active: {', '.join(active)})")
         self.device = str(options.device)
         self.providers = tuple(active)
-        self.precision_info = f"{options.precision} (onnxruntime execution providers: {', '.join(active)})"
+        engine = f"onnxruntime execution providers: {', '.join(active)}"
+        self.precision = quantized_precision(options.precision, bool(qops))
+        self.precision_info = quantized_info("/".join(qops), engine) if qops else f"{options.precision} ({engine})"
         self.inputs = [_tensor_info(a) for a in self._sess.get_inputs()]
         self.outputs = [_tensor_info(a) for a in self._sess.get_outputs()]
         packed = next((t for t in list(self.inputs) + list(self.outputs) if np.dtype(t.dtype) in _PACKED_TYPES), None)

@@ -147,4 +147,9 @@ def test_precision_info_says_what_the_compiled_model_reports_and_why():
     assert text.startswith("bf16 (OpenVINO INFERENCE_PRECISION_HINT=bf16 on the compiled model for CPU; "
                            "OPTIMIZATION_CAPABILITIES lists BF16; ") and cpu_arithmetic("bf16")[1] in text
     assert precision_info("fp16", ["f16"], "GPU.0", GPU).endswith("OPTIMIZATION_CAPABILITIES lists FP16)")
-    assert precision_info("int8", ["f32"], "CPU", CPU_BF16).startswith("int8 (the model's FakeQuantize/QDQ parts")
+    assert precision_info("int8", ["f32"], "CPU", CPU_BF16, ("FakeQuantize",)) == (
+        "int8 (the model is quantized: FakeQuantize; OpenVINO runs its FakeQuantize parts in int8; the rest at "
+        "INFERENCE_PRECISION_HINT f32)")
+    # ONNX dynamic quantization: OpenVINO decomposes it into fp32 arithmetic, and says so
+    assert "fp32 arithmetic that rounds to int8 (no FakeQuantize: no int8 kernels)" in precision_info(
+        "int8", ["f32"], "CPU", CPU_BF16, ("ConvInteger", "DynamicQuantizeLinear"), int8_kernels=False)

@@ -379,3 +379,28 @@ def test_tflite_from_bytes(tmp_path, model):
     ir = OpenVinoBackend().convert(unirt.open_model(build_tflite("dynamic_mlp", tmp_path).read_bytes()),
                                    tmp_path / "ir", unirt.LoadOptions())
     assert ir.format is unirt.ModelFormat.OPENVINO
+
+
+def test_an_output_an_identity_produces_keeps_the_models_name(tmp_path):
+    """OpenVINO folds the Identity and gives its output the producer's name too ("gemm91" sorts first): unirt keeps
+    the name the model declares."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "b")
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w", "b"], ["gemm91"]),
+                               helper.make_node("Identity", ["gemm91"], ["logits"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "identity_out.onnx"))
+    sess = unirt.Session(tmp_path / "identity_out.onnx", backend="openvino")
+    assert [o.name for o in sess.outputs] == ["logits"]
+    x = rng.standard_normal((1, 4)).astype(np.float32)
+    got = sess.run({"x": x})
+    assert list(got) == ["logits"]
+    np.testing.assert_allclose(got["logits"], x @ onnx.numpy_helper.to_array(w) + onnx.numpy_helper.to_array(b),
+                               rtol=1e-5, atol=1e-5)

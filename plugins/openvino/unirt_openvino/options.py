@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from unirt import Device, UnsupportedOptionError, cache_dir
+from unirt.plugin_sdk import quantized_info
 
 # unirt precision -> (OpenVINO INFERENCE_PRECISION_HINT, the OPTIMIZATION_CAPABILITIES entry it needs)
 PRECISION_HINTS = {"fp32": ("f32", "FP32"), "fp16": ("f16", "FP16"), "bf16": ("bf16", "BF16"), "int8": ("f32", "INT8")}
@@ -199,12 +200,17 @@ def compile_settings(device: Device, available: Sequence[str], precision: str, c
 _BY_PRECISION = ("fp32", "bf16", "fp16")
 
 
-def precision_info(in_force: str, hint_type_names: Sequence[str], device: str, capabilities: Sequence[str]) -> str:
+def precision_info(in_force: str, hint_type_names: Sequence[str], device: str, capabilities: Sequence[str],
+                   quantized_ops: Sequence[str] = (), int8_kernels: bool = True) -> str:
     """How the precision in force was determined: the compiled model's INFERENCE_PRECISION_HINT (read back, not the
-    one asked for), the device's capabilities and, on the CPU, the instructions behind a reduced precision."""
+    one asked for), the device's capabilities and, on the CPU, the instructions behind a reduced precision. For a
+    quantized model: its quantization ops, and whether OpenVINO reads them as FakeQuantize (int8 kernels) or as
+    fp32 arithmetic that rounds to int8 (ONNX dynamic quantization: the int8 error without int8 speed)."""
     if in_force == "int8":
-        return "int8 (the model's FakeQuantize/QDQ parts run in int8; the rest at INFERENCE_PRECISION_HINT " \
-               f"{'/'.join(hint_type_names) or 'f32'})"
+        rest = f"the rest at INFERENCE_PRECISION_HINT {'/'.join(hint_type_names) or 'f32'}"
+        how = ("OpenVINO runs its FakeQuantize parts in int8" if int8_kernels else
+               "OpenVINO reads them as fp32 arithmetic that rounds to int8 (no FakeQuantize: no int8 kernels)")
+        return quantized_info("/".join(quantized_ops) or "FakeQuantize", f"{how}; {rest}")
     hints = "/".join(hint_type_names) or "not reported"
     text = f"{in_force} (OpenVINO INFERENCE_PRECISION_HINT={hints} on the compiled model for {device}"
     if in_force in ("bf16", "fp16"):

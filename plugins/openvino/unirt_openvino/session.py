@@ -27,7 +27,7 @@ from openvino._pyopenvino import InferRequest as _NativeRequest
 
 from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError,
                    TensorInfo, UnsupportedOptionError)
-from unirt.plugin_sdk import read_sidecar
+from unirt.plugin_sdk import onnx_quantization_ops, read_sidecar
 
 from .onnx_dims import onnx_dim_names
 from .options import (QUANTIZED_OPS, common_capabilities, compile_settings, device_name, float64_allowed,
@@ -252,12 +252,14 @@ def _reshape(ov_model: ov.Model, shapes: dict[str, list[Any]]) -> None:
         raise UnsupportedOptionError(f"openvino: cannot reshape the model to {shapes}: {_message(exc)}") from None
 
 
-def _output_names(ports: Sequence[Any], input_names: set[str]) -> list[str]:
-    """One name per output; where OpenVINO merged names (an output that is also an input), the output's own."""
+def _output_names(ports: Sequence[Any], input_names: set[str], declared: Sequence[str] = ()) -> list[str]:
+    """One name per output; where OpenVINO merged names (an output that is also an input; an output an Identity
+    produces, which carries its producer's name too), the one the model declares, else the output's own."""
     names = []
     for port in ports:
         own = sorted(n for n in port.get_names() if n not in input_names)
-        names.append(own[0] if own else port.get_any_name())
+        model_named = [n for n in own if n in declared]
+        names.append(model_named[0] if model_named else own[0] if own else port.get_any_name())
     return names
 
 
@@ -270,6 +272,7 @@ class OpenVinoSession(BackendSession):
         allow_f64 = float64_allowed(bo)
         data = model.read_bytes() if model.format is ModelFormat.ONNX else None
         named = onnx_dim_names(data) if data is not None else _converted_dim_names(model)
+        onnx_qops = onnx_quantization_ops(data) if data is not None else ()
         with read_model(core, model, data) as ov_model:
             del data
             strings = [p.get_any_name() for p in (*ov_model.inputs, *ov_model.outputs)
@@ -285,7 +288,11 @@ class OpenVinoSession(BackendSession):
                     f"kernels), so this model's float64 tensors ({', '.join(f64)}) would lose precision silently. "
                     "Pass backend_options={'allow_float64_as_float32': True} to run it at float32 precision, or use "
                     "a backend that computes float64 (onnxruntime)")
-            quantized = any(op.get_type_name() in QUANTIZED_OPS for op in ov_model.get_ops())
+            # quantized: the ONNX graph's quantization ops (dynamic quantization leaves no trace in OpenVINO's
+            # graph) or OpenVINO's own (FakeQuantize from ONNX Q/DQ or NNCF IR)
+            ov_ops = sorted({op.get_type_name() for op in ov_model.get_ops()} & QUANTIZED_OPS)
+            qops = onnx_qops or tuple(ov_ops)
+            quantized = bool(qops)
             capabilities = _capabilities(core, str(target), available)
             settings = compile_settings(options.device, available, options.precision, capabilities, options.threads,
                                         bo, quantized)
@@ -301,10 +308,11 @@ class OpenVinoSession(BackendSession):
         self.ov_device = settings.device
         hints = _hints_in_force(self._compiled)
         self.precision = precision_in_force(hints, options.precision, quantized)
-        self.precision_info = precision_info(self.precision, hints, settings.device, capabilities)
+        self.precision_info = precision_info(self.precision, hints, settings.device, capabilities, qops,
+                                             int8_kernels=bool(ov_ops))
         in_ports, out_ports = list(self._compiled.inputs), list(self._compiled.outputs)
         in_names = [p.get_any_name() for p in in_ports]
-        out_names = _output_names(out_ports, set(in_names))
+        out_names = _output_names(out_ports, set(in_names), tuple(n for n in named if n not in in_names))
         self.inputs = [_tensor_info(p, n, named.get(n)) for p, n in zip(in_ports, in_names)]
         self.outputs = [_tensor_info(p, n, named.get(n)) for p, n in zip(out_ports, out_names)]
         self._in_order = tuple(enumerate(in_names))

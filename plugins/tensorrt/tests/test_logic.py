@@ -131,6 +131,14 @@ def test_tensorrt_11_is_strongly_typed_and_sets_no_precision_flag():
         build_plan(TRT11, "fp8", True, "9.0")
 
 
+def test_a_qdq_model_builds_int8_at_fp32_too():
+    """A quantized model runs as it is (it cannot be un-quantized): on 10 its Q/DQ layers need the INT8 flag even when
+    fp32 was asked (the session then reports int8); on 11 the strongly typed network takes them as typed."""
+    assert _flags(build_plan(TRT10, "fp32", True, "8.9")) == ({"INT8"}, {"TF32"})
+    assert _flags(build_plan(TRT10, "fp32", False, "8.9")) == (set(), {"TF32"})
+    assert _flags(build_plan(TRT11, "fp32", True, "8.9")) == (set(), {"TF32"})
+
+
 def test_model_has_qdq_reads_the_op_types(tmp_path):
     """Q/DQ detection goes by op type, not by names: a tensor called 'QuantizeLinear_out' is no quantization."""
     import onnx

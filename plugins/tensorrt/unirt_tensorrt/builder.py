@@ -133,7 +133,7 @@ def build_engine(trt: Any, model: ModelFile, precision: str, settings: BuildSett
     logger = collecting_logger(trt)
     mark = logger.messages.mark()
     builder = trt.Builder(logger)
-    quantized = precision == "int8" and model_has_qdq(model)  # only int8 asks (it parses the graph)
+    quantized = model_has_qdq(model)  # a QDQ model builds its Q/DQ layers at every precision asked
     plan_of_build = build_plan(trt.__version__, precision, quantized, compute_capability,
                                _fast_fp16(trt, builder, precision))
     conversion, source = None, model

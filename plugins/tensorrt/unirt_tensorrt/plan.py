@@ -112,7 +112,8 @@ def _weakly_typed_plan(precision: str, quantized: bool, compute_capability: str,
         raise UnsupportedOptionError("tensorrt runs int8 from a quantized (QDQ) ONNX model; this one has no "
                                      "QuantizeLinear/DequantizeLinear (make one with `unirt quantize --int8 "
                                      "--calibration ...`). It supports fp32, fp16, bf16 for it")
-    wanted = flag[precision]
+    # A QDQ model runs as it is whatever was asked (it cannot be un-quantized): its Q/DQ layers need INT8 at fp32 too.
+    wanted = "INT8" if quantized and precision == "fp32" else flag[precision]
     return BuildPlan((), frozenset({wanted} if wanted else ()), frozenset({"TF32"}))
 
 

@@ -17,6 +17,7 @@ import tensorrt as trt
 
 from unirt import (BackendSession, BuffersRefusedError, InputError, LoadOptions, ModelFile, ModelFormat,
                    ModelLoadError, RunError, TensorInfo)
+from unirt.plugin_sdk import onnx_quantization_ops, quantized_info, quantized_precision
 
 from . import cuda
 from .builder import build_engine, collecting_logger
@@ -38,11 +39,14 @@ class TensorRTSession(BackendSession):
         if model.format is ModelFormat.ONNX:
             built = build_engine(trt, model, options.precision, settings, gpu, sm)
             plan, profile = built.plan, built.profile
-            self.precision = options.precision
+            qops = onnx_quantization_ops(model.path if model.path is not None else model.data)
+            self.precision = quantized_precision(options.precision, bool(qops))
             conv = built.conversion
-            self.precision_info = precision_info(built.build, options.precision, sm, gpu,
+            self.precision_info = precision_info(built.build, self.precision, sm, gpu,
                                                  conv.converter if conv is not None else None)
-            if conv is not None and conv.verified:
+            if qops:  # "int8 (<how the engine runs it>)" -> "int8 (the model is quantized: <ops>; <how>)"
+                self.precision_info = quantized_info("/".join(qops), self.precision_info[len("int8 ("):-1])
+            elif conv is not None and conv.verified:
                 self.precision_info += f"; fp16 ONNX vs fp32 on {conv.reference}: {conv.describe_errors()}"
         else:  # a serialized engine: its precision was fixed when it was built
             plan, profile = model.read_bytes()[int(model.details.get("payload_offset", 0)):], None

@@ -19,7 +19,7 @@ from ai_edge_litert import interpreter as litert
 
 from unirt import (BackendSession, BuffersRefusedError, LoadOptions, ModelFile, ModelLoadError, RunError,
                    TensorInfo, UnsupportedOptionError)
-from unirt.plugin_sdk import filtered_stderr
+from unirt.plugin_sdk import filtered_stderr, quantized_info
 
 from .options import dims, interpreter_settings, precision_in_force, quantization
 
@@ -101,7 +101,8 @@ class TFLiteSession(BackendSession):
             quantization(d.get("quantization_parameters"), np.dtype(d["dtype"])) is not None
             for d in it.get_tensor_details())
         self.precision = precision_in_force(options.precision, quantized)
-        self.precision_info = ("int8 (the model is quantized: TFLite's int8 kernels)" if quantized else
+        self.precision_info = (quantized_info("int8/uint8 tensors with scales", "TFLite's int8 kernels")
+                               if quantized else
                                "fp32 (TFLite's CPU kernels compute a float model in fp32)")
         self.device = "cpu"
         self.delegates = tuple(type(d).__name__ for d in delegates)
