@@ -52,18 +52,19 @@ class InputChecker:
         self._converted_for = converted_for
         self._count = len(inputs)
         self._names = tuple(i.name for i in inputs)
-        # (name, dtype, full shape if every dim is static else None, static (axis, size) pairs, info)
+        # (name, dtype, full shape if every dim is static else None, static (axis, size) pairs, rank, info); an input
+        # of unknown rank (UnknownRankInfo: TorchScript, AOTInductor record none) takes any shape.
         self._specs = tuple(
             (i.name, i.dtype, None if i.is_dynamic else i.shape,
-             tuple((axis, d) for axis, d in enumerate(i.shape) if isinstance(d, int) and
-                   not (axis == 0 and batch_size is not None)), i)
+             tuple((axis, d) for axis, d in enumerate(i.shape or ()) if isinstance(d, int) and
+                   not (axis == 0 and batch_size is not None)), i.rank, i)
             for i in inputs
         )
         self._single = inputs[0].name if len(inputs) == 1 else None
         # Symbolic dims shared by several places must agree at run time (e.g. batch "N" on two inputs).
         places: dict[str, list[tuple[str, int]]] = {}
         for i in inputs:
-            for axis, d in enumerate(i.shape):
+            for axis, d in enumerate(i.shape or ()):
                 if isinstance(d, str):
                     places.setdefault(d, []).append((i.name, axis))
         self._shared_symbols = tuple((s, tuple(p)) for s, p in places.items() if len(p) > 1)
@@ -78,7 +79,7 @@ class InputChecker:
             raise self._mismatch(feeds)
         out = feeds  # handed on as-is when every input is already right (the common case): no new dict
         rows = None  # set when a static batch dim differs from the model's
-        for name, dtype, static_shape, fixed, info in self._specs:
+        for name, dtype, static_shape, fixed, rank, info in self._specs:
             try:
                 x = given = feeds[name]
             except KeyError:
@@ -89,7 +90,7 @@ class InputChecker:
                 x = self._fix_dtype(x, info)
             shape = x.shape
             if shape != static_shape:  # one comparison settles a fully static input
-                if len(shape) != info.rank:
+                if len(shape) != rank and rank is not None:
                     raise InputError(f"input {name!r}: expected rank {info.rank} with shape "
                                      f"{_shape_text(info.shape)}, got rank {len(shape)} with shape {_shape_text(shape)}")
                 for axis, size in fixed:

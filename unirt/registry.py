@@ -33,6 +33,7 @@ KNOWN_BACKENDS = {
     "tensorrt": "unirt-tensorrt",
     "ncnn": "unirt-ncnn",
     "mnn": "unirt-mnn",
+    "torch": "unirt-torch",
 }
 
 
