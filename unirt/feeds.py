@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _core
 from .errors import InputError
+from .device_tensors import describe, device_of, host_copy
 from .tensor import TensorInfo, to_array
 
 __all__ = ["InputChecker", "BatchSizeMismatch"]
@@ -37,7 +38,8 @@ class InputChecker:
 
     def __init__(self, inputs: Sequence[TensorInfo], batch_size: int | None = None,
                  batch_hint: int | None = None, converted_for: str | None = None,
-                 batch_rows_agree: bool = False) -> None:
+                 batch_rows_agree: bool = False, *, device_inputs: frozenset[str] = frozenset(),
+                 copy_device_inputs: bool = False, runs_on: str = "") -> None:
         """`batch_size`: the static batch dim N of a model whose dim 0 is a batch dim; a request with another
         batch size then raises BatchSizeMismatch (for the session to pad or split) instead of InputError.
         `batch_hint`: N for a model whose dim 0 is fixed at N everywhere but not taken as a batch dim; the
@@ -45,7 +47,13 @@ class InputChecker:
         `converted_for`: the backend a model was converted for on load, at fixed shapes; the InputError for
         another size of a static dim then says how to convert at other shapes.
         `batch_rows_agree`: dim 0 is a batch dim (batched=True) that the inputs do not share by name (unnamed, or
-        named differently): every input must then have the same number of rows, which no dim name checks."""
+        named differently): every input must then have the same number of rows, which no dim name checks.
+        `device_inputs`: device kinds whose tensors the backend takes as they are (`unirt.device_tensors`);
+        a tensor on another device is refused (naming `runs_on`, e.g. "onnxruntime, cpu"), or copied to the host
+        with `copy_device_inputs`."""
+        self._device_inputs = device_inputs
+        self._copy_device_inputs = copy_device_inputs
+        self._runs_on = runs_on
         self._inputs = tuple(inputs)
         self._batch_size = batch_size
         self._batch_hint = batch_hint
@@ -85,7 +93,7 @@ class InputChecker:
             except KeyError:
                 raise self._mismatch(feeds) from None
             if type(x) is not np.ndarray:
-                x = to_array(x, name, dtype)
+                x = self._foreign(x, name, dtype)
             if x.dtype is not dtype and x.dtype != dtype:
                 x = self._fix_dtype(x, info)
             shape = x.shape
@@ -116,6 +124,20 @@ class InputChecker:
         return out
 
     # -- slow paths, only on unusual input ------------------------------------------------------------------
+    def _foreign(self, x: Any, name: str, dtype: np.dtype) -> Any:
+        """A feed that is not a numpy array: a device tensor (passed through, copied or refused) or an array-like."""
+        where = device_of(x)
+        if where is None:
+            return to_array(x, name, dtype)
+        kind, index = where
+        if kind in self._device_inputs:
+            return describe(x, name, kind, index)
+        if self._copy_device_inputs:
+            return host_copy(x, name)
+        raise InputError(f"input {name!r} is on {kind}:{index}; this backend ({self._runs_on or 'this session'}) "
+                         f"takes host memory: pass {name}.cpu() (torch) or cupy.asnumpy({name}) (CuPy), or open the "
+                         "Session with copy_device_inputs=True to have unirt copy it (a device-to-host copy per run)")
+
     @staticmethod
     def _batch_rows(rows: int | None, name: str, size: int) -> int:
         if rows is not None and rows != size:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -196,7 +197,9 @@ def _load_torchscript(model: ModelFile, device: Any, options: Mapping[str, Any])
 
     try:
         source = str(model.path) if model.path is not None else _bytes_file(model)
-        module = torch.jit.load(source, map_location=device)
+        with warnings.catch_warnings():  # torch 2.10+ calls TorchScript deprecated; it still reads it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(source, map_location=device)
         module.eval()
         schema = module.forward.schema
     except Exception as exc:

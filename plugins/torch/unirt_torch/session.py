@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from unirt import BackendSession, LoadOptions, ModelFile, UnsupportedOptionError
+from unirt import BackendSession, InputError, LoadOptions, ModelFile, UnsupportedOptionError
 from unirt.unknown_rank import observe
 
 from .loaders import load_model, numpy_dtype
@@ -76,7 +76,7 @@ class TorchSession(BackendSession):
         self._cuda = self._device.type == "cuda"
         #: device tensors it takes as they are (unirt.Session passes them through without a copy)
         self.device_inputs = frozenset({"cuda"}) if self._cuda else frozenset()
-        self._keep_on_device = bool(getattr(options, "device_outputs", False))
+        self._keep_on_device = self.device_outputs = bool(getattr(options, "device_outputs", False))
         if self._keep_on_device and not self._cuda:
             raise UnsupportedOptionError("torch: device_outputs=True keeps outputs on a GPU; this session runs on "
                                          "cpu (use device='cuda')")
@@ -98,7 +98,9 @@ class TorchSession(BackendSession):
                     warnings.simplefilter("ignore", UserWarning)
                     t = torch.from_numpy(value)
             return t.to(self._device) if self._cuda else t
-        return value.to_torch(torch) if hasattr(value, "to_torch") else torch.from_dlpack(value)
+        if value.device != self.device:  # a DeviceTensor (unirt checked it); torch would not move it silently
+            raise InputError(f"input {name!r} is on {value.device}; this session runs on {self.device}")
+        return value.to_torch(torch)
 
     def run(self, feeds: dict[str, Any], output_names: Sequence[str]) -> list[Any]:
         torch = self._torch
