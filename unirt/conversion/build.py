@@ -33,7 +33,7 @@ __all__ = ["build", "conversion_parts", "engine_versions"]
 log = logging.getLogger(__name__)
 
 # Which backend gives reference outputs for a source format (any other installed reader is tried after it).
-_REFERENCE = {ModelFormat.ONNX: "onnxruntime"}
+_REFERENCE = {ModelFormat.ONNX: "onnxruntime", ModelFormat.TORCH_EXPORT: "torch"}
 
 
 def engine_versions(name: str) -> str:
