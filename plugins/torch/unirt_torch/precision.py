@@ -73,6 +73,7 @@ def autocast_dtype(torch: Any, options: LoadOptions, device_type: str, fixed: st
     if not native and not storage_only_allowed("torch", options.backend_options):
         from unirt.precision import storage_only_refusal
 
-        raise storage_only_refusal("torch", precision, why, "autocast on a CPU without native "
+        raise storage_only_refusal("torch", precision, why, "not timed for torch; by construction, autocast on a CPU "
+                                   "without native "
                                    f"{precision} arithmetic converts to and from fp32 around each op")
     return dtype, f"{precision} (torch.autocast cpu {precision}; {why})"
