@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import unirt
@@ -131,7 +130,7 @@ def main() -> None:
                 else:
                     ref = exact.to(y.device)
                 rel = float((y - ref).norm() / ref.norm())
-                ms = timed(lambda s=sess, n=sess.inputs[0].name: s.run({n: x}), runs)
+                ms = timed(lambda s=sess, n=sess.inputs[0].name, x=x: s.run({n: x}), runs)
                 print(f"{precision}: rel-L2 vs {'fp64' if exact is not None else 'fp32 eager'} {rel:.2e}, "
                       f"median {ms:.3f} ms at batch 8 ({sess.precision_info})")
         # overhead vs the program's own module (and AOTInductor)
@@ -152,8 +151,8 @@ def main() -> None:
                 xb = example(shape, batch, device, tokens)
                 feed = xb if on_gpu else xb.numpy()
                 with torch.inference_mode():
-                    direct = timed(lambda: ep_module(xb), runs)
-                ours = timed(lambda: sess.run({name: feed}), runs)
+                    direct = timed(lambda m=ep_module, xb=xb: m(xb), runs)
+                ours = timed(lambda s=sess, n=name, f=feed: s.run({n: f}), runs)
                 line = f"batch {batch}: ExportedProgram.module() {direct:.3f} ms, unirt {ours:.3f} ms, " \
                        f"ratio {ours / direct:.3f}"
                 if aoti is not None:
@@ -161,15 +160,15 @@ def main() -> None:
                                        backend_options={} if not tokens else {"input_dtypes": {"input_0": "int64"}}
                                        ) as asess:
                         with torch.inference_mode():
-                            a_direct = timed(lambda: aoti[0](xb), runs)
-                        a_ours = timed(lambda: asess.run({"input_0": feed}), runs)
+                            a_direct = timed(lambda m=aoti[0], xb=xb: m(xb), runs)
+                        a_ours = timed(lambda s=asess, f=feed: s.run({"input_0": f}), runs)
                     line += f"; AOTI direct {a_direct:.3f} ms, unirt {a_ours:.3f} ms, ratio {a_ours / a_direct:.3f}"
                 print(line)
             # DLPack in/out: pointer identity and no device-to-host copy in a profile
             if on_gpu:
                 seen: list[int] = []
                 hook = torch.nn.modules.module.register_module_forward_pre_hook(
-                    lambda m, a: seen.extend(t.data_ptr() for t in a if isinstance(t, torch.Tensor)))
+                    lambda m, a, seen=seen: seen.extend(t.data_ptr() for t in a if isinstance(t, torch.Tensor)))
                 xb = example(shape, 4, device, tokens)
                 try:
                     out = sess.run({name: xb})
@@ -186,8 +185,8 @@ def main() -> None:
         with unirt.Session(path, backend="torch", device=device) as sess:
             name = sess.inputs[0].name
             requests = [{name: example(shape, 1, "cpu", tokens).numpy()} for _ in range(32)]
-            one = timed(lambda: [sess.run(r) for r in requests], max(3, runs // 10))
-            many = timed(lambda: sess.run_many(requests), max(3, runs // 10))
+            one = timed(lambda s=sess, rs=requests: [s.run(r) for r in rs], max(3, runs // 10))
+            many = timed(lambda s=sess, rs=requests: s.run_many(rs), max(3, runs // 10))
             print(f"32 requests of batch 1: one by one {one:.2f} ms, run_many {many:.2f} ms "
                   f"({one / many:.2f}x), stats {sess.batch_stats()}")
 

@@ -106,7 +106,7 @@ def _c_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
 def _contiguous(shape: tuple[int, ...], strides: tuple[int, ...] | None, itemsize: int) -> bool:
     if strides is None:
         return True
-    return all(s == c or n <= 1 for s, c, n in zip(strides, _c_strides(shape, itemsize), shape))
+    return all(s == c or n <= 1 for s, c, n in zip(strides, _c_strides(shape, itemsize), shape, strict=True))
 
 
 def _cai_meta(cai: dict) -> tuple[tuple[int, ...], np.dtype, int, bool]:

@@ -6,8 +6,9 @@ output names a program's outputs). Needs torch (imported lazily).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +61,7 @@ def export_module(module: Any, args: tuple, dynamic: dict[int, dict[int, str]], 
     shapes = tuple({axis: dims.setdefault(n, torch.export.Dim(n, max=1 << 16)) for axis, n in dynamic[k].items()}
                    if k in dynamic else None for k in range(len(args)))
     wrapper = _named(module, names)
-    ep = torch.export.export(wrapper, args, dynamic_shapes=dict(zip(names, shapes)))
+    ep = torch.export.export(wrapper, args, dynamic_shapes=dict(zip(names, shapes, strict=True)))
     torch.export.save(ep, str(path))
     return path
 

@@ -22,7 +22,7 @@ class TorchBackend(Backend):
                     if torch.version.cuda is None else "torch sees no CUDA device (driver?)")
         return Availability(True, version=torch.__version__, devices=(*cuda, "cpu"), device_note=note)
 
-    def load(self, model: ModelFile, options: LoadOptions) -> "TorchSession":  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> TorchSession:  # noqa: F821
         from .session import TorchSession
 
         return TorchSession(model, options)

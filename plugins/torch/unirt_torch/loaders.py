@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -118,7 +119,7 @@ def _load_export(model: ModelFile, device: Any) -> Loaded:
     out_spec = ep.call_spec.out_spec
     names = _leaves(out_spec) if out_spec is not None and not out_spec.is_leaf() and out_spec.type is dict \
         else list(sig.user_outputs)
-    outputs = [_tensor_info(n, v, "output") for n, v in zip(names, values)]
+    outputs = [_tensor_info(n, v, "output") for n, v in zip(names, values, strict=True)]
     in_spec = ep.call_spec.in_spec
     module = ep.module()
     positional = in_spec is not None and in_spec.num_leaves == len(user) and _flat_positional(in_spec)
@@ -177,7 +178,7 @@ def _load_aoti(model: ModelFile, device: Any, options: Mapping[str, Any]) -> Loa
                              f"exported with {device.type} tensors), or load it with device={built_for!r}")
     names = [f"input_{k}" for k in range(in_spec.num_leaves)]
     dtypes = _declared_dtypes(names, options, ModelFormat.TORCH_AOTI)
-    inputs = [UnknownRankInfo(n, (), d) for n, d in zip(names, dtypes)]
+    inputs = [UnknownRankInfo(n, (), d) for n, d in zip(names, dtypes, strict=True)]
     outputs = [UnknownRankInfo(n, (), np.float32) for n in _leaves(out_spec)]
     positional = _flat_positional(in_spec)
 
@@ -211,7 +212,7 @@ def _load_torchscript(model: ModelFile, device: Any, options: Mapping[str, Any])
                                  "only (script a wrapper whose forward takes tensors)")
     names = [a.name for a in args]
     dtypes = _declared_dtypes(names, options, ModelFormat.TORCHSCRIPT)
-    inputs = [UnknownRankInfo(n, (), d) for n, d in zip(names, dtypes)]
+    inputs = [UnknownRankInfo(n, (), d) for n, d in zip(names, dtypes, strict=True)]
     returns = schema.returns[0].type if schema.returns else None
     text = str(returns)
     if text == "Tensor":

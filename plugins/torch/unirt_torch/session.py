@@ -13,7 +13,8 @@ import logging
 import threading
 import warnings
 import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,10 +29,10 @@ log = logging.getLogger(__name__)
 
 _KNOWN_OPTIONS = frozenset({"input_dtypes", "allow_storage_only_precision"})
 _threads_lock = threading.Lock()
-_thread_requests: "weakref.WeakKeyDictionary[TorchSession, int]" = weakref.WeakKeyDictionary()
+_thread_requests: weakref.WeakKeyDictionary[TorchSession, int] = weakref.WeakKeyDictionary()
 
 
-def set_threads(torch: Any, session: "TorchSession", threads: int | None) -> str | None:
+def set_threads(torch: Any, session: TorchSession, threads: int | None) -> str | None:
     """Set torch's (process-wide) intra-op thread count for `threads`; a note when another live session asked
     for a different count (the last one asked wins for every session in the process)."""
     if threads is None:
@@ -114,8 +115,8 @@ class TorchSession(BackendSession):
         if self._keep_on_device:
             torch.cuda.synchronize(self._device)
             return [t if numpy_dtype(t.dtype) == self._dtypes[n] else t.to(_torch_dtype(torch, self._dtypes[n]))
-                    for n, t in zip(output_names, picked)]
-        return [self._host(n, t, args) for n, t in zip(output_names, picked)]
+                    for n, t in zip(output_names, picked, strict=True)]
+        return [self._host(n, t, args) for n, t in zip(output_names, picked, strict=True)]
 
     def _host(self, name: str, t: Any, args: list[Any]) -> np.ndarray:
         if t.device.type != "cpu":
