@@ -275,3 +275,28 @@ def test_cuda_tensors_in_and_out_without_a_host_copy(torch_model):
         host = unirt.Session(torch_model("dynamic_mlp"), backend="torch", device="cpu").run(x.cpu().numpy())
         np.testing.assert_allclose(out["probs"].cpu().numpy(), host["probs"], rtol=1e-5, atol=1e-6)
 
+
+
+# -- conversion to ONNX --------------------------------------------------------------------------------------------
+def test_onnx_backends_run_an_exported_program_verified_against_torch(torch_model):
+    pytest.importorskip("onnxscript", reason="torch's dynamo ONNX exporter needs onnxscript")
+    path = torch_model("multi_io")
+    with unirt.Session(path, backend="onnxruntime", input_shapes={"a": (3, 4), "b": (3, 4), "idx": (4,),
+                                                                  "scale": ()}) as sess:
+        record = sess.conversion
+        assert record is not None and "verified against torch" in str(record), str(record)
+        assert [i.name for i in sess.inputs] == ["a", "b", "idx", "scale"]
+        assert [o.name for o in sess.outputs] == ["sum", "picked", "count", "mask"]
+        feeds = sample_feeds("multi_io", seed=5, batch=3)
+        got = sess.run(feeds)
+    with unirt.Session(path, backend="torch") as ref:
+        expected = ref.run(feeds)
+    for name in expected:
+        assert compare(got[name], expected[name], TOLERANCES["fp32"], name) is None
+
+
+def test_formats_without_an_exported_program_do_not_convert(tmp_path):
+    path = tmp_path / "scripted.pt"
+    torch.jit.script(_Mlp()).save(str(path))
+    with pytest.raises(unirt.ModelFormatError, match="does not read torchscript"):
+        unirt.Session(path, backend="onnxruntime")
