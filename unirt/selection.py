@@ -264,7 +264,7 @@ _FORMAT_READERS = {
     "ncnn": {"ncnn"},
     "mnn": {"mnn"},
     "tensorrt": {"tensorrt"},
-    "torch-export": {"torch", "onnxruntime", "openvino", "tensorrt"},  # the others through ONNX (unirt-torch)
+    "torch-export": {"torch", "onnxruntime"},  # ONNX Runtime through ONNX (the torch plugin's exporter)
     "torch-aoti": {"torch"},
     "torchscript": {"torch"},
 }

@@ -165,8 +165,8 @@ def _load_aoti(model: ModelFile, device: Any, options: Mapping[str, Any]) -> Loa
         raise ModelLoadError("an AOTInductor package must be loaded from its .pt2 path (its compiled library is "
                              "extracted from the file)")
     try:
-        compiled = torch._inductor.aoti_load_package(str(model.path), device_index=device.index or 0
-                                                     if device.type != "cpu" else -1)
+        index = (device.index or 0) if device.type != "cpu" else -1
+        compiled = torch._inductor.aoti_load_package(str(model.path), device_index=index)
         in_spec, out_spec = (pytree.treespec_loads(s) for s in compiled.loader.get_call_spec())
         built_for = compiled.get_metadata().get("AOTI_DEVICE_KEY", "cpu")
     except Exception as exc:
