@@ -147,6 +147,7 @@ class Session:
             if not isinstance(value, bool):
                 raise UnsupportedOptionError(f"{flag} must be True or False, got {value!r}")
         self._copy_device_inputs = copy_device_inputs
+        self._device_outputs = device_outputs
         requested = Device.parse(device)
         self._model = open_model(model)
         self._selection: Explanation | None = None
@@ -192,7 +193,6 @@ class Session:
         self._inputs = tuple(runner.inputs)
         self._outputs = tuple(runner.outputs)
         self._device = str(getattr(runner, "device", resolved) or resolved)
-        self._device_outputs = self._options.device_outputs
         if self._device_outputs and not getattr(runner, "device_outputs", False):
             raise UnsupportedOptionError(f"device_outputs=True: backend {self._backend_name!r} on {self._device} "
                                          "returns host arrays (outputs stay on the device only where a backend runs "
