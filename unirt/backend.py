@@ -86,6 +86,9 @@ class LoadOptions:
     precision: str = "fp32"
     backend_options: Mapping[str, Any] = field(default_factory=dict)
     max_batch: int | None = None
+    #: `Session(device_outputs=True)`: return outputs as device tensors where the backend runs on a GPU (a runner
+    #: that does sets `BackendSession.device_outputs`); the others refuse it at load.
+    device_outputs: bool = False
 
 
 class BackendSession(abc.ABC):
@@ -102,6 +105,12 @@ class BackendSession(abc.ABC):
     #: The largest batch the loaded engine runs on a dynamic batch dim (a TensorRT profile's max), None when
     #: unbounded: a Session given no max_batch splits larger requests at this size.
     max_batch: int | None = None
+    #: Device kinds ("cuda") whose tensors `run` takes as they are, as `unirt.device_tensors.DeviceTensor` feeds
+    #: (DLPack / `__cuda_array_interface__`, checked by unirt, never copied). Empty: host memory only.
+    device_inputs: frozenset[str] = frozenset()
+    #: Whether `run` returns device tensors (asked for with LoadOptions.device_outputs): fresh tensors the caller
+    #: owns, ready on every stream when `run` returns.
+    device_outputs: bool = False
 
     @abc.abstractmethod
     def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> Sequence[Any]:

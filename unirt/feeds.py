@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _core
 from .errors import InputError
+from .device_tensors import describe, device_of, host_copy
 from .tensor import TensorInfo, to_array
 
 __all__ = ["InputChecker", "BatchSizeMismatch"]
@@ -37,7 +38,8 @@ class InputChecker:
 
     def __init__(self, inputs: Sequence[TensorInfo], batch_size: int | None = None,
                  batch_hint: int | None = None, converted_for: str | None = None,
-                 batch_rows_agree: bool = False) -> None:
+                 batch_rows_agree: bool = False, *, device_inputs: frozenset[str] = frozenset(),
+                 copy_device_inputs: bool = False, runs_on: str = "") -> None:
         """`batch_size`: the static batch dim N of a model whose dim 0 is a batch dim; a request with another
         batch size then raises BatchSizeMismatch (for the session to pad or split) instead of InputError.
         `batch_hint`: N for a model whose dim 0 is fixed at N everywhere but not taken as a batch dim; the
@@ -45,25 +47,32 @@ class InputChecker:
         `converted_for`: the backend a model was converted for on load, at fixed shapes; the InputError for
         another size of a static dim then says how to convert at other shapes.
         `batch_rows_agree`: dim 0 is a batch dim (batched=True) that the inputs do not share by name (unnamed, or
-        named differently): every input must then have the same number of rows, which no dim name checks."""
+        named differently): every input must then have the same number of rows, which no dim name checks.
+        `device_inputs`: device kinds whose tensors the backend takes as they are (`unirt.device_tensors`);
+        a tensor on another device is refused (naming `runs_on`, e.g. "onnxruntime, cpu"), or copied to the host
+        with `copy_device_inputs`."""
+        self._device_inputs = device_inputs
+        self._copy_device_inputs = copy_device_inputs
+        self._runs_on = runs_on
         self._inputs = tuple(inputs)
         self._batch_size = batch_size
         self._batch_hint = batch_hint
         self._converted_for = converted_for
         self._count = len(inputs)
         self._names = tuple(i.name for i in inputs)
-        # (name, dtype, full shape if every dim is static else None, static (axis, size) pairs, info)
+        # (name, dtype, full shape if every dim is static else None, static (axis, size) pairs, rank, info); an input
+        # of unknown rank (UnknownRankInfo: TorchScript, AOTInductor record none) takes any shape.
         self._specs = tuple(
             (i.name, i.dtype, None if i.is_dynamic else i.shape,
-             tuple((axis, d) for axis, d in enumerate(i.shape) if isinstance(d, int) and
-                   not (axis == 0 and batch_size is not None)), i)
+             tuple((axis, d) for axis, d in enumerate(i.shape or ()) if isinstance(d, int) and
+                   not (axis == 0 and batch_size is not None)), i.rank, i)
             for i in inputs
         )
         self._single = inputs[0].name if len(inputs) == 1 else None
         # Symbolic dims shared by several places must agree at run time (e.g. batch "N" on two inputs).
         places: dict[str, list[tuple[str, int]]] = {}
         for i in inputs:
-            for axis, d in enumerate(i.shape):
+            for axis, d in enumerate(i.shape or ()):
                 if isinstance(d, str):
                     places.setdefault(d, []).append((i.name, axis))
         self._shared_symbols = tuple((s, tuple(p)) for s, p in places.items() if len(p) > 1)
@@ -78,18 +87,18 @@ class InputChecker:
             raise self._mismatch(feeds)
         out = feeds  # handed on as-is when every input is already right (the common case): no new dict
         rows = None  # set when a static batch dim differs from the model's
-        for name, dtype, static_shape, fixed, info in self._specs:
+        for name, dtype, static_shape, fixed, rank, info in self._specs:
             try:
                 x = given = feeds[name]
             except KeyError:
                 raise self._mismatch(feeds) from None
             if type(x) is not np.ndarray:
-                x = to_array(x, name, dtype)
+                x = self._foreign(x, name, dtype)
             if x.dtype is not dtype and x.dtype != dtype:
                 x = self._fix_dtype(x, info)
             shape = x.shape
             if shape != static_shape:  # one comparison settles a fully static input
-                if len(shape) != info.rank:
+                if len(shape) != rank and rank is not None:
                     raise InputError(f"input {name!r}: expected rank {info.rank} with shape "
                                      f"{_shape_text(info.shape)}, got rank {len(shape)} with shape {_shape_text(shape)}")
                 for axis, size in fixed:
@@ -115,6 +124,20 @@ class InputChecker:
         return out
 
     # -- slow paths, only on unusual input ------------------------------------------------------------------
+    def _foreign(self, x: Any, name: str, dtype: np.dtype) -> Any:
+        """A feed that is not a numpy array: a device tensor (passed through, copied or refused) or an array-like."""
+        where = device_of(x)
+        if where is None:
+            return to_array(x, name, dtype)
+        kind, index = where
+        if kind in self._device_inputs:
+            return describe(x, name, kind, index)
+        if self._copy_device_inputs:
+            return host_copy(x, name)
+        raise InputError(f"input {name!r} is on {kind}:{index}; this backend ({self._runs_on or 'this session'}) "
+                         f"takes host memory: pass {name}.cpu() (torch) or cupy.asnumpy({name}) (CuPy), or open the "
+                         "Session with copy_device_inputs=True to have unirt copy it (a device-to-host copy per run)")
+
     @staticmethod
     def _batch_rows(rows: int | None, name: str, size: int) -> int:
         if rows is not None and rows != size:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import enum
 import functools
+import io
 import mmap
 import os
 import struct
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,9 @@ class ModelFormat(str, enum.Enum):
     NCNN = "ncnn"  # .param (text or binary) + .bin weights
     MNN = "mnn"
     TENSORRT = "tensorrt"  # serialized engine ("plan")
+    TORCH_EXPORT = "torch-export"  # torch.export.save: an ExportedProgram in a .pt2 zip archive
+    TORCH_AOTI = "torch-aoti"  # torch._inductor.aoti_compile_and_package: compiled AOTInductor .pt2 package
+    TORCHSCRIPT = "torchscript"  # torch.jit.save: a .pt zip with code/ and constants.pkl
 
     def __str__(self) -> str:
         return self.value
@@ -413,6 +418,55 @@ def _sniff_tensorrt(buf: memoryview, path: Path | None) -> dict | None:
     return None
 
 
+# --- PyTorch: zip archives told apart by their member names; pickles refused -------------------------------
+
+_HOW_TO_EXPORT = ("unirt runs no pickled Python objects (loading one runs arbitrary code, and a state_dict has no "
+                  "graph to run). Export the model instead: torch.export.save(torch.export.export(model, "
+                  "example_args), 'model.pt2') (preferred), or torch.jit.script(model).save('model.pt')")
+# Pickle protocol 2-5 header, then an opcode a pickle starts with (torch's legacy format: LONG1 magic number)
+_PICKLE_FIRST_OPS = frozenset(b"\x8a\x95}]c(K\x8c\x80X\x93")
+
+
+def _zip_members(buf: memoryview, path: Path | None) -> list[str] | None:
+    """The member names of a zip file (reading only its central directory), None if it is not one."""
+    try:
+        with zipfile.ZipFile(path if path is not None else io.BytesIO(buf)) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+
+
+def _sniff_torch(buf: memoryview, path: Path | None) -> dict | None:
+    """ExportedProgram archive, AOTInductor package or TorchScript zip; a torch.save pickle is refused."""
+    where = str(path) if path is not None else "model bytes"
+    if len(buf) > 2 and buf[0] == 0x80 and 2 <= buf[1] <= 5 and buf[2] in _PICKLE_FIRST_OPS:
+        raise ModelFormatError(f"{where}: a Python pickle (torch.save of a state_dict or module?). {_HOW_TO_EXPORT}")
+    if bytes(buf[:4]) != b"PK\x03\x04":
+        return None
+    names = _zip_members(buf, path)
+    if names is None:
+        return None
+    tails = {n.split("/", 1)[1] if "/" in n else n for n in names}
+    if any(t.startswith("data/aotinductor/") for t in tails):
+        return {"archive": "aoti"}
+    if "serialized_exported_program.json" in {t.rsplit("/", 1)[-1] for t in tails} or (
+            "archive_format" in tails and any(t.startswith("models/") and t.endswith(".json") for t in tails)):
+        return {"archive": "export"}
+    if "constants.pkl" in tails and any(t.startswith("code/") for t in tails):
+        return {"archive": "torchscript"}
+    if "data.pkl" in tails:
+        raise ModelFormatError(f"{where}: a zip of a pickled Python object (torch.save of a state_dict or module?). "
+                               f"{_HOW_TO_EXPORT}")
+    if "archive_format" in tails:
+        raise Damaged("a PyTorch .pt2 archive with neither an exported program (models/*.json) nor an "
+                      "AOTInductor model (data/aotinductor/)")
+    return None
+
+
+_TORCH_FORMATS = {"export": ModelFormat.TORCH_EXPORT, "aoti": ModelFormat.TORCH_AOTI,
+                  "torchscript": ModelFormat.TORCHSCRIPT}
+
+
 # Order matters only for speed and for formats whose checks are weaker (MNN has no magic: keep it last).
 _SNIFFERS: tuple[tuple[ModelFormat, Sniff], ...] = (
     (ModelFormat.TFLITE, _sniff_tflite),
@@ -420,12 +474,14 @@ _SNIFFERS: tuple[tuple[ModelFormat, Sniff], ...] = (
     (ModelFormat.NCNN, _sniff_ncnn),
     (ModelFormat.OPENVINO, _sniff_openvino),
     (ModelFormat.ONNX, _sniff_onnx),
+    (ModelFormat.TORCH_EXPORT, _sniff_torch),  # one sniffer for the three torch formats (details["archive"])
     (ModelFormat.MNN, _sniff_mnn),
 )
 
 _SUFFIXES = {".onnx": ModelFormat.ONNX, ".xml": ModelFormat.OPENVINO, ".tflite": ModelFormat.TFLITE,
              ".lite": ModelFormat.TFLITE, ".param": ModelFormat.NCNN, ".mnn": ModelFormat.MNN,
-             ".engine": ModelFormat.TENSORRT, ".plan": ModelFormat.TENSORRT, ".trt": ModelFormat.TENSORRT}
+             ".engine": ModelFormat.TENSORRT, ".plan": ModelFormat.TENSORRT, ".trt": ModelFormat.TENSORRT,
+             ".pt2": ModelFormat.TORCH_EXPORT}
 
 
 def detect_format(buf: bytes | memoryview, path: Path | None = None, detectors: Sequence[Any] = ()
@@ -448,7 +504,7 @@ def detect_format(buf: bytes | memoryview, path: Path | None = None, detectors: 
                 raise ModelLoadError(f"{where}: detected format {fmt}, but its structure is broken ({exc})") from None
             continue
         if details is not None:
-            return fmt, details
+            return _TORCH_FORMATS.get(details.get("archive"), fmt), details
     hinted = _SUFFIXES.get(path.suffix.lower()) if path is not None else None
     if hinted is None:
         found = _plugin_format(view, path, detectors)

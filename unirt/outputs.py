@@ -30,7 +30,7 @@ class OutputPlanner:
     def __init__(self, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo]) -> None:
         where: dict[str, tuple[str, int]] = {}
         for i in inputs:
-            for axis, d in enumerate(i.shape):
+            for axis, d in enumerate(i.shape or ()):
                 if isinstance(d, str):
                     where.setdefault(d, (i.name, axis))
         self.dtypes = {o.name: o.dtype for o in outputs}

@@ -93,6 +93,9 @@ class RunPlan:
                 checked.append(mismatch.arrays)
             except InputError as exc:
                 raise type(exc)(f"request {i}: {exc}") from None
+            if self.batch.batched and any(type(v) is not np.ndarray for v in checked[-1].values()):
+                raise InputError(f"request {i}: run_many packs requests into batches of host arrays; a device "
+                                 "tensor (DLPack / __cuda_array_interface__) goes to run(), one request per call")
         if not self.batch.batched:  # nothing to pack: one run per request
             return [self.run(arrays, names, outs[i] if outs else None) for i, arrays in enumerate(checked)]
         targets = {i: self.planner.check_out(o, names, checked[i], f"out[{i}]",

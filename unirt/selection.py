@@ -31,7 +31,8 @@ _warned_env: set[str] = set()  # UNIRT_BACKEND_ORDER values already warned about
 
 # Most preferred first. TensorRT leads on NVIDIA GPUs, OpenVINO on Intel CPUs; ONNX Runtime elsewhere. Each engine's
 # own format goes to that engine first (LiteRT for .tflite, ahead of OpenVINO's TFLite frontend); the order only
-# decides between backends that read the same format. A stored measurement of the model overrides this table
+# decides between backends that read the same format. PyTorch's formats (.pt2, TorchScript) go to the torch plugin,
+# ahead of the backends that convert them to ONNX first. A stored measurement of the model overrides this table
 # (`auto_rank`): that, not this table, is what makes `auto` fast on a given model.
 #
 # x86-amd evidence (issue 16; AMD EPYC, 2 cores shared with other jobs, fp32, threads=2; `python
@@ -51,11 +52,11 @@ _warned_env: set[str] = set()  # UNIRT_BACKEND_ORDER values already warned about
 # with OpenVINO first, 6 of tests/serve/test_http.py's tests fail: bytes tensors, shape-claim errors, metadata).
 # Where speed matters, a measurement (`unirt explain --fastest`, `unirt bench`) makes `auto` follow the fastest.
 DEFAULT_ORDER: dict[str, tuple[str, ...]] = {
-    "cuda": ("tensorrt", "onnxruntime", "tflite", "openvino", "mnn", "ncnn"),
-    "x86-intel": ("tflite", "openvino", "onnxruntime", "mnn", "ncnn", "tensorrt"),
-    "x86-amd": ("tflite", "onnxruntime", "openvino", "mnn", "ncnn", "tensorrt"),
-    "x86": ("tflite", "onnxruntime", "openvino", "mnn", "ncnn", "tensorrt"),
-    "arm": ("tflite", "onnxruntime", "mnn", "ncnn", "openvino", "tensorrt"),
+    "cuda": ("tensorrt", "torch", "onnxruntime", "tflite", "openvino", "mnn", "ncnn"),
+    "x86-intel": ("tflite", "torch", "openvino", "onnxruntime", "mnn", "ncnn", "tensorrt"),
+    "x86-amd": ("tflite", "torch", "onnxruntime", "openvino", "mnn", "ncnn", "tensorrt"),
+    "x86": ("tflite", "torch", "onnxruntime", "openvino", "mnn", "ncnn", "tensorrt"),
+    "arm": ("tflite", "torch", "onnxruntime", "mnn", "ncnn", "openvino", "tensorrt"),
 }
 
 

@@ -113,6 +113,11 @@ class Session:
     builds its profile for it). `run_many` packs requests into few runs.
     `isolate=True` runs the backend in a child process: a native crash raises BackendCrashedError and the next
     call restarts it.
+
+    Device tensors (docs/device-tensors.md): a backend running on a GPU (torch on cuda) takes CUDA tensors (DLPack,
+    `__cuda_array_interface__`) without a host round trip; a host-only backend refuses them with InputError unless
+    `copy_device_inputs=True`. `device_outputs=True` returns outputs as device tensors (torch tensors on the
+    session's GPU): the caller owns them, and they are ready on every stream when `run` returns.
     """
 
     def __init__(
@@ -131,6 +136,8 @@ class Session:
         pooled_outputs: bool | str = "auto",
         arena: Arena | None = None,
         isolate: bool = False,
+        copy_device_inputs: bool = False,
+        device_outputs: bool = False,
     ) -> None:
         self._runner: BackendSession | None = None
         self._run = None
@@ -145,6 +152,11 @@ class Session:
         _check_options(threads, precision, backend_options)
         self._input_shapes = _check_input_shapes(input_shapes)
         _check_memory_options(max_batch, batched, pool, pooled_outputs, arena, isolate)
+        for flag, value in (("copy_device_inputs", copy_device_inputs), ("device_outputs", device_outputs)):
+            if not isinstance(value, bool):
+                raise UnsupportedOptionError(f"{flag} must be True or False, got {value!r}")
+        self._copy_device_inputs = copy_device_inputs
+        self._device_outputs = device_outputs
         requested = Device.parse(device)
         detectors: tuple = ()
         if not isinstance(backend, str):  # a Backend object or subclass (xarray's engine=): by its name from here on
@@ -163,7 +175,8 @@ class Session:
         else:
             name, resolved = self._choose(backend, requested, threads, precision, backend_options, max_batch)
         self._options = LoadOptions(device=Device.parse(resolved), threads=threads, precision=precision,
-                                    backend_options=dict(backend_options or {}), max_batch=max_batch)
+                                    backend_options=dict(backend_options or {}), max_batch=max_batch,
+                                    device_outputs=device_outputs)
         if isolate:
             if runner is not None:  # "fastest" timed it in this process; it runs in a child from now on
                 runner.close()
@@ -192,6 +205,10 @@ class Session:
         self._inputs = tuple(runner.inputs)
         self._outputs = tuple(runner.outputs)
         self._device = str(getattr(runner, "device", resolved) or resolved)
+        if self._device_outputs and not getattr(runner, "device_outputs", False):
+            raise UnsupportedOptionError(f"device_outputs=True: backend {self._backend_name!r} on {self._device} "
+                                         "returns host arrays (outputs stay on the device only where a backend runs "
+                                         "on a GPU and supports it, e.g. torch on cuda)")
         self._precision = getattr(runner, "precision", None) or precision
         self._precision_info = getattr(runner, "precision_info", None) or self._precision
         self._batch = BatchSpec.detect(self._inputs, self._outputs, batched)
@@ -208,7 +225,10 @@ class Session:
         # A dynamic batch dim the inputs do not share by name (asserted with batched=True): rows checked to agree
         agree = self._batch.kind == "dynamic" and (self._batch.symbol is None or
                                                     any(i.shape[0] != self._batch.symbol for i in self._inputs))
-        self._check = InputChecker(self._inputs, self._batch.size, hint, converted_for, agree).check
+        self._check = InputChecker(self._inputs, self._batch.size, hint, converted_for, agree,
+                                   device_inputs=frozenset(getattr(runner, "device_inputs", ()) or ()),
+                                   copy_device_inputs=self._copy_device_inputs,
+                                   runs_on=f"{self._backend_name}, {self._device}").check
         self._output_names = tuple(o.name for o in self._outputs)
         # outputs whose rank the model file does not give: the runner learns them from runs (ncnn, MNN)
         self._ranks_pending = any(o.shape is None for o in self._outputs)
@@ -489,6 +509,8 @@ class Session:
         if self._frontend is not None:  # the first run of a backend reading a format it does not own
             self._verify_frontend(arrays)
         names = self._output_names if output_names is None else self._check_output_names(output_names)
+        if out is not None and self._device_outputs:
+            raise InputError("out= takes host arrays; this session returns device tensors (device_outputs=True)")
         if out is not None or self._planned:
             try:
                 return self._plan.run(arrays, names, out)
@@ -528,6 +550,9 @@ class Session:
         """
         if self._run is None:
             raise SessionClosedError("this Session is closed")
+        if self._device_outputs and self._batch.batched:
+            raise UnsupportedOptionError("run_many packs requests into batches of host arrays; with "
+                                         "device_outputs=True call run() per request (or batch on the device)")
         names = self._names(output_names)
         if self._frontend is not None and len(requests):  # verified on the first request's inputs
             try:

@@ -154,6 +154,21 @@ def pick_backends(model: ModelFile, names: Sequence[str] | str | None) -> list[s
     return chosen
 
 
+def _default_reference(model: ModelFile, names: Sequence[str]) -> str:
+    """ONNX Runtime where it reads the model as it is; else a backend that owns the model's format (torch for a .pt2,
+    which ONNX Runtime only converts); else ONNX Runtime converting it, else the first backend."""
+    if _usable(DEFAULT_REFERENCE, model) and registry.get_backend(DEFAULT_REFERENCE).accepts(model):
+        return DEFAULT_REFERENCE
+    for name in names:
+        try:
+            plugin = registry.get_backend(name)
+        except UnirtError:
+            continue
+        if plugin.accepts(model) and plugin.owns(model.format) and registry.availability(name).available:
+            return name
+    return DEFAULT_REFERENCE if _usable(DEFAULT_REFERENCE, model) else names[0]
+
+
 def _usable(name: str, model: ModelFile) -> bool:
     """Installed, available here, and reads `model` as it is or converts its format on load (ncnn, MNN)."""
     if name not in registry.installed_names():
@@ -273,7 +288,7 @@ def compare(model: PathLike | bytes | ModelFile, backends: Sequence[str] | str |
     mf = open_model(model)
     names = pick_backends(mf, backends)
     if reference is None:
-        reference = DEFAULT_REFERENCE if _usable(DEFAULT_REFERENCE, mf) else names[0]
+        reference = _default_reference(mf, names)
     else:
         registry.get_backend(reference)
     others = [n for n in names if n != reference]
@@ -306,7 +321,7 @@ def _compare_precisions(model: PathLike | bytes | ModelFile, backends: Sequence[
     mf = open_model(model)
     names = pick_backends(mf, backends)
     if reference is None:
-        reference = DEFAULT_REFERENCE if _usable(DEFAULT_REFERENCE, mf) else names[0]
+        reference = _default_reference(mf, names)
     else:
         registry.get_backend(reference)
     tmp = tempfile.TemporaryDirectory(prefix="unirt-compare-")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from unirt import Availability, Backend, FormatFacts, LoadOptions, ModelFile, ModelFormat, hardware
+from pathlib import Path
+
+from unirt import Availability, Backend, ConversionError, FormatFacts, LoadOptions, ModelFile, ModelFormat, hardware
 from unirt.plugin_sdk import quiet_onnxruntime
 
 from .providers import missing_gpu_note, offered_devices
@@ -14,6 +16,11 @@ class OnnxRuntimeBackend(Backend):
     install_hint = "pip install ./plugins/onnxruntime (from unirt's source checkout)"
     serve_platform = "onnxruntime_onnx"  # Triton's name for it
     format_facts = {ModelFormat.ONNX: FormatFacts(("model.onnx",), "onnx", "1")}
+    #: PyTorch programs run here through ONNX: the torch plugin's exporter (torch.onnx dynamo), verified against
+    #: torch by unirt's conversion layer.
+    converts_from = frozenset({ModelFormat.TORCH_EXPORT})
+    convert_hint = ("PyTorch programs convert with the torch plugin installed: pip install './plugins/torch[engine]' "
+                    "(from unirt's source checkout)")
 
     def probe(self) -> Availability:
         try:
@@ -30,3 +37,19 @@ class OnnxRuntimeBackend(Backend):
         from .session import OnnxRuntimeSession
 
         return OnnxRuntimeSession(model, options)
+
+    def convert(self, model: ModelFile, out_dir: Path, options: LoadOptions) -> ModelFile:
+        """A torch.export program as ONNX, by the torch plugin's exporter (`unirt_torch.to_onnx`)."""
+        try:
+            from unirt_torch.to_onnx import export_onnx
+        except ImportError:
+            raise ConversionError(f"{model.name}: converting a {model.format} model to ONNX needs the torch plugin: "
+                                  "pip install 'unirt-torch[engine]'") from None
+        return export_onnx(model, out_dir, options.backend_options.get("opset"))
+
+    def converter_version(self) -> str | None:
+        try:
+            import torch
+        except ImportError:
+            return None
+        return f"torch.onnx dynamo exporter (torch {torch.__version__})"
