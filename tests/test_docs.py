@@ -27,7 +27,7 @@ SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s*\(([^)]+)\)\s*-->\s*$")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 # Third-party packages a page may tell a reader to pip install (they exist on the index under these names).
 THIRD_PARTY = {"pnnx", "onnx2tf", "onnx", "onnxruntime", "tensorrt", "ai-edge-litert", "onnxslim", "matplotlib", "tqdm",
-               "nvidia-ml-py", "pyyaml"}
+               "nvidia-ml-py", "pyyaml", "torch", "onnxscript"}
 
 
 def rel(page: Path) -> str:

@@ -135,6 +135,10 @@ class Backend(abc.ABC):
     install_hint: ClassVar[str] = ""
     #: Formats this backend can convert into one it reads, with its engine's own converter (e.g. ONNX for MNN).
     converts_from: ClassVar[frozenset[Format]] = frozenset()
+    #: Formats in `converts_from` whose converter is another plugin's (format -> that backend's name), e.g. ONNX
+    #: Runtime converting torch.export programs with the torch plugin's exporter: a container image serves them
+    #: only where that plugin is installed too.
+    converts_through: ClassVar[Mapping[Format, str]] = {}
     #: For formats it does not convert: what to do instead (an outside converter), added to unirt's error.
     convert_hint: ClassVar[str] = ""
     #: backend_options for loading a converted model to verify it: opt-ins to refusals that guard the caller's

@@ -108,8 +108,8 @@ def test_platform_backend_mapping():
     assert cfg('backend: "ncnn"') == cfg('platform: "ncnn"') == "ncnn"
     assert cfg('backend: "mnn"') == "mnn" and cfg('backend: "tflite"') == cfg('backend: "litert"') == "tflite"
     assert cfg("") == cfg('backend: "unirt"') == "auto"
-    with pytest.raises(ConfigError, match="platform: 'pytorch_libtorch' is not served by unirt"):
-        cfg('platform: "pytorch_libtorch"')
+    with pytest.raises(ConfigError, match="platform: 'tensorflow_savedmodel' is not served by unirt"):
+        cfg('platform: "tensorflow_savedmodel"')
     with pytest.raises(ConfigError, match="disagrees"):
         cfg('platform: "tensorrt_plan" backend: "onnxruntime"')
 
@@ -146,7 +146,7 @@ def test_repository_names_and_versions(tmp_path, model):
     repo = DirectoryRepository(tmp_path)
     source = repo.source("m")
     assert list(source.versions) == [1] and source.config_path is None
-    with pytest.raises(NotFound, match=r"no model.onnx in .* \(found: nothing\)"):
+    with pytest.raises(NotFound, match=r"no model.onnx( or model.pt2)? in .* \(found: nothing\)"):
         source.model_file(1, "onnxruntime")
     with pytest.raises(BadRequest, match="default_model_filename"):
         source.model_file(1, "onnxruntime", "../../m.onnx")

@@ -39,7 +39,8 @@ class Plugin:
 
     @classmethod
     def of(cls, backend: Backend) -> Plugin:
-        served = set(backend.formats) | set(backend.converts_from)
+        # a format converted by another plugin's converter needs that plugin beside it: not served on its own
+        served = (set(backend.formats) | set(backend.converts_from)) - set(backend.converts_through)
         builtin = list(ModelFormat)
         ordered = sorted(served, key=lambda f: (not backend.owns(f) or f not in backend.formats,
                                                 builtin.index(f) if f in builtin else len(builtin), f.value))

@@ -19,6 +19,7 @@ class OnnxRuntimeBackend(Backend):
     #: PyTorch programs run here through ONNX: the torch plugin's exporter (torch.onnx dynamo), verified against
     #: torch by unirt's conversion layer.
     converts_from = frozenset({ModelFormat.TORCH_EXPORT})
+    converts_through = {ModelFormat.TORCH_EXPORT: "torch"}
     convert_hint = ("PyTorch programs convert with the torch plugin installed: pip install './plugins/torch[engine]' "
                     "(from unirt's source checkout)")
 
@@ -44,7 +45,7 @@ class OnnxRuntimeBackend(Backend):
             from unirt_torch.to_onnx import export_onnx
         except ImportError:
             raise ConversionError(f"{model.name}: converting a {model.format} model to ONNX needs the torch plugin: "
-                                  "pip install 'unirt-torch[engine]'") from None
+                                  "pip install './plugins/torch[engine]' (from unirt's source checkout)") from None
         return export_onnx(model, out_dir, options.backend_options.get("opset"))
 
     def converter_version(self) -> str | None:
