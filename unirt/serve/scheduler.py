@@ -120,6 +120,7 @@ class Scheduler:
         self._runners = list(runners)
         self._inline = inline and not self._max_rows  # with dynamic batching, requests wait to be merged
         self._run_ns: float | None = None  # moving average of the run times (whole batches)
+        self._runs = 0
         self._free: list[int] = []  # workers waiting for a request, their runner not lent out
         self._lent: set[int] = set()  # workers whose runner runs an inline request
         self._threads = [threading.Thread(target=self._worker, args=(i, run), name=f"unirt-serve-{name}-{i}",
@@ -152,7 +153,9 @@ class Scheduler:
     def _ran(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         self._stats.execution(rows, input_ns, infer_ns, output_ns)
         took = input_ns + infer_ns + output_ns
-        self._run_ns = took if self._run_ns is None else self._run_ns + _EMA * (took - self._run_ns)
+        self._runs += 1  # the mean of the first runs, then a moving average
+        self._run_ns = took if self._run_ns is None else self._run_ns + max(_EMA, 1 / self._runs) * (
+            took - self._run_ns)
 
     def submit(self, feeds: dict[str, np.ndarray], size: int) -> Future:
         """Queue one request of `size` batch rows; the future resolves to a `Completed`."""
