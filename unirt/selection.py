@@ -156,6 +156,10 @@ def _judge_one(name: str, model: ModelFile, device: Device, installed: set[str])
     if not backend.accepts(model) and not converts:
         reads = ", ".join(sorted(f.value for f in backend.formats))
         return Candidate(name, False, f"does not read {model.format} (reads {reads})")
+    refused = _refused_dtypes(backend, model)
+    if refused:
+        return Candidate(name, False, f"cannot take {', '.join(sorted(refused))} tensors (the model's inputs or "
+                                      "outputs)")
     avail = registry.availability(name)
     if not avail.available:
         return Candidate(name, False, f"unavailable: {avail.reason}")
@@ -173,6 +177,16 @@ def _judge_one(name: str, model: ModelFile, device: Device, installed: set[str])
                                      f"against the format's reference engine on the first run, cached), runs on "
                                      f"{picked}", device=picked)
     return Candidate(name, True, f"reads {model.format}, runs on {picked}", device=picked)
+
+
+def _refused_dtypes(backend: Any, model: ModelFile) -> frozenset[str]:
+    """The model's input/output types that `backend` does not take (`Backend.tensor_dtypes`); empty if unknown."""
+    allowed = getattr(backend, "tensor_dtypes", None)
+    if allowed is None:
+        return frozenset()
+    from .model_dtypes import io_dtypes
+
+    return (io_dtypes(model) or frozenset()) - allowed
 
 
 def _when_converted(model: ModelFile) -> str:

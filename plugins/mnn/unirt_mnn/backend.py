@@ -6,13 +6,14 @@ from pathlib import Path
 
 from unirt import (Availability, Backend, BackendSession, ConversionError, LoadOptions, ModelFile, ModelFormat,
                    UnsupportedOptionError, open_model)
-
+from unirt.backend import NUMERIC_DTYPES
 from unirt.native_output import native_output_captured, native_output_silenced
 
 
 class MnnBackend(Backend):
     name = "mnn"
     formats = frozenset({ModelFormat.MNN})
+    tensor_dtypes = NUMERIC_DTYPES  # no string tensors
     converts_from = frozenset({ModelFormat.ONNX})
     install_hint = "pip install unirt-mnn"
     # verification compares the numbers itself: float64 outputs, and fp16 weights stored for a CPU that computes fp32

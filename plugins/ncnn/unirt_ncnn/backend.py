@@ -8,6 +8,7 @@ from pathlib import Path
 from unirt import (Availability, Backend, BackendSession, ConversionError, LoadOptions, ModelFile, ModelFormat,
                    UnsupportedOptionError, open_model)
 
+from unirt.backend import NUMERIC_DTYPES
 from unirt.native_output import native_output_silenced
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def _gpu_count(ncnn) -> int:
 class NcnnBackend(Backend):
     name = "ncnn"
     formats = frozenset({ModelFormat.NCNN})
+    tensor_dtypes = NUMERIC_DTYPES  # no string tensors
     converts_from = frozenset({ModelFormat.ONNX})
     install_hint = "pip install unirt-ncnn"
     # verification compares the numbers itself: fp16 weights stored for a CPU that computes fp32 are checked there

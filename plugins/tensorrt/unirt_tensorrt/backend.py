@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from unirt import Availability, Backend, ConversionError, LoadOptions, ModelFile, ModelFormat, hardware, open_model
+from unirt.backend import NUMERIC_DTYPES
 
 ENGINE_EXTRA = "pip install 'unirt-tensorrt[engine]' (TensorRT's CUDA libraries are several GB)"
 #: The TensorRT major version whose Python API the plugin is written against: TensorRT 11 removed the weakly-typed
@@ -52,6 +53,7 @@ class TensorRTBackend(Backend):
     converts_from = frozenset({ModelFormat.ONNX})
     #: ONNX is read through TensorRT's ONNX parser into an engine: verified against the format's reference engine.
     native_formats = frozenset({ModelFormat.TENSORRT})
+    tensor_dtypes = NUMERIC_DTYPES  # no string tensors
     install_hint = "pip install 'unirt-tensorrt[engine]'"
 
     def probe(self) -> Availability:
