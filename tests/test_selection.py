@@ -89,3 +89,32 @@ def test_unknown_names_in_the_env_order_are_reported_once(test_plugins, model, m
     assert exp.chosen.backend == "reference" and "onnxrutime" not in names(exp)
     monkeypatch.setenv(ENV_ORDER, "tensorrt,reference")  # this project's backend, installed or not: no warning
     assert "ignored" not in rank(m, "auto", INTEL).order_source
+
+
+def test_model_io_dtypes_are_read_without_loading(model, tmp_path):
+    """io_dtypes scans the ONNX file (weights skipped) and agrees with onnx's own parse of the graph."""
+    import onnx
+
+    from unirt.model_dtypes import ONNX_TYPE_NAMES, io_dtypes
+
+    for name in ("dynamic_mlp", "int_ops", "multi_io", "strings"):
+        path = model(name)
+        graph = onnx.load(path).graph
+        expected = {ONNX_TYPE_NAMES[v.type.tensor_type.elem_type] for v in [*graph.input, *graph.output]}
+        assert io_dtypes(open_model(path)) == expected, name
+        assert io_dtypes(open_model(path.read_bytes())) == expected, name  # a model given as bytes
+    assert io_dtypes(open_model(write_ncnn(tmp_path))) is None  # not ONNX: not known before loading
+
+
+@pytest.mark.skipif("openvino" not in unirt.registry.installed_names(), reason="needs the OpenVINO plugin")
+def test_backends_that_cannot_take_the_model_dtypes_are_skipped(model, monkeypatch):
+    """OpenVINO (string tensors not taken) is skipped for a string model even when first in the order, and still
+    chosen for a numeric one; the Session follows the choice."""
+    monkeypatch.setenv(ENV_ORDER, "openvino,onnxruntime")
+    strings = rank(open_model(model("strings")), "auto", INTEL)
+    by_name = {c.backend: c for c in strings.candidates}
+    assert not by_name["openvino"].eligible and "cannot take string tensors" in by_name["openvino"].reason
+    assert strings.chosen.backend == "onnxruntime"
+    assert rank(open_model(model("dynamic_mlp")), "auto", INTEL).chosen.backend == "openvino"
+    with unirt.Session(model("strings")) as sess:
+        assert sess.backend == "onnxruntime"

@@ -29,9 +29,13 @@ from .errors import UnsupportedOptionError
 from .formats import Format, ModelFile, PluginFormat
 from .tensor import TensorInfo
 
-__all__ = ["Availability", "LoadOptions", "Backend", "BackendSession", "SupportsRunInto", "FormatFacts", "PRECISIONS"]
+__all__ = ["Availability", "LoadOptions", "Backend", "BackendSession", "SupportsRunInto", "FormatFacts", "PRECISIONS",
+           "NUMERIC_DTYPES"]
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: Every numeric and boolean tensor type (`Backend.tensor_dtypes` of an engine without string tensors)
+NUMERIC_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                            "float16", "bfloat16", "float32", "float64"})
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,10 @@ class Backend(abc.ABC):
     #: ONNX): that is a conversion, and unirt verifies it against the format's reference engine (a backend that owns
     #: the format) on the first run (`unirt.conversion.frontend`).
     native_formats: ClassVar[frozenset[Format] | None] = None
+    #: The tensor element types this backend can take as model inputs and outputs (names as
+    #: `unirt.model_dtypes.io_dtypes` gives them: "float32", "int64", "bool", "string", ...). None (the default):
+    #: any its engine reads. Backend selection skips a backend for a model whose inputs or outputs are of another.
+    tensor_dtypes: ClassVar[frozenset[str] | None] = None
     #: It runs only on an NVIDIA GPU (TensorRT): deployments reserve one for it (Ray, KServe).
     needs_gpu: ClassVar[bool] = False
     #: Whose GPU its "gpu" device is: "nvidia" (a Ray "GPU" resource) or e.g. "intel" (OpenVINO), which is not.

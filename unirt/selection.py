@@ -48,8 +48,11 @@ _warned_env: set[str] = set()  # UNIRT_BACKEND_ORDER values already warned about
 # A third run (load ~2), ONNX Runtime / OpenVINO: resnet50 1.17 / 1.00, squeezenet 1.52 / 1.00, inception_v1
 # 1.10 / 1.09 (MNN best), classifier 1.30 / 1.00, detector 2.29 / 1.00, recognizer 2.34 / 1.00, transformer 1.00 / 1.36.
 # Yet ONNX Runtime stays first on AMD: OpenVINO reads ONNX through a frontend, so its first run is verified against
-# ONNX Runtime (which loads it too: cold start and memory), and it refuses what ONNX Runtime runs (string tensors;
-# with OpenVINO first, 6 of tests/serve/test_http.py's tests fail: bytes tensors, shape-claim errors, metadata).
+# ONNX Runtime (which loads it too: cold start and memory). Measured (same machine, shared; Session + first run,
+# peak RSS): the 48x192 classifier 118 MiB on ONNX Runtime, 151 MiB on OpenVINO uncached (verification) and 142
+# MiB cached; the 320x320 detector 129 / 163 / 146 MiB: +20-28% memory for every `auto` user, where the speed gain
+# is model-dependent. String tensors no longer decide it: a backend that cannot take the model's input/output types
+# (`Backend.tensor_dtypes`, e.g. OpenVINO and strings) is skipped here whatever the order.
 # Where speed matters, a measurement (`unirt explain --fastest`, `unirt bench`) makes `auto` follow the fastest.
 DEFAULT_ORDER: dict[str, tuple[str, ...]] = {
     "cuda": ("tensorrt", "torch", "onnxruntime", "tflite", "openvino", "mnn", "ncnn"),
@@ -165,6 +168,10 @@ def _judge_one(name: str, model: ModelFile, device: Device, installed: set[str])
     if not backend.accepts(model) and not converts:
         reads = ", ".join(sorted(f.value for f in backend.formats))
         return Candidate(name, False, f"does not read {model.format} (reads {reads})")
+    refused = _refused_dtypes(backend, model)
+    if refused:
+        return Candidate(name, False, f"cannot take {', '.join(sorted(refused))} tensors (the model's inputs or "
+                                      "outputs)")
     avail = registry.availability(name)
     if not avail.available:
         return Candidate(name, False, f"unavailable: {avail.reason}")
@@ -182,6 +189,16 @@ def _judge_one(name: str, model: ModelFile, device: Device, installed: set[str])
                                      f"against the format's reference engine on the first run, cached), runs on "
                                      f"{picked}", device=picked)
     return Candidate(name, True, f"reads {model.format}, runs on {picked}", device=picked)
+
+
+def _refused_dtypes(backend: Any, model: ModelFile) -> frozenset[str]:
+    """The model's input/output types that `backend` does not take (`Backend.tensor_dtypes`); empty if unknown."""
+    allowed = getattr(backend, "tensor_dtypes", None)
+    if allowed is None:
+        return frozenset()
+    from .model_dtypes import io_dtypes
+
+    return (io_dtypes(model) or frozenset()) - allowed
 
 
 def _when_converted(model: ModelFile) -> str:

@@ -3,6 +3,7 @@ concurrent tritonclient requests into fewer executions."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -106,6 +107,64 @@ def test_scheduler_stop_drains_the_queue(mlp):
     assert all(f.result(0).outputs["probs"].shape == (1, 3) for f in futures)
     with pytest.raises(unirt.UnirtError, match="being unloaded"):
         sched.submit({"x": np.ones((1, 8), np.float32)}, 1)
+
+
+def test_cheap_model_runs_inline_once_measured_and_only_when_idle(mlp):
+    """Without batching, a sub-millisecond model runs on the caller's thread once its runs are measured, on an idle
+    instance and an empty queue only; its worker takes no request while its runner is lent."""
+    threads = []
+
+    def run(feeds, names):
+        threads.append(threading.current_thread())
+        return mlp.run(feeds, names)
+
+    stats = ModelStats()
+    sched = Scheduler("t", [run], ["probs"], stats, inline=True)
+    x = np.random.default_rng(3).standard_normal((1, 8)).astype(np.float32)
+    try:
+        assert sched.run_inline({"x": x}, 1) is None  # not measured yet: queued as usual
+        for _ in range(20):
+            sched.submit({"x": x}, 1).result(10)
+        assert threads[-1] is not threading.current_thread()
+        for _ in range(200):  # once the worker is back waiting for a request (it answered before getting there)
+            done = sched.run_inline({"x": x}, 1)
+            if done is not None:
+                break
+            time.sleep(0.01)
+        assert done is not None and threads[-1] is threading.current_thread()
+        np.testing.assert_allclose(done.outputs["probs"], mlp.run({"x": x})["probs"], rtol=1e-6)
+        assert stats.execution_count == 21
+        # an instance busy with a queued request: the next one queues behind it
+        gate = threading.Event()
+        threads.clear()
+        slow = Scheduler("slow", [lambda f, n: (gate.wait(10), run(f, n))[1]], ["probs"], ModelStats(), inline=True)
+        slow._run_ns = 1000  # measured cheap (the gate holds this one run only)
+        pending = slow.submit({"x": x}, 1)
+        time.sleep(0.05)
+        assert slow.run_inline({"x": x}, 1) is None
+        gate.set()
+        pending.result(10)
+        slow.stop(10)
+    finally:
+        sched.stop(10)
+
+
+def test_batched_answers_reach_the_loop(mlp):
+    """submit_async: a merged batch's answers come back to the awaiting event loop (one wake-up per batch)."""
+    async def main():
+        sched = Scheduler("t", [_run(mlp)], ["probs"], ModelStats(), max_batch_size=8,
+                          batching=BatchingPolicy((), max_queue_delay_s=0.05), inline=True)
+        try:
+            assert sched.run_inline({"x": np.ones((1, 8), np.float32)}, 1) is None  # batching: never inline
+            pairs = [sched.submit_async({"x": np.full((1, 8), i, np.float32)}, 1) for i in range(4)]
+            done = await asyncio.gather(*(waiter for _, waiter in pairs))
+            assert {d.batch_size for d in done} == {4}
+            for i, d in enumerate(done):
+                np.testing.assert_allclose(d.outputs["probs"], mlp.run({"x": np.full((1, 8), i, np.float32)})["probs"],
+                                           rtol=1e-6)
+        finally:
+            sched.stop(10)
+    asyncio.run(main())
 
 
 def test_max_queue_size_rejects(mlp):

@@ -91,9 +91,9 @@ class InferenceService:
         try:
             timeout = model.timeout_s(request_timeout_us(request.parameters))
             feeds, size, wanted = prepare_request(model.spec, request, self.shm)
-            future = model.submit(feeds, size)
-            waiting = asyncio.wrap_future(future)
-            if timeout:
+            done = model.run_inline(feeds, size)  # a cheap model with nothing queued: no thread hop
+            if done is None and timeout:
+                future, waiting = model.submit_async(feeds, size)
                 try:
                     done = await asyncio.wait_for(asyncio.shield(waiting), timeout)
                 except asyncio.TimeoutError:
@@ -103,7 +103,8 @@ class InferenceService:
                         model.stats.drop("timeout")
                         raise TimedOut(f"model {model.name!r}: request timeout expired: still queued after "
                                        f"{timeout * 1e6:.0f} us") from None
-            else:
+            elif done is None:
+                future, waiting = model.submit_async(feeds, size)
                 done = await waiting
             response = build_response(model.name, str(model.version), model.spec, request, wanted, done.outputs,
                                       self.shm)

@@ -9,6 +9,7 @@ starts a new child before taking the next request, and the restarts and the last
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from concurrent.futures import Future
@@ -24,7 +25,7 @@ from .config import (ConfigError, ModelSpec, backend_for, build_spec, instance_d
 from .datatypes import config_type_to_datatype, decode_raw, element_count, to_numpy_dtype
 from .repository import ModelSource
 from .batching import run_batch
-from .scheduler import Scheduler
+from .scheduler import Completed, Scheduler
 from .stats import ModelStats
 
 __all__ = ["LoadedModel", "ISOLATE_BY_DEFAULT", "IN_PROCESS_BY_DEFAULT", "ISOLATE_MODES", "default_queue_size"]
@@ -80,7 +81,7 @@ class LoadedModel:
         self.scheduler = Scheduler(
             f"{name}:{version}", runners, [o.name for o in spec.outputs], self.stats,
             max_batch_size=spec.max_batch_size, batching=spec.batching, static_batch=spec.static_batch,
-            max_queue_size=max_queue_size, on_error=self._instance_failed)
+            max_queue_size=max_queue_size, on_error=self._instance_failed, inline=not self.isolated)
 
     @classmethod
     def load(cls, source: ModelSource, version: int, config: Any, *, default_max_batch_size: int = 4,
@@ -128,6 +129,14 @@ class LoadedModel:
 
     def submit(self, feeds: dict[str, np.ndarray], size: int) -> Future:
         return self.scheduler.submit(feeds, size)
+
+    def submit_async(self, feeds: dict[str, np.ndarray], size: int) -> tuple[Future, asyncio.Future]:
+        """`submit` from the event loop: (the request's future, to cancel; a loop future to await)."""
+        return self.scheduler.submit_async(feeds, size)
+
+    def run_inline(self, feeds: dict[str, np.ndarray], size: int) -> Completed | None:
+        """Run a cheap request on the caller's thread when the scheduler allows it (see `Scheduler.run_inline`)."""
+        return self.scheduler.run_inline(feeds, size)
 
     def timeout_s(self, requested_us: int) -> float:
         """The queue timeout of one request in seconds (0: none), from the config's default and the request's

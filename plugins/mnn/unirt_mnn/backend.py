@@ -6,13 +6,14 @@ from pathlib import Path
 
 from unirt import (Availability, Backend, BackendSession, ConversionError, FormatFacts, LoadOptions, ModelFile,
                    ModelFormat, UnsupportedOptionError, open_model)
-
+from unirt.backend import NUMERIC_DTYPES
 from unirt.plugin_sdk import native_output_captured, native_output_silenced, onnx_quantization_ops
 
 
 class MnnBackend(Backend):
     name = "mnn"
     formats = frozenset({ModelFormat.MNN})
+    tensor_dtypes = NUMERIC_DTYPES  # no string tensors
     converts_from = frozenset({ModelFormat.ONNX})
     install_hint = "pip install ./plugins/mnn (from unirt's source checkout)"
     unirt_extras = ("convert",)  # converts ONNX on load

@@ -8,6 +8,7 @@ from pathlib import Path
 from unirt import (Availability, Backend, BackendSession, ConversionError, FormatFacts, LoadOptions, ModelFile,
                    ModelFormat, UnsupportedOptionError, open_model)
 
+from unirt.backend import NUMERIC_DTYPES
 from unirt.plugin_sdk import native_output_silenced, onnx_quantization_ops
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ def _gpu_count(ncnn) -> int:
 class NcnnBackend(Backend):
     name = "ncnn"
     formats = frozenset({ModelFormat.NCNN})
+    tensor_dtypes = NUMERIC_DTYPES  # no string tensors
     converts_from = frozenset({ModelFormat.ONNX})
     install_hint = "pip install ./plugins/ncnn (from unirt's source checkout)"
     unirt_extras = ("convert",)  # converts ONNX on load

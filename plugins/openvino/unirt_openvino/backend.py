@@ -7,6 +7,7 @@ from pathlib import Path
 
 from unirt import (Availability, Backend, ConversionError, FormatFacts, LoadOptions, ModelFile, ModelFormat,
                    ModelLoadError, open_model)
+from unirt.backend import NUMERIC_DTYPES
 
 from .options import offered_devices
 
@@ -17,6 +18,7 @@ class OpenVinoBackend(Backend):
     converts_from = frozenset({ModelFormat.ONNX, ModelFormat.TFLITE})
     #: ONNX and TFLite are read through OpenVINO's frontends: verified against the format's reference engine.
     native_formats = frozenset({ModelFormat.OPENVINO})
+    tensor_dtypes = NUMERIC_DTYPES  # no string tensors
     install_hint = "pip install ./plugins/openvino (from unirt's source checkout)"
     gpu_vendor = "intel"  # its "gpu" is an Intel GPU, not a Ray/KServe "GPU"
     format_facts = {ModelFormat.OPENVINO: FormatFacts(("model.xml",), "openvino")}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from unirt import (Availability, Backend, ConversionError, FormatFacts, LoadOptions, ModelFile, ModelFormat, hardware,
                    open_model)
+from unirt.backend import NUMERIC_DTYPES
 
 from .plan import version_problem
 
@@ -44,6 +45,7 @@ class TensorRTBackend(Backend):
     converts_from = frozenset({ModelFormat.ONNX})
     #: ONNX is read through TensorRT's ONNX parser into an engine: verified against the format's reference engine.
     native_formats = frozenset({ModelFormat.TENSORRT})
+    tensor_dtypes = NUMERIC_DTYPES  # no string tensors
     install_hint = "pip install './plugins/tensorrt[engine]' (from unirt's source checkout)"
     needs_gpu = True
     serve_platform = "tensorrt_plan"  # Triton's name for it

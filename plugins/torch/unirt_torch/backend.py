@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from unirt import Availability, Backend, FormatFacts, LoadOptions, ModelFile, ModelFormat, hardware
+from unirt.backend import NUMERIC_DTYPES
 
 
 class TorchBackend(Backend):
     name = "torch"
     formats = frozenset({ModelFormat.TORCH_EXPORT, ModelFormat.TORCH_AOTI, ModelFormat.TORCHSCRIPT})
+    tensor_dtypes = NUMERIC_DTYPES  # torch has no string tensors
     install_hint = "pip install './plugins/torch[engine]' (from unirt's source checkout)"
     serve_platform = "pytorch_libtorch"  # Triton's name for TorchScript models
     image_extra = "engine"  # the plugin's extra that installs torch itself
