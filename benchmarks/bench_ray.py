@@ -97,7 +97,7 @@ def threaded(name: str, call, clients: int, seconds: float, extra: dict | None =
             t0 = time.perf_counter()
             try:
                 call()
-            except Exception:  # noqa: BLE001 - counted
+            except Exception:  # counted
                 failures[i] += 1
                 continue
             results[i].append(time.perf_counter() - t0)

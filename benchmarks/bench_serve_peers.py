@@ -372,7 +372,7 @@ def client_worker(index: int, commands: mp.Queue, results: mp.Queue) -> None:
         latencies, failures, error = [], 0, ""
         try:  # warm-up: connection, first-request paths
             client.infer(model, [tensor], outputs=outputs)
-        except Exception:  # noqa: BLE001 - counted below if it persists
+        except Exception:  # counted below if it persists
             pass
         results.put("warm")
         start = commands.get()  # the same start for every client, once all are warm
@@ -385,7 +385,7 @@ def client_worker(index: int, commands: mp.Queue, results: mp.Queue) -> None:
                 y = client.infer(model, [tensor], outputs=outputs).as_numpy("y")
                 if y is None or y.shape[0] != 1:
                     raise RuntimeError(f"output shape {None if y is None else y.shape}")
-            except Exception as exc:  # noqa: BLE001 - a failed request is counted, not fatal
+            except Exception as exc:  # a failed request is counted, not fatal
                 failures += 1
                 error = error or f"{type(exc).__name__}: {exc}"[:300]
                 time.sleep(0.01)

@@ -48,7 +48,7 @@ def start_server(model: Path) -> tuple[subprocess.Popen, str, str]:
         try:
             if client.is_server_ready():
                 break
-        except Exception:  # noqa: BLE001 - not listening yet
+        except Exception:  # not listening yet
             pass
         if server.poll() is not None or time.monotonic() > deadline:
             server.kill()

@@ -22,7 +22,7 @@ def run_threads(target, n):
     def guarded(i):
         try:
             target(i)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append((i, repr(exc)))
 
     threads = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(n)]

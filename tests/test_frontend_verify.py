@@ -272,7 +272,7 @@ def test_concurrent_first_runs_check_once_and_none_returns_unchecked(tmp_path, o
         try:
             sess.run(x)
             seen.append(sess.verification.state)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=first) for _ in range(4)]

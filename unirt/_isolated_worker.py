@@ -52,7 +52,7 @@ def main() -> int:
     backend, model, options = pickle.loads(message[1])
     try:
         runner = registry.get_backend(backend).load(model, options)
-    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
+    except BaseException as exc:  # every failure goes back to the parent
         send(replies, ERROR, error_payload(exc))
         return 0
     names = [o.name for o in runner.outputs]
@@ -84,7 +84,7 @@ def main() -> int:
                 inputs.refresh()  # type: ignore[union-attr]
                 values = runner.run(inputs.views(), wanted)  # type: ignore[union-attr]
                 results = {n: np.asarray(v, order="C") for n, v in zip(wanted, values)}  # 0-d stays 0-d
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 send(replies, ERROR, error_payload(exc))
                 continue
             if outputs is not None and outputs.rewrite(results):

@@ -276,7 +276,7 @@ def test_a_replica_killed_under_load_is_replaced_and_no_request_is_lost(ray_serv
             for i in indices:
                 try:
                     results[i] = client.infer(inputs[i], timeout_s=120)
-                except BaseException as exc:  # noqa: BLE001 - collected and reported below
+                except BaseException as exc:  # collected and reported below
                     errors.append(exc)
                 if len(results) >= 30:
                     started.set()

@@ -84,7 +84,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path, serve_process):
             x.set_data_from_numpy(np.full((1, 8), i, np.float32))
             results.append(c.infer("classifier", [x]).as_numpy("probs"))
             c.close()
-        except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+        except Exception as exc:  # recorded and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=infer, args=(i,)) for i in range(3)]

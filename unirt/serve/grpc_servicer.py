@@ -163,7 +163,7 @@ def _rpc(fn: Method) -> Method:
             await context.abort(getattr(grpc.StatusCode, status_of(exc)[1]), str(exc))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
-        except Exception as exc:  # noqa: BLE001 - a bug must still answer the client
+        except Exception as exc:  # a bug must still answer the client
             log.exception("internal error in %s", fn.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
     wrapped.__name__ = fn.__name__
@@ -226,7 +226,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     await self.ctx.service.infer(decode_request(msg))))
             except UnirtError as exc:
                 answer = pb.ModelStreamInferResponse(error_message=str(exc))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.exception("internal error in ModelStreamInfer")
                 answer = pb.ModelStreamInferResponse(error_message=f"internal error: {type(exc).__name__}: {exc}")
             await answers.put(answer)

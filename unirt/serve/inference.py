@@ -138,7 +138,7 @@ async def cancel_on_disconnect(receive: Any, awaitable: Any, after: float = 0.02
         try:
             while (await receive())["type"] != "http.disconnect":
                 pass
-        except Exception:  # noqa: BLE001 - cannot watch this connection: just answer it
+        except Exception:  # cannot watch this connection: just answer it
             return
         gone = True
         current.cancel()  # type: ignore[union-attr]

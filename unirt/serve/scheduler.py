@@ -128,7 +128,7 @@ class Scheduler:
             if failed is not None and self._on_error is not None:
                 try:
                     self._on_error(index, failed)
-                except Exception:  # noqa: BLE001 - the worker must go on serving
+                except Exception:  # the worker must go on serving
                     log.exception("model %r instance %d: error handler failed", self.name, index)
 
     def _take(self) -> list[_Pending] | None:
@@ -190,7 +190,7 @@ class Scheduler:
         try:
             result = run_batch(run, [item.feeds for item in batch], sizes, self._output_names,
                                static_batch=self._static_batch)
-        except BaseException as exc:  # noqa: BLE001 - every waiting request must hear about it
+        except BaseException as exc:  # every waiting request must hear about it
             for item in batch:
                 item.future.set_exception(exc)
             return exc

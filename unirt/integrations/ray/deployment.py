@@ -43,7 +43,7 @@ class UnirtDeployment:
         opts = ReplicaOptions(**options)
         try:
             replica_id = serve.get_replica_context().replica_id.unique_id
-        except Exception:  # noqa: BLE001 - only for the logs and stats; absent outside a Serve replica
+        except Exception:  # only for the logs and stats; absent outside a Serve replica
             replica_id = ""
         self._replica = Replica(opts, replica_id)
         self._merged.set_max_batch_size(opts.max_batch_size)

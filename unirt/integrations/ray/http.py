@@ -57,7 +57,7 @@ class V2HttpFrontEnd:
             return error_response(exc)
         except ClientDisconnect:
             return Response(status_code=499)
-        except Exception as exc:  # noqa: BLE001 - a bug must still answer with the v2 error body
+        except Exception as exc:  # a bug must still answer with the v2 error body
             log.exception("internal error on %s %s", request.method, request.url.path)
             return Response(json.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"}), status_code=500,
                             media_type="application/json")
