@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import FEATURES, build_mlp, client_loop, summarize, wait_ready  # noqa: E402
+from bench_serve import FEATURES, build_mlp, client_loop, summarize, wait_ready
 
 SERVE_CONFIG = """
 max_batch_size: 32
@@ -66,7 +66,7 @@ def tree_cpu_s() -> float:
 class CpuMeter:
     """CPU per request over a phase: what one request costs all the processes involved together."""
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self.start = tree_cpu_s()
         return self
 

@@ -52,7 +52,6 @@ def main() -> None:
         sess = unirt.Session(path, backend="onnxruntime", device="cpu", threads=1)
 
         binding = raw.io_binding()
-        out_shape = [args.size, args.size]
 
         def ort_iobinding():
             binding.bind_cpu_input("x", x)

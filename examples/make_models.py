@@ -21,7 +21,9 @@ def _save(model, path: Path) -> Path:
 def detector(path: Path, size: int = 256) -> Path:
     """images float32[N, 3, size, size] in 0..1 -> heatmap float32[N, 1, size/2, size/2]: how bright each 2x2
     patch is, squashed to 0..1 (a stand-in for a real detector's centre heatmap)."""
-    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
 
     luma = np.array([0.299, 0.587, 0.114], np.float32).reshape(1, 3, 1, 1)
     graph = h.make_graph(
@@ -39,7 +41,9 @@ def detector(path: Path, size: int = 256) -> Path:
 def recognizer(path: Path, crop: int = 64, classes: int = 10, seed: int = 7) -> Path:
     """crops float32[M, 3, crop, crop] -> mask float32[M, 1, crop, crop] (a per-pixel sigmoid) and probs
     float32[M, classes] (conv, relu, global pool, linear, softmax); random weights: a stand-in for a real one."""
-    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
 
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((16, 3, 3, 3)) / 5).astype(np.float32)

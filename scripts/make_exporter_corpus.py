@@ -572,8 +572,8 @@ def part_native() -> None:
                 "inputs": [{"name": b, "dtype": "float32", "shape": None} for b in blobs_in],
                 "outputs": [{"name": b, "dtype": "float32", "shape": None, "onnx_output": o["name"]}
                             for b, o in zip(blobs_out, s["outputs"])],
-                "pnnx_ncnn_script_excerpt": [l for l in script.splitlines()
-                                                                      if "in0" in l or "out" in l][:8],
+                "pnnx_ncnn_script_excerpt": [line for line in script.splitlines()
+                                                                      if "in0" in line or "out" in line][:8],
                 "runs_at": runs, "engines": ["ncnn"]})
 
 

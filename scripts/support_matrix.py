@@ -28,13 +28,21 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import unirt
 from unirt.cli.backends_cmd import formats_cell
-from unirt.testing.conformance import (BUILT_MODELS, TOLERANCES, Outcome, check_built, check_case, random_cases,
-                                       wheel_cases)
+from unirt.testing.conformance import (
+    BUILT_MODELS,
+    TOLERANCES,
+    Outcome,
+    check_built,
+    check_case,
+    random_cases,
+    wheel_cases,
+)
 
 _PATH = re.compile(r"/[^\s:]*/[^\s:]+: ")
 _CONVERTER_FAILED = re.compile(r"\b\w+: converting failed: ConversionError: ")

@@ -66,7 +66,8 @@ MALFORMED_PLUGINS = {"noformats": "NoFormatsBackend", "strformats": "StringForma
 
 @pytest.fixture
 def malformed_plugins(test_plugins):
-    """`test_plugins` plus a distribution of plugins with a mistake each (tests/plugin_sources/unirt_malformed_plugin)."""
+    """`test_plugins` plus a distribution of plugins with a mistake each
+    (tests/plugin_sources/unirt_malformed_plugin)."""
     install_distribution(test_plugins, "unirt-malformed-test", "unirt_malformed_plugin",
                          {name: f"unirt_malformed_plugin:{cls}" for name, cls in MALFORMED_PLUGINS.items()})
     importlib.invalidate_caches()

@@ -19,8 +19,9 @@ def _save(model, path: Path) -> Path:
 def detector(path: Path, seed: int = 0) -> Path:
     """x float32[1, 3, ?, ?] (anonymous dynamic H, W) -> stride-2 conv, relu, 2x nearest upsample, conv:
     heat float32[1, 2, ?, ?] at the input's size (a text/object detector's shape)."""
-    import onnx
-    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
 
     rng = np.random.default_rng(seed)
     w1 = (rng.standard_normal((8, 3, 3, 3)) / 4).astype(np.float32)
@@ -42,7 +43,9 @@ def recognizer(path: Path, seed: int = 0) -> Path:
     """x float32[-1, 3, "?", "?"] (as paddle2onnx writes it) that works at H=48 only: conv to 8 channels, then a
     MatMul over the height with a [48, 16] weight (a CRNN's collapse of the height): float32[N, 8, W, 16]. Any
     other H fails in every engine, a 224 guess included."""
-    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
 
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((8, 3, 3, 3)) / 4).astype(np.float32)
@@ -60,7 +63,9 @@ def recognizer(path: Path, seed: int = 0) -> Path:
 def sequence_model(path: Path, seed: int = 0) -> Path:
     """x float32[batch, sequence] -> a 1-D conv of width 5 with no padding (a VAD front end: sequence 1 is too
     short), relu, mean over time: float32[batch, 4]."""
-    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
 
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((4, 1, 5)) / 2).astype(np.float32)

@@ -354,7 +354,7 @@ def test_every_backend_with_run_into_pools_pads_and_packs(backend, conv_model):
     before = static.pool.stats()
     for _ in range(5):
         del got
-        got = static.run(x[:4])
+        got = static.run(x[:4])  # noqa: F841 - held over the next run, as a caller holds its result
     assert static.pool.stats().allocations == before.allocations
     # batched=True: dim 0 is the batch dim N (asserted, since OpenVINO's reader may drop the name)
     dynamic = unirt.Session(conv_model("dynamic"), backend=backend, batched=True)
@@ -514,7 +514,7 @@ def test_an_asserted_batch_dim_that_no_name_ties_needs_inputs_that_agree(tmp_pat
         assert sess.batch_stats().backend_runs == 1, backend
         for got, req in zip(many, reqs):
             np.testing.assert_allclose(got["y"], req["a"] + req["b"], rtol=1e-6, err_msg=backend)
-        for call in (lambda: sess.run(broadcast), lambda: sess.run_many([reqs[0], broadcast])):
+        for call in (lambda s=sess: s.run(broadcast), lambda s=sess: s.run_many([reqs[0], broadcast])):
             with pytest.raises(InputError, match=r"disagree on the batch size \(dim 0, a batch dim by batched=True\): "
                                                  r"2 rows in 'a', 1 in 'b'"):
                 call()

@@ -13,22 +13,23 @@ import copy
 import json
 import re
 import shutil
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 jsonschema = pytest.importorskip("jsonschema")
 yaml = pytest.importorskip("yaml")
 
-import formats_samples  # noqa: E402
-from unirt.cli import main  # noqa: E402
-from unirt.deploy.image import EXTRAS, PLUGINS, image_contents  # noqa: E402
-from unirt.deploy.kserve import plan  # noqa: E402
-from unirt.errors import UnsupportedOptionError  # noqa: E402
-from unirt.formats import ModelFormat  # noqa: E402
-from unirt.testing import models  # noqa: E402
+import formats_samples
+
+from unirt.cli import main
+from unirt.deploy.image import EXTRAS, PLUGINS, image_contents
+from unirt.deploy.kserve import plan
+from unirt.errors import UnsupportedOptionError
+from unirt.formats import ModelFormat
+from unirt.testing import models
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = Path(__file__).resolve().parent / "data" / "kserve"

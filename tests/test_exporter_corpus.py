@@ -26,9 +26,9 @@ import re
 import subprocess
 import sys
 import tempfile
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -240,7 +240,7 @@ def by_hand(backend: str, entry: dict) -> Callable[[dict], dict[str, np.ndarray]
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def available(backend: str) -> str | None:
     """None if `backend` is usable here, else why not."""
     for b in unirt.backends(include_missing=True):

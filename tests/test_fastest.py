@@ -105,9 +105,8 @@ def test_third_party_backends_are_timed_too(model, test_plugins):
 
 
 def test_nothing_can_run_it(tmp_path):
-    from unirt.testing.tflite import build_tflite
-
     import unirt.registry as registry
+    from unirt.testing.tflite import build_tflite
 
     path = build_tflite("dynamic_mlp", tmp_path)
     readers = {c.backend for c in unirt.explain(path).candidates if c.eligible}

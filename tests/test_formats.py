@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from formats_samples import mnn_bytes, tensorrt_bytes, tflite_bytes, write_ncnn, write_openvino
 
 import unirt
 from unirt import ModelFormat, ModelFormatError, ModelLoadError, detect_format, open_model
-
-from formats_samples import mnn_bytes, tensorrt_bytes, tflite_bytes, write_ncnn, write_openvino
 
 
 def test_onnx_detected_by_content_whatever_the_suffix(model, tmp_path):
@@ -117,7 +116,9 @@ def test_every_error_is_a_unirt_error(tmp_path):
 def test_onnx_external_data_files_are_part_of_the_model(model, tmp_path):
     import numpy as np
     import onnx
-    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
 
     from unirt import testing
 

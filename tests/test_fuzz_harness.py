@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import install_distribution
 
 import unirt
 from unirt.testing.fuzz import check_malformed, variants
-
-from conftest import install_distribution
 
 
 def test_variants_cover_every_kind_of_damage(model, tmp_path):

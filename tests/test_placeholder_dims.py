@@ -15,7 +15,7 @@ from unirt.tensor import TensorInfo, is_placeholder_name, normalize_dim
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
 # Each placeholder form as written in the file: a dim_param string, or an int for dim_value.
 PLACEHOLDERS = ["?", "", " ", "None", "none", "null", "-1", "3", -1]

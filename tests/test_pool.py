@@ -114,7 +114,7 @@ def test_threads_hammering_acquire_and_release():
         rng = np.random.default_rng(seed)
         held = []
         try:
-            for i in range(400):
+            for _ in range(400):
                 n = int(rng.choice(sizes))
                 a = pool.empty(n, np.uint8)
                 a[:] = seed  # a block lent twice would be overwritten by the other thread

@@ -45,7 +45,7 @@ def test_missing_backend_says_what_to_install(test_plugins, monkeypatch):
 def test_include_missing_lists_this_projects_backends():
     rows = {b.name: b for b in unirt.backends(include_missing=True)}
     assert set(registry.KNOWN_BACKENDS) <= set(rows)
-    for name, row in rows.items():
+    for row in rows.values():
         if not row.installed:
             assert "pip install" in row.reason
 

@@ -11,7 +11,7 @@ import unirt
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
 
 def rank_lie(path, batch, reshape) -> str:

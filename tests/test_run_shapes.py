@@ -8,14 +8,13 @@ import json
 
 import numpy as np
 import pytest
+from shape_models import detector, recognizer, sequence_model
 
 import unirt
+from unirt import registry
 from unirt import tensor as _tensor
 from unirt.cli import main
 from unirt.fastest import clear_cache
-
-from unirt import registry
-from shape_models import detector, recognizer, sequence_model  # noqa: E402 (tests/ is on sys.path)
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -9,7 +9,9 @@ import os
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto as T, helper as h, numpy_helper as nh
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
 
 from unirt import BackendUnavailableError, InputError, UnsupportedOptionError
 from unirt.cli import main

@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto as T, helper as h, numpy_helper as nh
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
 
 from unirt import ConversionError, InputError, ModelLoadError, Session, UnsupportedOptionError
 from unirt.cli import main
 from unirt.testing import dynamic_mlp
-from unirt.tools import optimize, quantize
 from unirt.tools import onnx_model as om
+from unirt.tools import optimize, quantize
 from unirt.tools.quantize import _check_interface, calibration_feeds
 
 rng = np.random.default_rng(0)

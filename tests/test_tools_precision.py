@@ -139,7 +139,8 @@ def test_calibration_npz_with_a_leading_sample_axis(tmp_path):
 
 
 def _two_inputs(path):
-    from onnx import TensorProto as T, helper as h
+    from onnx import TensorProto as T
+    from onnx import helper as h
     graph = h.make_graph([h.make_node("Add", ["a", "b"], ["y"])], "two",
                          [h.make_tensor_value_info(n, T.FLOAT, [1, 8]) for n in "ab"],
                          [h.make_tensor_value_info("y", T.FLOAT, [1, 8])])
@@ -177,7 +178,8 @@ def test_accuracy_drop_is_stated_and_over_the_threshold_refused(mlp, tmp_path, c
             "--iterations", "2"]
     assert main(args) == 1
     text = capsys.readouterr().out
-    assert "drop:       vs fp32 on 2 held-out calibration samples" in text and "OVER the thresholds" in text and "REFUSED:" in text
+    assert "drop:       vs fp32 on 2 held-out calibration samples" in text
+    assert "OVER the thresholds" in text and "REFUSED:" in text
     assert not out.exists()
     assert main(args + ["--accept"]) == 0 and out.exists()
     assert "kept because it was accepted" in capsys.readouterr().out

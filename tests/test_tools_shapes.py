@@ -52,9 +52,11 @@ def test_resolve_errors_name_the_dim_and_the_input():
 
 def test_unknown_rank_takes_any_rank_given_and_is_named_when_missing(tmp_path, capsys):
     import onnx
-    from onnx import TensorProto as T, helper as h
+    from onnx import TensorProto as T
+    from onnx import helper as h
 
-    from unirt.tools import info, onnx_model as om
+    from unirt.tools import info
+    from unirt.tools import onnx_model as om
 
     graph = h.make_graph([h.make_node("Relu", ["x"], ["y"]), h.make_node("Add", ["y", "b"], ["z"])], "ur",
                          [h.make_tensor_value_info("x", T.FLOAT, None),            # no shape: rank unknown

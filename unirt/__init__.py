@@ -10,7 +10,8 @@ This module imports no backend library.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     from . import _core  # noqa: F401  (the compiled core; everything below needs it)
@@ -22,14 +23,25 @@ except ImportError as _exc:  # pragma: no cover - depends on how unirt was insta
     ) from None
 
 from .arena import Arena, ArenaReport, ArenaStats
+from .backend import Availability, Backend, BackendSession, LoadOptions
 from .batch_runner import BatchStats
 from .batching import BatchSpec, gather, scatter
 from .cache import cache_dir
-from .backend import Availability, Backend, BackendSession, LoadOptions
 from .devices import Device
-from .errors import (ArenaBusyError, BackendCrashedError, BackendUnavailableError, ConversionError,
-                     FrontendMismatchError, InputError, ModelFormatError, ModelLoadError, RunError, SessionClosedError,
-                     UnirtError, UnsupportedOptionError)
+from .errors import (
+    ArenaBusyError,
+    BackendCrashedError,
+    BackendUnavailableError,
+    ConversionError,
+    FrontendMismatchError,
+    InputError,
+    ModelFormatError,
+    ModelLoadError,
+    RunError,
+    SessionClosedError,
+    UnirtError,
+    UnsupportedOptionError,
+)
 from .formats import ModelFile, ModelFormat, detect_format, open_model
 from .hardware import Hardware, hardware
 from .pool import BufferPool, PoolStats, pinned_memory_status

@@ -42,8 +42,19 @@ def main() -> int:
     import numpy as np
 
     from unirt import registry
-    from unirt.isolation import (ATTACH_INPUTS, ATTACH_OUTPUTS, CLOSE, ERROR, GROW, LOAD, OK, RUN, error_payload,
-                                 receive, send)
+    from unirt.isolation import (
+        ATTACH_INPUTS,
+        ATTACH_OUTPUTS,
+        CLOSE,
+        ERROR,
+        GROW,
+        LOAD,
+        OK,
+        RUN,
+        error_payload,
+        receive,
+        send,
+    )
     from unirt.shm import SharedRegion, SharedTensors
 
     message = receive(commands)

@@ -14,9 +14,10 @@ only translates. Optional abilities are small extra methods (`run_into`), looked
 from __future__ import annotations
 
 import abc
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Protocol, Sequence, runtime_checkable
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class Availability:
     device_note: str = ""
 
     @classmethod
-    def missing(cls, reason: str) -> "Availability":
+    def missing(cls, reason: str) -> Availability:
         return cls(False, reason)
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from itertools import accumulate
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from itertools import accumulate
+from typing import Any
 
 import numpy as np
 

@@ -19,9 +19,9 @@ the GIL released, split over threads when large. `gather` and `scatter` here are
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class BatchSpec:
 
     @classmethod
     def detect(cls, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo],
-               batched: bool | None = None) -> "BatchSpec":
+               batched: bool | None = None) -> BatchSpec:
         """Read the batch dim from the model's shapes.
 
         `batched=None` infers it: a named dim 0 shared by every input and output, or a static dim 0 of 1;
@@ -70,7 +70,7 @@ class BatchSpec:
         return spec
 
     @classmethod
-    def _infer(cls, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], lenient: bool) -> "BatchSpec":
+    def _infer(cls, inputs: Sequence[TensorInfo], outputs: Sequence[TensorInfo], lenient: bool) -> BatchSpec:
         tensors = list(inputs) + list(outputs)
         if not inputs:
             return cls("none", reason="the model has no inputs")

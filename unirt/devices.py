@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .errors import UnsupportedOptionError
 
@@ -21,13 +21,14 @@ class Device:
     index: int | None = None
 
     @classmethod
-    def parse(cls, spec: "str | Device | None") -> "Device":
+    def parse(cls, spec: str | Device | None) -> Device:
         if spec is None:
             return cls("auto")
         if isinstance(spec, Device):
             return spec
         if not isinstance(spec, str):
-            raise UnsupportedOptionError(f"device must be a string such as 'cpu' or 'cuda:0', got {type(spec).__name__}")
+            raise UnsupportedOptionError("device must be a string such as 'cpu' or 'cuda:0', "
+                                         f"got {type(spec).__name__}")
         text = spec.strip().lower()
         kind, sep, index_text = text.partition(":")
         index: int | None = None
@@ -45,7 +46,7 @@ class Device:
     def __str__(self) -> str:
         return self.kind if self.index is None else f"{self.kind}:{self.index}"
 
-    def matches(self, offered: "str | Device") -> bool:
+    def matches(self, offered: str | Device) -> bool:
         """Whether an offered device (e.g. a backend's "cuda:0") satisfies this request. "auto" takes anything
         but an NPU: NPUs compute in reduced precision and are used only when asked for (device="npu")."""
         other = Device.parse(offered) if isinstance(offered, str) else offered

@@ -6,8 +6,8 @@ hot path of `Session.run` and does only per-call work.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -91,7 +91,8 @@ class InputChecker:
             if shape != static_shape:  # one comparison settles a fully static input
                 if len(shape) != info.rank:
                     raise InputError(f"input {name!r}: expected rank {info.rank} with shape "
-                                     f"{_shape_text(info.shape)}, got rank {len(shape)} with shape {_shape_text(shape)}")
+                                     f"{_shape_text(info.shape)}, got rank {len(shape)} "
+                                     f"with shape {_shape_text(shape)}")
                 for axis, size in fixed:
                     if shape[axis] != size:
                         raise self._static_mismatch(info, axis, shape)

@@ -11,9 +11,10 @@ import enum
 import mmap
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Union
+from typing import Union
 
 from .errors import ModelFormatError, ModelLoadError
 

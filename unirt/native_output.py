@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["native_output_silenced", "native_output_captured"]
 

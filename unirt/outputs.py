@@ -6,7 +6,7 @@ in an input (its size is then read from that input). Everything is worked out at
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ __all__ = ["OutputPlanner", "POOL_MIN_BYTES"]
 #: ONNX Runtime), and deciding at load keeps Session.run's lean path for them.
 POOL_MIN_BYTES = 64 * 1024
 
-Recipe = tuple[Union[int, tuple[str, int]], ...]  # per dim: a size, or (input name, axis) to read it from
+Recipe = tuple[int | tuple[str, int], ...]  # per dim: a size, or (input name, axis) to read it from
 
 
 class OutputPlanner:
@@ -82,7 +82,8 @@ class OutputPlanner:
 
     @staticmethod
     def fits(expected: tuple | None, shape: tuple[int, ...]) -> bool:
-        return expected is None or len(shape) == len(expected) and all(type(d) is not int or d == s for d, s in zip(expected, shape))
+        return expected is None or len(shape) == len(expected) and all(
+            type(d) is not int or d == s for d, s in zip(expected, shape))
 
     def nbytes(self, name: str, shape: tuple[int, ...]) -> int:
         n = self.dtypes[name].itemsize

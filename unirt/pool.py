@@ -19,8 +19,9 @@ from __future__ import annotations
 import glob
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .cache import cache_dir
 from .errors import UnsupportedOptionError

@@ -11,8 +11,8 @@ import dataclasses
 import importlib.metadata as md
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .backend import Availability, Backend
 from .devices import Device

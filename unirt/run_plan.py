@@ -8,7 +8,8 @@ and whether a session needs this path at all; a session that needs none of it ne
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -194,7 +195,7 @@ class _PoolMemory:
     def reserve(self, nbytes: int) -> None:
         pass  # pools hold blocks per size class: nothing to reserve
 
-    def __enter__(self) -> "_PoolMemory":
+    def __enter__(self) -> _PoolMemory:
         return self
 
     def __exit__(self, *exc: object) -> None:

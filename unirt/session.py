@@ -6,8 +6,8 @@ import dataclasses
 import itertools
 import logging
 import os
-from collections.abc import Mapping
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,8 +17,16 @@ from .backend import PRECISIONS, BackendSession, LoadOptions
 from .batch_runner import BatchStats
 from .batching import BatchSpec
 from .devices import Device
-from .errors import (BackendUnavailableError, InputError, ModelFormatError, ModelLoadError, RunError,
-                     SessionClosedError, UnirtError, UnsupportedOptionError)
+from .errors import (
+    BackendUnavailableError,
+    InputError,
+    ModelFormatError,
+    ModelLoadError,
+    RunError,
+    SessionClosedError,
+    UnirtError,
+    UnsupportedOptionError,
+)
 from .feeds import BatchSizeMismatch, InputChecker
 from .formats import ModelFile, ModelFormat, PathLike, open_model
 from .pool import BufferPool
@@ -651,7 +659,7 @@ class Session:
         if self._own_pool is not None:
             self._own_pool.close()
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:

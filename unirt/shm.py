@@ -25,9 +25,10 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence, Union
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +124,7 @@ class SharedRegion:
         self._name = mem.name
 
     @classmethod
-    def create(cls, size: int, name: str | None = None) -> "SharedRegion":
+    def create(cls, size: int, name: str | None = None) -> SharedRegion:
         """A new segment of `size` bytes; `name` defaults to a fresh "/unirt.<pid>.<n>". Raises FileExistsError
         if the name is taken, OSError (ENOSPC) if /dev/shm cannot hold it."""
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
@@ -145,7 +146,7 @@ class SharedRegion:
         return cls(mem)
 
     @classmethod
-    def attach(cls, name: str, *, writable: bool = True) -> "SharedRegion":
+    def attach(cls, name: str, *, writable: bool = True) -> SharedRegion:
         """Map an existing segment by name (FileNotFoundError if there is none). This process does not own it."""
         return cls(_core.SharedMemory.attach(_normalize(name), bool(writable)))
 
@@ -214,7 +215,7 @@ class SharedRegion:
         except Exception:
             pass
 
-    def __enter__(self) -> "SharedRegion":
+    def __enter__(self) -> SharedRegion:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -232,7 +233,7 @@ _GENERATION = struct.Struct("<Q")       # the header's last field, bumped on eve
 _ENTRY = struct.Struct("<HBBIQQ")      # name length, ndim, dtype length, reserved, offset, nbytes
 _VERSION = 1
 
-Spec = Union[np.ndarray, tuple]  # an array to copy in, or (shape, dtype) to reserve
+Spec = np.ndarray | tuple  # an array to copy in, or (shape, dtype) to reserve
 
 
 @dataclass(frozen=True)
@@ -350,7 +351,7 @@ class SharedTensors(Mapping[str, np.ndarray]):
 
     @classmethod
     def create(cls, tensors: Mapping[str, Spec], *, name: str | None = None,
-               capacity: int | None = None) -> "SharedTensors":
+               capacity: int | None = None) -> SharedTensors:
         """A new region holding `tensors` (arrays are copied in; (shape, dtype) pairs are reserved).
         `capacity` makes the region at least that large, to leave room for `rewrite`."""
         needed = layout(tensors)[2]
@@ -359,7 +360,7 @@ class SharedTensors(Mapping[str, np.ndarray]):
         return shared
 
     @classmethod
-    def attach(cls, name: str, *, writable: bool = True) -> "SharedTensors":
+    def attach(cls, name: str, *, writable: bool = True) -> SharedTensors:
         shared = cls(SharedRegion.attach(name, writable=writable))
         shared.refresh()
         return shared
@@ -437,7 +438,7 @@ class SharedTensors(Mapping[str, np.ndarray]):
         self._views = {}
         self.region.close()
 
-    def __enter__(self) -> "SharedTensors":
+    def __enter__(self) -> SharedTensors:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -11,7 +11,7 @@ from .errors import InputError
 
 __all__ = ["Dim", "TensorInfo", "Quantization", "to_array", "normalize_dim", "is_placeholder_name"]
 
-Dim = Union[int, str, None]  # a fixed size, a symbolic name, or unknown (anonymous dynamic)
+Dim = int | str | None  # a fixed size, a symbolic name, or unknown (anonymous dynamic)
 _DLPACK_CPU = 1  # DLDeviceType kDLCPU
 _DLPACK_CPU_LIKE = {1, 3}  # kDLCPU, kDLCUDAHost (pinned host memory is readable from the CPU)
 _DLPACK_DEVICES = {2: "cuda", 4: "opencl", 7: "vulkan", 8: "metal", 10: "rocm", 13: "cuda (managed)", 14: "oneapi"}
@@ -150,11 +150,11 @@ def to_array(value: Any, name: str, expected: np.dtype) -> np.ndarray:
         natural = np.asarray(value)
     except Exception as exc:
         raise InputError(f"input {name!r}: cannot convert {type(value).__name__} to an array ({exc})") from None
-    if natural.dtype == object and expected != object:
+    if natural.dtype.kind == "O" and expected.kind != "O":
         raise InputError(f"input {name!r}: cannot convert {type(value).__name__} to an array of {expected} "
                          "(ragged nested sequences or mixed types?)")
     if expected.kind in "OUS" and natural.dtype.kind in "US":
-        return natural.astype(expected) if expected == object else natural
+        return natural.astype(expected) if expected.kind == "O" else natural
     if natural.dtype == expected or not np.can_cast(natural.dtype, expected, casting="same_kind"):
         return natural  # the session's dtype check reports a mismatch
     if expected.kind in "iu" and natural.dtype.kind in "iu" and natural.size:

@@ -8,7 +8,8 @@ TensorInfo of that rank afterwards; the core plans nothing for it before (no bat
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class AbortingBackend(Backend):
             return Availability.missing(f"cannot import onnx.reference: {exc}")
         return Availability(True, version="0.1.0", devices=("cpu",))
 
-    def load(self, model: ModelFile, options: LoadOptions) -> "AbortingSession":
+    def load(self, model: ModelFile, options: LoadOptions) -> AbortingSession:
         return AbortingSession(model)
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ class SlowBackend(Backend):
             return Availability.missing(f"cannot import onnx.reference: {exc}")
         return Availability(True, version="0.1.0", devices=("cpu",))
 
-    def load(self, model: ModelFile, options: LoadOptions) -> "SlowSession":
+    def load(self, model: ModelFile, options: LoadOptions) -> SlowSession:
         delay = os.environ.get("UNIRT_TEST_LOAD_DELAY")
         if delay and os.path.exists(delay):
             with open(delay) as fh:

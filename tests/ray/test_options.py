@@ -8,8 +8,16 @@ import sys
 import pytest
 
 from unirt.errors import ModelLoadError, UnsupportedOptionError
-from unirt.integrations.ray.options import (DEPLOYMENT_OPTIONS, ReplicaOptions, checked_model, deployment_option_names,
-                                            deployment_options, live_options, parse_app_args, replica_resources)
+from unirt.integrations.ray.options import (
+    DEPLOYMENT_OPTIONS,
+    ReplicaOptions,
+    checked_model,
+    deployment_option_names,
+    deployment_options,
+    live_options,
+    parse_app_args,
+    replica_resources,
+)
 from unirt.testing import models
 
 

@@ -8,10 +8,10 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
-from unirt.integrations.ray.options import ReplicaOptions  # noqa: E402
-from unirt.integrations.ray.replica import Replica  # noqa: E402
+from unirt.integrations.ray.options import ReplicaOptions
+from unirt.integrations.ray.replica import Replica
 
 
 def _save(graph, path) -> str:

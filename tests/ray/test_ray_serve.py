@@ -21,9 +21,9 @@ import pytest
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'unirt[ray]')")
 serve = pytest.importorskip("ray.serve")
 
-import unirt  # noqa: E402
-from unirt.integrations.ray import RetryingHandle, build  # noqa: E402
-from unirt.testing import models  # noqa: E402
+import unirt
+from unirt.integrations.ray import RetryingHandle, build
+from unirt.testing import models
 
 FEATURES = 16
 

@@ -135,10 +135,10 @@ def test_burst_beyond_the_queue_bound_gets_503_with_retry_after(server, runs):
     refused = [a for a in answers if a[0] == 503]
     served = [a for a in answers if a[0] == 200]
     assert len(served) == 2 and len(refused) == 8, [a[:1] for a in answers]
-    for status, headers, doc, seconds in refused:
+    for _status, headers, doc, seconds in refused:
         assert headers.get("retry-after") == "1" and "exceeds the maximum queue size (2" in doc["error"]
         assert seconds < HOLD  # refused at once, not after waiting
-    for status, headers, doc, seconds in served:
+    for _status, _headers, doc, _seconds in served:
         assert doc["outputs"][0]["data"][1] == 2.0
     assert metric(server, "unirt_model_dropped_requests_total", model="bounded",
                   reason="rejected") == rejected_before + 8

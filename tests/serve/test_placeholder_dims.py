@@ -9,9 +9,9 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 httpclient = pytest.importorskip("tritonclient.http")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
-from unirt.serve import ServeOptions, ServerThread  # noqa: E402
+from unirt.serve import ServeOptions, ServerThread
 
 BATCHED = """
 max_batch_size: 4

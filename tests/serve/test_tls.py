@@ -16,8 +16,8 @@ from unirt.testing.pki import make_pki
 pytest.importorskip("cryptography")
 grpcclient = pytest.importorskip("tritonclient.grpc")
 httpclient = pytest.importorskip("tritonclient.http")
-from geventhttpclient.response import HTTPConnectionClosed  # noqa: E402
-from tritonclient.utils import InferenceServerException  # noqa: E402
+from geventhttpclient.response import HTTPConnectionClosed
+from tritonclient.utils import InferenceServerException
 
 REFUSED = (HTTPConnectionClosed, ssl.SSLError, ConnectionError)  # what tritonclient.http meets when dropped
 

@@ -6,11 +6,22 @@ import argparse
 import logging
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import UnirtError
-from . import (backends_cmd, bench_cmd, compare_cmd, convert_cmd, deploy_cmd, explain_cmd, info_cmd, optimize_cmd,
-               quantize_cmd, run_cmd, serve_cmd)
+from . import (
+    backends_cmd,
+    bench_cmd,
+    compare_cmd,
+    convert_cmd,
+    deploy_cmd,
+    explain_cmd,
+    info_cmd,
+    optimize_cmd,
+    quantize_cmd,
+    run_cmd,
+    serve_cmd,
+)
 
 COMMANDS = (backends_cmd, explain_cmd, run_cmd, info_cmd, bench_cmd, compare_cmd, optimize_cmd, quantize_cmd,
             convert_cmd, serve_cmd, deploy_cmd)

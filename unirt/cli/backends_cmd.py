@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
         print("no backends installed; e.g. pip install unirt-onnxruntime")
         return 0
     table = [(r.name, r.engine_version or "-", r.plugin_version or "-",
-              "available" if r.available else (r.reason if not r.installed else f"unavailable: {r.reason}"), ", ".join(r.devices) or "-",
+              "available" if r.available else (r.reason if not r.installed else f"unavailable: {r.reason}"),
+              ", ".join(r.devices) or "-",
               formats_cell(r), ", ".join(r.converts_from) or "-") for r in rows]
     print(render(["backend", "version", "plugin", "status", "devices", "formats", "unirt convert from"], table))
     return 0

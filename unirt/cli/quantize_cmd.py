@@ -9,7 +9,8 @@ import argparse
 
 from ..tools import quantize
 from ..tools.quantize import QuantizeReport
-from .compare_cmd import print_metrics, print_report as print_compare
+from .compare_cmd import print_metrics
+from .compare_cmd import print_report as print_compare
 from .tool_output import add_shapes, human_bytes, ms, print_json, shapes_of
 
 

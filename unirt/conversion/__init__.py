@@ -21,9 +21,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .. import registry
 from ..backend import PRECISIONS, LoadOptions

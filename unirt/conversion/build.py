@@ -10,8 +10,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +26,16 @@ from ..tensor import TensorInfo
 from . import store
 from .fixups import FIXUPS_VERSION
 from .signature import concrete_shape, format_shapes, infos_to_json, second_shapes, sidecar_path
-from .verify import (TOLERANCES, OutputError, compare, describe_feeds, describe_sets, feed_sets, index_bounds,
-                     random_feeds)
+from .verify import (
+    TOLERANCES,
+    OutputError,
+    compare,
+    describe_feeds,
+    describe_sets,
+    feed_sets,
+    index_bounds,
+    random_feeds,
+)
 
 __all__ = ["build", "conversion_parts", "engine_versions"]
 

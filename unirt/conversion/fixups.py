@@ -20,7 +20,8 @@ Each function edits the ModelProto in place and returns a one-line description p
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -30,8 +30,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -201,7 +202,7 @@ class FrontendCheck:
 
     @classmethod
     def plan(cls, model: ModelFile, backend: str, options: LoadOptions, settings: Mapping[str, Any]
-             ) -> tuple[FrontendVerification | None, "FrontendCheck | None"]:
+             ) -> tuple[FrontendVerification | None, FrontendCheck | None]:
         """At load: (the session's verification status, the check still to run on the first run or None).
         (None, None) when the backend owns the model's format."""
         plugin = registry.get_backend(backend)

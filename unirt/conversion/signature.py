@@ -11,8 +11,9 @@ Reading a sidecar needs no onnx; `onnx_signature` (reading an ONNX model) import
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

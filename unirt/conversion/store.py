@@ -9,8 +9,9 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..cache import cache_dir
 from ..formats import ModelFile

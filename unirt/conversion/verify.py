@@ -18,8 +18,9 @@ The metric (`OutputError.error`, judged against `TOLERANCES`), per output and pe
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class OutputError:
                 "exact": self.exact, "error": self.error, "scale": self.scale}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "OutputError":
+    def from_dict(cls, d: Mapping) -> OutputError:
         scale = d.get("scale")
         return cls(str(d["name"]), float(d["rel_l2"]), float(d["max_abs"]), str(d.get("note", "")),
                    bool(d.get("exact", False)), float(d.get("error", d["rel_l2"])),

@@ -8,8 +8,8 @@ listed here, not imported: manifests are often written on a machine that does no
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from ..errors import UnsupportedOptionError
 from ..formats import ModelFormat

@@ -12,8 +12,8 @@ size (zero rows), and the padding rows are dropped from the results.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from google.protobuf import json_format, text_format
@@ -317,9 +318,9 @@ def _complete_io(entries: Any, infos: Sequence[TensorInfo], batched: bool) -> No
             raise ConfigError(f"the model's tensor {info.name!r} has dtype {info.dtype}, which the v2 protocol cannot "
                               "carry")
         if info.shape is None:
-            raise ConfigError(f"the model's tensor {info.name!r} has no shape in the model file (its rank is known only "
-                              "once the model runs): write the model's inputs and outputs, with their dims, in its "
-                              "config.pbtxt")
+            raise ConfigError(f"the model's tensor {info.name!r} has no shape in the model file (its rank is known "
+                              "only once the model runs): write the model's inputs and outputs, with their dims, "
+                              "in its config.pbtxt")
         entry = entries.add()
         entry.name = info.name
         entry.data_type = mc.DataType.Value(datatype_to_config_type(datatype))

@@ -7,7 +7,8 @@ little-endian length followed by that many bytes. BF16 needs `ml_dtypes` (a depe
 from __future__ import annotations
 
 import struct
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

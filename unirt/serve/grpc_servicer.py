@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -154,7 +155,7 @@ def _metadata_getter(context: Any) -> Callable[[str], str | None]:
 def _rpc(fn: Method) -> Method:
     category = CATEGORY[fn.__name__]
 
-    async def wrapped(self: "InferenceServicer", request: Any, context: Any) -> Any:
+    async def wrapped(self: InferenceServicer, request: Any, context: Any) -> Any:
         try:
             if category in self.restricted_categories:
                 self.restricted.check(category, _metadata_getter(context))

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
 from ..errors import BackendCrashedError, UnirtError, UnsupportedOptionError
 from ..session import Session
-from .config import (ConfigError, ModelSpec, backend_for, build_spec, instance_devices, isolate_setting,
-                     session_options)
+from .batching import run_batch
+from .config import ConfigError, ModelSpec, backend_for, build_spec, instance_devices, isolate_setting, session_options
 from .datatypes import config_type_to_datatype, decode_raw, element_count, to_numpy_dtype
 from .repository import ModelSource
-from .batching import run_batch
 from .scheduler import Scheduler
 from .stats import ModelStats
 
@@ -85,7 +85,7 @@ class LoadedModel:
     @classmethod
     def load(cls, source: ModelSource, version: int, config: Any, *, default_max_batch_size: int = 4,
              session_factory: Callable[..., Session] = Session, default_threads: int | None = None,
-             isolate: str = "auto", max_queue_size: int | None = None) -> "LoadedModel":
+             isolate: str = "auto", max_queue_size: int | None = None) -> LoadedModel:
         """Open one Session per instance, complete and check the config against the model, warm it up.
         `default_threads` (`unirt serve --threads`) applies where the config's parameters set no threads;
         `isolate` is the server's `--isolate` (auto, always, never); `max_queue_size` the server's queue bound

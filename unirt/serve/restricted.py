@@ -10,8 +10,8 @@ category belongs to at most one group; a category named in no group is open. Hea
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from ..errors import UnsupportedOptionError
 from .errors import ServeError

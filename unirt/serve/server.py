@@ -21,9 +21,10 @@ import signal
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 import uvicorn
@@ -101,7 +102,7 @@ class _Tls:
     ca_pem: bytes | None
 
     @classmethod
-    def of(cls, o: "ServeOptions") -> "_Tls | None":
+    def of(cls, o: ServeOptions) -> _Tls | None:
         if o.tls_cert is None and o.tls_key is None:
             if o.tls_ca is not None or o.tls_client_auth:
                 raise UnsupportedOptionError("--tls-ca and --tls-client-auth need TLS: give --tls-cert and --tls-key")
@@ -329,7 +330,7 @@ class InferenceServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.ctx.live = False
 
-    def run(self, on_started: Callable[["InferenceServer"], None] | None = None) -> int:
+    def run(self, on_started: Callable[[InferenceServer], None] | None = None) -> int:
         """Serve until SIGINT or SIGTERM, then shut down gracefully. Blocking; for the command line."""
 
         async def main() -> None:
@@ -375,7 +376,7 @@ class ServerThread:
     def _call(self, coro: Any, timeout: float | None) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def start(self, timeout: float | None = 120.0) -> "ServerThread":
+    def start(self, timeout: float | None = 120.0) -> ServerThread:
         self._thread.start()
         try:
             self._call(self.server.start(), timeout)
@@ -395,7 +396,7 @@ class ServerThread:
             if not self._thread.is_alive():
                 self._loop.close()
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -11,9 +11,21 @@ onnx is needed to use this package; `import unirt` never imports it.
 """
 
 from .cases import ConformanceCase, assert_outputs_close, conformance_cases
-from .models import (MODEL_BUILDERS, batched_cnn, batchnorm_default_epsilon, build, byte_transformer, dynamic_mlp,
-                     int_ops, matmul_relu, multi_io, softmax_coerced, string_concat, unknown_dims,
-                     with_external_data)
+from .models import (
+                     MODEL_BUILDERS,
+                     batched_cnn,
+                     batchnorm_default_epsilon,
+                     build,
+                     byte_transformer,
+                     dynamic_mlp,
+                     int_ops,
+                     matmul_relu,
+                     multi_io,
+                     softmax_coerced,
+                     string_concat,
+                     unknown_dims,
+                     with_external_data,
+)
 
 __all__ = ["ConformanceCase", "assert_outputs_close", "conformance_cases", "MODEL_BUILDERS", "build",
            "dynamic_mlp", "int_ops", "matmul_relu", "multi_io", "string_concat", "unknown_dims", "byte_transformer",

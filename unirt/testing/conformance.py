@@ -36,9 +36,10 @@ Tolerances (`TOLERANCES`), both must hold for float outputs; int and bool output
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -140,7 +141,8 @@ def sample_feeds(name: str, seed: int = 0, batch: int = 3, hw: tuple[int, int] =
         return {"x": rng.standard_normal((batch, 8)).astype(np.float32)}
     if name == "multi_io":
         n = max(batch, 1)
-        return {"a": rng.standard_normal((n, 4)).astype(np.float32), "b": rng.standard_normal((n, 4)).astype(np.float32),
+        return {"a": rng.standard_normal((n, 4)).astype(np.float32),
+                "b": rng.standard_normal((n, 4)).astype(np.float32),
                 "idx": rng.integers(0, n, size=batch + 1).astype(np.int64), "scale": np.array(0.5, np.float32)}
     if name == "int_ops":
         return {"a": rng.integers(-100, 100, (2, 3)).astype(np.int32),
@@ -219,9 +221,10 @@ def check_case(backend: str, case: ConformanceCase, precision: str = "fp32",
 
     if not reads_onnx(backend):
         return Outcome("unsupported", f"{backend} neither reads nor converts onnx")
+    refused = (refusals or refusal_errors(backend)) + (UnsupportedOptionError,)
     try:
         sess = unirt.Session(case.model, backend=backend, precision=precision, **dict(session_kwargs or {}))
-    except (refusals or refusal_errors(backend)) + (UnsupportedOptionError,) as exc:
+    except refused as exc:
         return Outcome("refused", f"{type(exc).__name__}: {exc}")
     with sess:
         if len(sess.inputs) != len(case.inputs):

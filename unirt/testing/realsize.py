@@ -10,8 +10,9 @@ benchmarks/bench_precision.py and scripts/support_matrix.py --precision-axis).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -8,9 +8,10 @@ outputs and weights (same seeds), so ONNX Runtime on the ONNX model is the refer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -207,8 +208,9 @@ def conv_net(path: Path, size: int = 224, seed: int = 0) -> Path:
         bt = g.tensor(f"conv{i}/b", [out_ch], np.float32, np.zeros(out_ch, np.float32))
         hw = (hw + 1) // 2
         y = g.tensor(f"conv{i}", [1, hw, hw, out_ch], np.float32)
-        g.op("CONV_2D", [current, wt, bt], [y], _options("Conv2DOptionsT", padding=s.Padding.SAME, strideW=2,
-                                                        strideH=2, fusedActivationFunction=s.ActivationFunctionType.RELU6))
+        g.op("CONV_2D", [current, wt, bt], [y],
+             _options("Conv2DOptionsT", padding=s.Padding.SAME, strideW=2, strideH=2,
+                      fusedActivationFunction=s.ActivationFunctionType.RELU6))
         current, channels = y, out_ch
     dw = g.tensor("dw/w", [1, 3, 3, channels], np.float32,
                   (rng.standard_normal((1, 3, 3, channels)) / 3).astype(np.float32))

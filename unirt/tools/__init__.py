@@ -13,12 +13,12 @@ only when a tool needs them (a missing one raises MissingDependencyError naming 
 from __future__ import annotations
 
 from ._deps import MissingDependencyError
-from .shapes import parse_shapes, resolve_shapes
-from .info import ModelInfo, info
-from .compare import CompareReport, compare, compare_models
 from .bench import BenchReport, BenchResult, bench
+from .compare import CompareReport, compare, compare_models
+from .info import ModelInfo, info
 from .optimize import OptimizeReport, optimize
 from .quantize import QuantizeReport, quantize
+from .shapes import parse_shapes, resolve_shapes
 
 # The functions share their modules' names (unirt.tools.info is the function; its module is unirt.tools.info's
 # __module__). These imports run after each submodule is bound, so the function wins.

@@ -1,25 +1,27 @@
 """`unirt.tools.bench`: trtexec / benchmark_app-style measurements of one model on several backends.
 
 For each backend: load time (including the conversion where the backend converts the model's format on load and
-the converted model is not cached yet; the conversion's own time and whether it came from the cache are recorded), then for each batch size the first-run latency and, for each
-concurrency, steady-state latency (min/mean/p50/p90/p99/max/std) and throughput, plus the process's peak RSS
-and GPU memory where it can be read. Concurrency N runs N sessions of the model on N threads (like trtexec's
-streams), so backends whose sessions are not thread-safe are measured safely. The report's JSON form follows
-`bench.schema.json` beside this module (`BENCH_SCHEMA`).
+the converted model is not cached yet; the conversion's own time and whether it came from the cache are
+recorded), then for each batch size the first-run latency and, for each concurrency, steady-state latency
+(min/mean/p50/p90/p99/max/std) and throughput, plus the process's peak RSS and GPU memory where it can be read.
+Concurrency N runs N sessions of the model on N threads (like trtexec's streams), so backends whose sessions are
+not thread-safe are measured safely. The report's JSON form follows `bench.schema.json` beside this module
+(`BENCH_SCHEMA`).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import tempfile
 import logging
 import statistics
+import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +31,8 @@ from ..formats import ModelFile, PathLike, open_model
 from ..hardware import hardware
 from ..session import Session, _check_options
 from . import memory
-from .compare import pick_backends
 from . import onnx_model as om
+from .compare import pick_backends
 from .inputs import default_shapes, random_feeds
 from .precision import BASELINE, Int8Model, error_vs_reference, int8_model, parse_precisions, with_baseline
 from .shapes import parse_shapes
@@ -56,7 +58,7 @@ class LatencyStats:
     std: float
 
     @classmethod
-    def of(cls, samples_ms: Sequence[float]) -> "LatencyStats":
+    def of(cls, samples_ms: Sequence[float]) -> LatencyStats:
         a = np.asarray(samples_ms, dtype=np.float64)
         p50, p90, p99 = np.percentile(a, [50, 90, 99])
         return cls(float(a.min()), float(a.mean()), float(p50), float(p90), float(p99), float(a.max()),

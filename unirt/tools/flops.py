@@ -11,8 +11,9 @@ counted instead of being guessed.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 __all__ = ["CONVENTION", "NodeShapes", "count_flops", "ZERO_FLOP_OPS"]
 
@@ -20,7 +21,7 @@ CONVENTION = ("FLOPs = multiplies + adds (a multiply-accumulate is 2 FLOPs; a le
               "plus 1 per bias add: conv with bias = 2*H*W*M*C*K*K); elementwise and activation ops 1 per output "
               "element; data movement 0")
 
-Shape = Optional[tuple[int, ...]]
+Shape = tuple[int, ...] | None
 
 
 @dataclass

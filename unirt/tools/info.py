@@ -1,16 +1,18 @@
 """`unirt.tools.info`: what a model is and costs: I/O, opsets, parameters, FLOPs, weight and activation memory.
 
 The parameter count is the number of elements in the model's initializers and Constant nodes' values (its
-weights; exporters store them either way), attributed to the op type of the first node that reads each one. FLOPs follow `unirt.tools.flops.CONVENTION` (the seed's, Q12) at the
-given input shapes. Memory follows the seed's Q5: elements times bytes per element.
+weights; exporters store them either way), attributed to the op type of the first node that reads each one.
+FLOPs follow `unirt.tools.flops.CONVENTION` (the seed's, Q12) at the given input shapes.
+Memory follows the seed's Q5: elements times bytes per element.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..formats import ModelFile, ModelFormat, PathLike, open_model
 from ..tensor import TensorInfo

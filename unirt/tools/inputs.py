@@ -8,8 +8,9 @@ is an InputError naming it and the `--shape name:1x3x320x320` that gives it."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -10,7 +10,6 @@ import logging
 import os
 import resource
 import sys
-from typing import Optional
 
 __all__ = ["reset_peak_rss", "rss_bytes", "peak_rss_bytes", "gpu_memory_bytes"]
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux/BSD
 
 
-def gpu_memory_bytes(device: str) -> Optional[int]:
+def gpu_memory_bytes(device: str) -> int | None:
     """GPU memory this process holds on a CUDA device ("cuda:0"), through NVML; None where it cannot be read."""
     if not device.startswith("cuda"):
         return None

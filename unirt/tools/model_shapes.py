@@ -22,8 +22,9 @@ import json
 import logging
 import math
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..conversion.signature import read_sidecar
 from ..formats import ModelFile, ModelFormat, open_model

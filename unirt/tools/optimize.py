@@ -7,9 +7,10 @@ import contextlib
 import io
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ConversionError, UnsupportedOptionError
 from ..formats import ModelFormat, PathLike, open_model

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unirt import (Availability, Backend, BackendSession, ConversionError, LoadOptions, ModelFile, ModelFormat,
-                   UnsupportedOptionError, open_model)
-
+from unirt import (
+    Availability,
+    Backend,
+    BackendSession,
+    ConversionError,
+    LoadOptions,
+    ModelFile,
+    ModelFormat,
+    UnsupportedOptionError,
+    open_model,
+)
 from unirt.native_output import native_output_captured, native_output_silenced
 
 

@@ -16,8 +16,9 @@ is storage only, refused unless `allow_storage_only_precision` is True.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -17,18 +17,27 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
-                   UnsupportedOptionError)
+from unirt import (
+    BackendSession,
+    InputError,
+    LoadOptions,
+    ModelFile,
+    ModelLoadError,
+    RunError,
+    TensorInfo,
+    UnsupportedOptionError,
+)
 from unirt.conversion.signature import read_sidecar
+from unirt.native_output import native_output_captured, native_output_silenced
 from unirt.unknown_rank import UnknownRankInfo, observe
 
 from .mnn_file import check_structure, read_inputs
 from .precision import effective_precision
-from unirt.native_output import native_output_captured, native_output_silenced
 
 _OPTION_KEYS = {"input_shapes", "backend_type", "memory_mode", "power_mode", "shape_mutable",
                 "allow_float64_as_float32", "allow_storage_only_precision"}

@@ -187,7 +187,6 @@ def _in_a_child(code, *args):
     """Run `code` in a fresh interpreter: a use-after-free in ncnn aborts or segfaults the process."""
     import subprocess
     import sys
-
     import tempfile
 
     # cwd away from the checkout: `-c` puts the cwd first on sys.path, and the source tree has no compiled core

@@ -5,9 +5,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from unirt import (Availability, Backend, BackendSession, ConversionError, LoadOptions, ModelFile, ModelFormat,
-                   UnsupportedOptionError, open_model)
-
+from unirt import (
+    Availability,
+    Backend,
+    BackendSession,
+    ConversionError,
+    LoadOptions,
+    ModelFile,
+    ModelFormat,
+    UnsupportedOptionError,
+    open_model,
+)
 from unirt.native_output import native_output_silenced
 
 log = logging.getLogger(__name__)

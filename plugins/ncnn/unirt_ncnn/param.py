@@ -8,8 +8,8 @@ returns the graph (layers, inputs, outputs); any damage is a ValueError naming t
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 __all__ = ["MAGIC", "Layer", "ParamGraph", "parse_param", "layer_types"]
 
@@ -55,7 +55,7 @@ class ParamGraph:
         for reader in readers:
             p = reader.params
 
-            def num(key: int, default: int = 0) -> int:
+            def num(key: int, default: int = 0, p: dict = p) -> int:
                 value = p.get(key, default)
                 return int(value) if isinstance(value, (int, float)) else default
 

@@ -12,8 +12,8 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from unirt import BackendUnavailableError, ConversionError
 

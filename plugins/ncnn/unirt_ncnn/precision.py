@@ -15,7 +15,8 @@ On the GPU (Vulkan) both modes are the GPU's own arithmetic and are passed throu
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from unirt.precision import cpu_arithmetic, storage_only_allowed, storage_only_refusal
 

@@ -22,15 +22,24 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import ncnn
+import numpy as np
 
-from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
-                   UnsupportedOptionError)
+from unirt import (
+    BackendSession,
+    InputError,
+    LoadOptions,
+    ModelFile,
+    ModelLoadError,
+    RunError,
+    TensorInfo,
+    UnsupportedOptionError,
+)
 from unirt.conversion.signature import read_sidecar
 from unirt.unknown_rank import UnknownRankInfo, observe
 

@@ -6,8 +6,19 @@ from __future__ import annotations
 import pytest
 
 from unirt import Device, Hardware, UnsupportedOptionError
-from unirt_onnxruntime.providers import (COREML, CPU, CUDA, DML, OPENVINO, QNN, ROCM, TENSORRT, missing_gpu_note,
-                                         offered_devices, providers_for)
+from unirt_onnxruntime.providers import (
+    COREML,
+    CPU,
+    CUDA,
+    DML,
+    OPENVINO,
+    QNN,
+    ROCM,
+    TENSORRT,
+    missing_gpu_note,
+    offered_devices,
+    providers_for,
+)
 
 GPU_BOX = Hardware("x86_64", "intel", "Xeon", frozenset(), 16, cuda_gpus=("NVIDIA L4",))
 CPU_BOX = Hardware("x86_64", "amd", "EPYC", frozenset(), 16)

@@ -8,8 +8,16 @@ import re
 import pytest
 
 from unirt import Device, Hardware, UnsupportedOptionError
-from unirt_onnxruntime.providers import (CPU, CUDA, OPENVINO, QNN, TENSORRT, looks_quantized, offered_devices,
-                                         providers_for)
+from unirt_onnxruntime.providers import (
+    CPU,
+    CUDA,
+    OPENVINO,
+    QNN,
+    TENSORRT,
+    looks_quantized,
+    offered_devices,
+    providers_for,
+)
 
 GPU_BOX = Hardware("x86_64", "intel", "Xeon", frozenset(), 16, cuda_gpus=("NVIDIA H100", "NVIDIA H100"))
 CPU_BOX = Hardware("x86_64", "amd", "EPYC", frozenset(), 16)

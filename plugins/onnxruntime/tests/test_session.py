@@ -270,9 +270,10 @@ def test_model_from_bytes(model):
 @pytest.mark.parametrize("options,match", [
     ({"graph_optimization_level": 99}, "graph_optimization_level must be one of.*got 99"),
     ({"session_config": 5}, "session_config must be a dict.*got 5"),
-    ({"session_config": {"session.intra_op.allow_spinning": [0]}}, r"session_config\['session.intra_op.allow_spinning'\] "
-                                                                   "must be a string or number"),
-    ({"free_dimension_overrides": {"N": "x"}}, r"free_dimension_overrides\['N'\] must map a dim name to a positive int"),
+    ({"session_config": {"session.intra_op.allow_spinning": [0]}},
+     r"session_config\['session.intra_op.allow_spinning'\] must be a string or number"),
+    ({"free_dimension_overrides": {"N": "x"}},
+     r"free_dimension_overrides\['N'\] must map a dim name to a positive int"),
     ({"free_dimension_overrides": [("N", 4)]}, "free_dimension_overrides must be a dict"),
     ({"provider_options": "garbage"}, "provider_options goes with providers"),
     ({"providers": "CPUExecutionProvider"}, "providers must be a non-empty list"),

@@ -22,7 +22,7 @@ class OnnxRuntimeBackend(Backend):
         return Availability(True, version=ort.__version__, devices=offered_devices(available, hw),
                             device_note=missing_gpu_note(available, hw))
 
-    def load(self, model: ModelFile, options: LoadOptions) -> "OnnxRuntimeSession":  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> OnnxRuntimeSession:  # noqa: F821
         from .session import OnnxRuntimeSession
 
         return OnnxRuntimeSession(model, options)

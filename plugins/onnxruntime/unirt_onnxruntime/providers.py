@@ -3,7 +3,8 @@ so every branch (CUDA, TensorRT, OpenVINO...) is testable on a machine without t
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from unirt import Device, Hardware, UnsupportedOptionError
 

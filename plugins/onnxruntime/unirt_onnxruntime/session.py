@@ -5,13 +5,13 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from unirt import (BackendSession, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
-                   UnsupportedOptionError)
+from unirt import BackendSession, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo, UnsupportedOptionError
 
 from .providers import CPU, looks_quantized, providers_for
 
@@ -304,7 +304,7 @@ class _PreallocatedRun:
         self._devices: dict[int, list[Any]] = {}
 
     @classmethod
-    def create(cls, native: Any, inputs: Sequence[TensorInfo]) -> "_PreallocatedRun | None":
+    def create(cls, native: Any, inputs: Sequence[TensorInfo]) -> _PreallocatedRun | None:
         needed = ("run_with_ortvaluevector",)
         C = getattr(getattr(ort, "capi", None), "_pybind_state", None)
         if native is None or C is None or not all(hasattr(native, n) for n in needed) or not all(

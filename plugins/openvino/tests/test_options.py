@@ -5,9 +5,18 @@ from __future__ import annotations
 import pytest
 
 from unirt import Device, UnsupportedOptionError
-from unirt_openvino.options import (common_capabilities, compile_settings, device_name, float64_allowed,
-                                    offered_devices, parse_dims, precision_hint, precision_in_force, precision_info,
-                                    real_devices)
+from unirt_openvino.options import (
+    common_capabilities,
+    compile_settings,
+    device_name,
+    float64_allowed,
+    offered_devices,
+    parse_dims,
+    precision_hint,
+    precision_in_force,
+    precision_info,
+    real_devices,
+)
 
 CPU_BF16 = ["BF16", "WINOGRAD", "FP32", "INT8", "BIN", "EXPORT_IMPORT"]  # this machine's CPU
 GPU = ["FP32", "BIN", "FP16", "INT8", "GPU_HW_MATMUL", "EXPORT_IMPORT"]

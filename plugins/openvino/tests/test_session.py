@@ -180,7 +180,8 @@ def test_devices_it_does_not_have_are_refused(model):
 
 def _binary_model(path, op, elem_type, dims=("N",)):
     """z = op(x, y), all three of ONNX type `elem_type` and shape `dims`."""
-    from onnx import helper as h, save
+    from onnx import helper as h
+    from onnx import save
 
     graph = h.make_graph([h.make_node(op, ["x", "y"], ["z"])], op.lower(),
                          [h.make_tensor_value_info("x", elem_type, list(dims)),
@@ -352,7 +353,8 @@ def test_dynamic_outputs_into_caller_arrays_of_the_wrong_size(tmp_path, threads)
 def test_output_dim_names_that_do_not_hold_are_not_trusted(tmp_path):
     """y is declared [N, 4] but is Concat(x, x): [2N, 4]. unirt sizes it from the name; OpenVINO's shape inference
     does not prove it, so it is not bound and the session falls back to OpenVINO's own array."""
-    from onnx import TensorProto, helper as h, save
+    from onnx import TensorProto, save
+    from onnx import helper as h
 
     graph = h.make_graph([h.make_node("Concat", ["x", "x"], ["y"], axis=0)], "liar",
                          [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],

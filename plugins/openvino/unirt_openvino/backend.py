@@ -5,8 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unirt import (Availability, Backend, ConversionError, LoadOptions, ModelFile, ModelFormat, ModelLoadError,
-                   open_model)
+from unirt import (
+    Availability,
+    Backend,
+    ConversionError,
+    LoadOptions,
+    ModelFile,
+    ModelFormat,
+    ModelLoadError,
+    open_model,
+)
 
 from .options import offered_devices
 
@@ -21,7 +29,7 @@ class OpenVinoBackend(Backend):
 
     def probe(self) -> Availability:
         try:
-            import openvino  # noqa: F401
+            import openvino
 
             from .session import shared_core
 
@@ -32,7 +40,7 @@ class OpenVinoBackend(Backend):
             return Availability.missing("openvino found no device (CPU, GPU or NPU) it can use here")
         return Availability(True, version=openvino.get_version().split("-")[0], devices=devices)
 
-    def load(self, model: ModelFile, options: LoadOptions) -> "OpenVinoSession":  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> OpenVinoSession:  # noqa: F821
         from .session import OpenVinoSession
 
         return OpenVinoSession(model, options)

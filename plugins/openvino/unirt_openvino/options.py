@@ -3,8 +3,9 @@ every branch (GPU, NPU, bf16 CPUs) is testable on any machine."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from unirt import Device, UnsupportedOptionError, cache_dir
 

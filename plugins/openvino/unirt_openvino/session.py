@@ -18,20 +18,38 @@ import re
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import openvino as ov
 from openvino._pyopenvino import InferRequest as _NativeRequest
 
-from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError,
-                   TensorInfo, UnsupportedOptionError)
+from unirt import (
+    BackendSession,
+    InputError,
+    LoadOptions,
+    ModelFile,
+    ModelFormat,
+    ModelLoadError,
+    RunError,
+    TensorInfo,
+    UnsupportedOptionError,
+)
 from unirt.conversion.signature import read_sidecar
 
 from .onnx_dims import onnx_dim_names
-from .options import (QUANTIZED_OPS, common_capabilities, compile_settings, device_name, float64_allowed,
-                      precision_in_force, precision_info, real_devices)
+from .options import (
+    QUANTIZED_OPS,
+    common_capabilities,
+    compile_settings,
+    device_name,
+    float64_allowed,
+    precision_in_force,
+    precision_info,
+    real_devices,
+)
 from .types import SHAREABLE, numpy_dtype
 
 _core: ov.Core | None = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unirt import (BackendUnavailableError, InputError, ModelLoadError, RunError, UnsupportedOptionError)
+from unirt import BackendUnavailableError, InputError, ModelLoadError, RunError, UnsupportedOptionError
 from unirt_tensorrt.cache_keys import engine_key, engine_path, model_digest, timing_cache_path
 from unirt_tensorrt.dtypes import nbytes, numpy_dtype
 from unirt_tensorrt.errors import build_failure, cuda_failure, deserialize_failure, parser_failure, unsupported_io
@@ -151,7 +151,8 @@ def test_engine_cache_key_changes_with_everything_that_shapes_an_engine(tmp_path
                    dict(build_options={"workspace": 2})):
         assert engine_key(**{**base, **change}) != key, change
     assert engine_path(key) == tmp_path / "tensorrt" / "engines" / f"{key}.engine"
-    assert timing_cache_path("NVIDIA H100 80GB HBM3", "9.0", "10.16.1").name == "NVIDIA_H100_80GB_HBM3-sm9.0-trt10.16.1.cache"
+    assert (timing_cache_path("NVIDIA H100 80GB HBM3", "9.0", "10.16.1").name
+            == "NVIDIA_H100_80GB_HBM3-sm9.0-trt10.16.1.cache")
 
 
 # -- error mapping --------------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ class TensorRTBackend(Backend):
             return Availability(False, reason, version=version)
         return Availability(True, version=version, devices=tuple(f"cuda:{i}" for i in range(len(hardware().cuda_gpus))))
 
-    def load(self, model: ModelFile, options: LoadOptions) -> "TensorRTSession":  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> TensorRTSession:  # noqa: F821
         if model.format is ModelFormat.TENSORRT:
             from .options import check_engine_precision
 

@@ -3,7 +3,7 @@ TensorRT's logger and ONNX parser report, so every branch is testable without a 
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from unirt import BackendUnavailableError, ModelLoadError, RunError, UnsupportedOptionError
 

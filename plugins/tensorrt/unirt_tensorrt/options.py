@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from unirt import UnsupportedOptionError
 
@@ -32,7 +33,8 @@ def build_settings(options: Mapping[str, Any], max_batch: int | None = None) -> 
     profile's batch range when backend_options gives no max_batch of its own, which must not be smaller."""
     unknown = [k for k in options if k not in OWN_KEYS]
     if unknown:
-        raise UnsupportedOptionError(f"tensorrt: unknown backend option {unknown[0]!r}; use one of {', '.join(OWN_KEYS)}")
+        raise UnsupportedOptionError(f"tensorrt: unknown backend option {unknown[0]!r}; "
+                                     f"use one of {', '.join(OWN_KEYS)}")
     workspace = options.get("workspace", DEFAULT_WORKSPACE)
     if isinstance(workspace, bool) or not isinstance(workspace, int) or workspace <= 0:
         raise UnsupportedOptionError(f"tensorrt: workspace must be a positive number of bytes, got {workspace!r}")
@@ -53,13 +55,15 @@ def build_settings(options: Mapping[str, Any], max_batch: int | None = None) -> 
                          options.get("engine_cache", True), options.get("timing_cache", True), level)
 
 
-def builder_flags(precision: str, quantized: bool, compute_capability: str, fast_fp16: bool) -> tuple[set[str], set[str]]:
+def builder_flags(precision: str, quantized: bool, compute_capability: str,
+                  fast_fp16: bool) -> tuple[set[str], set[str]]:
     """(BuilderFlag names to set, names to clear) for a unirt precision on a GPU of `compute_capability`.
 
     fp32 clears TF32, which TensorRT enables by default on Ampere and later: fp32 must mean fp32.
     """
     major = int(compute_capability.split(".")[0]) if compute_capability[:1].isdigit() else 0
-    supported = ["fp32"] + (["fp16"] if fast_fp16 else []) + (["bf16"] if major >= 8 else []) + ["int8 (quantized models)"]
+    supported = (["fp32"] + (["fp16"] if fast_fp16 else []) + (["bf16"] if major >= 8 else [])
+                 + ["int8 (quantized models)"])
     if precision == "fp32":
         return set(), {"TF32"}
     if precision == "fp16":

@@ -3,8 +3,9 @@ the caller's `shapes`. Pure logic: no tensorrt import."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from unirt import InputError, UnsupportedOptionError
 

@@ -9,13 +9,13 @@ serialises concurrent callers. Needs tensorrt, cuda-python and a GPU.
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorrt as trt
 
-from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError,
-                   TensorInfo)
+from unirt import BackendSession, InputError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError, TensorInfo
 
 from . import cuda
 from .builder import build_plan, collecting_logger
@@ -48,7 +48,8 @@ class TensorRTSession(BackendSession):
         engine = self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         for n in names:  # host-side shape tensors and vectorized layouts: not plain device arrays
-            problem = unsupported_io(model.name, n, engine.get_tensor_location(n).name, engine.get_tensor_format(n).name)
+            problem = unsupported_io(model.name, n, engine.get_tensor_location(n).name,
+                                     engine.get_tensor_format(n).name)
             if problem is not None:
                 raise problem
         mark = self._log.mark()

@@ -71,7 +71,8 @@ def test_xnnpack_off_gives_the_same_answers(models, onnx):
 
 def test_delegates_that_cannot_load_are_option_errors(models, tmp_path):
     with pytest.raises(UnsupportedOptionError, match="cannot load delegate .*nope.so"):
-        unirt.Session(models("dynamic_mlp"), backend="tflite", backend_options={"delegates": [str(tmp_path / "nope.so")]})
+        unirt.Session(models("dynamic_mlp"), backend="tflite",
+                      backend_options={"delegates": [str(tmp_path / "nope.so")]})
     with pytest.raises(UnsupportedOptionError, match="needs a 'library' key"):
         unirt.Session(models("dynamic_mlp"), backend="tflite", backend_options={"delegates": [{"options": {}}]})
 

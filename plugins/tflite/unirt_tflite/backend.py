@@ -18,8 +18,9 @@ class TFLiteBackend(Backend):
 
     def probe(self) -> Availability:
         try:
-            from ai_edge_litert import interpreter  # noqa: F401
             from importlib.metadata import version
+
+            from ai_edge_litert import interpreter  # noqa: F401
         except Exception as exc:  # ImportError, or a broken native library
             return Availability.missing(f"cannot import ai_edge_litert: {type(exc).__name__}: {exc}")
         try:
@@ -28,7 +29,7 @@ class TFLiteBackend(Backend):
             engine = None
         return Availability(True, version=engine, devices=("cpu",))
 
-    def load(self, model: ModelFile, options: LoadOptions) -> "TFLiteSession":  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> TFLiteSession:  # noqa: F821
         from .session import TFLiteSession
 
         return TFLiteSession(model, options)

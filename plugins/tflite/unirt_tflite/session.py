@@ -12,16 +12,15 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from ai_edge_litert import interpreter as litert
 
-from unirt import (BackendSession, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
-                   UnsupportedOptionError)
+from unirt import BackendSession, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo, UnsupportedOptionError
 
 from .options import dims, interpreter_settings, precision_in_force, quantization
-
 
 log = logging.getLogger(__name__)
 #: How LiteRT says a model uses an op it does not have (a custom op, a builtin newer than this LiteRT).

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from ray.exceptions import RayActorError

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from ray import serve
@@ -111,7 +112,8 @@ class UnirtDeployment:
 
 def build(model: str, *, name: str = "", backend: str = "auto", device: str = "cpu", threads: int = 1,
           precision: str = "fp32", backend_options: Mapping[str, Any] | None = None, max_batch: int | None = None,
-          batched: bool | None = None, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.005, max_request_bytes: int = 128 * 1024 * 1024,
+          batched: bool | None = None, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.005,
+          max_request_bytes: int = 128 * 1024 * 1024,
           check_model: bool = True, **ray_options: Any) -> Application:
     """A Serve application serving `model`: pass it to `serve.run`. Session options as `unirt.Session` takes
     them; Ray Serve's deployment options (`num_replicas`, `autoscaling_config`, `max_ongoing_requests`,

@@ -11,10 +11,11 @@ import inspect
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ...backend import PRECISIONS
 from ...devices import Device
