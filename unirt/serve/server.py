@@ -161,7 +161,7 @@ class _Uvicorn(uvicorn.Server):
     """uvicorn without its own signal handling: the InferenceServer owns shutdown and its order."""
 
     @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[override]
+    def capture_signals(self):  # uvicorn: no signal handlers in a thread
         yield
 
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from unirt import Availability, Backend, LoadOptions, ModelFile, ModelFormat, hardware
 
 from .providers import missing_gpu_note, offered_devices
+
+if TYPE_CHECKING:
+    from .session import OnnxRuntimeSession
 
 
 class OnnxRuntimeBackend(Backend):
@@ -22,7 +27,7 @@ class OnnxRuntimeBackend(Backend):
         return Availability(True, version=ort.__version__, devices=offered_devices(available, hw),
                             device_note=missing_gpu_note(available, hw))
 
-    def load(self, model: ModelFile, options: LoadOptions) -> OnnxRuntimeSession:  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> OnnxRuntimeSession:
         from .session import OnnxRuntimeSession
 
         return OnnxRuntimeSession(model, options)

@@ -4,6 +4,7 @@ imported lazily."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unirt import (
     Availability,
@@ -17,6 +18,9 @@ from unirt import (
 )
 
 from .options import offered_devices
+
+if TYPE_CHECKING:
+    from .session import OpenVinoSession
 
 
 class OpenVinoBackend(Backend):
@@ -40,7 +44,7 @@ class OpenVinoBackend(Backend):
             return Availability.missing("openvino found no device (CPU, GPU or NPU) it can use here")
         return Availability(True, version=openvino.get_version().split("-")[0], devices=devices)
 
-    def load(self, model: ModelFile, options: LoadOptions) -> OpenVinoSession:  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> OpenVinoSession:
         from .session import OpenVinoSession
 
         return OpenVinoSession(model, options)

@@ -5,8 +5,12 @@ itself without them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unirt import Availability, Backend, ConversionError, LoadOptions, ModelFile, ModelFormat, hardware, open_model
+
+if TYPE_CHECKING:
+    from .session import TensorRTSession
 
 ENGINE_EXTRA = "pip install 'unirt-tensorrt[engine]' (TensorRT's CUDA libraries are several GB)"
 #: The TensorRT major version whose Python API the plugin is written against: TensorRT 11 removed the weakly-typed
@@ -60,7 +64,7 @@ class TensorRTBackend(Backend):
             return Availability(False, reason, version=version)
         return Availability(True, version=version, devices=tuple(f"cuda:{i}" for i in range(len(hardware().cuda_gpus))))
 
-    def load(self, model: ModelFile, options: LoadOptions) -> TensorRTSession:  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> TensorRTSession:
         if model.format is ModelFormat.TENSORRT:
             from .options import check_engine_precision
 

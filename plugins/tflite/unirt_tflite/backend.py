@@ -3,7 +3,12 @@ lazily."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from unirt import Availability, Backend, LoadOptions, ModelFile, ModelFormat
+
+if TYPE_CHECKING:
+    from .session import TFLiteSession
 
 
 class TFLiteBackend(Backend):
@@ -29,7 +34,7 @@ class TFLiteBackend(Backend):
             engine = None
         return Availability(True, version=engine, devices=("cpu",))
 
-    def load(self, model: ModelFile, options: LoadOptions) -> TFLiteSession:  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> TFLiteSession:
         from .session import TFLiteSession
 
         return TFLiteSession(model, options)

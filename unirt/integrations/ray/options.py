@@ -219,7 +219,7 @@ def _optional_bool(key: str, text: str) -> bool | None:
              "null": None, "auto": None}.get(text.lower(), ...)
     if value is ...:
         raise UnsupportedOptionError(f"argument {key}={text!r}: expected true, false or none")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def parse_app_args(args: Mapping[str, Any]) -> tuple[ReplicaOptions, dict[str, Any]]:
