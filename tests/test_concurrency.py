@@ -12,26 +12,9 @@ import pytest
 
 import unirt
 from unirt import SessionClosedError
+from unirt.testing.threads import run_concurrently
 
 JOIN_SECONDS = 60  # a thread still running by then is a deadlock
-
-
-def run_threads(target, n):
-    errors = []
-
-    def guarded(i):
-        try:
-            target(i)
-        except BaseException as exc:  # reported below
-            errors.append((i, repr(exc)))
-
-    threads = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(JOIN_SECONDS)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    assert not errors, errors[:3]
 
 
 class ClosesTheSession:
@@ -83,7 +66,7 @@ def test_threads_get_their_own_results_on_a_shared_session(conv_model):
         for c in range(50):
             held[(t, c)] = sess.run(inputs[(t, c)])
 
-    run_threads(work, 8)
+    run_concurrently(work, 8, start_together=False)
     for key, (features, pooled) in expected.items():
         np.testing.assert_allclose(held[key]["features"], features, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(held[key]["pooled"], pooled, rtol=1e-5, atol=1e-6)
@@ -115,7 +98,7 @@ def test_a_close_from_another_thread_ends_runs_cleanly(conv_model, isolate):
 
     closer = threading.Thread(target=close_soon, daemon=True)
     closer.start()
-    run_threads(work, 4)
+    run_concurrently(work, 4, start_together=False)
     closer.join(JOIN_SECONDS)
     assert outcomes == ["closed"] * 4
     if isolate:

@@ -49,6 +49,7 @@ from ..formats import ModelFormat
 from .cases import ConformanceCase, conformance_cases
 from .models import MODEL_BUILDERS, build
 from .random_weights import random_weight_cases
+from .threads import run_concurrently
 
 __all__ = ["BackendConformance", "Tolerance", "TOLERANCES", "Outcome", "check_case", "check_built", "compare",
            "sample_feeds", "wheel_cases", "random_cases", "refusal_errors", "reads_onnx", "ill_conditioned",
@@ -605,19 +606,12 @@ class BackendConformance:
         with self.load("dynamic_mlp", model_dir) as sess:
             xs = [sample_feeds("dynamic_mlp", seed=20 + i, batch=1 + i % 3) for i in range(6)]
             expected = [sess.run(x)["probs"] for x in xs]
-            errors: list[int] = []
 
             def worker(i: int) -> None:
                 for _ in range(25):
-                    if not np.array_equal(sess.run(xs[i])["probs"], expected[i]):
-                        errors.append(i)
+                    np.testing.assert_array_equal(sess.run(xs[i])["probs"], expected[i])
 
-            threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(xs))]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            assert not errors
+            run_concurrently(worker, len(xs))
 
     def test_input_errors(self, model_dir: Path) -> None:
         import unirt

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import threading
 
 import numpy as np
 import onnxruntime as ort
@@ -11,6 +10,7 @@ import pytest
 
 import unirt
 from unirt import InputError, ModelLoadError, RunError, UnsupportedOptionError
+from unirt.testing.threads import run_concurrently
 
 
 def ort_run(path, feeds):
@@ -100,6 +100,7 @@ def test_integer_inputs_keep_the_source_dtype(converted, model):
     assert rel_l2(got, ref) < 1e-5
 
 
+@pytest.mark.slow
 def test_precision_modes(converted):
     """A reduced mode runs where the probe finds MNN computing it (its answers differ from fp32); where MNN would
     compute fp32 under its name, bf16 is refused and fp16 is storage only, refused unless opted into."""
@@ -168,6 +169,7 @@ def test_the_precision_probe_is_cached_per_version_and_compares_real_runs(monkey
     assert mnn_precision._probe("test-version-a") == first and len(calls) == 3
 
 
+@pytest.mark.slow
 def test_options(converted):
     path = converted("dynamic_mlp").path
     sess = unirt.Session(path, backend="mnn", threads=2, backend_options={"memory_mode": "low"})
@@ -213,19 +215,12 @@ def test_concurrent_runs(converted):
     rng = np.random.default_rng(5)
     xs = [rng.standard_normal((3, 8)).astype(np.float32) for _ in range(4)]
     expected = [sess.run(x)["probs"] for x in xs]
-    bad = []
 
     def worker(i):
         for _ in range(30):
-            if not np.array_equal(sess.run(xs[i])["probs"], expected[i]):
-                bad.append(i)
+            np.testing.assert_array_equal(sess.run(xs[i])["probs"], expected[i])
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not bad
+    run_concurrently(worker, 4)
 
 
 def test_dynamic_nchw_shapes_resize(converted):

@@ -11,6 +11,7 @@ import pytest
 
 import unirt
 from unirt import InputError, ModelLoadError, UnsupportedOptionError
+from unirt.testing.threads import run_concurrently
 
 
 def ort_run(path, feeds):
@@ -21,6 +22,7 @@ def rel_l2(a, b):
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(np.asarray(b, np.float64)))
 
 
+@pytest.mark.slow
 def test_converted_squeezenet_matches_the_conformance_outputs(converted, squeezenet):
     conv = converted("squeezenet")
     sess = unirt.Session(conv, backend="ncnn", device="cpu")
@@ -162,25 +164,16 @@ def test_options(converted):
 
 
 def test_concurrent_runs(converted):
-    import threading
-
     sess = unirt.Session(converted("dynamic_mlp"), backend="ncnn")
     rng = np.random.default_rng(3)
     xs = [rng.standard_normal((3, 8)).astype(np.float32) for _ in range(4)]
     expected = [sess.run(x)["probs"] for x in xs]
-    bad = []
 
     def worker(i):
         for _ in range(30):
-            if not np.array_equal(sess.run(xs[i])["probs"], expected[i]):
-                bad.append(i)
+            np.testing.assert_array_equal(sess.run(xs[i])["probs"], expected[i])
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not bad
+    run_concurrently(worker, 4)
 
 
 def _in_a_child(code, *args):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 import unirt
 from unirt import InputError, RunError, UnsupportedOptionError
+from unirt.testing.threads import run_concurrently
 
 
 def ort_session(path, **so_attrs):
@@ -246,19 +245,12 @@ def test_concurrent_runs_from_threads(model):
     rng = np.random.default_rng(7)
     xs = [rng.standard_normal((3, 8)).astype(np.float32) for _ in range(8)]
     expected = [sess.run(x)["probs"] for x in xs]
-    errors = []
 
     def worker(i):
         for _ in range(50):
-            if not np.array_equal(sess.run(xs[i])["probs"], expected[i]):
-                errors.append(i)
+            np.testing.assert_array_equal(sess.run(xs[i])["probs"], expected[i])
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_concurrently(worker, 8)
 
 
 def test_model_from_bytes(model):
