@@ -109,3 +109,8 @@ def no_leaked_shared_memory():
     leaked = sorted(n for n, pid in _unirt_segments().items()
                     if n not in before and (pid == os.getpid() or not _pid_alive(pid)))
     assert not leaked, f"shared-memory segments leaked by the test suite: {leaked}"
+
+
+def pytest_collection_modifyitems(items):
+    """The code checks (the `lint` marker: ruff, mypy) run before everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("lint") is None)
