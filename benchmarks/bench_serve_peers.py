@@ -12,7 +12,8 @@ Each peer runs in its own virtual environment, created by this script under `--c
               its "batching on" rows are the same server as "off");
   * mlserver: `mlserver` with a custom runtime (adaptive batching for "on"); `uvloop<0.22` for its worker;
   * unirt:    `unirt serve` (`--threads 1`) from this checkout installed with its `serve` extra and the ONNX Runtime
-              plugin; in a developer checkout (a compiled unirt/_core*.so in the tree) the tree's sources are served.
+              plugin; in a developer checkout (a compiled src/unirt/_core*.so in the tree) the tree's sources are
+              served.
 Every server runs the same ONNX models with ONNX Runtime at 1 thread (intra- and inter-op), one instance:
   * small:    a 1x3x48x192 float32 image classifier (a text-direction classifier's shape, ~1 ms): overhead-bound;
   * detector: a small detector-like CNN at 1x3x320x320 (~0.2 GMAC, a 25x20x20 head): compute-bound.
@@ -225,8 +226,8 @@ def launch(server: str, work: Path, models: list[dict], cache: Path) -> tuple[su
                 config += f"dynamic_batching {{ max_queue_delay_microseconds: {DELAY_US} }}\n"
             (repo / m["name"] / "config.pbtxt").write_text(config)
         python = ensure_venv(cache, server)
-        if list((ROOT / "unirt").glob("_core*.so")):  # a developer checkout: serve its sources, not the installed copy
-            env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "plugins" / "onnxruntime")])
+        if list((ROOT / "src" / "unirt").glob("_core*.so")):  # a developer checkout: serve its sources
+            env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "plugins" / "onnxruntime")])
         cmd = [str(python), "-m", "unirt", "serve", "--model-repository", str(repo), "--threads", "1",
                "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
                "--metrics-port", str(ports["metrics"])]
