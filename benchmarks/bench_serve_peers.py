@@ -532,7 +532,7 @@ def summarize(rows: list[dict], servers: list[str]) -> None:
             ok = [r for r in sel if r["failures"] == 0 or r["requests"] > 10 * r["failures"]]
             rate = mean([r["req_s"] for r in sel])
             rates[s] = rate if ok else 0.0
-            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731 - a one-line formatter
             cells.append(f"{fmt(rate, '.0f'):>6s} {fmt(mean([r['p50_ms'] for r in sel]), '.1f'):>5s} "
                          f"{fmt(mean([r['p99_ms'] for r in sel]), '.1f'):>6s} "
                          f"{fmt(mean([r['cpu_ms_per_req'] for r in sel]), '.2f'):>6s} "

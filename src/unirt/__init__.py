@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
 try:
-    from . import _core  # noqa: F401  (the compiled core; everything below needs it)
+    from . import _core  # noqa: F401 - probed: the compiled core; everything below needs it
 except ImportError as _exc:  # pragma: no cover - depends on how unirt was installed
     raise ImportError(
         f"unirt's compiled core (unirt._core) cannot be imported from {__path__[0]}: {_exc}. "

@@ -34,7 +34,7 @@ class AbortingBackend(Backend):
 
     def probe(self) -> Availability:
         try:
-            import onnx.reference  # noqa: F401
+            import onnx.reference  # noqa: F401 - probed: the engine this plugin wraps
         except ImportError as exc:
             return Availability.missing(f"cannot import onnx.reference: {exc}")
         return Availability(True, version="0.1.0", devices=("cpu",))

@@ -49,7 +49,7 @@ _NP_TO_MNN = {"float32": "float", "float64": "double", "int32": "int", "int64": 
 
 def _mnn():
     with native_output_silenced():  # MNN prints the CPU's features to stdout on import
-        import MNN  # noqa: F401
+        import MNN  # noqa: F401 - the package first, inside the silencer
         import MNN.expr as F
         import MNN.nn as nn
     return F, nn

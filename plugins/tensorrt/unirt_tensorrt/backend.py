@@ -44,7 +44,7 @@ def unavailable_reason() -> tuple[str | None, str | None]:
         problems.append("this machine has no CUDA GPU (none in /proc/driver/nvidia/gpus or nvidia-smi)")
     if version is not None and hardware().cuda_gpus:
         try:
-            from . import cuda  # noqa: F401  (cuda-python's runtime bindings)
+            from . import cuda  # noqa: F401 - probed: cuda-python's runtime bindings
         except Exception as exc:
             problems.append(f"cannot import cuda-python: {type(exc).__name__}: {exc}. Install it with: {ENGINE_EXTRA}")
     return ("; and ".join(problems) or None), version

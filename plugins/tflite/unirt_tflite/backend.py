@@ -25,7 +25,7 @@ class TFLiteBackend(Backend):
         try:
             from importlib.metadata import version
 
-            from ai_edge_litert import interpreter  # noqa: F401
+            from ai_edge_litert import interpreter  # noqa: F401 - probed: does it import here
         except Exception as exc:  # ImportError, or a broken native library
             return Availability.missing(f"cannot import ai_edge_litert: {type(exc).__name__}: {exc}")
         try:

@@ -181,7 +181,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _http_impl() -> str:
     try:
-        import httptools  # noqa: F401
+        import httptools  # noqa: F401 - probed: uvicorn uses it when importable
     except ImportError:
         return "h11"
     return "httptools"
