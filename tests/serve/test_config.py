@@ -66,7 +66,8 @@ def test_given_fields_are_kept_and_checked(mlp):
     ('output [ { name: "probs" data_type: TYPE_FP32 dims: [ 4 ] } ] max_batch_size: 1', r"output\[0\].dims\[0\] is 4"),
     ('max_batch_size: 4 input [ { name: "x" data_type: TYPE_FP32 dims: [ 2, 4 ] reshape { shape: [ 9 ] } } ]',
      r"input\[0\].reshape.shape \[9\] has a different element count"),
-    ('max_batch_size: 0 input [ { name: "x" data_type: TYPE_FP32 dims: [ -1, 8 ] reshape { shape: [ -1, -1, 4 ] } } ]',
+    ('max_batch_size: 0 input [ { name: "x" data_type: TYPE_FP32 dims: [ -1, 8 ] '
+     'reshape { shape: [ -1, -1, 4 ] } } ]',
      r"input\[0\].reshape.shape \[-1, -1, 4\]: at most one -1"),
     ('max_batch_size: 4 dynamic_batching { preferred_batch_size: [ 8 ] }', r"preferred_batch_size: \[8\] outside"),
     ('name: "other"', "name: 'other' does not match"),
