@@ -18,6 +18,7 @@ import unirt
 from unirt import ConversionError, FrontendMismatchError, registry
 from unirt.cli import main
 from unirt.conversion.frontend import CACHE_FOLDER
+from unirt.testing.threads import run_concurrently
 
 
 def _usable(*names):
@@ -251,7 +252,6 @@ def test_bench_compare_and_fastest_take_the_settings(tmp_path, capsys):
 
 
 def test_concurrent_first_runs_check_once_and_none_returns_unchecked(tmp_path, own_cache, monkeypatch):
-    import threading
 
     from unirt.conversion import frontend
 
@@ -266,18 +266,11 @@ def test_concurrent_first_runs_check_once_and_none_returns_unchecked(tmp_path, o
     monkeypatch.setattr(frontend.FrontendCheck, "run", counted)
     sess = unirt.Session(model, backend="openvino")
     x = np.ones((1, 3, 32, 32), np.float32)
-    seen, errors = [], []
+    seen = []
 
-    def first():
-        try:
-            sess.run(x)
-            seen.append(sess.verification.state)
-        except Exception as exc:  # reported below
-            errors.append(exc)
+    def first(_):
+        sess.run(x)
+        seen.append(sess.verification.state)
 
-    threads = [threading.Thread(target=first) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(calls) == 1 and seen == ["verified"] * 4
+    run_concurrently(first, 4)
+    assert len(calls) == 1 and seen == ["verified"] * 4

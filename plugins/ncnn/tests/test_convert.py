@@ -213,6 +213,7 @@ def test_another_pnnx_converts_afresh(model, tmp_path, monkeypatch):
     assert unirt.convert(source, to="ncnn").cached  # the same binary again: a cache hit
 
 
+@pytest.mark.slow
 def test_dynamic_image_dims_convert_at_the_shapes_run(tmp_path):
     """Dynamic H and W are never converted at a guess (they used to be 224x224, refusing other sizes): a Session
     given no shapes converts at its first run's shapes, and pnnx keeps H and W dynamic (inputshape2), verified at
