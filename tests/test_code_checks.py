@@ -29,5 +29,6 @@ def test_ruff_format() -> None:
     _check("ruff", "format", "--check", "--no-cache", ".")
 
 
+@pytest.mark.timeout(900)  # a first run without mypy's cache: about 3 minutes on 2 busy cores
 def test_mypy() -> None:
-    _check("mypy")
+    _check("mypy", timeout=850)
