@@ -31,8 +31,9 @@ def child(mode: str, batch: int, repeats: int, directory: Path) -> dict:
 
     paths = [batched_cnn(directory / f"conv{s}.onnx", channels=16, size=s) for s in SIZES]
     arena = unirt.Arena() if mode == "arena" else None
-    sessions = [unirt.Session(p, backend="onnxruntime", threads=1, arena=arena,
-                              pooled_outputs=mode != "engine") for p in paths]
+    sessions = [
+        unirt.Session(p, backend="onnxruntime", threads=1, arena=arena, pooled_outputs=mode != "engine") for p in paths
+    ]
     rng = np.random.default_rng(0)
     inputs = [rng.standard_normal((batch, 3, s, s)).astype(np.float32) for s in SIZES]
     rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -42,15 +43,24 @@ def child(mode: str, batch: int, repeats: int, directory: Path) -> dict:
             out = sess.run(x)
             checksum += float(out["pooled"].sum())  # consume, then drop before the next stage
             del out
-    result = {"mode": mode, "checksum": checksum,
-              "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "rss_after_load_kib": rss_loaded}
+    result = {
+        "mode": mode,
+        "checksum": checksum,
+        "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "rss_after_load_kib": rss_loaded,
+    }
     if mode == "arena":
         report = arena.report()
-        result.update(reserved_peak=report.shared_peak_bytes, without_sharing=report.separate_bytes,
-                      per_session=report.per_session)
+        result.update(
+            reserved_peak=report.shared_peak_bytes,
+            without_sharing=report.separate_bytes,
+            per_session=report.per_session,
+        )
     elif mode == "separate":
-        result.update(reserved_peak=sum(s.pool.stats().peak_bytes_reserved for s in sessions),
-                      per_session={str(p.name): s.pool.stats().peak_bytes_reserved for p, s in zip(paths, sessions)})
+        result.update(
+            reserved_peak=sum(s.pool.stats().peak_bytes_reserved for s in sessions),
+            per_session={str(p.name): s.pool.stats().peak_bytes_reserved for p, s in zip(paths, sessions)},
+        )
     return result
 
 
@@ -68,24 +78,46 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("engine", "separate", "arena"):
-            proc = subprocess.run([sys.executable, __file__, "--child", mode, "--batch", str(args.batch),
-                                   "--repeats", str(args.repeats), "--dir", tmp],
-                                  capture_output=True, text=True, check=True)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    mode,
+                    "--batch",
+                    str(args.batch),
+                    "--repeats",
+                    str(args.repeats),
+                    "--dir",
+                    tmp,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             results[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len({round(r["checksum"], 2) for r in results.values()}) == 1, "configurations disagree"
     mib = 2**20
-    print(f"4 sessions (batched_cnn 16ch, {', '.join(map(str, SIZES))} px, batch {args.batch}), run in sequence "
-          f"x{args.repeats}, outputs dropped between stages")
+    print(
+        f"4 sessions (batched_cnn 16ch, {', '.join(map(str, SIZES))} px, batch {args.batch}), run in sequence "
+        f"x{args.repeats}, outputs dropped between stages"
+    )
     sep, arena = results["separate"], results["arena"]
     print(f"  reserved peak, separate pools : {sep['reserved_peak'] / mib:8.2f} MiB")
-    print(f"  reserved peak, one arena      : {arena['reserved_peak'] / mib:8.2f} MiB "
-          f"(the arena's own estimate without sharing: {arena['without_sharing'] / mib:.2f} MiB)")
+    print(
+        f"  reserved peak, one arena      : {arena['reserved_peak'] / mib:8.2f} MiB "
+        f"(the arena's own estimate without sharing: {arena['without_sharing'] / mib:.2f} MiB)"
+    )
     for mode in ("engine", "separate", "arena"):
         r = results[mode]
-        print(f"  peak RSS {mode:<9}: {r['peak_rss_kib'] / 1024:8.1f} MiB   (after loading: "
-              f"{r['rss_after_load_kib'] / 1024:.1f} MiB)")
-    print(f"arena / separate: reserved {arena['reserved_peak'] / sep['reserved_peak']:.3f}, "
-          f"peak RSS {arena['peak_rss_kib'] / sep['peak_rss_kib']:.3f}")
+        print(
+            f"  peak RSS {mode:<9}: {r['peak_rss_kib'] / 1024:8.1f} MiB   (after loading: "
+            f"{r['rss_after_load_kib'] / 1024:.1f} MiB)"
+        )
+    print(
+        f"arena / separate: reserved {arena['reserved_peak'] / sep['reserved_peak']:.3f}, "
+        f"peak RSS {arena['peak_rss_kib'] / sep['peak_rss_kib']:.3f}"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

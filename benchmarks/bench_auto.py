@@ -36,8 +36,11 @@ def _conv(n, h, nh, rng, inits, x, cin, cout, k=3, stride=1, group=1, act=True, 
     b = (0.01 * rng.standard_normal(cout)).astype(np.float32)
     inits += [nh.from_array(w, f"{name}_w"), nh.from_array(b, f"{name}_b")]
     p = k // 2
-    nodes = [h.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [f"{name}_c"], pads=[p] * 4, strides=[stride] * 2,
-                         group=group)]
+    nodes = [
+        h.make_node(
+            "Conv", [x, f"{name}_w", f"{name}_b"], [f"{name}_c"], pads=[p] * 4, strides=[stride] * 2, group=group
+        )
+    ]
     if act:
         nodes.append(h.make_node("Relu", [f"{name}_c"], [f"{name}_y"]))
         return nodes, f"{name}_y"
@@ -62,30 +65,64 @@ def _backbone(h, nh, rng, inits, x, stages):
 def classifier(path: Path, seed: int = 0) -> Path:
     onnx, T, h, nh = _onnx()
     rng, inits = np.random.default_rng(seed), []
-    stages = [(32, 2, False), (64, 1, True), (128, 2, True), (128, 1, True), (256, 2, True), (256, 1, True),
-              (512, 2, True), (512, 1, True), (1024, 2, True)]
+    stages = [
+        (32, 2, False),
+        (64, 1, True),
+        (128, 2, True),
+        (128, 1, True),
+        (256, 2, True),
+        (256, 1, True),
+        (512, 2, True),
+        (512, 1, True),
+        (1024, 2, True),
+    ]
     nodes, x, c = _backbone(h, nh, rng, inits, "x", stages)
-    inits += [nh.from_array((rng.standard_normal((c, 1000)) / np.sqrt(c)).astype(np.float32), "fc_w"),
-              nh.from_array(np.zeros(1000, np.float32), "fc_b")]
-    nodes += [h.make_node("GlobalAveragePool", [x], ["gap"]), h.make_node("Flatten", ["gap"], ["flat"]),
-              h.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"])]
-    g = h.make_graph(nodes, "classifier", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 224, 224])],
-                     [h.make_tensor_value_info("logits", T.FLOAT, [1, 1000])], inits)
+    inits += [
+        nh.from_array((rng.standard_normal((c, 1000)) / np.sqrt(c)).astype(np.float32), "fc_w"),
+        nh.from_array(np.zeros(1000, np.float32), "fc_b"),
+    ]
+    nodes += [
+        h.make_node("GlobalAveragePool", [x], ["gap"]),
+        h.make_node("Flatten", ["gap"], ["flat"]),
+        h.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]),
+    ]
+    g = h.make_graph(
+        nodes,
+        "classifier",
+        [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 224, 224])],
+        [h.make_tensor_value_info("logits", T.FLOAT, [1, 1000])],
+        inits,
+    )
     return _save(h.make_model(g), path)
 
 
 def detector(path: Path, seed: int = 0) -> Path:
     onnx, T, h, nh = _onnx()
     rng, inits = np.random.default_rng(seed), []
-    stages = [(16, 2, False), (32, 2, False), (32, 1, True), (64, 2, True), (64, 1, True), (128, 2, True),
-              (128, 1, True), (256, 2, True)]
+    stages = [
+        (16, 2, False),
+        (32, 2, False),
+        (32, 1, True),
+        (64, 2, True),
+        (64, 1, True),
+        (128, 2, True),
+        (128, 1, True),
+        (256, 2, True),
+    ]
     nodes, x, c = _backbone(h, nh, rng, inits, "images", stages)
     a, box = _conv(None, h, nh, rng, inits, x, c, 4 * 3, 1, act=False, name="box")
     b, cls = _conv(None, h, nh, rng, inits, x, c, 80 * 3, 1, act=False, name="cls")
     nodes += a + b + [h.make_node("Sigmoid", [cls], ["scores"]), h.make_node("Identity", [box], ["boxes"])]
-    g = h.make_graph(nodes, "detector", [h.make_tensor_value_info("images", T.FLOAT, [1, 3, 320, 320])],
-                     [h.make_tensor_value_info("boxes", T.FLOAT, [1, 12, 10, 10]),
-                      h.make_tensor_value_info("scores", T.FLOAT, [1, 240, 10, 10])], inits)
+    g = h.make_graph(
+        nodes,
+        "detector",
+        [h.make_tensor_value_info("images", T.FLOAT, [1, 3, 320, 320])],
+        [
+            h.make_tensor_value_info("boxes", T.FLOAT, [1, 12, 10, 10]),
+            h.make_tensor_value_info("scores", T.FLOAT, [1, 240, 10, 10]),
+        ],
+        inits,
+    )
     return _save(h.make_model(g), path)
 
 
@@ -95,16 +132,26 @@ def recognizer(path: Path, seed: int = 0, classes: int = 97) -> Path:
     rng, inits = np.random.default_rng(seed), []
     stages = [(32, 2, False), (64, 1, True), (64, 2, True), (128, 1, True), (128, 1, True), (256, 1, True)]
     nodes, x, c = _backbone(h, nh, rng, inits, "x", stages)  # -> [1,256,12,80]
-    inits += [nh.from_array((rng.standard_normal((c, classes)) / np.sqrt(c)).astype(np.float32), "head_w"),
-              nh.from_array(np.zeros(classes, np.float32), "head_b")]
-    nodes += [h.make_node("MaxPool", [x], ["pool"], kernel_shape=[12, 1], strides=[12, 1]),  # [1,256,1,80]
-              h.make_node("Squeeze", ["pool", "sq_axes"], ["seq0"]),  # [1,256,80]
-              h.make_node("Transpose", ["seq0"], ["seq"], perm=[0, 2, 1]),  # [1,80,256]
-              h.make_node("MatMul", ["seq", "head_w"], ["m"]), h.make_node("Add", ["m", "head_b"], ["a"]),
-              h.make_node("Softmax", ["a"], ["probs"], axis=-1)]
+    inits += [
+        nh.from_array((rng.standard_normal((c, classes)) / np.sqrt(c)).astype(np.float32), "head_w"),
+        nh.from_array(np.zeros(classes, np.float32), "head_b"),
+    ]
+    nodes += [
+        h.make_node("MaxPool", [x], ["pool"], kernel_shape=[12, 1], strides=[12, 1]),  # [1,256,1,80]
+        h.make_node("Squeeze", ["pool", "sq_axes"], ["seq0"]),  # [1,256,80]
+        h.make_node("Transpose", ["seq0"], ["seq"], perm=[0, 2, 1]),  # [1,80,256]
+        h.make_node("MatMul", ["seq", "head_w"], ["m"]),
+        h.make_node("Add", ["m", "head_b"], ["a"]),
+        h.make_node("Softmax", ["a"], ["probs"], axis=-1),
+    ]
     inits.append(nh.from_array(np.array([2], np.int64), "sq_axes"))
-    g = h.make_graph(nodes, "recognizer", [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 48, 320])],
-                     [h.make_tensor_value_info("probs", T.FLOAT, [1, 80, classes])], inits)
+    g = h.make_graph(
+        nodes,
+        "recognizer",
+        [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 48, 320])],
+        [h.make_tensor_value_info("probs", T.FLOAT, [1, 80, classes])],
+        inits,
+    )
     return _save(h.make_model(g), path)
 
 
@@ -119,15 +166,24 @@ def _light(name: str):
 
         random_weight_copy(_data_root() / "light" / f"light_{name}.onnx", path)
         return path
+
     return build
 
 
-MODELS = {"resnet50": _light("resnet50"), "squeezenet": _light("squeezenet"), "inception_v1": _light("inception_v1"),
-          "classifier224": classifier, "det320": detector, "rec48x320": recognizer, "transformer": transformer}
+MODELS = {
+    "resnet50": _light("resnet50"),
+    "squeezenet": _light("squeezenet"),
+    "inception_v1": _light("inception_v1"),
+    "classifier224": classifier,
+    "det320": detector,
+    "rec48x320": recognizer,
+    "transformer": transformer,
+}
 
 
-def _time_backends(path: Path, names: list[str], threads: int, rounds: int, runs: int,
-                   gap: float) -> dict[str, float | str]:
+def _time_backends(
+    path: Path, names: list[str], threads: int, rounds: int, runs: int, gap: float
+) -> dict[str, float | str]:
     sessions, feeds, out = {}, {}, {}
     for name in names:
         try:
@@ -144,7 +200,7 @@ def _time_backends(path: Path, names: list[str], threads: int, rounds: int, runs
     # that comes and goes over every backend alike.
     samples: dict[str, list[float]] = {n: [] for n in sessions}
     for r in range(rounds):
-        for name in (list(sessions) if r % 2 == 0 else list(reversed(sessions))):
+        for name in list(sessions) if r % 2 == 0 else list(reversed(sessions)):
             s, f = sessions[name], feeds[name]
             time.sleep(gap)
             s.run(f)  # untimed: the first run after the pause
@@ -170,8 +226,14 @@ def bench_model(label: str, path: Path, threads: int, rounds: int, runs: int, ga
     sess.close()
     measured = unirt.explain(path, threads=threads)
     assert measured.measurement is not None, "the measurement fastest stored was not found"
-    return {"model": label, "times": times, "auto_table": table.chosen.backend, "fastest": fastest_pick,
-            "fastest_s": fastest_s, "auto_measured": measured.chosen.backend}
+    return {
+        "model": label,
+        "times": times,
+        "auto_table": table.chosen.backend,
+        "fastest": fastest_pick,
+        "fastest_s": fastest_s,
+        "auto_measured": measured.chosen.backend,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,17 +248,36 @@ def main(argv: list[str] | None = None) -> int:
     directory = Path(tempfile.mkdtemp(prefix="bench-auto-models-"))
     backends = ["onnxruntime", "openvino", "ncnn", "mnn"]
     rows = []
-    print(f"hardware: {unirt.hardware().describe()}; threads={args.threads}, fp32, {args.rounds} rounds x "
-          f"{args.runs} runs", flush=True)
+    print(
+        f"hardware: {unirt.hardware().describe()}; threads={args.threads}, fp32, {args.rounds} rounds x "
+        f"{args.runs} runs",
+        flush=True,
+    )
     for label in args.models.split(","):
         path = MODELS[label](directory / f"{label}.onnx")
         row = bench_model(label, path, args.threads, args.rounds, args.runs, args.gap)
         rows.append(row)
-        print(f"  {label}: " + ", ".join(f"{k} {v:.2f} ms" if isinstance(v, float) else f"{k} failed ({v})"
-                                         for k, v in row["times"].items()), flush=True)
-    head = ["model"] + [f"{b} ms" for b in backends] + ["best", "auto (table)", "auto÷best", "fastest",
-                                                        "fastest÷best", "fastest load s", "auto (measured)",
-                                                        "auto÷best"]
+        print(
+            f"  {label}: "
+            + ", ".join(
+                f"{k} {v:.2f} ms" if isinstance(v, float) else f"{k} failed ({v})" for k, v in row["times"].items()
+            ),
+            flush=True,
+        )
+    head = (
+        ["model"]
+        + [f"{b} ms" for b in backends]
+        + [
+            "best",
+            "auto (table)",
+            "auto÷best",
+            "fastest",
+            "fastest÷best",
+            "fastest load s",
+            "auto (measured)",
+            "auto÷best",
+        ]
+    )
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     worst = {"table": 1.0, "fastest": 1.0, "measured": 1.0}
     for row in rows:
@@ -208,14 +289,25 @@ def main(argv: list[str] | None = None) -> int:
             value = ok[name] / ok[best] if name in ok else float("nan")
             worst[kind] = max(worst[kind], value)
             return f"{value:.2f}"
-        cells = [row["model"]] + [f"{t[b]:.2f}" if isinstance(t.get(b), float) else ("fail" if b in t else "—")
-                                  for b in backends]
-        cells += [best, row["auto_table"], ratio(row["auto_table"], "table"), row["fastest"],
-                  ratio(row["fastest"], "fastest"), f"{row['fastest_s']:.1f}", row["auto_measured"],
-                  ratio(row["auto_measured"], "measured")]
+
+        cells = [row["model"]] + [
+            f"{t[b]:.2f}" if isinstance(t.get(b), float) else ("fail" if b in t else "—") for b in backends
+        ]
+        cells += [
+            best,
+            row["auto_table"],
+            ratio(row["auto_table"], "table"),
+            row["fastest"],
+            ratio(row["fastest"], "fastest"),
+            f"{row['fastest_s']:.1f}",
+            row["auto_measured"],
+            ratio(row["auto_measured"], "measured"),
+        ]
         print("| " + " | ".join(cells) + " |")
-    print(f"\nworst auto÷best: table order {worst['table']:.2f}, measured {worst['measured']:.2f} (target <= 1.10); "
-          f"worst fastest÷best {worst['fastest']:.2f} (target <= 1.05)")
+    print(
+        f"\nworst auto÷best: table order {worst['table']:.2f}, measured {worst['measured']:.2f} (target <= 1.10); "
+        f"worst fastest÷best {worst['fastest']:.2f} (target <= 1.05)"
+    )
     return 0
 
 

@@ -24,8 +24,9 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -51,25 +52,30 @@ def onnxruntime_calls(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, Cal
     raw = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in raw.get_outputs()]
     native = raw._sess
-    return {"ort InferenceSession.run": lambda: raw.run(names, feeds),
-            "ort native run": lambda: native.run(names, feeds, None)}
+    return {
+        "ort InferenceSession.run": lambda: raw.run(names, feeds),
+        "ort native run": lambda: native.run(names, feeds, None),
+    }
 
 
 def openvino_calls(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, Callable[[], Any]]:
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1,
-                                                     "PERFORMANCE_HINT": "LATENCY"})
+    compiled = core.compile_model(
+        str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    )
     request = compiled.create_infer_request()
 
     def shared_copied():
         result = request.infer(feeds, share_inputs=True, share_outputs=True)
         return [np.array(v) for v in result.values()]
 
-    return {"ov infer()": lambda: request.infer(feeds),
-            "ov infer(shared) + copy": shared_copied,
-            "ov infer(shared), views": lambda: request.infer(feeds, share_inputs=True, share_outputs=True)}
+    return {
+        "ov infer()": lambda: request.infer(feeds),
+        "ov infer(shared) + copy": shared_copied,
+        "ov infer(shared), views": lambda: request.infer(feeds, share_inputs=True, share_outputs=True),
+    }
 
 
 def tflite_calls(path: Path, feeds: dict[str, np.ndarray]) -> dict[str, Callable[[], Any]]:
@@ -96,14 +102,18 @@ def models(tmp: Path) -> dict[str, dict[str, Path]]:
     """{"tiny"/"real": {backend: model path}}."""
     tiny_onnx = matmul_relu(tmp / "matmul_relu.onnx")
     squeezenet = next(c.model for c in random_weight_cases(tmp / "random") if c.name == "light_squeezenet_random")
-    return {"tiny": {"onnxruntime": tiny_onnx, "openvino": tiny_onnx, "tflite": build_tflite("matmul_relu", tmp)},
-            "real": {"onnxruntime": squeezenet, "openvino": squeezenet, "tflite": build_tflite("conv_net", tmp)}}
+    return {
+        "tiny": {"onnxruntime": tiny_onnx, "openvino": tiny_onnx, "tflite": build_tflite("matmul_relu", tmp)},
+        "real": {"onnxruntime": squeezenet, "openvino": squeezenet, "tflite": build_tflite("conv_net", tmp)},
+    }
 
 
 def feeds_for(sess: unirt.Session, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(i.dtype)
-            for i in sess.inputs}
+    return {
+        i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(i.dtype)
+        for i in sess.inputs
+    }
 
 
 def bench(backend: str, path: Path, rounds: int, iterations: int) -> dict[str, Any]:
@@ -126,8 +136,12 @@ def bench(backend: str, path: Path, rounds: int, iterations: int) -> dict[str, A
     # the best native path that hands the caller arrays it owns (views overwritten by the next call do not count)
     owned = {n: v for n, v in med.items() if n != "unirt.Session.run" and not n.endswith("views")}
     best = min(owned, key=owned.get)
-    return {"median_us": med, "best_native": best, "ratio": med["unirt.Session.run"] / med[best],
-            "engine": unirt.backends(names=[backend])[0].engine_version}
+    return {
+        "median_us": med,
+        "best_native": best,
+        "ratio": med["unirt.Session.run"] / med[best],
+        "engine": unirt.backends(names=[backend])[0].engine_version,
+    }
 
 
 def main() -> None:
@@ -150,8 +164,10 @@ def main() -> None:
                     continue
                 r = bench(backend, targets[backend], args.rounds, iterations)
                 report[f"{backend}/{size}"] = r
-                print(f"{backend} {r['engine']}, {size} model {targets[backend].name}, 1 thread, "
-                      f"{args.rounds} rounds x {iterations} calls, medians:")
+                print(
+                    f"{backend} {r['engine']}, {size} model {targets[backend].name}, 1 thread, "
+                    f"{args.rounds} rounds x {iterations} calls, medians:"
+                )
                 for name, value in r["median_us"].items():
                     print(f"  {name:<28} {value:10.1f} us/call")
                 verdict = "ok" if r["ratio"] <= limit else "OVER"

@@ -56,10 +56,18 @@ def measure(backend: str, model: Path, x, other, runs: int, cache: Path, verify:
         again.run(x)
         reload_ms = _ms(t0)
         cached = again.conversion.cached
-    return {"backend": backend, "verify": verify, "load_ms": load_ms, "first_run_ms": first_ms,
-            "conversion_s": conv.seconds, "dynamic_axes": {k: list(v) for k, v in conv.dynamic_axes.items()},
-            "later_median_ms": statistics.median(later), "other_size_first_ms": other_ms,
-            "cached_reload_ms": reload_ms, "reload_from_cache": cached}
+    return {
+        "backend": backend,
+        "verify": verify,
+        "load_ms": load_ms,
+        "first_run_ms": first_ms,
+        "conversion_s": conv.seconds,
+        "dynamic_axes": {k: list(v) for k, v in conv.dynamic_axes.items()},
+        "later_median_ms": statistics.median(later),
+        "other_size_first_ms": other_ms,
+        "cached_reload_ms": reload_ms,
+        "reload_from_cache": cached,
+    }
 
 
 def main() -> int:
@@ -99,16 +107,22 @@ def main() -> int:
         ref.run(None, {"x": x})
         times.append(_ms(t0))
     ort_ms = statistics.median(times)
-    print(f"small CNN x float32[1, 3, H, W], first run at {args.size}x{args.size}, other size {args.other}; "
-          f"onnxruntime median {ort_ms:.2f} ms")
-    head = (f"{'backend':<8}{'verify':<8}{'load ms':>9}{'1st run ms':>12}{'(convert s)':>12}{'later ms':>10}"
-            f"{'other 1st ms':>14}{'reload+run ms':>15}  dynamic")
+    print(
+        f"small CNN x float32[1, 3, H, W], first run at {args.size}x{args.size}, other size {args.other}; "
+        f"onnxruntime median {ort_ms:.2f} ms"
+    )
+    head = (
+        f"{'backend':<8}{'verify':<8}{'load ms':>9}{'1st run ms':>12}{'(convert s)':>12}{'later ms':>10}"
+        f"{'other 1st ms':>14}{'reload+run ms':>15}  dynamic"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['backend']:<8}{str(r['verify']):<8}{r['load_ms']:>9.1f}{r['first_run_ms']:>12.0f}"
-              f"{r['conversion_s']:>12.2f}{r['later_median_ms']:>10.2f}{r['other_size_first_ms']:>14.2f}"
-              f"{r['cached_reload_ms']:>15.1f}  {r['dynamic_axes'] or 'static'}")
+        print(
+            f"{r['backend']:<8}{str(r['verify']):<8}{r['load_ms']:>9.1f}{r['first_run_ms']:>12.0f}"
+            f"{r['conversion_s']:>12.2f}{r['later_median_ms']:>10.2f}{r['other_size_first_ms']:>14.2f}"
+            f"{r['cached_reload_ms']:>15.1f}  {r['dynamic_axes'] or 'static'}"
+        )
     by = {(r["backend"], r["verify"]): r for r in rows}
     for backend in ("ncnn", "mnn"):
         if (backend, True) in by and (backend, False) in by:

@@ -34,9 +34,13 @@ def _ms(t0: float) -> float:
 def measure(model: Path, runs: int) -> dict:
     import unirt
 
-    x = np.random.default_rng(0).standard_normal(
-        [d if isinstance(d, int) else 1 for d in unirt.Session(model, backend="onnxruntime").inputs[0].shape]
-    ).astype(np.float32)
+    x = (
+        np.random.default_rng(0)
+        .standard_normal(
+            [d if isinstance(d, int) else 1 for d in unirt.Session(model, backend="onnxruntime").inputs[0].shape]
+        )
+        .astype(np.float32)
+    )
     row: dict = {"model": model.name}
     off = unirt.Session(model, backend="openvino", backend_options={"conversion": {"verify": False}})
     t0 = time.perf_counter()
@@ -80,8 +84,7 @@ def main() -> None:
         models = [batched_cnn(Path(tmp) / "small_cnn.onnx", batch=1)]
         models += [c.model for c in conformance_cases(("light",)) if c.name == "light_resnet50"]
         rows = [measure(m, args.runs) for m in models]
-    keys = ["load", "first run, verify=False", "first run, verified", "later run", "cached: load",
-            "cached: first run"]
+    keys = ["load", "first run, verify=False", "first run, verified", "later run", "cached: load", "cached: first run"]
     print(f"{'model':<22}" + "".join(f"{k:>26}" for k in keys) + "   (ms)")
     for r in rows:
         print(f"{r['model']:<22}" + "".join(f"{r[k]:>26.2f}" for k in keys))

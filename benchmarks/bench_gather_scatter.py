@@ -77,7 +77,7 @@ def main() -> None:
     def np_scatter():
         start = 0
         for o in outs:
-            np.copyto(o, batch[start:start + o.shape[0]])
+            np.copyto(o, batch[start : start + o.shape[0]])
             start += o.shape[0]
 
     calls = {
@@ -88,8 +88,9 @@ def main() -> None:
         "scatter unirt 1 thread": lambda: unirt.scatter(batch, outs, threads=1),
         "scatter unirt 4 threads": lambda: unirt.scatter(batch, outs, threads=4),
         "4 Python threads x numpy.concatenate": lambda: in_threads(lambda: np.concatenate(parts)),
-        "4 Python threads x unirt.gather(threads=1)":
-            lambda: in_threads(lambda: unirt.gather(parts, empty=pool.empty_raw, threads=1)),
+        "4 Python threads x unirt.gather(threads=1)": lambda: in_threads(
+            lambda: unirt.gather(parts, empty=pool.empty_raw, threads=1)
+        ),
     }
     np.testing.assert_array_equal(unirt.gather(parts, threads=4), batch)
     for fn in calls.values():
@@ -99,25 +100,37 @@ def main() -> None:
         for name, fn in calls.items():
             samples[name].append(per_call_ms(fn, args.iterations))
     med = {n: statistics.median(v) for n, v in samples.items()}
-    print(f"{args.requests} requests of float32[1,3,224,224] = {mb:.1f} MiB per batch, {os.cpu_count()} CPUs, "
-          f"{args.rounds} rounds x {args.iterations}, medians")
+    print(
+        f"{args.requests} requests of float32[1,3,224,224] = {mb:.1f} MiB per batch, {os.cpu_count()} CPUs, "
+        f"{args.rounds} rounds x {args.iterations}, medians"
+    )
     for name, value in med.items():
         print(f"  {name:<44} {value:8.3f} ms  ({mb / value * 1e3 / 1024:.2f} GiB/s)")
-    print(f"gather: unirt 4 threads / numpy.concatenate = "
-          f"{med['gather unirt 4 threads (pooled batch)'] / med['gather numpy.concatenate']:.3f}")
-    print(f"scatter: unirt 4 threads / numpy loop = "
-          f"{med['scatter unirt 4 threads'] / med['scatter numpy.copyto loop']:.3f}")
-    print(f"4 Python threads: unirt / numpy = "
-          f"{med['4 Python threads x unirt.gather(threads=1)'] / med['4 Python threads x numpy.concatenate']:.3f}")
-    progress = {"numpy.concatenate": python_progress(lambda: np.concatenate(parts)),
-                "unirt.gather(threads=1)":
-                    python_progress(lambda: unirt.gather(parts, empty=pool.empty_raw, threads=1))}
+    print(
+        f"gather: unirt 4 threads / numpy.concatenate = "
+        f"{med['gather unirt 4 threads (pooled batch)'] / med['gather numpy.concatenate']:.3f}"
+    )
+    print(
+        f"scatter: unirt 4 threads / numpy loop = "
+        f"{med['scatter unirt 4 threads'] / med['scatter numpy.copyto loop']:.3f}"
+    )
+    print(
+        f"4 Python threads: unirt / numpy = "
+        f"{med['4 Python threads x unirt.gather(threads=1)'] / med['4 Python threads x numpy.concatenate']:.3f}"
+    )
+    progress = {
+        "numpy.concatenate": python_progress(lambda: np.concatenate(parts)),
+        "unirt.gather(threads=1)": python_progress(lambda: unirt.gather(parts, empty=pool.empty_raw, threads=1)),
+    }
     print("a pure-Python thread's progress while this thread gathers in a loop (higher: the GIL is free):")
     for name, value in progress.items():
         print(f"  during {name:<26} {value:10.0f} iterations/ms")
     if args.json:
-        args.json.write_text(json.dumps({"median_ms": med, "mib": mb, "cpus": os.cpu_count(),
-                                         "python_progress_per_ms": progress}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"median_ms": med, "mib": mb, "cpus": os.cpu_count(), "python_progress_per_ms": progress}, indent=2
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ def serve_cost(rounds: int, requests: int, tmp: Path) -> dict[str, float]:
         dynamic_mlp(repo / name / "1" / "model.onnx")
         (repo / name / "config.pbtxt").write_text(
             f'backend: "onnxruntime"\nmax_batch_size: 0\nparameters {{ key: "isolate" value {{ string_value: '
-            f'"{isolate}" }} }}\nparameters {{ key: "threads" value {{ string_value: "1" }} }}\n')
+            f'"{isolate}" }} }}\nparameters {{ key: "threads" value {{ string_value: "1" }} }}\n'
+        )
     options = ServeOptions(model_repository=repo, http_port=0, grpc_port=None, metrics_port=None)
     x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
     with ServerThread(options) as server:
@@ -132,17 +133,23 @@ def main() -> None:
             if args.backends:
                 rows = per_backend(args.backends.split(","), args.rounds, args.iterations, Path(tmp))
                 report["per_backend_us"] = rows
-                print(f"dynamic_mlp x[4,8], 1 thread, {args.rounds} rounds x {args.iterations} calls, medians, "
-                      f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f})")
+                print(
+                    f"dynamic_mlp x[4,8], 1 thread, {args.rounds} rounds x {args.iterations} calls, medians, "
+                    f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f})"
+                )
                 print(f"  {'backend':<12} {'in-process us':>14} {'isolated us':>12} {'added us':>9}")
                 for name, r in rows.items():
-                    print(f"  {name:<12} {r['in-process']:14.1f} {r['isolated']:12.1f} "
-                          f"{r['isolated'] - r['in-process']:9.1f}")
+                    print(
+                        f"  {name:<12} {r['in-process']:14.1f} {r['isolated']:12.1f} "
+                        f"{r['isolated'] - r['in-process']:9.1f}"
+                    )
             if args.serve:
                 cost = serve_cost(args.rounds, max(50, args.iterations // 5), Path(tmp))
                 report["serve_ms_per_request"] = cost
-                print(f"unirt serve, HTTP, 1 client in sequence: in-process {cost['inproc']:.3f} ms/request, "
-                      f"isolated {cost['isolated']:.3f} ms/request (added {cost['isolated'] - cost['inproc']:.3f} ms)")
+                print(
+                    f"unirt serve, HTTP, 1 client in sequence: in-process {cost['inproc']:.3f} ms/request, "
+                    f"isolated {cost['isolated']:.3f} ms/request (added {cost['isolated'] - cost['inproc']:.3f} ms)"
+                )
         if args.json:
             args.json.write_text(json.dumps(report, indent=2))
         return
@@ -165,15 +172,16 @@ def main() -> None:
     med = {n: statistics.median(v) for n, v in samples.items()}
     added = med["isolate=True"] - med["in-process"]
     floor = statistics.median(pipe)
-    print(f"dynamic_mlp x[4,8], 1 thread, {args.rounds} rounds x {args.iterations} calls, medians, "
-          f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f})")
+    print(
+        f"dynamic_mlp x[4,8], 1 thread, {args.rounds} rounds x {args.iterations} calls, medians, "
+        f"{os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f})"
+    )
     for name, value in med.items():
         print(f"  Session.run {name:<14} {value:8.1f} us/call")
     print(f"  blocking pipe round trip  {floor:8.1f} us  (reference)")
     print(f"added by isolate=True: {added:.1f} us/call (target < 100 us)")
     if args.json:
-        args.json.write_text(json.dumps({"median_us": med, "added_us": added, "pipe_round_trip_us": floor},
-                                        indent=2))
+        args.json.write_text(json.dumps({"median_us": med, "added_us": added, "pipe_round_trip_us": floor}, indent=2))
 
 
 if __name__ == "__main__":

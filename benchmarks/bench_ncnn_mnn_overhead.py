@@ -83,20 +83,28 @@ def measure(name: str, backend: str, source: Path, x: np.ndarray, rounds: int, i
     assert sess.conversion is not None and sess.conversion.cached
     native = NATIVE[backend](sess, x)
     feed = {sess.inputs[0].name: x}
-    np.testing.assert_allclose(np.asarray(native()).reshape(-1), next(iter(sess.run(feed).values())).reshape(-1),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(native()).reshape(-1), next(iter(sess.run(feed).values())).reshape(-1), rtol=1e-4, atol=1e-6
+    )
     calls = {"unirt": lambda: sess.run(feed), "native": native}
     for fn in calls.values():  # warm up
         per_call_us(fn, max(3, iterations // 10))
     times: dict[str, list[float]] = {k: [] for k in calls}
     for r in range(rounds):
-        for k, fn in (calls.items() if r % 2 == 0 else reversed(calls.items())):  # neither always goes first
+        for k, fn in calls.items() if r % 2 == 0 else reversed(calls.items()):  # neither always goes first
             times[k].append(per_call_us(fn, iterations))
     med = {k: statistics.median(v) for k, v in times.items()}
     first.close()
-    return {"model": name, "backend": backend, "unirt_us": med["unirt"], "native_us": med["native"],
-            "ratio": med["unirt"] / med["native"], "conversion_first_load_s": first_load_s,
-            "conversion_seconds": first.conversion.seconds, "cache_hit_load_s": cached_load_s}
+    return {
+        "model": name,
+        "backend": backend,
+        "unirt_us": med["unirt"],
+        "native_us": med["native"],
+        "ratio": med["unirt"] / med["native"],
+        "conversion_first_load_s": first_load_s,
+        "conversion_seconds": first.conversion.seconds,
+        "cache_hit_load_s": cached_load_s,
+    }
 
 
 def main() -> None:
@@ -113,16 +121,22 @@ def main() -> None:
         tiny = matmul_relu(Path(tmp) / "matmul_relu.onnx", n=64)
         x_tiny = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
         # Few calls per round on the real model, so both sides of a round see the same machine load.
-        models = [("squeezenet", squeezenet.model, squeezenet.inputs[0], max(2, args.iterations // 100)),
-                  ("tiny matmul 64x64", tiny, x_tiny, args.iterations)]
+        models = [
+            ("squeezenet", squeezenet.model, squeezenet.inputs[0], max(2, args.iterations // 100)),
+            ("tiny matmul 64x64", tiny, x_tiny, args.iterations),
+        ]
         for backend in args.backends.split(","):
             for name, source, x, iterations in models:
                 rows.append(measure(name, backend, source, x, args.rounds, iterations))
-    print(f"{'backend':<6} {'model':<18} {'unirt us':>10} {'native us':>10} {'ratio':>6} {'convert s':>9} "
-          f"{'1st load s':>10} {'cached load s':>13}")
+    print(
+        f"{'backend':<6} {'model':<18} {'unirt us':>10} {'native us':>10} {'ratio':>6} {'convert s':>9} "
+        f"{'1st load s':>10} {'cached load s':>13}"
+    )
     for r in rows:
-        print(f"{r['backend']:<6} {r['model']:<18} {r['unirt_us']:>10.1f} {r['native_us']:>10.1f} {r['ratio']:>6.3f} "
-              f"{r['conversion_seconds']:>9.2f} {r['conversion_first_load_s']:>10.2f} {r['cache_hit_load_s']:>13.3f}")
+        print(
+            f"{r['backend']:<6} {r['model']:<18} {r['unirt_us']:>10.1f} {r['native_us']:>10.1f} {r['ratio']:>6.3f} "
+            f"{r['conversion_seconds']:>9.2f} {r['conversion_first_load_s']:>10.2f} {r['cache_hit_load_s']:>13.3f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -31,9 +31,12 @@ def relu_model(path: Path, rows: int) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, 1024, 1024])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, 1024, 1024])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, 1024, 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, 1024, 1024])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, str(path))
@@ -94,21 +97,35 @@ def main() -> None:
         after = sess_pool.pool.stats()
     med = {name: statistics.median(v) for name, v in samples.items()}
     runs = args.rounds * args.iterations
-    print(f"output {nbytes / 2**20:.0f} MiB, {args.rounds} rounds x {args.iterations} iterations, medians, "
-          f"onnxruntime {ort.__version__}, 1 thread")
+    print(
+        f"output {nbytes / 2**20:.0f} MiB, {args.rounds} rounds x {args.iterations} iterations, medians, "
+        f"onnxruntime {ort.__version__}, 1 thread"
+    )
     for name, value in med.items():
         print(f"  {name:<44} {value:8.2f} ms/iteration")
     print(f"raw: pool / numpy = {med['raw BufferPool.empty + write'] / med['raw numpy.empty + write']:.3f}")
-    print(f"session: pooled / pooled_outputs=False = "
-          f"{med['unirt.Session.run (pooled outputs)'] / med['unirt.Session.run (pooled_outputs=False)']:.3f}; "
-          f"pooled / InferenceSession.run = "
-          f"{med['unirt.Session.run (pooled outputs)'] / med['ort.InferenceSession.run']:.3f}")
-    print(f"pooled session over {runs} timed runs: {after.allocations - before.allocations} new allocations, "
-          f"{after.reuses - before.reuses} reuses; raw pool: {pool.stats().allocations} allocation(s) in all")
+    print(
+        f"session: pooled / pooled_outputs=False = "
+        f"{med['unirt.Session.run (pooled outputs)'] / med['unirt.Session.run (pooled_outputs=False)']:.3f}; "
+        f"pooled / InferenceSession.run = "
+        f"{med['unirt.Session.run (pooled outputs)'] / med['ort.InferenceSession.run']:.3f}"
+    )
+    print(
+        f"pooled session over {runs} timed runs: {after.allocations - before.allocations} new allocations, "
+        f"{after.reuses - before.reuses} reuses; raw pool: {pool.stats().allocations} allocation(s) in all"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"median_ms": med, "mib": nbytes / 2**20,
-                                         "session_new_allocations": after.allocations - before.allocations,
-                                         "session_reuses": after.reuses - before.reuses}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "median_ms": med,
+                    "mib": nbytes / 2**20,
+                    "session_new_allocations": after.allocations - before.allocations,
+                    "session_reuses": after.reuses - before.reuses,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -37,10 +37,14 @@ def main() -> int:
 
     hw = hardware()
     print(f"# {hw.describe()}; CPU features: {' '.join(sorted(hw.cpu_features))}")
-    print(f"# threads={args.threads} rounds={args.rounds} runs={args.runs}; vs fp32 = mode time / fp32 time, of the "
-          "median round and of the best round")
-    print("| model | backend | precision | Session.precision | time ms | vs fp32 (median / best) | max abs vs fp32 "
-          "| rel-L2 vs fp32 | top-1 agree | note |")
+    print(
+        f"# threads={args.threads} rounds={args.rounds} runs={args.runs}; vs fp32 = mode time / fp32 time, of the "
+        "median round and of the best round"
+    )
+    print(
+        "| model | backend | precision | Session.precision | time ms | vs fp32 (median / best) | max abs vs fp32 "
+        "| rel-L2 vs fp32 | top-1 agree | note |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.model_dir or Path(tmp)
@@ -48,16 +52,20 @@ def main() -> int:
         for name in args.models.split(","):  # one model at a time; every backend's modes side by side
             model = build_realsize(name, folder)
             for backend in args.backends.split(","):
-                for r in measure_precisions(model, backend, args.precisions.split(","), args.threads, args.rounds,
-                                            args.runs):
+                for r in measure_precisions(
+                    model, backend, args.precisions.split(","), args.threads, args.rounds, args.runs
+                ):
                     ms = f"{r['ms']:.1f}" if "ms" in r else ""
                     ratio = f"{r['ratio']:.2f} / {r['best']:.2f}" if "ratio" in r else ""
                     mx = f"{r['max_abs']:.3g}" if "max_abs" in r else ""
                     l2 = f"{r['rel_l2']:.2g}" if "rel_l2" in r else ""
                     top = f"{r['top1']:.2f}" if r.get("top1") is not None else ""
                     note = " ".join(str(r.get("note", "")).split()).replace("|", "/")
-                    print(f"| {name} | {backend} | {r['precision']} | {r.get('in_force', '')} | {ms} | {ratio} | "
-                          f"{mx} | {l2} | {top} | {note[:200]} |", flush=True)
+                    print(
+                        f"| {name} | {backend} | {r['precision']} | {r.get('in_force', '')} | {ms} | {ratio} | "
+                        f"{mx} | {l2} | {top} | {note[:200]} |",
+                        flush=True,
+                    )
     return 0
 
 

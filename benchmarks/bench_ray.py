@@ -29,14 +29,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve import FEATURES, build_mlp, client_loop, summarize, wait_ready  # noqa: E402
+from bench_serve import FEATURES, build_mlp, client_loop, summarize, wait_ready
 
-SERVE_CONFIG = """
+SERVE_CONFIG = (
+    """
 max_batch_size: 32
 input [ { name: "x" data_type: TYPE_FP32 dims: [ %d ] } ]
 dynamic_batching { max_queue_delay_microseconds: 2000 }
 parameters { key: "threads" value { string_value: "1" } }
-""" % FEATURES
+"""
+    % FEATURES
+)
 
 
 def tree_cpu_s() -> float:
@@ -66,7 +69,7 @@ def tree_cpu_s() -> float:
 class CpuMeter:
     """CPU per request over a phase: what one request costs all the processes involved together."""
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self.start = tree_cpu_s()
         return self
 
@@ -97,7 +100,7 @@ def threaded(name: str, call, clients: int, seconds: float, extra: dict | None =
             t0 = time.perf_counter()
             try:
                 call()
-            except Exception:  # noqa: BLE001 - counted
+            except Exception:  # counted
                 failures[i] += 1
                 continue
             results[i].append(time.perf_counter() - t0)
@@ -117,8 +120,9 @@ def http_clients(name: str, port: int, clients: int, seconds: float, extra: dict
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     start = time.time() + 3.0
-    procs = [ctx.Process(target=client_loop, args=("http", port, "mlp", start, start + seconds, out))
-             for _ in range(clients)]
+    procs = [
+        ctx.Process(target=client_loop, args=("http", port, "mlp", start, start + seconds, out)) for _ in range(clients)
+    ]
     for proc in procs:
         proc.start()
     time.sleep(max(0.0, start - time.time()))
@@ -139,17 +143,34 @@ def in_process(path: Path, clients: int, seconds: float) -> list[dict]:
 
     x = np.random.default_rng(1).standard_normal((1, FEATURES)).astype(np.float32)
     with unirt.Session(path, backend="onnxruntime", threads=1) as sess:
-        return [threaded("in-process Session.run, 1 caller", lambda: sess.run({"x": x}), 1, seconds),
-                threaded(f"in-process Session.run, {clients} callers", lambda: sess.run({"x": x}), clients, seconds)]
+        return [
+            threaded("in-process Session.run, 1 caller", lambda: sess.run({"x": x}), 1, seconds),
+            threaded(f"in-process Session.run, {clients} callers", lambda: sess.run({"x": x}), clients, seconds),
+        ]
 
 
 def unirt_serve(repo: Path, clients: int, seconds: float) -> dict:
     ports = [free_port() for _ in range(3)]
     # this Python's unirt (cwd is the repository folder, so -m cannot pick up a source tree)
-    server = subprocess.Popen([sys.executable, "-m", "unirt", "serve", "--model-repository", str(repo),
-                               "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
-                               "--metrics-port", str(ports[2])],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=repo)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "unirt",
+            "serve",
+            "--model-repository",
+            str(repo),
+            "--http-port",
+            str(ports[0]),
+            "--grpc-port",
+            str(ports[1]),
+            "--metrics-port",
+            str(ports[2]),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=repo,
+    )
     try:
         wait_ready(ports[0])
         import tritonclient.http as httpclient
@@ -160,7 +181,8 @@ def unirt_serve(repo: Path, clients: int, seconds: float) -> dict:
         after = stats.get_inference_statistics("mlp")["model_stats"][0]
         stats.close()
         row["requests_per_run"] = (after["inference_count"] - before["inference_count"]) / max(
-            1, after["execution_count"] - before["execution_count"])
+            1, after["execution_count"] - before["execution_count"]
+        )
         return row
     finally:
         server.terminate()
@@ -179,10 +201,14 @@ def replica_totals(handle, replicas: int) -> dict[str, dict]:
 
 
 def merged_per_run(before: dict[str, dict], after: dict[str, dict]) -> float:
-    requests = sum(a["session"]["requests"] - before.get(k, {"session": {"requests": 0}})["session"]["requests"]
-                   for k, a in after.items())
-    runs = sum(a["session"]["backend_runs"] - before.get(k, {"session": {"backend_runs": 0}})["session"]["backend_runs"]
-               for k, a in after.items())
+    requests = sum(
+        a["session"]["requests"] - before.get(k, {"session": {"requests": 0}})["session"]["requests"]
+        for k, a in after.items()
+    )
+    runs = sum(
+        a["session"]["backend_runs"] - before.get(k, {"session": {"backend_runs": 0}})["session"]["backend_runs"]
+        for k, a in after.items()
+    )
     return requests / max(1, runs)
 
 
@@ -203,24 +229,40 @@ def ray_phases(path: Path, clients: int, seconds: float, batch_wait: float) -> l
     rows = []
     x = np.random.default_rng(1).standard_normal((1, FEATURES)).astype(np.float32)
     try:
+
         @serve.deployment(max_ongoing_requests=32)
         class Echo:
             async def __call__(self, value):
                 return value
 
         handle = serve.run(Echo.bind(), name="echo", route_prefix=None)
-        rows.append(threaded("Ray Serve echo (no model), 1 replica, handle",
-                             lambda: handle.remote(x).result(timeout_s=60), clients, seconds))
+        rows.append(
+            threaded(
+                "Ray Serve echo (no model), 1 replica, handle",
+                lambda: handle.remote(x).result(timeout_s=60),
+                clients,
+                seconds,
+            )
+        )
         print(json.dumps(rows[-1]), flush=True)
         serve.delete("echo")
         for replicas in (1, 2):
-            handle = serve.run(build(path, name="mlp", backend="onnxruntime", threads=1, num_replicas=replicas,
-                                     max_batch_size=16, batch_wait_timeout_s=batch_wait),
-                               name="mlp", route_prefix="/")
+            handle = serve.run(
+                build(
+                    path,
+                    name="mlp",
+                    backend="onnxruntime",
+                    threads=1,
+                    num_replicas=replicas,
+                    max_batch_size=16,
+                    batch_wait_timeout_s=batch_wait,
+                ),
+                name="mlp",
+                route_prefix="/",
+            )
             label = f"Ray Serve, {replicas} replica{'s' if replicas > 1 else ''}"
             before = replica_totals(handle, replicas)
-            row = threaded(f"{label}, Python handle", lambda: handle.remote(x).result(timeout_s=60), clients,
-                           seconds)
+            row = threaded(f"{label}, Python handle", lambda: handle.remote(x).result(timeout_s=60), clients, seconds)
             after = replica_totals(handle, replicas)
             row["requests_per_run"] = merged_per_run(before, after)
             rows.append(row)
@@ -257,16 +299,24 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
         rows += ray_phases(path, args.clients, args.seconds, args.batch_wait)
 
-    print(f"\nMLP {FEATURES}-{args.hidden}-{args.hidden}-10, batch-1 requests, {args.clients} clients, "
-          f"{args.seconds:g} s per phase, {os.cpu_count()} CPUs")
+    print(
+        f"\nMLP {FEATURES}-{args.hidden}-{args.hidden}-10, batch-1 requests, {args.clients} clients, "
+        f"{args.seconds:g} s per phase, {os.cpu_count()} CPUs"
+    )
     print(f"{'phase':44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6} {'req/run':>8} {'CPU ms/req':>10}")
     for r in rows:
         merged = f"{r['requests_per_run']:.2f}" if "requests_per_run" in r else "-"
-        print(f"{r['phase']:44} {r['throughput_rps']:8.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['failed']:6d} "
-              f"{merged:>8} {r['cpu_ms_per_request']:10.2f}")
+        print(
+            f"{r['phase']:44} {r['throughput_rps']:8.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['failed']:6d} "
+            f"{merged:>8} {r['cpu_ms_per_request']:10.2f}"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"clients": args.clients, "seconds_per_phase": args.seconds,
-                                         "hidden": args.hidden, "phases": rows}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"clients": args.clients, "seconds_per_phase": args.seconds, "hidden": args.hidden, "phases": rows},
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

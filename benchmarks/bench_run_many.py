@@ -39,8 +39,9 @@ def main() -> None:
     requests = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(args.requests)]
     with tempfile.TemporaryDirectory() as tmp:
         dynamic = unirt.Session(batched_cnn(Path(tmp) / "dyn.onnx"), backend="onnxruntime", threads=args.threads)
-        static = unirt.Session(batched_cnn(Path(tmp) / "static8.onnx", batch=8), backend="onnxruntime",
-                               threads=args.threads, batched=True)
+        static = unirt.Session(
+            batched_cnn(Path(tmp) / "static8.onnx", batch=8), backend="onnxruntime", threads=args.threads, batched=True
+        )
         for sess in (dynamic, static):
             for got, x in zip(sess.run_many(requests), requests):
                 want = dynamic.run(x)
@@ -60,13 +61,17 @@ def main() -> None:
                 samples[name].append(seconds(fn))
         waste = static.batch_stats().padding_waste
     rate = {n: args.requests / statistics.median(v) for n, v in samples.items()}
-    print(f"{args.requests} requests of float32[1,3,32,32], batched_cnn, {args.threads} threads, {args.rounds} rounds, "
-          "medians")
+    print(
+        f"{args.requests} requests of float32[1,3,32,32], batched_cnn, {args.threads} threads, {args.rounds} rounds, "
+        "medians"
+    )
     for name, value in rate.items():
         print(f"  {name:<44} {value:10.0f} requests/s")
-    print(f"run_many / one by one: dynamic {rate['dynamic: run_many'] / rate['dynamic: run one by one']:.2f}x, "
-          f"static {rate['static N=8: run_many'] / rate['static N=8: run one by one (each padded)']:.2f}x "
-          f"(static padding waste over the run: {waste:.1%})")
+    print(
+        f"run_many / one by one: dynamic {rate['dynamic: run_many'] / rate['dynamic: run one by one']:.2f}x, "
+        f"static {rate['static N=8: run_many'] / rate['static N=8: run one by one (each padded)']:.2f}x "
+        f"(static padding waste over the run: {waste:.1%})"
+    )
     if args.json:
         args.json.write_text(json.dumps({"requests_per_s": rate, "static_padding_waste": waste}, indent=2))
 

@@ -28,15 +28,21 @@ from pathlib import Path
 import numpy as np
 
 FEATURES, CLASSES = 256, 10
-BATCHED = """
+BATCHED = (
+    """
 max_batch_size: 32
 input [ { name: "x" data_type: TYPE_FP32 dims: [ %d ] } ]
 dynamic_batching { max_queue_delay_microseconds: 1000 }
-""" % FEATURES
-SINGLE = """
+"""
+    % FEATURES
+)
+SINGLE = (
+    """
 max_batch_size: 32
 input [ { name: "x" data_type: TYPE_FP32 dims: [ %d ] } ]
-""" % FEATURES
+"""
+    % FEATURES
+)
 
 
 def build_mlp(path: Path, hidden: int) -> Path:
@@ -57,8 +63,13 @@ def build_mlp(path: Path, hidden: int) -> Path:
         if i < 2:
             nodes.append(h.make_node("Relu", [f"g{i}"], [out]))
         prev = out
-    graph = h.make_graph(nodes, "mlp", [h.make_tensor_value_info("x", T.FLOAT, ["N", FEATURES])],
-                         [h.make_tensor_value_info("y", T.FLOAT, ["N", CLASSES])], inits)
+    graph = h.make_graph(
+        nodes,
+        "mlp",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", FEATURES])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", CLASSES])],
+        inits,
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, str(path))
@@ -69,9 +80,11 @@ def client_loop(protocol: str, port: int, model: str, start: float, stop: float,
     """One client: batch-1 requests in a loop from `start` to `stop` (wall clock); reports latencies and failures."""
     if protocol == "http":
         import tritonclient.http as tc
+
         client = tc.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=60)
     else:
         import tritonclient.grpc as tc
+
         client = tc.InferenceServerClient(f"127.0.0.1:{port}")
     x = np.random.default_rng(port).standard_normal((1, FEATURES)).astype(np.float32)
     tensor = tc.InferInput("x", [1, FEATURES], "FP32")
@@ -85,7 +98,7 @@ def client_loop(protocol: str, port: int, model: str, start: float, stop: float,
             result = client.infer(model, [tensor])
             if result.as_numpy("y").shape != (1, CLASSES):
                 failures += 1
-        except Exception:  # noqa: BLE001 - a failed request is counted, not fatal
+        except Exception:  # a failed request is counted, not fatal
             failures += 1
             continue
         latencies.append(time.perf_counter() - t0)
@@ -102,9 +115,14 @@ def rss_kib(pid: int) -> int:
 
 def summarize(name: str, latencies: list[float], failures: int, seconds: float, extra: dict | None = None) -> dict:
     lat = np.array(latencies) * 1e3
-    row = {"phase": name, "requests": len(latencies), "failed": failures, "throughput_rps": len(latencies) / seconds,
-           "p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
-           "p99_ms": float(np.percentile(lat, 99)) if lat.size else None}
+    row = {
+        "phase": name,
+        "requests": len(latencies),
+        "failed": failures,
+        "throughput_rps": len(latencies) / seconds,
+        "p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
+        "p99_ms": float(np.percentile(lat, 99)) if lat.size else None,
+    }
     row.update(extra or {})
     return row
 
@@ -113,8 +131,10 @@ def run_clients(protocol: str, port: int, model: str, clients: int, seconds: flo
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     start = time.time() + 3.0  # spawned clients import tritonclient first; the clock starts for all at once
-    procs = [ctx.Process(target=client_loop, args=(protocol, port, model, start, start + seconds, out))
-             for _ in range(clients)]
+    procs = [
+        ctx.Process(target=client_loop, args=(protocol, port, model, start, start + seconds, out))
+        for _ in range(clients)
+    ]
     for p in procs:
         p.start()
     latencies, failures = [], 0
@@ -160,7 +180,7 @@ def wait_ready(port: int, timeout: float = 60) -> None:
         try:
             if client.is_server_ready():
                 break
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:  # not up yet
             pass
         if time.monotonic() > deadline:
             raise RuntimeError("server did not become ready")
@@ -189,14 +209,30 @@ def main() -> None:
         rows = [in_process(path, args.clients, args.seconds)]
         print(json.dumps(rows[-1]), flush=True)
         # the unirt of this interpreter (python -m unirt): no activated venv or PATH needed
-        server = subprocess.Popen([sys.executable, "-m", "unirt", "serve", "--model-repository", str(repo),
-                                   "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
-                                  stdout=subprocess.PIPE, text=True, cwd=tmp)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "unirt",
+                "serve",
+                "--model-repository",
+                str(repo),
+                "--http-port",
+                "0",
+                "--grpc-port",
+                "0",
+                "--metrics-port",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=tmp,
+        )
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True).start()
         ports = {}
         while len(ports) < 3:
-            name, address = lines.get(timeout=60).strip()[len("unirt serve: "):].split(" on ")
+            name, address = lines.get(timeout=60).strip()[len("unirt serve: ") :].split(" on ")
             ports[name] = int(address.rsplit(":", 1)[1])
         rss: list[tuple[float, int]] = []
         sampling = threading.Event()
@@ -219,10 +255,19 @@ def main() -> None:
                     after = stats_client.get_inference_statistics(model)["model_stats"][0]
                     inferences = after["inference_count"] - before["inference_count"]
                     executions = max(1, after["execution_count"] - before["execution_count"])
-                    rows.append(summarize(f"{protocol} {label}", lat, fail, args.seconds, {
-                        "inferences_per_execution": inferences / executions,
-                        "server_rss_mib_before": rss_before / 1024,
-                        "server_rss_mib_after": rss_kib(server.pid) / 1024}))
+                    rows.append(
+                        summarize(
+                            f"{protocol} {label}",
+                            lat,
+                            fail,
+                            args.seconds,
+                            {
+                                "inferences_per_execution": inferences / executions,
+                                "server_rss_mib_before": rss_before / 1024,
+                                "server_rss_mib_after": rss_kib(server.pid) / 1024,
+                            },
+                        )
+                    )
                     print(json.dumps(rows[-1]), flush=True)
             stats_client.close()
         finally:
@@ -230,23 +275,38 @@ def main() -> None:
             server.terminate()
             code = server.wait(60)
         values = [v for _, v in rss]
-        report = {"clients": args.clients, "seconds_per_phase": args.seconds, "hidden": args.hidden, "phases": rows,
-                  "server_rss_mib": {"first": values[0] / 1024 if values else None,
-                                     "last": values[-1] / 1024 if values else None,
-                                     "max": max(values) / 1024 if values else None, "samples": len(values)},
-                  "server_exit_code": code}
+        report = {
+            "clients": args.clients,
+            "seconds_per_phase": args.seconds,
+            "hidden": args.hidden,
+            "phases": rows,
+            "server_rss_mib": {
+                "first": values[0] / 1024 if values else None,
+                "last": values[-1] / 1024 if values else None,
+                "max": max(values) / 1024 if values else None,
+                "samples": len(values),
+            },
+            "server_exit_code": code,
+        }
 
     print()
     print(f"{'phase':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6} {'batch':>6} {'RSS MiB':>15}")
     for r in report["phases"]:
         batch = f"{r['inferences_per_execution']:.2f}" if "inferences_per_execution" in r else "-"
-        mem = (f"{r['server_rss_mib_before']:.0f}->{r['server_rss_mib_after']:.0f}"
-               if "server_rss_mib_before" in r else "-")
-        print(f"{r['phase']:40} {r['throughput_rps']:9.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['failed']:6d} "
-              f"{batch:>6} {mem:>15}")
+        mem = (
+            f"{r['server_rss_mib_before']:.0f}->{r['server_rss_mib_after']:.0f}"
+            if "server_rss_mib_before" in r
+            else "-"
+        )
+        print(
+            f"{r['phase']:40} {r['throughput_rps']:9.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['failed']:6d} "
+            f"{batch:>6} {mem:>15}"
+        )
     m = report["server_rss_mib"]
-    print(f"server RSS over the run: first {m['first']:.1f} MiB, last {m['last']:.1f} MiB, max {m['max']:.1f} MiB "
-          f"({m['samples']} samples); server exit code {code} after SIGTERM")
+    print(
+        f"server RSS over the run: first {m['first']:.1f} MiB, last {m['last']:.1f} MiB, max {m['max']:.1f} MiB "
+        f"({m['samples']} samples); server exit code {code} after SIGTERM"
+    )
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

@@ -12,7 +12,8 @@ Each peer runs in its own virtual environment, created by this script under `--c
               its "batching on" rows are the same server as "off");
   * mlserver: `mlserver` with a custom runtime (adaptive batching for "on"); `uvloop<0.22` for its worker;
   * unirt:    `unirt serve` (`--threads 1`) from this checkout installed with its `serve` extra and the ONNX Runtime
-              plugin; in a developer checkout (a compiled unirt/_core*.so in the tree) the tree's sources are served.
+              plugin; in a developer checkout (a compiled src/unirt/_core*.so in the tree) the tree's sources are
+              served.
 Every server runs the same ONNX models with ONNX Runtime at 1 thread (intra- and inter-op), one instance:
   * small:    a 1x3x48x192 float32 image classifier (a text-direction classifier's shape, ~1 ms): overhead-bound;
   * detector: a small detector-like CNN at 1x3x320x320 (~0.2 GMAC, a 25x20x20 head): compute-bound.
@@ -63,28 +64,43 @@ def build_model(kind: str, path: Path) -> Path:
     rng = np.random.default_rng(0)
     nodes, inits, prev = [], [], "x"
     # (out channels, kernel, stride)
-    layers = ([(16, 3, 2), (32, 3, 2)] if kind == "small"
-              else [(16, 3, 2), (32, 3, 2), (64, 3, 2), (64, 3, 1), (128, 3, 2), (128, 3, 1)])
+    layers = (
+        [(16, 3, 2), (32, 3, 2)]
+        if kind == "small"
+        else [(16, 3, 2), (32, 3, 2), (64, 3, 2), (64, 3, 1), (128, 3, 2), (128, 3, 1)]
+    )
     cin = 3
     for i, (cout, k, s) in enumerate(layers):
         w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))).astype(np.float32)
         inits += [nh.from_array(w, f"w{i}"), nh.from_array(np.zeros(cout, np.float32), f"b{i}")]
-        nodes += [h.make_node("Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[k, k], strides=[s, s],
-                              pads=[k // 2] * 4),
-                  h.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        nodes += [
+            h.make_node(
+                "Conv", [prev, f"w{i}", f"b{i}"], [f"c{i}"], kernel_shape=[k, k], strides=[s, s], pads=[k // 2] * 4
+            ),
+            h.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+        ]
         prev, cin = f"r{i}", cout
     if kind == "small":
         w = (rng.standard_normal((cin, 2)) / np.sqrt(cin)).astype(np.float32)
         inits += [nh.from_array(w, "wf"), nh.from_array(np.zeros(2, np.float32), "bf")]
-        nodes += [h.make_node("GlobalAveragePool", [prev], ["gap"]), h.make_node("Flatten", ["gap"], ["flat"]),
-                  h.make_node("Gemm", ["flat", "wf", "bf"], ["logits"]), h.make_node("Softmax", ["logits"], ["y"])]
+        nodes += [
+            h.make_node("GlobalAveragePool", [prev], ["gap"]),
+            h.make_node("Flatten", ["gap"], ["flat"]),
+            h.make_node("Gemm", ["flat", "wf", "bf"], ["logits"]),
+            h.make_node("Softmax", ["logits"], ["y"]),
+        ]
     else:
         w = (rng.standard_normal((25, cin, 1, 1)) / np.sqrt(cin)).astype(np.float32)
         inits += [nh.from_array(w, "wh"), nh.from_array(np.zeros(25, np.float32), "bh")]
         nodes += [h.make_node("Conv", [prev, "wh", "bh"], ["head"]), h.make_node("Sigmoid", ["head"], ["y"])]
     spec = MODELS[kind]
-    graph = h.make_graph(nodes, kind, [h.make_tensor_value_info("x", T.FLOAT, ["N", *spec["shape"]])],
-                         [h.make_tensor_value_info("y", T.FLOAT, ["N", *spec["out"]])], inits)
+    graph = h.make_graph(
+        nodes,
+        kind,
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", *spec["shape"]])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", *spec["out"]])],
+        inits,
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -95,16 +111,18 @@ def build_model(kind: str, path: Path) -> Path:
 
 # -- peer servers --------------------------------------------------------------------------------------------------
 
-ORT = '''
+ORT = """
 import onnxruntime as ort
 def session(path):
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-'''
+"""
 
-TRITON = ORT + '''
+TRITON = (
+    ORT
+    + """
 import json, sys
 import numpy as np
 from pytriton.decorators import batch
@@ -137,9 +155,12 @@ with Triton(config=TritonConfig(http_port=cfg["http"], grpc_port=cfg["grpc"], me
                     inputs=[Tensor(name="x", dtype=np.float32, shape=shape)],
                     outputs=[Tensor(name="y", dtype=np.float32, shape=out)], config=config, strict=False)
     triton.serve()
-'''
+"""
+)
 
-KSERVE = ORT + '''
+KSERVE = (
+    ORT
+    + """
 import json, sys
 from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
 
@@ -162,9 +183,12 @@ class OnnxModel(Model):
 # no dynamic batcher in ModelServer: the batched names serve the same model unbatched
 models = [OnnxModel(m["name"], m["path"]) for m in cfg["models"]]
 ModelServer(http_port=cfg["http"], grpc_port=cfg["grpc"], workers=1, enable_docs_url=False).start(models)
-'''
+"""
+)
 
-MLSERVER_RUNTIME = ORT + '''
+MLSERVER_RUNTIME = (
+    ORT
+    + """
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
@@ -178,12 +202,16 @@ class OnnxModel(MLModel):
         x = NumpyCodec.decode_input(payload.inputs[0])
         y = self.sess.run(["y"], {"x": x})[0]
         return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("y", y)])
-'''
+"""
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-VENVS = {"unirt": [f"{ROOT}[serve]", str(ROOT / "plugins" / "onnxruntime")],
-         "triton": ["nvidia-pytriton", "onnxruntime"], "kserve": ["kserve", "onnxruntime"],
-         "mlserver": ["mlserver", "onnxruntime", "uvloop<0.22"]}
+VENVS = {
+    "unirt": [f"{ROOT}[serve]", str(ROOT / "plugins" / "onnxruntime")],
+    "triton": ["nvidia-pytriton", "onnxruntime"],
+    "kserve": ["kserve", "onnxruntime"],
+    "mlserver": ["mlserver", "onnxruntime", "uvloop<0.22"],
+}
 
 
 def ensure_venv(cache: Path, name: str) -> Path:
@@ -219,21 +247,37 @@ def launch(server: str, work: Path, models: list[dict], cache: Path) -> tuple[su
             if not target.exists():
                 os.symlink(m["path"], target)
             dims = ", ".join(map(str, m["shape"]))
-            config = (f'max_batch_size: {MAX_BATCH}\ninput [ {{ name: "x" data_type: TYPE_FP32 dims: [ {dims} ] }} ]\n'
-                      'instance_group [ { count: 1 kind: KIND_CPU } ]\n')
+            config = (
+                f'max_batch_size: {MAX_BATCH}\ninput [ {{ name: "x" data_type: TYPE_FP32 dims: [ {dims} ] }} ]\n'
+                "instance_group [ { count: 1 kind: KIND_CPU } ]\n"
+            )
             if m["batching"]:
                 config += f"dynamic_batching {{ max_queue_delay_microseconds: {DELAY_US} }}\n"
             (repo / m["name"] / "config.pbtxt").write_text(config)
         python = ensure_venv(cache, server)
-        if list((ROOT / "unirt").glob("_core*.so")):  # a developer checkout: serve its sources, not the installed copy
-            env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "plugins" / "onnxruntime")])
-        cmd = [str(python), "-m", "unirt", "serve", "--model-repository", str(repo), "--threads", "1",
-               "--http-port", str(ports["http"]), "--grpc-port", str(ports["grpc"]),
-               "--metrics-port", str(ports["metrics"])]
+        if list((ROOT / "src" / "unirt").glob("_core*.so")):  # a developer checkout: serve its sources
+            env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "plugins" / "onnxruntime")])
+        cmd = [
+            str(python),
+            "-m",
+            "unirt",
+            "serve",
+            "--model-repository",
+            str(repo),
+            "--threads",
+            "1",
+            "--http-port",
+            str(ports["http"]),
+            "--grpc-port",
+            str(ports["grpc"]),
+            "--metrics-port",
+            str(ports["metrics"]),
+        ]
     elif server == "triton":
         python = ensure_venv(cache, server)
-        base = subprocess.run([str(python), "-c", "import sys; print(sys.base_prefix)"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        base = subprocess.run(
+            [str(python), "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         env["LD_LIBRARY_PATH"] = f"{base}/lib:" + env.get("LD_LIBRARY_PATH", "")
         cfg = dict(ports, models=models, max_batch=MAX_BATCH, delay_us=DELAY_US)
         (home / "config.json").write_text(json.dumps(cfg))
@@ -247,9 +291,17 @@ def launch(server: str, work: Path, models: list[dict], cache: Path) -> tuple[su
     elif server == "mlserver":
         python = ensure_venv(cache, server)
         (home / "runtime.py").write_text(MLSERVER_RUNTIME)
-        (home / "settings.json").write_text(json.dumps({
-            "http_port": ports["http"], "grpc_port": ports["grpc"], "metrics_port": ports["metrics"],
-            "host": "127.0.0.1", "debug": False}))
+        (home / "settings.json").write_text(
+            json.dumps(
+                {
+                    "http_port": ports["http"],
+                    "grpc_port": ports["grpc"],
+                    "metrics_port": ports["metrics"],
+                    "host": "127.0.0.1",
+                    "debug": False,
+                }
+            )
+        )
         for m in models:
             (home / m["name"]).mkdir(exist_ok=True)
             settings = {"name": m["name"], "implementation": "runtime.OnnxModel", "parameters": {"uri": m["path"]}}
@@ -372,7 +424,7 @@ def client_worker(index: int, commands: mp.Queue, results: mp.Queue) -> None:
         latencies, failures, error = [], 0, ""
         try:  # warm-up: connection, first-request paths
             client.infer(model, [tensor], outputs=outputs)
-        except Exception:  # noqa: BLE001 - counted below if it persists
+        except Exception:  # counted below if it persists
             pass
         results.put("warm")
         start = commands.get()  # the same start for every client, once all are warm
@@ -385,7 +437,7 @@ def client_worker(index: int, commands: mp.Queue, results: mp.Queue) -> None:
                 y = client.infer(model, [tensor], outputs=outputs).as_numpy("y")
                 if y is None or y.shape[0] != 1:
                     raise RuntimeError(f"output shape {None if y is None else y.shape}")
-            except Exception as exc:  # noqa: BLE001 - a failed request is counted, not fatal
+            except Exception as exc:  # a failed request is counted, not fatal
                 failures += 1
                 error = error or f"{type(exc).__name__}: {exc}"[:300]
                 time.sleep(0.01)
@@ -400,15 +452,16 @@ class Clients:
         ctx = mp.get_context("spawn")
         self.results = ctx.Queue()
         self.commands = [ctx.Queue() for _ in range(count)]
-        self.procs = [ctx.Process(target=client_worker, args=(i, q, self.results), daemon=True)
-                      for i, q in enumerate(self.commands)]
+        self.procs = [
+            ctx.Process(target=client_worker, args=(i, q, self.results), daemon=True)
+            for i, q in enumerate(self.commands)
+        ]
         for p in self.procs:
             p.start()
         for _ in self.procs:  # every client has imported tritonclient
             self.results.get(timeout=300)
 
-    def phase(self, protocol: str, port: int, model: str, shape: list[int], seconds: float,
-              server_pid: int) -> dict:
+    def phase(self, protocol: str, port: int, model: str, shape: list[int], seconds: float, server_pid: int) -> dict:
         for q in self.commands:
             q.put((protocol, port, model, shape, seconds))
         for _ in self.commands:
@@ -425,9 +478,15 @@ class Clients:
         failures = sum(a[1] for a in answers)
         errors = sorted({a[2] for a in answers if a[2]})
         n = len(lat)
-        return {"req_s": n / seconds, "p50_ms": float(np.percentile(lat, 50) * 1e3) if n else None,
-                "p99_ms": float(np.percentile(lat, 99) * 1e3) if n else None, "requests": n, "failures": failures,
-                "cpu_ms_per_req": (cpu1 - cpu0) * 1e3 / n if n else None, "error": errors[0] if errors else ""}
+        return {
+            "req_s": n / seconds,
+            "p50_ms": float(np.percentile(lat, 50) * 1e3) if n else None,
+            "p99_ms": float(np.percentile(lat, 99) * 1e3) if n else None,
+            "requests": n,
+            "failures": failures,
+            "cpu_ms_per_req": (cpu1 - cpu0) * 1e3 / n if n else None,
+            "error": errors[0] if errors else "",
+        }
 
     def close(self) -> None:
         for q in self.commands:
@@ -442,8 +501,12 @@ class Clients:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=4.0, help="measured seconds per phase")
-    ap.add_argument("--json-seconds", type=float, default=None,
-                    help="measured seconds per HTTP JSON phase (default 3x --seconds: JSON requests are slow)")
+    ap.add_argument(
+        "--json-seconds",
+        type=float,
+        default=None,
+        help="measured seconds per HTTP JSON phase (default 3x --seconds: JSON requests are slow)",
+    )
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--servers", default="unirt,triton,kserve,mlserver")
@@ -470,12 +533,19 @@ def main() -> None:
         for kind in kinds:
             path = build_model(kind, cache / "models" / f"{kind}.onnx")
             for mode in modes:
-                models.append({"name": f"{kind}_{mode}", "kind": kind, "path": str(path), "batching": mode == "on",
-                               **MODELS[kind]})
+                models.append(
+                    {
+                        "name": f"{kind}_{mode}",
+                        "kind": kind,
+                        "path": str(path),
+                        "batching": mode == "on",
+                        **MODELS[kind],
+                    }
+                )
         clients = Clients(args.clients)
         try:
             for rnd in range(args.rounds):
-                for server in (servers if rnd % 2 == 0 else servers[::-1]):
+                for server in servers if rnd % 2 == 0 else servers[::-1]:
                     t0 = time.perf_counter()
                     proc, ports = launch(server, work / f"r{rnd}", models, cache)
                     try:
@@ -495,14 +565,24 @@ def main() -> None:
                                 port = ports["grpc"] if protocol == "grpc" else ports["http"]
                                 seconds = args.json_seconds if protocol == "http-json" else args.seconds
                                 r = clients.phase(protocol, port, m["name"], m["shape"], seconds, proc.pid)
-                                r.update(server=server, round=rnd, model=m["kind"], protocol=protocol,
-                                         batching="on" if m["batching"] else "off", cold_start_s=cold,
-                                         rss_idle_mib=idle, rss_mib=tree_rss_mib(proc.pid))
+                                r.update(
+                                    server=server,
+                                    round=rnd,
+                                    model=m["kind"],
+                                    protocol=protocol,
+                                    batching="on" if m["batching"] else "off",
+                                    cold_start_s=cold,
+                                    rss_idle_mib=idle,
+                                    rss_mib=tree_rss_mib(proc.pid),
+                                )
                                 rows.append(r)
                                 p50 = f"{r['p50_ms']:.1f}" if r["p50_ms"] is not None else "-"
                                 cpu = f"{r['cpu_ms_per_req']:.2f}" if r["cpu_ms_per_req"] is not None else "-"
-                                print(f"r{rnd} {server:8s} {m['name']:12s} {protocol:11s} {r['req_s']:7.1f} req/s "
-                                      f"p50 {p50} ms cpu/req {cpu} ms fail {r['failures']} {r['error']}", flush=True)
+                                print(
+                                    f"r{rnd} {server:8s} {m['name']:12s} {protocol:11s} {r['req_s']:7.1f} req/s "
+                                    f"p50 {p50} ms cpu/req {cpu} ms fail {r['failures']} {r['error']}",
+                                    flush=True,
+                                )
                     finally:
                         stop(proc)
         finally:
@@ -519,8 +599,9 @@ def summarize(rows: list[dict], servers: list[str]) -> None:
 
     keys = sorted({(r["model"], r["protocol"], r["batching"]) for r in rows})
     print("\nmean over rounds; req/s | p50 ms | p99 ms | CPU ms/req | failures")
-    print(f"{'model':9s} {'protocol':11s} {'batch':5s} " + " ".join(f"{s:>30s}" for s in servers)
-          + "   unirt÷best peer")
+    print(
+        f"{'model':9s} {'protocol':11s} {'batch':5s} " + " ".join(f"{s:>30s}" for s in servers) + "   unirt÷best peer"
+    )
     for key in keys:
         cells, rates = [], {}
         for s in servers:
@@ -531,11 +612,13 @@ def summarize(rows: list[dict], servers: list[str]) -> None:
             ok = [r for r in sel if r["failures"] == 0 or r["requests"] > 10 * r["failures"]]
             rate = mean([r["req_s"] for r in sel])
             rates[s] = rate if ok else 0.0
-            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-            cells.append(f"{fmt(rate, '.0f'):>6s} {fmt(mean([r['p50_ms'] for r in sel]), '.1f'):>5s} "
-                         f"{fmt(mean([r['p99_ms'] for r in sel]), '.1f'):>6s} "
-                         f"{fmt(mean([r['cpu_ms_per_req'] for r in sel]), '.2f'):>6s} "
-                         f"{sum(r['failures'] for r in sel):>4d}")
+            fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731 - a one-line formatter
+            cells.append(
+                f"{fmt(rate, '.0f'):>6s} {fmt(mean([r['p50_ms'] for r in sel]), '.1f'):>5s} "
+                f"{fmt(mean([r['p99_ms'] for r in sel]), '.1f'):>6s} "
+                f"{fmt(mean([r['cpu_ms_per_req'] for r in sel]), '.2f'):>6s} "
+                f"{sum(r['failures'] for r in sel):>4d}"
+            )
         peers = {s: v for s, v in rates.items() if s != "unirt"}
         best = max(peers.items(), key=lambda kv: kv[1], default=(None, 0.0))
         ratio = f"{rates['unirt'] / best[1]:.2f} ({best[0]})" if "unirt" in rates and best[1] else "-"
@@ -544,9 +627,11 @@ def summarize(rows: list[dict], servers: list[str]) -> None:
     for s in servers:
         sel = {(r["round"]): r for r in rows if r["server"] == s}.values()
         if sel:
-            print(f"  {s:8s} {mean([r['cold_start_s'] for r in sel]):6.2f} s  "
-                  f"{mean([r['rss_idle_mib'] for r in sel]):7.1f} MiB idle, "
-                  f"{max(r['rss_mib'] for r in sel):7.1f} MiB max")
+            print(
+                f"  {s:8s} {mean([r['cold_start_s'] for r in sel]):6.2f} s  "
+                f"{mean([r['rss_idle_mib'] for r in sel]):7.1f} MiB idle, "
+                f"{max(r['rss_mib'] for r in sel):7.1f} MiB max"
+            )
 
 
 if __name__ == "__main__":

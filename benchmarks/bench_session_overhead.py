@@ -52,7 +52,6 @@ def main() -> None:
         sess = unirt.Session(path, backend="onnxruntime", device="cpu", threads=1)
 
         binding = raw.io_binding()
-        out_shape = [args.size, args.size]
 
         def ort_iobinding():
             binding.bind_cpu_input("x", x)
@@ -93,19 +92,30 @@ def main() -> None:
                 samples[name].append(per_call_us(fn, args.iterations))
 
     med = {name: statistics.median(v) for name, v in samples.items()}
-    lean_name = min((n for n in calls if n.startswith("ort ") and n != "ort.InferenceSession.run"),
-                    key=med.__getitem__)
+    lean_name = min((n for n in calls if n.startswith("ort ") and n != "ort.InferenceSession.run"), key=med.__getitem__)
     ratio_plain = med["unirt.Session.run"] / med["ort.InferenceSession.run"]
     ratio_lean = med["unirt.Session.run"] / med[lean_name]
-    print(f"model: MatMul({args.size}x{args.size}) + Relu, 1 thread, onnxruntime {ort.__version__}, "
-          f"{args.rounds} rounds x {args.iterations} calls, medians")
+    print(
+        f"model: MatMul({args.size}x{args.size}) + Relu, 1 thread, onnxruntime {ort.__version__}, "
+        f"{args.rounds} rounds x {args.iterations} calls, medians"
+    )
     for name, value in med.items():
         print(f"  {name:<32} {value:8.2f} us/call")
     print(f"ratio unirt / InferenceSession.run : {ratio_plain:.3f}  (target <= 1.0)")
     print(f"ratio unirt / leanest ({lean_name}) : {ratio_lean:.3f}  (target <= 1.3)")
     if args.json:
-        args.json.write_text(json.dumps({"median_us": med, "ratio_vs_run": ratio_plain, "ratio_vs_leanest": ratio_lean,
-                                         "leanest": lean_name, "onnxruntime": ort.__version__}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "median_us": med,
+                    "ratio_vs_run": ratio_plain,
+                    "ratio_vs_leanest": ratio_lean,
+                    "leanest": lean_name,
+                    "onnxruntime": ort.__version__,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

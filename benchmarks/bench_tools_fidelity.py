@@ -58,15 +58,23 @@ def main() -> None:
             raw_p50, raw_mean = float(np.percentile(raw_ms, 50)), float(raw_ms.mean())
             p50_ratio.append(lat.p50 / raw_p50)
             mean_ratio.append(lat.mean / raw_mean)
-            rows.append({"bench_p50_ms": lat.p50, "raw_p50_ms": raw_p50, "bench_mean_ms": lat.mean,
-                         "raw_mean_ms": raw_mean})
-    result = {"model": f"matmul_relu n={args.size}", "rounds": args.rounds, "iterations": args.iterations,
-              "median_bench_p50_ms": statistics.median(r["bench_p50_ms"] for r in rows),
-              "median_raw_p50_ms": statistics.median(r["raw_p50_ms"] for r in rows),
-              "ratio_p50": statistics.median(p50_ratio), "ratio_mean": statistics.median(mean_ratio)}
+            rows.append(
+                {"bench_p50_ms": lat.p50, "raw_p50_ms": raw_p50, "bench_mean_ms": lat.mean, "raw_mean_ms": raw_mean}
+            )
+    result = {
+        "model": f"matmul_relu n={args.size}",
+        "rounds": args.rounds,
+        "iterations": args.iterations,
+        "median_bench_p50_ms": statistics.median(r["bench_p50_ms"] for r in rows),
+        "median_raw_p50_ms": statistics.median(r["raw_p50_ms"] for r in rows),
+        "ratio_p50": statistics.median(p50_ratio),
+        "ratio_mean": statistics.median(mean_ratio),
+    }
     print(f"unirt bench vs a raw onnxruntime loop ({result['model']}, {args.rounds} rounds x {args.iterations} runs)")
-    print(f"  p50:  bench {result['median_bench_p50_ms']:.4f} ms, raw {result['median_raw_p50_ms']:.4f} ms, "
-          f"ratio {result['ratio_p50']:.3f}")
+    print(
+        f"  p50:  bench {result['median_bench_p50_ms']:.4f} ms, raw {result['median_raw_p50_ms']:.4f} ms, "
+        f"ratio {result['ratio_p50']:.3f}"
+    )
     print(f"  mean ratio {result['ratio_mean']:.3f}   (target: p50 ratio <= 1.1)")
     if args.json:
         args.json.write_text(json.dumps({**result, "rows": rows}, indent=2))

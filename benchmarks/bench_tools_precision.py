@@ -27,8 +27,12 @@ PRECISIONS = "fp32,bf16,fp16,int8"
 
 
 # bench name -> unirt.testing.realsize model (the builders the support matrix's precision axis uses too)
-MODELS = {"resnet18": "resnet_like_224", "mobilenet": "mobilenet_like_224", "detector": "detector_like_320",
-          "transformer": "transformer_like_128"}
+MODELS = {
+    "resnet18": "resnet_like_224",
+    "mobilenet": "mobilenet_like_224",
+    "detector": "detector_like_320",
+    "transformer": "transformer_like_128",
+}
 
 
 def _batchable(path: Path) -> tuple[Path, tuple[int, ...]]:
@@ -63,33 +67,55 @@ def main() -> int:
         rng = np.random.default_rng(100)
         cal = out / f"{name}.calibration.npz"  # 16 samples on a leading axis, apart from the measured inputs
         np.savez(cal, input=rng.standard_normal((16, *shape)).astype(np.float32))
-        report = bench(path, backends, precision=PRECISIONS, iterations=args.iterations, warmup=3,
-                       threads=args.threads, calibration=cal)
+        report = bench(
+            path,
+            backends,
+            precision=PRECISIONS,
+            iterations=args.iterations,
+            warmup=3,
+            threads=args.threads,
+            calibration=cal,
+        )
         report.write_json(out / f"{name}.bench.json")
         # the models take batch 1: the accuracy rows are that many samples, one run each
         inputs = {"input": rng.standard_normal((args.accuracy_batch, *shape)).astype(np.float32)}
         acc = compare(path, backends, precision=PRECISIONS, inputs=inputs, threads=args.threads, calibration=cal)
         print(f"\n## {name} ({MODELS[name]}, input {shape}), {args.threads} threads, {args.iterations} iterations")
-        print(f"{'backend':12} {'prec':5} {'computes':8} {'p50 ms':>8} {'vs fp32':>8} {'rel-L2':>9} {'max abs':>9}"
-              f" {'top-1':>6}")
+        print(
+            f"{'backend':12} {'prec':5} {'computes':8} {'p50 ms':>8} {'vs fp32':>8} {'rel-L2':>9} {'max abs':>9}"
+            f" {'top-1':>6}"
+        )
         rows = []
         for r in report.results:
             label = f"{r.backend}@{r.precision_asked}"
             w = acc.worst(label) if label in acc.targets and label not in acc.refused else {}
             if r.backend == acc.reference and r.precision_asked == "fp32":
-                w = {"rel_l2": 0.0, "max_abs": 0.0,
-                     "top1_agreement": 1.0 if any(x.top1_agreement is not None for x in acc.results) else None}
-            row = {"backend": r.backend, "asked": r.precision_asked, "computes": r.precision,
-                   "p50_ms": r.latency_ms.p50 if r.latency_ms else None, "speed_vs_fp32": r.speed_vs_fp32,
-                   "rel_l2": w.get("rel_l2"), "max_abs": w.get("max_abs"), "top1": w.get("top1_agreement"),
-                   "refused": r.error}
+                w = {
+                    "rel_l2": 0.0,
+                    "max_abs": 0.0,
+                    "top1_agreement": 1.0 if any(x.top1_agreement is not None for x in acc.results) else None,
+                }
+            row = {
+                "backend": r.backend,
+                "asked": r.precision_asked,
+                "computes": r.precision,
+                "p50_ms": r.latency_ms.p50 if r.latency_ms else None,
+                "speed_vs_fp32": r.speed_vs_fp32,
+                "rel_l2": w.get("rel_l2"),
+                "max_abs": w.get("max_abs"),
+                "top1": w.get("top1_agreement"),
+                "refused": r.error,
+            }
             rows.append(row)
 
             def f(v, fmt):
                 return "-" if v is None else format(v, fmt)
-            print(f"{r.backend:12} {r.precision_asked:5} {('refused' if r.error else r.precision):8} "
-                  f"{f(row['p50_ms'], '8.2f')} {f(row['speed_vs_fp32'], '8.2f')} {f(row['rel_l2'], '9.2e')} "
-                  f"{f(row['max_abs'], '9.2e')} {f(row['top1'], '6.3f')}")
+
+            print(
+                f"{r.backend:12} {r.precision_asked:5} {('refused' if r.error else r.precision):8} "
+                f"{f(row['p50_ms'], '8.2f')} {f(row['speed_vs_fp32'], '8.2f')} {f(row['rel_l2'], '9.2e')} "
+                f"{f(row['max_abs'], '9.2e')} {f(row['top1'], '6.3f')}"
+            )
         for r in report.results:
             if r.error:
                 print(f"  refused {r.backend} {r.precision_asked}: {r.error[:160]}")

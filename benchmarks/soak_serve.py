@@ -66,10 +66,16 @@ def build_mlp(path: Path) -> Path:
     w0 = (rng.standard_normal((dims[0], dims[1])) / 8).astype(np.float32)
     w1 = (rng.standard_normal((dims[1], dims[2])) / 16).astype(np.float32)
     graph = h.make_graph(
-        [h.make_node("Gemm", ["x", "w0"], ["g"]), h.make_node("Relu", ["g"], ["r"]),
-         h.make_node("Gemm", ["r", "w1"], ["y"])],
-        "soak_mlp", [h.make_tensor_value_info("x", T.FLOAT, ["N", FEATURES])],
-        [h.make_tensor_value_info("y", T.FLOAT, ["N", CLASSES])], [nh.from_array(w0, "w0"), nh.from_array(w1, "w1")])
+        [
+            h.make_node("Gemm", ["x", "w0"], ["g"]),
+            h.make_node("Relu", ["g"], ["r"]),
+            h.make_node("Gemm", ["r", "w1"], ["y"]),
+        ],
+        "soak_mlp",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", FEATURES])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", CLASSES])],
+        [nh.from_array(w0, "w0"), nh.from_array(w1, "w1")],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, str(path))
@@ -78,9 +84,20 @@ def build_mlp(path: Path) -> Path:
 
 # -- the server process and what it holds ------------------------------------------------------------------------
 
+
 def start_server(repo: Path, isolate_flag: bool) -> tuple[subprocess.Popen, dict[str, int]]:
-    args = [UNIRT, "serve", "--model-repository", str(repo), "--http-port", "0", "--grpc-port", "0",
-            "--metrics-port", "0"]
+    args = [
+        UNIRT,
+        "serve",
+        "--model-repository",
+        str(repo),
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+    ]
     if isolate_flag:
         args += ["--isolate", "always"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -95,7 +112,7 @@ def start_server(repo: Path, isolate_flag: bool) -> tuple[subprocess.Popen, dict
             proc.kill()
             raise SystemExit("the server printed no ports in 120 s") from None
         if line.startswith("unirt serve: ") and " on " in line:
-            name, address = line[len("unirt serve: "):].strip().split(" on ")
+            name, address = line[len("unirt serve: ") :].strip().split(" on ")
             ports[name] = int(address.rsplit(":", 1)[1])
     return proc, ports
 
@@ -165,11 +182,13 @@ def shm_segments(pids: set[int]) -> list[str]:
         names = os.listdir("/dev/shm")
     except OSError:
         return []
-    return sorted(n for n in names if n.startswith("unirt.") and n.split(".")[1].isdigit()
-                  and int(n.split(".")[1]) in pids)
+    return sorted(
+        n for n in names if n.startswith("unirt.") and n.split(".")[1].isdigit() and int(n.split(".")[1]) in pids
+    )
 
 
 # -- clients -----------------------------------------------------------------------------------------------------
+
 
 class Stats:
     def __init__(self) -> None:
@@ -190,8 +209,18 @@ def _status(exc: Exception, protocol: str) -> str:
     return type(exc).__name__
 
 
-def client_loop(protocol: str, ports: dict[str, int], stats: Stats, x: np.ndarray, expected: np.ndarray,
-                rate: float | None, stop: float, malformed: float, seed: int, record: bool) -> int:
+def client_loop(
+    protocol: str,
+    ports: dict[str, int],
+    stats: Stats,
+    x: np.ndarray,
+    expected: np.ndarray,
+    rate: float | None,
+    stop: float,
+    malformed: float,
+    seed: int,
+    record: bool,
+) -> int:
     """Requests from now to `stop` (monotonic): as fast as possible (rate None) or paced at `rate` per second.
     Returns the good answers."""
     import tritonclient.grpc as grpcclient
@@ -246,7 +275,7 @@ def client_loop(protocol: str, ports: dict[str, int], stats: Stats, x: np.ndarra
                     stats.malformed_accepted += 1
                 continue
             result = client.infer("soak", [good]).as_numpy("y")
-        except Exception as exc:  # noqa: BLE001 - every answer is classified
+        except Exception as exc:  # every answer is classified
             status = _status(exc, protocol)
             after_kill = any(0 <= time.time() - k <= CRASH_WINDOW for k in stats.kills)
             server_side = status.startswith("5") or status in ("INTERNAL", "UNAVAILABLE")
@@ -274,8 +303,17 @@ def client_loop(protocol: str, ports: dict[str, int], stats: Stats, x: np.ndarra
     return done
 
 
-def run_clients(count: int, ports: dict[str, int], stats: Stats, x: np.ndarray, expected: np.ndarray,
-                rate: float | None, seconds: float, malformed: float, record: bool) -> int:
+def run_clients(
+    count: int,
+    ports: dict[str, int],
+    stats: Stats,
+    x: np.ndarray,
+    expected: np.ndarray,
+    rate: float | None,
+    seconds: float,
+    malformed: float,
+    record: bool,
+) -> int:
     stop = time.monotonic() + seconds
     results: list[int] = [0] * count
     threads = []
@@ -284,6 +322,7 @@ def run_clients(count: int, ports: dict[str, int], stats: Stats, x: np.ndarray, 
 
         def work(i: int = i, protocol: str = protocol) -> None:
             results[i] = client_loop(protocol, ports, stats, x, expected, rate, stop, malformed, 1000 + i, record)
+
         threads.append(threading.Thread(target=work, daemon=True))
     for t in threads:
         t.start()
@@ -293,6 +332,7 @@ def run_clients(count: int, ports: dict[str, int], stats: Stats, x: np.ndarray, 
 
 
 # -- the run -----------------------------------------------------------------------------------------------------
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -320,8 +360,10 @@ def main() -> int:
         expected = sess.run({"x": x})["y"]
 
     proc, ports = start_server(tmp / "repo", isolate_flag)
-    print(f"server pid {proc.pid}, ports {ports}, isolate flag {'--isolate always' if isolate_flag else 'absent'}",
-          flush=True)
+    print(
+        f"server pid {proc.pid}, ports {ports}, isolate flag {'--isolate always' if isolate_flag else 'absent'}",
+        flush=True,
+    )
     stats = Stats()
     seen_pids = {proc.pid}
     samples: list[dict] = []
@@ -331,8 +373,11 @@ def main() -> int:
         capacity = run_clients(args.clients, ports, stats, x, expected, None, args.capacity_seconds, 0.0, False)
         capacity_rps = capacity / args.capacity_seconds
         target = args.load * capacity_rps
-        print(f"capacity {capacity_rps:.0f} req/s with {args.clients} clients; soaking at {target:.0f} req/s "
-              f"({args.load:.0%}) for {args.minutes} min", flush=True)
+        print(
+            f"capacity {capacity_rps:.0f} req/s with {args.clients} clients; soaking at {target:.0f} req/s "
+            f"({args.load:.0%}) for {args.minutes} min",
+            flush=True,
+        )
 
         seconds = args.minutes * 60
         t_start = time.time()
@@ -344,9 +389,15 @@ def main() -> int:
             while not stop_monitor.is_set():
                 kids = children(proc.pid)
                 seen_pids.update(kids)
-                samples.append({"t": round(time.time() - t_start, 1), "rss_mib": round(rss_mib(proc.pid), 1),
-                                "children_rss_mib": round(sum(rss_mib(k) for k in kids), 1),
-                                "fds": fd_count(proc.pid), "children": len(kids)})
+                samples.append(
+                    {
+                        "t": round(time.time() - t_start, 1),
+                        "rss_mib": round(rss_mib(proc.pid), 1),
+                        "children_rss_mib": round(sum(rss_mib(k) for k in kids), 1),
+                        "fds": fd_count(proc.pid),
+                        "children": len(kids),
+                    }
+                )
                 if time.monotonic() >= next_kill:
                     next_kill += args.kill_every
                     workers = [k for k in kids if "unirt._isolated_worker" in cmdline(k)]
@@ -361,8 +412,11 @@ def main() -> int:
                             pass
                     else:
                         kill_log.append({"t": round(time.time() - t_start, 1), "pid": None})
-                        print(f"  t={time.time() - t_start:5.0f}s no child with unirt._isolated_worker in its "
-                              "command line (isolated serving not available): nothing to kill", flush=True)
+                        print(
+                            f"  t={time.time() - t_start:5.0f}s no child with unirt._isolated_worker in its "
+                            "command line (isolated serving not available): nothing to kill",
+                            flush=True,
+                        )
                 stop_monitor.wait(SAMPLE_EVERY)
 
         mon = threading.Thread(target=monitor, daemon=True)
@@ -387,10 +441,16 @@ def main() -> int:
     windows: dict[int, list[float]] = defaultdict(list)
     for t, lat in stats.latencies:
         windows[int((t - t_start) // args.window)].append(lat)
-    p99 = [{"from_s": w * args.window, "requests": len(v), "rps": round(len(v) / args.window, 1),
+    p99 = [
+        {
+            "from_s": w * args.window,
+            "requests": len(v),
+            "rps": round(len(v) / args.window, 1),
             "p50_ms": round(float(np.percentile(v, 50)) * 1e3, 2),
-            "p99_ms": round(float(np.percentile(v, 99)) * 1e3, 2)}
-           for w, v in sorted(windows.items())]
+            "p99_ms": round(float(np.percentile(v, 99)) * 1e3, 2),
+        }
+        for w, v in sorted(windows.items())
+    ]
     kill_times = [k["t"] for k in kill_log if k["pid"] is not None]
     steady = [s for s in samples if s["t"] >= args.warmup]
     settled = [s for s in steady if not any(0 <= s["t"] - k <= SETTLE for k in kill_times)]
@@ -402,18 +462,37 @@ def main() -> int:
     errors = {f"{kind} {status}": n for (kind, status), n in sorted(stats.errors.items())}
     unexpected = sum(n for (kind, _), n in stats.errors.items() if kind == "unexpected")
     report = {
-        "minutes": args.minutes, "clients": args.clients, "capacity_rps": round(capacity_rps, 1),
-        "target_rps": round(target, 1), "served": served, "served_by_protocol": dict(stats.served),
-        "achieved_rps": round(served / seconds, 1), "errors": errors, "error_examples":
-            {f"{k} {s}": m for (k, s), m in stats.examples.items()}, "wrong_answers": stats.wrong,
-        "malformed_accepted": stats.malformed_accepted, "kills": kill_log, "p99_over_time": p99,
-        "rss_mib_after_warmup": {"first": rss[0] if rss else None, "last": rss[-1] if rss else None,
-                                 "min": min(rss, default=None), "max": max(rss, default=None),
-                                 "spread": round(rss_spread, 4), "server_only_spread": round(own_spread, 4),
-                                 "note": f"server + children, samples within {SETTLE:.0f} s of a kill left out"},
-        "fds_after_warmup": {"first": fds[0] if fds else None, "last": fds[-1] if fds else None,
-                             "min": min(fds, default=None), "max": max(fds, default=None)},
-        "leaked_shm_segments": leaked, "server_exit_status": rc, "samples": samples,
+        "minutes": args.minutes,
+        "clients": args.clients,
+        "capacity_rps": round(capacity_rps, 1),
+        "target_rps": round(target, 1),
+        "served": served,
+        "served_by_protocol": dict(stats.served),
+        "achieved_rps": round(served / seconds, 1),
+        "errors": errors,
+        "error_examples": {f"{k} {s}": m for (k, s), m in stats.examples.items()},
+        "wrong_answers": stats.wrong,
+        "malformed_accepted": stats.malformed_accepted,
+        "kills": kill_log,
+        "p99_over_time": p99,
+        "rss_mib_after_warmup": {
+            "first": rss[0] if rss else None,
+            "last": rss[-1] if rss else None,
+            "min": min(rss, default=None),
+            "max": max(rss, default=None),
+            "spread": round(rss_spread, 4),
+            "server_only_spread": round(own_spread, 4),
+            "note": f"server + children, samples within {SETTLE:.0f} s of a kill left out",
+        },
+        "fds_after_warmup": {
+            "first": fds[0] if fds else None,
+            "last": fds[-1] if fds else None,
+            "min": min(fds, default=None),
+            "max": max(fds, default=None),
+        },
+        "leaked_shm_segments": leaked,
+        "server_exit_status": rc,
+        "samples": samples,
     }
     checks = {
         "no unexpected errors": unexpected == 0,
@@ -433,9 +512,11 @@ def main() -> int:
             print(f"  e.g. {key}: {msg}")
     print(f"wrong answers {stats.wrong}; malformed requests accepted {stats.malformed_accepted}")
     print("p99 over time (ms): " + " ".join(f"{w['p99_ms']:.1f}" for w in p99))
-    print(f"RSS after warm-up (server + children, MiB; {SETTLE:.0f} s after each kill left out): first "
-          f"{report['rss_mib_after_warmup']['first']}, last {report['rss_mib_after_warmup']['last']}, spread "
-          f"{rss_spread:.1%}; the server's own RSS spread {own_spread:.1%}")
+    print(
+        f"RSS after warm-up (server + children, MiB; {SETTLE:.0f} s after each kill left out): first "
+        f"{report['rss_mib_after_warmup']['first']}, last {report['rss_mib_after_warmup']['last']}, spread "
+        f"{rss_spread:.1%}; the server's own RSS spread {own_spread:.1%}"
+    )
     print(f"open fds after warm-up: min {min(fds, default=None)}, max {max(fds, default=None)}")
     print(f"leaked /dev/shm segments: {len(leaked)} {leaked if leaked else ''}")
     for name, ok in checks.items():

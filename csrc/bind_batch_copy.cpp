@@ -46,7 +46,7 @@ void check_batch(const py::array& batch, bool writable) {
 
 py::array as_array(const py::handle& obj, const std::string& what) {
   if (!py::isinstance<py::array>(obj)) {
-    throw py::type_error(what + " must be a numpy array, got " + std::string(py::str(obj.get_type().attr("__name__"))));
+    throw py::type_error(what + " must be a numpy array, got " + std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
   }
   return py::reinterpret_borrow<py::array>(obj);
 }

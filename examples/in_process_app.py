@@ -28,7 +28,7 @@ class Classifier:
     """The app's model: loaded once, thread-safe `predict`, closed with the app."""
 
     def __init__(self, model: Path, max_wait_s: float = 0.002, max_requests: int = 32) -> None:
-        self.session = unirt.Session(model, threads=2)       # backend and device chosen from the file and machine
+        self.session = unirt.Session(model, threads=2)  # backend and device chosen from the file and machine
         self.input = self.session.inputs[0]
         self._queue: Queue[tuple[np.ndarray, Future] | None] = Queue()
         self._max_wait_s, self._max_requests = max_wait_s, max_requests
@@ -80,7 +80,7 @@ def main(model: Path = DEFAULT_MODEL, handlers: int = 16, requests: int = 2000) 
     inputs = [rng.standard_normal((1 + i % 4, features)).astype(np.float32) for i in range(requests)]
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(handlers) as pool:        # the app's request handlers
+    with ThreadPoolExecutor(handlers) as pool:  # the app's request handlers
         answers = list(pool.map(app.predict, inputs))
     seconds = time.perf_counter() - started
 
@@ -88,8 +88,9 @@ def main(model: Path = DEFAULT_MODEL, handlers: int = 16, requests: int = 2000) 
     for x, probs in zip(inputs[:50], answers[:50]):
         np.testing.assert_allclose(probs, app.session.run(x)["probs"], rtol=1e-5, atol=1e-7)
     stats = app.session.batch_stats()
-    print(f"{requests} requests from {handlers} handler threads in {seconds:.2f} s "
-          f"({requests / seconds:,.0f} requests/s)")
+    print(
+        f"{requests} requests from {handlers} handler threads in {seconds:.2f} s ({requests / seconds:,.0f} requests/s)"
+    )
     print(f"run_many packed {stats.requests} requests ({stats.rows} rows) into {stats.backend_runs} backend runs")
     print("first answer:", np.array2string(answers[0], precision=3))
     app.close()

@@ -29,7 +29,7 @@ def synthetic_image(size: int = 256, objects: int = 3, seed: int = 0) -> tuple[n
     centres = []
     for _ in range(objects):
         y, x = (int(v) for v in rng.integers(CROP, size - CROP, 2))
-        image[0, :, y - 10:y + 10, x - 10:x + 10] = rng.uniform(0.8, 1.0, (3, 1, 1))
+        image[0, :, y - 10 : y + 10, x - 10 : x + 10] = rng.uniform(0.8, 1.0, (3, 1, 1))
         centres.append((y, x))
     return image, centres
 
@@ -54,15 +54,17 @@ def crops_at(image: np.ndarray, cells: list[tuple[int, int]]) -> np.ndarray:
     out = np.empty((len(cells), 3, CROP, CROP), np.float32)
     for i, (cy, cx) in enumerate(cells):
         y, x = cy * STRIDE, cx * STRIDE  # the cell in image pixels (+half for the padding, -half for the crop)
-        out[i] = padded[:, y:y + CROP, x:x + CROP]
+        out[i] = padded[:, y : y + CROP, x : x + CROP]
     return out
 
 
 def main() -> None:
     arena = unirt.Arena()
     # pooled_outputs=True: every output is carved from the arena (by default only outputs of 64 KiB or more are).
-    with unirt.Session(MODELS / "detector.onnx", arena=arena, pooled_outputs=True) as detector, \
-            unirt.Session(MODELS / "recognizer.onnx", arena=arena, pooled_outputs=True) as recognizer:
+    with (
+        unirt.Session(MODELS / "detector.onnx", arena=arena, pooled_outputs=True) as detector,
+        unirt.Session(MODELS / "recognizer.onnx", arena=arena, pooled_outputs=True) as recognizer,
+    ):
         print(f"detector:   {detector}\nrecognizer: {recognizer}\n")
         for seed in range(3):  # a few frames; each frame's buffers go back to the arena before the next
             image, truth = synthetic_image(seed=seed)
@@ -70,8 +72,10 @@ def main() -> None:
             cells = top_cells(heatmap, k=len(truth))
             del heatmap  # done with the detector's output: its arena piece is free for the recognizer
             out = recognizer.run(crops_at(image, cells))
-            found = ", ".join(f"({cy * STRIDE},{cx * STRIDE}) class {int(p.argmax())} mask {int((m > 0.5).sum())} px"
-                              for (cy, cx), p, m in zip(cells, out["probs"], out["mask"]))
+            found = ", ".join(
+                f"({cy * STRIDE},{cx * STRIDE}) class {int(p.argmax())} mask {int((m > 0.5).sum())} px"
+                for (cy, cx), p, m in zip(cells, out["probs"], out["mask"])
+            )
             print(f"frame {seed}: objects at {sorted(truth)}\n         found {found}")
             del out
         print()

@@ -1,6 +1,6 @@
 """Quick start: load a model with backend="auto", run it, print the backend chosen and the result.
 
-    pip install . ./plugins/onnxruntime && python examples/quickstart.py
+pip install . ./plugins/onnxruntime && python examples/quickstart.py
 """
 
 from __future__ import annotations

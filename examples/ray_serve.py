@@ -23,16 +23,16 @@ import os
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-import socket  # noqa: E402
-from pathlib import Path  # noqa: E402
+import socket
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import ray  # noqa: E402
-import tritonclient.http as httpclient  # noqa: E402
-from ray import serve  # noqa: E402
+import numpy as np
+import ray
+import tritonclient.http as httpclient
+from ray import serve
 
-import unirt  # noqa: E402
-from unirt.integrations.ray import RetryingHandle, build  # noqa: E402
+import unirt
+from unirt.integrations.ray import RetryingHandle, build
 
 HERE = Path(__file__).resolve().parent
 MODEL = HERE / "models" / "classifier.onnx"
@@ -61,7 +61,7 @@ def main() -> None:
 
         rng = np.random.default_rng(0)
         requests = [rng.standard_normal((1 + i % 3, 4)).astype(np.float32) for i in range(64)]
-        responses = [handle.remote(x) for x in requests]       # all in flight at once
+        responses = [handle.remote(x) for x in requests]  # all in flight at once
         answers = [r.result(timeout_s=60) for r in responses]
         with unirt.Session(MODEL, threads=1) as sess:
             for x, answer in zip(requests, answers):
@@ -78,14 +78,18 @@ def main() -> None:
         tensor.set_data_from_numpy(requests[1])
         result = client.infer("classifier", [tensor])
         np.testing.assert_allclose(result.as_numpy("probs"), answers[1]["probs"], rtol=1e-6)
-        print(f"HTTP on 127.0.0.1:{port}: model metadata {client.get_model_metadata('classifier')['inputs']}, "
-              "answers equal")
+        print(
+            f"HTTP on 127.0.0.1:{port}: model metadata {client.get_model_metadata('classifier')['inputs']}, "
+            "answers equal"
+        )
         client.close()
 
         for _ in range(4):  # requests go to either replica; each reports its own figures
             stats = handle.stats.remote().result(timeout_s=30)
-            print(f"replica {stats['replica']} (pid {stats['pid']}): {stats['requests']} requests in "
-                  f"{stats['batches']} batches, sizes {stats['batch_sizes']}")
+            print(
+                f"replica {stats['replica']} (pid {stats['pid']}): {stats['requests']} requests in "
+                f"{stats['batches']} batches, sizes {stats['batch_sizes']}"
+            )
     finally:
         # A local instance goes with its Ray: ray.shutdown() alone stops it without the "(raylet) Task
         # ServeController.listen_for_change failed ... killed by `ray.kill`" lines that serve.shutdown() leaves.

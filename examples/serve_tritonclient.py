@@ -38,9 +38,21 @@ def start_server(model: Path) -> tuple[subprocess.Popen, str, str]:
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     log = tempfile.TemporaryFile()  # the server's output, shown if it fails to start
     cli = Path(sys.executable).with_name("unirt")  # the command installed beside this Python
-    server = subprocess.Popen([str(cli) if cli.exists() else "unirt", "serve", str(model), "--http-port",
-                               str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)],
-                              stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            str(cli) if cli.exists() else "unirt",
+            "serve",
+            str(model),
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+            "--metrics-port",
+            str(metrics_port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"127.0.0.1:{http_port}"
     client = httpclient.InferenceServerClient(url)
     deadline = time.monotonic() + 60
@@ -48,7 +60,7 @@ def start_server(model: Path) -> tuple[subprocess.Popen, str, str]:
         try:
             if client.is_server_ready():
                 break
-        except Exception:  # noqa: BLE001 - not listening yet
+        except Exception:  # not listening yet
             pass
         if server.poll() is not None or time.monotonic() > deadline:
             server.kill()
@@ -74,7 +86,7 @@ def main(url: str | None = None, grpc_url: str | None = None) -> None:
         meta = http.get_model_metadata("classifier")
         print(f"model {meta['name']}: inputs {meta['inputs']}, outputs {[o['name'] for o in meta['outputs']]}")
         inp = httpclient.InferInput("x", list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)                       # sent as binary tensor data
+        inp.set_data_from_numpy(x)  # sent as binary tensor data
         result = http.infer("classifier", [inp], outputs=[httpclient.InferRequestedOutput("probs")])
         np.testing.assert_allclose(result.as_numpy("probs"), expected, rtol=1e-5)
         print("HTTP probs:\n", np.array2string(result.as_numpy("probs"), precision=4))
@@ -92,7 +104,7 @@ def main(url: str | None = None, grpc_url: str | None = None) -> None:
             grpc.close()
     finally:
         if server is not None:
-            server.send_signal(signal.SIGINT)            # finishes in-flight requests, then exits
+            server.send_signal(signal.SIGINT)  # finishes in-flight requests, then exits
             server.wait(30)
             print(f"stopped unirt serve (exit code {server.returncode})")
 

@@ -30,9 +30,16 @@ def cnn(quick: bool) -> tuple[torch.nn.Module, tuple[int, ...], str]:
             return torchvision.models.resnet50(weights=None).eval(), (3, 224, 224), "resnet50 (torchvision)"
     except ImportError:
         pass
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
-                              torch.nn.Conv2d(32, 64, 3, stride=2, padding=1), torch.nn.ReLU(),
-                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 32, 3, padding=1),
+        torch.nn.BatchNorm2d(32),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 10),
+    )
     return net.eval(), (3, 64, 64), "small CNN (stand-in)"
 
 
@@ -55,8 +62,11 @@ def transformer(quick: bool) -> tuple[torch.nn.Module, tuple[int, ...], str]:
     except ImportError:
         pass
     layer = torch.nn.TransformerEncoderLayer(64, 4, 256, batch_first=True, dropout=0.0)
-    return torch.nn.Sequential(torch.nn.Embedding(1000, 64), torch.nn.TransformerEncoder(layer, 2)).eval(), (32,), \
-        "small transformer (stand-in)"
+    return (
+        torch.nn.Sequential(torch.nn.Embedding(1000, 64), torch.nn.TransformerEncoder(layer, 2)).eval(),
+        (32,),
+        "small transformer (stand-in)",
+    )
 
 
 def example(shape: tuple[int, ...], batch: int, device: str, tokens: bool) -> torch.Tensor:
@@ -99,8 +109,7 @@ def main() -> None:
     device, runs = args.device, 5 if args.quick else 50
     on_gpu = device.startswith("cuda")
     work = Path(tempfile.mkdtemp(prefix="unirt_torch_gpu_"))
-    print(f"torch {torch.__version__}, device {device}"
-          + (f" ({torch.cuda.get_device_name()})" if on_gpu else ""))
+    print(f"torch {torch.__version__}, device {device}" + (f" ({torch.cuda.get_device_name()})" if on_gpu else ""))
     for build in (cnn, transformer):
         module, shape, label = build(args.quick)
         tokens = build is transformer
@@ -115,8 +124,7 @@ def main() -> None:
         # answers and timings per precision
         for precision in ("fp32", "fp16", "bf16"):
             try:
-                sess = unirt.Session(path, backend="torch", device=device, precision=precision,
-                                     device_outputs=on_gpu)
+                sess = unirt.Session(path, backend="torch", device=device, precision=precision, device_outputs=on_gpu)
             except unirt.UnsupportedOptionError as exc:
                 print(f"{precision}: refused: {exc}")
                 continue
@@ -131,8 +139,10 @@ def main() -> None:
                     ref = exact.to(y.device)
                 rel = float((y - ref).norm() / ref.norm())
                 ms = timed(lambda s=sess, n=sess.inputs[0].name, x=x: s.run({n: x}), runs)
-                print(f"{precision}: rel-L2 vs {'fp64' if exact is not None else 'fp32 eager'} {rel:.2e}, "
-                      f"median {ms:.3f} ms at batch 8 ({sess.precision_info})")
+                print(
+                    f"{precision}: rel-L2 vs {'fp64' if exact is not None else 'fp32 eager'} {rel:.2e}, "
+                    f"median {ms:.3f} ms at batch 8 ({sess.precision_info})"
+                )
         # overhead vs the program's own module (and AOTInductor)
         ep_module = torch.export.load(str(path)).module().to(device)
         aoti = None
@@ -153,12 +163,18 @@ def main() -> None:
                 with torch.inference_mode():
                     direct = timed(lambda m=ep_module, xb=xb: m(xb), runs)
                 ours = timed(lambda s=sess, n=name, f=feed: s.run({n: f}), runs)
-                line = f"batch {batch}: ExportedProgram.module() {direct:.3f} ms, unirt {ours:.3f} ms, " \
-                       f"ratio {ours / direct:.3f}"
+                line = (
+                    f"batch {batch}: ExportedProgram.module() {direct:.3f} ms, unirt {ours:.3f} ms, "
+                    f"ratio {ours / direct:.3f}"
+                )
                 if aoti is not None:
-                    with unirt.Session(aoti[1], backend="torch", device=device, device_outputs=on_gpu,
-                                       backend_options={} if not tokens else {"input_dtypes": {"input_0": "int64"}}
-                                       ) as asess:
+                    with unirt.Session(
+                        aoti[1],
+                        backend="torch",
+                        device=device,
+                        device_outputs=on_gpu,
+                        backend_options={} if not tokens else {"input_dtypes": {"input_0": "int64"}},
+                    ) as asess:
                         with torch.inference_mode():
                             a_direct = timed(lambda m=aoti[0], xb=xb: m(xb), runs)
                         a_ours = timed(lambda s=asess, f=feed: s.run({"input_0": f}), runs)
@@ -168,7 +184,8 @@ def main() -> None:
             if on_gpu:
                 seen: list[int] = []
                 hook = torch.nn.modules.module.register_module_forward_pre_hook(
-                    lambda m, a, seen=seen: seen.extend(t.data_ptr() for t in a if isinstance(t, torch.Tensor)))
+                    lambda m, a, seen=seen: seen.extend(t.data_ptr() for t in a if isinstance(t, torch.Tensor))
+                )
                 xb = example(shape, 4, device, tokens)
                 try:
                     out = sess.run({name: xb})
@@ -179,16 +196,20 @@ def main() -> None:
                 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                     sess.run({name: xb})
                 copies = [e.name for e in prof.events() if "Memcpy DtoH" in e.name or "Memcpy D2H" in e.name]
-                print(f"DLPack in: engine saw the caller's pointer: {xb.data_ptr() in seen}; out on "
-                      f"{next(iter(out.values())).device}; device-to-host copies in a profiled run: {len(copies)}")
+                print(
+                    f"DLPack in: engine saw the caller's pointer: {xb.data_ptr() in seen}; out on "
+                    f"{next(iter(out.values())).device}; device-to-host copies in a profiled run: {len(copies)}"
+                )
             # run_many vs one by one (host arrays)
         with unirt.Session(path, backend="torch", device=device) as sess:
             name = sess.inputs[0].name
             requests = [{name: example(shape, 1, "cpu", tokens).numpy()} for _ in range(32)]
             one = timed(lambda s=sess, rs=requests: [s.run(r) for r in rs], max(3, runs // 10))
             many = timed(lambda s=sess, rs=requests: s.run_many(rs), max(3, runs // 10))
-            print(f"32 requests of batch 1: one by one {one:.2f} ms, run_many {many:.2f} ms "
-                  f"({one / many:.2f}x), stats {sess.batch_stats()}")
+            print(
+                f"32 requests of batch 1: one by one {one:.2f} ms, run_many {many:.2f} ms "
+                f"({one / many:.2f}x), stats {sess.batch_stats()}"
+            )
 
 
 if __name__ == "__main__":

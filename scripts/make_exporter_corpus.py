@@ -62,12 +62,14 @@ ONNX_ENGINES = ["onnxruntime", "openvino", "ncnn", "mnn"]
 def load_manifest() -> dict:
     if MANIFEST.is_file():
         return json.loads(MANIFEST.read_text())
-    return {"about": "Tiny models made by real exporters (scripts/make_exporter_corpus.py). Per model: the exporter "
-                     "and its version, the source network, its inputs and outputs as the exporter wrote them "
-                     "(dims: int, or the dim_param string; TFLite: shape_signature), the shapes it really runs at "
-                     "(one dict of input shapes per run; int inputs draw values from int_ranges), and the engines "
-                     "that run it when called by hand.",
-            "models": {}}
+    return {
+        "about": "Tiny models made by real exporters (scripts/make_exporter_corpus.py). Per model: the exporter "
+        "and its version, the source network, its inputs and outputs as the exporter wrote them "
+        "(dims: int, or the dim_param string; TFLite: shape_signature), the shapes it really runs at "
+        "(one dict of input shapes per run; int inputs draw values from int_ranges), and the engines "
+        "that run it when called by hand.",
+        "models": {},
+    }
 
 
 def save_entry(name: str, entry: dict) -> None:
@@ -91,11 +93,13 @@ def onnx_io(path: Path) -> tuple[list[dict], list[dict]]:
         dims = []
         for d in t.shape.dim:
             dims.append(d.dim_value if d.HasField("dim_value") else d.dim_param if d.HasField("dim_param") else None)
-        return {"name": vi.name, "dtype": str(helper.tensor_dtype_to_np_dtype(t.elem_type)),
-                "shape": dims if t.HasField("shape") else None}
+        return {
+            "name": vi.name,
+            "dtype": str(helper.tensor_dtype_to_np_dtype(t.elem_type)),
+            "shape": dims if t.HasField("shape") else None,
+        }
 
-    return ([describe(v) for v in model.graph.input if v.name not in inits],
-            [describe(v) for v in model.graph.output])
+    return ([describe(v) for v in model.graph.input if v.name not in inits], [describe(v) for v in model.graph.output])
 
 
 def check_ort(path: Path, runs: list[dict], int_ranges: dict | None = None) -> None:
@@ -119,8 +123,18 @@ def check_ort(path: Path, runs: list[dict], int_ranges: dict | None = None) -> N
         sess.run(None, feeds)
 
 
-def entry(file: str, exporter: str, version: str, source: str, runs: list[dict], engines: list[str],
-          int_ranges: dict | None = None, notes: str = "", fmt: str = "onnx", float_ranges: dict | None = None) -> dict:
+def entry(
+    file: str,
+    exporter: str,
+    version: str,
+    source: str,
+    runs: list[dict],
+    engines: list[str],
+    int_ranges: dict | None = None,
+    notes: str = "",
+    fmt: str = "onnx",
+    float_ranges: dict | None = None,
+) -> dict:
     e: dict = {"file": file, "format": fmt, "exporter": exporter, "exporter_version": version, "source": source}
     if fmt == "onnx":
         e["inputs"], e["outputs"] = onnx_io(OUT / file)
@@ -211,97 +225,235 @@ def part_torch() -> None:
             return torch.softmax(logits / temperature, dim=-1)
 
     def export_legacy(model, args, file, names_in, names_out, axes):
-        torch.onnx.export(model.eval(), args, str(OUT / file), dynamo=False, input_names=names_in,
-                          output_names=names_out, dynamic_axes=axes, opset_version=17)
+        torch.onnx.export(
+            model.eval(),
+            args,
+            str(OUT / file),
+            dynamo=False,
+            input_names=names_in,
+            output_names=names_out,
+            dynamic_axes=axes,
+            opset_version=17,
+        )
 
     def export_dynamo(model, args, file, names_in, names_out, shapes):
-        prog = torch.onnx.export(model.eval(), args, dynamo=True, input_names=names_in, output_names=names_out,
-                                 dynamic_shapes=shapes, optimize=True, external_data=False)
+        prog = torch.onnx.export(
+            model.eval(),
+            args,
+            dynamo=True,
+            input_names=names_in,
+            output_names=names_out,
+            dynamic_shapes=shapes,
+            optimize=True,
+            external_data=False,
+        )
         prog.save(str(OUT / file))
 
     Dim = torch.export.Dim
 
     # legacy exporter, named axes
-    export_legacy(MLP(), (torch.randn(2, 16),), "torch_legacy_mlp.onnx", ["x"], ["y"],
-                  {"x": {0: "batch_size"}, "y": {0: "batch_size"}})
+    export_legacy(
+        MLP(),
+        (torch.randn(2, 16),),
+        "torch_legacy_mlp.onnx",
+        ["x"],
+        ["y"],
+        {"x": {0: "batch_size"}, "y": {0: "batch_size"}},
+    )
     runs = [{"x": [3, 16]}, {"x": [1, 16]}]
     check_ort(OUT / "torch_legacy_mlp.onnx", runs)
-    save_entry("torch_legacy_mlp", entry("torch_legacy_mlp.onnx", legacy, version,
-                                         "MLP 16-32-4, dynamic batch named 'batch_size'", runs, ONNX_ENGINES))
+    save_entry(
+        "torch_legacy_mlp",
+        entry(
+            "torch_legacy_mlp.onnx",
+            legacy,
+            version,
+            "MLP 16-32-4, dynamic batch named 'batch_size'",
+            runs,
+            ONNX_ENGINES,
+        ),
+    )
 
     # legacy exporter, axes given as lists: generated names
-    export_legacy(CNN(), (torch.randn(1, 3, 32, 32),), "torch_legacy_cnn.onnx", ["input"], ["logits", "features"],
-                  {"input": [0, 2, 3], "logits": [0], "features": [0, 2, 3]})
+    export_legacy(
+        CNN(),
+        (torch.randn(1, 3, 32, 32),),
+        "torch_legacy_cnn.onnx",
+        ["input"],
+        ["logits", "features"],
+        {"input": [0, 2, 3], "logits": [0], "features": [0, 2, 3]},
+    )
     runs = [{"input": [2, 3, 40, 56]}, {"input": [1, 3, 64, 64]}]
     check_ort(OUT / "torch_legacy_cnn.onnx", runs)
-    save_entry("torch_legacy_cnn", entry("torch_legacy_cnn.onnx", legacy, version,
-                                         "NCHW CNN (conv s2, conv, global mean, linear) with dynamic batch and H/W "
-                                         "given as axis lists (exporter-generated dim names); outputs logits "
-                                         "[N,5] and the feature map [N,8,H/2,W/2]", runs, ONNX_ENGINES))
+    save_entry(
+        "torch_legacy_cnn",
+        entry(
+            "torch_legacy_cnn.onnx",
+            legacy,
+            version,
+            "NCHW CNN (conv s2, conv, global mean, linear) with dynamic batch and H/W "
+            "given as axis lists (exporter-generated dim names); outputs logits "
+            "[N,5] and the feature map [N,8,H/2,W/2]",
+            runs,
+            ONNX_ENGINES,
+        ),
+    )
 
     # legacy: several inputs, image + vectors + scalar-ish [N,1]
-    export_legacy(MultiImage(), (torch.randn(1, 3, 24, 24), torch.randn(1, 4), torch.ones(1, 1)),
-                  "torch_legacy_multi_input.onnx", ["image", "boxes", "scale"], ["logits", "mask"],
-                  {"image": {0: "batch", 2: "height", 3: "width"}, "boxes": {0: "batch"}, "scale": {0: "batch"},
-                   "logits": {0: "batch"}, "mask": {0: "batch", 2: "height", 3: "width"}})
+    export_legacy(
+        MultiImage(),
+        (torch.randn(1, 3, 24, 24), torch.randn(1, 4), torch.ones(1, 1)),
+        "torch_legacy_multi_input.onnx",
+        ["image", "boxes", "scale"],
+        ["logits", "mask"],
+        {
+            "image": {0: "batch", 2: "height", 3: "width"},
+            "boxes": {0: "batch"},
+            "scale": {0: "batch"},
+            "logits": {0: "batch"},
+            "mask": {0: "batch", 2: "height", 3: "width"},
+        },
+    )
     runs = [{"image": [2, 3, 48, 32], "boxes": [2, 4], "scale": [2, 1]}]
     check_ort(OUT / "torch_legacy_multi_input.onnx", runs)
-    save_entry("torch_legacy_multi_input", entry(
-        "torch_legacy_multi_input.onnx", legacy, version,
-        "image model with three inputs (NCHW image with named batch/height/width, boxes [batch,4], scale "
-        "[batch,1]); outputs logits [batch,3] and a mask [batch,1,height,width]", runs, ONNX_ENGINES))
+    save_entry(
+        "torch_legacy_multi_input",
+        entry(
+            "torch_legacy_multi_input.onnx",
+            legacy,
+            version,
+            "image model with three inputs (NCHW image with named batch/height/width, boxes [batch,4], scale "
+            "[batch,1]); outputs logits [batch,3] and a mask [batch,1,height,width]",
+            runs,
+            ONNX_ENGINES,
+        ),
+    )
 
     # legacy: a rank-0 input
-    export_legacy(Temperature(), (torch.randn(2, 10), torch.tensor(2.0)), "torch_legacy_scalar.onnx",
-                  ["logits", "temperature"], ["probs"], {"logits": {0: "batch"}, "probs": {0: "batch"}})
+    export_legacy(
+        Temperature(),
+        (torch.randn(2, 10), torch.tensor(2.0)),
+        "torch_legacy_scalar.onnx",
+        ["logits", "temperature"],
+        ["probs"],
+        {"logits": {0: "batch"}, "probs": {0: "batch"}},
+    )
     runs = [{"logits": [4, 10], "temperature": []}]
     check_ort(OUT / "torch_legacy_scalar.onnx", runs)
-    save_entry("torch_legacy_scalar", entry("torch_legacy_scalar.onnx", legacy, version,
-                                            "softmax(logits / temperature) with a rank-0 temperature input", runs,
-                                            ONNX_ENGINES, notes="ncnn (pnnx) takes no rank-0 input",
-                                            float_ranges={"temperature": [0.5, 2.0]}))
+    save_entry(
+        "torch_legacy_scalar",
+        entry(
+            "torch_legacy_scalar.onnx",
+            legacy,
+            version,
+            "softmax(logits / temperature) with a rank-0 temperature input",
+            runs,
+            ONNX_ENGINES,
+            notes="ncnn (pnnx) takes no rank-0 input",
+            float_ranges={"temperature": [0.5, 2.0]},
+        ),
+    )
 
     # legacy: output [T, N, C] (sequence first)
-    export_legacy(SeqFirst(), (torch.randn(1, 1, 32, 40),), "torch_legacy_seq_first.onnx", ["image"], ["log_probs"],
-                  {"image": {0: "batch", 3: "width"}, "log_probs": {0: "time", 1: "batch"}})
+    export_legacy(
+        SeqFirst(),
+        (torch.randn(1, 1, 32, 40),),
+        "torch_legacy_seq_first.onnx",
+        ["image"],
+        ["log_probs"],
+        {"image": {0: "batch", 3: "width"}, "log_probs": {0: "time", 1: "batch"}},
+    )
     runs = [{"image": [1, 1, 32, 100]}, {"image": [1, 1, 32, 64]}]
     check_ort(OUT / "torch_legacy_seq_first.onnx", runs)
-    save_entry("torch_legacy_seq_first", entry("torch_legacy_seq_first.onnx", legacy, version,
-                                               "CRNN-like: grey text line [batch,1,32,width] -> conv -> "
-                                               "log_softmax over 9 classes, output sequence-first [time, batch, 9] "
-                                               "(dim 0 is not a batch)", runs, ONNX_ENGINES))
+    save_entry(
+        "torch_legacy_seq_first",
+        entry(
+            "torch_legacy_seq_first.onnx",
+            legacy,
+            version,
+            "CRNN-like: grey text line [batch,1,32,width] -> conv -> "
+            "log_softmax over 9 classes, output sequence-first [time, batch, 9] "
+            "(dim 0 is not a batch)",
+            runs,
+            ONNX_ENGINES,
+        ),
+    )
 
     # dynamo: shared symbol
     batch = Dim("batch", min=1, max=64)
-    export_dynamo(Pair(), (torch.randn(2, 8), torch.randn(2, 8)), "torch_dynamo_pair.onnx", ["x", "y"], ["z"],
-                  ({0: Dim.AUTO}, {0: Dim.AUTO}))
+    export_dynamo(
+        Pair(),
+        (torch.randn(2, 8), torch.randn(2, 8)),
+        "torch_dynamo_pair.onnx",
+        ["x", "y"],
+        ["z"],
+        ({0: Dim.AUTO}, {0: Dim.AUTO}),
+    )
     runs = [{"x": [3, 8], "y": [3, 8]}, {"x": [5, 8], "y": [5, 8]}]
     check_ort(OUT / "torch_dynamo_pair.onnx", runs)
-    save_entry("torch_dynamo_pair", entry("torch_dynamo_pair.onnx", dynamo, version,
-                                          "tanh(Linear(x) + Linear(y)): torch.export proves the two batch dims "
-                                          "equal, so both inputs carry one symbol (must stay tied)", runs,
-                                          ONNX_ENGINES))
+    save_entry(
+        "torch_dynamo_pair",
+        entry(
+            "torch_dynamo_pair.onnx",
+            dynamo,
+            version,
+            "tanh(Linear(x) + Linear(y)): torch.export proves the two batch dims "
+            "equal, so both inputs carry one symbol (must stay tied)",
+            runs,
+            ONNX_ENGINES,
+        ),
+    )
 
     # dynamo: CNN with dynamic batch and H/W (symbols and expressions on outputs)
-    export_dynamo(CNN(), (torch.randn(2, 3, 32, 32),), "torch_dynamo_cnn.onnx", ["input"], ["logits", "features"],
-                  ({0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO},))
+    export_dynamo(
+        CNN(),
+        (torch.randn(2, 3, 32, 32),),
+        "torch_dynamo_cnn.onnx",
+        ["input"],
+        ["logits", "features"],
+        ({0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO},),
+    )
     runs = [{"input": [2, 3, 40, 56]}, {"input": [1, 3, 64, 64]}]
     check_ort(OUT / "torch_dynamo_cnn.onnx", runs)
-    save_entry("torch_dynamo_cnn", entry("torch_dynamo_cnn.onnx", dynamo, version,
-                                         "the NCHW CNN of torch_legacy_cnn, dynamic batch and H/W as torch.export "
-                                         "symbols (output dims are expressions of them)", runs, ONNX_ENGINES))
+    save_entry(
+        "torch_dynamo_cnn",
+        entry(
+            "torch_dynamo_cnn.onnx",
+            dynamo,
+            version,
+            "the NCHW CNN of torch_legacy_cnn, dynamic batch and H/W as torch.export "
+            "symbols (output dims are expressions of them)",
+            runs,
+            ONNX_ENGINES,
+        ),
+    )
 
     # dynamo: int64 token ids
-    export_dynamo(Tokens(), (torch.randint(0, 100, (2, 9)),), "torch_dynamo_tokens.onnx", ["ids"],
-                  ["token_logits", "pooled"], ({0: batch, 1: Dim("seq", min=2, max=512)},))
+    export_dynamo(
+        Tokens(),
+        (torch.randint(0, 100, (2, 9)),),
+        "torch_dynamo_tokens.onnx",
+        ["ids"],
+        ["token_logits", "pooled"],
+        ({0: batch, 1: Dim("seq", min=2, max=512)},),
+    )
     runs = [{"ids": [2, 9]}, {"ids": [1, 30]}]
     ranges = {"ids": [0, 100]}
     check_ort(OUT / "torch_dynamo_tokens.onnx", runs, ranges)
-    save_entry("torch_dynamo_tokens", entry("torch_dynamo_tokens.onnx", dynamo, version,
-                                            "int64 token ids [batch, seq] -> Embedding(100, 12) -> per-token "
-                                            "logits [batch, seq, 7] and mean-pooled [batch, 12]", runs,
-                                            ONNX_ENGINES, ranges,
-                                            notes="ncnn takes float32 Mats only: an int64 input is not for ncnn"))
+    save_entry(
+        "torch_dynamo_tokens",
+        entry(
+            "torch_dynamo_tokens.onnx",
+            dynamo,
+            version,
+            "int64 token ids [batch, seq] -> Embedding(100, 12) -> per-token "
+            "logits [batch, seq, 7] and mean-pooled [batch, 12]",
+            runs,
+            ONNX_ENGINES,
+            ranges,
+            notes="ncnn takes float32 Mats only: an int64 input is not for ncnn",
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- TensorFlow
@@ -350,33 +502,75 @@ def part_tf() -> None:
     to_onnx(m, "tf2onnx_keras_nhwc_cnn.onnx", (tf.TensorSpec((None, None, None, 3), tf.float32, name="image"),))
     runs = [{"image": [2, 32, 48, 3]}, {"image": [1, 64, 64, 3]}]
     check_ort(OUT / "tf2onnx_keras_nhwc_cnn.onnx", runs)
-    save_entry("tf2onnx_keras_nhwc_cnn", entry("tf2onnx_keras_nhwc_cnn.onnx", "tf2onnx.convert.from_keras", tf2,
-                                               "Keras NHWC CNN (conv s2, conv, global average pool, dense softmax) "
-                                               "with dynamic batch and H/W", runs, ONNX_ENGINES))
+    save_entry(
+        "tf2onnx_keras_nhwc_cnn",
+        entry(
+            "tf2onnx_keras_nhwc_cnn.onnx",
+            "tf2onnx.convert.from_keras",
+            tf2,
+            "Keras NHWC CNN (conv s2, conv, global average pool, dense softmax) with dynamic batch and H/W",
+            runs,
+            ONNX_ENGINES,
+        ),
+    )
     to_tflite(m, "keras_nhwc_cnn.tflite")
-    save_entry("keras_nhwc_cnn_tflite", entry("keras_nhwc_cnn.tflite", "tf.lite.TFLiteConverter.from_keras_model",
-                                              tfv, "the same Keras NHWC CNN, dynamic batch and H/W", runs,
-                                              ["tflite", "openvino"], fmt="tflite"))
+    save_entry(
+        "keras_nhwc_cnn_tflite",
+        entry(
+            "keras_nhwc_cnn.tflite",
+            "tf.lite.TFLiteConverter.from_keras_model",
+            tfv,
+            "the same Keras NHWC CNN, dynamic batch and H/W",
+            runs,
+            ["tflite", "openvino"],
+            fmt="tflite",
+        ),
+    )
 
     a = audio()
     to_onnx(a, "tf2onnx_keras_audio.onnx", (tf.TensorSpec((None, None), tf.float32, name="waveform"),))
     runs = [{"waveform": [1, 1600]}, {"waveform": [2, 800]}]
     check_ort(OUT / "tf2onnx_keras_audio.onnx", runs)
-    save_entry("tf2onnx_keras_audio", entry("tf2onnx_keras_audio.onnx", "tf2onnx.convert.from_keras", tf2,
-                                            "Keras audio front end: waveform [batch, samples] -> Conv1D(k16, s8) "
-                                            "frames -> per-frame scores [batch, T, 3] and a clip score [batch, 2]",
-                                            runs, ONNX_ENGINES))
+    save_entry(
+        "tf2onnx_keras_audio",
+        entry(
+            "tf2onnx_keras_audio.onnx",
+            "tf2onnx.convert.from_keras",
+            tf2,
+            "Keras audio front end: waveform [batch, samples] -> Conv1D(k16, s8) "
+            "frames -> per-frame scores [batch, T, 3] and a clip score [batch, 2]",
+            runs,
+            ONNX_ENGINES,
+        ),
+    )
     to_tflite(a, "keras_audio.tflite")
-    save_entry("keras_audio_tflite", entry("keras_audio.tflite", "tf.lite.TFLiteConverter.from_keras_model", tfv,
-                                           "the same Keras audio front end, dynamic batch and length "
-                                           "(shape_signature [-1, -1])", runs, ["tflite", "openvino"],
-                                           fmt="tflite"))
+    save_entry(
+        "keras_audio_tflite",
+        entry(
+            "keras_audio.tflite",
+            "tf.lite.TFLiteConverter.from_keras_model",
+            tfv,
+            "the same Keras audio front end, dynamic batch and length (shape_signature [-1, -1])",
+            runs,
+            ["tflite", "openvino"],
+            fmt="tflite",
+        ),
+    )
 
     to_tflite(mlp(), "keras_mlp.tflite")
     runs = [{"features": [5, 16]}, {"features": [1, 16]}]
-    save_entry("keras_mlp_tflite", entry("keras_mlp.tflite", "tf.lite.TFLiteConverter.from_keras_model", tfv,
-                                         "Keras MLP 16-32-4 with a dynamic batch (shape_signature [-1, 16])", runs,
-                                         ["tflite", "openvino"], fmt="tflite"))
+    save_entry(
+        "keras_mlp_tflite",
+        entry(
+            "keras_mlp.tflite",
+            "tf.lite.TFLiteConverter.from_keras_model",
+            tfv,
+            "Keras MLP 16-32-4 with a dynamic batch (shape_signature [-1, 16])",
+            runs,
+            ["tflite", "openvino"],
+            fmt="tflite",
+        ),
+    )
     for name in ("keras_nhwc_cnn_tflite", "keras_audio_tflite", "keras_mlp_tflite"):
         record_tflite_io(name)
 
@@ -387,10 +581,24 @@ def record_tflite_io(name: str) -> None:
     manifest = load_manifest()
     e = manifest["models"][name]
     interp = tf.lite.Interpreter(model_path=str(OUT / e["file"]))
-    e["inputs"] = [{"name": d["name"], "dtype": np.dtype(d["dtype"]).name, "shape": d["shape"].tolist(),
-                    "shape_signature": d["shape_signature"].tolist()} for d in interp.get_input_details()]
-    e["outputs"] = [{"name": d["name"], "dtype": np.dtype(d["dtype"]).name, "shape": d["shape"].tolist(),
-                     "shape_signature": d["shape_signature"].tolist()} for d in interp.get_output_details()]
+    e["inputs"] = [
+        {
+            "name": d["name"],
+            "dtype": np.dtype(d["dtype"]).name,
+            "shape": d["shape"].tolist(),
+            "shape_signature": d["shape_signature"].tolist(),
+        }
+        for d in interp.get_input_details()
+    ]
+    e["outputs"] = [
+        {
+            "name": d["name"],
+            "dtype": np.dtype(d["dtype"]).name,
+            "shape": d["shape"].tolist(),
+            "shape_signature": d["shape_signature"].tolist(),
+        }
+        for d in interp.get_output_details()
+    ]
     # the runs name inputs by the Keras names; TFLite's names are serving_default_<name>:0
     renamed = []
     for run in e["runs_at"]:
@@ -441,16 +649,23 @@ def part_paddle() -> None:
             paddle.jit.save(static, f"{tmp}/rec")
             files = sorted(p.name for p in Path(tmp).iterdir())
             model_file = next((f"{tmp}/{f}" for f in files if f.endswith((".json", ".pdmodel"))), None)
-            paddle2onnx.export(model_file, f"{tmp}/rec.pdiparams", str(OUT / file), opset_version=14,
-                               enable_onnx_checker=True)
+            paddle2onnx.export(
+                model_file, f"{tmp}/rec.pdiparams", str(OUT / file), opset_version=14, enable_onnx_checker=True
+            )
     runs = [{"x": [1, 3, 48, 192]}, {"x": [2, 3, 48, 320]}]
     check_ort(OUT / file, runs)
-    save_entry(file[:-5], entry(file, "paddle.onnx.export (paddle2onnx)" if legacy else "paddle2onnx.export",
-                                             f"paddle2onnx {paddle2onnx.__version__} (paddlepaddle "
-                                             f"{paddle.__version__})",
-                                             "text-recognizer-shaped CNN: x [N,3,48,W] (InputSpec [None,3,48,None])"
-                                             " -> two stride-2 convs -> mean over H -> [N, W/4, 11] softmax",
-                                             runs, ONNX_ENGINES))
+    save_entry(
+        file[:-5],
+        entry(
+            file,
+            "paddle.onnx.export (paddle2onnx)" if legacy else "paddle2onnx.export",
+            f"paddle2onnx {paddle2onnx.__version__} (paddlepaddle {paddle.__version__})",
+            "text-recognizer-shaped CNN: x [N,3,48,W] (InputSpec [None,3,48,None])"
+            " -> two stride-2 convs -> mean over H -> [N, W/4, 11] softmax",
+            runs,
+            ONNX_ENGINES,
+        ),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- native
@@ -471,11 +686,18 @@ def part_native() -> None:
     onnx.save(model, str(path))
     runs = [{"x": [1, 12]}, {"x": [1, 5]}]
     check_ort(path, runs)
-    save_entry("helper_declared_rank_mismatch", entry(
-        path.name, "onnx.helper (by hand)", f"onnx {onnx.__version__}",
-        "x [1, seqlen] -> Unsqueeze(axis 2) * w -> y, which the graph declares [1, seqlen] but is [1, seqlen, 2] "
-        "(no exporter at hand writes this for a tiny net; in the field it comes from edited/patched exports)",
-        runs, ONNX_ENGINES))
+    save_entry(
+        "helper_declared_rank_mismatch",
+        entry(
+            path.name,
+            "onnx.helper (by hand)",
+            f"onnx {onnx.__version__}",
+            "x [1, seqlen] -> Unsqueeze(axis 2) * w -> y, which the graph declares [1, seqlen] but is [1, seqlen, 2] "
+            "(no exporter at hand writes this for a tiny net; in the field it comes from edited/patched exports)",
+            runs,
+            ONNX_ENGINES,
+        ),
+    )
 
     # onnxruntime's dynamic quantizer on the torch CNN: ConvInteger + DynamicQuantizeLinear (int8 weights)
     try:
@@ -492,11 +714,18 @@ def part_native() -> None:
             dst.write_bytes(Path(tmp, "q.onnx").read_bytes())
         ops = sorted({n.op_type for n in onnx.load(str(dst)).graph.node})
         check_ort(dst, src["runs_at"])
-        save_entry("ort_dynamic_quant_cnn", entry(
-            dst.name, "onnxruntime.quantization.quantize_dynamic (weight_type=QUInt8)",
-            f"onnxruntime {onnxruntime.__version__}",
-            f"torch_legacy_cnn.onnx, dynamically quantized (ops: {', '.join(ops)}); ONNX Runtime's answer is the "
-            "reference, another engine's int8 arithmetic may differ from it", src["runs_at"], ONNX_ENGINES))
+        save_entry(
+            "ort_dynamic_quant_cnn",
+            entry(
+                dst.name,
+                "onnxruntime.quantization.quantize_dynamic (weight_type=QUInt8)",
+                f"onnxruntime {onnxruntime.__version__}",
+                f"torch_legacy_cnn.onnx, dynamically quantized (ops: {', '.join(ops)}); ONNX Runtime's answer is the "
+                "reference, another engine's int8 arithmetic may differ from it",
+                src["runs_at"],
+                ONNX_ENGINES,
+            ),
+        )
         manifest = load_manifest()["models"]
     # MNN's converter, called as the module inside the MNN wheel (`_tools.mnnconvert`), as unirt's MNN plugin
     # does. NOT the wheel's `mnnconvert` console script: that one imports MNN.tools.utils.log, which runs
@@ -514,20 +743,38 @@ def part_native() -> None:
                 continue
             s = manifest[src]
             dst = f"{src}.mnn"
-            args = ["mnnconvert", "-f", "ONNX", "--modelFile", str(OUT / s["file"]), "--MNNModel", str(OUT / dst),
-                    "--bizCode", "unirt"]
-            proc = subprocess.run([sys.executable, "-c", f"import _tools; _tools.mnnconvert({args!r})"],
-                                  capture_output=True, text=True)
+            args = [
+                "mnnconvert",
+                "-f",
+                "ONNX",
+                "--modelFile",
+                str(OUT / s["file"]),
+                "--MNNModel",
+                str(OUT / dst),
+                "--bizCode",
+                "unirt",
+            ]
+            proc = subprocess.run(
+                [sys.executable, "-c", f"import _tools; _tools.mnnconvert({args!r})"], capture_output=True, text=True
+            )
             if proc.returncode != 0 or not (OUT / dst).is_file():
                 print(f"mnnconvert failed on {src}: {proc.stdout[-2000:]} {proc.stderr[-2000:]}", file=sys.stderr)
                 continue
-            save_entry(f"{src}_mnn", {"file": dst, "format": "mnn",
-                                      "exporter": "mnnconvert -f ONNX --bizCode unirt (MNN's converter)",
-                                      "exporter_version": f"MNN {mnn_version} (_tools.mnnconvert)",
-                                      "source": f"{s['file']} converted by MNN's own converter, no shapes given "
-                                                "(its dynamic dims stay dynamic in the .mnn)",
-                                      "inputs": s["inputs"], "outputs": s["outputs"], "runs_at": s["runs_at"],
-                                      "engines": ["mnn"]})
+            save_entry(
+                f"{src}_mnn",
+                {
+                    "file": dst,
+                    "format": "mnn",
+                    "exporter": "mnnconvert -f ONNX --bizCode unirt (MNN's converter)",
+                    "exporter_version": f"MNN {mnn_version} (_tools.mnnconvert)",
+                    "source": f"{s['file']} converted by MNN's own converter, no shapes given "
+                    "(its dynamic dims stay dynamic in the .mnn)",
+                    "inputs": s["inputs"],
+                    "outputs": s["outputs"],
+                    "runs_at": s["runs_at"],
+                    "engines": ["mnn"],
+                },
+            )
     import importlib.metadata
     import importlib.util
 
@@ -535,22 +782,37 @@ def part_native() -> None:
     found = [Path(p) / "pnnx" for p in (spec.submodule_search_locations or [])] if spec else []
     pnnx = next((str(p) for p in found if p.is_file()), None)
     if pnnx:
-
         version = importlib.metadata.version("pnnx")
         # pnnx's inputshape sets the conversion shape; inputshape2 a second one, which makes the dims that differ
         # dynamic in the ncnn model
-        for src, shape, shape2 in (("torch_legacy_cnn", "[1,3,64,64]", "[1,3,40,56]"),
-                                   ("paddle2onnx_text_rec", "[1,3,48,192]", "[1,3,48,320]")):
+        for src, shape, shape2 in (
+            ("torch_legacy_cnn", "[1,3,64,64]", "[1,3,40,56]"),
+            ("paddle2onnx_text_rec", "[1,3,48,192]", "[1,3,48,320]"),
+        ):
             if src not in manifest:
                 continue
             s = manifest[src]
             base = OUT / f"{src}.ncnn"
             with tempfile.TemporaryDirectory() as tmp:
-                proc = subprocess.run([pnnx, str(OUT / s["file"]), f"inputshape={shape}", f"inputshape2={shape2}",
-                                       f"ncnnparam={base}.param", f"ncnnbin={base}.bin",
-                                       f"pnnxparam={tmp}/p.param", f"pnnxbin={tmp}/p.bin", f"pnnxpy={tmp}/p.py",
-                                       f"pnnxonnx={tmp}/p.onnx", f"ncnnpy={tmp}/n.py", "fp16=0"],
-                                      capture_output=True, text=True, cwd=tmp)
+                proc = subprocess.run(
+                    [
+                        pnnx,
+                        str(OUT / s["file"]),
+                        f"inputshape={shape}",
+                        f"inputshape2={shape2}",
+                        f"ncnnparam={base}.param",
+                        f"ncnnbin={base}.bin",
+                        f"pnnxparam={tmp}/p.param",
+                        f"pnnxbin={tmp}/p.bin",
+                        f"pnnxpy={tmp}/p.py",
+                        f"pnnxonnx={tmp}/p.onnx",
+                        f"ncnnpy={tmp}/n.py",
+                        "fp16=0",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    cwd=tmp,
+                )
                 script = Path(tmp, "n.py").read_text() if Path(tmp, "n.py").is_file() else ""
             if proc.returncode != 0 or not Path(f"{base}.param").is_file():
                 print(f"pnnx failed on {src}: {proc.stdout[-2000:]} {proc.stderr[-2000:]}", file=sys.stderr)
@@ -560,21 +822,31 @@ def part_native() -> None:
             blobs_in = [line.split()[1] for line in param[2:] if line.split()[0] == "Input"]
             blobs_out = sorted({b for line in param[2:] for b in line.split()[2:] if re.fullmatch(r"out\d+", b)})
             runs = [{"in0": [int(v) for v in text[1:-1].split(",")]} for text in (shape, shape2)]
-            save_entry(f"{src}_ncnn", {
-                "file": f"{src}.ncnn.param", "weights": f"{src}.ncnn.bin", "format": "ncnn",
-                "exporter": f"pnnx {s['file']} inputshape={shape} inputshape2={shape2} (ncnn's converter)",
-                "exporter_version": f"pnnx {version}",
-                "source": f"{s['file']} converted by pnnx. ncnn has no batch dim: pnnx dropped the batch axis "
-                          "(batch_axis 0 below, as its generated script says: ncnn.Mat(x, batch_index=0)); runs_at "
-                          "gives the source's shapes at batch 1, which unirt shows a plain ncnn model's inputs as "
-                          "([N, C, H, W]); by hand, ncnn gets x[0] and each output gains the batch axis back",
-                "batch_axis": 0,
-                "inputs": [{"name": b, "dtype": "float32", "shape": None} for b in blobs_in],
-                "outputs": [{"name": b, "dtype": "float32", "shape": None, "onnx_output": o["name"]}
-                            for b, o in zip(blobs_out, s["outputs"])],
-                "pnnx_ncnn_script_excerpt": [l for l in script.splitlines()
-                                                                      if "in0" in l or "out" in l][:8],
-                "runs_at": runs, "engines": ["ncnn"]})
+            save_entry(
+                f"{src}_ncnn",
+                {
+                    "file": f"{src}.ncnn.param",
+                    "weights": f"{src}.ncnn.bin",
+                    "format": "ncnn",
+                    "exporter": f"pnnx {s['file']} inputshape={shape} inputshape2={shape2} (ncnn's converter)",
+                    "exporter_version": f"pnnx {version}",
+                    "source": f"{s['file']} converted by pnnx. ncnn has no batch dim: pnnx dropped the batch axis "
+                    "(batch_axis 0 below, as its generated script says: ncnn.Mat(x, batch_index=0)); runs_at "
+                    "gives the source's shapes at batch 1, which unirt shows a plain ncnn model's inputs as "
+                    "([N, C, H, W]); by hand, ncnn gets x[0] and each output gains the batch axis back",
+                    "batch_axis": 0,
+                    "inputs": [{"name": b, "dtype": "float32", "shape": None} for b in blobs_in],
+                    "outputs": [
+                        {"name": b, "dtype": "float32", "shape": None, "onnx_output": o["name"]}
+                        for b, o in zip(blobs_out, s["outputs"])
+                    ],
+                    "pnnx_ncnn_script_excerpt": [
+                        line for line in script.splitlines() if "in0" in line or "out" in line
+                    ][:8],
+                    "runs_at": runs,
+                    "engines": ["ncnn"],
+                },
+            )
 
 
 PARTS = {"torch": part_torch, "tf": part_tf, "paddle": part_paddle, "native": part_native}

@@ -31,13 +31,21 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import unirt
 from unirt.cli.backends_cmd import formats_cell
-from unirt.testing.conformance import (BUILT_MODELS, TOLERANCES, Outcome, check_built, check_case, random_cases,
-                                       wheel_cases)
+from unirt.testing.conformance import (
+    BUILT_MODELS,
+    TOLERANCES,
+    Outcome,
+    check_built,
+    check_case,
+    random_cases,
+    wheel_cases,
+)
 
 _PATH = re.compile(r"/[^\s:]*/[^\s:]+: ")
 _CONVERTER_FAILED = re.compile(r"\b\w+: converting failed: ConversionError: ")
@@ -69,16 +77,28 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", type=Path, default=Path("docs/support-matrix.md"))
     ap.add_argument("--backends", help="comma-separated (default: every installed backend)")
-    ap.add_argument("--only", default="built,wheel,random,exporters",
-                    help="which model sets: built, wheel, random, exporters (alone: rewrites only its section); "
-                         "precision alone: rewrites only the reduced-precision section")
-    ap.add_argument("--cache-dir", type=Path, help="conversion cache for converting backends (default: a temporary "
-                                                   "one, removed at the end)")
-    ap.add_argument("--precision-axis", action="store_true",
-                    help="add the reduced-precision section (real-size models; minutes per backend)")
+    ap.add_argument(
+        "--only",
+        default="built,wheel,random,exporters",
+        help="which model sets: built, wheel, random, exporters (alone: rewrites only its section); "
+        "precision alone: rewrites only the reduced-precision section",
+    )
+    ap.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="conversion cache for converting backends (default: a temporary one, removed at the end)",
+    )
+    ap.add_argument(
+        "--precision-axis",
+        action="store_true",
+        help="add the reduced-precision section (real-size models; minutes per backend)",
+    )
     ap.add_argument("--precisions", default="bf16,fp16,int8", help="reduced precisions for --precision-axis")
-    ap.add_argument("--precision-models", default=None,
-                    help="models for --precision-axis (default: every unirt.testing.realsize model)")
+    ap.add_argument(
+        "--precision-models",
+        default=None,
+        help="models for --precision-axis (default: every unirt.testing.realsize model)",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="unirt_matrix_cache_") as cache:
         os.environ["UNIRT_CACHE_DIR"] = str(args.cache_dir or cache)  # conversions run in children: they inherit it
@@ -105,17 +125,22 @@ def exporter_section(usable: list[str]) -> list[str]:
     """The exporter corpus' section: every (model, backend) pair, judged against the engine called by hand."""
     corpus = _corpus_module()
     backends = [b for b in corpus.BACKENDS if b in usable]
-    out = [EXPORTERS_HEADING, "",
-           "Tiny models made by real exporters (`tests/data/exporters/`, made by `scripts/make_exporter_corpus.py`; "
-           "MANIFEST.json there says what each exporter wrote). Each cell: `unirt.Session(model, backend=b)` run "
-           "at every shape the model really runs at, compared at fp32 with the engine called by hand (ONNX Runtime "
-           "for ONNX files, and for ncnn/MNN/OpenVINO on them; LiteRT for .tflite; MNN/ncnn on their own files). "
-           "`pass`; `refused`: a unirt error where the engine by hand cannot run it either (its reason in "
-           "brackets); `—`: a backend that neither reads nor converts the format (unirt refuses it); `WRONG`: an "
-           "answer off the "
-           "engine's; `error`: unirt refused what the engine runs by hand, or raised something that is not a unirt "
-           "error.", "", "| model | exporter | " + " | ".join(backends) + " |",
-           "|---|---|" + "---|" * len(backends)]
+    out = [
+        EXPORTERS_HEADING,
+        "",
+        "Tiny models made by real exporters (`tests/data/exporters/`, made by `scripts/make_exporter_corpus.py`; "
+        "MANIFEST.json there says what each exporter wrote). Each cell: `unirt.Session(model, backend=b)` run "
+        "at every shape the model really runs at, compared at fp32 with the engine called by hand (ONNX Runtime "
+        "for ONNX files, and for ncnn/MNN/OpenVINO on them; LiteRT for .tflite; MNN/ncnn on their own files). "
+        "`pass`; `refused`: a unirt error where the engine by hand cannot run it either (its reason in "
+        "brackets); `—`: a backend that neither reads nor converts the format (unirt refuses it); `WRONG`: an "
+        "answer off the "
+        "engine's; `error`: unirt refused what the engine runs by hand, or raised something that is not a unirt "
+        "error.",
+        "",
+        "| model | exporter | " + " | ".join(backends) + " |",
+        "|---|---|" + "---|" * len(backends),
+    ]
     for name, entry in corpus.MANIFEST.items():
         cells = []
         for b in backends:
@@ -168,44 +193,54 @@ def write_matrix(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if "built" in sets:
             for name in BUILT_MODELS:
-                rows.append(("unirt.testing.models", name,
-                             {b: guarded(check_built, b, name, Path(tmp)) for b in usable}))
+                rows.append(
+                    ("unirt.testing.models", name, {b: guarded(check_built, b, name, Path(tmp)) for b in usable})
+                )
         for label, loader in (("onnx wheel", wheel_cases), ("random weights", random_cases)):
             key = "wheel" if label == "onnx wheel" else "random"
             if key in sets:
                 for case in loader():
-                    rows.append((label, case.name,
-                                 {b: guarded(check_case, b, case, "fp32", {"threads": 1}) for b in usable}))
-                    print(f"{case.name}: " + ", ".join(f"{b}={o.status}" for b, o in rows[-1][2].items()),
-                          file=sys.stderr)
+                    rows.append(
+                        (label, case.name, {b: guarded(check_case, b, case, "fp32", {"threads": 1}) for b in usable})
+                    )
+                    print(
+                        f"{case.name}: " + ", ".join(f"{b}={o.status}" for b, o in rows[-1][2].items()), file=sys.stderr
+                    )
 
-    out: list[str] = ["# Support matrix", "",
-                      f"Generated by `scripts/support_matrix.py` on {datetime.date.today().isoformat()} "
-                      f"(unirt {unirt.__version__}; {unirt.hardware().describe()}). Do not edit by hand.", "",
-                      "Each cell: the model run through `unirt.Session` at fp32 with 1 thread, compared with the onnx "
-                      "wheel's stored outputs or with ONNX Runtime (random-weight copies, built models; the TFLite "
-                      "backend runs each built model's TFLite twin). Tolerance at fp32: relative L2 error "
-                      f"<= {TOLERANCES['fp32'].rel_l2:g} and max abs error <= {TOLERANCES['fp32'].max_rel:g} x max "
-                      "|reference|; integer and bool outputs exact. A backend that converts ONNX on load (formats "
-                      "\"onnx (converted)\") converts each model with its own converter, verified against ONNX "
-                      "Runtime (or another installed ONNX reader where it cannot load the model). `refused` is a "
-                      "clear unirt error at load (the engine's or converter's own reason, or the measured error of a "
-                      "conversion its verification rejected); `WRONG` is an answer outside the tolerance; `error` is "
-                      "a unirt error while running, or any other exception (named); `—` is a format the backend "
-                      "neither reads nor converts.",
-                      "", "## Backends", "",
-                      "| backend | engine | formats | status | pass | refused | WRONG | error | not read |",
-                      "|---|---|---|---|---|---|---|---|---|"]
+    out: list[str] = [
+        "# Support matrix",
+        "",
+        f"Generated by `scripts/support_matrix.py` on {datetime.date.today().isoformat()} "
+        f"(unirt {unirt.__version__}; {unirt.hardware().describe()}). Do not edit by hand.",
+        "",
+        "Each cell: the model run through `unirt.Session` at fp32 with 1 thread, compared with the onnx "
+        "wheel's stored outputs or with ONNX Runtime (random-weight copies, built models; the TFLite "
+        "backend runs each built model's TFLite twin). Tolerance at fp32: relative L2 error "
+        f"<= {TOLERANCES['fp32'].rel_l2:g} and max abs error <= {TOLERANCES['fp32'].max_rel:g} x max "
+        "|reference|; integer and bool outputs exact. A backend that converts ONNX on load (formats "
+        '"onnx (converted)") converts each model with its own converter, verified against ONNX '
+        "Runtime (or another installed ONNX reader where it cannot load the model). `refused` is a "
+        "clear unirt error at load (the engine's or converter's own reason, or the measured error of a "
+        "conversion its verification rejected); `WRONG` is an answer outside the tolerance; `error` is "
+        "a unirt error while running, or any other exception (named); `—` is a format the backend "
+        "neither reads nor converts.",
+        "",
+        "## Backends",
+        "",
+        "| backend | engine | formats | status | pass | refused | WRONG | error | not read |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name in wanted:
         b = info.get(name)
         if b is None:
             continue
         counts = {s: sum(1 for _, _, r in rows if name in r and r[name].status == s) for s in STATUS}
         status = "available" if b.available else f"unavailable: {b.reason}"
-        out.append(f"| {name} | {b.engine_version or '—'} | {formats_cell(b)} | {status} | {counts['pass']} | "
-                   f"{counts['refused']} | {counts['wrong']} | {counts['error']} | {counts['unsupported']} |")
-    out += ["", "## Models", "", "| set | model | " + " | ".join(usable) + " |",
-            "|---|---|" + "---|" * len(usable)]
+        out.append(
+            f"| {name} | {b.engine_version or '—'} | {formats_cell(b)} | {status} | {counts['pass']} | "
+            f"{counts['refused']} | {counts['wrong']} | {counts['error']} | {counts['unsupported']} |"
+        )
+    out += ["", "## Models", "", "| set | model | " + " | ".join(usable) + " |", "|---|---|" + "---|" * len(usable)]
     for label, model, results in rows:
         out.append(f"| {label} | {model} | " + " | ".join(cell(results[b]) for b in usable) + " |")
     if "exporters" in sets:
@@ -228,19 +263,24 @@ def precision_section(backends: list[str], args: argparse.Namespace) -> list[str
     from unirt.precision import cpu_arithmetic
 
     cpu = "; ".join(f"{p}: {cpu_arithmetic(p)[1]}" for p in ("bf16", "fp16"))
-    out = ["", PRECISION_HEADING, "",
-           f"Generated by `scripts/support_matrix.py --only precision` on {datetime.date.today().isoformat()} "
-           f"({unirt.hardware().describe()}; {cpu}). "
-           "Each reduced precision against the same backend's fp32 on real-size models with random weights "
-           "(`unirt.testing.realsize`: CNN classifiers, a detector, a small transformer; `measure_precisions`: 2 "
-           "threads, 7 interleaved rounds, the median round and the best round; error over 4 random inputs). int8 "
-           "rows run `unirt quantize`'s static Q/DQ model of the same network (calibrated on 8 other random "
-           "inputs), at precision='int8'. `Session.precision` is what the backend says it computes; "
-           "`storage-only (opt-in)` is a mode unirt refuses unless backend_options={'allow_storage_only_precision': "
-           "True}, measured with it. A shared machine makes times noisy: the ratios are what count.", "",
-           "| model | backend | precision | Session.precision | time vs fp32 (median / best) | max abs vs fp32 | "
-           "rel-L2 vs fp32 | top-1 agreement | note |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "",
+        PRECISION_HEADING,
+        "",
+        f"Generated by `scripts/support_matrix.py --only precision` on {datetime.date.today().isoformat()} "
+        f"({unirt.hardware().describe()}; {cpu}). "
+        "Each reduced precision against the same backend's fp32 on real-size models with random weights "
+        "(`unirt.testing.realsize`: CNN classifiers, a detector, a small transformer; `measure_precisions`: 2 "
+        "threads, 7 interleaved rounds, the median round and the best round; error over 4 random inputs). int8 "
+        "rows run `unirt quantize`'s static Q/DQ model of the same network (calibrated on 8 other random "
+        "inputs), at precision='int8'. `Session.precision` is what the backend says it computes; "
+        "`storage-only (opt-in)` is a mode unirt refuses unless backend_options={'allow_storage_only_precision': "
+        "True}, measured with it. A shared machine makes times noisy: the ratios are what count.",
+        "",
+        "| model | backend | precision | Session.precision | time vs fp32 (median / best) | max abs vs fp32 | "
+        "rel-L2 vs fp32 | top-1 agreement | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
             model = build_realsize(name, tmp)
@@ -255,10 +295,12 @@ def precision_section(backends: list[str], args: argparse.Namespace) -> list[str
                     note = _PATH.sub("", " ".join(str(r.get("note", "")).split())).replace("|", "\\|")
                     note = _CONVERTER_FAILED.sub("", note)
                     ratio = f"{r['ratio']:.2f} / {r['best']:.2f}" if "ratio" in r else ""
-                    err = (f"{r['max_abs']:.3g} | {r['rel_l2']:.2g}" if "max_abs" in r else " | ")
+                    err = f"{r['max_abs']:.3g} | {r['rel_l2']:.2g}" if "max_abs" in r else " | "
                     top = f"{r['top1']:.2f}" if r.get("top1") is not None else ""
-                    out.append(f"| {name} | {backend} | {r['precision']} | {r.get('in_force', '')} | {ratio} | {err} | "
-                               f"{top} | {note[:300]} |")
+                    out.append(
+                        f"| {name} | {backend} | {r['precision']} | {r.get('in_force', '')} | {ratio} | {err} | "
+                        f"{top} | {note[:300]} |"
+                    )
                 print(f"precision axis: {name} {backend} done", file=sys.stderr)
     return out
 

@@ -96,24 +96,34 @@ def _share_repeats(root: dict, min_size: int = 300) -> tuple[dict, dict]:
 
 
 def vendor(checkout: Path, ref: str) -> None:
-    commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", ref], check=True, capture_output=True,
-                            text=True).stdout.strip()
-    version = subprocess.run(["git", "-C", str(checkout), "show", f"{commit}:python/VERSION"], capture_output=True,
-                             text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", ref], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    version = subprocess.run(
+        ["git", "-C", str(checkout), "show", f"{commit}:python/VERSION"], capture_output=True, text=True
+    ).stdout.strip()
     OUT.mkdir(parents=True, exist_ok=True)
     for crd, short in CRDS.items():
         crd_path = f"config/crd/full/serving.kserve.io_{crd}.yaml"
-        text = subprocess.run(["git", "-C", str(checkout), "show", f"{commit}:{crd_path}"], check=True,
-                              capture_output=True, text=True).stdout
+        text = subprocess.run(
+            ["git", "-C", str(checkout), "show", f"{commit}:{crd_path}"], check=True, capture_output=True, text=True
+        ).stdout
         doc = yaml.safe_load(text)
         served = [v for v in doc["spec"]["versions"] if v.get("served") and v.get("storage")]
         schema, defs = _share_repeats(_strip(served[0]["schema"]["openAPIV3Schema"]))
         schema = {
             "$comment": f"KServe {version} CRD {doc['metadata']['name']} {served[0]['name']}: openAPIV3Schema without "
-                        f"descriptions, repeated subtrees in $defs. Source: {SOURCE.format(commit=commit, crd=crd)}",
-            "x-kserve": {"version": version, "commit": commit, "group": doc["spec"]["group"],
-                         "kind": doc["spec"]["names"]["kind"], "apiVersion": served[0]["name"]},
-            **schema, "$defs": defs}
+            f"descriptions, repeated subtrees in $defs. Source: {SOURCE.format(commit=commit, crd=crd)}",
+            "x-kserve": {
+                "version": version,
+                "commit": commit,
+                "group": doc["spec"]["group"],
+                "kind": doc["spec"]["names"]["kind"],
+                "apiVersion": served[0]["name"],
+            },
+            **schema,
+            "$defs": defs,
+        }
         path = OUT / f"{short}.schema.json"
         path.write_text(json.dumps(schema, indent=1, sort_keys=False) + "\n")
         print(f"wrote {path} ({path.stat().st_size} bytes, {len(defs)} shared subtrees)")

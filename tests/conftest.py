@@ -28,11 +28,13 @@ def model(models_dir):
 @pytest.fixture(scope="session")
 def conv_model(models_dir):
     """conv_model("dynamic") / conv_model("static"): unirt.testing.batched_cnn with a batch dim N, or fixed at 4."""
+
     def build(kind: str) -> Path:
         path = models_dir / f"conv_{kind}.onnx"
         if not path.exists():
             testing.batched_cnn(path, batch={"dynamic": "N", "static": 4}[kind])
         return path
+
     return build
 
 
@@ -51,8 +53,9 @@ def test_plugins(tmp_path, monkeypatch):
     """Install two test distributions: `reference` (works) and `broken` (its import fails)."""
     site = tmp_path / "site"
     site.mkdir()
-    install_distribution(site, "unirt-reference-test", "unirt_reference_plugin",
-                         {"reference": "unirt_reference_plugin:ReferenceBackend"})
+    install_distribution(
+        site, "unirt-reference-test", "unirt_reference_plugin", {"reference": "unirt_reference_plugin:ReferenceBackend"}
+    )
     install_distribution(site, "unirt-broken-test", "unirt_broken_plugin", {"broken": "unirt_broken_plugin:Backend"})
     monkeypatch.syspath_prepend(str(site))
     unirt.refresh()
@@ -71,15 +74,24 @@ def known_fakeengine(monkeypatch):
     return "fakeengine"
 
 
-MALFORMED_PLUGINS = {"noformats": "NoFormatsBackend", "strformats": "StringFormatsBackend",
-                     "raisingaccepts": "RaisingAcceptsBackend", "strdevices": "StringDevicesBackend"}
+MALFORMED_PLUGINS = {
+    "noformats": "NoFormatsBackend",
+    "strformats": "StringFormatsBackend",
+    "raisingaccepts": "RaisingAcceptsBackend",
+    "strdevices": "StringDevicesBackend",
+}
 
 
 @pytest.fixture
 def malformed_plugins(test_plugins):
-    """`test_plugins` plus a distribution of plugins with a mistake each (tests/plugin_sources/unirt_malformed_plugin)."""
-    install_distribution(test_plugins, "unirt-malformed-test", "unirt_malformed_plugin",
-                         {name: f"unirt_malformed_plugin:{cls}" for name, cls in MALFORMED_PLUGINS.items()})
+    """`test_plugins` plus a distribution of plugins with a mistake each
+    (tests/plugin_sources/unirt_malformed_plugin)."""
+    install_distribution(
+        test_plugins,
+        "unirt-malformed-test",
+        "unirt_malformed_plugin",
+        {name: f"unirt_malformed_plugin:{cls}" for name, cls in MALFORMED_PLUGINS.items()},
+    )
     importlib.invalidate_caches()
     unirt.refresh()
     return set(MALFORMED_PLUGINS)
@@ -116,6 +128,12 @@ def no_leaked_shared_memory():
     before = _unirt_segments()
     yield
     gc.collect()
-    leaked = sorted(n for n, pid in _unirt_segments().items()
-                    if n not in before and (pid == os.getpid() or not _pid_alive(pid)))
+    leaked = sorted(
+        n for n, pid in _unirt_segments().items() if n not in before and (pid == os.getpid() or not _pid_alive(pid))
+    )
     assert not leaked, f"shared-memory segments leaked by the test suite: {leaked}"
+
+
+def pytest_collection_modifyitems(items):
+    """The code checks (the `lint` marker: ruff, mypy) run before everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("lint") is None)

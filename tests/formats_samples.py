@@ -48,8 +48,10 @@ def mnn_bytes() -> bytes:
 
 def write_openvino(directory: Path, with_bin: bool = True) -> Path:
     xml = directory / "model.xml"
-    xml.write_text('<?xml version="1.0"?>\n<net name="m" version="11">\n<layers>\n'
-                   '<layer id="0" name="w" type="Const" version="opset1"/>\n</layers>\n</net>\n')
+    xml.write_text(
+        '<?xml version="1.0"?>\n<net name="m" version="11">\n<layers>\n'
+        '<layer id="0" name="w" type="Const" version="opset1"/>\n</layers>\n</net>\n'
+    )
     if with_bin:
         (directory / "model.bin").write_bytes(b"\0" * 16)
     return xml

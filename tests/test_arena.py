@@ -84,6 +84,7 @@ def test_threads_hammering_a_shared_arena():
 def conv_sessions(conv_model):
     def make(arena, n=4, **kw):
         return [unirt.Session(conv_model("dynamic"), backend="onnxruntime", arena=arena, **kw) for _ in range(n)]
+
     return make
 
 

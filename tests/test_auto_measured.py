@@ -46,7 +46,7 @@ def test_auto_follows_the_measurement_fastest_stored(mlp):
     sess = unirt.Session(mlp, threads=1)  # backend="auto"
     sel = sess.selection
     assert sess.backend == order[0] == timed.chosen.backend
-    assert [c.backend for c in sel.candidates][:len(order)] == order  # measured backends first, fastest first
+    assert [c.backend for c in sel.candidates][: len(order)] == order  # measured backends first, fastest first
     assert sel.measurement is not None and sel.measurement.source == "backend='fastest'"
     text = str(sel)
     assert "order: measured (backend='fastest')" in text and "order measured: measured by backend='fastest' at" in text
@@ -83,8 +83,12 @@ def test_no_measurement_means_the_table_order_and_says_so(mlp):
 def test_a_measurement_for_other_threads_precision_or_shapes_does_not_apply(mlp, model):
     unirt.Session(mlp, backend="fastest", threads=1)
     assert unirt.explain(mlp, threads=1).measurement is not None
-    for other in (unirt.explain(mlp, threads=2), unirt.explain(mlp), unirt.explain(mlp, threads=1, precision="fp16"),
-                  unirt.Session(mlp, threads=2).selection):
+    for other in (
+        unirt.explain(mlp, threads=2),
+        unirt.explain(mlp),
+        unirt.explain(mlp, threads=1, precision="fp16"),
+        unirt.Session(mlp, threads=2).selection,
+    ):
         assert other.measurement is None and "no measurement" in other.order_source
     dyn = model("dynamic_mlp")
     unirt.Session(dyn, backend="fastest", threads=1, input_shapes={"x": [32, 8]})

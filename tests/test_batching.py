@@ -17,19 +17,22 @@ def T(name, shape, dtype=np.float32):
     return TensorInfo(name, shape, dtype)
 
 
-@pytest.mark.parametrize("inputs, outputs, expected", [
-    ([T("x", (1, 3))], [T("y", (1, 2))], ("static", 1)),                # the usual batch-1 export
-    ([T("x", (4, 3))], [T("y", (4, 2))], ("none", None)),              # fixed at N > 1: only with batched=True
-    ([T("x", ("N", 3)), T("m", ("N",), np.int64)], [T("y", ("N", 2))], ("dynamic", None)),
-    ([T("x", ("N", 3))], [T("y", ("M", 2))], ("none", None)),          # output dim 0 is something else
-    ([T("x", ("N", 3))], [T("y", (None, 2))], ("none", None)),         # unnamed here, named there
-    ([T("x", (None, 3))], [T("y", (None, 2))], ("none", None)),        # unnamed: only with batched=True
-    ([T("x", ("N", "F"))], [T("y", ("F", "N"))], ("none", None)),      # a transpose: N is not dim 0 of y
-    ([T("x", (4, 3))], [T("y", (3,))], ("none", None)),                # dim 0 differs
-    ([T("x", ("N", 3)), T("s", ())], [T("y", ("N",))], ("none", None)),  # a scalar input
-    ([T("x", (4, 3))], [T("y", ("N", 2))], ("none", None)),            # fixed on one side, dynamic on the other
-    ([T("s", ("N",), object)], [T("y", ("N",), object)], ("none", None)),
-])
+@pytest.mark.parametrize(
+    "inputs, outputs, expected",
+    [
+        ([T("x", (1, 3))], [T("y", (1, 2))], ("static", 1)),  # the usual batch-1 export
+        ([T("x", (4, 3))], [T("y", (4, 2))], ("none", None)),  # fixed at N > 1: only with batched=True
+        ([T("x", ("N", 3)), T("m", ("N",), np.int64)], [T("y", ("N", 2))], ("dynamic", None)),
+        ([T("x", ("N", 3))], [T("y", ("M", 2))], ("none", None)),  # output dim 0 is something else
+        ([T("x", ("N", 3))], [T("y", (None, 2))], ("none", None)),  # unnamed here, named there
+        ([T("x", (None, 3))], [T("y", (None, 2))], ("none", None)),  # unnamed: only with batched=True
+        ([T("x", ("N", "F"))], [T("y", ("F", "N"))], ("none", None)),  # a transpose: N is not dim 0 of y
+        ([T("x", (4, 3))], [T("y", (3,))], ("none", None)),  # dim 0 differs
+        ([T("x", ("N", 3)), T("s", ())], [T("y", ("N",))], ("none", None)),  # a scalar input
+        ([T("x", (4, 3))], [T("y", ("N", 2))], ("none", None)),  # fixed on one side, dynamic on the other
+        ([T("s", ("N",), object)], [T("y", ("N",), object)], ("none", None)),
+    ],
+)
 def test_batch_spec_detection(inputs, outputs, expected):
     spec = BatchSpec.detect(inputs, outputs)
     assert (spec.kind, spec.size) == expected
@@ -45,8 +48,10 @@ def test_batch_spec_overrides():
     assert BatchSpec.detect([T("x", (None, 3))], [T("y", (None, 2))], batched=True).kind == "dynamic"
     renamed = [T("x", ("input_dynamic_axes_1", 3))], [T("y", ("output_dynamic_axes_1", 2))]  # torch's own names
     assert "batched=True" in BatchSpec.detect(*renamed).reason
-    assert (BatchSpec.detect(*renamed, batched=True).kind, BatchSpec.detect(*renamed, batched=True).symbol) == \
-        ("dynamic", None)
+    assert (BatchSpec.detect(*renamed, batched=True).kind, BatchSpec.detect(*renamed, batched=True).symbol) == (
+        "dynamic",
+        None,
+    )
     static = BatchSpec.detect([T("x", (4, 3))], [T("y", (4, 2))], batched=True)
     assert (static.kind, static.size) == ("static", 4)
     assert "batched=True" in BatchSpec.detect([T("x", (4, 3))], [T("y", (4, 2))]).reason
@@ -175,8 +180,8 @@ def test_static_batch_pads_and_splits_like_the_dynamic_model(static_conv, dynami
     assert after.padded_rows - before.padded_rows == (runs * 4 - rows if runs else 0)
     # and row by row on the static model itself: each row padded alone
     for i in range(rows):
-        row = static_conv.run(x[i:i + 1])
-        np.testing.assert_allclose(got["pooled"][i:i + 1], row["pooled"], rtol=1e-5, atol=1e-6)
+        row = static_conv.run(x[i : i + 1])
+        np.testing.assert_allclose(got["pooled"][i : i + 1], row["pooled"], rtol=1e-5, atol=1e-6)
 
 
 def test_padding_waste_is_reported(conv_model):
@@ -286,10 +291,15 @@ def test_inputs_must_agree_on_the_batch(test_plugins, tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "add",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]),
-                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])],
+        "add",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
     path = tmp_path / "add.onnx"
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9
@@ -311,10 +321,12 @@ def test_an_unnamed_dim_0_that_is_not_a_batch_is_never_cut(tmp_path, caplog):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("NonZero", ["x"], ["nz"]),
-                               helper.make_node("Transpose", ["nz"], ["y"], perm=[1, 0])], "nonzero",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.INT64, [None, 2])])
+    graph = helper.make_graph(
+        [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Transpose", ["nz"], ["y"], perm=[1, 0])],
+        "nonzero",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [None, 2])],
+    )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9
     onnx.save(m, str(tmp_path / "nonzero.onnx"))
@@ -338,8 +350,10 @@ def test_an_unnamed_dim_0_that_is_not_a_batch_is_never_cut(tmp_path, caplog):
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_every_backend_with_run_into_pools_pads_and_packs(backend, conv_model):
     """The same rules on each installed backend that reads ONNX, against ONNX Runtime's own outputs."""
-    if not {b.name: b for b in unirt.backends()}.get(backend, None) or \
-            not {b.name: b for b in unirt.backends()}[backend].available:
+    if (
+        not {b.name: b for b in unirt.backends()}.get(backend, None)
+        or not {b.name: b for b in unirt.backends()}[backend].available
+    ):
         pytest.skip(f"backend {backend!r} is not available here")
     import onnxruntime as ort
 
@@ -354,7 +368,7 @@ def test_every_backend_with_run_into_pools_pads_and_packs(backend, conv_model):
     before = static.pool.stats()
     for _ in range(5):
         del got
-        got = static.run(x[:4])
+        got = static.run(x[:4])  # noqa: F841 - held over the next run, as a caller holds its result
     assert static.pool.stats().allocations == before.allocations
     # batched=True: dim 0 is the batch dim N (asserted, since OpenVINO's reader may drop the name)
     dynamic = unirt.Session(conv_model("dynamic"), backend=backend, batched=True)
@@ -367,8 +381,7 @@ def _save(tmp_path, name, nodes, inputs, outputs):
     import onnx
     from onnx import helper
 
-    m = helper.make_model(helper.make_graph(nodes, name, inputs, outputs),
-                          opset_imports=[helper.make_opsetid("", 17)])
+    m = helper.make_model(helper.make_graph(nodes, name, inputs, outputs), opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9
     onnx.save(m, str(tmp_path / f"{name}.onnx"))
     return tmp_path / f"{name}.onnx"
@@ -379,16 +392,23 @@ def test_a_static_dim_0_above_1_is_not_a_batch_unless_asserted(tmp_path):
     another size is refused (naming the input, the static dim and batched=True) rather than silently padded."""
     from onnx import TensorProto, helper
 
-    path = _save(tmp_path, "softmax0", [helper.make_node("Softmax", ["x"], ["y"], axis=0)],
-                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
-                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+    path = _save(
+        tmp_path,
+        "softmax0",
+        [helper.make_node("Softmax", ["x"], ["y"], axis=0)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
+    )
     sess = unirt.Session(path, backend="onnxruntime")
     assert not sess.batch.batched and "batched=True" in sess.batch.reason
     np.testing.assert_allclose(sess.run(np.ones((3, 4), np.float32))["y"].sum(axis=0), 1.0, rtol=1e-6)
     for rows in (2, 6):
-        with pytest.raises(InputError, match=r"input 'x': expected shape \(3, 4\) \(dim 0 is static\), got "
-                                             rf"\({rows}, 4\).*batched=True\) \(unirt run --batched\) pads or splits "
-                                             r".*static batch of 3"):
+        with pytest.raises(
+            InputError,
+            match=r"input 'x': expected shape \(3, 4\) \(dim 0 is static\), got "
+            rf"\({rows}, 4\).*batched=True\) \(unirt run --batched\) pads or splits "
+            r".*static batch of 3",
+        ):
             sess.run(np.ones((rows, 4), np.float32))
         with pytest.raises(InputError, match=r"request 0: input 'x'.*batched=True"):
             sess.run_many([np.ones((rows, 4), np.float32)])
@@ -406,13 +426,17 @@ def test_a_static_dim_0_above_1_is_not_a_batch_unless_asserted(tmp_path):
 def test_a_static_batch_of_1_splits_into_runs_equal_to_one_by_one(tmp_path):
     from onnx import TensorProto, helper
 
-    path = _save(tmp_path, "softmax1", [helper.make_node("Softmax", ["x"], ["y"], axis=1)],
-                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5])],
-                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])])
+    path = _save(
+        tmp_path,
+        "softmax1",
+        [helper.make_node("Softmax", ["x"], ["y"], axis=1)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+    )
     sess = unirt.Session(path, backend="onnxruntime")
     assert (sess.batch.kind, sess.batch.size) == ("static", 1)
     x = np.random.default_rng(7).standard_normal((4, 5)).astype(np.float32)
-    one_by_one = np.concatenate([sess.run(x[i:i + 1])["y"] for i in range(4)])
+    one_by_one = np.concatenate([sess.run(x[i : i + 1])["y"] for i in range(4)])
     np.testing.assert_array_equal(sess.run(x)["y"], one_by_one)
     many = sess.run_many([x[:3], x[3:]])
     np.testing.assert_array_equal(np.concatenate([m["y"] for m in many]), one_by_one)
@@ -425,9 +449,13 @@ def test_run_many_on_a_transpose_is_not_batched(tmp_path, dims):
     each request gets its own transpose, not rows cut from the transpose of the stacked requests."""
     from onnx import TensorProto, helper
 
-    path = _save(tmp_path, "transpose", [helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])],
-                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
-                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(dims[::-1]))])
+    path = _save(
+        tmp_path,
+        "transpose",
+        [helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(dims))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(dims[::-1]))],
+    )
     backends = [b.name for b in unirt.backends() if b.available and b.name in ("onnxruntime", "openvino", "mnn")]
     x1 = np.arange(8, dtype=np.float32).reshape(2, 4)
     x2 = -np.arange(8, dtype=np.float32).reshape(2, 4)
@@ -464,9 +492,13 @@ def test_run_many_when_declared_output_dims_do_not_hold(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("st", [0]), ("en", [2]), ("ax", [1]))]
-    path = _save(tmp_path, "slice_misdeclared", [helper.make_node("Slice", ["x", "st", "en", "ax"], ["y"])],
-                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "M"])],
-                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "M"])])
+    path = _save(
+        tmp_path,
+        "slice_misdeclared",
+        [helper.make_node("Slice", ["x", "st", "en", "ax"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "M"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "M"])],
+    )
     import onnx
 
     m = onnx.load(str(path))
@@ -494,14 +526,22 @@ def test_an_asserted_batch_dim_that_no_name_ties_needs_inputs_that_agree(tmp_pat
     Named differently, batched=True was refused with 'pass batched=True if it is one'."""
     from onnx import TensorProto, helper
 
-    path = _save(tmp_path, "add", [helper.make_node("Add", ["a", "b"], ["y"])],
-                 [helper.make_tensor_value_info("a", TensorProto.FLOAT, [dims[0], 3]),
-                  helper.make_tensor_value_info("b", TensorProto.FLOAT, [dims[1], 3])],
-                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [dims[2], 3])])
+    path = _save(
+        tmp_path,
+        "add",
+        [helper.make_node("Add", ["a", "b"], ["y"])],
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [dims[0], 3]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [dims[1], 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [dims[2], 3])],
+    )
     rng = np.random.default_rng(4)
     rows = [2, 1, 3]
-    reqs = [{"a": rng.standard_normal((r, 3)).astype(np.float32), "b": rng.standard_normal((r, 3)).astype(np.float32)}
-            for r in rows]
+    reqs = [
+        {"a": rng.standard_normal((r, 3)).astype(np.float32), "b": rng.standard_normal((r, 3)).astype(np.float32)}
+        for r in rows
+    ]
     broadcast = {"a": np.ones((2, 3), np.float32), "b": np.full((1, 3), 5, np.float32)}
     backends = [b.name for b in unirt.backends() if b.available and b.name in ("onnxruntime", "openvino")]
     for backend in backends:
@@ -514,8 +554,11 @@ def test_an_asserted_batch_dim_that_no_name_ties_needs_inputs_that_agree(tmp_pat
         assert sess.batch_stats().backend_runs == 1, backend
         for got, req in zip(many, reqs):
             np.testing.assert_allclose(got["y"], req["a"] + req["b"], rtol=1e-6, err_msg=backend)
-        for call in (lambda: sess.run(broadcast), lambda: sess.run_many([reqs[0], broadcast])):
-            with pytest.raises(InputError, match=r"disagree on the batch size \(dim 0, a batch dim by batched=True\): "
-                                                 r"2 rows in 'a', 1 in 'b'"):
+        for call in (lambda s=sess: s.run(broadcast), lambda s=sess: s.run_many([reqs[0], broadcast])):
+            with pytest.raises(
+                InputError,
+                match=r"disagree on the batch size \(dim 0, a batch dim by batched=True\): "
+                r"2 rows in 'a', 1 in 'b'",
+            ):
                 call()
         assert sess.batch_stats().backend_runs == 1, backend  # refused before any run

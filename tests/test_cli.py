@@ -46,8 +46,9 @@ def test_backends_formats_column_shows_what_is_converted():
 
 
 def test_run_with_random_inputs(test_plugins, model, capsys):
-    assert main(["run", str(model("dynamic_mlp")), "--backend", "reference", "--shape", "x=3x8",
-                 "--iterations", "2"]) == 0
+    assert (
+        main(["run", str(model("dynamic_mlp")), "--backend", "reference", "--shape", "x=3x8", "--iterations", "2"]) == 0
+    )
     out = capsys.readouterr().out
     assert "backend:  reference on cpu" in out
     assert "input:    x  float32[3, 8]  (random)" in out
@@ -68,9 +69,12 @@ def test_run_batched_pads_a_static_batch(tmp_path, capsys):
     import onnx
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "static3",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])])
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "static3",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 4])],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9
     onnx.save(m, str(tmp_path / "static3.onnx"))
@@ -85,8 +89,24 @@ def test_run_with_input_files_json_and_saved_outputs(test_plugins, model, tmp_pa
     x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     saved = tmp_path / "out.npz"
-    assert main(["run", str(model("dynamic_mlp")), "--backend", "reference", "--input", f"x={tmp_path / 'x.npy'}",
-                 "--json", "--save-outputs", str(saved), "--iterations", "1"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(model("dynamic_mlp")),
+                "--backend",
+                "reference",
+                "--input",
+                f"x={tmp_path / 'x.npy'}",
+                "--json",
+                "--save-outputs",
+                str(saved),
+                "--iterations",
+                "1",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["backend"] == "reference" and report["inputs"][0]["source"] == "file"
     probs = next(o for o in report["outputs"] if o["name"] == "probs")
@@ -101,10 +121,15 @@ def shared_dims(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "mix",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3]),
-                               helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])],
+        "mix",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 9
     onnx.save(proto, str(tmp_path / "mix.onnx"))
@@ -117,21 +142,38 @@ def test_run_sizes_random_inputs_from_shared_dims(shared_dims, tmp_path, capsys)
     out = capsys.readouterr().out
     assert "input:    b  float32[4, 3]  (random)" in out and "output:   y  float32[4, 3]" in out
     np.save(tmp_path / "a.npy", np.ones((2, 3), np.float32))
-    assert main(["run", str(shared_dims), "--backend", "onnxruntime", "--input", f"a={tmp_path / 'a.npy'}",
-                 "--iterations", "0", "--json"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(shared_dims),
+                "--backend",
+                "onnxruntime",
+                "--input",
+                f"a={tmp_path / 'a.npy'}",
+                "--iterations",
+                "0",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert {i["name"]: i["shape"] for i in report["inputs"]} == {"a": [2, 3], "b": [2, 3]}
     assert main(["run", str(shared_dims), "--backend", "onnxruntime", "--shape", "a=4x3", "--shape", "b=5x3"]) == 2
     assert "dim 'N' is 4 in one input and 5 in 'b'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["run", "missing.onnx"], "no such model file"),
-    (["run", "{model}", "--backend", "reference", "--shape", "x=abc"], "expected NAME:DIMS"),
-    (["run", "{model}", "--backend", "reference", "--shape", "y=1x8"], "unknown input"),
-    (["run", "{model}", "--backend", "reference", "--input", "x=nope.npy"], "no such file"),
-    (["run", "{model}", "--backend", "nosuch"], "not installed"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["run", "missing.onnx"], "no such model file"),
+        (["run", "{model}", "--backend", "reference", "--shape", "x=abc"], "expected NAME:DIMS"),
+        (["run", "{model}", "--backend", "reference", "--shape", "y=1x8"], "unknown input"),
+        (["run", "{model}", "--backend", "reference", "--input", "x=nope.npy"], "no such file"),
+        (["run", "{model}", "--backend", "nosuch"], "not installed"),
+    ],
+)
 def test_run_errors_are_clear(test_plugins, model, capsys, argv, message):
     argv = [a.replace("{model}", str(model("dynamic_mlp"))) for a in argv]
     assert main(argv) == 2
@@ -155,8 +197,9 @@ def test_a_closed_pipe_ends_quietly():
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-m", "unirt", "backends"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd="/")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unirt", "backends"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/"
+    )
     proc.stdout.close()
     err = proc.stderr.read().decode()
     proc.stderr.close()

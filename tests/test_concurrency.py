@@ -12,26 +12,9 @@ import pytest
 
 import unirt
 from unirt import SessionClosedError
+from unirt.testing.threads import run_concurrently
 
 JOIN_SECONDS = 60  # a thread still running by then is a deadlock
-
-
-def run_threads(target, n):
-    errors = []
-
-    def guarded(i):
-        try:
-            target(i)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append((i, repr(exc)))
-
-    threads = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(JOIN_SECONDS)
-    assert not any(t.is_alive() for t in threads), "a thread hung"
-    assert not errors, errors[:3]
 
 
 class ClosesTheSession:
@@ -48,10 +31,13 @@ class ClosesTheSession:
 
 @pytest.mark.parametrize("how", ["plain", "pooled", "out", "static_batch", "run_many", "isolated"])
 def test_a_close_during_a_run_raises_session_closed(conv_model, how):
-    kwargs = {"plain": {"pooled_outputs": False}, "pooled": {"pooled_outputs": True},
-              "static_batch": {"batched": True}, "isolated": {"isolate": True}}.get(how, {})
-    sess = unirt.Session(conv_model("static" if how == "static_batch" else "dynamic"), backend="onnxruntime",
-                         **kwargs)
+    kwargs = {
+        "plain": {"pooled_outputs": False},
+        "pooled": {"pooled_outputs": True},
+        "static_batch": {"batched": True},
+        "isolated": {"isolate": True},
+    }.get(how, {})
+    sess = unirt.Session(conv_model("static" if how == "static_batch" else "dynamic"), backend="onnxruntime", **kwargs)
     runner = sess._runner
     rows = 3 if how == "static_batch" else 2  # a static batch of 4 given 3 rows: padded
     x = ClosesTheSession(np.ones((rows, 3, 32, 32), np.float32), sess)
@@ -73,8 +59,11 @@ def test_threads_get_their_own_results_on_a_shared_session(conv_model):
     path = conv_model("dynamic")
     sess = unirt.Session(path, backend="onnxruntime", pooled_outputs=True)
     rng = np.random.default_rng(0)
-    inputs = {(t, c): rng.standard_normal((1 + (t + c) % 4, 3, 32, 32)).astype(np.float32)
-              for t in range(8) for c in range(50)}
+    inputs = {
+        (t, c): rng.standard_normal((1 + (t + c) % 4, 3, 32, 32)).astype(np.float32)
+        for t in range(8)
+        for c in range(50)
+    }
     reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     expected = {k: reference.run(None, {"x": x}) for k, x in inputs.items()}
     held = {}
@@ -83,7 +72,7 @@ def test_threads_get_their_own_results_on_a_shared_session(conv_model):
         for c in range(50):
             held[(t, c)] = sess.run(inputs[(t, c)])
 
-    run_threads(work, 8)
+    run_concurrently(work, 8, start_together=False)
     for key, (features, pooled) in expected.items():
         np.testing.assert_allclose(held[key]["features"], features, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(held[key]["pooled"], pooled, rtol=1e-5, atol=1e-6)
@@ -115,7 +104,7 @@ def test_a_close_from_another_thread_ends_runs_cleanly(conv_model, isolate):
 
     closer = threading.Thread(target=close_soon, daemon=True)
     closer.start()
-    run_threads(work, 4)
+    run_concurrently(work, 4, start_together=False)
     closer.join(JOIN_SECONDS)
     assert outcomes == ["closed"] * 4
     if isolate:

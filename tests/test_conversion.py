@@ -118,9 +118,19 @@ def test_integer_outputs_must_match_exactly(tmp_path):
 
     def conv(got):
         errors = compare([got], [{"labels": labels, "scores": scores}])
-        return Conversion(source="m.onnx", backend="mnn", path=tmp_path / "m.mnn", files=(), cached=False,
-                          seconds=0.0, converter="", errors=tuple(errors), tolerance=1e-3, verified=True,
-                          reference="onnxruntime")
+        return Conversion(
+            source="m.onnx",
+            backend="mnn",
+            path=tmp_path / "m.mnn",
+            files=(),
+            cached=False,
+            seconds=0.0,
+            converter="",
+            errors=tuple(errors),
+            tolerance=1e-3,
+            verified=True,
+            reference="onnxruntime",
+        )
 
     assert conv({"labels": labels, "scores": near}).within_tolerance  # floats: within the tolerance
     off = conv({"labels": wrong, "scores": scores})
@@ -138,12 +148,19 @@ def test_random_indices_cover_the_embedding_table():
     rng = np.random.default_rng(0)
     emb = numpy_helper.from_array(rng.standard_normal((50, 4)).astype(np.float32), "emb")
     cols = numpy_helper.from_array(rng.standard_normal((3, 20)).astype(np.float32), "cols")
-    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"]),
-             helper.make_node("Gather", ["cols", "pick"], ["c"], axis=-1),
-             helper.make_node("Gather", ["e", "other"], ["o"], axis=1)]  # indexes no initializer: no bound
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["e"]),
+        helper.make_node("Gather", ["cols", "pick"], ["c"], axis=-1),
+        helper.make_node("Gather", ["e", "other"], ["o"], axis=1),
+    ]  # indexes no initializer: no bound
     ints = [helper.make_tensor_value_info(n, TensorProto.INT64, ["N", 6]) for n in ("ids", "pick", "other")]
-    g = helper.make_graph(nodes, "emb", ints, [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
-                                               for n in ("e", "c", "o")], [emb, cols])
+    g = helper.make_graph(
+        nodes,
+        "emb",
+        ints,
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("e", "c", "o")],
+        [emb, cols],
+    )
     proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     bounds = verify.index_bounds(proto)
     assert bounds == {"ids": 50, "pick": 20}
@@ -215,8 +232,9 @@ def test_cache_keys_and_entries(tmp_path, model):
     (late / "out" / "model.mnn").write_bytes(b"converted")
     assert store.publish(k1, late, {"main": "out/model.mnn", "files": ["out/model.mnn"], "note": "late"}) == final
     assert "note" not in store.read_record(k1) and not late.exists()
-    assert store.read_record(k1)["checks"] == {"out/model.mnn": {"size": 9, "sha256": store._sha256(
-        final / "out" / "model.mnn")}}
+    assert store.read_record(k1)["checks"] == {
+        "out/model.mnn": {"size": 9, "sha256": store._sha256(final / "out" / "model.mnn")}
+    }
     # a damaged entry is a miss (converted again), not a model that fails to load until someone clears the cache
     (final / "out" / "model.mnn").write_bytes(b"convert")  # truncated
     assert store.read_record(k1) is None
@@ -272,8 +290,9 @@ def test_sidecar_json_is_plain(tmp_path):
     assert json.loads(path.read_text())["inputs"] == [{"name": "x", "shape": [None, 2], "dtype": "int64"}]
 
 
-@pytest.mark.parametrize("name", ["test_Conv1d", "test_Conv1d_dilated", "test_Conv1d_groups", "test_Conv1d_pad2",
-                                  "test_Conv1d_stride"])
+@pytest.mark.parametrize(
+    "name", ["test_Conv1d", "test_Conv1d_dilated", "test_Conv1d_groups", "test_Conv1d_pad2", "test_Conv1d_stride"]
+)
 def test_conv1d_fixup_keeps_the_meaning(name):
     """MNN leaves a trailing dim of 1 on a 1-D convolution's output; the rewrite as a 2-D one answers the same."""
     case = next(c for c in testing.conformance_cases(("pytorch-converted",)) if c.name.endswith("/" + name))
@@ -292,23 +311,32 @@ def test_conv1d_fixup_at_opset_13_and_leaves_2d_alone(tmp_path):
     rng = np.random.default_rng(0)
     w1 = numpy_helper.from_array(rng.standard_normal((5, 4, 3)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.standard_normal((2, 5, 1, 1)).astype(np.float32), "w2")
-    nodes = [helper.make_node("Conv", ["x", "w1"], ["h"], strides=[2], pads=[1, 1]),  # no kernel_shape: from w1
-             helper.make_node("Unsqueeze", ["h", "ax"], ["h4"]),
-             helper.make_node("Conv", ["h4", "w2"], ["y"], kernel_shape=[1, 1])]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], strides=[2], pads=[1, 1]),  # no kernel_shape: from w1
+        helper.make_node("Unsqueeze", ["h", "ax"], ["h4"]),
+        helper.make_node("Conv", ["h4", "w2"], ["y"], kernel_shape=[1, 1]),
+    ]
     ax = numpy_helper.from_array(np.array([3], np.int64), "ax")
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 10])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 5, 1])], [w1, w2, ax])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 5, 1])],
+        [w1, w2, ax],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     original = proto.SerializeToString()
     notes = fixups.conv1d_as_conv2d(proto)
     assert len(notes) == 1 and notes[0].startswith("rewrote 1 1-D Conv nodes")
-    kernels = [list(a.ints) for n in proto.graph.node if n.op_type == "Conv" for a in n.attribute
-               if a.name == "kernel_shape"]
+    kernels = [
+        list(a.ints) for n in proto.graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "kernel_shape"
+    ]
     assert kernels == [[1, 1]]  # the 2-D one as it was; the rewritten one takes its kernel from the weight
     onnx.checker.check_model(proto)
     x = rng.standard_normal((3, 4, 10)).astype(np.float32)
-    np.testing.assert_allclose(ort_run(proto, {"x": x})[0], ort_run(onnx.load_from_string(original), {"x": x})[0],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        ort_run(proto, {"x": x})[0], ort_run(onnx.load_from_string(original), {"x": x})[0], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_ir_version_fixup_lowers_only_what_converters_cannot_read(tmp_path):
@@ -316,9 +344,12 @@ def test_ir_version_fixup_lowers_only_what_converters_cannot_read(tmp_path):
     from onnx import TensorProto, helper
 
     def model(elem_type):
-        g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", elem_type, [2])],
-                              [helper.make_tensor_value_info("y", elem_type, [2])])
+        g = helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", elem_type, [2])],
+            [helper.make_tensor_value_info("y", elem_type, [2])],
+        )
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
         m.ir_version = 14
         return m
@@ -331,10 +362,17 @@ def test_ir_version_fixup_lowers_only_what_converters_cannot_read(tmp_path):
     assert fixups.ir_version_for_converters(newer) == [] and newer.ir_version == 14
 
 
-@pytest.mark.parametrize("name", ["pytorch-converted/test_AvgPool2d", "pytorch-converted/test_BatchNorm2d_eval",
-                                  "pytorch-converted/test_Linear", "pytorch-converted/test_PReLU_2d_multiparam",
-                                  "pytorch-converted/test_PReLU_3d_multiparam",
-                                  "pytorch-operator/test_operator_add_broadcast"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pytorch-converted/test_AvgPool2d",
+        "pytorch-converted/test_BatchNorm2d_eval",
+        "pytorch-converted/test_Linear",
+        "pytorch-converted/test_PReLU_2d_multiparam",
+        "pytorch-converted/test_PReLU_3d_multiparam",
+        "pytorch-operator/test_operator_add_broadcast",
+    ],
+)
 def test_opset6_fixup_keeps_the_meaning(name):
     """ONNX Runtime (and pnnx, which loads models with it) has no opset-6 AveragePool, BatchNormalization, Gemm,
     PRelu, Add: the fixup upgrades the model to opset 7, per-channel PRelu slopes included, meaning unchanged."""

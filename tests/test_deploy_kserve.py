@@ -13,22 +13,23 @@ import copy
 import json
 import re
 import shutil
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 jsonschema = pytest.importorskip("jsonschema")
 yaml = pytest.importorskip("yaml")
 
-import formats_samples  # noqa: E402
-from unirt.cli import main  # noqa: E402
-from unirt.deploy.image import EXTRAS, image_contents, plugins  # noqa: E402
-from unirt.deploy.kserve import plan  # noqa: E402
-from unirt.errors import UnsupportedOptionError  # noqa: E402
-from unirt.formats import ModelFormat  # noqa: E402
-from unirt.testing import models  # noqa: E402
+import formats_samples
+
+from unirt.cli import main
+from unirt.deploy.image import EXTRAS, image_contents, plugins
+from unirt.deploy.kserve import plan
+from unirt.errors import UnsupportedOptionError
+from unirt.formats import ModelFormat
+from unirt.testing import models
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = Path(__file__).resolve().parent / "data" / "kserve"
@@ -39,8 +40,11 @@ def _strict(schema):
     x-kubernetes-preserve-unknown-fields)."""
     if isinstance(schema, dict):
         out = {k: _strict(v) for k, v in schema.items()}
-        if "properties" in out and "additionalProperties" not in out \
-                and not out.get("x-kubernetes-preserve-unknown-fields"):
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
             out["additionalProperties"] = False
         return out
     if isinstance(schema, list):
@@ -94,8 +98,12 @@ def test_the_validation_is_not_vacuous(onnx_model):
     probe["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] = "/"
     storage = copy.deepcopy(d.service)
     storage["spec"]["predictor"]["model"]["storageUri"] = ["s3://x"]
-    for doc, where in ((typo, "supportedModelFormat"), (port, "containerPort"), (probe, "paht"),
-                       (storage, "storageUri")):
+    for doc, where in (
+        (typo, "supportedModelFormat"),
+        (port, "containerPort"),
+        (probe, "paht"),
+        (storage, "storageUri"),
+    ):
         with pytest.raises(AssertionError, match=where):
             validate(doc)
 
@@ -179,14 +187,17 @@ def test_weights_files_travel_and_tensorrt_plans_get_a_gpu(tmp_path):
     assert [rel for _, rel in d.repository_files] == ["trt/1/model.plan"]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"name": "Bad_Name"}, "DNS-1035"),
-    ({"name": "x" * 64}, "DNS-1035"),
-    ({"name": "ok", "extras": ["openvino", "pytorch"]}, "'pytorch' is neither a backend"),
-    ({"name": "ok", "memory": "2GB"}, "Kubernetes quantity"),
-    ({"name": "ok", "cpus": 0}, "--cpus must be a positive number"),
-    ({"name": "ok", "gpus": -1}, "--gpus must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "Bad_Name"}, "DNS-1035"),
+        ({"name": "x" * 64}, "DNS-1035"),
+        ({"name": "ok", "extras": ["openvino", "pytorch"]}, "'pytorch' is neither a backend"),
+        ({"name": "ok", "memory": "2GB"}, "Kubernetes quantity"),
+        ({"name": "ok", "cpus": 0}, "--cpus must be a positive number"),
+        ({"name": "ok", "gpus": -1}, "--gpus must be"),
+    ],
+)
 def test_bad_options_are_clear_errors(onnx_model, kwargs, message):
     with pytest.raises(UnsupportedOptionError, match=message):
         plan(onnx_model, **kwargs)
@@ -194,11 +205,29 @@ def test_bad_options_are_clear_errors(onnx_model, kwargs, message):
 
 def test_cli(onnx_model, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["deploy", "kserve", str(onnx_model), "--name", "clf", "--extras", "openvino,tools", "--cpus", "0.5",
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "deploy",
+                "kserve",
+                str(onnx_model),
+                "--name",
+                "clf",
+                "--extras",
+                "openvino,tools",
+                "--cpus",
+                "0.5",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
-    assert 'docker build -f deploy/kserve/Dockerfile --build-arg UNIRT_EXTRAS="serve,tools" ' \
-           '--build-arg UNIRT_BACKENDS="openvino"' in text
+    assert (
+        'docker build -f deploy/kserve/Dockerfile --build-arg UNIRT_EXTRAS="serve,tools" '
+        '--build-arg UNIRT_BACKENDS="openvino"' in text
+    )
     runtime = yaml.safe_load((out / "servingruntime.yaml").read_text())
     validate(runtime)
     assert runtime["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "500m"
@@ -223,8 +252,10 @@ def test_shipped_manifests_are_what_the_command_writes(tmp_path):
         shipped = (ROOT / "deploy" / "kserve" / name).read_text()
         assert shipped == (tmp_path / name).read_text(), f"deploy/kserve/{name} is stale: rerun the README's command"
         validate(yaml.safe_load(shipped))
-    formats = [f["name"] for f in yaml.safe_load((tmp_path / "servingruntime.yaml").read_text())["spec"]
-               ["supportedModelFormats"]]
+    formats = [
+        f["name"]
+        for f in yaml.safe_load((tmp_path / "servingruntime.yaml").read_text())["spec"]["supportedModelFormats"]
+    ]
     assert sorted(formats) == sorted(["onnx", "openvino", "tflite", "ncnn", "mnn", "tensorrt"])
 
 
@@ -284,7 +315,8 @@ def test_plugin_formats_match_the_installed_plugins():
             # a format converted through another plugin (ONNX Runtime's torch.export, with the torch plugin's
             # exporter) needs that plugin beside it: not served by this plugin's image on its own
             assert set(plugins()[name].formats) == (set(backend.formats) | set(backend.converts_from)) - set(
-                backend.converts_through), name
+                backend.converts_through
+            ), name
             checked += 1
     assert checked >= 1
     assert image_contents([], [ModelFormat.NCNN]).extras == ("serve", "convert")  # ncnn converts ONNX on load

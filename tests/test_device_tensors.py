@@ -33,10 +33,20 @@ class FakeCudaDLPack:
 class FakeCAI:
     """An object with a __cuda_array_interface__ (version 3), as CuPy and Numba arrays have."""
 
-    def __init__(self, shape: tuple[int, ...], typestr: str = "<f4", strides: tuple[int, ...] | None = None,
-                 ptr: int = 0x7F0000000000) -> None:
-        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (ptr, False),
-                                         "strides": strides, "version": 3}
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        typestr: str = "<f4",
+        strides: tuple[int, ...] | None = None,
+        ptr: int = 0x7F0000000000,
+    ) -> None:
+        self.__cuda_array_interface__ = {
+            "shape": shape,
+            "typestr": typestr,
+            "data": (ptr, False),
+            "strides": strides,
+            "version": 3,
+        }
 
 
 def test_host_only_backend_refuses_a_cuda_tensor_saying_what_to_do(model):

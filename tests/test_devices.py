@@ -4,8 +4,17 @@ from unirt import Device, UnsupportedOptionError
 from unirt.hardware import _intel_gpus
 
 
-@pytest.mark.parametrize("spec,kind,index", [("cpu", "cpu", None), ("CUDA:1", "cuda", 1), ("gpu", "gpu", None),
-                                             ("npu", "npu", None), ("auto", "auto", None), (None, "auto", None)])
+@pytest.mark.parametrize(
+    "spec,kind,index",
+    [
+        ("cpu", "cpu", None),
+        ("CUDA:1", "cuda", 1),
+        ("gpu", "gpu", None),
+        ("npu", "npu", None),
+        ("auto", "auto", None),
+        (None, "auto", None),
+    ],
+)
 def test_parse(spec, kind, index):
     d = Device.parse(spec)
     assert (d.kind, d.index) == (kind, index)
@@ -38,10 +47,12 @@ def test_auto_never_picks_an_npu():
 
 def test_intel_gpus_are_read_from_sysfs(tmp_path):
     """DRM cards with PCI vendor 0x8086, in card order; connectors, render nodes and other vendors are not GPUs."""
+
     def card(name, vendor, device):
         (tmp_path / name / "device").mkdir(parents=True)
         (tmp_path / name / "device" / "vendor").write_text(vendor + "\n")
         (tmp_path / name / "device" / "device").write_text(device + "\n")
+
     card("card10", "0x8086", "0x56a0")
     card("card2", "0x8086", "0xa7a0")
     card("card1", "0x10de", "0x2330")

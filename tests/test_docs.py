@@ -26,8 +26,21 @@ BLOCK = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s*\(([^)]+)\)\s*-->\s*$")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 # Third-party packages a page may tell a reader to pip install (they exist on the index under these names).
-THIRD_PARTY = {"pnnx", "onnx2tf", "onnx", "onnxruntime", "tensorrt", "ai-edge-litert", "onnxslim", "matplotlib", "tqdm",
-               "nvidia-ml-py", "pyyaml", "torch", "onnxscript"}
+THIRD_PARTY = {
+    "pnnx",
+    "onnx2tf",
+    "onnx",
+    "onnxruntime",
+    "tensorrt",
+    "ai-edge-litert",
+    "onnxslim",
+    "matplotlib",
+    "tqdm",
+    "nvidia-ml-py",
+    "pyyaml",
+    "torch",
+    "onnxscript",
+}
 
 
 def rel(page: Path) -> str:
@@ -39,9 +52,9 @@ def blocks(page: Path) -> list[tuple[str, str, str | None, int]]:
     text = page.read_text()
     found = []
     for m in BLOCK.finditer(text):
-        before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        before = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1]
         skip = SKIP.search(before)
-        found.append((m.group(1), m.group(2), skip.group(1) if skip else None, text[:m.start()].count("\n") + 1))
+        found.append((m.group(1), m.group(2), skip.group(1) if skip else None, text[: m.start()].count("\n") + 1))
     return found
 
 
@@ -103,7 +116,8 @@ def test_python_blocks_run(page, tmp_path):
     shutil.copytree(ROOT / "examples" / "models", tmp_path / "examples" / "models")
     # one interpreter per page; each block compiled under its own line number, so a failure points at it
     script = "import sys\n_ns = {'__name__': '__main__'}\n" + "".join(
-        f"exec(compile({c!r}, {f'{rel(page)}:{line}'!r}, 'exec'), _ns)\n" for c, line in code)
+        f"exec(compile({c!r}, {f'{rel(page)}:{line}'!r}, 'exec'), _ns)\n" for c, line in code
+    )
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, f"{rel(page)}: a python block failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
 
@@ -119,8 +133,12 @@ def commands(code: str) -> list[str]:
 
 
 def shell_blocks() -> list[tuple[str, str]]:
-    return [(f"{rel(p)}:{line}", c) for p in PAGES for lang, c, _, line in blocks(p) if lang in ("bash", "console",
-                                                                                               "sh", "shell")]
+    return [
+        (f"{rel(p)}:{line}", c)
+        for p in PAGES
+        for lang, c, _, line in blocks(p)
+        if lang in ("bash", "console", "sh", "shell")
+    ]
 
 
 @pytest.mark.parametrize("where,code", shell_blocks(), ids=[w for w, _ in shell_blocks()])
@@ -187,8 +205,12 @@ def test_synopsis_names_real_options(where, synopsis):
 
 def pip_lines() -> list[tuple[str, str]]:
     """Every `pip install ...` in the pages (blocks and prose) and in the messages of unirt/ and the plugins."""
-    sources = PAGES + sorted((ROOT / "plugins").glob("*/README.md")) + sorted((ROOT / "unirt").rglob("*.py")) + \
-        sorted((ROOT / "plugins").glob("*/unirt_*/*.py"))
+    sources = (
+        PAGES
+        + sorted((ROOT / "plugins").glob("*/README.md"))
+        + sorted((ROOT / "unirt").rglob("*.py"))
+        + sorted((ROOT / "plugins").glob("*/unirt_*/*.py"))
+    )
     found = []
     for src in sources:
         for n, line in enumerate(src.read_text().splitlines(), 1):
@@ -231,6 +253,10 @@ def test_pip_install_lines_install_this_project():
 
 def test_no_internal_references():
     pattern = re.compile(r"\bseed('s)? Q\d+|\(Q\d+\)|\bQ\d{1,2}:|issue[- ]\d+")
-    hits = [f"{rel(p)}:{n}: {line.strip()}" for p in PAGES for n, line in enumerate(p.read_text().splitlines(), 1)
-            if pattern.search(line)]
+    hits = [
+        f"{rel(p)}:{n}: {line.strip()}"
+        for p in PAGES
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert not hits, "internal references in the docs:\n" + "\n".join(hits)

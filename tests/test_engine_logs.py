@@ -46,14 +46,15 @@ def unused_initializer_model(tmp_path) -> Path:
 
 def test_tflite_xnnpack_line_only_when_asked(tmp_path):
     pytest.importorskip("ai_edge_litert")
-    for command in (["run", str(TFLITE_MODEL), "--backend", "tflite"],
-                    ["bench", str(TFLITE_MODEL), "--backends", "tflite", "--iterations", "3", "--no-progress"]):
+    for command in (
+        ["run", str(TFLITE_MODEL), "--backend", "tflite"],
+        ["bench", str(TFLITE_MODEL), "--backends", "tflite", "--iterations", "3", "--no-progress"],
+    ):
         quiet = unirt(*command, cwd=tmp_path)
         assert XNNPACK not in quiet.stderr, quiet.stderr
         assert "tflite" in quiet.stdout
     assert XNNPACK in unirt("-v", "run", str(TFLITE_MODEL), "--backend", "tflite", cwd=tmp_path).stderr
-    assert XNNPACK in unirt("run", str(TFLITE_MODEL), "--backend", "tflite", cwd=tmp_path,
-                            UNIRT_ENGINE_LOGS="1").stderr
+    assert XNNPACK in unirt("run", str(TFLITE_MODEL), "--backend", "tflite", cwd=tmp_path, UNIRT_ENGINE_LOGS="1").stderr
 
 
 def test_onnxruntime_warnings_only_when_asked(unused_initializer_model, tmp_path):
@@ -70,21 +71,23 @@ def test_onnxruntime_warnings_only_when_asked(unused_initializer_model, tmp_path
 
 def test_filtered_stderr_keeps_what_is_not_an_engine_info_line(tmp_path):
     """Only "INFO: " lines are dropped: an engine's errors and warnings printed at load still reach the user."""
-    code = ("import os, sys\n"
-            "from unirt import engine_logs\n"
-            "with engine_logs.filtered_stderr():\n"
-            "    os.write(2, b'INFO: before quiet\\n')\n"
-            "engine_logs.quiet()\n"
-            "with engine_logs.filtered_stderr():\n"
-            "    os.write(2, b'INFO: Created a delegate\\nERROR: Didn\\'t find op\\n')\n"
-            "    print('python warning', file=sys.stderr)\n"
-            "os.write(2, b'INFO: after\\n')\n")
+    code = (
+        "import os, sys\n"
+        "from unirt import engine_logs\n"
+        "with engine_logs.filtered_stderr():\n"
+        "    os.write(2, b'INFO: before quiet\\n')\n"
+        "engine_logs.quiet()\n"
+        "with engine_logs.filtered_stderr():\n"
+        "    os.write(2, b'INFO: Created a delegate\\nERROR: Didn\\'t find op\\n')\n"
+        "    print('python warning', file=sys.stderr)\n"
+        "os.write(2, b'INFO: after\\n')\n"
+    )
     environ = {k: v for k, v in os.environ.items() if k != "UNIRT_ENGINE_LOGS"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                          env=environ)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=environ
+    )
     assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines() == ["INFO: before quiet", "ERROR: Didn't find op", "python warning",
-                                        "INFO: after"]
+    assert done.stderr.splitlines() == ["INFO: before quiet", "ERROR: Didn't find op", "python warning", "INFO: after"]
 
 
 def serve_and_infer(tmp_path: Path, **env: str) -> str:
@@ -100,9 +103,24 @@ def serve_and_infer(tmp_path: Path, **env: str) -> str:
             s.bind(("127.0.0.1", 0))
             ports.append(str(s.getsockname()[1]))
     environ = {k: v for k, v in os.environ.items() if k != "UNIRT_ENGINE_LOGS"} | env
-    server = subprocess.Popen([UNIRT, "serve", str(TFLITE_MODEL), "--http-port", ports[0], "--grpc-port", ports[1],
-                               "--metrics-port", ports[2]], cwd=tmp_path, env=environ, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        [
+            UNIRT,
+            "serve",
+            str(TFLITE_MODEL),
+            "--http-port",
+            ports[0],
+            "--grpc-port",
+            ports[1],
+            "--metrics-port",
+            ports[2],
+        ],
+        cwd=tmp_path,
+        env=environ,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{ports[1]}")
         deadline = time.monotonic() + 120

@@ -26,9 +26,9 @@ import re
 import subprocess
 import sys
 import tempfile
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -100,8 +100,9 @@ def mnn_run(path: Path, feeds: dict) -> dict[str, np.ndarray]:
     import MNN.expr as F
     import MNN.nn as nn
 
-    module = nn.load_module_from_file(str(path), [], [], shape_mutable=True, precision_mode=F.PrecisionMode.High,
-                                      thread_num=1)
+    module = nn.load_module_from_file(
+        str(path), [], [], shape_mutable=True, precision_mode=F.PrecisionMode.High, thread_num=1
+    )
     info = module.get_info()
     names = list(info["inputNames"])
     types = {"float32": F.float, "int64": F.int64, "int32": F.int}
@@ -160,20 +161,40 @@ def ncnn_by_hand_from_onnx(onnx_path: Path, feeds: dict) -> dict[str, np.ndarray
     names_in = [i.name for i in model.graph.input if i.name not in inits]
     names_out = [o.name for o in model.graph.output]
     types = {"float32": "f32", "int64": "i64", "int32": "i32"}
-    shape_arg = ",".join("[" + ",".join(map(str, feeds[n].shape)) + "]" + types[feeds[n].dtype.name]
-                         for n in names_in)
+    shape_arg = ",".join("[" + ",".join(map(str, feeds[n].shape)) + "]" + types[feeds[n].dtype.name] for n in names_in)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "m.onnx"
         src.write_bytes(onnx_path.read_bytes())
-        proc = subprocess.run([str(_pnnx_exe()), str(src), f"inputshape={shape_arg}", "fp16=0",
-                               f"ncnnparam={tmp}/m.param", f"ncnnbin={tmp}/m.bin", f"ncnnpy={tmp}/m_ncnn.py",
-                               f"pnnxparam={tmp}/p.param", f"pnnxbin={tmp}/p.bin", f"pnnxpy={tmp}/p.py",
-                               f"pnnxonnx={tmp}/p.onnx"], cwd=tmp, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [
+                str(_pnnx_exe()),
+                str(src),
+                f"inputshape={shape_arg}",
+                "fp16=0",
+                f"ncnnparam={tmp}/m.param",
+                f"ncnnbin={tmp}/m.bin",
+                f"ncnnpy={tmp}/m_ncnn.py",
+                f"pnnxparam={tmp}/p.param",
+                f"pnnxbin={tmp}/p.bin",
+                f"pnnxpy={tmp}/p.py",
+                f"pnnxonnx={tmp}/p.onnx",
+            ],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if proc.returncode != 0 or not Path(tmp, "m.param").is_file():
             raise RuntimeError(f"pnnx failed: {(proc.stdout + proc.stderr)[-500:]}")
         script = Path(tmp, "m_ncnn.py").read_text()
-        batched = {m.group(1) for m in re.finditer(r'ex\.input\("(in\d+)", ncnn\.Mat\(\w+\.numpy\(\), '
-                                                    r'batch_index=0\)', script)}
+        batched = {
+            m.group(1)
+            for m in re.finditer(
+                r'ex\.input\("(in\d+)", ncnn\.Mat\(\w+\.numpy\(\), '
+                r"batch_index=0\)",
+                script,
+            )
+        }
         blobs_in = {f"in{k}": feeds[n] for k, n in enumerate(names_in)}
         blobs_out = [f"out{k}" for k in range(len(names_out))]
         n = next(iter(blobs_in.values())).shape[0] if batched else 1
@@ -181,7 +202,7 @@ def ncnn_by_hand_from_onnx(onnx_path: Path, feeds: dict) -> dict[str, np.ndarray
         for i in range(n):
             sample = {b: (v[i] if b in batched else v) for b, v in blobs_in.items()}
             per_sample.append(ncnn_run(Path(tmp, "m.param"), Path(tmp, "m.bin"), sample, blobs_out))
-    out_batched = {m.group(1) for m in re.finditer(r'(out\d+)\.numpy\(batch_index=0\)', script)}
+    out_batched = {m.group(1) for m in re.finditer(r"(out\d+)\.numpy\(batch_index=0\)", script)}
     result = {}
     for k, name in enumerate(names_out):
         blob = f"out{k}"
@@ -194,10 +215,23 @@ def mnn_by_hand_from_onnx(onnx_path: Path, feeds: dict) -> dict[str, np.ndarray]
     """MNN's own converter (the wheel's _tools.mnnconvert, in a child process), then MNN's Module."""
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "m.mnn"
-        args = ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(target),
-                "--bizCode", "unirt"]
-        proc = subprocess.run([sys.executable, "-c", f"import _tools; _tools.mnnconvert({args!r})"],
-                              capture_output=True, text=True, timeout=300)
+        args = [
+            "mnnconvert",
+            "-f",
+            "ONNX",
+            "--modelFile",
+            str(onnx_path),
+            "--MNNModel",
+            str(target),
+            "--bizCode",
+            "unirt",
+        ]
+        proc = subprocess.run(
+            [sys.executable, "-c", f"import _tools; _tools.mnnconvert({args!r})"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if proc.returncode != 0 or not target.is_file():
             raise RuntimeError(f"mnnconvert failed: {(proc.stdout + proc.stderr)[-500:]}")
         return mnn_run(target, feeds)
@@ -230,9 +264,12 @@ def by_hand(backend: str, entry: dict) -> Callable[[dict], dict[str, np.ndarray]
     """How `backend`'s engine runs this file by hand (None: it neither reads nor converts the format)."""
     path, fmt = model_path(entry), entry["format"]
     if fmt == "onnx":
-        return {"onnxruntime": lambda f: ort_run(path, f), "openvino": lambda f: openvino_run(path, f),
-                "ncnn": lambda f: ncnn_by_hand_from_onnx(path, f),
-                "mnn": lambda f: mnn_by_hand_from_onnx(path, f)}.get(backend)
+        return {
+            "onnxruntime": lambda f: ort_run(path, f),
+            "openvino": lambda f: openvino_run(path, f),
+            "ncnn": lambda f: ncnn_by_hand_from_onnx(path, f),
+            "mnn": lambda f: mnn_by_hand_from_onnx(path, f),
+        }.get(backend)
     if fmt == "tflite":
         return {"tflite": lambda f: litert_run(path, f), "openvino": lambda f: openvino_run(path, f)}.get(backend)
     if fmt == backend:
@@ -240,7 +277,7 @@ def by_hand(backend: str, entry: dict) -> Callable[[dict], dict[str, np.ndarray]
     return None
 
 
-@lru_cache(maxsize=None)
+@cache
 def available(backend: str) -> str | None:
     """None if `backend` is usable here, else why not."""
     for b in unirt.backends(include_missing=True):
@@ -347,10 +384,17 @@ def test_support_matrix_writes_the_corpus_section_alone(tmp_path):
     and leaves the rest of the file as it was."""
     script = Path(__file__).resolve().parents[1] / "scripts" / "support_matrix.py"
     out = tmp_path / "matrix.md"
-    out.write_text("# Support matrix\n\n## Models\n\n| set | model | onnxruntime |\n|---|---|---|\n| x | y | pass |\n\n"
-                   "## Exporter corpus\n\nstale\n")
-    proc = subprocess.run([sys.executable, str(script), "--only", "exporters", "--backends", "onnxruntime",
-                           "--output", str(out)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    out.write_text(
+        "# Support matrix\n\n## Models\n\n| set | model | onnxruntime |\n|---|---|---|\n| x | y | pass |\n\n"
+        "## Exporter corpus\n\nstale\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script), "--only", "exporters", "--backends", "onnxruntime", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = out.read_text()
     assert "| x | y | pass |" in text and "stale" not in text

@@ -76,8 +76,11 @@ def test_a_backend_that_fails_is_reported_not_chosen(model):
     path = model("dynamic_mlp")
     if not {"onnxruntime", "openvino"} <= eligible(path):
         pytest.skip("needs onnxruntime and openvino installed")
-    sess = unirt.Session(path, backend="fastest", backend_options={"openvino": {"no_such_option": 1},
-                                                                   "onnxruntime": {"enable_mem_pattern": False}})
+    sess = unirt.Session(
+        path,
+        backend="fastest",
+        backend_options={"openvino": {"no_such_option": 1}, "onnxruntime": {"enable_mem_pattern": False}},
+    )
     assert sess.backend == "onnxruntime"
     assert sess.options.backend_options == {"enable_mem_pattern": False}  # the winner's own options
     failed = {t.backend: t for t in sess.selection.timings}["openvino"]
@@ -105,9 +108,8 @@ def test_third_party_backends_are_timed_too(model, test_plugins):
 
 
 def test_nothing_can_run_it(tmp_path):
-    from unirt.testing.tflite import build_tflite
-
     import unirt.registry as registry
+    from unirt.testing.tflite import build_tflite
 
     path = build_tflite("dynamic_mlp", tmp_path)
     readers = {c.backend for c in unirt.explain(path).candidates if c.eligible}

@@ -1,11 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from formats_samples import mnn_bytes, tensorrt_bytes, tflite_bytes, write_ncnn, write_openvino
 
 import unirt
 from unirt import ModelFormat, ModelFormatError, ModelLoadError, detect_format, open_model
-
-from formats_samples import mnn_bytes, tensorrt_bytes, tflite_bytes, write_ncnn, write_openvino
 
 
 def test_onnx_detected_by_content_whatever_the_suffix(model, tmp_path):
@@ -117,7 +116,9 @@ def test_every_error_is_a_unirt_error(tmp_path):
 def test_onnx_external_data_files_are_part_of_the_model(model, tmp_path):
     import numpy as np
     import onnx
-    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
 
     from unirt import testing
 
@@ -147,12 +148,24 @@ def test_onnx_external_data_files_are_part_of_the_model(model, tmp_path):
     def const(name, value):
         return h.make_node("Constant", [], [name], value=nh.from_array(np.full((4,), value, np.float32), name + "_v"))
 
-    branch = [h.make_graph([const(f"{b}c", v)], b, [], [h.make_tensor_value_info(f"{b}c", T.FLOAT, [4])])
-              for b, v in (("then", 1.0), ("else", 2.0))]
-    graph = h.make_graph([h.make_node("If", ["cond"], ["y"], then_branch=branch[0], else_branch=branch[1])], "g",
-                         [h.make_tensor_value_info("cond", T.BOOL, [])], [h.make_tensor_value_info("y", T.FLOAT, [4])])
-    onnx.save_model(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(tmp_path / "if.onnx"),
-                    save_as_external_data=True, location="if.bin", size_threshold=0, convert_attribute=True)
+    branch = [
+        h.make_graph([const(f"{b}c", v)], b, [], [h.make_tensor_value_info(f"{b}c", T.FLOAT, [4])])
+        for b, v in (("then", 1.0), ("else", 2.0))
+    ]
+    graph = h.make_graph(
+        [h.make_node("If", ["cond"], ["y"], then_branch=branch[0], else_branch=branch[1])],
+        "g",
+        [h.make_tensor_value_info("cond", T.BOOL, [])],
+        [h.make_tensor_value_info("y", T.FLOAT, [4])],
+    )
+    onnx.save_model(
+        h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]),
+        str(tmp_path / "if.onnx"),
+        save_as_external_data=True,
+        location="if.bin",
+        size_threshold=0,
+        convert_attribute=True,
+    )
     assert open_model(tmp_path / "if.onnx").files == (tmp_path / "if.onnx", tmp_path / "if.bin")
     with unirt.Session(tmp_path / "if.onnx", backend="onnxruntime") as sess:
         assert sess.run({"cond": np.array(False)})["y"].tolist() == [2.0] * 4

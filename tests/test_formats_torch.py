@@ -22,12 +22,18 @@ def archive(*names: str) -> bytes:
 
 
 LAYOUTS = {
-    ModelFormat.TORCH_EXPORT: archive("m/data/weights/weight_0", "m/models/model.json", "m/archive_format",
-                                      "m/byteorder"),
-    ModelFormat.TORCH_AOTI: archive("a/data/aotinductor/model/c.wrapper.so", "a/data/aotinductor/model/c.wrapper.cpp",
-                                    "a/archive_format", "a/archive_version"),
-    ModelFormat.TORCHSCRIPT: archive("m/data/0", "m/data.pkl", "m/code/__torch__/linear.py", "m/constants.pkl",
-                                     "m/version"),
+    ModelFormat.TORCH_EXPORT: archive(
+        "m/data/weights/weight_0", "m/models/model.json", "m/archive_format", "m/byteorder"
+    ),
+    ModelFormat.TORCH_AOTI: archive(
+        "a/data/aotinductor/model/c.wrapper.so",
+        "a/data/aotinductor/model/c.wrapper.cpp",
+        "a/archive_format",
+        "a/archive_version",
+    ),
+    ModelFormat.TORCHSCRIPT: archive(
+        "m/data/0", "m/data.pkl", "m/code/__torch__/linear.py", "m/constants.pkl", "m/version"
+    ),
 }
 
 
@@ -40,14 +46,20 @@ def test_torch_archives_are_detected_by_their_members(fmt, tmp_path):
 
 
 def test_older_exported_program_archives_are_detected():
-    assert unirt.detect_format(archive("m/serialized_exported_program.json", "m/version"))[0] \
-        is ModelFormat.TORCH_EXPORT
+    assert (
+        unirt.detect_format(archive("m/serialized_exported_program.json", "m/version"))[0] is ModelFormat.TORCH_EXPORT
+    )
 
 
-@pytest.mark.parametrize("data", [archive("sd/data.pkl", "sd/data/0", "sd/version"),
-                                  pickle.dumps({"fc.weight": [1.0]}, protocol=2),
-                                  pickle.dumps({"fc.weight": [1.0]}, protocol=5)],
-                         ids=["torch.save zip", "pickle protocol 2", "pickle protocol 5"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        archive("sd/data.pkl", "sd/data/0", "sd/version"),
+        pickle.dumps({"fc.weight": [1.0]}, protocol=2),
+        pickle.dumps({"fc.weight": [1.0]}, protocol=5),
+    ],
+    ids=["torch.save zip", "pickle protocol 2", "pickle protocol 5"],
+)
 def test_pickles_are_refused_saying_how_to_export(data):
     with pytest.raises(unirt.ModelFormatError) as err:
         unirt.detect_format(data)

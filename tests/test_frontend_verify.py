@@ -18,6 +18,7 @@ import unirt
 from unirt import ConversionError, FrontendMismatchError, registry
 from unirt.cli import main
 from unirt.conversion.frontend import CACHE_FOLDER
+from unirt.testing.threads import run_concurrently
 
 
 def _usable(*names):
@@ -37,21 +38,29 @@ def dynamic_quant(path):
     """Dynamically quantized ops as quantize_dynamic writes them: DynamicQuantizeLinear on the activation, then
     MatMulInteger and ConvInteger with uint8 weights, rescaled to float."""
     rng = np.random.default_rng(0)
-    nodes = [h.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
-             h.make_node("MatMulInteger", ["xq", "W", "xz", "wz"], ["mi"]),
-             h.make_node("Cast", ["mi"], ["mf"], to=T.FLOAT),
-             h.make_node("Mul", ["mf", "xs"], ["y"]),
-             h.make_node("Reshape", ["xq", "shape"], ["img"]),
-             h.make_node("ConvInteger", ["img", "K", "xz", "wz"], ["ci"]),
-             h.make_node("Cast", ["ci"], ["cf"], to=T.FLOAT),
-             h.make_node("Mul", ["cf", "xs"], ["z"])]
-    inits = [nh.from_array(rng.integers(0, 255, (16, 4)).astype(np.uint8), "W"),
-             nh.from_array(rng.integers(0, 255, (2, 1, 3, 3)).astype(np.uint8), "K"),
-             nh.from_array(np.array(128, np.uint8), "wz"),
-             nh.from_array(np.array([2, 1, 4, 4], np.int64), "shape")]
-    graph = h.make_graph(nodes, "dynamic_quant", [h.make_tensor_value_info("x", T.FLOAT, [2, 16])],
-                         [h.make_tensor_value_info("y", T.FLOAT, [2, 4]),
-                          h.make_tensor_value_info("z", T.FLOAT, [2, 2, 2, 2])], inits)
+    nodes = [
+        h.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+        h.make_node("MatMulInteger", ["xq", "W", "xz", "wz"], ["mi"]),
+        h.make_node("Cast", ["mi"], ["mf"], to=T.FLOAT),
+        h.make_node("Mul", ["mf", "xs"], ["y"]),
+        h.make_node("Reshape", ["xq", "shape"], ["img"]),
+        h.make_node("ConvInteger", ["img", "K", "xz", "wz"], ["ci"]),
+        h.make_node("Cast", ["ci"], ["cf"], to=T.FLOAT),
+        h.make_node("Mul", ["cf", "xs"], ["z"]),
+    ]
+    inits = [
+        nh.from_array(rng.integers(0, 255, (16, 4)).astype(np.uint8), "W"),
+        nh.from_array(rng.integers(0, 255, (2, 1, 3, 3)).astype(np.uint8), "K"),
+        nh.from_array(np.array(128, np.uint8), "wz"),
+        nh.from_array(np.array([2, 1, 4, 4], np.int64), "shape"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "dynamic_quant",
+        [h.make_tensor_value_info("x", T.FLOAT, [2, 16])],
+        [h.make_tensor_value_info("y", T.FLOAT, [2, 4]), h.make_tensor_value_info("z", T.FLOAT, [2, 2, 2, 2])],
+        inits,
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -130,8 +139,9 @@ def test_a_plain_model_is_verified_once_and_cached(tmp_path, own_cache, monkeypa
     assert status.max_error < 1e-5 and sess._frontend is None  # later runs: one attribute test
     assert "verified against onnxruntime on the first run's inputs (x: 1x3x32x32)" in str(status)
     assert "frontend='onnx' (verified against onnxruntime" in repr(sess)
-    np.testing.assert_allclose(out["pooled"], unirt.Session(model, backend="onnxruntime").run(x)["pooled"],
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        out["pooled"], unirt.Session(model, backend="onnxruntime").run(x)["pooled"], rtol=1e-4, atol=1e-6
+    )
     (record,) = files(own_cache)
     assert json.loads(record.read_text())["reference"] == "onnxruntime"
     # the second Session pays nothing: verified at load from the cache, the reference never loads
@@ -204,8 +214,9 @@ def test_cli_flags_reach_the_check(tmp_path, capsys):
     assert "verified against onnxruntime" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", [["run"], ["bench"], ["compare"], ["explain", "--fastest"], ["convert", "--to",
-                                                                                               "ncnn"]])
+@pytest.mark.parametrize(
+    "command", [["run"], ["bench"], ["compare"], ["explain", "--fastest"], ["convert", "--to", "ncnn"]]
+)
 def test_every_converting_command_takes_tolerance_and_accept(command):
     from unirt.cli import build_parser
 
@@ -239,16 +250,61 @@ def test_bench_compare_and_fastest_take_the_settings(tmp_path, capsys):
     np.savez(tmp_path / "in.npz", x=symmetric_input())
     # compare is itself the check: the frontend's disagreement shows as its numbers (beyond compare's own atol/rtol:
     # exit 1), not as a FrontendMismatchError row; --accept / larger tolerances still pass through
-    assert main(["compare", str(model), "--backends", "onnxruntime,openvino", "--inputs",
-                 str(tmp_path / "in.npz"), "--json"]) == 1
+    assert (
+        main(
+            [
+                "compare",
+                str(model),
+                "--backends",
+                "onnxruntime,openvino",
+                "--inputs",
+                str(tmp_path / "in.npz"),
+                "--json",
+            ]
+        )
+        == 1
+    )
     report = json.dumps(json.loads(capsys.readouterr().out))
     assert "FrontendMismatchError" not in report and "openvino" in report
-    assert main(["compare", str(model), "--backends", "onnxruntime,openvino", "--inputs",
-                 str(tmp_path / "in.npz"), "--json", "--accept", "--atol", "10", "--rtol", "1"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(model),
+                "--backends",
+                "onnxruntime,openvino",
+                "--inputs",
+                str(tmp_path / "in.npz"),
+                "--json",
+                "--accept",
+                "--atol",
+                "10",
+                "--rtol",
+                "1",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     plain = unirt.testing.models.batched_cnn(tmp_path / "cnn.onnx", batch=1)
-    assert main(["bench", str(plain), "--backends", "openvino", "--iterations", "2", "--warmup", "1",
-                 "--tolerance", "0.01", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                str(plain),
+                "--backends",
+                "openvino",
+                "--iterations",
+                "2",
+                "--warmup",
+                "1",
+                "--tolerance",
+                "0.01",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     with unirt.Session(plain, backend="fastest", backend_options={"conversion": {"tolerance": 1e-2}}) as sess:
         sess.run(np.zeros((1, 3, 32, 32), np.float32))
         if sess.backend == "openvino":
@@ -256,7 +312,6 @@ def test_bench_compare_and_fastest_take_the_settings(tmp_path, capsys):
 
 
 def test_concurrent_first_runs_check_once_and_none_returns_unchecked(tmp_path, own_cache, monkeypatch):
-    import threading
 
     from unirt.conversion import frontend
 
@@ -271,18 +326,11 @@ def test_concurrent_first_runs_check_once_and_none_returns_unchecked(tmp_path, o
     monkeypatch.setattr(frontend.FrontendCheck, "run", counted)
     sess = unirt.Session(model, backend="openvino")
     x = np.ones((1, 3, 32, 32), np.float32)
-    seen, errors = [], []
+    seen = []
 
-    def first():
-        try:
-            sess.run(x)
-            seen.append(sess.verification.state)
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+    def first(_):
+        sess.run(x)
+        seen.append(sess.verification.state)
 
-    threads = [threading.Thread(target=first) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(calls) == 1 and seen == ["verified"] * 4
+    run_concurrently(first, 4)
+    assert len(calls) == 1 and seen == ["verified"] * 4

@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import install_distribution
 
 import unirt
 from unirt.testing.fuzz import check_malformed, variants
-
-from conftest import install_distribution
 
 
 def test_variants_cover_every_kind_of_damage(model, tmp_path):
@@ -30,8 +29,9 @@ def test_variants_cover_every_kind_of_damage(model, tmp_path):
 def test_crashes_are_reported_by_variant(model, tmp_path, monkeypatch):
     site = tmp_path / "site"
     site.mkdir()
-    install_distribution(site, "unirt-crashing-test", "unirt_crashing_plugin",
-                         {"crashing": "unirt_crashing_plugin:CrashingBackend"})
+    install_distribution(
+        site, "unirt-crashing-test", "unirt_crashing_plugin", {"crashing": "unirt_crashing_plugin:CrashingBackend"}
+    )
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     source = model("dynamic_mlp")
     monkeypatch.setenv("UNIRT_TEST_PRISTINE", str(source))

@@ -1,8 +1,18 @@
 import subprocess
 import sys
 
-ENGINES = ["onnxruntime", "openvino", "tensorrt", "ai_edge_litert", "tflite_runtime", "ncnn", "MNN", "onnx",
-           "torch", "cuda"]
+ENGINES = [
+    "onnxruntime",
+    "openvino",
+    "tensorrt",
+    "ai_edge_litert",
+    "tflite_runtime",
+    "ncnn",
+    "MNN",
+    "onnx",
+    "torch",
+    "cuda",
+]
 
 
 def run_python(code: str, cwd) -> str:
@@ -11,15 +21,18 @@ def run_python(code: str, cwd) -> str:
 
 
 def test_import_unirt_imports_no_backend_library(tmp_path):
-    code = ("import sys, unirt; unirt.Session; unirt.backends; "
-            f"print(sorted(m for m in {ENGINES!r} if m in sys.modules))")
+    code = (
+        f"import sys, unirt; unirt.Session; unirt.backends; print(sorted(m for m in {ENGINES!r} if m in sys.modules))"
+    )
     out = run_python(code, tmp_path)
     assert out.strip() == "[]"
 
 
 def test_listing_backends_imports_no_engine_until_probed(tmp_path):
-    code = ("import sys, unirt.registry as r; r.installed_names(); "
-            f"print(sorted(m for m in {ENGINES!r} if m in sys.modules))")
+    code = (
+        "import sys, unirt.registry as r; r.installed_names(); "
+        f"print(sorted(m for m in {ENGINES!r} if m in sys.modules))"
+    )
     out = run_python(code, tmp_path)
     assert out.strip() == "[]"
 
@@ -27,8 +40,16 @@ def test_listing_backends_imports_no_engine_until_probed(tmp_path):
 def test_public_surface():
     import unirt
 
-    for name in ["Session", "TensorInfo", "backends", "explain", "UnirtError", "ModelLoadError", "InputError",
-                 "BackendUnavailableError"]:
+    for name in [
+        "Session",
+        "TensorInfo",
+        "backends",
+        "explain",
+        "UnirtError",
+        "ModelLoadError",
+        "InputError",
+        "BackendUnavailableError",
+    ]:
         assert hasattr(unirt, name), name
     assert issubclass(unirt.InputError, unirt.UnirtError) and issubclass(unirt.ModelLoadError, unirt.UnirtError)
     assert issubclass(unirt.BackendUnavailableError, unirt.UnirtError)

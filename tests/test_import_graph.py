@@ -34,8 +34,10 @@ def _graph() -> dict[str, set[str]]:
                     anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join(anchor + ([base] if base else []))
                 # `from . import registry` names a submodule; `from .errors import X` the module itself
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules or f"{base}.{a.name}" in native
-                           else base for a in node.names]
+                targets = [
+                    f"{base}.{a.name}" if f"{base}.{a.name}" in modules or f"{base}.{a.name}" in native else base
+                    for a in node.names
+                ]
             else:
                 continue
             edges.update(t for t in targets if t in modules and t != name)

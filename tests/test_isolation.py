@@ -24,8 +24,9 @@ def aborting(tmp_path, monkeypatch):
     """The test distribution `unirt-aborting-test` (backend "aborting"), registered through its entry point."""
     site = tmp_path / "site"
     site.mkdir()
-    install_distribution(site, "unirt-aborting-test", "unirt_aborting_plugin",
-                         {"aborting": "unirt_aborting_plugin:AbortingBackend"})
+    install_distribution(
+        site, "unirt-aborting-test", "unirt_aborting_plugin", {"aborting": "unirt_aborting_plugin:AbortingBackend"}
+    )
     monkeypatch.syspath_prepend(str(site))
     unirt.refresh()
     yield
@@ -47,9 +48,12 @@ def test_isolated_onnxruntime_matches_in_process(conv_model):
         small = sess.run(x[:1], output_names=["pooled"])
         assert list(small) == ["pooled"] and small["pooled"].shape == (1, 16, 1, 1)
         big = np.random.default_rng(1).standard_normal((40, 3, 32, 32)).astype(np.float32)  # regions must grow
-        np.testing.assert_allclose(sess.run(big)["pooled"],
-                                   ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-                                   .run(["pooled"], {"x": big})[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            sess.run(big)["pooled"],
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["pooled"], {"x": big})[0],
+            rtol=1e-5,
+            atol=1e-6,
+        )
         many = sess.run_many([x[:1], x[1:]])
         np.testing.assert_allclose(many[1]["pooled"], ref[1][1:], rtol=1e-5, atol=1e-6)
         assert sess.pool.stats().allocations >= 1  # isolated outputs land in the session's pool too
@@ -58,8 +62,12 @@ def test_isolated_onnxruntime_matches_in_process(conv_model):
 
 def test_engine_errors_cross_the_process_boundary(model):
     with unirt.Session(model("multi_io"), backend="onnxruntime", isolate=True) as sess:
-        good = {"a": np.ones((2, 4), np.float32), "b": np.ones((2, 4), np.float32),
-                "idx": np.array([0, 5]), "scale": np.float32(2)}
+        good = {
+            "a": np.ones((2, 4), np.float32),
+            "b": np.ones((2, 4), np.float32),
+            "idx": np.array([0, 5]),
+            "scale": np.float32(2),
+        }
         with pytest.raises(unirt.RunError, match="onnxruntime"):
             sess.run(good)  # index 5 is out of range: the engine's error, raised as unirt's RunError
         good["idx"] = np.array([0, 1])
@@ -103,9 +111,12 @@ def test_segfault_while_loading_a_malformed_model(aborting, tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], doc_string="segfault on load")
     proto.ir_version = 9
     path = tmp_path / "crash_on_load.onnx"
@@ -140,11 +151,15 @@ def scalar_model(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
-                               helper.make_node("Add", ["x", "x"], ["y"])], "scalar_out",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
-                               helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0), helper.make_node("Add", ["x", "x"], ["y"])],
+        "scalar_out",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4]),
+        ],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 9
     onnx.save(proto, str(tmp_path / "scalar_out.onnx"))
@@ -171,16 +186,17 @@ def test_a_session_made_in_a_thread_that_ended_still_runs(model):
     import time
 
     made = []
-    t = threading.Thread(target=lambda: made.append(unirt.Session(model("dynamic_mlp"), backend="onnxruntime",
-                                                                  isolate=True)))
+    t = threading.Thread(
+        target=lambda: made.append(unirt.Session(model("dynamic_mlp"), backend="onnxruntime", isolate=True))
+    )
     t.start()
     t.join()
     with made[0] as sess:
         time.sleep(0.2)
         x = np.ones((2, 8), np.float32)
-        np.testing.assert_allclose(sess.run(x)["probs"],
-                                   unirt.Session(model("dynamic_mlp"), backend="onnxruntime").run(x)["probs"],
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            sess.run(x)["probs"], unirt.Session(model("dynamic_mlp"), backend="onnxruntime").run(x)["probs"], rtol=1e-6
+        )
         assert sess._runner.restarts == 0
 
 
@@ -202,8 +218,9 @@ def test_a_worker_hung_mid_run_ends_when_its_parent_is_killed(aborting, model):
         input()
     """)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, env=env)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
     worker = int(parent.stdout.readline())
     time.sleep(0.5)  # the run is under way in the worker
     os.kill(parent.pid, signal.SIGKILL)

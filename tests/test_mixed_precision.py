@@ -24,9 +24,11 @@ def own_cache(tmp_path, monkeypatch):
 
 def _io_types(path):
     proto = onnx.load(str(path), load_external_data=False)
-    return ([i.type.tensor_type.elem_type for i in proto.graph.input],
-            [o.type.tensor_type.elem_type for o in proto.graph.output],
-            {i.data_type for i in proto.graph.initializer})
+    return (
+        [i.type.tensor_type.elem_type for i in proto.graph.input],
+        [o.type.tensor_type.elem_type for o in proto.graph.output],
+        {i.data_type for i in proto.graph.initializer},
+    )
 
 
 def _ort(path, feeds):
@@ -78,14 +80,21 @@ def test_fp16_conversion_that_breaks_the_model_is_refused_with_the_measured_erro
     from onnx import helper, numpy_helper
 
     scale = numpy_helper.from_array(np.full((1, 8), 3e5, np.float32), "scale")
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "scale"], ["y"])], "big",
-                              [helper.make_tensor_value_info("x", FLOAT, ["N", 8])],
-                              [helper.make_tensor_value_info("y", FLOAT, ["N", 8])], [scale])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["y"])],
+        "big",
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 8])],
+        [helper.make_tensor_value_info("y", FLOAT, ["N", 8])],
+        [scale],
+    )
     path = tmp_path / "big.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    with pytest.raises(ConversionError, match=r"big.onnx: its fp16 conversion \(onnxruntime .*\) disagrees "
-                                              r"with the fp32 model on onnxruntime beyond the fp16 tolerance 0.01: "
-                                              r"y: rel-L2 0.[0-9]+.*precision='fp32'"):
+    with pytest.raises(
+        ConversionError,
+        match=r"big.onnx: its fp16 conversion \(onnxruntime .*\) disagrees "
+        r"with the fp32 model on onnxruntime beyond the fp16 tolerance 0.01: "
+        r"y: rel-L2 0.[0-9]+.*precision='fp32'",
+    ):
         onnx_to_fp16(path)
     kept = onnx_to_fp16(path, accept=True)  # the entry was cached with its errors; accepted, it is returned
     assert kept.cached and not kept.within_tolerance and kept.max_error > 0.5

@@ -15,7 +15,7 @@ from unirt.tensor import TensorInfo, is_placeholder_name, normalize_dim
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
 # Each placeholder form as written in the file: a dim_param string, or an int for dim_value.
 PLACEHOLDERS = ["?", "", " ", "None", "none", "null", "-1", "3", -1]
@@ -55,8 +55,13 @@ def conv_model(path, ph) -> str:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 1, 1])
     _set_dims(x, [ph, 3, ph, ph])
     _set_dims(y, [ph, 4, ph, ph])
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
-                               helper.make_node("Relu", ["c"], ["y"])], "placeholder_conv", [x], [y], [w, b])
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        "placeholder_conv",
+        [x],
+        [y],
+        [w, b],
+    )
     return _save(graph, path)
 
 
@@ -66,15 +71,17 @@ def reference(path, feeds):
 
 
 # -- the one rule ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("dim", ["?", "??", "", "  ", "None", "none", "NULL", "-1", "3", "2.0", "unknown", -1, -7,
-                                 np.int64(-1), None])
+@pytest.mark.parametrize(
+    "dim", ["?", "??", "", "  ", "None", "none", "NULL", "-1", "3", "2.0", "unknown", -1, -7, np.int64(-1), None]
+)
 def test_placeholders_are_anonymous(dim):
     assert normalize_dim(dim) is None
     assert TensorInfo("x", (dim, 3), np.float32).shape == (None, 3)
 
 
-@pytest.mark.parametrize("name", ["N", "batch_size", "s0", "M1", "unk__12", "p2o.DynamicDimension.0",
-                                  "input_dynamic_axes_1", "seq?"])
+@pytest.mark.parametrize(
+    "name", ["N", "batch_size", "s0", "M1", "unk__12", "p2o.DynamicDimension.0", "input_dynamic_axes_1", "seq?"]
+)
 def test_real_names_stay_names(name):
     assert not is_placeholder_name(name)
     assert TensorInfo("x", (name, 3), np.float32).shape == (name, 3)
@@ -137,9 +144,11 @@ def two_input_model(path, a_dims, b_dims) -> str:
     b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 1])
     _set_dims(a, a_dims)
     _set_dims(b, b_dims)
-    nodes = [helper.make_node("ReduceSum", ["a"], ["sa"], keepdims=0),
-             helper.make_node("ReduceSum", ["b"], ["sb"], keepdims=0),
-             helper.make_node("Add", ["sa", "sb"], ["y"])]
+    nodes = [
+        helper.make_node("ReduceSum", ["a"], ["sa"], keepdims=0),
+        helper.make_node("ReduceSum", ["b"], ["sb"], keepdims=0),
+        helper.make_node("Add", ["sa", "sb"], ["y"]),
+    ]
     graph = helper.make_graph(nodes, "two", [a, b], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])])
     return _save(graph, path)
 
@@ -170,11 +179,14 @@ def test_output_dims_tie_to_inputs_only_by_real_names(tmp_path):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 3])
     _set_dims(x, [1, 3, 32, "?"])
     _set_dims(y, [1, "?", 3])
-    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2], keepdims=0),  # (1, 3, W)
-             helper.make_node("Transpose", ["m"], ["t"], perm=[0, 2, 1]),  # (1, W, 3)
-             helper.make_node("Slice", ["t", "s", "e", "ax", "st"], ["y"])]  # (1, ceil(W / 2), 3): not W
-    inits = [numpy_helper.from_array(np.array([v], np.int64), n)
-             for n, v in (("s", 0), ("e", 1 << 30), ("ax", 1), ("st", 2))]
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], axes=[2], keepdims=0),  # (1, 3, W)
+        helper.make_node("Transpose", ["m"], ["t"], perm=[0, 2, 1]),  # (1, W, 3)
+        helper.make_node("Slice", ["t", "s", "e", "ax", "st"], ["y"]),
+    ]  # (1, ceil(W / 2), 3): not W
+    inits = [
+        numpy_helper.from_array(np.array([v], np.int64), n) for n, v in (("s", 0), ("e", 1 << 30), ("ax", 1), ("st", 2))
+    ]
     graph = helper.make_graph(nodes, "tie", [x], [y], inits)
     path = _save(graph, tmp_path / "tie.onnx")
     feeds = {"x": np.random.default_rng(3).standard_normal((1, 3, 32, 10)).astype(np.float32)}
@@ -252,15 +264,47 @@ def test_cli_run_bench_compare_on_placeholder_dims(tmp_path, capsys):
     x = np.random.default_rng(2).standard_normal((1, 3, 48, 192)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     saved = tmp_path / "out.npz"
-    assert main(["run", path, "--backend", "onnxruntime", "--input", f"x={tmp_path / 'x.npy'}", "--iterations", "1",
-                 "--save-outputs", str(saved)]) == 0
+    assert (
+        main(
+            [
+                "run",
+                path,
+                "--backend",
+                "onnxruntime",
+                "--input",
+                f"x={tmp_path / 'x.npy'}",
+                "--iterations",
+                "1",
+                "--save-outputs",
+                str(saved),
+            ]
+        )
+        == 0
+    )
     with np.load(saved) as outputs:
         np.testing.assert_allclose(outputs["y"], reference(path, {"x": x})[0], rtol=1e-5, atol=1e-5)
     capsys.readouterr()
     backends = ",".join(b for b in ("onnxruntime", "openvino") if _available(b))
     report = tmp_path / "bench.json"
-    assert main(["bench", path, "--shapes", "x:1x3x48x192", "--backends", backends, "--iterations", "2",
-                 "--warmup", "1", "--json", str(report)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                path,
+                "--shapes",
+                "x:1x3x48x192",
+                "--backends",
+                backends,
+                "--iterations",
+                "2",
+                "--warmup",
+                "1",
+                "--json",
+                str(report),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert all(name in text for name in backends.split(","))
     results = json.loads(report.read_text())["results"]

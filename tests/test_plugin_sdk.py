@@ -24,7 +24,7 @@ DOC = ROOT / "docs" / "plugins.md"
 def _doc_blocks() -> list[str]:
     """The python code blocks of docs/plugins.md's complete example: the plugin, then its use."""
     text = DOC.read_text()
-    example = text[text.index("## A complete example"):]
+    example = text[text.index("## A complete example") :]
     return re.findall(r"```python\n(.*?)```", example, re.S)
 
 
@@ -67,8 +67,10 @@ def gz_model(model, tmp_path):
 
 def _feeds(sess: unirt.Session) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {i.name: rng.standard_normal([d if isinstance(d, int) else 3 for d in i.shape]).astype(i.dtype)
-            for i in sess.inputs}
+    return {
+        i.name: rng.standard_normal([d if isinstance(d, int) else 3 for d in i.shape]).astype(i.dtype)
+        for i in sess.inputs
+    }
 
 
 def test_the_docs_usage_block_runs(gzonnx, model, tmp_path, monkeypatch, capsys):
@@ -146,7 +148,9 @@ def test_an_installed_plugins_format_flows_through_unirt(installed_gzonnx, gz_mo
     assert "gzonnx" in out and "x" in out
     row = {b.name: b for b in unirt.backends()}["gzonnx"]
     assert row.available and row.formats == ("gzonnx",) and row.distribution == "unirt-gzonnx"
-    assert registry.install_hint("gzonnx") == "pip install onnxruntime (and this plugin's own package)"  # what the plugin declares
+    assert (
+        registry.install_hint("gzonnx") == "pip install onnxruntime (and this plugin's own package)"
+    )  # what the plugin declares
     # damaged: its detector says so; an unknown format's error lists the plugin's format among those unirt reads
     damaged = tmp_path / "damaged.onnx.gz"
     damaged.write_bytes(b"\x1f\x8b\x08\x00" + b"\xff" * 64)
@@ -165,7 +169,10 @@ def test_an_installed_plugins_format_flows_through_unirt(installed_gzonnx, gz_mo
 
 
 def test_install_hints_come_from_one_place(known_fakeengine):
-    assert registry.install_hint("fakeengine") == "pip install ./plugins/fakeengine (unirt-fakeengine, from unirt's source checkout)"
+    assert (
+        registry.install_hint("fakeengine")
+        == "pip install ./plugins/fakeengine (unirt-fakeengine, from unirt's source checkout)"
+    )
     assert registry.install_hint("nosuchengine") == "install a plugin that provides the 'nosuchengine' backend"
     for name in registry.installed_names():
         plugin = registry.find_backend(name)
@@ -197,16 +204,20 @@ def test_tables_are_derived_from_the_plugins():
             assert kserve_format(fmt)["name"] == facts.kserve_name
         assert images[name].gpu == plugin.needs_gpu and images[name].extra == plugin.image_extra
         assert ReplicaOptions("m.onnx", backend=name, device="gpu").gpus == (
-            1 if plugin.needs_gpu or plugin.gpu_vendor == "nvidia" else 0)
+            1 if plugin.needs_gpu or plugin.gpu_vendor == "nvidia" else 0
+        )
         assert set(image_contents([name]).extras) == {"serve", *plugin.unirt_extras}
         checked += 1
     assert checked >= 1
     # what serving clients and manifests have always called them, now declared by the plugins
-    expected = {"onnxruntime": ("onnxruntime_onnx", "model.onnx", {"name": "onnx", "version": "1"}),
-                "tensorrt": ("tensorrt_plan", "model.plan", {"name": "tensorrt", "version": "10"}),
-                "openvino": ("openvino", "model.xml", {"name": "openvino"}),
-                "tflite": ("tflite", "model.tflite", {"name": "tflite"}),
-                "ncnn": ("ncnn", "model.param", {"name": "ncnn"}), "mnn": ("mnn", "model.mnn", {"name": "mnn"})}
+    expected = {
+        "onnxruntime": ("onnxruntime_onnx", "model.onnx", {"name": "onnx", "version": "1"}),
+        "tensorrt": ("tensorrt_plan", "model.plan", {"name": "tensorrt", "version": "10"}),
+        "openvino": ("openvino", "model.xml", {"name": "openvino"}),
+        "tflite": ("tflite", "model.tflite", {"name": "tflite"}),
+        "ncnn": ("ncnn", "model.param", {"name": "ncnn"}),
+        "mnn": ("mnn", "model.mnn", {"name": "mnn"}),
+    }
     for name, (platform, file_name, kserve) in expected.items():
         if name in installed:
             assert platforms()[platform] == name and model_files(name)[0] == file_name

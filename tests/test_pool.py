@@ -13,8 +13,18 @@ from unirt import BufferPool, UnsupportedOptionError
 
 
 def test_size_classes_bound_the_slack():
-    assert [BufferPool.size_class(n) for n in (0, 1, 64, 65, 256, 257, 320, 321, 4096, 4097)] == \
-        [64, 64, 64, 128, 256, 320, 320, 384, 4096, 5120]
+    assert [BufferPool.size_class(n) for n in (0, 1, 64, 65, 256, 257, 320, 321, 4096, 4097)] == [
+        64,
+        64,
+        64,
+        128,
+        256,
+        320,
+        320,
+        384,
+        4096,
+        5120,
+    ]
     for n in np.unique(np.geomspace(1, 1 << 30, 500).astype(np.int64)):
         cls = BufferPool.size_class(int(n))
         assert cls >= n and cls % 64 == 0 and cls <= max(256, n * 1.25 + 64), n
@@ -114,7 +124,7 @@ def test_threads_hammering_acquire_and_release():
         rng = np.random.default_rng(seed)
         held = []
         try:
-            for i in range(400):
+            for _ in range(400):
                 n = int(rng.choice(sizes))
                 a = pool.empty(n, np.uint8)
                 a[:] = seed  # a block lent twice would be overwritten by the other thread
@@ -177,8 +187,10 @@ def test_pinned_memory_status_reads_a_named_library(monkeypatch, tmp_path):
     assert candidates[0] == str(fake) and "libcudart.so" in candidates
 
 
-@pytest.mark.skipif(not unirt.pinned_memory_status()[0],
-                    reason=f"pinned host memory needs a CUDA device: {unirt.pinned_memory_status()[1]}")
+@pytest.mark.skipif(
+    not unirt.pinned_memory_status()[0],
+    reason=f"pinned host memory needs a CUDA device: {unirt.pinned_memory_status()[1]}",
+)
 def test_pinned_pool_allocates_page_locked_memory():
     pool = BufferPool(pinned=True, alignment=4096)
     a = pool.empty((1024, 1024), np.float32)

@@ -111,8 +111,11 @@ def test_out_arrays_are_written_in_place(conv):
     np.testing.assert_allclose(pooled, expected["pooled"], rtol=1e-5, atol=1e-6)
     partial = sess.run(x, out={"pooled": np.empty((2, 16, 1, 1), np.float32)})  # IOBinding path
     np.testing.assert_allclose(partial["features"], expected["features"], rtol=1e-5, atol=1e-6)
-    with pytest.raises(InputError, match=r"out\['features'\]: expected shape \[2, 16, 32, 32\] for these "
-                                         r"inputs, got \[3, 16, 32, 32\]"):
+    with pytest.raises(
+        InputError,
+        match=r"out\['features'\]: expected shape \[2, 16, 32, 32\] for these "
+        r"inputs, got \[3, 16, 32, 32\]",
+    ):
         sess.run(x, out={"features": np.empty((3, 16, 32, 32), np.float32)})
 
 
@@ -134,8 +137,11 @@ def test_run_many_out_arrays_are_checked_past_the_batch_dim(tmp_path):
     """A request's out= array must match its H and W too, read from that request's input."""
     sess = unirt.Session(unirt.testing.batched_cnn(tmp_path / "conv_hw.onnx", size=None), backend="onnxruntime")
     xs = [np.ones((1, 3, 16, 16), np.float32), np.ones((2, 3, 8, 8), np.float32)]
-    with pytest.raises(InputError, match=r"out\[1\]\['features'\]: expected shape \[2, 16, 8, 8\] for this "
-                                         r"request, got \[2, 16, 16, 16\]"):
+    with pytest.raises(
+        InputError,
+        match=r"out\[1\]\['features'\]: expected shape \[2, 16, 8, 8\] for this "
+        r"request, got \[2, 16, 16, 16\]",
+    ):
         sess.run_many(xs, out=[None, {"features": np.empty((2, 16, 16, 16), np.float32)}])
     features = np.empty((2, 16, 8, 8), np.float32)
     many = sess.run_many(xs, out=[None, {"features": features}])
@@ -177,10 +183,13 @@ def _gather_model(path):
     from onnx import TensorProto, helper, numpy_helper, save
 
     table = np.arange(10 * 64, dtype=np.float32).reshape(10, 64)
-    graph = helper.make_graph([helper.make_node("Gather", ["table", "idx"], ["y"], axis=0)], "gather",
-                              [helper.make_tensor_value_info("idx", TensorProto.INT64, ["N"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])],
-                              initializer=[numpy_helper.from_array(table, "table")])
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["y"], axis=0)],
+        "gather",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])],
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9
     save(m, str(path))

@@ -14,10 +14,14 @@ from unirt.precision import cached_probe, cpu_arithmetic, storage_only_allowed, 
 
 
 def test_cpu_arithmetic_names_the_features_that_decide():
-    assert cpu_arithmetic("bf16", "x86_64", frozenset({"avx2", "avx512f", "avx512_bf16"})) == \
-        (True, "CPU has avx512_bf16")
-    assert cpu_arithmetic("bf16", "x86_64", frozenset({"amx_bf16", "avx512_bf16"})) == \
-        (True, "CPU has avx512_bf16/amx_bf16")
+    assert cpu_arithmetic("bf16", "x86_64", frozenset({"avx2", "avx512f", "avx512_bf16"})) == (
+        True,
+        "CPU has avx512_bf16",
+    )
+    assert cpu_arithmetic("bf16", "x86_64", frozenset({"amx_bf16", "avx512_bf16"})) == (
+        True,
+        "CPU has avx512_bf16/amx_bf16",
+    )
     native, why = cpu_arithmetic("fp16", "x86_64", frozenset({"avx", "avx2", "f16c", "sse2"}))
     assert not native and why == "CPU lacks avx512_fp16/amx_fp16 (it has avx, avx2, f16c)"
     assert cpu_arithmetic("fp16", "aarch64", frozenset({"neon", "fp16"})) == (True, "CPU has fp16")

@@ -26,19 +26,31 @@ def _classifier(path, seed: int = 0):
     def init(name, *shape, scale=1.0):
         return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
 
-    inits = [init("w1", 16, 3, 3, 3, scale=0.27), init("b1", 16, scale=0.05), init("w2", 32, 16, 3, 3, scale=0.12),
-             init("b2", 32, scale=0.05), init("fc_w", 32, 10, scale=0.18), init("fc_b", 10, scale=0.05)]
-    nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
-             helper.make_node("Relu", ["c2"], ["r2"]),
-             helper.make_node("GlobalAveragePool", ["r2"], ["gap"]),
-             helper.make_node("Flatten", ["gap"], ["flat"]),
-             helper.make_node("MatMul", ["flat", "fc_w"], ["mm"]),
-             helper.make_node("Add", ["mm", "fc_b"], ["logits"])]
-    graph = helper.make_graph(nodes, "small_classifier",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
+    inits = [
+        init("w1", 16, 3, 3, 3, scale=0.27),
+        init("b1", 16, scale=0.05),
+        init("w2", 32, 16, 3, 3, scale=0.12),
+        init("b2", 32, scale=0.05),
+        init("fc_w", 32, 10, scale=0.18),
+        init("fc_b", 10, scale=0.05),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "fc_w"], ["mm"]),
+        helper.make_node("Add", ["mm", "fc_b"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "small_classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -57,8 +69,15 @@ def quantized(tmp_path_factory):
     np.savez(d / "calibration.npz", input=rng.standard_normal((40, 1, 3, 32, 32), dtype=np.float32))
     made = {}
     for scheme in ("static", "dynamic"):
-        report = quantize(src, d / f"small.{scheme}.onnx", "int8", scheme=scheme, threads=1,
-                          calibration=d / "calibration.npz" if scheme == "static" else None, bench_iterations=2)
+        report = quantize(
+            src,
+            d / f"small.{scheme}.onnx",
+            "int8",
+            scheme=scheme,
+            threads=1,
+            calibration=d / "calibration.npz" if scheme == "static" else None,
+            bench_iterations=2,
+        )
         assert report.drop is not None and report.drop.within, report.drop
         made[scheme] = (d / f"small.{scheme}.onnx", report.drop)
     feeds = [{"input": rng.standard_normal((1, 3, 32, 32), dtype=np.float32)} for _ in range(8)]
@@ -76,16 +95,28 @@ def test_the_onnx_graphs_quantization_ops_are_read_not_guessed_from_names(quanti
     assert onnx_quantization_ops(made["static"][0].read_bytes()) == onnx_quantization_ops(made["static"][0])
     # a float model whose tensor names mention quantization ops is not quantized
     node = helper.make_node("Relu", ["QuantizeLinear_in"], ["MatMulInteger_out"], name="QLinearConv")
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("QuantizeLinear_in", TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("MatMulInteger_out", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("QuantizeLinear_in", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("MatMulInteger_out", TensorProto.FLOAT, [2])],
+    )
     onnx.save(helper.make_model(graph), str(tmp_path / "named.onnx"))
     assert onnx_quantization_ops(tmp_path / "named.onnx") == ()
     # a quantization op inside a subgraph (an If branch) counts
-    inner = helper.make_graph([helper.make_node("DequantizeLinear", ["q", "s"], ["y"])], "branch", [],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    inner = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["q", "s"], ["y"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
     if_node = helper.make_node("If", ["c"], ["y"], then_branch=inner, else_branch=inner)
-    graph = helper.make_graph([if_node], "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph(
+        [if_node],
+        "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
     onnx.save(helper.make_model(graph), str(tmp_path / "if.onnx"))
     assert onnx_quantization_ops(tmp_path / "if.onnx") == ("DequantizeLinear",)
     assert computed_precision(unirt.open_model(made["static"][0]), "fp32") == "int8"
@@ -116,8 +147,9 @@ def test_a_quantized_model_reports_int8_and_runs_within_the_stated_drop(quantize
             # OpenVINO's frontend check compares with ONNX Runtime at the tolerance asked for: where their int8
             # kernels round differently, fp32's refuses, and says to ask for int8 (judged at the int8 tolerance)
             assert backend == "openvino" and precision == "fp32", exc
-            assert "The model is quantized (it computes int8 whatever is asked): load it with precision='int8'" \
-                in str(exc)
+            assert "The model is quantized (it computes int8 whatever is asked): load it with precision='int8'" in str(
+                exc
+            )
             continue
         worst = max(_rel_l2(g, w) for g, w in zip(got, want))
         # within the drop unirt quantize stated and judged (its threshold), on a backend other than the one measured
@@ -133,8 +165,10 @@ def test_explain_reports_the_quantized_models_int8(quantized):
     assert "int8 (the model is quantized: DequantizeLinear/QuantizeLinear" in str(sess.selection)
     # without loading: the file says it
     text = str(unirt.explain(made["static"][0]))
-    assert "precision requested: fp32 (the model is quantized: DequantizeLinear/QuantizeLinear: it computes int8 " \
-           "whatever is asked" in text
+    assert (
+        "precision requested: fp32 (the model is quantized: DequantizeLinear/QuantizeLinear: it computes int8 "
+        "whatever is asked" in text
+    )
 
 
 @pytest.mark.parametrize("backend,converter", [("mnn", "MNN's ONNX converter"), ("ncnn", "pnnx")])

@@ -37,15 +37,18 @@ def test_missing_backend_says_what_to_install(test_plugins, known_fakeengine):
     assert "pip install ./plugins/fakeengine (unirt-fakeengine" in msg and "reference" in msg  # lists what is installed
     assert registry.distribution("fakeengine") == "unirt-fakeengine"
     # a name no plugin registers (a typo, a third-party plugin missing): no "pip install" advice to make up
-    with pytest.raises(BackendUnavailableError, match="'nosuchengine' is not installed, and it is none of unirt's own "
-                       r"\(.*onnxruntime, openvino, .*\): check the name, or install the plugin that provides it"):
+    with pytest.raises(
+        BackendUnavailableError,
+        match="'nosuchengine' is not installed, and it is none of unirt's own "
+        r"\(.*onnxruntime, openvino, .*\): check the name, or install the plugin that provides it",
+    ):
         registry.get_backend("nosuchengine")
 
 
 def test_include_missing_lists_this_projects_backends():
     rows = {b.name: b for b in unirt.backends(include_missing=True)}
     assert set(registry.known_names()) <= set(rows)
-    for name, row in rows.items():
+    for row in rows.values():
         if not row.installed:
             assert "pip install" in row.reason
 

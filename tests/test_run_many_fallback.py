@@ -11,24 +11,37 @@ import unirt
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
 
 def rank_lie(path, batch, reshape) -> str:
     """y declared [batch, seqlen]; really Reshape(x, `reshape`), rank 3, behind an If whose branches differ in
     rank, so that no shape inference (ONNX's, ORT's) can see it: what the file says is all unirt knows."""
-    then = helper.make_graph([helper.make_node("Reshape", ["x", "s3"], ["t"])], "then", [],
-                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)],
-                             initializer=[numpy_helper.from_array(np.array(reshape, np.int64), "s3")])
-    other = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
-                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)])
-    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
-             helper.make_node("Greater", ["m", "low"], ["c"]),  # always true on finite inputs
-             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)]
-    graph = helper.make_graph(nodes, "rank_lie",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, "seqlen"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, "seqlen"])],
-                              initializer=[numpy_helper.from_array(np.array(-1e30, np.float32), "low")])
+    then = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s3"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.array(reshape, np.int64), "s3")],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["e"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, None)],
+    )
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+        helper.make_node("Greater", ["m", "low"], ["c"]),  # always true on finite inputs
+        helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "rank_lie",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, "seqlen"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, "seqlen"])],
+        initializer=[numpy_helper.from_array(np.array(-1e30, np.float32), "low")],
+    )
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9
     onnx.save(m, str(path))

@@ -8,14 +8,13 @@ import json
 
 import numpy as np
 import pytest
+from shape_models import detector, recognizer, sequence_model
 
 import unirt
+from unirt import registry
 from unirt import tensor as _tensor
 from unirt.cli import main
 from unirt.fastest import clear_cache
-
-from unirt import registry
-from shape_models import detector, recognizer, sequence_model  # noqa: E402 (tests/ is on sys.path)
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -29,9 +28,10 @@ def _available(name: str) -> bool:
 
 CONVERTERS = [b for b in ("ncnn", "mnn") if _available(b)]
 # `[-1, 3, "?", "?"]`: "?" is an anonymous dynamic dim once unirt.tensor normalizes placeholders (issue 13 item 1)
-placeholders = pytest.mark.skipif(not hasattr(_tensor, "normalize_dim"),
-                                  reason="needs placeholder dims as anonymous dynamic dims "
-                                         "(unirt.tensor.normalize_dim)")
+placeholders = pytest.mark.skipif(
+    not hasattr(_tensor, "normalize_dim"),
+    reason="needs placeholder dims as anonymous dynamic dims (unirt.tensor.normalize_dim)",
+)
 
 
 def _reference(path, x):
@@ -56,8 +56,11 @@ def _image(*shape, seed=0):
 @pytest.fixture(scope="module")
 def shape_models(tmp_path_factory):
     d = tmp_path_factory.mktemp("shape_models")
-    return {"detector": detector(d / "detector.onnx"), "recognizer": recognizer(d / "recognizer.onnx"),
-            "sequence": sequence_model(d / "vad.onnx")}
+    return {
+        "detector": detector(d / "detector.onnx"),
+        "recognizer": recognizer(d / "recognizer.onnx"),
+        "sequence": sequence_model(d / "vad.onnx"),
+    }
 
 
 @pytest.mark.parametrize("backend", CONVERTERS)
@@ -179,12 +182,44 @@ def test_cli_run_bench_compare_take_shape(shape_models, capsys, tmp_path):
     report = json.loads(capsys.readouterr().out)
     assert report["outputs"][0]["shape"] == [1, 2, 320, 320]
     assert report["format"].startswith(f"onnx, converted to {backend}")
-    assert main(["run", path, "--backend", backend, "--json", "--iterations", "0",  # no shape: the first run's
-                 "--input", f"x={_save(tmp_path, _image(1, 3, 96, 64))}"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                path,
+                "--backend",
+                backend,
+                "--json",
+                "--iterations",
+                "0",  # no shape: the first run's
+                "--input",
+                f"x={_save(tmp_path, _image(1, 3, 96, 64))}",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["outputs"][0]["shape"] == [1, 2, 96, 64]
     out = tmp_path / "bench.json"
-    assert main(["bench", path, "--backends", f"onnxruntime,{backend}", "--shapes", "x:1x3x320x320",
-                 "--iterations", "2", "--warmup", "1", "--no-progress", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                path,
+                "--backends",
+                f"onnxruntime,{backend}",
+                "--shapes",
+                "x:1x3x320x320",
+                "--iterations",
+                "2",
+                "--warmup",
+                "1",
+                "--no-progress",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())["results"]
     assert {r["backend"] for r in rows if not r.get("error")} == {"onnxruntime", backend}
     assert all(r["shapes"] == {"x": [1, 3, 320, 320]} for r in rows)
@@ -198,8 +233,10 @@ def test_bench_reports_a_failing_backend_as_a_row(model, capsys):
     if not _available("ncnn"):
         pytest.skip("needs ncnn")
     path = str(model("int_ops"))  # int64 inputs: ncnn takes float32 only, so its conversion fails
-    assert main(["bench", path, "--backends", "onnxruntime,ncnn", "--iterations", "2", "--warmup", "1",
-                 "--no-progress"]) == 1
+    assert (
+        main(["bench", path, "--backends", "onnxruntime,ncnn", "--iterations", "2", "--warmup", "1", "--no-progress"])
+        == 1
+    )
     out = capsys.readouterr().out
     assert "onnxruntime" in out and "ConversionError" in out and "float32 inputs only" in out
 
@@ -237,8 +274,7 @@ def test_fastest_winner_that_converts_takes_other_shapes(shape_models):
     clear_cache()
     # every backend that reads ONNX as it is fails on an unknown option: the winner is one that converts
     failing = {b: {"no_such_option": 1} for b in ("onnxruntime", "openvino", "tflite", "tensorrt")}
-    with unirt.Session(path, backend="fastest", input_shapes={"x": (1, 3, 320, 320)},
-                       backend_options=failing) as sess:
+    with unirt.Session(path, backend="fastest", input_shapes={"x": (1, 3, 320, 320)}, backend_options=failing) as sess:
         assert sess.backend in CONVERTERS and sess.conversion.shapes == {"x": (1, 3, 320, 320)}
         assert sess.inputs[0].shape[2:] == (None, None)  # the source's signature: other sizes reach the backend
         for shape in ((1, 3, 320, 320), (1, 3, 64, 96)):

@@ -3,12 +3,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from formats_samples import tensorrt_bytes, write_ncnn
 
 import unirt
 from unirt import Hardware, open_model
 from unirt.selection import DEFAULT_ORDER, ENV_ORDER, rank
-
-from formats_samples import tensorrt_bytes, write_ncnn
 
 INTEL = Hardware("x86_64", "intel", "Xeon", frozenset({"avx512f"}), 8)
 ARM = Hardware("aarch64", "arm", "", frozenset({"neon"}), 4)

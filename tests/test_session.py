@@ -114,8 +114,12 @@ def test_gpu_tensor_is_refused_clearly(mlp):
 
 def test_input_errors_name_the_input(test_plugins, model):
     sess = unirt.Session(model("multi_io"), backend="reference")
-    good = {"a": np.ones((2, 4), np.float32), "b": np.ones((2, 4), np.float32),
-            "idx": np.array([0, 1]), "scale": np.float32(2)}
+    good = {
+        "a": np.ones((2, 4), np.float32),
+        "b": np.ones((2, 4), np.float32),
+        "idx": np.array([0, 1]),
+        "scale": np.float32(2),
+    }
     out = sess.run(good)
     assert out["count"] == 2 and out["sum"][0, 0] == 4 and out["mask"].dtype == np.bool_
     cases = [
@@ -124,8 +128,10 @@ def test_input_errors_name_the_input(test_plugins, model):
         ({**good, "a": good["a"].astype(np.float64)}, r"input 'a': expected float32, got float64"),
         ({**good, "idx": np.array([0.0, 1.0])}, r"input 'idx': expected int64, got float64"),
         ({**good, "a": np.ones((2, 4, 1), np.float32)}, r"input 'a': expected rank 2 .*got rank 3"),
-        ({**good, "a": np.ones((2, 5), np.float32), "b": np.ones((2, 5), np.float32)},
-         r"input 'a': expected shape \(N, 4\) \(dim 1 is static\), got \(2, 5\)"),
+        (
+            {**good, "a": np.ones((2, 5), np.float32), "b": np.ones((2, 5), np.float32)},
+            r"input 'a': expected shape \(N, 4\) \(dim 1 is static\), got \(2, 5\)",
+        ),
         ({**good, "b": np.ones((3, 4), np.float32)}, r"dim 'N' must be the same size.*a dim 0 = 2.*b dim 0 = 3"),
         ({**good, "scale": np.ones(1, np.float32)}, r"input 'scale': expected rank 0"),
         ({**good, "idx": [1.5, 2.5]}, r"input 'idx': expected int64, got float64"),
@@ -169,8 +175,12 @@ def test_a_model_without_inputs(test_plugins, tmp_path, backend):
     from onnx import TensorProto, helper
 
     value = np.arange(6, dtype=np.float32).reshape(2, 3)
-    graph = helper.make_graph([helper.make_node("Constant", [], ["y"], value=onnx.numpy_helper.from_array(value))],
-                              "no_inputs", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["y"], value=onnx.numpy_helper.from_array(value))],
+        "no_inputs",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 9
     onnx.save(proto, str(tmp_path / "no_inputs.onnx"))
@@ -208,14 +218,17 @@ def test_close_and_context_manager(test_plugins, model):
     sess.close()  # idempotent
 
 
-@pytest.mark.parametrize("kwargs,pattern", [
-    ({"threads": 0}, "threads must be a positive integer"),
-    ({"threads": True}, "threads must be a positive integer"),
-    ({"precision": "bf17"}, "precision must be one of fp32, fp16, bf16, int8"),
-    ({"backend_options": [1]}, "backend_options must be a dict"),
-    ({"device": "tpu"}, "device 'tpu' is not known"),
-    ({"device": "cuda"}, "backend 'reference' cannot run on cuda here; it offers cpu"),
-])
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        ({"threads": 0}, "threads must be a positive integer"),
+        ({"threads": True}, "threads must be a positive integer"),
+        ({"precision": "bf17"}, "precision must be one of fp32, fp16, bf16, int8"),
+        ({"backend_options": [1]}, "backend_options must be a dict"),
+        ({"device": "tpu"}, "device 'tpu' is not known"),
+        ({"device": "cuda"}, "backend 'reference' cannot run on cuda here; it offers cpu"),
+    ],
+)
 def test_option_errors(test_plugins, model, kwargs, pattern):
     with pytest.raises(UnsupportedOptionError, match=pattern):
         unirt.Session(model("dynamic_mlp"), backend="reference", **kwargs)
@@ -237,9 +250,12 @@ def test_engine_failure_at_load_names_file_and_format(test_plugins, model, tmp_p
     import onnx
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"], domain="custom.unknown")], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    g = helper.make_graph(
+        [helper.make_node("NoSuchOp", ["x"], ["y"], domain="custom.unknown")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom.unknown", 1)])
     path = tmp_path / "custom.onnx"
     onnx.save(m, str(path))

@@ -62,8 +62,12 @@ def wait_dead(pid: int, timeout: float = 20.0) -> bool:
 
 def python(code: str) -> subprocess.Popen:
     """Another Python process importing the installed unirt (not the source tree in the working directory)."""
-    return subprocess.Popen([sys.executable, "-c", "import sys; del sys.path[0]\n" + textwrap.dedent(code)],
-                            stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; del sys.path[0]\n" + textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_region_views_and_attach_in_process():
@@ -105,9 +109,13 @@ def test_region_errors():
 
 
 def test_another_process_reads_inputs_and_writes_outputs():
-    tensors = SharedTensors.create({"images": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
-                                    "ids": np.array([7, 9], np.int64),
-                                    "scores": ((2, 5), np.float32)})
+    tensors = SharedTensors.create(
+        {
+            "images": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+            "ids": np.array([7, 9], np.int64),
+            "scores": ((2, 5), np.float32),
+        }
+    )
     assert set(tensors) == {"images", "ids", "scores"} and tensors["scores"].shape == (2, 5)
     slots = tensors.slots()
     assert all(s.offset % 64 == 0 for s in slots.values()) and slots["images"].nbytes == 96
@@ -240,14 +248,13 @@ def _damage(field: str):
     }[field]
 
 
-@pytest.mark.parametrize("field", ["count", "end", "ndim", "offset", "shape", "name", "dtype garbage",
-                                   "dtype object"])
+@pytest.mark.parametrize("field", ["count", "end", "ndim", "offset", "shape", "name", "dtype garbage", "dtype object"])
 def test_a_damaged_table_is_an_input_error(field):
     with SharedTensors.create({"x": np.ones((2, 3), np.float32)}) as good:
-        assert bytes(good.region.buffer()[_damage("name")[0]:][:4]) == b"x<f4"  # the layout _damage assumes
+        assert bytes(good.region.buffer()[_damage("name")[0] :][:4]) == b"x<f4"  # the layout _damage assumes
         at, data = _damage(field)
         buf = good.region.buffer()
-        buf[at:at + len(data)] = data
+        buf[at : at + len(data)] = data
         buf.release()
         with pytest.raises(InputError, match="the shared tensor table is damaged"):
             SharedTensors.attach(good.name)

@@ -21,11 +21,13 @@ def schema():
 
 
 def test_bench_two_backends_batches_and_concurrency(test_plugins, model, schema):
-    report = bench(model("dynamic_mlp"), ["onnxruntime", "reference"], batch=[1, 4], concurrency=[1, 2],
-                   iterations=5, warmup=1)
+    report = bench(
+        model("dynamic_mlp"), ["onnxruntime", "reference"], batch=[1, 4], concurrency=[1, 2], iterations=5, warmup=1
+    )
     assert not report.failed
     assert [(r.backend, r.batch, r.concurrency) for r in report.results] == [
-        (b, n, c) for b in ("onnxruntime", "reference") for n in (1, 4) for c in (1, 2)]
+        (b, n, c) for b in ("onnxruntime", "reference") for n in (1, 4) for c in (1, 2)
+    ]
     for r in report.results:
         assert r.shapes == {"x": [r.batch, 8]}
         assert r.iterations == 5 * r.concurrency and len(r.samples_ms) == r.iterations
@@ -110,9 +112,26 @@ def test_bad_settings_raise(test_plugins, model):
 
 def test_cli_table_json_and_plot(test_plugins, model, schema, tmp_path, capsys):
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
-    code = main(["bench", str(model("dynamic_mlp")), "--backends", "onnxruntime,reference", "--batch", "1,2",
-                 "--concurrency", "1,2", "--iterations", "3", "--warmup", "1", "--json", str(out_json),
-                 "--plot", str(out_png)])
+    code = main(
+        [
+            "bench",
+            str(model("dynamic_mlp")),
+            "--backends",
+            "onnxruntime,reference",
+            "--batch",
+            "1,2",
+            "--concurrency",
+            "1,2",
+            "--iterations",
+            "3",
+            "--warmup",
+            "1",
+            "--json",
+            str(out_json),
+            "--plot",
+            str(out_png),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "p99" in captured.out and "samples/s" in captured.out and "reference" in captured.out
@@ -122,14 +141,17 @@ def test_cli_table_json_and_plot(test_plugins, model, schema, tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["bench", "missing.onnx"], "no such model file"),
-    (["bench", "{model}", "--backends", "nosuch"], "'nosuch' is not installed"),
-    (["bench", "{model}", "--shapes", "x:1x"], "malformed shape"),
-    (["bench", "{model}", "--shapes", "x:2x3"], "contradicts the model"),
-    (["bench", "{model}", "--batch", "0"], "positive integers"),
-    (["bench", "{model}", "--backends", "onnxruntime", "--threads", "0"], "threads must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["bench", "missing.onnx"], "no such model file"),
+        (["bench", "{model}", "--backends", "nosuch"], "'nosuch' is not installed"),
+        (["bench", "{model}", "--shapes", "x:1x"], "malformed shape"),
+        (["bench", "{model}", "--shapes", "x:2x3"], "contradicts the model"),
+        (["bench", "{model}", "--batch", "0"], "positive integers"),
+        (["bench", "{model}", "--backends", "onnxruntime", "--threads", "0"], "threads must be a positive integer"),
+    ],
+)
 def test_cli_bad_input_exits_2_with_one_line(test_plugins, model, capsys, argv, message):
     argv = [a.replace("{model}", str(model("dynamic_mlp"))) for a in argv] + ["--iterations", "1"]
     assert main(argv) == 2
@@ -140,8 +162,17 @@ def test_cli_bad_input_exits_2_with_one_line(test_plugins, model, capsys, argv, 
 def test_unwritable_report_path_is_a_one_line_error(test_plugins, model, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    argv = ["bench", str(model("dynamic_mlp")), "--backends", "reference", "--iterations", "1", "--no-progress",
-            "--json", str(blocker / "r.json")]
+    argv = [
+        "bench",
+        str(model("dynamic_mlp")),
+        "--backends",
+        "reference",
+        "--iterations",
+        "1",
+        "--no-progress",
+        "--json",
+        str(blocker / "r.json"),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "file" in err and "Traceback" not in err

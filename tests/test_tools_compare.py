@@ -85,8 +85,13 @@ def test_metrics_by_hand():
 def test_inputs_from_file_and_saved_arrays(test_plugins, model, tmp_path):
     x = np.random.default_rng(1).standard_normal((2, 8)).astype(np.float32)
     np.savez(tmp_path / "in.npz", x=x)
-    report = compare(model("dynamic_mlp"), ["onnxruntime", "reference"], inputs=tmp_path / "in.npz",
-                     save_inputs=tmp_path / "used.npz", save_outputs=tmp_path / "outs.npz")
+    report = compare(
+        model("dynamic_mlp"),
+        ["onnxruntime", "reference"],
+        inputs=tmp_path / "in.npz",
+        save_inputs=tmp_path / "used.npz",
+        save_outputs=tmp_path / "outs.npz",
+    )
     assert report.inputs_source == "file" and report.passed
     with np.load(tmp_path / "used.npz") as used:
         np.testing.assert_array_equal(used["x"], x)
@@ -113,16 +118,19 @@ def test_cli_exit_codes(test_plugins, model, capsys):
     out = capsys.readouterr().out
     assert "PASSED" in out and "reference  logits" in out
     # Out of tolerance: exit 1, the failing rows marked.
-    exit_code = main(["compare", path, "--backends", "reference", "--atol", "0", "--rtol", "0", "--shapes",
-                      "x:64x8", "--json"])
+    exit_code = main(
+        ["compare", path, "--backends", "reference", "--atol", "0", "--rtol", "0", "--shapes", "x:64x8", "--json"]
+    )
     data = json.loads(capsys.readouterr().out)
     assert exit_code == (0 if data["passed"] else 1)
     assert {r["output"] for r in data["results"]} == {"logits", "probs"}
     # Bad input: exit 2 with one line naming the problem.
-    for argv, message in [(["compare", "missing.onnx"], "no such model file"),
-                          (["compare", path, "--backends", "onnxruntime,nosuch"], "'nosuch' is not installed"),
-                          (["compare", path, "--shapes", "x=4by8"], "malformed shape"),
-                          (["compare", path, "--backends", "reference", "--shapes", "x:4x9"], "contradicts")]:
+    for argv, message in [
+        (["compare", "missing.onnx"], "no such model file"),
+        (["compare", path, "--backends", "onnxruntime,nosuch"], "'nosuch' is not installed"),
+        (["compare", path, "--shapes", "x=4by8"], "malformed shape"),
+        (["compare", path, "--backends", "reference", "--shapes", "x:4x9"], "contradicts"),
+    ]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1 and "Traceback" not in err

@@ -35,18 +35,24 @@ def _save(graph, path, metadata=None):
 def detector(path, metadata=None, dims=("batch", 3, "height", "width")):
     """A 3x3 conv detector head, images float32[batch, 3, height, width] -> scores [batch, 4, height, width]."""
     w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
-    graph = h.make_graph([h.make_node("Conv", ["images", "w"], ["scores"], pads=[1, 1, 1, 1])], "det",
-                         [h.make_tensor_value_info("images", T.FLOAT, list(dims))],
-                         [h.make_tensor_value_info("scores", T.FLOAT, [dims[0], 4, dims[2], dims[3]])],
-                         [nh.from_array(w, "w")])
+    graph = h.make_graph(
+        [h.make_node("Conv", ["images", "w"], ["scores"], pads=[1, 1, 1, 1])],
+        "det",
+        [h.make_tensor_value_info("images", T.FLOAT, list(dims))],
+        [h.make_tensor_value_info("scores", T.FLOAT, [dims[0], 4, dims[2], dims[3]])],
+        [nh.from_array(w, "w")],
+    )
     return _save(graph, path, metadata)
 
 
 def vad(path):
     """audio float32[batch, samples] -> speech float32[batch, 1]: nothing in the file sizes `samples`."""
-    graph = h.make_graph([h.make_node("ReduceMean", ["audio"], ["speech"], axes=[1], keepdims=1)], "vad",
-                         [h.make_tensor_value_info("audio", T.FLOAT, ["batch", "samples"])],
-                         [h.make_tensor_value_info("speech", T.FLOAT, ["batch", 1])])
+    graph = h.make_graph(
+        [h.make_node("ReduceMean", ["audio"], ["speech"], axes=[1], keepdims=1)],
+        "vad",
+        [h.make_tensor_value_info("audio", T.FLOAT, ["batch", "samples"])],
+        [h.make_tensor_value_info("speech", T.FLOAT, ["batch", 1])],
+    )
     return _save(graph, path)
 
 
@@ -65,14 +71,17 @@ def test_ultralytics_metadata_sizes_the_image(tmp_path):
     np.testing.assert_allclose(sess.run(feeds)["scores"], ort_run(path, feeds)[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("key,value,want", [
-    ("input_shape", "[1, 3, 48, 160]", (1, 3, 48, 160)),
-    ("input_shape", "1x3x48x160", (1, 3, 48, 160)),
-    ("input_shapes", json.dumps({"images": [2, 3, 40, 40]}), (2, 3, 40, 40)),
-    ("images_shape", "(1, 3, 32, 64)", (1, 3, 32, 64)),
-    ("image_size", "224", (1, 3, 224, 224)),
-    ("input_size", "[-1, 3, 48, -1]", None),  # a 4-list is not H and W; a whole shape with -1s leaves them open
-])
+@pytest.mark.parametrize(
+    "key,value,want",
+    [
+        ("input_shape", "[1, 3, 48, 160]", (1, 3, 48, 160)),
+        ("input_shape", "1x3x48x160", (1, 3, 48, 160)),
+        ("input_shapes", json.dumps({"images": [2, 3, 40, 40]}), (2, 3, 40, 40)),
+        ("images_shape", "(1, 3, 32, 64)", (1, 3, 32, 64)),
+        ("image_size", "224", (1, 3, 224, 224)),
+        ("input_size", "[-1, 3, 48, -1]", None),  # a 4-list is not H and W; a whole shape with -1s leaves them open
+    ],
+)
 def test_metadata_spellings(tmp_path, key, value, want):
     path = detector(tmp_path / "det.onnx", {key: value})
     inputs = Session(path, backend="onnxruntime").inputs
@@ -84,9 +93,12 @@ def test_metadata_spellings(tmp_path, key, value, want):
 
 
 def test_nhwc_image_size_goes_to_h_and_w(tmp_path):
-    graph = h.make_graph([h.make_node("Relu", ["x"], ["y"])], "nhwc",
-                         [h.make_tensor_value_info("x", T.FLOAT, ["n", "h", "w", 3])],
-                         [h.make_tensor_value_info("y", T.FLOAT, ["n", "h", "w", 3])])
+    graph = h.make_graph(
+        [h.make_node("Relu", ["x"], ["y"])],
+        "nhwc",
+        [h.make_tensor_value_info("x", T.FLOAT, ["n", "h", "w", 3])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["n", "h", "w", 3])],
+    )
     path = _save(graph, tmp_path / "nhwc.onnx", {"imgsz": "[32, 48]"})
     assert default_shapes(Session(path, backend="onnxruntime").inputs, model=path) == {"x": (1, 32, 48, 3)}
 
@@ -118,21 +130,32 @@ def test_dims_the_graph_fixes_with_constants(tmp_path):
     k = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
     bias = rng.standard_normal((1, 5, 1)).astype(np.float32)
     graph = h.make_graph(
-        [h.make_node("MatMul", ["feat", "w"], ["proj"]),  # feat's last dim: 16
-         h.make_node("Conv", ["img", "k"], ["conv"]),  # img's channels: 3
-         h.make_node("Add", ["seq", "bias"], ["shifted"]),  # seq's dim 1 broadcasts against 5
-         h.make_node("Reshape", ["flat", "to"], ["frames"])],  # flat [1, ?] -> [1, 4, 100]: 400
+        [
+            h.make_node("MatMul", ["feat", "w"], ["proj"]),  # feat's last dim: 16
+            h.make_node("Conv", ["img", "k"], ["conv"]),  # img's channels: 3
+            h.make_node("Add", ["seq", "bias"], ["shifted"]),  # seq's dim 1 broadcasts against 5
+            h.make_node("Reshape", ["flat", "to"], ["frames"]),
+        ],  # flat [1, ?] -> [1, 4, 100]: 400
         "implied",
-        [h.make_tensor_value_info("feat", T.FLOAT, ["n", "d"]),
-         h.make_tensor_value_info("img", T.FLOAT, ["n", "c", 8, 8]),
-         h.make_tensor_value_info("seq", T.FLOAT, ["n", "t", 7]),
-         h.make_tensor_value_info("flat", T.FLOAT, [1, "len"])],
-        [h.make_tensor_value_info("proj", T.FLOAT, ["n", 4]),
-         h.make_tensor_value_info("conv", T.FLOAT, ["n", 8, 6, 6]),
-         h.make_tensor_value_info("shifted", T.FLOAT, ["n", 5, 7]),
-         h.make_tensor_value_info("frames", T.FLOAT, [1, 4, 100])],
-        [nh.from_array(w, "w"), nh.from_array(k, "k"), nh.from_array(bias, "bias"),
-         nh.from_array(np.array([1, 4, 100], np.int64), "to")])
+        [
+            h.make_tensor_value_info("feat", T.FLOAT, ["n", "d"]),
+            h.make_tensor_value_info("img", T.FLOAT, ["n", "c", 8, 8]),
+            h.make_tensor_value_info("seq", T.FLOAT, ["n", "t", 7]),
+            h.make_tensor_value_info("flat", T.FLOAT, [1, "len"]),
+        ],
+        [
+            h.make_tensor_value_info("proj", T.FLOAT, ["n", 4]),
+            h.make_tensor_value_info("conv", T.FLOAT, ["n", 8, 6, 6]),
+            h.make_tensor_value_info("shifted", T.FLOAT, ["n", 5, 7]),
+            h.make_tensor_value_info("frames", T.FLOAT, [1, 4, 100]),
+        ],
+        [
+            nh.from_array(w, "w"),
+            nh.from_array(k, "k"),
+            nh.from_array(bias, "bias"),
+            nh.from_array(np.array([1, 4, 100], np.int64), "to"),
+        ],
+    )
     path = _save(graph, tmp_path / "implied.onnx")
     sess = Session(path, backend="onnxruntime")
     shapes = default_shapes(sess.inputs, model=path)
@@ -167,8 +190,10 @@ def test_tflite_file_shape_sizes_a_dynamic_dim_unless_it_is_the_placeholder(tmp_
 def test_unirt_run_uses_the_carried_shape_and_says_so(tmp_path, capsys):
     path = detector(tmp_path / "det.onnx", {"imgsz": "[32, 48]"})
     out = tmp_path / "out.npz"
-    assert main(["run", str(path), "--backend", "onnxruntime", "--iterations", "0", "--json",
-                 "--save-outputs", str(out)]) == 0
+    assert (
+        main(["run", str(path), "--backend", "onnxruntime", "--iterations", "0", "--json", "--save-outputs", str(out)])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["inputs"][0]["shape"] == [1, 3, 32, 48]
     assert report["inputs"][0]["source"] == "random, sized by the model's metadata"

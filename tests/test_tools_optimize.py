@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto as T, helper as h, numpy_helper as nh
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
 
 from unirt import ConversionError, InputError, ModelLoadError, Session, UnsupportedOptionError
 from unirt.cli import main
 from unirt.testing import dynamic_mlp
-from unirt.tools import optimize, quantize
 from unirt.tools import onnx_model as om
+from unirt.tools import optimize, quantize
 from unirt.tools.quantize import _check_interface, calibration_feeds
 
 rng = np.random.default_rng(0)
@@ -29,20 +31,29 @@ def foldable(tmp_path_factory):
     """A conv net with work for a simplifier: constants to fold, an Identity, a dead branch, a Conv+BN pair."""
     path = tmp_path_factory.mktemp("opt") / "foldable.onnx"
     nodes = [
-        h.make_node("Add", ["c1", "c2"], ["c12"]),                    # constant subexpression
+        h.make_node("Add", ["c1", "c2"], ["c12"]),  # constant subexpression
         h.make_node("Conv", ["x", "w"], ["conv"], pads=[1, 1, 1, 1]),
         h.make_node("BatchNormalization", ["conv", "s", "b", "m", "v"], ["bn"]),
         h.make_node("Identity", ["bn"], ["ident"]),
         h.make_node("Add", ["ident", "c12"], ["shifted"]),
         h.make_node("Relu", ["shifted"], ["y"]),
-        h.make_node("Mul", ["bn", "c1"], ["dead"]),                   # feeds no output
+        h.make_node("Mul", ["bn", "c1"], ["dead"]),  # feeds no output
     ]
-    graph = h.make_graph(nodes, "foldable", [h.make_tensor_value_info("x", T.FLOAT, ["N", 4, 8, 8])],
-                         [h.make_tensor_value_info("y", T.FLOAT, ["N", 8, 8, 8])],
-                         [nh.from_array(_w(8, 4, 3, 3), "w"), nh.from_array(_w(8) + 1, "s"),
-                          nh.from_array(_w(8), "b"), nh.from_array(_w(8), "m"),
-                          nh.from_array(np.abs(_w(8)) + 0.5, "v"),
-                          nh.from_array(_w(1, 8, 1, 1), "c1"), nh.from_array(_w(1, 8, 1, 1), "c2")])
+    graph = h.make_graph(
+        nodes,
+        "foldable",
+        [h.make_tensor_value_info("x", T.FLOAT, ["N", 4, 8, 8])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["N", 8, 8, 8])],
+        [
+            nh.from_array(_w(8, 4, 3, 3), "w"),
+            nh.from_array(_w(8) + 1, "s"),
+            nh.from_array(_w(8), "b"),
+            nh.from_array(_w(8), "m"),
+            nh.from_array(np.abs(_w(8)) + 0.5, "v"),
+            nh.from_array(_w(1, 8, 1, 1), "c1"),
+            nh.from_array(_w(1, 8, 1, 1), "c2"),
+        ],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, str(path))
@@ -107,26 +118,37 @@ def test_int8_dynamic_and_static(tmp_path):
     calib.mkdir()
     for i in range(4):
         np.savez(calib / f"batch{i}.npz", x=rng.standard_normal((8, 32)).astype(np.float32))
-    static = quantize(model, tmp_path / "static.onnx", "int8", calibration=calib, shapes="x:8x32",
-                      bench_iterations=3, atol=10, rtol=10)
+    static = quantize(
+        model,
+        tmp_path / "static.onnx",
+        "int8",
+        calibration=calib,
+        shapes="x:8x32",
+        bench_iterations=3,
+        atol=10,
+        rtol=10,
+    )
     assert static.mode == "int8-static" and static.tolerance_checked and static.passed
     ops = {n.op_type for n in onnx.load(static.output).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert static.accuracy.shapes == {"x": [8, 32]}  # measured on the held-out calibration batch
     assert static.accuracy_inputs.startswith("1 held-out calibration sample") and static.calibration_samples == 3
-    in_sample = quantize(model, tmp_path / "in_sample.onnx", "int8", calibration=calib / "batch0.npz",
-                         measure=True, bench_iterations=2)
+    in_sample = quantize(
+        model, tmp_path / "in_sample.onnx", "int8", calibration=calib / "batch0.npz", measure=True, bench_iterations=2
+    )
     assert "in-sample" in in_sample.accuracy_inputs and any("flatters static int8" in n for n in in_sample.notes)
     held_out = tmp_path / "held_out.npz"
     np.savez(held_out, x=rng.standard_normal((5, 32)).astype(np.float32))
-    out_of_sample = quantize(model, tmp_path / "static2.onnx", "int8", calibration=calib, inputs=held_out,
-                             bench_iterations=2, accept=True)  # random data and weights: judged, kept on request
+    out_of_sample = quantize(
+        model, tmp_path / "static2.onnx", "int8", calibration=calib, inputs=held_out, bench_iterations=2, accept=True
+    )  # random data and weights: judged, kept on request
     assert out_of_sample.accuracy_inputs == f"held-out inputs {held_out}"
     assert out_of_sample.accuracy.shapes == {"x": [5, 32]} and out_of_sample.passed
     assert out_of_sample.drop.samples == 1 and out_of_sample.drop.rel_l2 > 0
     assert out_of_sample.drop.within or any("kept because it was accepted" in n for n in out_of_sample.notes)
-    strict = quantize(model, tmp_path / "strict.onnx", "int8", calibration=calib / "batch0.npz", atol=0, rtol=0,
-                      bench_iterations=2)
+    strict = quantize(
+        model, tmp_path / "strict.onnx", "int8", calibration=calib / "batch0.npz", atol=0, rtol=0, bench_iterations=2
+    )
     assert strict.tolerance_checked and not strict.passed
 
 
@@ -134,15 +156,26 @@ def _ir3_model(path):
     """IR 3 style: every initializer also listed as a graph input; two equal ConstantOfShape shapes, which ONNX
     Runtime's pre-processing merges, leaving the dropped one behind as a real graph input."""
     value = nh.from_array(np.array([0.1], np.float32))
-    nodes = [h.make_node("ConstantOfShape", ["b_shape"], ["b"], value=value),
-             h.make_node("ConstantOfShape", ["c_shape"], ["c"], value=value),
-             h.make_node("MatMul", ["x", "w"], ["mm"]), h.make_node("Add", ["mm", "b"], ["y0"]),
-             h.make_node("Add", ["y0", "c"], ["y"])]
-    inits = [nh.from_array(_w(16, 8), "w"), nh.from_array(np.array([8], np.int64), "b_shape"),
-             nh.from_array(np.array([8], np.int64), "c_shape")]
-    graph = h.make_graph(nodes, "ir3", [h.make_tensor_value_info("x", T.FLOAT, [2, 16])]
-                         + [h.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in inits],
-                         [h.make_tensor_value_info("y", T.FLOAT, [2, 8])], inits)
+    nodes = [
+        h.make_node("ConstantOfShape", ["b_shape"], ["b"], value=value),
+        h.make_node("ConstantOfShape", ["c_shape"], ["c"], value=value),
+        h.make_node("MatMul", ["x", "w"], ["mm"]),
+        h.make_node("Add", ["mm", "b"], ["y0"]),
+        h.make_node("Add", ["y0", "c"], ["y"]),
+    ]
+    inits = [
+        nh.from_array(_w(16, 8), "w"),
+        nh.from_array(np.array([8], np.int64), "b_shape"),
+        nh.from_array(np.array([8], np.int64), "c_shape"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "ir3",
+        [h.make_tensor_value_info("x", T.FLOAT, [2, 16])]
+        + [h.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in inits],
+        [h.make_tensor_value_info("y", T.FLOAT, [2, 8])],
+        inits,
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 9)])
     model.ir_version = 3
     onnx.save(model, str(path))
@@ -169,22 +202,40 @@ def test_a_quantized_model_with_another_interface_is_refused(tmp_path):
     leaky = onnx.load(str(tmp_path / "ir3.onnx"))
     del leaky.graph.initializer[1:]  # b_shape, c_shape stay listed as inputs without values: real inputs now
     onnx.save(leaky, str(tmp_path / "leaky.onnx"))
-    with pytest.raises(ConversionError, match=r"changed the model's inputs: x: float32 became x: float32, "
-                                              r"b_shape: int64, c_shape: int64 in .*leaky.onnx"):
+    with pytest.raises(
+        ConversionError,
+        match=r"changed the model's inputs: x: float32 became x: float32, "
+        r"b_shape: int64, c_shape: int64 in .*leaky.onnx",
+    ):
         _check_interface("ir3.onnx", tmp_path / "leaky.onnx", inputs, outputs, dtypes=True)
-    fp16 = quantize(dynamic_mlp(tmp_path / "mlp.onnx"), tmp_path / "fp16.onnx", "fp16", keep_io_types=False,
-                    measure=False)  # float16 I/O asked for: names checked, dtypes not
+    fp16 = quantize(
+        dynamic_mlp(tmp_path / "mlp.onnx"), tmp_path / "fp16.onnx", "fp16", keep_io_types=False, measure=False
+    )  # float16 I/O asked for: names checked, dtypes not
     proto = onnx.load(str(tmp_path / "mlp.onnx"))
     with pytest.raises(ConversionError, match=r"changed the model's inputs: x: float32 became x: float16"):
-        _check_interface("mlp.onnx", Path(fp16.output), om.graph_inputs(proto), om.graph_outputs(proto),
-                         dtypes=True)
+        _check_interface("mlp.onnx", Path(fp16.output), om.graph_inputs(proto), om.graph_outputs(proto), dtypes=True)
 
 
 def test_quantize_fails_when_the_quantized_model_cannot_run(tmp_path, capsys):
     """ncnn runs the fp32 model but has no layers for dynamic int8's operators: not a pass, exit 1."""
     model = dynamic_mlp(tmp_path / "mlp.onnx", features=16, classes=8)
-    assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--int8", "--backend", "ncnn",
-                 "--iterations", "2", "--json"]) == 1
+    assert (
+        main(
+            [
+                "quantize",
+                str(model),
+                "-o",
+                str(tmp_path / "q.onnx"),
+                "--int8",
+                "--backend",
+                "ncnn",
+                "--iterations",
+                "2",
+                "--json",
+            ]
+        )
+        == 1
+    )
     data = json.loads(capsys.readouterr().out)
     assert not data["passed"] and "DynamicQuantizeLinear" in data["accuracy"]["failures"]["int8-dynamic"]
 
@@ -204,8 +255,11 @@ def test_calibration_dtype_and_rank_are_checked_before_onnx_runtime(tmp_path, ca
     model = dynamic_mlp(tmp_path / "mlp.onnx", features=8, classes=3)  # x: float32[N,8]
     inputs = om.graph_inputs(onnx.load(str(model)))
     np.savez(tmp_path / "f64.npz", x=rng.standard_normal((4, 8)))
-    with pytest.raises(InputError, match=r"calibration file .*f64.npz: input 'x' is float64\[4,8\]; the model's "
-                                         r"'x' is float32\[N,8\] \(dtype float32, got float64"):
+    with pytest.raises(
+        InputError,
+        match=r"calibration file .*f64.npz: input 'x' is float64\[4,8\]; the model's "
+        r"'x' is float32\[N,8\] \(dtype float32, got float64",
+    ):
         calibration_feeds(tmp_path / "f64.npz", inputs)
     np.savez(tmp_path / "rank3.npz", x=np.zeros((4, 8, 1), np.float32))
     with pytest.raises(InputError, match=r"rank3.npz: input 'x' is float32\[4,8,1\]; .* \(rank 2, got 3"):
@@ -215,18 +269,35 @@ def test_calibration_dtype_and_rank_are_checked_before_onnx_runtime(tmp_path, ca
         calibration_feeds(tmp_path / "wide.npy", inputs)
     np.savez(tmp_path / "ok.npz", x=np.zeros((4, 8), np.float32))
     assert calibration_feeds(tmp_path / "ok.npz", inputs)[0]["x"].shape == (4, 8)
-    assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--int8", "--calibration",
-                 str(tmp_path / "f64.npz")]) == 2
+    assert (
+        main(
+            [
+                "quantize",
+                str(model),
+                "-o",
+                str(tmp_path / "q.onnx"),
+                "--int8",
+                "--calibration",
+                str(tmp_path / "f64.npz"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "f64.npz: input 'x' is float64[4,8]" in err and not (tmp_path / "q.onnx").exists()
 
 
 def test_quantize_cli(tmp_path, capsys):
     model = dynamic_mlp(tmp_path / "mlp.onnx")
-    assert main(["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--int8", "--iterations", "3",
-                 "--shapes", "x:4x8"]) == 0
+    assert (
+        main(
+            ["quantize", str(model), "-o", str(tmp_path / "q.onnx"), "--int8", "--iterations", "3", "--shapes", "x:4x8"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "int8-dynamic" in out and "latency:" in out and "accuracy:" in out
-    assert main(["quantize", str(model), "-o", str(tmp_path / "q2.onnx"), "--fp16", "--calibration",
-                 str(tmp_path)]) == 2
+    assert (
+        main(["quantize", str(model), "-o", str(tmp_path / "q2.onnx"), "--fp16", "--calibration", str(tmp_path)]) == 2
+    )
     assert "calibration data is for --int8" in capsys.readouterr().err

@@ -55,8 +55,7 @@ def test_top1_agreement_and_error_metrics():
 
 
 def test_bench_fp32_int8_rows_speed_error_and_a_refusal(mlp, schema):
-    report = bench(mlp, ["onnxruntime", "openvino", "ncnn"], precision="fp32,int8", batch=8, iterations=5,
-                   warmup=1)
+    report = bench(mlp, ["onnxruntime", "openvino", "ncnn"], precision="fp32,int8", batch=8, iterations=5, warmup=1)
     by = {(r.backend, r.precision_asked): r for r in report.results}
     assert set(by) == {(b, p) for b in ("onnxruntime", "openvino", "ncnn") for p in ("fp32", "int8")}
     for backend in ("onnxruntime", "openvino"):
@@ -84,9 +83,32 @@ def test_a_reduced_precision_alone_is_measured_against_fp32(mlp):
 def test_bench_cli_precision_table(mlp, tmp_path, capsys, schema):
     calib = tmp_path / "cal.npz"
     np.savez(calib, x=rng.standard_normal((6, 4, 32)).astype(np.float32))  # 6 samples of batch 4
-    assert main(["bench", str(mlp), "--backends", "onnxruntime,mnn", "--precision", "fp32,int8", "--iterations",
-                 "3", "--warmup", "0", "--batch", "4", "--calibration", str(calib), "--no-progress", "--json",
-                 str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                str(mlp),
+                "--backends",
+                "onnxruntime,mnn",
+                "--precision",
+                "fp32,int8",
+                "--iterations",
+                "3",
+                "--warmup",
+                "0",
+                "--batch",
+                "4",
+                "--calibration",
+                str(calib),
+                "--no-progress",
+                "--json",
+                str(tmp_path / "b.json"),
+                "--plot",
+                str(tmp_path / "b.png"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "vs fp32" in out and "top-1" in out and f"calibrated on {calib}" in out
     # MNN's converter cannot take the Q/DQ model: refused before converting, naming what it lacks
@@ -95,17 +117,21 @@ def test_bench_cli_precision_table(mlp, tmp_path, capsys, schema):
     data = json.loads((tmp_path / "b.json").read_text())
     jsonschema.validate(data, schema)
     assert {(r["backend"], r["precision_asked"], r["refused"]) for r in data["results"]} == {
-        ("onnxruntime", "fp32", False), ("onnxruntime", "int8", False), ("mnn", "fp32", False), ("mnn", "int8", True)}
+        ("onnxruntime", "fp32", False),
+        ("onnxruntime", "int8", False),
+        ("mnn", "fp32", False),
+        ("mnn", "int8", True),
+    }
     assert main(["bench", str(mlp), "--precision", "fp32,fp64", "--iterations", "1"]) == 2
 
 
 def test_compare_over_precisions(mlp):
     inputs = {"x": rng.standard_normal((32, 32)).astype(np.float32)}
-    report = compare(mlp, ["onnxruntime", "openvino"], precision=["fp32", "bf16", "int8"], inputs=inputs,
-                     atol=10, rtol=10)
+    report = compare(
+        mlp, ["onnxruntime", "openvino"], precision=["fp32", "bf16", "int8"], inputs=inputs, atol=10, rtol=10
+    )
     assert report.precisions == ["fp32", "bf16", "int8"]
-    assert report.targets == ["openvino@fp32", "onnxruntime@bf16", "openvino@bf16", "onnxruntime@int8",
-                              "openvino@int8"]
+    assert report.targets == ["openvino@fp32", "onnxruntime@bf16", "openvino@bf16", "onnxruntime@int8", "openvino@int8"]
     assert "onnxruntime@bf16" in report.refused and not report.failures
     for label in ("onnxruntime@int8", "openvino@int8"):
         worst = report.worst(label)
@@ -116,8 +142,25 @@ def test_compare_over_precisions(mlp):
 
 
 def test_compare_cli_precision_summary(mlp, capsys):
-    assert main(["compare", str(mlp), "--backends", "onnxruntime,ncnn", "--precision", "fp32,int8", "--shapes",
-                 "x:8x32", "--atol", "10", "--rtol", "10"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(mlp),
+                "--backends",
+                "onnxruntime,ncnn",
+                "--precision",
+                "fp32,int8",
+                "--shapes",
+                "x:8x32",
+                "--atol",
+                "10",
+                "--rtol",
+                "10",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "onnxruntime@int8" in out and "REFUSED ncnn@int8" in out and "top-1" in out
 
@@ -128,8 +171,9 @@ def test_calibration_npz_with_a_leading_sample_axis(tmp_path):
     np.savez(tmp_path / "cal.npz", x=rng.standard_normal((10, 1, 3, 16, 16)).astype(np.float32))
     samples = calibration_feeds(tmp_path / "cal.npz", infos)
     assert len(samples) == 10 and samples[3]["x"].shape == (1, 3, 16, 16)
-    report = quantize(model, tmp_path / "q.onnx", "int8", calibration=tmp_path / "cal.npz", bench_iterations=2,
-                      accept=True)
+    report = quantize(
+        model, tmp_path / "q.onnx", "int8", calibration=tmp_path / "cal.npz", bench_iterations=2, accept=True
+    )
     assert report.mode == "int8-static" and report.scheme == "static"
     assert report.calibration_samples == 8 and report.drop.samples == 2  # the last fifth held out
     assert report.accuracy_inputs == "2 held-out calibration samples (the quantizer calibrated on the other 8)"
@@ -140,10 +184,15 @@ def test_calibration_npz_with_a_leading_sample_axis(tmp_path):
 
 
 def _two_inputs(path):
-    from onnx import TensorProto as T, helper as h
-    graph = h.make_graph([h.make_node("Add", ["a", "b"], ["y"])], "two",
-                         [h.make_tensor_value_info(n, T.FLOAT, [1, 8]) for n in "ab"],
-                         [h.make_tensor_value_info("y", T.FLOAT, [1, 8])])
+    from onnx import TensorProto as T
+    from onnx import helper as h
+
+    graph = h.make_graph(
+        [h.make_node("Add", ["a", "b"], ["y"])],
+        "two",
+        [h.make_tensor_value_info(n, T.FLOAT, [1, 8]) for n in "ab"],
+        [h.make_tensor_value_info("y", T.FLOAT, [1, 8])],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     onnx.save(model, str(path))
     return model
@@ -174,11 +223,23 @@ def test_accuracy_drop_is_stated_and_over_the_threshold_refused(mlp, tmp_path, c
     assert strict.drop.rel_l2 > 1e-9 and not strict.drop.within and not strict.passed
     assert "accuracy drop over the threshold" in strict.refused and not out.exists()
     assert strict.bench_after is None  # nothing measured for a model that was removed
-    args = ["quantize", str(mlp), "-o", str(out), "--int8", "--calibration", str(calib), "--max-rel-l2", "1e-9",
-            "--iterations", "2"]
+    args = [
+        "quantize",
+        str(mlp),
+        "-o",
+        str(out),
+        "--int8",
+        "--calibration",
+        str(calib),
+        "--max-rel-l2",
+        "1e-9",
+        "--iterations",
+        "2",
+    ]
     assert main(args) == 1
     text = capsys.readouterr().out
-    assert "drop:       vs fp32 on 2 held-out calibration samples" in text and "OVER the thresholds" in text and "REFUSED:" in text
+    assert "drop:       vs fp32 on 2 held-out calibration samples" in text
+    assert "OVER the thresholds" in text and "REFUSED:" in text
     assert not out.exists()
     assert main(args + ["--accept"]) == 0 and out.exists()
     assert "kept because it was accepted" in capsys.readouterr().out

@@ -52,14 +52,21 @@ def test_resolve_errors_name_the_dim_and_the_input():
 
 def test_unknown_rank_takes_any_rank_given_and_is_named_when_missing(tmp_path, capsys):
     import onnx
-    from onnx import TensorProto as T, helper as h
+    from onnx import TensorProto as T
+    from onnx import helper as h
 
-    from unirt.tools import info, onnx_model as om
+    from unirt.tools import info
+    from unirt.tools import onnx_model as om
 
-    graph = h.make_graph([h.make_node("Relu", ["x"], ["y"]), h.make_node("Add", ["y", "b"], ["z"])], "ur",
-                         [h.make_tensor_value_info("x", T.FLOAT, None),            # no shape: rank unknown
-                          h.make_tensor_value_info("b", T.FLOAT, [])],             # a real scalar
-                         [h.make_tensor_value_info("z", T.FLOAT, None)])
+    graph = h.make_graph(
+        [h.make_node("Relu", ["x"], ["y"]), h.make_node("Add", ["y", "b"], ["z"])],
+        "ur",
+        [
+            h.make_tensor_value_info("x", T.FLOAT, None),  # no shape: rank unknown
+            h.make_tensor_value_info("b", T.FLOAT, []),
+        ],  # a real scalar
+        [h.make_tensor_value_info("z", T.FLOAT, None)],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9
     path = tmp_path / "unknown_rank.onnx"
@@ -69,8 +76,11 @@ def test_unknown_rank_takes_any_rank_given_and_is_named_when_missing(tmp_path, c
     assert b.shape == () and b.rank == 0
     assert resolve_shapes([x, b], {"x": (2, 3)}) == {"x": (2, 3), "b": ()}
     assert resolve_shapes([x], {"x": (4, 1, 5)}, batch=8) == {"x": (4, 1, 5)}  # the shape given stands whole
-    with pytest.raises(InputError, match=r"input 'x' \(float32\) has no shape in the model, so its rank is unknown; "
-                                         r"give its whole shape, e.g. --shapes x:2x3"):
+    with pytest.raises(
+        InputError,
+        match=r"input 'x' \(float32\) has no shape in the model, so its rank is unknown; "
+        r"give its whole shape, e.g. --shapes x:2x3",
+    ):
         resolve_shapes([x, b], {}, dynamic_default=1)
     with pytest.raises(InputError, match=r"rank 1; the model's 'b' is float32\[\] \(rank 0\)"):
         resolve_shapes([x, b], {"x": (2,), "b": (2,)})

@@ -25,11 +25,13 @@ def near_zero_detector(path, bias: float = -16.0):
     """A score map like a text detector's on random data: sigmoid(conv(x) - 16), ~1e-7 everywhere."""
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((8, 3, 3, 3)) / 3).astype(np.float32)
-    graph = h.make_graph([h.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
-                          h.make_node("Sigmoid", ["c"], ["y"])], "near_zero",
-                         [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 32, 32])],
-                         [h.make_tensor_value_info("y", T.FLOAT, [1, 8, 32, 32])],
-                         [nh.from_array(w, "W"), nh.from_array(np.full(8, bias, np.float32), "B")])
+    graph = h.make_graph(
+        [h.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]), h.make_node("Sigmoid", ["c"], ["y"])],
+        "near_zero",
+        [h.make_tensor_value_info("x", T.FLOAT, [1, 3, 32, 32])],
+        [h.make_tensor_value_info("y", T.FLOAT, [1, 8, 32, 32])],
+        [nh.from_array(w, "W"), nh.from_array(np.full(8, bias, np.float32), "B")],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -102,6 +104,7 @@ def test_a_wrong_conversion_still_fails(tmp_path):
     """fp16 weights and arithmetic asked of MNN with an fp32 tolerance: a real error, reported as such."""
     src = tmp_path / "cnn.onnx"
     unirt.testing.models.batched_cnn(src, batch=1)
-    with pytest.raises(ConversionError,
-                       match="beyond the fp16 tolerance 1e-09: .*; verified on random inputs at x: 1x3x32x32, 2 sets"):
+    with pytest.raises(
+        ConversionError, match="beyond the fp16 tolerance 1e-09: .*; verified on random inputs at x: 1x3x32x32, 2 sets"
+    ):
         unirt.convert(src, to="mnn", precision="fp16", tolerance=1e-9)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,12 +34,12 @@ class AbortingBackend(Backend):
 
     def probe(self) -> Availability:
         try:
-            import onnx.reference  # noqa: F401
+            import onnx.reference  # noqa: F401 - probed: the engine this plugin wraps
         except ImportError as exc:
             return Availability.missing(f"cannot import onnx.reference: {exc}")
         return Availability(True, version="0.1.0", devices=("cpu",))
 
-    def load(self, model: ModelFile, options: LoadOptions) -> "AbortingSession":
+    def load(self, model: ModelFile, options: LoadOptions) -> AbortingSession:
         return AbortingSession(model)
 
 

@@ -6,7 +6,8 @@ through its entry point exactly as it discovers any plugin.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,12 +22,12 @@ class ReferenceBackend(Backend):
     def probe(self) -> Availability:
         try:
             import onnx
-            import onnx.reference  # noqa: F401
+            import onnx.reference
         except ImportError as exc:
             return Availability.missing(f"cannot import onnx.reference: {exc}")
         return Availability(True, version=onnx.__version__, devices=("cpu",))
 
-    def load(self, model: ModelFile, options: LoadOptions) -> "ReferenceSession":
+    def load(self, model: ModelFile, options: LoadOptions) -> ReferenceSession:
         # backend_options={"max_batch": N} (else the Session's max_batch): runs take at most N rows, as an engine
         # built for bounded batches (TensorRT) does
         return ReferenceSession(model, options.backend_options.get("max_batch", options.max_batch))

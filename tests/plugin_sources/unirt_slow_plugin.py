@@ -14,7 +14,8 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +30,12 @@ class SlowBackend(Backend):
 
     def probe(self) -> Availability:
         try:
-            import onnx.reference  # noqa: F401
+            import onnx.reference  # noqa: F401 - probed: the engine this plugin wraps
         except ImportError as exc:
             return Availability.missing(f"cannot import onnx.reference: {exc}")
         return Availability(True, version="0.1.0", devices=("cpu",))
 
-    def load(self, model: ModelFile, options: LoadOptions) -> "SlowSession":
+    def load(self, model: ModelFile, options: LoadOptions) -> SlowSession:
         delay = os.environ.get("UNIRT_TEST_LOAD_DELAY")
         if delay and os.path.exists(delay):
             with open(delay) as fh:

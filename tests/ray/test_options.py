@@ -8,8 +8,16 @@ import sys
 import pytest
 
 from unirt.errors import ModelLoadError, UnsupportedOptionError
-from unirt.integrations.ray.options import (DEPLOYMENT_OPTIONS, ReplicaOptions, checked_model, deployment_option_names,
-                                            deployment_options, live_options, parse_app_args, replica_resources)
+from unirt.integrations.ray.options import (
+    DEPLOYMENT_OPTIONS,
+    ReplicaOptions,
+    checked_model,
+    deployment_option_names,
+    deployment_options,
+    live_options,
+    parse_app_args,
+    replica_resources,
+)
 from unirt.testing import models
 
 
@@ -23,10 +31,16 @@ def test_resources_follow_the_session():
 
 def test_deployment_options_pass_through_and_merge():
     opts = ReplicaOptions("models/resnet.onnx", threads=2, max_batch_size=16)
-    out = deployment_options(opts, {"num_replicas": "auto", "autoscaling_config": {"min_replicas": 1},
-                                    "ray_actor_options": {"num_cpus": 0.5, "memory": 2 ** 30}})
+    out = deployment_options(
+        opts,
+        {
+            "num_replicas": "auto",
+            "autoscaling_config": {"min_replicas": 1},
+            "ray_actor_options": {"num_cpus": 0.5, "memory": 2**30},
+        },
+    )
     assert out["num_replicas"] == "auto" and out["autoscaling_config"] == {"min_replicas": 1}
-    assert out["ray_actor_options"] == {"num_cpus": 0.5, "memory": 2 ** 30}  # the caller's word wins
+    assert out["ray_actor_options"] == {"num_cpus": 0.5, "memory": 2**30}  # the caller's word wins
     assert out["max_ongoing_requests"] == 32  # room for a full batch while the previous one runs
     assert out["name"] == "unirt-resnet"
     assert deployment_options(opts, {"max_ongoing_requests": 3})["max_ongoing_requests"] == 3
@@ -35,9 +49,18 @@ def test_deployment_options_pass_through_and_merge():
 
 
 def test_cli_arguments_are_typed():
-    opts, ray_options = parse_app_args({
-        "model": "m.onnx", "threads": "2", "precision": "fp16", "backend_options": '{"graph_optimization_level": 1}',
-        "batch_wait_timeout_s": "0.01", "num_replicas": "3", "ray_actor_options": '{"num_cpus": 1}', "name": "clf"})
+    opts, ray_options = parse_app_args(
+        {
+            "model": "m.onnx",
+            "threads": "2",
+            "precision": "fp16",
+            "backend_options": '{"graph_optimization_level": 1}',
+            "batch_wait_timeout_s": "0.01",
+            "num_replicas": "3",
+            "ray_actor_options": '{"num_cpus": 1}',
+            "name": "clf",
+        }
+    )
     assert (opts.threads, opts.precision, opts.backend_options) == (2, "fp16", {"graph_optimization_level": 1})
     assert opts.batch_wait_timeout_s == 0.01 and opts.name == "clf"
     assert ray_options["num_replicas"] == 3 and ray_options["ray_actor_options"] == {"num_cpus": 1}
@@ -45,20 +68,23 @@ def test_cli_arguments_are_typed():
     assert parse_app_args({"model": "m.onnx", "threads": 3})[0].threads == 3  # a config file's typed args
 
 
-@pytest.mark.parametrize("args, message", [
-    ({}, "needs model=PATH"),
-    ({"model": "m.onnx", "threads": "two"}, "threads='two': expected an integer"),
-    ({"model": "m.onnx", "threads": "0"}, "threads must be a positive integer"),
-    ({"model": "m.onnx", "backend_options": "{bad"}, "backend_options.*expected JSON"),
-    ({"model": "m.onnx", "precision": "fp8"}, "precision must be one of"),
-    ({"model": "m.onnx", "device": "cuda:1"}, "Ray assigns each replica its GPU"),
-    ({"model": "m.onnx", "device": "tpu"}, "device 'tpu' is not known"),
-    ({"model": "m.onnx", "name": "../x"}, "name '../x'"),
-    ({"model": "m.onnx", "batch_wait_timeout_s": "-1"}, "batch_wait_timeout_s must be"),
-    ({"model": "m.onnx", "replicas": "2"}, "unknown argument 'replicas'"),
-    ({"model": "m.onnx", "batched": "maybe"}, "batched='maybe': expected true, false or none"),
-    ({"model": "m.onnx", "batched": 1}, "batched must be True, False or None"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({}, "needs model=PATH"),
+        ({"model": "m.onnx", "threads": "two"}, "threads='two': expected an integer"),
+        ({"model": "m.onnx", "threads": "0"}, "threads must be a positive integer"),
+        ({"model": "m.onnx", "backend_options": "{bad"}, "backend_options.*expected JSON"),
+        ({"model": "m.onnx", "precision": "fp8"}, "precision must be one of"),
+        ({"model": "m.onnx", "device": "cuda:1"}, "Ray assigns each replica its GPU"),
+        ({"model": "m.onnx", "device": "tpu"}, "device 'tpu' is not known"),
+        ({"model": "m.onnx", "name": "../x"}, "name '../x'"),
+        ({"model": "m.onnx", "batch_wait_timeout_s": "-1"}, "batch_wait_timeout_s must be"),
+        ({"model": "m.onnx", "replicas": "2"}, "unknown argument 'replicas'"),
+        ({"model": "m.onnx", "batched": "maybe"}, "batched='maybe': expected true, false or none"),
+        ({"model": "m.onnx", "batched": 1}, "batched must be True, False or None"),
+    ],
+)
 def test_bad_arguments_are_clear_errors(args, message):
     with pytest.raises(UnsupportedOptionError, match=message):
         parse_app_args(args)
@@ -102,11 +128,15 @@ def test_user_config_is_checked_in_the_driver():
     assert out["user_config"] == {"max_batch_size": 32, "batch_wait_timeout_s": 0.02}
     assert out["max_ongoing_requests"] == 64  # room for the batch size the replicas will run with
     assert live_options(None) == {}
-    for config, message in [({"threads": 2}, "unknown key.*threads; a running unirt deployment can retune "
-                                             "max_batch_size, batch_wait_timeout_s"),
-                            ({"max_batch_size": 0}, "user_config max_batch_size must be a positive integer"),
-                            ({"batch_wait_timeout_s": "fast"}, "user_config batch_wait_timeout_s must be"),
-                            ([1, 2], "user_config must be a dict")]:
+    for config, message in [
+        (
+            {"threads": 2},
+            "unknown key.*threads; a running unirt deployment can retune max_batch_size, batch_wait_timeout_s",
+        ),
+        ({"max_batch_size": 0}, "user_config max_batch_size must be a positive integer"),
+        ({"batch_wait_timeout_s": "fast"}, "user_config batch_wait_timeout_s must be"),
+        ([1, 2], "user_config must be a dict"),
+    ]:
         with pytest.raises(UnsupportedOptionError, match=message):
             deployment_options(opts, {"user_config": config})
 
@@ -119,15 +149,20 @@ def test_the_installed_rays_deployment_options_pass_through():
 
     names = deployment_option_names()
     assert DEPLOYMENT_OPTIONS <= names and "name" not in names and "func_or_class" not in names
-    assert names == {p for p in inspect.signature(Deployment.options).parameters
-                     if p not in ("self", "func_or_class", "name", "version") and not p.startswith("_")}
+    assert names == {
+        p
+        for p in inspect.signature(Deployment.options).parameters
+        if p not in ("self", "func_or_class", "name", "version") and not p.startswith("_")
+    }
     opts = ReplicaOptions("m.onnx")
     newer = sorted(names - DEPLOYMENT_OPTIONS)  # e.g. max_constructor_retry_count in Ray 2.5x
     for key in newer:
         assert key in deployment_options(opts, {key: None})
     if "max_constructor_retry_count" in names:
-        assert parse_app_args({"model": "m.onnx", "max_constructor_retry_count": "5"})[1][
-            "max_constructor_retry_count"] == 5
+        assert (
+            parse_app_args({"model": "m.onnx", "max_constructor_retry_count": "5"})[1]["max_constructor_retry_count"]
+            == 5
+        )
 
 
 def test_default_name_is_the_file_stem():
@@ -141,12 +176,13 @@ def test_import_unirt_does_not_import_ray(tmp_path):
 
 def test_missing_ray_names_the_extra(tmp_path):
     # A Python where `import ray` fails (a None entry in sys.modules blocks the import), as without the extra.
-    code = ("import sys; sys.modules['ray'] = None; sys.modules['ray.serve'] = None\n"
-            "import unirt.integrations.ray as r\n"
-            "try:\n    r.build\nexcept unirt.BackendUnavailableError as e:\n    print(e)\n")
+    code = (
+        "import sys; sys.modules['ray'] = None; sys.modules['ray.serve'] = None\n"
+        "import unirt.integrations.ray as r\n"
+        "try:\n    r.build\nexcept unirt.BackendUnavailableError as e:\n    print(e)\n"
+    )
     code = "import unirt\n" + code
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                         cwd=tmp_path).stdout
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path).stdout
     assert "pip install '.[ray]'" in out and "ray[serve]" in out
 
 
@@ -162,10 +198,13 @@ def test_batched_reaches_the_replicas_session_and_its_v2_spec(tmp_path):
     import unirt
     from unirt.integrations.ray.replica import Replica
 
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "unnamed",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
-                              [numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(3, 2), "w")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "unnamed",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
+        [numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(3, 2), "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     path = str(tmp_path / "unnamed.onnx")

@@ -8,10 +8,10 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
-from unirt.integrations.ray.options import ReplicaOptions  # noqa: E402
-from unirt.integrations.ray.replica import Replica  # noqa: E402
+from unirt.integrations.ray.options import ReplicaOptions
+from unirt.integrations.ray.replica import Replica
 
 
 def _save(graph, path) -> str:
@@ -35,8 +35,10 @@ def test_replica_on_placeholder_dims(tmp_path):
                 dim.dim_param = d
     x.type.tensor_type.shape.dim[0].ClearField("dim_param")
     x.type.tensor_type.shape.dim[0].dim_value = -1  # paddle2onnx's [-1, 3, "?", "?"]
-    path = _save(helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
-                                   [x], [y], [w]), tmp_path / "paddle.onnx")
+    path = _save(
+        helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv", [x], [y], [w]),
+        tmp_path / "paddle.onnx",
+    )
     ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     requests = [{"x": rng.standard_normal(s).astype(np.float32)} for s in ((1, 3, 48, 192), (1, 3, 20, 36))]
@@ -53,10 +55,12 @@ def test_replica_on_placeholder_dims(tmp_path):
 def test_replica_merges_requests_a_model_cannot_batch(tmp_path):
     """dim 0 named alike on input and output, but the output's rows are the input's nonzero entries: the merged
     run_many falls back to one run per request, and every request gets its own right answer."""
-    graph = helper.make_graph([helper.make_node("NonZero", ["x"], ["nz"]),
-                               helper.make_node("Transpose", ["nz"], ["y"], perm=[1, 0])], "nonzero",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.INT64, ["N", 2])])
+    graph = helper.make_graph(
+        [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Transpose", ["nz"], ["y"], perm=[1, 0])],
+        "nonzero",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, ["N", 2])],
+    )
     path = _save(graph, tmp_path / "nonzero.onnx")
     ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     requests = [{"x": np.ones((n, 4), np.float32)} for n in (2, 3, 1)]

@@ -13,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ray_serve_example():
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "ray_serve.py")], cwd=ROOT, capture_output=True,
-                          text=True, timeout=240)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "ray_serve.py")], cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-4000:]}"
     out = done.stdout
     assert "64 requests through the handle: answers equal a local Session's" in out

@@ -21,9 +21,9 @@ import pytest
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install '.[ray]')")
 serve = pytest.importorskip("ray.serve")
 
-import unirt  # noqa: E402
-from unirt.integrations.ray import RetryingHandle, build  # noqa: E402
-from unirt.testing import models  # noqa: E402
+import unirt
+from unirt.integrations.ray import RetryingHandle, build
+from unirt.testing import models
 
 FEATURES = 16
 
@@ -52,8 +52,13 @@ def ray_serve(tmp_path_factory):
     here = os.getcwd()
     os.chdir(tmp_path_factory.mktemp("ray_cwd"))
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=96 * 2 ** 20,
-                 configure_logging=False)
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=96 * 2**20,
+            configure_logging=False,
+        )
     finally:
         os.chdir(here)
     try:
@@ -81,10 +86,10 @@ def local(mlp):
 def mlp_app(ray_serve, mlp):
     """One replica with the default resources (threads=1 -> 1 CPU), merging up to 8 requests 50 ms apart."""
     before = ray.available_resources().get("CPU", 0)
-    handle = serve.run(build(mlp, backend="onnxruntime", max_batch_size=8, batch_wait_timeout_s=0.05),
-                       name="mlp", route_prefix="/")
-    reserved = _wait(lambda: before - ray.available_resources().get("CPU", 0) or None, "the replica's CPU",
-                     timeout=10)
+    handle = serve.run(
+        build(mlp, backend="onnxruntime", max_batch_size=8, batch_wait_timeout_s=0.05), name="mlp", route_prefix="/"
+    )
+    reserved = _wait(lambda: before - ray.available_resources().get("CPU", 0) or None, "the replica's CPU", timeout=10)
     yield handle, reserved
 
 
@@ -171,23 +176,37 @@ def test_http_bodies_are_unirt_serves(mlp_app, ray_serve, mlp):
     from unirt.serve import ServeOptions, ServerThread
 
     x = _rows(2, 9)
-    request = {"id": "r1", "inputs": [{"name": "x", "datatype": "FP32", "shape": [2, FEATURES],
-                                       "data": x.ravel().tolist()}],
-               "outputs": [{"name": "probs", "parameters": {"classification": 2}}, {"name": "logits"}]}
+    request = {
+        "id": "r1",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [2, FEATURES], "data": x.ravel().tolist()}],
+        "outputs": [{"name": "probs", "parameters": {"classification": 2}}, {"name": "logits"}],
+    }
     bad = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [1, FEATURES], "data": [0] * FEATURES}]}
     options = ServeOptions(model=mlp, http_port=0, grpc_port=None, metrics_port=None, default_max_batch_size=1024)
     with ServerThread(options) as server:
         port = server.ports["http"]
-        for path, body in [("/v2/models/mlp", None), ("/v2/models/mlp/config", None),
-                           ("/v2/models/mlp/infer", bad), ("/v2/models/mlp/versions/2/infer", request)]:
+        for path, body in [
+            ("/v2/models/mlp", None),
+            ("/v2/models/mlp/config", None),
+            ("/v2/models/mlp/infer", bad),
+            ("/v2/models/mlp/versions/2/infer", request),
+        ]:
             assert _post(ray_serve, path, body)[0] == _post(port, path, body)[0], path
             if path.endswith("/2/infer"):
                 continue  # both 404, their messages name their own model stores
             assert _post(ray_serve, path, body) == _post(port, path, body), path
         status, ours = _post(ray_serve, "/v2/models/mlp/infer", request)
         status_serve, theirs = _post(port, "/v2/models/mlp/infer", request)
-    shm = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, FEATURES], "parameters": {
-        "shared_memory_region": "r", "shared_memory_byte_size": 4 * FEATURES}}]}
+    shm = {
+        "inputs": [
+            {
+                "name": "x",
+                "datatype": "FP32",
+                "shape": [1, FEATURES],
+                "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 4 * FEATURES},
+            }
+        ]
+    }
     code, body = _post(ray_serve, "/v2/models/mlp/infer", shm)  # replicas may be on other machines
     assert code == 400 and "shared memory is not available here" in body["error"]
     assert _post(ray_serve, "/v2/models/mlp/infer/x")[0] == 404
@@ -205,6 +224,7 @@ def test_http_bodies_are_unirt_serves(mlp_app, ray_serve, mlp):
 def test_user_config_retunes_batching_live(ray_serve, mlp):
     """Ray hands `user_config` to `reconfigure` when a replica starts, and again, to the running replica, on a
     lightweight update (a Serve config file whose only change is user_config): called here through the handle."""
+
     def batches(handle, n):
         before = handle.stats.remote().result(timeout_s=30)
         for response in [handle.remote(_rows(1, 500 + i)) for i in range(n)]:
@@ -214,9 +234,19 @@ def test_user_config_retunes_batching_live(ray_serve, mlp):
         return {k: v for k, v in sizes.items() if v}, after["pid"]
 
     def deploy(user_config):
-        return serve.run(build(mlp, name="mlp_live", backend="onnxruntime", max_batch_size=8, batch_wait_timeout_s=0.2,
-                               ray_actor_options={"num_cpus": 0.25}, user_config=user_config),
-                         name="live", route_prefix=None)
+        return serve.run(
+            build(
+                mlp,
+                name="mlp_live",
+                backend="onnxruntime",
+                max_batch_size=8,
+                batch_wait_timeout_s=0.2,
+                ray_actor_options={"num_cpus": 0.25},
+                user_config=user_config,
+            ),
+            name="live",
+            route_prefix=None,
+        )
 
     with pytest.raises(unirt.UnsupportedOptionError, match="user_config: unknown key.*threads"):
         deploy({"threads": 2})  # refused in the driver
@@ -236,16 +266,28 @@ def test_user_config_retunes_batching_live(ray_serve, mlp):
 
 def test_several_inputs_ints_and_scalars_under_a_route_prefix(ray_serve, tmp_path_factory):
     path = models.multi_io(tmp_path_factory.mktemp("ray_multi") / "multi_io.onnx")
-    handle = serve.run(build(path, backend="onnxruntime", ray_actor_options={"num_cpus": 0.25}, num_replicas="auto",
-                             autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4}),
-                       name="multi", route_prefix="/multi")
+    handle = serve.run(
+        build(
+            path,
+            backend="onnxruntime",
+            ray_actor_options={"num_cpus": 0.25},
+            num_replicas="auto",
+            autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4},
+        ),
+        name="multi",
+        route_prefix="/multi",
+    )
     try:
         status = serve.status().applications["multi"].deployments["unirt-multi_io"]
         assert status.status == "HEALTHY" and status.replica_states.get("RUNNING") == 1  # Ray's autoscaler, min 1
         status, meta = _post(ray_serve, "/multi/v2/models/multi_io")
         assert status == 200 and [t["name"] for t in meta["inputs"]] == ["a", "b", "idx", "scale"]
-        feeds = {"a": _rows(3, 4)[:, :4].copy(), "b": _rows(3, 5)[:, :4].copy(),
-                 "idx": np.array([2, 0], np.int64), "scale": np.float32(1.5)}
+        feeds = {
+            "a": _rows(3, 4)[:, :4].copy(),
+            "b": _rows(3, 5)[:, :4].copy(),
+            "idx": np.array([2, 0], np.int64),
+            "scale": np.float32(1.5),
+        }
         got = handle.remote(feeds).result(timeout_s=60)
         with unirt.Session(path, backend="onnxruntime") as sess:
             want = sess.run(feeds)
@@ -262,8 +304,13 @@ def test_a_replica_killed_under_load_is_replaced_and_no_request_is_lost(ray_serv
     re-sends them, they wait in the router until Ray Serve has started a replacement, and every request is
     answered, correctly. (With one replica the killed one surely held requests: each waits 0.1 s in it for
     batch-mates.)"""
-    handle = serve.run(build(mlp, name="mlp_ha", backend="onnxruntime", batch_wait_timeout_s=0.1,
-                             ray_actor_options={"num_cpus": 0.25}), name="ha", route_prefix=None)
+    handle = serve.run(
+        build(
+            mlp, name="mlp_ha", backend="onnxruntime", batch_wait_timeout_s=0.1, ray_actor_options={"num_cpus": 0.25}
+        ),
+        name="ha",
+        route_prefix=None,
+    )
     try:
         victim = handle.stats.remote().result(timeout_s=30)["pid"]
         client = RetryingHandle(handle, retries=8)
@@ -276,7 +323,7 @@ def test_a_replica_killed_under_load_is_replaced_and_no_request_is_lost(ray_serv
             for i in indices:
                 try:
                     results[i] = client.infer(inputs[i], timeout_s=120)
-                except BaseException as exc:  # noqa: BLE001 - collected and reported below
+                except BaseException as exc:  # collected and reported below
                     errors.append(exc)
                 if len(results) >= 30:
                     started.set()

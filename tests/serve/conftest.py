@@ -70,10 +70,13 @@ def doubler(path: Path, shape: list) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "doubler",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
-                              [numpy_helper.from_array(np.array(2, np.float32), "two")])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["y"])],
+        "doubler",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(np.array(2, np.float32), "two")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -125,8 +128,15 @@ def server(repository):
     """One server for the protocol tests: explicit model control (load/unload allowed), every model loaded."""
     from unirt.serve import ServeOptions, ServerThread
 
-    options = ServeOptions(model_repository=repository, http_port=0, grpc_port=0, metrics_port=0,
-                           model_control_mode="explicit", load_models=["*"], drain_timeout=10)
+    options = ServeOptions(
+        model_repository=repository,
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        model_control_mode="explicit",
+        load_models=["*"],
+        drain_timeout=10,
+    )
     with ServerThread(options) as running:
         yield running
 
@@ -155,8 +165,9 @@ class RawHTTP:
     def __init__(self, port: int) -> None:
         self.port = port
 
-    def request(self, method: str, path: str, body: bytes | str | None = None,
-                headers: dict | None = None) -> tuple[int, dict, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None
+    ) -> tuple[int, dict, bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
             conn.request(method, path, body=body, headers=headers or {})
@@ -165,8 +176,9 @@ class RawHTTP:
         finally:
             conn.close()
 
-    def error(self, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None,
-              status: int = 400) -> str:
+    def error(
+        self, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None, status: int = 400
+    ) -> str:
         got, _, data = self.request(method, path, body, headers)
         assert got == status, (got, data)
         return json.loads(data)["error"]

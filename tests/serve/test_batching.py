@@ -73,8 +73,9 @@ def test_scheduler_merges_queued_requests_up_to_the_limits(mlp):
         calls.append(feeds["x"].shape[0])
         return mlp.run(feeds, names)
 
-    sched = Scheduler("t", [run], ["probs"], stats, max_batch_size=8,
-                      batching=BatchingPolicy((4,), max_queue_delay_s=0.05))
+    sched = Scheduler(
+        "t", [run], ["probs"], stats, max_batch_size=8, batching=BatchingPolicy((4,), max_queue_delay_s=0.05)
+    )
     try:
         rng = np.random.default_rng(2)
         first = sched.submit({"x": rng.standard_normal((1, 8)).astype(np.float32)}, 1)
@@ -100,8 +101,9 @@ def test_scheduler_merges_queued_requests_up_to_the_limits(mlp):
 
 def test_scheduler_stop_drains_the_queue(mlp):
     stats = ModelStats()
-    sched = Scheduler("t", [_run(mlp)], ["probs"], stats, max_batch_size=4,
-                      batching=BatchingPolicy((), max_queue_delay_s=0.2))
+    sched = Scheduler(
+        "t", [_run(mlp)], ["probs"], stats, max_batch_size=4, batching=BatchingPolicy((), max_queue_delay_s=0.2)
+    )
     futures = [sched.submit({"x": np.ones((1, 8), np.float32)}, 1) for _ in range(3)]
     sched.stop(10)  # finishes what is queued, then refuses more
     assert all(f.result(0).outputs["probs"].shape == (1, 3) for f in futures)
@@ -151,26 +153,42 @@ def test_cheap_model_runs_inline_once_measured_and_only_when_idle(mlp):
 
 def test_batched_answers_reach_the_loop(mlp):
     """submit_async: a merged batch's answers come back to the awaiting event loop (one wake-up per batch)."""
+
     async def main():
-        sched = Scheduler("t", [_run(mlp)], ["probs"], ModelStats(), max_batch_size=8,
-                          batching=BatchingPolicy((), max_queue_delay_s=0.05), inline=True)
+        sched = Scheduler(
+            "t",
+            [_run(mlp)],
+            ["probs"],
+            ModelStats(),
+            max_batch_size=8,
+            batching=BatchingPolicy((), max_queue_delay_s=0.05),
+            inline=True,
+        )
         try:
             assert sched.run_inline({"x": np.ones((1, 8), np.float32)}, 1) is None  # batching: never inline
             pairs = [sched.submit_async({"x": np.full((1, 8), i, np.float32)}, 1) for i in range(4)]
             done = await asyncio.gather(*(waiter for _, waiter in pairs))
             assert {d.batch_size for d in done} == {4}
             for i, d in enumerate(done):
-                np.testing.assert_allclose(d.outputs["probs"], mlp.run({"x": np.full((1, 8), i, np.float32)})["probs"],
-                                           rtol=1e-6)
+                np.testing.assert_allclose(
+                    d.outputs["probs"], mlp.run({"x": np.full((1, 8), i, np.float32)})["probs"], rtol=1e-6
+                )
         finally:
             sched.stop(10)
+
     asyncio.run(main())
 
 
 def test_max_queue_size_rejects(mlp):
     gate = threading.Event()
-    sched = Scheduler("t", [lambda f, n: (gate.wait(10), mlp.run(f, n))[1]], ["probs"], ModelStats(),
-                      max_batch_size=1, batching=BatchingPolicy((), 0.0, max_queue_size=1))
+    sched = Scheduler(
+        "t",
+        [lambda f, n: (gate.wait(10), mlp.run(f, n))[1]],
+        ["probs"],
+        ModelStats(),
+        max_batch_size=1,
+        batching=BatchingPolicy((), 0.0, max_queue_size=1),
+    )
     try:
         sched.submit({"x": np.ones((1, 8), np.float32)}, 1)
         time.sleep(0.05)
@@ -235,19 +253,37 @@ def first_dim_models(tmp_path_factory):
     two = numpy_helper.from_array(np.array(2, np.float32), "two")
     return {
         # y[N + M] = concat(a[N], b[M]): dim 0 is not a per-row batch; merging requests would break it
-        "concat": _onnx_model(d / "concat.onnx", [helper.make_node("Concat", ["a", "b"], ["y"], axis=0)],
-                              [("a", ["N", 4]), ("b", ["M", 4])], [("y", ["NM", 4])]),
-        "unnamed": _onnx_model(d / "unnamed.onnx", [helper.make_node("Mul", ["x", "two"], ["y"])],
-                               [("x", [None, 4])], [("y", [None, 4])], [two]),
-        "renamed": _onnx_model(d / "renamed.onnx", [helper.make_node("Mul", ["x", "two"], ["y"])],
-                               [("x", ["N", 4])], [("y", ["rows", 4])], [two]),
-        "named": _onnx_model(d / "named.onnx", [helper.make_node("Mul", ["x", "two"], ["y"])],
-                             [("x", ["batch", 4])], [("y", ["batch", 4])], [two]),
+        "concat": _onnx_model(
+            d / "concat.onnx",
+            [helper.make_node("Concat", ["a", "b"], ["y"], axis=0)],
+            [("a", ["N", 4]), ("b", ["M", 4])],
+            [("y", ["NM", 4])],
+        ),
+        "unnamed": _onnx_model(
+            d / "unnamed.onnx",
+            [helper.make_node("Mul", ["x", "two"], ["y"])],
+            [("x", [None, 4])],
+            [("y", [None, 4])],
+            [two],
+        ),
+        "renamed": _onnx_model(
+            d / "renamed.onnx",
+            [helper.make_node("Mul", ["x", "two"], ["y"])],
+            [("x", ["N", 4])],
+            [("y", ["rows", 4])],
+            [two],
+        ),
+        "named": _onnx_model(
+            d / "named.onnx",
+            [helper.make_node("Mul", ["x", "two"], ["y"])],
+            [("x", ["batch", 4])],
+            [("y", ["batch", 4])],
+            [two],
+        ),
     }
 
 
-@pytest.mark.parametrize("name,batched", [("concat", False), ("unnamed", False), ("renamed", False),
-                                          ("named", True)])
+@pytest.mark.parametrize("name,batched", [("concat", False), ("unnamed", False), ("renamed", False), ("named", True)])
 def test_autocomplete_batches_only_a_shared_named_first_dim(first_dim_models, name, batched):
     """Auto-complete turns on batching (max_batch_size and the dynamic batcher) only when every input and output
     has the same named first dim; a dynamic first dim alone does not say the rows are independent."""

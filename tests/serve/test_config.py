@@ -46,36 +46,58 @@ def test_autocomplete_from_the_model(mlp):
 
 
 def test_given_fields_are_kept_and_checked(mlp):
-    s = spec('max_batch_size: 16 dynamic_batching { preferred_batch_size: [2, 8] max_queue_delay_microseconds: 500 '
-             'default_queue_policy { max_queue_size: 10 } } parameters { key: "threads" value { string_value: "2" } }',
-             mlp)
+    s = spec(
+        "max_batch_size: 16 dynamic_batching { preferred_batch_size: [2, 8] max_queue_delay_microseconds: 500 "
+        'default_queue_policy { max_queue_size: 10 } } parameters { key: "threads" value { string_value: "2" } }',
+        mlp,
+    )
     assert s.max_batch_size == 16 and s.batching.preferred_sizes == (2, 8)
     assert s.batching.max_queue_delay_s == pytest.approx(0.0005) and s.batching.max_queue_size == 10
     assert s.options == {"threads": 2}
 
 
-@pytest.mark.parametrize("text,field", [
-    ('input [ { name: "x" data_type: TYPE_FP32 dims: [ 7 ] } ] max_batch_size: 2', r"input\[0\].dims\[0\] is 7"),
-    ('input [ { name: "x" data_type: TYPE_INT32 dims: [ 8 ] } ] max_batch_size: 2',
-     r"input\[0\].data_type: TYPE_INT32"),
-    ('input [ { name: "y" data_type: TYPE_FP32 dims: [ 8 ] } ] max_batch_size: 2',
-     r"input\[0\].name: the model has no"),
-    ('input [ { name: "x" data_type: TYPE_FP32 dims: [ 8 ] } ]', r"input\[0\].dims: \[8\] has rank 1"),
-    ('input [ { name: "x" data_type: TYPE_FP32 dims: [ 0 ] } ] max_batch_size: 1', r"input\[0\].dims: dims must be"),
-    ('input [ { name: "x" dims: [ 8 ] } ] max_batch_size: 1', r"input\[0\].data_type is missing"),
-    ('output [ { name: "probs" data_type: TYPE_FP32 dims: [ 4 ] } ] max_batch_size: 1', r"output\[0\].dims\[0\] is 4"),
-    ('max_batch_size: 4 input [ { name: "x" data_type: TYPE_FP32 dims: [ 2, 4 ] reshape { shape: [ 9 ] } } ]',
-     r"input\[0\].reshape.shape \[9\] has a different element count"),
-    ('max_batch_size: 0 input [ { name: "x" data_type: TYPE_FP32 dims: [ -1, 8 ] reshape { shape: [ -1, -1, 4 ] } } ]',
-     r"input\[0\].reshape.shape \[-1, -1, 4\]: at most one -1"),
-    ('max_batch_size: 4 dynamic_batching { preferred_batch_size: [ 8 ] }', r"preferred_batch_size: \[8\] outside"),
-    ('name: "other"', "name: 'other' does not match"),
-    ('max_batch_size: -1', "max_batch_size must be >= 0"),
-    ('sequence_batching { }', "sequence_batching: not supported"),
-    ('parameters { key: "precision" value { string_value: "fp8" } }', r"parameters\[precision\]"),
-    ('max_batch_size: 2 input [ { name: "x" data_type: TYPE_FP32 dims: [ 8 ] is_shape_tensor: true } ]',
-     "is_shape_tensor"),
-])
+@pytest.mark.parametrize(
+    "text,field",
+    [
+        ('input [ { name: "x" data_type: TYPE_FP32 dims: [ 7 ] } ] max_batch_size: 2', r"input\[0\].dims\[0\] is 7"),
+        (
+            'input [ { name: "x" data_type: TYPE_INT32 dims: [ 8 ] } ] max_batch_size: 2',
+            r"input\[0\].data_type: TYPE_INT32",
+        ),
+        (
+            'input [ { name: "y" data_type: TYPE_FP32 dims: [ 8 ] } ] max_batch_size: 2',
+            r"input\[0\].name: the model has no",
+        ),
+        ('input [ { name: "x" data_type: TYPE_FP32 dims: [ 8 ] } ]', r"input\[0\].dims: \[8\] has rank 1"),
+        (
+            'input [ { name: "x" data_type: TYPE_FP32 dims: [ 0 ] } ] max_batch_size: 1',
+            r"input\[0\].dims: dims must be",
+        ),
+        ('input [ { name: "x" dims: [ 8 ] } ] max_batch_size: 1', r"input\[0\].data_type is missing"),
+        (
+            'output [ { name: "probs" data_type: TYPE_FP32 dims: [ 4 ] } ] max_batch_size: 1',
+            r"output\[0\].dims\[0\] is 4",
+        ),
+        (
+            'max_batch_size: 4 input [ { name: "x" data_type: TYPE_FP32 dims: [ 2, 4 ] reshape { shape: [ 9 ] } } ]',
+            r"input\[0\].reshape.shape \[9\] has a different element count",
+        ),
+        (
+            'max_batch_size: 0 input [ { name: "x" data_type: TYPE_FP32 dims: [ -1, 8 ] '
+            "reshape { shape: [ -1, -1, 4 ] } } ]",
+            r"input\[0\].reshape.shape \[-1, -1, 4\]: at most one -1",
+        ),
+        ("max_batch_size: 4 dynamic_batching { preferred_batch_size: [ 8 ] }", r"preferred_batch_size: \[8\] outside"),
+        ('name: "other"', "name: 'other' does not match"),
+        ("max_batch_size: -1", "max_batch_size must be >= 0"),
+        ("sequence_batching { }", "sequence_batching: not supported"),
+        ('parameters { key: "precision" value { string_value: "fp8" } }', r"parameters\[precision\]"),
+        (
+            'max_batch_size: 2 input [ { name: "x" data_type: TYPE_FP32 dims: [ 8 ] is_shape_tensor: true } ]',
+            "is_shape_tensor",
+        ),
+    ],
+)
 def test_bad_configs_name_the_field(mlp, text, field):
     with pytest.raises(ConfigError, match=field):
         spec(text, mlp)
@@ -122,9 +144,9 @@ def test_version_policy_and_instances():
     with pytest.raises(ConfigError, match=r"specific.versions: version\(s\) \[4\] not found"):
         select_versions(parse_config_text("version_policy { specific { versions: [4] } }"), [1])
     assert instance_devices(parse_config_text("")) == ["auto"]
-    assert instance_devices(parse_config_text(
-        "instance_group [ { count: 2 kind: KIND_CPU }, { kind: KIND_GPU gpus: [0, 1] } ]")) == [
-        "cpu", "cpu", "cuda:0", "cuda:1"]
+    assert instance_devices(
+        parse_config_text("instance_group [ { count: 2 kind: KIND_CPU }, { kind: KIND_GPU gpus: [0, 1] } ]")
+    ) == ["cpu", "cpu", "cuda:0", "cuda:1"]
 
 
 def test_config_json_has_numbers_not_strings(mlp):

@@ -25,8 +25,15 @@ def _infer_http(client, name, rows=1):
 def control_server(tmp_path, add_model):
     add_model(tmp_path, "a", models.dynamic_mlp, 1)
     add_model(tmp_path, "b", models.dynamic_mlp, 1)
-    options = ServeOptions(model_repository=tmp_path, http_port=0, grpc_port=0, metrics_port=None,
-                           model_control_mode="explicit", load_models=["a"], drain_timeout=5)
+    options = ServeOptions(
+        model_repository=tmp_path,
+        http_port=0,
+        grpc_port=0,
+        metrics_port=None,
+        model_control_mode="explicit",
+        load_models=["a"],
+        drain_timeout=5,
+    )
     with ServerThread(options) as running:
         yield running, tmp_path
 
@@ -41,23 +48,35 @@ def test_explicit_load_unload_over_http(control_server):
         client.load_model("b")
         assert client.is_model_ready("b") and _infer_http(client, "b").as_numpy("probs").shape == (1, 3)
         # reload with an override config: no batching, instances 2
-        client.load_model("b", config=json.dumps({"max_batch_size": 0, "instance_group": [{"count": 2,
-                                                                                               "kind": "KIND_CPU"}]}))
+        client.load_model(
+            "b", config=json.dumps({"max_batch_size": 0, "instance_group": [{"count": 2, "kind": "KIND_CPU"}]})
+        )
         assert client.get_model_config("b")["max_batch_size"] == 0
         # a failed reload leaves the old version serving
         with pytest.raises(InferenceServerException, match=r"input\[0\].dims"):
-            client.load_model("b", config=json.dumps({"max_batch_size": 2, "input": [
-                {"name": "x", "data_type": "TYPE_FP32", "dims": [5]}]}))
+            client.load_model(
+                "b",
+                config=json.dumps(
+                    {"max_batch_size": 2, "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [5]}]}
+                ),
+            )
         assert client.is_model_ready("b") and client.get_model_config("b")["max_batch_size"] == 0
         with pytest.raises(InferenceServerException, match=r"model_warmup\[0\].inputs: input 'x' is missing"):
             client.load_model("b", config=json.dumps({"model_warmup": [{"name": "w", "batch_size": 1}]}))
         # warm-up from a file in <model>/warmup/, and random data
         (repo / "b" / "warmup").mkdir()
         (repo / "b" / "warmup" / "x.bin").write_bytes(np.ones((2, 8), np.float32).tobytes())
-        warm = {"name": "w", "batch_size": 2, "count": 2, "inputs": {"x": {"data_type": "TYPE_FP32", "dims": [8],
-                                                                           "input_data_file": "x.bin"}}}
-        rand = {"name": "r", "batch_size": 1, "inputs": {"x": {"data_type": "TYPE_FP32", "dims": [8],
-                                                               "random_data": True}}}
+        warm = {
+            "name": "w",
+            "batch_size": 2,
+            "count": 2,
+            "inputs": {"x": {"data_type": "TYPE_FP32", "dims": [8], "input_data_file": "x.bin"}},
+        }
+        rand = {
+            "name": "r",
+            "batch_size": 1,
+            "inputs": {"x": {"data_type": "TYPE_FP32", "dims": [8], "random_data": True}},
+        }
         client.load_model("b", config=json.dumps({"max_batch_size": 2, "model_warmup": [warm, rand]}))
         assert client.is_model_ready("b") and len(client.get_model_config("b")["model_warmup"]) == 2
         warm["inputs"]["x"]["input_data_file"] = "../../a/1/model.onnx"
@@ -71,8 +90,12 @@ def test_explicit_load_unload_over_http(control_server):
         with pytest.raises(InferenceServerException, match="not ready: unloaded") as info:
             _infer_http(client, "b")
         assert info.value.status() == "503"
-        assert {"name": "b", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"} in \
-            client.get_model_repository_index()
+        assert {
+            "name": "b",
+            "version": "1",
+            "state": "UNAVAILABLE",
+            "reason": "unloaded",
+        } in client.get_model_repository_index()
         with pytest.raises(InferenceServerException, match="unknown model 'zzz'"):
             client.unload_model("zzz")
         with pytest.raises(InferenceServerException, match="no model named 'zzz'"):
@@ -135,10 +158,12 @@ def test_a_backend_failure_while_running_is_still_500(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["x", "shape"], ["y"])], "pairs",
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "pairs",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["L"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, "H"])],
-        [numpy_helper.from_array(np.array([2, -1], np.int64), "shape")])
+        [numpy_helper.from_array(np.array([2, -1], np.int64), "shape")],
+    )
     path = tmp_path / "pairs.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     with ServerThread(ServeOptions(model=path, http_port=0, grpc_port=0, metrics_port=None)) as server:
@@ -189,15 +214,26 @@ def test_loading_an_unknown_model_leaves_no_trace(control_server):
 
 def test_startup_with_an_unknown_model_to_load_fails(tmp_path, add_model):
     add_model(tmp_path, "a", models.dynamic_mlp, 1)
-    options = ServeOptions(model_repository=tmp_path, http_port=0, grpc_port=None, metrics_port=None,
-                           model_control_mode="explicit", load_models=["a", "b"])
+    options = ServeOptions(
+        model_repository=tmp_path,
+        http_port=0,
+        grpc_port=None,
+        metrics_port=None,
+        model_control_mode="explicit",
+        load_models=["a", "b"],
+    )
     with pytest.raises(NotFound, match=r"--load-model 'b': no such model in the repository; its models are: a"):
         ServerThread(options)
 
 
 def test_control_mode_none_refuses_load_and_unload(repository):
-    options = ServeOptions(model=repository / "mlp" / "2" / "model.onnx", model_name="single", http_port=0,
-                           grpc_port=None, metrics_port=None)
+    options = ServeOptions(
+        model=repository / "mlp" / "2" / "model.onnx",
+        model_name="single",
+        http_port=0,
+        grpc_port=None,
+        metrics_port=None,
+    )
     with ServerThread(options) as server:
         client = httpclient.InferenceServerClient(f"127.0.0.1:{server.ports['http']}")
         try:

@@ -40,17 +40,21 @@ def test_health_metadata_config(grpc_client):
 
 def test_infer_matches_session(grpc_client, repository):
     x = np.random.default_rng(10).standard_normal((4, 8)).astype(np.float32)
-    result = grpc_client.infer("mlp", [_input("x", x, "FP32")], request_id="g1",
-                               outputs=[grpcclient.InferRequestedOutput("probs")])
-    np.testing.assert_allclose(result.as_numpy("probs"), _reference(repository, "mlp", 2, {"x": x})["probs"],
-                               rtol=1e-6)
+    result = grpc_client.infer(
+        "mlp", [_input("x", x, "FP32")], request_id="g1", outputs=[grpcclient.InferRequestedOutput("probs")]
+    )
+    np.testing.assert_allclose(result.as_numpy("probs"), _reference(repository, "mlp", 2, {"x": x})["probs"], rtol=1e-6)
     assert result.get_response().id == "g1" and result.as_numpy("logits") is None
 
 
 def test_multi_io_and_bytes(grpc_client, repository):
     rng = np.random.default_rng(11)
-    feeds = {"a": rng.standard_normal((3, 4)).astype(np.float32), "b": rng.standard_normal((3, 4)).astype(np.float32),
-             "idx": np.array([2, 0], np.int64), "scale": np.array(-1.5, np.float32)}
+    feeds = {
+        "a": rng.standard_normal((3, 4)).astype(np.float32),
+        "b": rng.standard_normal((3, 4)).astype(np.float32),
+        "idx": np.array([2, 0], np.int64),
+        "scale": np.array(-1.5, np.float32),
+    }
     result = grpc_client.infer("multi", [_input(k, v, "INT64" if k == "idx" else "FP32") for k, v in feeds.items()])
     expected = _reference(repository, "multi", 1, feeds)
     for name in expected:
@@ -66,8 +70,11 @@ def test_errors_carry_grpc_codes(grpc_client):
     x = _input("x", np.zeros((1, 8), np.float32), "FP32")
     cases = [
         (lambda: grpc_client.infer("nope", [x]), "StatusCode.NOT_FOUND", "unknown model"),
-        (lambda: grpc_client.infer("mlp", [_input("x", np.zeros((1, 5), np.float32), "FP32")]),
-         "StatusCode.INVALID_ARGUMENT", r"expected \[-1, 8\]"),
+        (
+            lambda: grpc_client.infer("mlp", [_input("x", np.zeros((1, 5), np.float32), "FP32")]),
+            "StatusCode.INVALID_ARGUMENT",
+            r"expected \[-1, 8\]",
+        ),
         (lambda: grpc_client.infer("mlp", [x], model_version="1"), "StatusCode.NOT_FOUND", "no version 1"),
         (lambda: grpc_client.infer("broken_config", [x]), "StatusCode.UNAVAILABLE", "not ready"),
         (lambda: grpc_client.infer("mlp", [x], sequence_id=3), "StatusCode.UNIMPLEMENTED", "sequence"),
@@ -110,10 +117,11 @@ def test_claimed_shape_is_checked_against_the_data_before_allocating(server):
     with grpc.insecure_channel(f"127.0.0.1:{server.ports['grpc']}") as channel:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
         for model, name, datatype, shape, match in (
-                ("strings_flat", "s", "BYTES", [10**9], "the data has 5"),
-                ("strings_flat", "s", "BYTES", [2**62], "too large"),
-                ("images", "x", "FP32", [0, 3, 2**62, 2**62], "too large"),
-                ("images", "x", "FP32", [1, 3, 2**40, 2**40], "too large")):
+            ("strings_flat", "s", "BYTES", [10**9], "the data has 5"),
+            ("strings_flat", "s", "BYTES", [2**62], "too large"),
+            ("images", "x", "FP32", [0, 3, 2**62, 2**62], "too large"),
+            ("images", "x", "FP32", [1, 3, 2**40, 2**40], "too large"),
+        ):
             request = service_pb2.ModelInferRequest(model_name=model)
             request.inputs.add(name=name, datatype=datatype, shape=shape)
             request.raw_input_contents.append(struct.pack("<I", 1) + b"a")

@@ -38,10 +38,16 @@ def test_health_and_server_metadata(http_client):
 
 def test_model_metadata_and_autocompleted_config(http_client):
     meta = http_client.get_model_metadata("mlp")
-    assert meta == {"name": "mlp", "versions": ["2"], "platform": "onnxruntime_onnx",
-                    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 8]}],
-                    "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 3]},
-                                {"name": "probs", "datatype": "FP32", "shape": [-1, 3]}]}
+    assert meta == {
+        "name": "mlp",
+        "versions": ["2"],
+        "platform": "onnxruntime_onnx",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 8]}],
+        "outputs": [
+            {"name": "logits", "datatype": "FP32", "shape": [-1, 3]},
+            {"name": "probs", "datatype": "FP32", "shape": [-1, 3]},
+        ],
+    }
     config = http_client.get_model_config("mlp")
     # Triton's auto-complete: a batchable model gets the default max_batch_size and the dynamic batcher
     assert config["max_batch_size"] == 4 and "dynamic_batching" in config
@@ -54,8 +60,10 @@ def test_model_metadata_and_autocompleted_config(http_client):
 @pytest.mark.parametrize("binary", [True, False])
 def test_infer_matches_session(http_client, repository, binary):
     x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
-    outputs = [httpclient.InferRequestedOutput("probs", binary_data=binary),
-               httpclient.InferRequestedOutput("logits", binary_data=binary)]
+    outputs = [
+        httpclient.InferRequestedOutput("probs", binary_data=binary),
+        httpclient.InferRequestedOutput("logits", binary_data=binary),
+    ]
     result = http_client.infer("mlp", [_input("x", x, "FP32", binary)], outputs=outputs, request_id="r-7")
     expected = _reference(repository, "mlp", 2, {"x": x})
     np.testing.assert_allclose(result.as_numpy("probs"), expected["probs"], rtol=1e-6)
@@ -68,8 +76,9 @@ def test_infer_specific_version_and_all_outputs_binary_by_default(http_client, r
     x = np.ones((2, 8), np.float32)
     result = http_client.infer("mlp", [_input("x", x, "FP32")], model_version="2")
     assert [o["name"] for o in result.get_response()["outputs"]] == ["logits", "probs"]
-    np.testing.assert_allclose(result.as_numpy("logits"), _reference(repository, "mlp", 2, {"x": x})["logits"],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        result.as_numpy("logits"), _reference(repository, "mlp", 2, {"x": x})["logits"], rtol=1e-6
+    )
     with pytest.raises(InferenceServerException, match="has no version 1") as info:
         http_client.infer("mlp", [_input("x", x, "FP32")], model_version="1")
     assert info.value.status() == "404"
@@ -77,10 +86,18 @@ def test_infer_specific_version_and_all_outputs_binary_by_default(http_client, r
 
 def test_multi_io_scalar_int_and_bool(http_client, repository):
     rng = np.random.default_rng(1)
-    feeds = {"a": rng.standard_normal((2, 4)).astype(np.float32), "b": rng.standard_normal((2, 4)).astype(np.float32),
-             "idx": np.array([1, 0, 1], np.int64), "scale": np.array(2.5, np.float32)}
-    inputs = [_input("a", feeds["a"], "FP32"), _input("b", feeds["b"], "FP32", binary=False),
-              _input("idx", feeds["idx"], "INT64", binary=False), _input("scale", feeds["scale"], "FP32")]
+    feeds = {
+        "a": rng.standard_normal((2, 4)).astype(np.float32),
+        "b": rng.standard_normal((2, 4)).astype(np.float32),
+        "idx": np.array([1, 0, 1], np.int64),
+        "scale": np.array(2.5, np.float32),
+    }
+    inputs = [
+        _input("a", feeds["a"], "FP32"),
+        _input("b", feeds["b"], "FP32", binary=False),
+        _input("idx", feeds["idx"], "INT64", binary=False),
+        _input("scale", feeds["scale"], "FP32"),
+    ]
     result = http_client.infer("multi", inputs)
     expected = _reference(repository, "multi", 1, feeds)
     for name in ("sum", "picked", "count", "mask"):
@@ -91,8 +108,11 @@ def test_multi_io_scalar_int_and_bool(http_client, repository):
 def test_bytes_tensors(http_client):
     values = np.array([b"hello", "h\u00e9llo".encode(), b""], dtype=object)
     for binary in (True, False):
-        out = http_client.infer("strings", [_input("s", values, "BYTES", binary)],
-                                outputs=[httpclient.InferRequestedOutput("y", binary_data=binary)])
+        out = http_client.infer(
+            "strings",
+            [_input("s", values, "BYTES", binary)],
+            outputs=[httpclient.InferRequestedOutput("y", binary_data=binary)],
+        )
         got = list(out.as_numpy("y"))
         assert got == (list(values) if binary else [v.decode() for v in values])  # JSON carries BYTES as text
 
@@ -100,10 +120,15 @@ def test_bytes_tensors(http_client):
 def test_compressed_request_and_response(http_client, repository):
     x = np.random.default_rng(2).standard_normal((4, 8)).astype(np.float32)
     for algorithm in ("gzip", "deflate"):
-        result = http_client.infer("mlp", [_input("x", x, "FP32")], request_compression_algorithm=algorithm,
-                                   response_compression_algorithm=algorithm)
-        np.testing.assert_allclose(result.as_numpy("probs"), _reference(repository, "mlp", 2, {"x": x})["probs"],
-                                   rtol=1e-6)
+        result = http_client.infer(
+            "mlp",
+            [_input("x", x, "FP32")],
+            request_compression_algorithm=algorithm,
+            response_compression_algorithm=algorithm,
+        )
+        np.testing.assert_allclose(
+            result.as_numpy("probs"), _reference(repository, "mlp", 2, {"x": x})["probs"], rtol=1e-6
+        )
 
 
 def test_reshape_and_static_batch_padding(http_client, repository):
@@ -123,15 +148,27 @@ def test_reshape_the_request_cannot_fill_is_400(http_client):
     x = np.arange(6, dtype=np.float32)
     np.testing.assert_array_equal(http_client.infer("pairs", [_input("x", x, "FP32")]).as_numpy("y"), 2 * x)
     rows = np.arange(12, dtype=np.float32).reshape(2, 6)
-    np.testing.assert_array_equal(http_client.infer("batched_pairs", [_input("x", rows, "FP32")]).as_numpy("y"),
-                                  2 * rows.reshape(2, 2, 3))
+    np.testing.assert_array_equal(
+        http_client.infer("batched_pairs", [_input("x", rows, "FP32")]).as_numpy("y"), 2 * rows.reshape(2, 2, 3)
+    )
     before = http_client.get_inference_statistics("pairs")["model_stats"][0]["inference_stats"]["fail"]["count"]
-    for name, bad, match in (("pairs", np.ones(3, np.float32), r"shape \[3\] \(3 elements\) cannot be reshaped to "
-                                                                  r"\[2, -1\]"),
-                             ("batched_pairs", np.ones((2, 5), np.float32), r"shape \[2, 5\] \(10 elements\) cannot "
-                                                                            r"be reshaped to \[2, 2, -1\]")):
-        with pytest.raises(InferenceServerException, match=rf"input 'x': {match} .*reshape {{ shape: \[2, -1\] }}") \
-                as info:
+    for name, bad, match in (
+        (
+            "pairs",
+            np.ones(3, np.float32),
+            r"shape \[3\] \(3 elements\) cannot be reshaped to "
+            r"\[2, -1\]",
+        ),
+        (
+            "batched_pairs",
+            np.ones((2, 5), np.float32),
+            r"shape \[2, 5\] \(10 elements\) cannot "
+            r"be reshaped to \[2, 2, -1\]",
+        ),
+    ):
+        with pytest.raises(
+            InferenceServerException, match=rf"input 'x': {match} .*reshape {{ shape: \[2, -1\] }}"
+        ) as info:
             http_client.infer(name, [_input("x", bad, "FP32")])
         assert info.value.status() == "400"
     stats = http_client.get_inference_statistics("pairs")["model_stats"][0]["inference_stats"]
@@ -140,8 +177,9 @@ def test_reshape_the_request_cannot_fill_is_400(http_client):
 
 def test_classification(http_client, repository):
     x = np.random.default_rng(5).standard_normal((2, 8)).astype(np.float32)
-    result = http_client.infer("classify", [_input("x", x, "FP32")],
-                               outputs=[httpclient.InferRequestedOutput("probs", class_count=2)])
+    result = http_client.infer(
+        "classify", [_input("x", x, "FP32")], outputs=[httpclient.InferRequestedOutput("probs", class_count=2)]
+    )
     probs = _reference(repository, "classify", 1, {"x": x})["probs"]
     labels = ["cat", "dog", "bird"]
     got = result.as_numpy("probs")
@@ -152,12 +190,15 @@ def test_classification(http_client, repository):
         np.testing.assert_allclose([float(v.decode().split(":")[0]) for v in row], p[top], rtol=1e-5)
 
 
-@pytest.mark.parametrize("shape,datatype,match", [
-    ([3, 7], "FP32", r"shape \[3, 7\], expected \[-1, 8\]"),
-    ([3, 8], "FP64", "datatype FP64, expected FP32"),
-    ([9, 8], "FP32", r"batch size 9 is outside 1..max_batch_size \(4\)"),
-    ([8], "FP32", "the batch dim first"),
-])
+@pytest.mark.parametrize(
+    "shape,datatype,match",
+    [
+        ([3, 7], "FP32", r"shape \[3, 7\], expected \[-1, 8\]"),
+        ([3, 8], "FP64", "datatype FP64, expected FP32"),
+        ([9, 8], "FP32", r"batch size 9 is outside 1..max_batch_size \(4\)"),
+        ([8], "FP32", "the batch dim first"),
+    ],
+)
 def test_wrong_shapes_and_datatypes_are_400(http_client, shape, datatype, match):
     dtype = np.float64 if datatype == "FP64" else np.float32
     with pytest.raises(InferenceServerException, match=match) as info:
@@ -194,22 +235,27 @@ def test_malformed_json_and_framing(raw_http):
     assert "malformed JSON" in raw_http.error("POST", infer, b"{not json")
     assert "expected a JSON object" in raw_http.error("POST", infer, b"[1, 2]")
     assert "'inputs' must be a list" in raw_http.error("POST", infer, b"{}")
-    header = json.dumps({"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32",
-                                     "parameters": {"binary_data_size": 32}}]}).encode()
-    assert "runs past" in raw_http.error("POST", infer, header + b"\0" * 16,
-                                         {"Inference-Header-Content-Length": str(len(header))})
-    assert "not claimed" in raw_http.error("POST", infer, header + b"\0" * 40,
-                                           {"Inference-Header-Content-Length": str(len(header))})
-    assert "outside the body" in raw_http.error("POST", infer, header,
-                                                {"Inference-Header-Content-Length": str(len(header) + 5)})
+    header = json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32", "parameters": {"binary_data_size": 32}}]}
+    ).encode()
+    assert "runs past" in raw_http.error(
+        "POST", infer, header + b"\0" * 16, {"Inference-Header-Content-Length": str(len(header))}
+    )
+    assert "not claimed" in raw_http.error(
+        "POST", infer, header + b"\0" * 40, {"Inference-Header-Content-Length": str(len(header))}
+    )
+    assert "outside the body" in raw_http.error(
+        "POST", infer, header, {"Inference-Header-Content-Length": str(len(header) + 5)}
+    )
     assert "must be an integer" in raw_http.error("POST", infer, header, {"Inference-Header-Content-Length": "x"})
     data = json.dumps({"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32", "data": [1.0] * 7}]})
     assert "has 8 elements, the data has 7" in raw_http.error("POST", infer, data)
     data = json.dumps({"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32", "data": ["a"] * 8}]})
     assert "cannot read the JSON data as FP32" in raw_http.error("POST", infer, data)
     data = json.dumps({"inputs": [{"name": "x", "shape": [1, 8], "datatype": "FP32", "data": [1e300] + [0.0] * 7}]})
-    assert "input 'x': cannot read the JSON data as FP32: value 1e+300 is outside the range of FP32" in \
-        raw_http.error("POST", infer, data)  # not silently Infinity
+    assert "input 'x': cannot read the JSON data as FP32: value 1e+300 is outside the range of FP32" in raw_http.error(
+        "POST", infer, data
+    )  # not silently Infinity
     data = json.dumps({"inputs": [{"name": "x", "shape": [1, -8], "datatype": "FP32", "data": []}]})
     assert "non-negative integers" in raw_http.error("POST", infer, data)
     assert "not valid gzip" in raw_http.error("POST", infer, b"plain", {"Content-Encoding": "gzip"})
@@ -221,38 +267,53 @@ def test_claimed_shape_is_checked_against_the_data_before_allocating(raw_http, c
     """A few bytes claiming a huge BYTES tensor are refused at once (no count-sized allocation); so are shapes
     no array could have, whatever the data source."""
     raw = struct.pack("<I", 1) + b"a"
-    header = json.dumps({"inputs": [{"name": "s", "shape": [count], "datatype": "BYTES",
-                                     "parameters": {"binary_data_size": len(raw)}}]}).encode()
+    header = json.dumps(
+        {"inputs": [{"name": "s", "shape": [count], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}}]}
+    ).encode()
     start = time.perf_counter()
-    error = raw_http.error("POST", "/v2/models/strings_flat/infer", header + raw,
-                           {"Inference-Header-Content-Length": str(len(header))})
+    error = raw_http.error(
+        "POST", "/v2/models/strings_flat/infer", header + raw, {"Inference-Header-Content-Length": str(len(header))}
+    )
     assert time.perf_counter() - start < 5
     assert "input 's'" in error and ("the data has 5" in error or "too large" in error), error
     for data in ([], [1.0]):
         body = json.dumps({"inputs": [{"name": "x", "shape": [0, 3, count, count], "datatype": "FP32", "data": data}]})
         assert "too large" in raw_http.error("POST", "/v2/models/images/infer", body)
-    header = json.dumps({"inputs": [{"name": "x", "shape": [1, 3, count, count], "datatype": "FP32",
-                                     "parameters": {"binary_data_size": 4}}]}).encode()
-    assert "too large" in raw_http.error("POST", "/v2/models/images/infer", header + b"\0" * 4,
-                                         {"Inference-Header-Content-Length": str(len(header))})
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [1, 3, count, count], "datatype": "FP32", "parameters": {"binary_data_size": 4}}
+            ]
+        }
+    ).encode()
+    assert "too large" in raw_http.error(
+        "POST", "/v2/models/images/infer", header + b"\0" * 4, {"Inference-Header-Content-Length": str(len(header))}
+    )
 
 
 def test_body_size_limit_and_bombs(repository, raw_http_to):
     limit = 1 << 20
-    options = ServeOptions(model=repository / "mlp" / "2" / "model.onnx", http_port=0, grpc_port=None,
-                           metrics_port=None, max_request_bytes=limit)
+    options = ServeOptions(
+        model=repository / "mlp" / "2" / "model.onnx",
+        http_port=0,
+        grpc_port=None,
+        metrics_port=None,
+        max_request_bytes=limit,
+    )
     with ServerThread(options) as small:
         raw = raw_http_to(small.ports["http"])
-        status, headers, body = raw.request("POST", "/v2/models/model/infer", b"\0" * 1024,
-                                            {"Content-Length": str(limit + 1)})
+        status, headers, body = raw.request(
+            "POST", "/v2/models/model/infer", b"\0" * 1024, {"Content-Length": str(limit + 1)}
+        )
         assert status == 413 and "exceeds the server's limit" in json.loads(body)["error"]
         assert headers.get("connection") == "close"
         chunks = iter([b"\0" * (limit // 2)] * 2 + [b"\0" * 16])  # chunked, no length given: counted as read
         assert "exceeds the server's limit" in raw.error("POST", "/v2/models/model/infer", chunks, status=413)
         bomb = gzip.compress(b"\0" * (limit * 8))  # small on the wire, over the limit once inflated
         assert len(bomb) < limit
-        assert "decompressed request body exceeds" in raw.error("POST", "/v2/models/model/infer", bomb,
-                                                                {"Content-Encoding": "gzip"}, status=413)
+        assert "decompressed request body exceeds" in raw.error(
+            "POST", "/v2/models/model/infer", bomb, {"Content-Encoding": "gzip"}, status=413
+        )
         assert raw.request("GET", "/v2/health/live")[0] == 200  # and the server carries on
 
 
@@ -261,7 +322,7 @@ def test_client_vanishing_mid_body_leaves_the_server_serving(server, http_client
 
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", server.ports["http"]), timeout=10) as sock:
-            sock.sendall(b"POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"inp")
+            sock.sendall(b'POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"inp')
     assert http_client.is_server_live() and http_client.is_model_ready("mlp")
     assert not [r for r in caplog.records if r.levelname == "ERROR" and "internal error" in r.getMessage()]
 

@@ -21,8 +21,10 @@ from conftest import install_distribution
 import unirt
 from unirt.testing import models
 
-pytestmark = [pytest.mark.skipif(os.name != "posix", reason="isolated instances need POSIX shared memory"),
-              pytest.mark.timeout(180)]
+pytestmark = [
+    pytest.mark.skipif(os.name != "posix", reason="isolated instances need POSIX shared memory"),
+    pytest.mark.timeout(180),
+]
 
 SEGFAULT = -4321.0
 FRAGILE = """
@@ -40,10 +42,13 @@ def doubler(path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "doubler",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["W"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["W"])],
-                              [numpy_helper.from_array(np.array(2, np.float32), "two")])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["y"])],
+        "doubler",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["W"])],
+        [numpy_helper.from_array(np.array(2, np.float32), "two")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -84,8 +89,11 @@ def server(repo):
 
 def infer(port: int, model: str, values: list[float], timeout: float = 60) -> tuple[int, dict]:
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [len(values)], "data": values}]}
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/{model}/infer", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v2/models/{model}/infer",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
@@ -160,8 +168,12 @@ def test_segfault_fails_only_its_request_and_the_instance_restarts(server):
     assert mlp_ok(port)  # another model, unaffected
     status, body = infer(port, "fragile", [0.25, -2.0])  # served by the restarted child
     assert status == 200 and body["outputs"][0]["data"] == [0.5, -4.0]
-    text = wait_for(lambda: (lambda t: t if (metric(t, "unirt_model_restarts_total", model="fragile") or 0)
-                             >= before + 1 else None)(metrics(server)), "the restart to be counted")
+    text = wait_for(
+        lambda: (
+            lambda t: t if (metric(t, "unirt_model_restarts_total", model="fragile") or 0) >= before + 1 else None
+        )(metrics(server)),
+        "the restart to be counted",
+    )
     assert metric(text, "unirt_model_crashes_total", model="fragile", version="1") >= 1
     assert 'unirt_model_last_crash_signal_info{model="fragile",signal="SIGSEGV",version="1"} 1.0' in text
     assert child_pid(server, "fragile") != old_pid
@@ -222,6 +234,7 @@ def test_grpc_crash_is_internal_and_the_model_serves_again(server):
 
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.ports['grpc']}")
     try:
+
         def request(values):
             x = grpcclient.InferInput("x", [len(values)], "FP32")
             x.set_data_from_numpy(np.array(values, np.float32))
@@ -269,8 +282,9 @@ def test_server_isolate_mode_and_bad_config(repo, tmp_path, add_model):
     add_model(tmp_path, "bad", doubler, 1, BAD_ISOLATE)
     manager = ModelManager(DirectoryRepository(tmp_path))
     manager.load_all()
-    assert re.search(r"parameters\[isolate\]: expected one of true, false, auto, got 'maybe'",
-                     manager.index()[0]["reason"])
+    assert re.search(
+        r"parameters\[isolate\]: expected one of true, false, auto, got 'maybe'", manager.index()[0]["reason"]
+    )
 
 
 def test_cli_isolate_always_and_queue_bound(tmp_path):
@@ -281,9 +295,29 @@ def test_cli_isolate_always_and_queue_bound(tmp_path):
     import sys
 
     model = models.dynamic_mlp(tmp_path / "mlp.onnx")
-    proc = subprocess.Popen([sys.executable, "-m", "unirt", "serve", str(model), "--isolate", "always",
-                             "--max-queue-size", "7", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "unirt",
+            "serve",
+            str(model),
+            "--isolate",
+            "always",
+            "--max-queue-size",
+            "7",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+    )
     try:
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
@@ -291,7 +325,7 @@ def test_cli_isolate_always_and_queue_bound(tmp_path):
         while len(ports) < 3:
             line = lines.get(timeout=90)
             if line.startswith("unirt serve: ") and " on " in line:
-                name, address = line[len("unirt serve: "):].strip().split(" on ")
+                name, address = line[len("unirt serve: ") :].strip().split(" on ")
                 ports[name] = int(address.rsplit(":", 1)[1])
 
         class Server:

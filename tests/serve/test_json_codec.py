@@ -19,8 +19,10 @@ try:
 except ImportError:  # the fallback path is still tested
     orjson = None
 
-PATHS = [pytest.param(orjson, id="orjson", marks=pytest.mark.skipif(orjson is None, reason="orjson not installed")),
-         pytest.param(None, id="stdlib")]
+PATHS = [
+    pytest.param(orjson, id="orjson", marks=pytest.mark.skipif(orjson is None, reason="orjson not installed")),
+    pytest.param(None, id="stdlib"),
+]
 
 
 @pytest.fixture(params=PATHS)
@@ -44,8 +46,17 @@ def _encode(codec, outputs: list[OutputTensor]) -> dict:
     return json.loads(bytes(chunks[0]))
 
 
-@pytest.mark.parametrize("datatype,dtype", [("FP32", np.float32), ("FP64", np.float64), ("INT64", np.int64),
-                                            ("INT8", np.int8), ("UINT16", np.uint16), ("BOOL", np.bool_)])
+@pytest.mark.parametrize(
+    "datatype,dtype",
+    [
+        ("FP32", np.float32),
+        ("FP64", np.float64),
+        ("INT64", np.int64),
+        ("INT8", np.int8),
+        ("UINT16", np.uint16),
+        ("BOOL", np.bool_),
+    ],
+)
 def test_nested_and_flat_data_round_trip_exactly(codec, datatype, dtype):
     rng = np.random.default_rng(1)
     if dtype is np.bool_:
@@ -78,8 +89,14 @@ def test_non_finite_outputs_and_inputs_keep_the_standard_library_literals(codec)
     """Python clients (tritonclient) write and read NaN/Infinity; JSON has no such numbers, so orjson would write
     null: those tensors go through the standard library, and requests holding them are read by it."""
     x = np.array([1.0, np.nan, np.inf, -np.inf], np.float32)
-    chunks, _ = codec.encode_infer_response(InferResponse("m", "1", "", [
-        OutputTensor("y", "FP32", (4,), x), OutputTensor("z", "INT32", (2,), np.array([1, 2], np.int32))]))
+    chunks, _ = codec.encode_infer_response(
+        InferResponse(
+            "m",
+            "1",
+            "",
+            [OutputTensor("y", "FP32", (4,), x), OutputTensor("z", "INT32", (2,), np.array([1, 2], np.int32))],
+        )
+    )
     text = bytes(chunks[0]).decode()
     assert "NaN" in text and "Infinity" in text and "null" not in text
     y, z = json.loads(text)["outputs"]
@@ -97,20 +114,29 @@ def test_bytes_outputs_stay_strings(codec):
     assert got.tolist() == [b"ab", "cé".encode()]
 
 
-@pytest.mark.parametrize("body,message", [
-    (b"{not json", "malformed JSON"),
-    (b"[1, 2]", "expected a JSON object, got list"),
-    (b"\xff\xfe{}", "malformed JSON"),
-    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1180591620717411303424], "data": [1.0]}]}',
-     "too large"),
-    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1.5], "data": [1.0]}]}',
-     "'shape' must be a list of non-negative integers"),
-    (b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1.0, "a"]}]}',
-     "cannot read the JSON data as FP32"),
-    (b'{"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "data": [300]}]}', "do not fit INT8"),
-    (b'{"inputs": [{"name": "x", "datatype": "FP16", "shape": [1], "data": [1e10]}]}', "outside the range of FP16"),
-    (b'{"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [1e400]}]}', "cannot read"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        (b"{not json", "malformed JSON"),
+        (b"[1, 2]", "expected a JSON object, got list"),
+        (b"\xff\xfe{}", "malformed JSON"),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1180591620717411303424], "data": [1.0]}]}',
+            "too large",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1.5], "data": [1.0]}]}',
+            "'shape' must be a list of non-negative integers",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1.0, "a"]}]}',
+            "cannot read the JSON data as FP32",
+        ),
+        (b'{"inputs": [{"name": "x", "datatype": "INT8", "shape": [1], "data": [300]}]}', "do not fit INT8"),
+        (b'{"inputs": [{"name": "x", "datatype": "FP16", "shape": [1], "data": [1e10]}]}', "outside the range of FP16"),
+        (b'{"inputs": [{"name": "x", "datatype": "INT64", "shape": [1], "data": [1e400]}]}', "cannot read"),
+    ],
+)
 def test_malformed_requests_answer_the_same_error_on_both_paths(codec, body, message):
     with pytest.raises(BadRequest, match=message):
         _decode(codec, body)

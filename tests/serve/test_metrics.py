@@ -14,7 +14,7 @@ def _scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     values = {}
     for line in text.splitlines():
-        m = re.match(r'^(\w+)\{(.*)\} ([0-9.e+-]+)$', line)
+        m = re.match(r"^(\w+)\{(.*)\} ([0-9.e+-]+)$", line)
         if m and 'model="mlp"' in m.group(2) and 'version="2"' in m.group(2):
             reason = re.search(r'reason="(\w+)"', m.group(2))
             values[m.group(1) + (f":{reason.group(1)}" if reason else "")] = float(m.group(3))
@@ -41,9 +41,13 @@ def test_metrics_follow_requests(server, http_client):
     assert after["nv_inference_request_failure:REJECTED"] - before["nv_inference_request_failure:REJECTED"] == 1
     assert after["nv_inference_count"] - before["nv_inference_count"] == 6  # batch rows
     assert after["nv_inference_exec_count"] - before["nv_inference_exec_count"] == 2
-    for name in ("nv_inference_request_duration_us", "nv_inference_compute_infer_duration_us",
-                 "nv_inference_queue_duration_us", "nv_inference_compute_input_duration_us",
-                 "nv_inference_compute_output_duration_us"):
+    for name in (
+        "nv_inference_request_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_input_duration_us",
+        "nv_inference_compute_output_duration_us",
+    ):
         assert after[name] >= before[name]
     assert after["nv_inference_compute_infer_duration_us"] > before["nv_inference_compute_infer_duration_us"]
     assert after["nv_inference_pending_request_count"] == 0 and after["rss"] > 0

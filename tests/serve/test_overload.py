@@ -42,10 +42,13 @@ def doubler(path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["y"])], "doubler",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["W"])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["W"])],
-                              [numpy_helper.from_array(np.array(2, np.float32), "two")])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["y"])],
+        "doubler",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["W"])],
+        [numpy_helper.from_array(np.array(2, np.float32), "two")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -90,11 +93,19 @@ def post(port: int, model: str, values: list[float], **parameters) -> tuple[int,
     req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/{model}/infer", body(values, **parameters))
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read()), \
-                time.monotonic() - started
+            return (
+                resp.status,
+                {k.lower(): v for k, v in resp.headers.items()},
+                json.loads(resp.read()),
+                time.monotonic() - started,
+            )
     except urllib.error.HTTPError as err:
-        return err.code, {k.lower(): v for k, v in err.headers.items()}, json.loads(err.read()), \
-            time.monotonic() - started
+        return (
+            err.code,
+            {k.lower(): v for k, v in err.headers.items()},
+            json.loads(err.read()),
+            time.monotonic() - started,
+        )
 
 
 def metric(server, name: str, **labels: str) -> float | None:
@@ -135,13 +146,14 @@ def test_burst_beyond_the_queue_bound_gets_503_with_retry_after(server, runs):
     refused = [a for a in answers if a[0] == 503]
     served = [a for a in answers if a[0] == 200]
     assert len(served) == 2 and len(refused) == 8, [a[:1] for a in answers]
-    for status, headers, doc, seconds in refused:
+    for _status, headers, doc, seconds in refused:
         assert headers.get("retry-after") == "1" and "exceeds the maximum queue size (2" in doc["error"]
         assert seconds < HOLD  # refused at once, not after waiting
-    for status, headers, doc, seconds in served:
+    for _status, _headers, doc, _seconds in served:
         assert doc["outputs"][0]["data"][1] == 2.0
-    assert metric(server, "unirt_model_dropped_requests_total", model="bounded",
-                  reason="rejected") == rejected_before + 8
+    assert (
+        metric(server, "unirt_model_dropped_requests_total", model="bounded", reason="rejected") == rejected_before + 8
+    )
     assert metric(server, "nv_inference_request_failure", model="bounded", reason="REJECTED") >= 8
     assert post(port, "bounded", [0.0])[0] == 200  # the burst is over: served again
 
@@ -156,8 +168,13 @@ def test_default_queue_bound(server, tmp_path, add_model):
     assert metric(server, "unirt_model_queue_capacity", model="mlp") == 32 * 4  # max_batch_size 4 (completed)
     assert default_queue_size(2, 8) == 512 and default_queue_size(1, 0) == 64
     add_model(tmp_path, "mlp", models.dynamic_mlp)
-    add_model(tmp_path, "bounded", models.dynamic_mlp, 1,
-              "max_batch_size: 2\ndynamic_batching { default_queue_policy { max_queue_size: 3 } }\n")
+    add_model(
+        tmp_path,
+        "bounded",
+        models.dynamic_mlp,
+        1,
+        "max_batch_size: 2\ndynamic_batching { default_queue_policy { max_queue_size: 3 } }\n",
+    )
     for server_bound, expected in ((0, 0), (5, 5)):  # unirt serve --max-queue-size: 0 = unbounded
         manager = ModelManager(DirectoryRepository(tmp_path), max_queue_size=server_bound)
         try:
@@ -207,12 +224,19 @@ def test_disconnected_http_client_work_is_dropped(server, runs):
         busy = hold(pool, port, "open", runs, HOLD + 0.004)
         payload = body([0.0131])
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        sock.sendall(b"POST /v2/models/open/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
+        sock.sendall(
+            b"POST /v2/models/open/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(payload) + payload
+        )
         wait_for(lambda: metric(server, "nv_inference_pending_request_count", model="open") == 1, "it to queue")
         sock.close()  # the client gives up while its request waits
-        wait_for(lambda: metric(server, "unirt_model_dropped_requests_total", model="open",
-                                reason="cancelled") == cancelled_before + 1, "the request to be dropped")
+        wait_for(
+            lambda: (
+                metric(server, "unirt_model_dropped_requests_total", model="open", reason="cancelled")
+                == cancelled_before + 1
+            ),
+            "the request to be dropped",
+        )
         assert metric(server, "nv_inference_pending_request_count", model="open") == 0
         assert busy.result(30)[0] == 200
     time.sleep(0.1)
@@ -242,8 +266,9 @@ def test_grpc_unavailable_timeout_and_cancelled(server, runs):
                     f.result(30)
                 except InferenceServerException as exc:
                     errors.append(exc)
-            assert len(errors) == 3 and all(e.status() == "StatusCode.UNAVAILABLE" and "maximum queue size" in
-                                            e.message() for e in errors)
+            assert len(errors) == 3 and all(
+                e.status() == "StatusCode.UNAVAILABLE" and "maximum queue size" in e.message() for e in errors
+            )
             assert busy.result(30)[0] == 200
 
             busy = hold(pool, port, "open", runs, HOLD + 0.006)
@@ -254,8 +279,13 @@ def test_grpc_unavailable_timeout_and_cancelled(server, runs):
             with pytest.raises(InferenceServerException) as info:
                 infer("open", [0.0152], client_timeout=0.2)  # the client gives up (gRPC deadline)
             assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
-            wait_for(lambda: metric(server, "unirt_model_dropped_requests_total", model="open",
-                                    reason="cancelled") == cancelled_before + 1, "the gRPC request to be dropped")
+            wait_for(
+                lambda: (
+                    metric(server, "unirt_model_dropped_requests_total", model="open", reason="cancelled")
+                    == cancelled_before + 1
+                ),
+                "the gRPC request to be dropped",
+            )
             assert busy.result(30)[0] == 200
         time.sleep(0.1)
         assert not {0.0151, 0.0152} & set(runs())
@@ -298,8 +328,10 @@ def test_scheduler_forgets_cancelled_requests():
 def test_queue_policy_config():
     from unirt.serve.config import ConfigError, QueuePolicy, parse_config_text, queue_policy
 
-    cfg = parse_config_text("max_batch_size: 0\ndynamic_batching { default_queue_policy { max_queue_size: 9 "
-                            "default_timeout_microseconds: 2500 allow_timeout_override: true } }")
+    cfg = parse_config_text(
+        "max_batch_size: 0\ndynamic_batching { default_queue_policy { max_queue_size: 9 "
+        "default_timeout_microseconds: 2500 allow_timeout_override: true } }"
+    )
     assert queue_policy(cfg) == QueuePolicy(9, 2500, True)
     assert queue_policy(parse_config_text("max_batch_size: 2")) == QueuePolicy()
     with pytest.raises(ConfigError, match=r"timeout_action: only REJECT is supported"):

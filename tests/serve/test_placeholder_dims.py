@@ -9,9 +9,9 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 httpclient = pytest.importorskip("tritonclient.http")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
-from unirt.serve import ServeOptions, ServerThread  # noqa: E402
+from unirt.serve import ServeOptions, ServerThread
 
 BATCHED = """
 max_batch_size: 4
@@ -33,8 +33,7 @@ def placeholder_conv(path, dims_in=(-1, 3, "?", "?"), dims_out=("?", 4, "", "-1"
                 dim.dim_value = d
             else:
                 dim.dim_param = d
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv", [x], [y],
-                              [w])
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv", [x], [y], [w])
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9
     onnx.save(m, str(path))
@@ -59,8 +58,9 @@ def test_http_inference_on_placeholder_dims(tmp_path, add_model):
             assert meta["inputs"][0]["shape"] == [-1, 3, -1, -1] and meta["outputs"][0]["shape"] == [-1, 4, -1, -1]
             assert client.get_model_config("paddle").get("max_batch_size", 0) == 0  # "?" at dim 0 is no batch name
             for name in ("paddle", "paddle_batched"):
-                reference = ort.InferenceSession(str(tmp_path / name / "1" / "model.onnx"),
-                                                 providers=["CPUExecutionProvider"])
+                reference = ort.InferenceSession(
+                    str(tmp_path / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
+                )
                 for shape in ((1, 3, 48, 192), (2, 3, 20, 36)):
                     x = rng.standard_normal(shape).astype(np.float32)
                     got = client.infer(name, [_input(x)]).as_numpy("y")

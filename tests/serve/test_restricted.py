@@ -47,9 +47,18 @@ def expected(model_file):
 def restricted_server(model_file):
     from unirt.serve import ServeOptions, ServerThread
 
-    options = ServeOptions(model=model_file, model_name="mlp", http_port=0, grpc_port=0, metrics_port=None,
-                           model_control_mode="explicit", load_models=["*"], drain_timeout=5,
-                           http_restricted_api=[ADMIN, INFER], grpc_restricted_api=[ADMIN, INFER])
+    options = ServeOptions(
+        model=model_file,
+        model_name="mlp",
+        http_port=0,
+        grpc_port=0,
+        metrics_port=None,
+        model_control_mode="explicit",
+        load_models=["*"],
+        drain_timeout=5,
+        http_restricted_api=[ADMIN, INFER],
+        grpc_restricted_api=[ADMIN, INFER],
+    )
     with ServerThread(options) as running:
         yield running
 
@@ -112,12 +121,15 @@ def test_grpc_restricted_endpoints(restricted_server, expected):
     try:
         assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("mlp")
         assert client.get_model_metadata("mlp").name == "mlp"
-        for call in (lambda h: client.get_inference_statistics("mlp", headers=h),
-                     lambda h: client.get_model_config("mlp", headers=h),
-                     lambda h: client.get_model_repository_index(headers=h),
-                     lambda h: client.get_system_shared_memory_status(headers=h)):
-            with pytest.raises(InferenceServerException, match="expecting header "
-                               "'triton-grpc-protocol-admin-key'") as denied:
+        for call in (
+            lambda h: client.get_inference_statistics("mlp", headers=h),
+            lambda h: client.get_model_config("mlp", headers=h),
+            lambda h: client.get_model_repository_index(headers=h),
+            lambda h: client.get_system_shared_memory_status(headers=h),
+        ):
+            with pytest.raises(
+                InferenceServerException, match="expecting header 'triton-grpc-protocol-admin-key'"
+            ) as denied:
                 call(None)
             assert denied.value.status() == "StatusCode.PERMISSION_DENIED"
             with pytest.raises(InferenceServerException, match="PERMISSION_DENIED"):
@@ -163,9 +175,16 @@ def test_grpc_stream_restricted(restricted_server, expected):
 def test_health_restricted_only_when_named(model_file):
     from unirt.serve import ServeOptions, ServerThread
 
-    options = ServeOptions(model=model_file, model_name="mlp", http_port=0, grpc_port=0, metrics_port=None,
-                           drain_timeout=5, http_restricted_api=["health:probe=yes"],
-                           grpc_restricted_api=["health:probe=yes"])
+    options = ServeOptions(
+        model=model_file,
+        model_name="mlp",
+        http_port=0,
+        grpc_port=0,
+        metrics_port=None,
+        drain_timeout=5,
+        http_restricted_api=["health:probe=yes"],
+        grpc_restricted_api=["health:probe=yes"],
+    )
     with ServerThread(options) as server:
         assert _http_get(server.ports["http"], "/v2/health/live")[0] == 403
         assert _http_get(server.ports["http"], "/v2/health/ready", {"probe": "yes"})[0] == 200
@@ -185,9 +204,14 @@ def test_restricted_api_parsing():
     assert apis.by_category["metadata"].value == b"v=1"  # the value is everything after the first '='
     assert set(apis.open_categories()) == {"health", "trace", "logging"}
     assert not RestrictedApis([], "http") and RestrictedApis([], "http").open_categories() == list(CATEGORIES)
-    for spec, message in (("bogus:k=v", "unknown category 'bogus'"), ("health", "expected <category>"),
-                          ("health:k", "expected <category>"), ("health:=v", "expected <category>"),
-                          (":k=v", "no category"), ("health:k y=v", "header key")):
+    for spec, message in (
+        ("bogus:k=v", "unknown category 'bogus'"),
+        ("health", "expected <category>"),
+        ("health:k", "expected <category>"),
+        ("health:=v", "expected <category>"),
+        (":k=v", "no category"),
+        ("health:k y=v", "header key"),
+    ):
         with pytest.raises(UnsupportedOptionError, match=message):
             RestrictedApis([spec], "http")
     with pytest.raises(UnsupportedOptionError, match="more than one group"):
@@ -200,21 +224,52 @@ def test_restricted_api_parsing():
 
 
 def test_cli_rejects_bad_restriction(model_file):
-    proc = subprocess.run([UNIRT, "serve", str(model_file), "--http-port", "0", "--grpc-port", "0",
-                           "--metrics-port", "0", "--http-restricted-api", "models:k=v"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            UNIRT,
+            "serve",
+            str(model_file),
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--http-restricted-api",
+            "models:k=v",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "unknown category 'models'" in proc.stderr
 
 
 # -- shared memory from remote peers ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("peer, local", [
-    (None, True), ("unix:/tmp/s.sock", True), ("127.0.0.1", True), ("127.3.4.5", True), ("::1", True),
-    ("ipv4:127.0.0.1:5555", True), ("ipv6:[::1]:5555", True), ("ipv6:[::ffff:127.0.0.1]:1", True),
-    ("10.0.0.7", False), ("192.168.1.2", False), ("ipv4:10.1.2.3:4444", False), ("ipv6:[2001:db8::1]:80", False),
-    ("ipv6:[::ffff:10.0.0.1]:1", False), ("0.0.0.0", False), ("testclient", False), ("", False),
-])
+
+@pytest.mark.parametrize(
+    "peer, local",
+    [
+        (None, True),
+        ("unix:/tmp/s.sock", True),
+        ("127.0.0.1", True),
+        ("127.3.4.5", True),
+        ("::1", True),
+        ("ipv4:127.0.0.1:5555", True),
+        ("ipv6:[::1]:5555", True),
+        ("ipv6:[::ffff:127.0.0.1]:1", True),
+        ("10.0.0.7", False),
+        ("192.168.1.2", False),
+        ("ipv4:10.1.2.3:4444", False),
+        ("ipv6:[2001:db8::1]:80", False),
+        ("ipv6:[::ffff:10.0.0.1]:1", False),
+        ("0.0.0.0", False),
+        ("testclient", False),
+        ("", False),
+    ],
+)
 def test_local_peer(peer, local):
     assert is_local_peer(peer) is local
     if local:
@@ -227,9 +282,20 @@ def test_local_peer(peer, local):
 def _asgi_post(app, path: str, body: bytes, client: tuple[str, int] | None, headers: dict | None = None):
     """One HTTP request straight into the ASGI app, with the peer address uvicorn would give it."""
     hdrs = [(k.lower().encode(), v.encode()) for k, v in {"content-length": str(len(body)), **(headers or {})}.items()]
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": hdrs,
-             "client": client, "server": ("127.0.0.1", 8000)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": hdrs,
+        "client": client,
+        "server": ("127.0.0.1", 8000),
+    }
     sent = []
     chunks = [{"type": "http.request", "body": body, "more_body": False}]
 
@@ -332,6 +398,7 @@ def test_shm_registration_over_loopback_still_works(restricted_server, expected)
 
 # -- what a network-bound server says it exposes ---------------------------------------------------------------
 
+
 def test_is_loopback_host():
     from unirt.serve.server import is_loopback_host
 
@@ -349,8 +416,9 @@ def test_exposure_report(model_file, tmp_path):
     server = InferenceServer(ServeOptions(model=model_file, host="0.0.0.0", http_restricted_api=[ADMIN]))
     server.ports = {"http": 8000, "grpc": 8001, "metrics": 8002}
     lines = server.exposure()
-    assert lines[0] == "listening on 0.0.0.0 (reachable from the network); TLS off: plain text, no client " \
-                       "authentication"
+    assert (
+        lines[0] == "listening on 0.0.0.0 (reachable from the network); TLS off: plain text, no client authentication"
+    )
     http_line = next(line for line in lines if line.startswith("http port 8000"))
     assert "open without a key: health, metadata, inference, trace, logging" in http_line
     assert "model-repository, shared-memory, statistics, model-config need header 'admin-key'" in http_line
@@ -360,6 +428,14 @@ def test_exposure_report(model_file, tmp_path):
     assert lines[-1] == "shared-memory registration: accepted from loopback / local sockets only"
 
     pki = make_pki(tmp_path)
-    server = InferenceServer(ServeOptions(model=model_file, host="0.0.0.0", tls_cert=pki["cert"], tls_key=pki["key"],
-                                          tls_ca=pki["ca"], tls_client_auth=True))
+    server = InferenceServer(
+        ServeOptions(
+            model=model_file,
+            host="0.0.0.0",
+            tls_cert=pki["cert"],
+            tls_key=pki["key"],
+            tls_ca=pki["ca"],
+            tls_client_auth=True,
+        )
+    )
     assert server.exposure()[0].endswith("TLS on, client certificates required")

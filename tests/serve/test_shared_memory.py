@@ -85,8 +85,9 @@ def test_registry_reads_in_place_and_checks_bounds(regions):
     try:
         registry.register("r", key, 4096 + 16, 128)  # an offset that is not page-aligned
         registry.write("r", 0, 128, np.arange(8, dtype=np.float32))
-        np.testing.assert_array_equal(shm.get_contents_as_numpy(handle, np.float32, [8], offset=4096 + 16),
-                                      np.arange(8, dtype=np.float32))
+        np.testing.assert_array_equal(
+            shm.get_contents_as_numpy(handle, np.float32, [8], offset=4096 + 16), np.arange(8, dtype=np.float32)
+        )
         view = np.frombuffer(registry.read("r", 0, 32), np.float32)
         shm.set_shared_memory_region(handle, [np.full(8, 7, np.float32)], offset=4096 + 16)
         np.testing.assert_array_equal(view, np.full(8, 7, np.float32))  # a view of the memory, not a copy

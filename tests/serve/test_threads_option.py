@@ -13,8 +13,7 @@ def test_default_threads_apply_where_the_config_sets_none(tmp_path):
         (tmp_path / name / "1").mkdir(parents=True)
         models.dynamic_mlp(tmp_path / name / "1" / "model.onnx")
     (tmp_path / "pinned" / "config.pbtxt").write_text('parameters { key: "threads" value { string_value: "1" } }\n')
-    options = ServeOptions(model_repository=tmp_path, http_port=0, grpc_port=None, metrics_port=None,
-                           default_threads=2)
+    options = ServeOptions(model_repository=tmp_path, http_port=0, grpc_port=None, metrics_port=None, default_threads=2)
     with ServerThread(options) as server:
         manager = server.server.manager
         assert manager.get("plain").sessions[0].options.threads == 2

@@ -16,8 +16,8 @@ from unirt.testing.pki import make_pki
 pytest.importorskip("cryptography")
 grpcclient = pytest.importorskip("tritonclient.grpc")
 httpclient = pytest.importorskip("tritonclient.http")
-from geventhttpclient.response import HTTPConnectionClosed  # noqa: E402
-from tritonclient.utils import InferenceServerException  # noqa: E402
+from geventhttpclient.response import HTTPConnectionClosed
+from tritonclient.utils import InferenceServerException
 
 REFUSED = (HTTPConnectionClosed, ssl.SSLError, ConnectionError)  # what tritonclient.http meets when dropped
 
@@ -44,13 +44,23 @@ def expected(model_file) -> np.ndarray:
 def _serve(model_file: Path, metrics: bool = False, **tls):
     from unirt.serve import ServeOptions, ServerThread
 
-    return ServerThread(ServeOptions(model=model_file, model_name="mlp", http_port=0, grpc_port=0,
-                                     metrics_port=0 if metrics else None, drain_timeout=5, **tls))
+    return ServerThread(
+        ServeOptions(
+            model=model_file,
+            model_name="mlp",
+            http_port=0,
+            grpc_port=0,
+            metrics_port=0 if metrics else None,
+            drain_timeout=5,
+            **tls,
+        )
+    )
 
 
 def _http_infer(port: int, **kw) -> np.ndarray:
-    client = httpclient.InferenceServerClient(f"localhost:{port}", ssl=True, network_timeout=20,
-                                              connection_timeout=10, **kw)
+    client = httpclient.InferenceServerClient(
+        f"localhost:{port}", ssl=True, network_timeout=20, connection_timeout=10, **kw
+    )
     try:
         inp = httpclient.InferInput("x", list(X.shape), "FP32")
         inp.set_data_from_numpy(X, binary_data=True)
@@ -72,8 +82,9 @@ def _grpc_infer(port: int, **kw) -> np.ndarray:
 def test_inference_over_tls_and_plain_text_refused(pki, model_file, expected):
     with _serve(model_file, metrics=True, tls_cert=pki["cert"], tls_key=pki["key"]) as server:
         http_port, grpc_port = server.ports["http"], server.ports["grpc"]
-        np.testing.assert_allclose(_http_infer(http_port, ssl_options={"ca_certs": str(pki["ca"])}), expected,
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            _http_infer(http_port, ssl_options={"ca_certs": str(pki["ca"])}), expected, rtol=1e-6
+        )
         np.testing.assert_allclose(_grpc_infer(grpc_port, root_certificates=str(pki["ca"])), expected, rtol=1e-6)
 
         # plain HTTP to the TLS port: no HTTP answer (the server speaks TLS only)
@@ -100,14 +111,20 @@ def test_inference_over_tls_and_plain_text_refused(pki, model_file, expected):
 
 
 def test_client_certificates_required(pki, model_file, expected):
-    with _serve(model_file, tls_cert=pki["cert"], tls_key=pki["key"], tls_ca=pki["ca"],
-                tls_client_auth=True) as server:
+    with _serve(model_file, tls_cert=pki["cert"], tls_key=pki["key"], tls_ca=pki["ca"], tls_client_auth=True) as server:
         http_port, grpc_port = server.ports["http"], server.ports["grpc"]
         mine = {"ca_certs": str(pki["ca"]), "certfile": str(pki["client_cert"]), "keyfile": str(pki["client_key"])}
         np.testing.assert_allclose(_http_infer(http_port, ssl_options=mine), expected, rtol=1e-6)
-        np.testing.assert_allclose(_grpc_infer(grpc_port, root_certificates=str(pki["ca"]),
-                                               private_key=str(pki["client_key"]),
-                                               certificate_chain=str(pki["client_cert"])), expected, rtol=1e-6)
+        np.testing.assert_allclose(
+            _grpc_infer(
+                grpc_port,
+                root_certificates=str(pki["ca"]),
+                private_key=str(pki["client_key"]),
+                certificate_chain=str(pki["client_cert"]),
+            ),
+            expected,
+            rtol=1e-6,
+        )
 
         # no client certificate: the handshake is refused on both protocols
         with pytest.raises(REFUSED):
@@ -119,8 +136,12 @@ def test_client_certificates_required(pki, model_file, expected):
         with pytest.raises(REFUSED):
             _http_infer(http_port, ssl_options=stranger)
         with pytest.raises(InferenceServerException, match="UNAVAILABLE"):
-            _grpc_infer(grpc_port, root_certificates=str(pki["ca"]), private_key=str(pki["other_key"]),
-                        certificate_chain=str(pki["other_cert"]))
+            _grpc_infer(
+                grpc_port,
+                root_certificates=str(pki["ca"]),
+                private_key=str(pki["other_key"]),
+                certificate_chain=str(pki["other_cert"]),
+            )
 
         # the same refusal seen from the standard library: the server asks for a certificate and drops us
         ctx = ssl.create_default_context(cafile=str(pki["ca"]))
@@ -161,7 +182,22 @@ def test_cli_tls_flags(pki, model_file):
     import sys
 
     unirt_cli = shutil.which("unirt", path=os.path.dirname(sys.executable)) or shutil.which("unirt") or "unirt"
-    proc = subprocess.run([unirt_cli, "serve", str(model_file), "--http-port", "0", "--grpc-port", "0",
-                           "--metrics-port", "0", "--tls-cert", str(pki["cert"])],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            unirt_cli,
+            "serve",
+            str(model_file),
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--tls-cert",
+            str(pki["cert"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0 and "--tls-key" in proc.stderr and "Traceback" not in proc.stderr

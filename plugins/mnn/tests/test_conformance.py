@@ -31,7 +31,7 @@ class TestMnnConformance(BackendConformance):
         # right
         "pytorch-converted/test_ConstantPad2d": _WRONG + "1: rel-L2 0.971",
         # MNN's converter drops MaxPool's dilations (10): a [1, 1, 97, 97] output where ONNX gives [1, 1, 43, 25]
-        "pytorch-converted/test_MaxPool2d_stride_padding_dilation":
-            _WRONG + "Y: rel-L2 inf, max abs inf (shape [1, 1, 97, 97] != reference [1, 1, 43, 25])",
+        "pytorch-converted/test_MaxPool2d_stride_padding_dilation": _WRONG
+        + "Y: rel-L2 inf, max abs inf (shape [1, 1, 97, 97] != reference [1, 1, 43, 25])",
         "pytorch-converted/test_MaxPool3d": _WRONG + "1: rel-L2 0.571",  # MNN's 3-D max pooling (kernel 2, stride 2)
     }

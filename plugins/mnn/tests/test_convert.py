@@ -53,8 +53,9 @@ def test_transformer_gelu_is_kept_exact(tmp_path):
     One block already shows rel-L2 ~1e-4 with it; unirt asks for the exact GELU (--useGeluApproximation 0)."""
     source = byte_transformer(tmp_path / "bt.onnx", seq=32, dim=64, heads=4)
     tokens = np.random.default_rng(2).integers(0, 256, size=(1, 32))
-    approx = raw_conversion_error(source, tmp_path, tokens, name="tokens",
-                                  mnnconvert_args=["--useGeluApproximation", "1"])
+    approx = raw_conversion_error(
+        source, tmp_path, tokens, name="tokens", mnnconvert_args=["--useGeluApproximation", "1"]
+    )
     assert approx > 2e-5
     conv = unirt.convert(source, to="mnn")
     assert conv.max_error < 2e-6 < approx
@@ -69,10 +70,12 @@ def test_fp32_weights_unless_fp16_is_asked_for(converted):
 def test_the_converter_is_called_without_telemetry(tmp_path):
     """The `mnnconvert` console script also reports usage (MNN.tools.utils.log); the plugin calls the bundled
     converter module directly."""
-    code = ("import sys; from unirt import open_model, LoadOptions; from unirt_mnn.backend import MnnBackend; "
-            "from pathlib import Path; "
-            f"MnnBackend().convert(open_model({str(tmp_path / 'm.onnx')!r}), Path({str(tmp_path)!r}), LoadOptions()); "
-            "print('telemetry' if 'MNN.tools.utils.log' in sys.modules or 'MNN.tools' in sys.modules else 'quiet')")
+    code = (
+        "import sys; from unirt import open_model, LoadOptions; from unirt_mnn.backend import MnnBackend; "
+        "from pathlib import Path; "
+        f"MnnBackend().convert(open_model({str(tmp_path / 'm.onnx')!r}), Path({str(tmp_path)!r}), LoadOptions()); "
+        "print('telemetry' if 'MNN.tools.utils.log' in sys.modules or 'MNN.tools' in sys.modules else 'quiet')"
+    )
     from unirt.testing import dynamic_mlp
 
     dynamic_mlp(tmp_path / "m.onnx")
@@ -97,9 +100,12 @@ def test_unconvertible_models_are_conversion_errors(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Identity", ["s"], ["y"])], "strings",
-                          [helper.make_tensor_value_info("s", TensorProto.STRING, ["N"])],
-                          [helper.make_tensor_value_info("y", TensorProto.STRING, ["N"])])
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["s"], ["y"])],
+        "strings",
+        [helper.make_tensor_value_info("s", TensorProto.STRING, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.STRING, ["N"])],
+    )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "s.onnx"))
     with pytest.raises(unirt.ConversionError):
         unirt.convert(tmp_path / "s.onnx", to="mnn")
@@ -124,8 +130,11 @@ def test_a_model_onnxruntime_cannot_load_still_converts(tmp_path):
     next installed backend that loads it as the reference, or says that verify=False accepts it unverified."""
     from unirt import testing
 
-    case = next(c for c in testing.conformance_cases(("pytorch-converted",))
-                if c.name == "pytorch-converted/test_PReLU_3d_multiparam")
+    case = next(
+        c
+        for c in testing.conformance_cases(("pytorch-converted",))
+        if c.name == "pytorch-converted/test_PReLU_3d_multiparam"
+    )
     with pytest.raises(unirt.ModelLoadError):
         unirt.Session(case.model, backend="onnxruntime")
     conv = unirt.convert(case.model, to="mnn", verify=False, out=tmp_path / "prelu.mnn")
@@ -141,13 +150,21 @@ def test_a_model_no_reference_loads_needs_verify_false(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], domain="com.example")], "custom",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
-    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
-              str(tmp_path / "custom.onnx"))
-    with pytest.raises(unirt.ConversionError, match=r"cannot be verified: no reference backend loads the source "
-                                                     r"model \(onnxruntime: ModelLoadError.*verify=False"):
+    g = helper.make_graph(
+        [helper.make_node("Mystery", ["x"], ["y"], domain="com.example")],
+        "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
+    onnx.save(
+        helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]),
+        str(tmp_path / "custom.onnx"),
+    )
+    with pytest.raises(
+        unirt.ConversionError,
+        match=r"cannot be verified: no reference backend loads the source "
+        r"model \(onnxruntime: ModelLoadError.*verify=False",
+    ):
         unirt.convert(tmp_path / "custom.onnx", to="mnn")
 
 
@@ -161,8 +178,13 @@ def _fcn(path, flatten_to=None):
     if flatten_to is not None:
         inits.append(numpy_helper.from_array(np.array([0, flatten_to], np.int64), "s"))
         nodes.append(helper.make_node("Reshape", ["c", "s"], ["y"]))
-    g = helper.make_graph(nodes, "fcn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    g = helper.make_graph(
+        nodes,
+        "fcn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     return path
 
@@ -179,9 +201,12 @@ def test_dynamic_image_dims_convert(tmp_path):
     (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     assert rel_l2(sess.run(x)["y"], ref) < 1e-5
     fixed = _fcn(tmp_path / "fixed.onnx", flatten_to=8 * 30 * 30)  # takes 32x32 images only
-    with pytest.raises(unirt.ConversionError, match=r"at the shapes unirt chose for its dynamic dims "
-                                                     r"\(x=\[1, 3, 224, 224\]\).*input_shapes=\{'x': \[\.\.\.\]\}.*"
-                                                     r"--shape x:1x3x224x224"):
+    with pytest.raises(
+        unirt.ConversionError,
+        match=r"at the shapes unirt chose for its dynamic dims "
+        r"\(x=\[1, 3, 224, 224\]\).*input_shapes=\{'x': \[\.\.\.\]\}.*"
+        r"--shape x:1x3x224x224",
+    ):
         unirt.convert(fixed, to="mnn")
     assert unirt.convert(fixed, to="mnn", input_shapes={"x": [1, 3, 32, 32]}).within_tolerance
 

@@ -30,11 +30,17 @@ def detector(tmp_path_factory):
     w1 = (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32)
     w2 = (rng.standard_normal((4, 8, 3, 3)) * 0.3).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["images", "w1"], ["c1"], strides=[2, 2]), helper.make_node("Relu", ["c1"], ["r1"]),
-         helper.make_node("Conv", ["r1", "w2"], ["c2"]), helper.make_node("Sigmoid", ["c2"], ["heat"])],
-        "detector", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [
+            helper.make_node("Conv", ["images", "w1"], ["c1"], strides=[2, 2]),
+            helper.make_node("Relu", ["c1"], ["r1"]),
+            helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+            helper.make_node("Sigmoid", ["c2"], ["heat"]),
+        ],
+        "detector",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, "h", "w"])],
         [helper.make_tensor_value_info("heat", TensorProto.FLOAT, [1, 4, "oh", "ow"])],
-        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     save(model, str(d / "det.onnx"))
@@ -82,7 +88,7 @@ def test_loads_without_a_run_at_made_up_shapes_and_runs_like_mnn_by_hand(detecto
     got2 = sess.run({"images": z})["heat"]
     np.testing.assert_allclose(got2, by_hand(native, z), rtol=1e-5, atol=1e-6)
     ort_sess = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
-    rows = np.concatenate([ort_sess.run(None, {"images": z[i:i + 1]})[0] for i in range(2)])
+    rows = np.concatenate([ort_sess.run(None, {"images": z[i : i + 1]})[0] for i in range(2)])
     np.testing.assert_allclose(got2, rows, rtol=1e-4, atol=1e-5)
 
 
@@ -99,8 +105,10 @@ def test_unirt_run_asks_for_the_dims_the_file_lacks(detector, capsys):
     assert main(["run", str(native), "--backend", "mnn", "--iterations", "0"]) == 2
     err = capsys.readouterr().err
     assert "input 'images'" in err and "--shape images:1x3x<d2>x<d3>" in err
-    assert main(["run", str(native), "--backend", "mnn", "--iterations", "0", "--shape", "images=1x3x40x40",
-                 "--json"]) == 0
+    assert (
+        main(["run", str(native), "--backend", "mnn", "--iterations", "0", "--shape", "images=1x3x40x40", "--json"])
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["outputs"][0]["shape"] == [1, 4, 17, 17]
     with pytest.raises(InputError, match="images"):
         unirt.Session(native, backend="mnn").run({"images": np.zeros((1, 3, 40), np.float32)})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import threading
 
 import numpy as np
 import onnxruntime as ort
@@ -11,6 +10,7 @@ import pytest
 
 import unirt
 from unirt import InputError, ModelLoadError, RunError, UnsupportedOptionError
+from unirt.testing.threads import run_concurrently
 
 
 def ort_run(path, feeds):
@@ -47,8 +47,8 @@ def test_a_wrong_batch_is_split_not_resized(converted):
     x = np.random.default_rng(5).standard_normal((3, 3, 224, 224)).astype(np.float32)
     got = sess.run(x)
     for i in range(3):
-        for name, value in sess.run(x[i:i + 1]).items():
-            np.testing.assert_allclose(got[name][i:i + 1], value, rtol=1e-5, atol=1e-6)
+        for name, value in sess.run(x[i : i + 1]).items():
+            np.testing.assert_allclose(got[name][i : i + 1], value, rtol=1e-5, atol=1e-6)
     assert sess.batch_stats().backend_runs == 3
     strict = unirt.Session(converted("squeezenet"), backend="mnn", batched=False)
     with pytest.raises(InputError, match=r"dim 0 is static"):
@@ -66,8 +66,7 @@ def test_a_plain_mnn_file_reads_its_dims_from_the_file(converted, model, tmp_pat
     with pytest.raises(InputError, match="dim 0 is static"):
         unirt.Session(tmp_path / "mlp.mnn", backend="mnn", batched=False).run(x)
     free = unirt.Session(tmp_path / "mlp.mnn", backend="mnn", backend_options={"input_shapes": {"x": ["N", 8]}})
-    np.testing.assert_allclose(free.run(x)["probs"], ort_run(model("dynamic_mlp"), {"x": x})[1], rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(free.run(x)["probs"], ort_run(model("dynamic_mlp"), {"x": x})[1], rtol=1e-5, atol=1e-6)
 
 
 def test_float64_and_raw_arrays_never_reach_mnn(converted):
@@ -100,6 +99,7 @@ def test_integer_inputs_keep_the_source_dtype(converted, model):
     assert rel_l2(got, ref) < 1e-5
 
 
+@pytest.mark.slow
 def test_precision_modes(converted):
     """A reduced mode runs where the probe finds MNN computing it (its answers differ from fp32); where MNN would
     compute fp32 under its name, bf16 is refused and fp16 is storage only, refused unless opted into."""
@@ -116,8 +116,9 @@ def test_precision_modes(converted):
             assert sess.precision == precision and "differ from fp32" in sess.precision_info
             assert 0 < rel_l2(sess.run(x)["softmaxout_1"], ref) < tol
             continue
-        with pytest.raises(UnsupportedOptionError, match="bit-identical to fp32 on a probe model.*measured: [0-9.-]+x "
-                                                         "the fp32 time"):
+        with pytest.raises(
+            UnsupportedOptionError, match="bit-identical to fp32 on a probe model.*measured: [0-9.-]+x the fp32 time"
+        ):
             unirt.Session(path, backend="mnn", precision=precision)
     if probe["bf16"] == 0:  # storage-only does not apply to bf16: it is refused even with the opt-in
         with pytest.raises(UnsupportedOptionError, match="would compute fp32 here"):
@@ -128,14 +129,16 @@ def test_precision_modes(converted):
         mm = np.random.default_rng(5).standard_normal((64, 64)).astype(np.float32)
         exact = unirt.Session(converted("matmul_relu").path, backend="mnn").run(mm)["y"]
         half = converted("matmul_relu", precision="fp16").path
-        sess = unirt.Session(half, backend="mnn", precision="fp16",
-                             backend_options={"allow_storage_only_precision": True})
+        sess = unirt.Session(
+            half, backend="mnn", precision="fp16", backend_options={"allow_storage_only_precision": True}
+        )
         assert sess.precision == "fp16"
         assert sess.precision_info.startswith("fp16 storage only (weights converted with mnnconvert --fp16")
         assert 0 < rel_l2(sess.run(mm)["y"], exact) < 1e-2
         # fp32 weights computed in fp32 are fp32, whatever was asked: Session.precision says so
-        plain = unirt.Session(path, backend="mnn", precision="fp16",
-                              backend_options={"allow_storage_only_precision": True})
+        plain = unirt.Session(
+            path, backend="mnn", precision="fp16", backend_options={"allow_storage_only_precision": True}
+        )
         assert plain.precision == "fp32" and "converted with fp32 weights" in plain.precision_info
         assert np.array_equal(plain.run(x)["softmaxout_1"], ref)
     with pytest.raises(UnsupportedOptionError, match="allow_storage_only_precision must be True or False"):
@@ -168,6 +171,7 @@ def test_the_precision_probe_is_cached_per_version_and_compares_real_runs(monkey
     assert mnn_precision._probe("test-version-a") == first and len(calls) == 3
 
 
+@pytest.mark.slow
 def test_options(converted):
     path = converted("dynamic_mlp").path
     sess = unirt.Session(path, backend="mnn", threads=2, backend_options={"memory_mode": "low"})
@@ -184,7 +188,6 @@ def test_options(converted):
             unirt.Session(path, backend="mnn", backend_options={key: "fast"})
     with pytest.raises(UnsupportedOptionError, match="cannot run on cuda"):
         unirt.Session(path, backend="mnn", device="cuda")
-
 
 
 @pytest.mark.parametrize("kind", ["opencl", "vulkan", "cuda", "metal"])
@@ -213,19 +216,12 @@ def test_concurrent_runs(converted):
     rng = np.random.default_rng(5)
     xs = [rng.standard_normal((3, 8)).astype(np.float32) for _ in range(4)]
     expected = [sess.run(x)["probs"] for x in xs]
-    bad = []
 
     def worker(i):
         for _ in range(30):
-            if not np.array_equal(sess.run(xs[i])["probs"], expected[i]):
-                bad.append(i)
+            np.testing.assert_array_equal(sess.run(xs[i])["probs"], expected[i])
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not bad
+    run_concurrently(worker, 4)
 
 
 def test_dynamic_nchw_shapes_resize(converted):
@@ -245,8 +241,7 @@ def test_a_relative_path_loads_on_first_sight(converted, model, tmp_path, monkey
     sess = unirt.Session("fresh.mnn", backend="mnn")
     assert len(list((tmp_path / "relcache" / "canary").iterdir())) == 1  # the child loaded it, and it is remembered
     x = np.random.default_rng(6).standard_normal((1, 8)).astype(np.float32)
-    np.testing.assert_allclose(sess.run(x)["probs"], ort_run(model("dynamic_mlp"), {"x": x})[1], rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(sess.run(x)["probs"], ort_run(model("dynamic_mlp"), {"x": x})[1], rtol=1e-5, atol=1e-6)
 
 
 def test_a_failed_forward_says_why_and_threads_default_to_every_cpu(tmp_path):
@@ -256,19 +251,30 @@ def test_a_failed_forward_says_why_and_threads_default_to_every_cpu(tmp_path):
     from onnx import TensorProto, helper, numpy_helper, save
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "W")
-    nodes = [helper.make_node("MatMul", ["a", "W"], ["am"]), helper.make_node("MatMul", ["b", "W"], ["bm"]),
-             helper.make_node("Add", ["am", "bm"], ["y"])]
-    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4]),
-                                             helper.make_tensor_value_info("b", TensorProto.FLOAT, ["M", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    nodes = [
+        helper.make_node("MatMul", ["a", "W"], ["am"]),
+        helper.make_node("MatMul", ["b", "W"], ["bm"]),
+        helper.make_node("Add", ["am", "bm"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["M", 4]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
+    )
     path = tmp_path / "two.onnx"
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     sess = unirt.Session(path, backend="mnn")
     a, b = np.ones((2, 4), np.float32), np.ones((3, 4), np.float32)
     with pytest.raises(RunError, match=r"returned 0 outputs, expected 1 \(MNN: Broad cast error"):
         sess.run({"a": a, "b": b})
-    np.testing.assert_allclose(sess.run({"a": a, "b": b[:1]})["y"], ort_run(path, {"a": a, "b": b[:1]})[0],
-                               rtol=1e-5)  # ONNX broadcasting of a batch of 1: MNN does it too
+    np.testing.assert_allclose(
+        sess.run({"a": a, "b": b[:1]})["y"], ort_run(path, {"a": a, "b": b[:1]})[0], rtol=1e-5
+    )  # ONNX broadcasting of a batch of 1: MNN does it too
     assert sess._runner.threads == len(os.sched_getaffinity(0))
     assert unirt.Session(path, backend="mnn", threads=1)._runner.threads == 1
 
@@ -278,10 +284,15 @@ def test_int64_values_outside_int32_are_refused_not_wrapped(tmp_path):
     values in range still run exactly."""
     from onnx import TensorProto, helper, save
 
-    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "add64",
-                              [helper.make_tensor_value_info("a", TensorProto.INT64, ["N", 3]),
-                               helper.make_tensor_value_info("b", TensorProto.INT64, ["N", 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.INT64, ["N", 3])])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])],
+        "add64",
+        [
+            helper.make_tensor_value_info("a", TensorProto.INT64, ["N", 3]),
+            helper.make_tensor_value_info("b", TensorProto.INT64, ["N", 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, ["N", 3])],
+    )
     path = tmp_path / "add64.onnx"
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     sess = unirt.Session(path, backend="mnn")
@@ -289,7 +300,7 @@ def test_int64_values_outside_int32_are_refused_not_wrapped(tmp_path):
     a = np.array([[1, -2, 2**31 - 2]], np.int64)
     b = np.ones((1, 3), np.int64)
     np.testing.assert_array_equal(sess.run({"a": a, "b": b})["y"], a + b)
-    for big in (2**33 + 1, -2**40):
+    for big in (2**33 + 1, -(2**40)):
         with pytest.raises(InputError, match=r"input 'a': MNN stores this int64 input as int32.*would wrap"):
             sess.run({"a": np.array([[1, 2, big]], np.int64), "b": b})
     with pytest.raises(InputError, match="would wrap"):
@@ -302,16 +313,21 @@ def test_float64_models_are_refused_unless_float32_is_accepted(tmp_path):
     from onnx import TensorProto as T
     from onnx import helper
 
-    g = helper.make_graph([helper.make_node("Add", ["x", "y"], ["s"]), helper.make_node("Sub", ["s", "x"], ["z"])],
-                          "f64", [helper.make_tensor_value_info("x", T.DOUBLE, [3]),
-                                  helper.make_tensor_value_info("y", T.DOUBLE, [3])],
-                          [helper.make_tensor_value_info("z", T.DOUBLE, [3])])
+    g = helper.make_graph(
+        [helper.make_node("Add", ["x", "y"], ["s"]), helper.make_node("Sub", ["s", "x"], ["z"])],
+        "f64",
+        [helper.make_tensor_value_info("x", T.DOUBLE, [3]), helper.make_tensor_value_info("y", T.DOUBLE, [3])],
+        [helper.make_tensor_value_info("z", T.DOUBLE, [3])],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9
     path = tmp_path / "f64.onnx"
     onnx.save(m, str(path))
-    with pytest.raises(unirt.UnsupportedOptionError, match=r"MNN computes float64 in float32.*\(x, y, z\).*"
-                                                           "allow_float64_as_float32"):
+    with pytest.raises(
+        unirt.UnsupportedOptionError,
+        match=r"MNN computes float64 in float32.*\(x, y, z\).*"
+        "allow_float64_as_float32",
+    ):
         unirt.Session(path, backend="mnn")
     sess = unirt.Session(path, backend="mnn", backend_options={"allow_float64_as_float32": True})
     x, y = np.array([1.0, 2.0, 3.0]), np.array([0.5, 0.25, 1.0])

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unirt import (Availability, Backend, BackendSession, ConversionError, FormatFacts, LoadOptions, ModelFile,
-                   ModelFormat, UnsupportedOptionError, open_model)
+from unirt import (
+    Availability,
+    Backend,
+    BackendSession,
+    ConversionError,
+    FormatFacts,
+    LoadOptions,
+    ModelFile,
+    ModelFormat,
+    UnsupportedOptionError,
+    open_model,
+)
 from unirt.backend import NUMERIC_DTYPES
 from unirt.plugin_sdk import native_output_captured, native_output_silenced, onnx_quantization_ops
 
@@ -60,21 +70,34 @@ class MnnBackend(Backend):
                 f"mnn: MNN's ONNX converter cannot convert a quantized ONNX model ({'/'.join(qops)}): it aborts on "
                 "static Q/DQ models (QuantizeLinear/DequantizeLinear) and has no ConvInteger/MatMulInteger for "
                 "dynamic ones. Convert the fp32 model instead (MNN's int8 comes from its own quantization tool, "
-                "mnnquant, which unirt does not run), or run this model on onnxruntime or openvino")
+                "mnnquant, which unirt does not run), or run this model on onnxruntime or openvino"
+            )
         if options.precision == "int8":
-            raise UnsupportedOptionError("mnn: int8 needs a model quantized by MNN's own tool (mnnquant, with "
-                                         "calibration images); unirt converts to fp32 or fp16 weights")
+            raise UnsupportedOptionError(
+                "mnn: int8 needs a model quantized by MNN's own tool (mnnquant, with "
+                "calibration images); unirt converts to fp32 or fp16 weights"
+            )
         try:
             with native_output_silenced():
                 import _tools  # the converter module bundled in the MNN wheel
         except ImportError as exc:
             raise ConversionError(f"this MNN wheel has no converter module (_tools): {exc}") from None
         target = out_dir / "model.mnn"
-        args = ["mnnconvert", "-f", "ONNX", "--modelFile", str(model.path), "--MNNModel", str(target),
-                "--bizCode", "unirt",  # not --keepInputFormat: the flag turns the default (keep NCHW) off
-                # MNN fuses Erf-GELU into its tanh approximation by default: rel-L2 ~1e-4 per block, 1e-3..5e-2
-                # on a trained transformer. ONNX says erf.
-                "--useGeluApproximation", "0"]
+        args = [
+            "mnnconvert",
+            "-f",
+            "ONNX",
+            "--modelFile",
+            str(model.path),
+            "--MNNModel",
+            str(target),
+            "--bizCode",
+            "unirt",  # not --keepInputFormat: the flag turns the default (keep NCHW) off
+            # MNN fuses Erf-GELU into its tanh approximation by default: rel-L2 ~1e-4 per block, 1e-3..5e-2
+            # on a trained transformer. ONNX says erf.
+            "--useGeluApproximation",
+            "0",
+        ]
         if options.precision == "fp16":
             args.append("--fp16")
         args += [str(a) for a in options.backend_options.get("mnnconvert_args", ())]
@@ -91,8 +114,11 @@ class MnnBackend(Backend):
         # second size, it is verified there too
         bo = options.backend_options
         shapes, shapes2 = dict(bo.get("input_shapes") or {}), dict(bo.get("input_shapes2") or {})
-        dynamic = {name: [a for a, (d, d2) in enumerate(zip(shape, shapes2[name])) if d != d2]
-                   for name, shape in shapes.items() if name in shapes2 and list(shape) != list(shapes2[name])}
+        dynamic = {
+            name: [a for a, (d, d2) in enumerate(zip(shape, shapes2[name])) if d != d2]
+            for name, shape in shapes.items()
+            if name in shapes2 and list(shape) != list(shapes2[name])
+        }
         from unirt.plugin_sdk import write_sidecar
 
         write_sidecar(target, [], [], dynamic_axes=dynamic)

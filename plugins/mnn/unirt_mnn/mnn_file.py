@@ -20,8 +20,18 @@ _OP_INPUT = 34  # OpType.Input
 _OP_TYPE_RANGES = ((0, 122), (128, 156), (256, 269), (299, 308), (512, 515), (517, 518), (600, 601), (603, 604))
 _PARAM_TAGS = 103  # OpParameter union members (1..103; 0 = NONE)
 _PARAM_INPUT = 21  # OpParameter.Input (union type tag)
-_DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8, 9: np.int64,
-           10: np.bool_, 17: np.uint16, 19: np.float16}
+_DTYPES = {
+    1: np.float32,
+    2: np.float64,
+    3: np.int32,
+    4: np.uint8,
+    5: np.int16,
+    6: np.int8,
+    9: np.int64,
+    10: np.bool_,
+    17: np.uint16,
+    19: np.float16,
+}
 _FORMATS = {0: "NCHW", 1: "NHWC", 2: "NC4HW4", 3: "NHWC4"}
 
 
@@ -82,7 +92,7 @@ class _Buffer:
         start = self.deref(pos)
         length = self.u32(start)
         self._need(start + 4, length)
-        return self.b[start + 4:start + 4 + length].decode("utf-8", "replace")
+        return self.b[start + 4 : start + 4 + length].decode("utf-8", "replace")
 
 
 def read_inputs(data: bytes) -> list[InputSpec]:

@@ -16,20 +16,28 @@ is storage only, refused unless `allow_storage_only_precision` is True.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from unirt import UnsupportedOptionError
-from unirt.plugin_sdk import (cached_probe, cpu_arithmetic, native_output_silenced, storage_only_allowed,
-                              storage_only_refusal)
+from unirt.plugin_sdk import (
+    cached_probe,
+    cpu_arithmetic,
+    native_output_silenced,
+    storage_only_allowed,
+    storage_only_refusal,
+)
 
 MODES = {"fp32": "High", "fp16": "Low", "bf16": "Low_BF16"}
-MEASURED = {"bf16": "1.14x the fp32 time and bit-identical answers on a ResNet-18-like model, MNN 3.6.1, 2 threads, "
-                    "AVX2 AMD EPYC (benchmarks/bench_precision.py)",
-            "fp16": "0.97-4.97x the fp32 time (median round; best round 0.97-1.85x) and max abs diff up to 0.023 vs "
-                    "fp32 on three real-size CNNs, MNN 3.6.1, 1 thread, AVX2 AMD EPYC (benchmarks/bench_precision.py)"}
+MEASURED = {
+    "bf16": "1.14x the fp32 time and bit-identical answers on a ResNet-18-like model, MNN 3.6.1, 2 threads, "
+    "AVX2 AMD EPYC (benchmarks/bench_precision.py)",
+    "fp16": "0.97-4.97x the fp32 time (median round; best round 0.97-1.85x) and max abs diff up to 0.023 vs "
+    "fp32 on three real-size CNNs, MNN 3.6.1, 1 thread, AVX2 AMD EPYC (benchmarks/bench_precision.py)",
+}
 
 
 def probe_reduced_modes() -> dict[str, Any]:
@@ -51,8 +59,9 @@ def probe_reduced_modes() -> dict[str, Any]:
             F.save([y], path)
             outs = {}
             for precision, mode in MODES.items():
-                module = nn.load_module_from_file(path, ["x"], ["y"], thread_num=1,
-                                                  precision_mode=getattr(F.PrecisionMode, mode))
+                module = nn.load_module_from_file(
+                    path, ["x"], ["y"], thread_num=1, precision_mode=getattr(F.PrecisionMode, mode)
+                )
                 out = module.forward([F.const(feed.ravel().tolist(), [4, 64], F.NCHW, F.float)])
                 outs[precision] = np.array(out[0].read(), dtype=np.float64, copy=True)
     return {p: float(np.max(np.abs(outs[p] - outs["fp32"]))) for p in ("fp16", "bf16")}
@@ -62,8 +71,9 @@ def _probe(version: str) -> dict[str, Any]:
     return cached_probe("mnn", version, "reduced-modes", probe_reduced_modes)
 
 
-def effective_precision(precision: str, backend_options: Mapping[str, Any], kind: str, version: str,
-                        converted_at: str | None = None) -> tuple[str, str]:
+def effective_precision(
+    precision: str, backend_options: Mapping[str, Any], kind: str, version: str, converted_at: str | None = None
+) -> tuple[str, str]:
     """(precision in force, how that was determined) for MNN on forward type `kind`; raises UnsupportedOptionError
     for a mode this MNN would ignore, or only store without opt-in. int8 is refused elsewhere. `converted_at`: the
     precision unirt converted the file at (its sidecar), None for a .mnn file given as is."""
@@ -76,19 +86,27 @@ def effective_precision(precision: str, backend_options: Mapping[str, Any], kind
     diff = _probe(version)[precision]
     native, cpu = cpu_arithmetic(precision)
     if diff > 0:
-        return precision, (f"{precision} (MNN {mode}; a probe's answers differ from fp32 by up to {diff:.3g}: "
-                           f"{precision} kernels in use; {cpu})")
-    why = (f"MNN {version}'s {mode} gave answers bit-identical to fp32 on a probe model: this build has no "
-           f"{precision} kernels for this CPU ({cpu})")
+        return precision, (
+            f"{precision} (MNN {mode}; a probe's answers differ from fp32 by up to {diff:.3g}: "
+            f"{precision} kernels in use; {cpu})"
+        )
+    why = (
+        f"MNN {version}'s {mode} gave answers bit-identical to fp32 on a probe model: this build has no "
+        f"{precision} kernels for this CPU ({cpu})"
+    )
     if precision == "bf16":
-        raise UnsupportedOptionError(f"mnn: precision='bf16' would compute fp32 here: {why}; measured: "
-                                     f"{MEASURED['bf16']}. Use precision='fp32'")
+        raise UnsupportedOptionError(
+            f"mnn: precision='bf16' would compute fp32 here: {why}; measured: {MEASURED['bf16']}. Use precision='fp32'"
+        )
     if not allowed:
         raise storage_only_refusal("mnn", precision, why, MEASURED[precision])
     if converted_at is not None and converted_at != "fp16":  # fp32 weights and fp32 compute: that is fp32
-        return "fp32", (f"fp32 (fp16 asked for, storage only allowed, but this model was converted with fp32 weights "
-                        f"and {why})")
-    stored = ("weights converted with mnnconvert --fp16" if converted_at == "fp16"
-              else "the weights as stored in the file: fp16 if it was converted with mnnconvert --fp16")
-    return precision, (f"fp16 storage only ({stored}; compute is fp32: {why}; allowed by "
-                       "allow_storage_only_precision)")
+        return "fp32", (
+            f"fp32 (fp16 asked for, storage only allowed, but this model was converted with fp32 weights and {why})"
+        )
+    stored = (
+        "weights converted with mnnconvert --fp16"
+        if converted_at == "fp16"
+        else "the weights as stored in the file: fp16 if it was converted with mnnconvert --fp16"
+    )
+    return precision, (f"fp16 storage only ({stored}; compute is fp32: {why}; allowed by allow_storage_only_precision)")

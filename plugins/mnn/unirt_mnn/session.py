@@ -17,28 +17,50 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
-                   UnsupportedOptionError)
+from unirt import (
+    BackendSession,
+    InputError,
+    LoadOptions,
+    ModelFile,
+    ModelLoadError,
+    RunError,
+    TensorInfo,
+    UnsupportedOptionError,
+)
 from unirt.plugin_sdk import UnknownRankInfo, native_output_captured, native_output_silenced, observe, read_sidecar
 
 from .mnn_file import check_structure, read_inputs
 from .precision import effective_precision
 
-_OPTION_KEYS = {"input_shapes", "backend_type", "memory_mode", "power_mode", "shape_mutable",
-                "allow_float64_as_float32", "allow_storage_only_precision"}
+_OPTION_KEYS = {
+    "input_shapes",
+    "backend_type",
+    "memory_mode",
+    "power_mode",
+    "shape_mutable",
+    "allow_float64_as_float32",
+    "allow_storage_only_precision",
+}
 _BACKENDS = ("cpu", "opencl", "vulkan", "cuda", "metal")
 _MODES = ("low", "normal", "high")  # memory_mode, power_mode
-_NP_TO_MNN = {"float32": "float", "float64": "double", "int32": "int", "int64": "int64", "uint8": "uint8",
-              "int8": "int8"}
+_NP_TO_MNN = {
+    "float32": "float",
+    "float64": "double",
+    "int32": "int",
+    "int64": "int64",
+    "uint8": "uint8",
+    "int8": "int8",
+}
 
 
 def _mnn():
     with native_output_silenced():  # MNN prints the CPU's features to stdout on import
-        import MNN  # noqa: F401
+        import MNN  # noqa: F401 - the package first, inside the silencer
         import MNN.expr as F
         import MNN.nn as nn
     return F, nn
@@ -62,8 +84,10 @@ def default_threads() -> int:
 def precision_mode(F: Any, precision: str) -> Any:
     """fp32 -> High (fp32 even where Normal would use fp16 on ARM), fp16 -> Low, bf16 -> Low_BF16."""
     if precision == "int8":
-        raise UnsupportedOptionError("mnn: precision='int8' needs a model quantized by MNN's quantization tools; "
-                                     "this runner computes in fp32/fp16/bf16")
+        raise UnsupportedOptionError(
+            "mnn: precision='int8' needs a model quantized by MNN's quantization tools; "
+            "this runner computes in fp32/fp16/bf16"
+        )
     return {"fp32": F.PrecisionMode.High, "fp16": F.PrecisionMode.Low, "bf16": F.PrecisionMode.Low_BF16}[precision]
 
 
@@ -81,16 +105,18 @@ class MnnSession(BackendSession):
         bo = dict(options.backend_options)
         unknown = set(bo) - _OPTION_KEYS
         if unknown:
-            raise UnsupportedOptionError(f"mnn: unknown backend option(s) {', '.join(sorted(unknown))}; "
-                                         f"known: {', '.join(sorted(_OPTION_KEYS))}")
+            raise UnsupportedOptionError(
+                f"mnn: unknown backend option(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_OPTION_KEYS))}"
+            )
         F, nn = _mnn()
         self._F = F
         kind = str(bo.get("backend_type", "cpu")).lower()
         if kind not in _BACKENDS:
             raise UnsupportedOptionError(f"mnn: backend_type must be one of {', '.join(_BACKENDS)}, got {kind!r}")
         converted_at = (read_sidecar(model.path) or {}).get("precision")
-        self.precision, self.precision_info = effective_precision(options.precision, bo, kind, mnn_version(),
-                                                                  converted_at)
+        self.precision, self.precision_info = effective_precision(
+            options.precision, bo, kind, mnn_version(), converted_at
+        )
         data = model.path.read_bytes()
         try:
             check_structure(data)
@@ -99,10 +125,12 @@ class MnnSession(BackendSession):
             raise ModelLoadError(f"{model.name}: damaged MNN model: {exc}") from None
         if not specs:
             raise ModelLoadError(f"{model.name}: the MNN model has no inputs")
-        kwargs = {"precision_mode": precision_mode(F, options.precision),
-                  "thread_num": options.threads or default_threads(),
-                  "shape_mutable": bool(bo.get("shape_mutable", True)),
-                  "backend": getattr(F.Backend, kind.upper())}
+        kwargs = {
+            "precision_mode": precision_mode(F, options.precision),
+            "thread_num": options.threads or default_threads(),
+            "shape_mutable": bool(bo.get("shape_mutable", True)),
+            "backend": getattr(F.Backend, kind.upper()),
+        }
         for key, modes in (("memory_mode", F.MemoryMode), ("power_mode", F.PowerMode)):
             if key in bo:
                 kwargs[key] = _mode(modes, key, bo[key])
@@ -117,8 +145,10 @@ class MnnSession(BackendSession):
             raise ModelLoadError(f"{model.name}: MNN refused the model: {' '.join(printed).strip()}")
         if kind != "cpu" and any("Can't Find type" in line for line in printed):
             # MNN falls back to its CPU backend, and says so only on stdout: the caller asked for this one
-            raise UnsupportedOptionError(f"mnn: backend_type={kind!r} is not available in this MNN build on this "
-                                         f"machine (MNN: {' '.join(printed).strip()}); use backend_type='cpu'")
+            raise UnsupportedOptionError(
+                f"mnn: backend_type={kind!r} is not available in this MNN build on this "
+                f"machine (MNN: {' '.join(printed).strip()}); use backend_type='cpu'"
+            )
         info = module.get_info()
         self._module = module
         self._lock = threading.Lock()
@@ -135,8 +165,9 @@ class MnnSession(BackendSession):
         self._dtypes = []
         for s in self._specs:
             if s.dtype.name not in _NP_TO_MNN:
-                raise ModelLoadError(f"{model.name}: input {s.name!r} has dtype {s.dtype}, which MNN's Python API "
-                                     "cannot feed")
+                raise ModelLoadError(
+                    f"{model.name}: input {s.name!r} has dtype {s.dtype}, which MNN's Python API cannot feed"
+                )
             self._dtypes.append(getattr(F, _NP_TO_MNN[s.dtype.name]))
         self._out_order = list(info["outputNames"])
         self._out_dtypes: dict[str, np.dtype] = {}
@@ -148,8 +179,11 @@ class MnnSession(BackendSession):
         # A converted model keeps the source's dtypes (MNN stores int64 as int32): cast at the boundary.
         self._in_casts = {i.name: s.dtype for i, s in zip(self.inputs, self._specs) if i.dtype != s.dtype}
         # int64 inputs stored as int32: values outside the int32 range would wrap silently, so they are refused.
-        self._narrowed = frozenset(n for n, d in self._in_casts.items()
-                                   if d.kind in "iu" and by_input[n].kind in "iu" and d.itemsize < by_input[n].itemsize)
+        self._narrowed = frozenset(
+            n
+            for n, d in self._in_casts.items()
+            if d.kind in "iu" and by_input[n].kind in "iu" and d.itemsize < by_input[n].itemsize
+        )
         self._out_dtypes = {o.name: o.dtype for o in self.outputs if o.name not in self._watched}
         allow_f64 = bo.get("allow_float64_as_float32", False)
         if not isinstance(allow_f64, bool):
@@ -160,13 +194,17 @@ class MnnSession(BackendSession):
             raise UnsupportedOptionError(
                 f"{model.name}: MNN computes float64 in float32, so this model's float64 tensors ({', '.join(f64)}) "
                 "would lose precision silently. Pass backend_options={'allow_float64_as_float32': True} to run it at "
-                "float32 precision, or use a backend that computes float64 (onnxruntime)")
+                "float32 precision, or use a backend that computes float64 (onnxruntime)"
+            )
 
     def _signature(self, model: ModelFile, info: dict, given: Any) -> tuple[list[TensorInfo], list[TensorInfo]]:
         side = read_sidecar(model.path)
         names_in = list(info["inputNames"])
-        if side is not None and [i.name for i in side["inputs"]] == names_in \
-                and {o.name for o in side["outputs"]} <= set(info["outputNames"]):
+        if (
+            side is not None
+            and [i.name for i in side["inputs"]] == names_in
+            and {o.name for o in side["outputs"]} <= set(info["outputNames"])
+        ):
             return list(side["inputs"]), list(side["outputs"])
         given = dict(given or {})
         # MNN's converter writes a dynamic batch dim as 1 (torch, paddle2onnx and tf2onnx exports alike) and other
@@ -189,8 +227,9 @@ class MnnSession(BackendSession):
         try:
             values = self._forward(zeros, list(info["outputNames"]))
         except RunError as exc:
-            raise ModelLoadError(f"{model.name}: MNN cannot run the model on inputs of its declared shapes: "
-                                 f"{exc}") from None
+            raise ModelLoadError(
+                f"{model.name}: MNN cannot run the model on inputs of its declared shapes: {exc}"
+            ) from None
         return inputs, [TensorInfo(n, v.shape, v.dtype) for n, v in zip(info["outputNames"], values)]
 
     def _forward(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[np.ndarray]:
@@ -209,8 +248,10 @@ class MnnSession(BackendSession):
             if not isinstance(outs, (list, tuple)):
                 outs = [outs]
             if len(outs) != len(self._out_order):
-                raise RunError(f"mnn: the model returned {len(outs)} outputs, expected {len(self._out_order)}"
-                               f"{self._why_forward_failed(vars_in)}")
+                raise RunError(
+                    f"mnn: the model returned {len(outs)} outputs, expected {len(self._out_order)}"
+                    f"{self._why_forward_failed(vars_in)}"
+                )
             by_name = dict(zip(self._out_order, outs))
             # read() maps memory that the next forward reuses: copy while the lock is held
             results = [np.array(by_name[n].read(), copy=True) for n in output_names]
@@ -224,9 +265,11 @@ class MnnSession(BackendSession):
     def _check_range(name: str, x: np.ndarray, stored: np.dtype) -> None:
         info = np.iinfo(stored)
         if x.size and (int(x.min()) < info.min or int(x.max()) > info.max):
-            raise InputError(f"input {name!r}: MNN stores this {x.dtype} input as {stored}, and it holds values "
-                             f"outside the {stored} range [{info.min}, {info.max}] (min {x.min()}, max {x.max()}) that "
-                             "would wrap; use a backend that computes int64 (onnxruntime)")
+            raise InputError(
+                f"input {name!r}: MNN stores this {x.dtype} input as {stored}, and it holds values "
+                f"outside the {stored} range [{info.min}, {info.max}] (min {x.min()}, max {x.max()}) that "
+                "would wrap; use a backend that computes int64 (onnxruntime)"
+            )
 
     def _why_forward_failed(self, vars_in: list) -> str:
         """MNN says why a forward failed on stdout only ("Broad cast error, dim1 = 3, dim2 = 2"): run the failed

@@ -22,7 +22,7 @@ class TestNcnnConformance(BackendConformance):
     wheel_subset = REPRESENTATIVE_WHEEL_CASES
     refuses = {
         "multi_io": "input 'idx' is int64 (ncnn takes float32 inputs only); input 'scale' is a scalar (pnnx cannot "
-                    "take rank-0 inputs)",
+        "take rank-0 inputs)",
         "int_ops": "input 'a' is int32 " + _NOT_FLOAT,
         "strings": _STRINGS,
         "byte_transformer": "input 'tokens' is int64 " + _NOT_FLOAT,
@@ -35,7 +35,7 @@ class TestNcnnConformance(BackendConformance):
         # pnnx writes Shrink without its bias/lambd (1.5): ncnn's Shrink then passes x through unchanged (worst on a
         # set where the reference is all zeros: judged on absolute error)
         "simple/test_shrink": "the ncnn conversion disagrees with onnxruntime beyond the fp32 tolerance 0.001: "
-                              "y: error 969 (near-zero output",
+        "y: error 969 (near-zero output",
         "simple/test_strnorm_model_nostopwords_nochangecase": _STRINGS,
         "pytorch-converted/test_Embedding": "input '0' is int64 " + _NOT_FLOAT,
         # ncnn's Pooling has no dilation (this one dilates by 10)

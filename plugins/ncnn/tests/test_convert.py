@@ -29,8 +29,9 @@ def test_softmax_without_axis_is_fixed_up(model, tmp_path):
     (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     # pnnx as is: runs, but answers something else
     run_pnnx(source, tmp_path / "raw.param", tmp_path / "raw.bin", {"x": [1, 3, 4, 5]}, {}, fp16=False)
-    raw = unirt.Session(tmp_path / "raw.param", backend="ncnn",
-                        backend_options={"input_shapes": {"in0": [3, 4, 5]}}).run(x)["out0"]
+    raw = unirt.Session(
+        tmp_path / "raw.param", backend="ncnn", backend_options={"input_shapes": {"in0": [3, 4, 5]}}
+    ).run(x)["out0"]
     assert rel_l2(raw.reshape(ref.shape), ref) > 0.1
     conv = unirt.convert(source, to="ncnn")
     assert any("coerces to 2-D at axis 1" in f for f in conv.fixups)
@@ -40,13 +41,17 @@ def test_softmax_without_axis_is_fixed_up(model, tmp_path):
 
 def test_ir3_initializers_as_inputs_are_fixed_up(squeezenet, tmp_path):
     with pytest.raises(ConversionError, match="pnnx failed"):
-        run_pnnx(squeezenet.model, tmp_path / "raw.param", tmp_path / "raw.bin", {"data_0": [1, 3, 224, 224]}, {},
-                 fp16=False)
+        run_pnnx(
+            squeezenet.model, tmp_path / "raw.param", tmp_path / "raw.bin", {"data_0": [1, 3, 224, 224]}, {}, fp16=False
+        )
     conv = unirt.convert(squeezenet.model, to="ncnn", out=tmp_path / "sq.param")
     assert any("initializers listed as graph inputs" in f for f in conv.fixups)
     assert conv.verified and conv.max_error < 1e-5 and conv.reference == "onnxruntime"
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("sq.")) == ["sq.bin", "sq.param",
-                                                                                       "sq.unirt.json"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("sq.")) == [
+        "sq.bin",
+        "sq.param",
+        "sq.unirt.json",
+    ]
 
 
 @pytest.mark.parametrize("name", ["pytorch-converted/test_AvgPool2d", "pytorch-converted/test_PReLU_2d_multiparam"])
@@ -88,8 +93,9 @@ def test_cache_hit_and_conversion_on_load(model, caplog):
     assert sess.backend == "ncnn" and sess.conversion is not None and sess.conversion.cached
     assert "ncnn" in caplog.text and "cache hit" in caplog.text
     x = np.ones((2, 8), np.float32)
-    np.testing.assert_allclose(sess.run(x)["probs"], unirt.Session(source, backend="onnxruntime").run(x)["probs"],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        sess.run(x)["probs"], unirt.Session(source, backend="onnxruntime").run(x)["probs"], rtol=1e-5
+    )
 
 
 def test_auto_selection_and_explain_say_what_is_converted(model, monkeypatch):
@@ -104,16 +110,22 @@ def test_auto_selection_and_explain_say_what_is_converted(model, monkeypatch):
 
 def test_a_disagreeing_conversion_is_refused_with_the_measured_error(model):
     source = model("matmul_relu")
-    with pytest.raises(ConversionError, match=r"disagrees with onnxruntime beyond the fp16 tolerance .* y: rel-L2 "
-                                              r"[0-9.e-]+, max abs"):
+    with pytest.raises(
+        ConversionError,
+        match=r"disagrees with onnxruntime beyond the fp16 tolerance .* y: rel-L2 "
+        r"[0-9.e-]+, max abs",
+    ):
         unirt.convert(source, to="ncnn", precision="fp16", tolerance=1e-9)
     kept = unirt.convert(source, to="ncnn", precision="fp16", tolerance=1e-9, accept=True)
     assert kept.verified and not kept.within_tolerance and kept.max_error > 1e-9
     with pytest.raises(ConversionError, match="disagrees"):
         unirt.Session(source, backend="ncnn", precision="fp16", backend_options={"conversion": {"tolerance": 1e-9}})
-    sess = unirt.Session(source, backend="ncnn", precision="fp16",
-                         backend_options={"conversion": {"tolerance": 1e-9, "accept": True},
-                                          "allow_storage_only_precision": True})
+    sess = unirt.Session(
+        source,
+        backend="ncnn",
+        precision="fp16",
+        backend_options={"conversion": {"tolerance": 1e-9, "accept": True}, "allow_storage_only_precision": True},
+    )
     assert sess.conversion.max_error == kept.max_error
 
 
@@ -131,19 +143,30 @@ def test_what_ncnn_cannot_run_is_refused_clearly(model, tmp_path):
     "damaged .param" when the session loads them)."""
     with pytest.raises(ConversionError, match=r"input 'tokens' is int64 \(ncnn takes float32 inputs only\)"):
         unirt.convert(model("byte_transformer"), to="ncnn")
-    with pytest.raises(ConversionError, match=r"input 'idx' is int64 .*input 'scale' is a scalar \(pnnx cannot take "
-                                              r"rank-0 inputs\)"):
+    with pytest.raises(
+        ConversionError,
+        match=r"input 'idx' is int64 .*input 'scale' is a scalar \(pnnx cannot take "
+        r"rank-0 inputs\)",
+    ):
         unirt.convert(model("multi_io"), to="ncnn")
     from onnx import TensorProto, helper, numpy_helper, save
 
     reps = numpy_helper.from_array(np.array([1, 2], np.int64), "reps")
-    graph = helper.make_graph([helper.make_node("Tile", ["x", "reps"], ["y"])], "tile",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 8])], [reps])
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8),
-         str(tmp_path / "tile.onnx"))
-    with pytest.raises(ConversionError, match=r"pnnx left operators that ncnn \S+ has no layer for: torch.tile "
-                                              r"\(line \d+\)"):
+    graph = helper.make_graph(
+        [helper.make_node("Tile", ["x", "reps"], ["y"])],
+        "tile",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 8])],
+        [reps],
+    )
+    save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(tmp_path / "tile.onnx")
+    )
+    with pytest.raises(
+        ConversionError,
+        match=r"pnnx left operators that ncnn \S+ has no layer for: torch.tile "
+        r"\(line \d+\)",
+    ):
         unirt.convert(tmp_path / "tile.onnx", to="ncnn")
 
 
@@ -168,8 +191,12 @@ def test_bf16_runs_from_fp32_weights_and_int8_is_refused(model):
     if not native:
         with pytest.raises(unirt.UnsupportedOptionError, match="would only store weights/activations in bf16"):
             unirt.Session(source, backend="ncnn", precision="bf16")
-    sess = unirt.Session(source, backend="ncnn", precision="bf16",
-                         backend_options={} if native else {"allow_storage_only_precision": True})
+    sess = unirt.Session(
+        source,
+        backend="ncnn",
+        precision="bf16",
+        backend_options={} if native else {"allow_storage_only_precision": True},
+    )
     assert sess.precision == "bf16" and sess._runner._net.opt.use_bf16_storage
     assert ("storage only" in sess.precision_info) != native
     assert sess.conversion.within_tolerance
@@ -213,6 +240,7 @@ def test_another_pnnx_converts_afresh(model, tmp_path, monkeypatch):
     assert unirt.convert(source, to="ncnn").cached  # the same binary again: a cache hit
 
 
+@pytest.mark.slow
 def test_dynamic_image_dims_convert_at_the_shapes_run(tmp_path):
     """Dynamic H and W are never converted at a guess (they used to be 224x224, refusing other sizes): a Session
     given no shapes converts at its first run's shapes, and pnnx keeps H and W dynamic (inputshape2), verified at
@@ -222,9 +250,13 @@ def test_dynamic_image_dims_convert_at_the_shapes_run(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
-    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "fcn",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "fcn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
+    )
     source = tmp_path / "fcn.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(source))
     sess = unirt.Session(source, backend="ncnn")
@@ -239,8 +271,10 @@ def test_dynamic_image_dims_convert_at_the_shapes_run(tmp_path):
     small = x[:, :, :32, :40].copy()
     (ref,) = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": small})
     assert rel_l2(sess.run(small)["y"], ref) < 1e-5 and len(sess._lazy.conversions) == 1  # no reconversion
-    for given in ({"input_shapes": {"x": [1, 3, 32, 40]}},
-                  {"backend_options": {"conversion": {"input_shapes": {"x": [1, 3, 32, 40]}}}}):
+    for given in (
+        {"input_shapes": {"x": [1, 3, 32, 40]}},
+        {"backend_options": {"conversion": {"input_shapes": {"x": [1, 3, 32, 40]}}}},
+    ):
         with unirt.Session(source, backend="ncnn", **given) as other:
             assert other.conversion.shapes == {"x": (1, 3, 32, 40)}
             assert other.inputs[0].shape == ("N", 3, "H", "W") and rel_l2(other.run(small)["y"], ref) < 1e-5

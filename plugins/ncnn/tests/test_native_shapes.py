@@ -50,17 +50,24 @@ def native_detector(tmp_path_factory):
     w1 = (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32)
     w2 = (rng.standard_normal((4, 8, 3, 3)) * 0.3).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["images", "w1"], ["c1"], strides=[2, 2]), helper.make_node("Relu", ["c1"], ["r1"]),
-         helper.make_node("Conv", ["r1", "w2"], ["c2"]), helper.make_node("Sigmoid", ["c2"], ["heat"]),
-         helper.make_node("Flatten", ["heat"], ["flat"], axis=2)],  # [1, 4, oh*ow]: rank 3
-        "detector", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, "h", "w"])],
+        [
+            helper.make_node("Conv", ["images", "w1"], ["c1"], strides=[2, 2]),
+            helper.make_node("Relu", ["c1"], ["r1"]),
+            helper.make_node("Conv", ["r1", "w2"], ["c2"]),
+            helper.make_node("Sigmoid", ["c2"], ["heat"]),
+            helper.make_node("Flatten", ["heat"], ["flat"], axis=2),
+        ],  # [1, 4, oh*ow]: rank 3
+        "detector",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, "h", "w"])],
         [helper.make_tensor_value_info("flat", TensorProto.FLOAT, [1, 4, "n"])],
-        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
     source = _save(graph, d / "det.onnx")
     out = d / "conv"
     out.mkdir()
-    conv = NcnnBackend().convert(open_model(source), out, LoadOptions(backend_options={
-        "input_shapes": {"images": [1, 3, 64, 48]}}))
+    conv = NcnnBackend().convert(
+        open_model(source), out, LoadOptions(backend_options={"input_shapes": {"images": [1, 3, 64, 48]}})
+    )
     param = d / "det.param"
     shutil.copy(conv.path, param)  # alone: no sidecar beside it
     shutil.copy(conv.path.with_suffix(".bin"), d / "det.bin")
@@ -100,13 +107,14 @@ def test_an_output_whose_dim_0_is_not_a_batch_keeps_the_onnx_rank(tmp_path):
     rng = np.random.default_rng(0)
     w = rng.standard_normal((16, 28 * 16)).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Reshape", ["xw", "to"], ["y"])], "r3",
+        [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Reshape", ["xw", "to"], ["y"])],
+        "r3",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [28, 1, 16])],
-        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([28, 1, 16], np.int64), "to")])
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([28, 1, 16], np.int64), "to")],
+    )
     source = _save(graph, tmp_path / "r3.onnx")
-    sess = unirt.Session(source, backend="ncnn",
-                         backend_options={"conversion": {"input_shapes": {"x": [1, 16]}}})
+    sess = unirt.Session(source, backend="ncnn", backend_options={"conversion": {"input_shapes": {"x": [1, 16]}}})
     assert sess.outputs[0].shape == (28, 1, 16)
     x = rng.standard_normal((1, 16)).astype(np.float32)
     got = sess.run({"x": x})["y"]
@@ -124,8 +132,10 @@ def test_serve_asks_for_the_dims_of_outputs_the_file_has_no_shape_for(native_det
     sess = unirt.Session(param, backend="ncnn")
     with pytest.raises(ConfigError, match="no shape in the model file.*config.pbtxt"):
         build_spec(parse_config_text(""), "det", sess.inputs, sess.outputs, "ncnn")
-    text = ('input [{ name: "in0" data_type: TYPE_FP32 dims: [1, 3, -1, -1] }] '
-            'output [{ name: "out0" data_type: TYPE_FP32 dims: [1, 4, -1] }]')
+    text = (
+        'input [{ name: "in0" data_type: TYPE_FP32 dims: [1, 3, -1, -1] }] '
+        'output [{ name: "out0" data_type: TYPE_FP32 dims: [1, 4, -1] }]'
+    )
     spec = build_spec(parse_config_text(text), "det", sess.inputs, sess.outputs, "ncnn")
     assert [t.name for t in spec.outputs] == ["out0"]
 

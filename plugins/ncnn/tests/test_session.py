@@ -11,6 +11,7 @@ import pytest
 
 import unirt
 from unirt import InputError, ModelLoadError, UnsupportedOptionError
+from unirt.testing.threads import run_concurrently
 
 
 def ort_run(path, feeds):
@@ -21,6 +22,7 @@ def rel_l2(a, b):
     return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(np.asarray(b, np.float64)))
 
 
+@pytest.mark.slow
 def test_converted_squeezenet_matches_the_conformance_outputs(converted, squeezenet):
     conv = converted("squeezenet")
     sess = unirt.Session(conv, backend="ncnn", device="cpu")
@@ -52,11 +54,15 @@ def test_fp16_is_off_unless_asked_for(converted):
     assert sess.precision == "fp32" and sess.precision_info.startswith("fp32 (ncnn")
     native = ncnn.cpu_support_arm_asimdhp()
     if not native:
-        with pytest.raises(UnsupportedOptionError, match=r"fp16 only on ARM CPUs with asimdhp.*measured: [0-9.-]+x "
-                                                         r"the fp32 time.*allow_storage_only_precision"):
+        with pytest.raises(
+            UnsupportedOptionError,
+            match=r"fp16 only on ARM CPUs with asimdhp.*measured: [0-9.-]+x "
+            r"the fp32 time.*allow_storage_only_precision",
+        ):
             unirt.Session(path, backend="ncnn", precision="fp16")
-    fast = unirt.Session(path, backend="ncnn", precision="fp16",
-                         backend_options={} if native else {"allow_storage_only_precision": True})
+    fast = unirt.Session(
+        path, backend="ncnn", precision="fp16", backend_options={} if native else {"allow_storage_only_precision": True}
+    )
     opt = fast._runner._net.opt
     assert opt.use_fp16_storage and opt.use_fp16_arithmetic and fast.precision == "fp16"
     assert ("storage only" in fast.precision_info) != native
@@ -113,14 +119,16 @@ def test_a_plain_ncnn_model_without_the_conversion_sidecar(converted, squeezenet
     # untied: no made-up names); the .param records no output shapes, so their rank is unknown until a run
     assert [(i.name, i.shape) for i in sess.inputs] == [("in0", ("N", 3, None, None))]
     assert [(o.name, o.rank) for o in sess.outputs] == [("out0", None)]
-    sized = unirt.Session(tmp_path / "sq.param", backend="ncnn",
-                          backend_options={"input_shapes": {"in0": [3, 224, 224]}})
+    sized = unirt.Session(
+        tmp_path / "sq.param", backend="ncnn", backend_options={"input_shapes": {"in0": [3, 224, 224]}}
+    )
     assert sized.inputs[0].shape == ("N", 3, 224, 224)
     x = np.concatenate([squeezenet.inputs[0]] * 2)
     got = sized.run(x)["out0"]
     assert sized.outputs[0].shape == got.shape  # recorded by the run
-    np.testing.assert_allclose(got.reshape(2, -1), np.concatenate([squeezenet.outputs[0]] * 2).reshape(2, -1),
-                               rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(
+        got.reshape(2, -1), np.concatenate([squeezenet.outputs[0]] * 2).reshape(2, -1), rtol=1e-3, atol=1e-5
+    )
 
 
 def test_damaged_models_are_refused_before_ncnn_sees_them(converted, tmp_path):
@@ -162,37 +170,32 @@ def test_options(converted):
 
 
 def test_concurrent_runs(converted):
-    import threading
-
     sess = unirt.Session(converted("dynamic_mlp"), backend="ncnn")
     rng = np.random.default_rng(3)
     xs = [rng.standard_normal((3, 8)).astype(np.float32) for _ in range(4)]
     expected = [sess.run(x)["probs"] for x in xs]
-    bad = []
 
     def worker(i):
         for _ in range(30):
-            if not np.array_equal(sess.run(xs[i])["probs"], expected[i]):
-                bad.append(i)
+            np.testing.assert_array_equal(sess.run(xs[i])["probs"], expected[i])
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not bad
+    run_concurrently(worker, 4)
 
 
 def _in_a_child(code, *args):
     """Run `code` in a fresh interpreter: a use-after-free in ncnn aborts or segfaults the process."""
     import subprocess
     import sys
-
     import tempfile
 
     # cwd away from the checkout: `-c` puts the cwd first on sys.path, and the source tree has no compiled core
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120,
-                          cwd=tempfile.gettempdir())
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tempfile.gettempdir(),
+    )
 
 
 # An Extractor and the Mats it made hold memory of the net's allocators; freeing the net first makes ncnn print
@@ -222,7 +225,8 @@ def test_a_failed_run_then_close_does_not_crash(tmp_path):
         "Input in0 0 1 in0 0=1 1=1 2=16\n"
         "Split split0 1 2 in0 a b\n"
         "BinaryOp mul0 1 1 a out0 0=2 1=1 2=2.0\n"
-        "Reshape reshape0 1 1 b out1 12=0 13=0 6=\"1,1,//(32,0n),0n\"\n")
+        'Reshape reshape0 1 1 b out1 12=0 13=0 6="1,1,//(32,0n),0n"\n'
+    )
     (tmp_path / "fails.bin").write_bytes(b"")
     done = _in_a_child(_FAILED_RUN_THEN_CLOSE, tmp_path / "fails.param")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -275,9 +279,12 @@ def test_close_while_other_threads_run(converted):
 def _elementwise_first(path, op):
     from onnx import TensorProto, helper, save
 
-    graph = helper.make_graph([helper.make_node(op, ["x"], ["y"])], op.lower(),
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 5])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 5])])
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x"], ["y"])],
+        op.lower(),
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 5])],
+    )
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
     return path
 
@@ -318,18 +325,29 @@ def test_batched_inputs_must_agree_on_the_batch_size(tmp_path):
     from onnx import TensorProto, helper, numpy_helper, save
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "W")
-    nodes = [helper.make_node("MatMul", ["a", "W"], ["am"]), helper.make_node("MatMul", ["b", "W"], ["bm"]),
-             helper.make_node("Add", ["am", "bm"], ["y"])]
-    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4]),
-                                             helper.make_tensor_value_info("b", TensorProto.FLOAT, ["M", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    nodes = [
+        helper.make_node("MatMul", ["a", "W"], ["am"]),
+        helper.make_node("MatMul", ["b", "W"], ["bm"]),
+        helper.make_node("Add", ["am", "bm"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["M", 4]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w],
+    )
     path = tmp_path / "two.onnx"
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     sess = unirt.Session(path, backend="ncnn")
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
-    np.testing.assert_allclose(sess.run({"a": a, "b": b})["y"], ort_run(path, {"a": a, "b": b})[0], rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        sess.run({"a": a, "b": b})["y"], ort_run(path, {"a": a, "b": b})[0], rtol=1e-5, atol=1e-5
+    )
     for na, nb in [(1, 2), (2, 3), (2, 1)]:
         with pytest.raises(InputError, match=f"same batch size: 'a' has {na}, 'b' has {nb}"):
             sess.run({"a": a[:na], "b": b[:nb]})

@@ -5,9 +5,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from unirt import (Availability, Backend, BackendSession, ConversionError, FormatFacts, LoadOptions, ModelFile,
-                   ModelFormat, UnsupportedOptionError, open_model)
-
+from unirt import (
+    Availability,
+    Backend,
+    BackendSession,
+    ConversionError,
+    FormatFacts,
+    LoadOptions,
+    ModelFile,
+    ModelFormat,
+    UnsupportedOptionError,
+    open_model,
+)
 from unirt.backend import NUMERIC_DTYPES
 from unirt.plugin_sdk import native_output_silenced, onnx_quantization_ops
 
@@ -39,8 +48,11 @@ class NcnnBackend(Backend):
         except Exception as exc:
             return Availability.missing(f"cannot import ncnn: {type(exc).__name__}: {exc}")
         gpus = _gpu_count(ncnn)
-        return Availability(True, version=getattr(ncnn, "__version__", "unknown"),
-                            devices=tuple(f"gpu:{i}" for i in range(gpus)) + ("cpu",))
+        return Availability(
+            True,
+            version=getattr(ncnn, "__version__", "unknown"),
+            devices=tuple(f"gpu:{i}" for i in range(gpus)) + ("cpu",),
+        )
 
     def load(self, model: ModelFile, options: LoadOptions) -> BackendSession:
         from .session import NcnnSession
@@ -55,8 +67,10 @@ class NcnnBackend(Backend):
     def check_convertible(self, inputs) -> None:
         """What no input shape changes, refused at load rather than at the first run that converts (float32
         inputs only, no scalars): the ConversionError the converter would raise."""
-        _check_inputs({i.name: tuple(i.shape) if i.shape is not None else (None,) for i in inputs},
-                      {i.name: i.dtype.name for i in inputs})
+        _check_inputs(
+            {i.name: tuple(i.shape) if i.shape is not None else (None,) for i in inputs},
+            {i.name: i.dtype.name for i in inputs},
+        )
 
     def convert(self, model: ModelFile, out_dir: Path, options: LoadOptions) -> ModelFile:
         """ONNX -> model.param + model.bin with pnnx, at the shapes unirt's conversion layer passes; fp32 weights
@@ -74,10 +88,13 @@ class NcnnBackend(Backend):
                 f"ncnn: pnnx cannot convert a quantized ONNX model ({'/'.join(qops)}): it leaves those ops as they "
                 "are and ncnn has no layer for them. Convert the fp32 model instead (ncnn's int8 comes from "
                 "ncnn2table/ncnn2int8, which the ncnn pip wheel does not ship), or run this model on onnxruntime "
-                "or openvino")
+                "or openvino"
+            )
         if options.precision == "int8":
-            raise UnsupportedOptionError("ncnn: pnnx writes fp32 or fp16 weights; int8 needs a model quantized with "
-                                         "ncnn2table/ncnn2int8 (not in the ncnn pip wheel) from calibration data")
+            raise UnsupportedOptionError(
+                "ncnn: pnnx writes fp32 or fp16 weights; int8 needs a model quantized with "
+                "ncnn2table/ncnn2int8 (not in the ncnn pip wheel) from calibration data"
+            )
         bo = options.backend_options
         shapes, dtypes = dict(bo.get("input_shapes") or {}), dict(bo.get("input_dtypes") or {})
         _check_inputs(shapes, dtypes)
@@ -87,11 +104,13 @@ class NcnnBackend(Backend):
         dynamic: dict[str, list[int]] = {}
         if shapes2:  # a dynamic-size model where pnnx can make one (it traces at both sizes); else static
             try:
-                axes = run_pnnx(model.path, param, weights, shapes, dtypes, fp16=fp16, timeout=timeout,
-                                shapes2=shapes2)
+                axes = run_pnnx(model.path, param, weights, shapes, dtypes, fp16=fp16, timeout=timeout, shapes2=shapes2)
                 _check_layers(param)
-                dynamic = {name: [a for a, (d, d2) in enumerate(zip(shape, shapes2[name])) if d != d2]
-                           for name, shape in shapes.items() if name in shapes2 and list(shape) != list(shapes2[name])}
+                dynamic = {
+                    name: [a for a, (d, d2) in enumerate(zip(shape, shapes2[name])) if d != d2]
+                    for name, shape in shapes.items()
+                    if name in shapes2 and list(shape) != list(shapes2[name])
+                }
             except ConversionError as exc:
                 log.info("pnnx could not keep the dims dynamic (%s); converting at %s only", exc, shapes)
                 shapes2 = {}
@@ -106,10 +125,14 @@ class NcnnBackend(Backend):
 def _check_inputs(shapes: dict, dtypes: dict) -> None:
     """Refuse, before pnnx runs, inputs an ncnn model cannot take: ncnn's Mats hold float32 only, and pnnx's
     inputshape has no form for a rank-0 tensor."""
-    problems = [f"input {name!r} is {dtypes[name]} (ncnn takes float32 inputs only)"
-                for name in shapes if dtypes.get(name, "float32") != "float32"]
-    problems += [f"input {name!r} is a scalar (pnnx cannot take rank-0 inputs)" for name, s in shapes.items()
-                 if len(s) == 0]
+    problems = [
+        f"input {name!r} is {dtypes[name]} (ncnn takes float32 inputs only)"
+        for name in shapes
+        if dtypes.get(name, "float32") != "float32"
+    ]
+    problems += [
+        f"input {name!r} is a scalar (pnnx cannot take rank-0 inputs)" for name, s in shapes.items() if len(s) == 0
+    ]
     if problems:
         raise ConversionError("ncnn cannot run this model: " + "; ".join(problems))
 
@@ -128,5 +151,6 @@ def _check_layers(param: Path) -> None:
             missing[kind] = line
     if missing:
         listed = ", ".join(f"{k} (line {n})" for k, n in missing.items())
-        raise ConversionError(f"pnnx left operators that ncnn {getattr(ncnn, '__version__', '')} has no layer for: "
-                              f"{listed}")
+        raise ConversionError(
+            f"pnnx left operators that ncnn {getattr(ncnn, '__version__', '')} has no layer for: {listed}"
+        )

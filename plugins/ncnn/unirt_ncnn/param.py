@@ -8,8 +8,8 @@ returns the graph (layers, inputs, outputs); any damage is a ValueError naming t
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 __all__ = ["MAGIC", "Layer", "ParamGraph", "parse_param", "layer_types"]
 
@@ -45,7 +45,6 @@ class ParamGraph:
         dims = [v for v in (c, d, h, w) if v > 0]
         return tuple(dims) if dims else None
 
-
     def reader_dims(self, layer: Layer) -> tuple[int | None, ...] | None:
         """An Input layer that declares no shape: its per-sample dims as far as the layer reading it fixes them
         (a Convolution's input channels, an InnerProduct's inner size, from their weight counts), with None for
@@ -55,7 +54,7 @@ class ParamGraph:
         for reader in readers:
             p = reader.params
 
-            def num(key: int, default: int = 0) -> int:
+            def num(key: int, default: int = 0, p: dict = p) -> int:
                 value = p.get(key, default)
                 return int(value) if isinstance(value, (int, float)) else default
 
@@ -128,8 +127,9 @@ def parse_param(data: bytes, layer_exists: Callable[[str], bool]) -> ParamGraph:
     if not 0 < layer_count <= _MAX_LAYERS or not 0 < blob_count <= _MAX_LAYERS * 4:
         raise ValueError(f"implausible counts: {layer_count} layers, {blob_count} blobs")
     if len(lines) - 2 != layer_count:
-        raise ValueError(f"the header declares {layer_count} layers but the file has {len(lines) - 2} "
-                         "(truncated or edited?)")
+        raise ValueError(
+            f"the header declares {layer_count} layers but the file has {len(lines) - 2} (truncated or edited?)"
+        )
     layers: list[Layer] = []
     written: dict[str, int] = {}
     read: set[str] = set()
@@ -140,13 +140,15 @@ def parse_param(data: bytes, layer_exists: Callable[[str], bool]) -> ParamGraph:
             raise ValueError(f"line {number}: expected '<type> <name> <bottom count> <top count> ...'")
         kind, name, n_in, n_out = tokens[0], tokens[1], int(tokens[2]), int(tokens[3])
         if not 0 <= n_in <= _MAX_IO or not 0 <= n_out <= _MAX_IO or len(tokens) < 4 + n_in + n_out:
-            raise ValueError(f"line {number}: layer {name!r} declares {n_in} inputs and {n_out} outputs, "
-                             f"but lists {len(tokens) - 4} names and parameters")
+            raise ValueError(
+                f"line {number}: layer {name!r} declares {n_in} inputs and {n_out} outputs, "
+                f"but lists {len(tokens) - 4} names and parameters"
+            )
         if kind not in known:
             known[kind] = bool(_NAME.match(kind)) and layer_exists(kind)
         if not known[kind]:
             raise ValueError(f"line {number}: unknown layer type {kind!r}")
-        bottoms, tops = tokens[4:4 + n_in], tokens[4 + n_in:4 + n_in + n_out]
+        bottoms, tops = tokens[4 : 4 + n_in], tokens[4 + n_in : 4 + n_in + n_out]
         for blob in bottoms + tops:
             if not _NAME.match(blob):
                 raise ValueError(f"line {number}: {blob!r} is not a blob name")
@@ -158,7 +160,7 @@ def parse_param(data: bytes, layer_exists: Callable[[str], bool]) -> ParamGraph:
             if blob in written:
                 raise ValueError(f"line {number}: blob {blob!r} is written twice (lines {written[blob]} and {number})")
             written[blob] = number
-        layers.append(Layer(kind, name, bottoms, tops, _params(tokens[4 + n_in + n_out:], number), number))
+        layers.append(Layer(kind, name, bottoms, tops, _params(tokens[4 + n_in + n_out :], number), number))
     if len(written) != blob_count:
         raise ValueError(f"the header declares {blob_count} blobs but the layers write {len(written)}")
     inputs = [layer for layer in layers if layer.type == "Input"]

@@ -12,13 +12,12 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from unirt import BackendUnavailableError, ConversionError
 
-__all__ = ["ENV_PNNX", "NO_BATCH", "find_pnnx", "pnnx_version", "pnnx_identity", "run_pnnx", "shape_arg",
-           "batch_axes"]
+__all__ = ["ENV_PNNX", "NO_BATCH", "find_pnnx", "pnnx_version", "pnnx_identity", "run_pnnx", "shape_arg", "batch_axes"]
 
 ENV_PNNX = "UNIRT_PNNX"
 #: pnnx's batch axis for a blob that has none (the whole tensor is one ncnn Mat).
@@ -26,11 +25,20 @@ NO_BATCH = 233
 # pnnx's generated ncnn test script feeds and reads every blob with the batch axis it solved:
 #   ex.input("in0", ncnn.Mat(in0.numpy(), batch_index=0).clone()) ... out0.numpy(batch_index=0)
 _INPUT_AXIS = re.compile(r'ex\.input\("(in\d+)",\s*ncnn\.Mat\([^\n]*?batch_index=(\d+)')
-_OUTPUT_AXIS = re.compile(r'\b(out\d+)\.numpy\(batch_index=(\d+)\)')
+_OUTPUT_AXIS = re.compile(r"\b(out\d+)\.numpy\(batch_index=(\d+)\)")
 _SETTING = re.compile(r"^\w+ = ")
 _NOTABLE = re.compile(r"error|fail|expect|unsupported|not supported", re.I)
-_TYPES = {"float32": "f32", "float64": "f64", "float16": "f16", "int32": "i32", "int64": "i64", "int16": "i16",
-          "int8": "i8", "uint8": "u8", "bool": "bool"}
+_TYPES = {
+    "float32": "f32",
+    "float64": "f64",
+    "float16": "f16",
+    "int32": "i32",
+    "int64": "i64",
+    "int16": "i16",
+    "int8": "i8",
+    "uint8": "u8",
+    "bool": "bool",
+}
 
 
 def find_pnnx() -> Path | None:
@@ -86,26 +94,44 @@ def batch_axes(script: str) -> dict[str, int]:
     return found
 
 
-def run_pnnx(source: Path, param: Path, weights: Path, shapes: Mapping[str, Sequence[int]],
-             dtypes: Mapping[str, str], fp16: bool, timeout: float = 600.0,
-             shapes2: Mapping[str, Sequence[int]] | None = None) -> dict[str, int]:
+def run_pnnx(
+    source: Path,
+    param: Path,
+    weights: Path,
+    shapes: Mapping[str, Sequence[int]],
+    dtypes: Mapping[str, str],
+    fp16: bool,
+    timeout: float = 600.0,
+    shapes2: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, int]:
     """Convert `source` (ONNX) into ncnn's `param` + `weights`; ConversionError with pnnx's own output on failure.
     `shapes2`: a second size for the dims to keep dynamic (pnnx's inputshape2: it traces the model at both and
     writes the dims that differ as dynamic). Returns pnnx's batch axis per blob (`batch_axes`; empty when its
     script does not say)."""
     exe = find_pnnx()
     if exe is None:
-        raise BackendUnavailableError("converting to ncnn needs the pnnx binary: pip install --no-deps pnnx "
-                                     f"(its Python part would pull in torch), or set {ENV_PNNX}")
+        raise BackendUnavailableError(
+            "converting to ncnn needs the pnnx binary: pip install --no-deps pnnx "
+            f"(its Python part would pull in torch), or set {ENV_PNNX}"
+        )
     if not shapes:
         raise ConversionError("pnnx needs the model's input shapes")
     with tempfile.TemporaryDirectory(prefix="unirt-pnnx-") as scratch:
         s = Path(scratch)
-        cmd = [str(exe), str(source), f"inputshape={shape_arg(shapes, dtypes)}",
-               *([f"inputshape2={shape_arg(shapes2, dtypes)}"] if shapes2 else []), f"fp16={int(fp16)}",
-               f"ncnnparam={param}", f"ncnnbin={weights}", f"pnnxparam={s / 'm.pnnx.param'}",
-               f"pnnxbin={s / 'm.pnnx.bin'}", f"pnnxpy={s / 'm_pnnx.py'}", f"pnnxonnx={s / 'm.pnnx.onnx'}",
-               f"ncnnpy={s / 'm_ncnn.py'}"]
+        cmd = [
+            str(exe),
+            str(source),
+            f"inputshape={shape_arg(shapes, dtypes)}",
+            *([f"inputshape2={shape_arg(shapes2, dtypes)}"] if shapes2 else []),
+            f"fp16={int(fp16)}",
+            f"ncnnparam={param}",
+            f"ncnnbin={weights}",
+            f"pnnxparam={s / 'm.pnnx.param'}",
+            f"pnnxbin={s / 'm.pnnx.bin'}",
+            f"pnnxpy={s / 'm_pnnx.py'}",
+            f"pnnxonnx={s / 'm.pnnx.onnx'}",
+            f"ncnnpy={s / 'm_ncnn.py'}",
+        ]
         try:
             proc = subprocess.run(cmd, cwd=s, capture_output=True, text=True, errors="replace", timeout=timeout)
         except subprocess.TimeoutExpired:

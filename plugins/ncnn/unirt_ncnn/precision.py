@@ -15,16 +15,19 @@ On the GPU (Vulkan) both modes are the GPU's own arithmetic and are passed throu
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from unirt.plugin_sdk import cpu_arithmetic, storage_only_allowed, storage_only_refusal
 
-MEASURED = {"fp16": "0.98-1.05x the fp32 time (median round; best round 1.04-1.22x), max abs diff up to 0.0037 vs "
-                    "fp32 on three real-size CNNs, ncnn 1.0.20261020, 1 thread, AVX2/F16C AMD EPYC "
-                    "(benchmarks/bench_precision.py)",
-            "bf16": "0.96-1.24x the fp32 time (median round; best round 1.01-1.22x), max abs diff up to 0.057 vs fp32 "
-                    "on three real-size CNNs, ncnn 1.0.20261020, 1 thread, AMD EPYC without AVX512-BF16 "
-                    "(benchmarks/bench_precision.py)"}
+MEASURED = {
+    "fp16": "0.98-1.05x the fp32 time (median round; best round 1.04-1.22x), max abs diff up to 0.0037 vs "
+    "fp32 on three real-size CNNs, ncnn 1.0.20261020, 1 thread, AVX2/F16C AMD EPYC "
+    "(benchmarks/bench_precision.py)",
+    "bf16": "0.96-1.24x the fp32 time (median round; best round 1.01-1.22x), max abs diff up to 0.057 vs fp32 "
+    "on three real-size CNNs, ncnn 1.0.20261020, 1 thread, AMD EPYC without AVX512-BF16 "
+    "(benchmarks/bench_precision.py)",
+}
 
 
 def fp16_arithmetic() -> tuple[bool, str]:
@@ -54,8 +57,11 @@ def effective_precision(precision: str, backend_options: Mapping[str, Any], devi
         native, cpu = cpu_arithmetic("bf16")
         why = f"ncnn keeps bf16 storage and computes fp32 from it; {cpu}"
         if native:
-            return "bf16", f"bf16 (ncnn use_bf16_storage; {cpu}: faster than fp32, measured 0.80x the fp32 time on an AVX512-BF16 EPYC)"
+            return (
+                "bf16",
+                f"bf16 (ncnn use_bf16_storage; {cpu}: faster than fp32, measured 0.80x the fp32 time on an "
+                "AVX512-BF16 EPYC)",
+            )
     if not allowed:
         raise storage_only_refusal("ncnn", precision, why, MEASURED[precision])
     return precision, f"{precision} storage only (compute is fp32: {why}; allowed by allow_storage_only_precision)"
-

@@ -22,15 +22,24 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import ncnn
+import numpy as np
 
-from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelLoadError, RunError, TensorInfo,
-                   UnsupportedOptionError)
+from unirt import (
+    BackendSession,
+    InputError,
+    LoadOptions,
+    ModelFile,
+    ModelLoadError,
+    RunError,
+    TensorInfo,
+    UnsupportedOptionError,
+)
 from unirt.plugin_sdk import UnknownRankInfo, observe, quantized_info, read_sidecar
 
 from .param import ParamGraph, parse_param
@@ -38,14 +47,36 @@ from .precision import effective_precision
 
 log = logging.getLogger(__name__)
 
-_OPTION_KEYS = {"input_shapes", "lightmode", "use_winograd_convolution", "use_sgemm_convolution",
-                "use_packing_layout", "openmp_blocktime", "allow_storage_only_precision"}
+_OPTION_KEYS = {
+    "input_shapes",
+    "lightmode",
+    "use_winograd_convolution",
+    "use_sgemm_convolution",
+    "use_packing_layout",
+    "openmp_blocktime",
+    "allow_storage_only_precision",
+}
 # Layers that always write their result into a new blob: an input read only by these may be a Mat wrapping the
 # caller's array. Any other reader may work in place, or pass the Mat on to one that does (Split, Reshape, ...).
-_WRAPPABLE_READERS = frozenset({
-    "Convolution", "Convolution1D", "Convolution3D", "ConvolutionDepthWise", "ConvolutionDepthWise1D",
-    "ConvolutionDepthWise3D", "Deconvolution", "Deconvolution1D", "Deconvolution3D", "DeconvolutionDepthWise",
-    "DeconvolutionDepthWise1D", "DeconvolutionDepthWise3D", "InnerProduct", "Gemm", "MatMul"})
+_WRAPPABLE_READERS = frozenset(
+    {
+        "Convolution",
+        "Convolution1D",
+        "Convolution3D",
+        "ConvolutionDepthWise",
+        "ConvolutionDepthWise1D",
+        "ConvolutionDepthWise3D",
+        "Deconvolution",
+        "Deconvolution1D",
+        "Deconvolution3D",
+        "DeconvolutionDepthWise",
+        "DeconvolutionDepthWise1D",
+        "DeconvolutionDepthWise3D",
+        "InnerProduct",
+        "Gemm",
+        "MatMul",
+    }
+)
 _NO_BATCH = 233  # pnnx's batch axis for a blob without one
 
 
@@ -90,8 +121,11 @@ def configure(opt: Any, options: LoadOptions) -> tuple[str, str]:
 
 def _int8_layers(graph: ParamGraph) -> bool:
     # ncnn2int8 writes int8_scale_term (param 8) on Convolution/InnerProduct layers.
-    return any(layer.params.get(8) for layer in graph.layers
-               if layer.type in ("Convolution", "ConvolutionDepthWise", "InnerProduct"))
+    return any(
+        layer.params.get(8)
+        for layer in graph.layers
+        if layer.type in ("Convolution", "ConvolutionDepthWise", "InnerProduct")
+    )
 
 
 def _to_mat(array: np.ndarray, wrap: bool) -> Any:
@@ -115,8 +149,11 @@ def _wrappable(graph: ParamGraph) -> set[str]:
     for layer in graph.layers:
         for blob in layer.bottoms:
             readers.setdefault(blob, set()).add(layer.type)
-    return {layer.tops[0] for layer in graph.inputs
-            if readers.get(layer.tops[0]) and readers[layer.tops[0]] <= _WRAPPABLE_READERS}
+    return {
+        layer.tops[0]
+        for layer in graph.inputs
+        if readers.get(layer.tops[0]) and readers[layer.tops[0]] <= _WRAPPABLE_READERS
+    }
 
 
 def _batched(axis: Any, onnx_shape: tuple, shape: tuple, name: str, model: ModelFile) -> bool:
@@ -126,8 +163,9 @@ def _batched(axis: Any, onnx_shape: tuple, shape: tuple, name: str, model: Model
     NO_BATCH, or a conversion that did not record it), a dynamic leading dim converted at 1 still runs sample by
     sample, as a batch: the conversion verified that at batch 2 (`unirt.conversion.verify.feed_sets`)."""
     if axis is not None and axis not in (0, _NO_BATCH):
-        raise ModelLoadError(f"{model.name}: pnnx put {name!r}'s batch on axis {axis}; unirt runs ncnn models "
-                             "batched on axis 0 only")
+        raise ModelLoadError(
+            f"{model.name}: pnnx put {name!r}'s batch on axis {axis}; unirt runs ncnn models batched on axis 0 only"
+        )
     if not shape:
         return False
     return axis == 0 or shape[0] == 1 and (axis is None or not isinstance(onnx_shape[0], int))
@@ -138,8 +176,11 @@ def _to_rank(value: np.ndarray, info: TensorInfo) -> np.ndarray:
     dim 0 is not a batch: [28, 1, 8210] as [1, 28, 1, 8210]). Any other difference is left as the engine gave it:
     a model may declare another rank than it returns (ONNX Runtime returns the real one too)."""
     dims = info.shape
-    if value.ndim == len(dims) + 1 and value.shape[0] == 1 and \
-            all(not isinstance(d, int) or d == s for d, s in zip(dims, value.shape[1:])):
+    if (
+        value.ndim == len(dims) + 1
+        and value.shape[0] == 1
+        and all(not isinstance(d, int) or d == s for d, s in zip(dims, value.shape[1:]))
+    ):
         return value[0]
     return value
 
@@ -153,25 +194,35 @@ class NcnnSession(BackendSession):
         bo = dict(options.backend_options)
         unknown = set(bo) - _OPTION_KEYS
         if unknown:
-            raise UnsupportedOptionError(f"ncnn: unknown backend option(s) {', '.join(sorted(unknown))}; "
-                                         f"known: {', '.join(sorted(_OPTION_KEYS))}")
+            raise UnsupportedOptionError(
+                f"ncnn: unknown backend option(s) {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(_OPTION_KEYS))}"
+            )
         weights = _check_weights(model)
         try:
             graph = parse_param(model.path.read_bytes(), layer_exists)
         except ValueError as exc:
             raise ModelLoadError(f"{model.name}: damaged ncnn .param: {exc}") from None
         if options.precision == "int8" and not _int8_layers(graph):
-            raise UnsupportedOptionError(f"ncnn: precision='int8' needs a model quantized with ncnn2int8; "
-                                         f"{model.name} has no int8 layers")
+            raise UnsupportedOptionError(
+                f"ncnn: precision='int8' needs a model quantized with ncnn2int8; {model.name} has no int8 layers"
+            )
         self._net = net = ncnn.Net()
         self.precision, self.precision_info = configure(net.opt, options)
         if _int8_layers(graph) and getattr(net.opt, "use_int8_inference", True):
             # ncnn runs ncnn2int8's layers in int8 whatever was asked (it cannot un-quantize them)
             rest = "" if self.precision == "int8" else f"; the rest at {self.precision_info}"
-            self.precision, self.precision_info = "int8", quantized_info(
-                "ncnn2int8 layers (int8_scale_term)", f"ncnn use_int8_inference{rest}")
-        for key in ("lightmode", "use_winograd_convolution", "use_sgemm_convolution", "use_packing_layout",
-                    "openmp_blocktime"):
+            self.precision, self.precision_info = (
+                "int8",
+                quantized_info("ncnn2int8 layers (int8_scale_term)", f"ncnn use_int8_inference{rest}"),
+            )
+        for key in (
+            "lightmode",
+            "use_winograd_convolution",
+            "use_sgemm_convolution",
+            "use_packing_layout",
+            "openmp_blocktime",
+        ):
             if key in bo:
                 setattr(net.opt, key, bo[key])
         self.device = self._set_device(net, options)
@@ -180,8 +231,9 @@ class NcnnSession(BackendSession):
         if net.load_model(str(weights)) != 0:
             # A failed load_model leaves the net half-built; extract would then crash. Never use it.
             self._net = None
-            raise ModelLoadError(f"{model.name}: ncnn could not read the weights in {weights} (too short or "
-                                 "damaged for this .param)")
+            raise ModelLoadError(
+                f"{model.name}: ncnn could not read the weights in {weights} (too short or damaged for this .param)"
+            )
         self._inputs, self._outputs = self._ports(model, graph, bo.get("input_shapes"))
         wrappable = _wrappable(graph)
         self._inputs = [_Port(p.info, p.blob, p.batched, p.blob in wrappable) for p in self._inputs]
@@ -195,11 +247,14 @@ class NcnnSession(BackendSession):
         self._wrap = {p.blob: p.wrap for p in self._inputs}
         # An output whose batch dim is not dim 0 (a sequence-first [time, batch, classes]): the axis named like the
         # batched inputs' dim 0, along which the samples' outputs are put back together.
-        symbols = {p.info.shape[0] for p in self._inputs
-                   if p.batched and p.info.rank and isinstance(p.info.shape[0], str)}
-        self._batch_axis = {p.info.name: next(a for a, d in enumerate(p.info.shape) if d in symbols)
-                            for p in self._outputs if p.info.rank and any(d in symbols for d in p.info.shape[1:])
-                            and p.info.shape[0] not in symbols}
+        symbols = {
+            p.info.shape[0] for p in self._inputs if p.batched and p.info.rank and isinstance(p.info.shape[0], str)
+        }
+        self._batch_axis = {
+            p.info.name: next(a for a, d in enumerate(p.info.shape) if d in symbols)
+            for p in self._outputs
+            if p.info.rank and any(d in symbols for d in p.info.shape[1:]) and p.info.shape[0] not in symbols
+        }
 
     @staticmethod
     def _set_device(net: Any, options: LoadOptions) -> str:
@@ -217,8 +272,12 @@ class NcnnSession(BackendSession):
         from the .param (Input layers; outputs are blobs no layer reads), each with a leading batch dim."""
         in_blobs = [layer.tops[0] for layer in graph.inputs]
         side = read_sidecar(model.path)
-        if side is not None and len(side["inputs"]) == len(in_blobs) and len(side["outputs"]) <= len(graph.outputs) \
-                and all(f"in{i}" == b for i, b in enumerate(in_blobs)):
+        if (
+            side is not None
+            and len(side["inputs"]) == len(in_blobs)
+            and len(side["outputs"]) <= len(graph.outputs)
+            and all(f"in{i}" == b for i, b in enumerate(in_blobs))
+        ):
             conv_shapes = side.get("shapes", {})
             axes = side.get("batch_axes") if isinstance(side.get("batch_axes"), dict) else {}
             dynamic = side.get("dynamic_axes") or {}
@@ -227,11 +286,13 @@ class NcnnSession(BackendSession):
                 shape = tuple(conv_shapes.get(info.name, info.shape))
                 batched = _batched(axes.get(f"in{i}"), info.shape, shape, info.name, model)
                 if info.dtype != np.float32:
-                    raise ModelLoadError(f"{model.name}: input {info.name!r} is {info.dtype}; ncnn takes float32 "
-                                         "inputs only")
+                    raise ModelLoadError(
+                        f"{model.name}: input {info.name!r} is {info.dtype}; ncnn takes float32 inputs only"
+                    )
                 if len(shape) - batched > 4:
-                    raise ModelLoadError(f"{model.name}: input {info.name!r} has rank {len(shape)}; ncnn holds at "
-                                         "most 4 dims per sample")
+                    raise ModelLoadError(
+                        f"{model.name}: input {info.name!r} has rank {len(shape)}; ncnn holds at most 4 dims per sample"
+                    )
                 # What was converted and verified: the conversion's shapes, with the batch dim left free.
                 dims = ((info.shape[0] if batched else shape[0]),) + shape[1:] if shape else ()
                 # dims pnnx kept dynamic (converted and verified at two sizes) stay as the model has them
@@ -239,14 +300,29 @@ class NcnnSession(BackendSession):
                 dims = tuple(info.shape[a] if a in free else d for a, d in enumerate(dims))
                 inputs.append(_Port(TensorInfo(info.name, dims, np.float32), f"in{i}", batched))
             any_batched = any(p.batched for p in inputs)
-            outputs = [_Port(TensorInfo(info.name, info.shape, np.float32), f"out{i}", any_batched and _batched(
-                axes.get(f"out{i}"), info.shape, tuple(d if isinstance(d, int) else 1 for d in info.shape), info.name,
-                model)) for i, info in enumerate(side["outputs"])]
+            outputs = [
+                _Port(
+                    TensorInfo(info.name, info.shape, np.float32),
+                    f"out{i}",
+                    any_batched
+                    and _batched(
+                        axes.get(f"out{i}"),
+                        info.shape,
+                        tuple(d if isinstance(d, int) else 1 for d in info.shape),
+                        info.name,
+                        model,
+                    ),
+                )
+                for i, info in enumerate(side["outputs"])
+            ]
             missing = [p.blob for p in outputs if p.blob not in graph.outputs]
             if not missing:
                 return inputs, outputs
-            log.warning("%s: the sidecar does not match the .param (no blob %s); using the .param's names",
-                        model.name, missing[0])
+            log.warning(
+                "%s: the sidecar does not match the .param (no blob %s); using the .param's names",
+                model.name,
+                missing[0],
+            )
         given = dict(shapes or {})
         inputs = []
         for layer in graph.inputs:
@@ -273,8 +349,7 @@ class NcnnSession(BackendSession):
             for port in ports:
                 code, out = ex.extract(port.blob)
                 if code != 0:
-                    raise RunError(f"ncnn: extracting {port.info.name!r} (blob {port.blob!r}) failed with code "
-                                   f"{code}")
+                    raise RunError(f"ncnn: extracting {port.info.name!r} (blob {port.blob!r}) failed with code {code}")
                 results.append(np.array(out))  # a copy: the Mat's memory belongs to the net's pool allocator
             return results
         finally:
@@ -290,19 +365,25 @@ class NcnnSession(BackendSession):
         if not self._batched:
             samples = {p.blob: feeds[p.info.name] for p in self._inputs}
             results = self._extract_one(net, samples, ports)
-            return [r if port.info.rank is None or r.ndim == port.info.rank else _to_rank(r, port.info)
-                    for r, port in zip(results, ports)]
+            return [
+                r if port.info.rank is None or r.ndim == port.info.rank else _to_rank(r, port.info)
+                for r, port in zip(results, ports)
+            ]
         sizes = [feeds[name].shape[0] for name in self._batched_names]
         batch = sizes[0]
         if sizes.count(batch) != len(sizes):
             # ONNX would broadcast a batch of 1 where the graph broadcasts, and fail elsewhere: no one rule fits
             # running sample by sample, so every batched input must bring the same number of samples.
             given = ", ".join(f"{n!r} has {s}" for n, s in zip(self._batched_names, sizes))
-            raise InputError(f"ncnn runs this model one sample at a time along dim 0, so its batched inputs need the "
-                             f"same batch size: {given}")
+            raise InputError(
+                f"ncnn runs this model one sample at a time along dim 0, so its batched inputs need the "
+                f"same batch size: {given}"
+            )
         if batch == 0 and any(port.info.rank is None for port in ports):
-            raise InputError("ncnn: a batch of 0 samples, and this model's output shapes are unknown until it runs "
-                             "on a sample (the .param records none)")
+            raise InputError(
+                "ncnn: a batch of 0 samples, and this model's output shapes are unknown until it runs "
+                "on a sample (the .param records none)"
+            )
         per_sample = []
         for i in range(batch):
             samples = {p.blob: feeds[p.info.name][i] if p.batched else feeds[p.info.name] for p in self._inputs}
@@ -315,12 +396,14 @@ class NcnnSession(BackendSession):
                 results.append(np.stack(parts))
                 continue
             if batch == 0:
-                results.append(np.zeros((0,) + tuple(d if isinstance(d, int) else 0 for d in port.info.shape[1:]),
-                                        np.float32))
+                results.append(
+                    np.zeros((0,) + tuple(d if isinstance(d, int) else 0 for d in port.info.shape[1:]), np.float32)
+                )
             elif port.info.name in self._batch_axis and parts[0].ndim == rank:
                 axis = self._batch_axis[port.info.name]
-                results.append(np.concatenate(parts, axis=axis) if parts[0].shape[axis] == 1 else
-                               np.stack(parts, axis=axis))
+                results.append(
+                    np.concatenate(parts, axis=axis) if parts[0].shape[axis] == 1 else np.stack(parts, axis=axis)
+                )
             elif port.batched and parts[0].ndim == rank - 1:
                 results.append(np.stack(parts))
             elif parts[0].ndim == rank and batch == 1:

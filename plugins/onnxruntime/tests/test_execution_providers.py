@@ -6,8 +6,19 @@ from __future__ import annotations
 import pytest
 
 from unirt import Device, Hardware, UnsupportedOptionError
-from unirt_onnxruntime.providers import (COREML, CPU, CUDA, DML, OPENVINO, QNN, ROCM, TENSORRT, missing_gpu_note,
-                                         offered_devices, providers_for)
+from unirt_onnxruntime.providers import (
+    COREML,
+    CPU,
+    CUDA,
+    DML,
+    OPENVINO,
+    QNN,
+    ROCM,
+    TENSORRT,
+    missing_gpu_note,
+    offered_devices,
+    providers_for,
+)
 
 GPU_BOX = Hardware("x86_64", "intel", "Xeon", frozenset(), 16, cuda_gpus=("NVIDIA L4",))
 CPU_BOX = Hardware("x86_64", "amd", "EPYC", frozenset(), 16)
@@ -24,8 +35,9 @@ def test_rocm_and_directml_devices():
 
 
 def test_tensorrt_ep_precisions_and_device_index():
-    chain = providers_for(Device.parse("cuda:0"), "int8", [TENSORRT, CUDA, CPU], {"execution_provider": "tensorrt"},
-                          quantized=True)
+    chain = providers_for(
+        Device.parse("cuda:0"), "int8", [TENSORRT, CUDA, CPU], {"execution_provider": "tensorrt"}, quantized=True
+    )
     assert chain[0] == (TENSORRT, {"device_id": 0, "trt_fp16_enable": False, "trt_int8_enable": True})
     assert chain[1] == (CUDA, {"device_id": 0, "use_tf32": 0})  # the CUDA fallback stays fp32 too
     with pytest.raises(UnsupportedOptionError, match="no bf16 mode for fp32 models on cuda"):
@@ -45,15 +57,24 @@ def test_fp32_is_never_tf32_on_cuda():
     the TensorRT EP has no such option at all."""
     cuda = Device.parse("cuda")
     gpu_build = [TENSORRT, CUDA, CPU]
-    assert providers_for(cuda, "fp32", gpu_build, {}, ort_version="1.18.0")[0] == (CUDA, {"device_id": 0,
-                                                                                          "use_tf32": 0})
-    with pytest.raises(UnsupportedOptionError, match=r"onnxruntime 1.17.1's CUDA EP has no use_tf32 option .*1\.18.*"
-                                                     "NVIDIA_TF32_OVERRIDE=0"):
+    assert providers_for(cuda, "fp32", gpu_build, {}, ort_version="1.18.0")[0] == (
+        CUDA,
+        {"device_id": 0, "use_tf32": 0},
+    )
+    with pytest.raises(
+        UnsupportedOptionError,
+        match=r"onnxruntime 1.17.1's CUDA EP has no use_tf32 option .*1\.18.*"
+        "NVIDIA_TF32_OVERRIDE=0",
+    ):
         providers_for(cuda, "fp32", gpu_build, {}, ort_version="1.17.1")
-    assert providers_for(cuda, "fp32", gpu_build, {}, ort_version="1.16.3", tf32_override="0")[0] == \
-        (CUDA, {"device_id": 0})  # no unknown option for an old CUDA EP
-    with pytest.raises(UnsupportedOptionError, match="TensorRT EP has no option to turn off TF32.*"
-                                                     "NVIDIA_TF32_OVERRIDE=0.*backend='tensorrt'"):
+    assert providers_for(cuda, "fp32", gpu_build, {}, ort_version="1.16.3", tf32_override="0")[0] == (
+        CUDA,
+        {"device_id": 0},
+    )  # no unknown option for an old CUDA EP
+    with pytest.raises(
+        UnsupportedOptionError,
+        match="TensorRT EP has no option to turn off TF32.*NVIDIA_TF32_OVERRIDE=0.*backend='tensorrt'",
+    ):
         providers_for(cuda, "fp32", gpu_build, {"execution_provider": "tensorrt"}, ort_version="1.22.0")
     with pytest.raises(UnsupportedOptionError, match="TensorRT EP has no option"):
         providers_for(cuda, "fp32", gpu_build, {"execution_provider": "tensorrt"}, tf32_override="1")
@@ -100,8 +121,10 @@ def test_npus_refuse_fp32_and_coreml_is_pinned_to_the_neural_engine():
     for ep in (OPENVINO, QNN, COREML):
         with pytest.raises(UnsupportedOptionError, match="NPU computes in fp16.*precision='fp16'"):
             providers_for(npu, "fp32", [ep, CPU], {})
-    assert providers_for(npu, "fp16", [COREML, CPU], {}) == [(COREML, {"MLComputeUnits": "CPUAndNeuralEngine"}),
-                                                            (CPU, {})]
+    assert providers_for(npu, "fp16", [COREML, CPU], {}) == [
+        (COREML, {"MLComputeUnits": "CPUAndNeuralEngine"}),
+        (CPU, {}),
+    ]
 
 
 def test_intel_gpu_through_the_openvino_ep():

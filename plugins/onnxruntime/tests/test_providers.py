@@ -8,8 +8,16 @@ import re
 import pytest
 
 from unirt import Device, Hardware, UnsupportedOptionError
-from unirt_onnxruntime.providers import (CPU, CUDA, OPENVINO, QNN, TENSORRT, looks_quantized, offered_devices,
-                                         providers_for)
+from unirt_onnxruntime.providers import (
+    CPU,
+    CUDA,
+    OPENVINO,
+    QNN,
+    TENSORRT,
+    looks_quantized,
+    offered_devices,
+    providers_for,
+)
 
 GPU_BOX = Hardware("x86_64", "intel", "Xeon", frozenset(), 16, cuda_gpus=("NVIDIA H100", "NVIDIA H100"))
 CPU_BOX = Hardware("x86_64", "amd", "EPYC", frozenset(), 16)
@@ -34,8 +42,7 @@ def test_tensorrt_ep_first_when_asked():
     assert chain[0] == (TENSORRT, {"device_id": 0, "trt_fp16_enable": True, "trt_int8_enable": False})
     assert chain[1][0] == CUDA and chain[-1][0] == CPU
     # fp32 needs TF32 off, which the TensorRT EP has no option for: only NVIDIA_TF32_OVERRIDE=0 does it
-    fp32 = providers_for(Device.parse("cuda"), "fp32", GPU_BUILD, {"execution_provider": "tensorrt"},
-                         tf32_override="0")
+    fp32 = providers_for(Device.parse("cuda"), "fp32", GPU_BUILD, {"execution_provider": "tensorrt"}, tf32_override="0")
     assert fp32[0][1]["trt_fp16_enable"] is False
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 import unirt
 from unirt import InputError, RunError, UnsupportedOptionError
+from unirt.testing.threads import run_concurrently
 
 
 def ort_session(path, **so_attrs):
@@ -52,7 +51,11 @@ def test_several_inputs_dtypes_and_a_scalar(model):
     path = model("multi_io")
     sess = unirt.Session(path, backend="onnxruntime")
     assert [(i.name, i.shape, i.dtype) for i in sess.inputs] == [
-        ("a", ("N", 4), np.float32), ("b", ("N", 4), np.float32), ("idx", ("K",), np.int64), ("scale", (), np.float32)]
+        ("a", ("N", 4), np.float32),
+        ("b", ("N", 4), np.float32),
+        ("idx", ("K",), np.int64),
+        ("scale", (), np.float32),
+    ]
     a = np.arange(12, dtype=np.float32).reshape(3, 4)
     b = np.ones((3, 4), np.float32)
     out = sess.run({"a": a, "b": b, "idx": np.array([2, 0]), "scale": np.float32(0.5)})
@@ -162,9 +165,16 @@ def test_run_into_caller_arrays(model):
 
 def test_threads_and_backend_options(model):
     path = model("dynamic_mlp")
-    sess = unirt.Session(path, backend="onnxruntime", threads=2,
-                         backend_options={"graph_optimization_level": "disable", "enable_mem_pattern": False,
-                                          "session_config": {"session.intra_op.allow_spinning": "0"}})
+    sess = unirt.Session(
+        path,
+        backend="onnxruntime",
+        threads=2,
+        backend_options={
+            "graph_optimization_level": "disable",
+            "enable_mem_pattern": False,
+            "session_config": {"session.intra_op.allow_spinning": "0"},
+        },
+    )
     options = sess._runner._sess.get_session_options()
     assert options.intra_op_num_threads == 2
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -178,16 +188,24 @@ def test_threads_and_backend_options(model):
 
 
 def test_free_dimension_override(model):
-    sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime", batched=True,
-                         backend_options={"free_dimension_overrides": {"N": 4}})
+    sess = unirt.Session(
+        model("dynamic_mlp"),
+        backend="onnxruntime",
+        batched=True,
+        backend_options={"free_dimension_overrides": {"N": 4}},
+    )
     assert sess.inputs[0].shape == (4, 8)
     # N is now a static batch of 4 (a batch dim, as batched=True says): 3 rows are padded to 4 and the padding's
     # outputs dropped
     assert sess.batch.kind == "static" and sess.batch.size == 4
     x = np.random.default_rng(3).standard_normal((3, 8)).astype(np.float32)
     np.testing.assert_allclose(sess.run(x)["probs"], unirt.Session(model("dynamic_mlp")).run(x)["probs"], rtol=1e-6)
-    strict = unirt.Session(model("dynamic_mlp"), backend="onnxruntime", batched=False,
-                           backend_options={"free_dimension_overrides": {"N": 4}})
+    strict = unirt.Session(
+        model("dynamic_mlp"),
+        backend="onnxruntime",
+        batched=False,
+        backend_options={"free_dimension_overrides": {"N": 4}},
+    )
     with pytest.raises(InputError, match="dim 0 is static"):
         strict.run(np.ones((3, 8), np.float32))
 
@@ -226,17 +244,24 @@ def test_errors_inside_the_graph_become_run_errors(tmp_path):
     from onnx import TensorProto, helper
 
     # Reshape to a shape that cannot hold the data: only the engine can find this out.
-    g = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "bad_reshape",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"]),
-                           helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    g = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "bad_reshape",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"]),
+            helper.make_tensor_value_info("shape", TensorProto.INT64, [2]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     path = tmp_path / "reshape.onnx"
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9  # what every onnxruntime >= 1.16 reads (onnx 1.23 writes IR 14 by default)
     onnx.save(m, str(path))
     sess = unirt.Session(path, backend="onnxruntime")
-    np.testing.assert_array_equal(sess.run({"x": np.arange(6, dtype=np.float32), "shape": [2, 3]})["y"],
-                                  np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.testing.assert_array_equal(
+        sess.run({"x": np.arange(6, dtype=np.float32), "shape": [2, 3]})["y"],
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+    )
     with pytest.raises(RunError, match="onnxruntime"):
         sess.run({"x": np.arange(5, dtype=np.float32), "shape": np.array([2, 3])})
 
@@ -246,19 +271,12 @@ def test_concurrent_runs_from_threads(model):
     rng = np.random.default_rng(7)
     xs = [rng.standard_normal((3, 8)).astype(np.float32) for _ in range(8)]
     expected = [sess.run(x)["probs"] for x in xs]
-    errors = []
 
     def worker(i):
         for _ in range(50):
-            if not np.array_equal(sess.run(xs[i])["probs"], expected[i]):
-                errors.append(i)
+            np.testing.assert_array_equal(sess.run(xs[i])["probs"], expected[i])
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    run_concurrently(worker, 8)
 
 
 def test_model_from_bytes(model):
@@ -267,26 +285,43 @@ def test_model_from_bytes(model):
     assert sess.run(np.ones((2, 8), np.float32))["probs"].shape == (2, 3)
 
 
-@pytest.mark.parametrize("options,match", [
-    ({"graph_optimization_level": 99}, "graph_optimization_level must be one of.*got 99"),
-    ({"session_config": 5}, "session_config must be a dict.*got 5"),
-    ({"session_config": {"session.intra_op.allow_spinning": [0]}}, r"session_config\['session.intra_op.allow_spinning'\] "
-                                                                   "must be a string or number"),
-    ({"free_dimension_overrides": {"N": "x"}}, r"free_dimension_overrides\['N'\] must map a dim name to a positive int"),
-    ({"free_dimension_overrides": [("N", 4)]}, "free_dimension_overrides must be a dict"),
-    ({"provider_options": "garbage"}, "provider_options goes with providers"),
-    ({"providers": "CPUExecutionProvider"}, "providers must be a non-empty list"),
-    ({"providers": ["CPUExecutionProvider"], "provider_options": "garbage"}, "provider_options must be a list of 1"),
-])
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"graph_optimization_level": 99}, "graph_optimization_level must be one of.*got 99"),
+        ({"session_config": 5}, "session_config must be a dict.*got 5"),
+        (
+            {"session_config": {"session.intra_op.allow_spinning": [0]}},
+            r"session_config\['session.intra_op.allow_spinning'\] must be a string or number",
+        ),
+        (
+            {"free_dimension_overrides": {"N": "x"}},
+            r"free_dimension_overrides\['N'\] must map a dim name to a positive int",
+        ),
+        ({"free_dimension_overrides": [("N", 4)]}, "free_dimension_overrides must be a dict"),
+        ({"provider_options": "garbage"}, "provider_options goes with providers"),
+        ({"providers": "CPUExecutionProvider"}, "providers must be a non-empty list"),
+        (
+            {"providers": ["CPUExecutionProvider"], "provider_options": "garbage"},
+            "provider_options must be a list of 1",
+        ),
+    ],
+)
 def test_bad_backend_option_values_name_the_option_not_the_model(model, options, match):
     with pytest.raises(UnsupportedOptionError, match=match):
         unirt.Session(model("dynamic_mlp"), backend="onnxruntime", backend_options=options)
 
 
 def test_explicit_providers_with_their_options(model):
-    sess = unirt.Session(model("dynamic_mlp"), backend="onnxruntime",
-                         backend_options={"providers": ["CPUExecutionProvider"], "provider_options": [{}],
-                                          "session_config": {"session.intra_op.allow_spinning": 0}})
+    sess = unirt.Session(
+        model("dynamic_mlp"),
+        backend="onnxruntime",
+        backend_options={
+            "providers": ["CPUExecutionProvider"],
+            "provider_options": [{}],
+            "session_config": {"session.intra_op.allow_spinning": 0},
+        },
+    )
     assert sess._runner.providers == ("CPUExecutionProvider",)
     assert sess._runner._sess.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
@@ -297,11 +332,19 @@ def _cast_model(path, to_type):
     from onnx import helper
 
     graph = helper.make_graph(
-        [helper.make_node("Cast", ["x"], ["y"], to=to_type), helper.make_node("Cast", ["y"], ["z"], to=T.FLOAT),
-         helper.make_node("Cast", ["b"], ["f"], to=T.FLOAT)], "casts",
+        [
+            helper.make_node("Cast", ["x"], ["y"], to=to_type),
+            helper.make_node("Cast", ["y"], ["z"], to=T.FLOAT),
+            helper.make_node("Cast", ["b"], ["f"], to=T.FLOAT),
+        ],
+        "casts",
         [helper.make_tensor_value_info("x", T.FLOAT, ["N"]), helper.make_tensor_value_info("b", to_type, [2, 3])],
-        [helper.make_tensor_value_info("y", to_type, ["N"]), helper.make_tensor_value_info("z", T.FLOAT, ["N"]),
-         helper.make_tensor_value_info("f", T.FLOAT, [2, 3])])
+        [
+            helper.make_tensor_value_info("y", to_type, ["N"]),
+            helper.make_tensor_value_info("z", T.FLOAT, ["N"]),
+            helper.make_tensor_value_info("f", T.FLOAT, [2, 3]),
+        ],
+    )
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     onnx_model.ir_version = 10
     path.write_bytes(onnx_model.SerializeToString())
@@ -313,8 +356,11 @@ def test_bfloat16_and_float8_tensors_in_and_out(tmp_path, type_name):
     ml_dtypes = pytest.importorskip("ml_dtypes")
     from onnx import TensorProto
 
-    dtype = {"BFLOAT16": ml_dtypes.bfloat16, "FLOAT8E4M3FN": ml_dtypes.float8_e4m3fn,
-             "FLOAT8E5M2": ml_dtypes.float8_e5m2}[type_name]
+    dtype = {
+        "BFLOAT16": ml_dtypes.bfloat16,
+        "FLOAT8E4M3FN": ml_dtypes.float8_e4m3fn,
+        "FLOAT8E5M2": ml_dtypes.float8_e5m2,
+    }[type_name]
     sess = unirt.Session(_cast_model(tmp_path / "cast.onnx", getattr(TensorProto, type_name)), backend="onnxruntime")
     assert {t.name: np.dtype(t.dtype) for t in sess.outputs}["y"] == np.dtype(dtype)
     x = np.array([1.0, 2.5, 3.14159, -0.3], np.float32)
@@ -345,10 +391,15 @@ def test_an_input_passed_through_as_an_output_is_written_into_caller_memory(tmp_
     from onnx import TensorProto, helper
 
     for dims in ([1, 128, 256], ["N", 128, 256]):
-        g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "passthrough",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims),
-                               helper.make_tensor_value_info("y", TensorProto.FLOAT, dims)])
+        g = helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])],
+            "passthrough",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+            [
+                helper.make_tensor_value_info("x", TensorProto.FLOAT, dims),
+                helper.make_tensor_value_info("y", TensorProto.FLOAT, dims),
+            ],
+        )
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
         m.ir_version = 9
         path = tmp_path / "passthrough.onnx"
@@ -375,13 +426,19 @@ def test_a_model_newer_than_onnxruntime_says_what_to_do(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 99
     path = tmp_path / "future.onnx"
     onnx.save(m, str(path))
-    with pytest.raises(unirt.ModelLoadError, match=r"written by a newer onnx \(IR 99\) than onnxruntime .* reads "
-                                                   r"\(IR \d+\): upgrade onnxruntime .*model.ir_version = \d+"):
+    with pytest.raises(
+        unirt.ModelLoadError,
+        match=r"written by a newer onnx \(IR 99\) than onnxruntime .* reads "
+        r"\(IR \d+\): upgrade onnxruntime .*model.ir_version = \d+",
+    ):
         unirt.Session(path, backend="onnxruntime")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unirt import Availability, Backend, ConversionError, FormatFacts, LoadOptions, ModelFile, ModelFormat, hardware
 from unirt.plugin_sdk import quiet_onnxruntime
 
 from .providers import missing_gpu_note, offered_devices
+
+if TYPE_CHECKING:
+    from .session import OnnxRuntimeSession
 
 
 class OnnxRuntimeBackend(Backend):
@@ -20,8 +24,10 @@ class OnnxRuntimeBackend(Backend):
     #: torch by unirt's conversion layer.
     converts_from = frozenset({ModelFormat.TORCH_EXPORT})
     converts_through = {ModelFormat.TORCH_EXPORT: "torch"}
-    convert_hint = ("PyTorch programs convert with the torch plugin installed: pip install './plugins/torch[engine]' "
-                    "(from unirt's source checkout)")
+    convert_hint = (
+        "PyTorch programs convert with the torch plugin installed: pip install './plugins/torch[engine]' "
+        "(from unirt's source checkout)"
+    )
 
     def probe(self) -> Availability:
         try:
@@ -31,10 +37,14 @@ class OnnxRuntimeBackend(Backend):
         quiet_onnxruntime(ort)  # errors only, unless unirt logs verbosely or UNIRT_ENGINE_LOGS=1
         available = ort.get_available_providers()
         hw = hardware()
-        return Availability(True, version=ort.__version__, devices=offered_devices(available, hw),
-                            device_note=missing_gpu_note(available, hw))
+        return Availability(
+            True,
+            version=ort.__version__,
+            devices=offered_devices(available, hw),
+            device_note=missing_gpu_note(available, hw),
+        )
 
-    def load(self, model: ModelFile, options: LoadOptions) -> "OnnxRuntimeSession":  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> OnnxRuntimeSession:
         from .session import OnnxRuntimeSession
 
         return OnnxRuntimeSession(model, options)
@@ -44,8 +54,10 @@ class OnnxRuntimeBackend(Backend):
         try:
             from unirt_torch.to_onnx import export_onnx
         except ImportError:
-            raise ConversionError(f"{model.name}: converting a {model.format} model to ONNX needs the torch plugin: "
-                                  "pip install './plugins/torch[engine]' (from unirt's source checkout)") from None
+            raise ConversionError(
+                f"{model.name}: converting a {model.format} model to ONNX needs the torch plugin: "
+                "pip install './plugins/torch[engine]' (from unirt's source checkout)"
+            ) from None
         return export_onnx(model, out_dir, options.backend_options.get("opset"))
 
     def converter_version(self) -> str | None:

@@ -3,7 +3,8 @@ so every branch (CUDA, TensorRT, OpenVINO...) is testable on a machine without t
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from unirt import Device, Hardware, UnsupportedOptionError
 
@@ -17,8 +18,16 @@ COREML = "CoreMLExecutionProvider"
 QNN = "QNNExecutionProvider"
 
 # backend_options["execution_provider"] short names
-EP_NAMES = {"cpu": CPU, "cuda": CUDA, "tensorrt": TENSORRT, "openvino": OPENVINO, "rocm": ROCM, "dml": DML,
-            "coreml": COREML, "qnn": QNN}
+EP_NAMES = {
+    "cpu": CPU,
+    "cuda": CUDA,
+    "tensorrt": TENSORRT,
+    "openvino": OPENVINO,
+    "rocm": ROCM,
+    "dml": DML,
+    "coreml": COREML,
+    "qnn": QNN,
+}
 _NPU_EPS = (OPENVINO, QNN, COREML)
 
 Provider = tuple[str, dict[str, Any]]
@@ -55,8 +64,10 @@ def offered_devices(available: Sequence[str], hw: Hardware) -> tuple[str, ...]:
 def missing_gpu_note(available: Sequence[str], hw: Hardware) -> str:
     """Why this machine's CUDA GPUs are not offered, when they are not: the installed build lacks the provider."""
     if hw.cuda_gpus and CUDA not in available and TENSORRT not in available:
-        return ("this machine has a CUDA GPU but the installed onnxruntime has no CUDAExecutionProvider "
-                f"(it has {', '.join(available) or 'none'}): install onnxruntime-gpu in place of onnxruntime")
+        return (
+            "this machine has a CUDA GPU but the installed onnxruntime has no CUDAExecutionProvider "
+            f"(it has {', '.join(available) or 'none'}): install onnxruntime-gpu in place of onnxruntime"
+        )
     return ""
 
 
@@ -64,8 +75,15 @@ def _first_available(candidates: Sequence[str], available: Sequence[str]) -> str
     return next((ep for ep in candidates if ep in available), None)
 
 
-def providers_for(device: Device, precision: str, available: Sequence[str], options: Mapping[str, Any],
-                  quantized: bool = False, ort_version: str = "", tf32_override: str | None = None) -> list[Provider]:
+def providers_for(
+    device: Device,
+    precision: str,
+    available: Sequence[str],
+    options: Mapping[str, Any],
+    quantized: bool = False,
+    ort_version: str = "",
+    tf32_override: str | None = None,
+) -> list[Provider]:
     """The provider list (with provider options) for `InferenceSession`, most preferred first.
 
     `ort_version` is onnxruntime's version (the CUDA EP's options depend on it); `tf32_override` is the value of the
@@ -73,8 +91,9 @@ def providers_for(device: Device, precision: str, available: Sequence[str], opti
     """
     wanted = options.get("execution_provider")
     if wanted is not None and wanted not in EP_NAMES:
-        raise UnsupportedOptionError(f"onnxruntime: backend_options['execution_provider'] must be one of "
-                                     f"{', '.join(EP_NAMES)}, got {wanted!r}")
+        raise UnsupportedOptionError(
+            f"onnxruntime: backend_options['execution_provider'] must be one of {', '.join(EP_NAMES)}, got {wanted!r}"
+        )
     index = device.index or 0
     if device.kind == "cpu":
         if wanted not in (None, "cpu", "openvino"):
@@ -99,26 +118,43 @@ def providers_for(device: Device, precision: str, available: Sequence[str], opti
     elif device.kind == "npu":
         ep = EP_NAMES.get(wanted) if wanted else _first_available(_NPU_EPS, available)
         if ep is None or ep not in _NPU_EPS:
-            raise UnsupportedOptionError("onnxruntime: device 'npu' needs the OpenVINO, QNN or CoreML execution "
-                                         "provider; this onnxruntime has " + ", ".join(available))
+            raise UnsupportedOptionError(
+                "onnxruntime: device 'npu' needs the OpenVINO, QNN or CoreML execution "
+                "provider; this onnxruntime has " + ", ".join(available)
+            )
         if precision == "fp32":
             # NPUs (Intel NPU, Qualcomm HTP, Apple Neural Engine) compute in fp16 or int8: fp32 would be a false label.
-            raise UnsupportedOptionError("onnxruntime: the NPU computes in fp16 (int8 for quantized models); ask "
-                                         "for precision='fp16' or 'int8', or use device='cpu' for fp32")
+            raise UnsupportedOptionError(
+                "onnxruntime: the NPU computes in fp16 (int8 for quantized models); ask "
+                "for precision='fp16' or 'int8', or use device='cpu' for fp32"
+            )
         # CoreML's default compute units ("ALL") may leave the model on the CPU or GPU: pin it to the Neural Engine.
-        chain = [(ep, {"device_type": "NPU"} if ep == OPENVINO else
-                  {"MLComputeUnits": "CPUAndNeuralEngine"} if ep == COREML else {})]
+        chain = [
+            (
+                ep,
+                {"device_type": "NPU"}
+                if ep == OPENVINO
+                else {"MLComputeUnits": "CPUAndNeuralEngine"}
+                if ep == COREML
+                else {},
+            )
+        ]
     else:
-        raise UnsupportedOptionError(f"onnxruntime: no execution provider for device {device} in this build "
-                                     f"(available: {', '.join(available)})")
+        raise UnsupportedOptionError(
+            f"onnxruntime: no execution provider for device {device} in this build (available: {', '.join(available)})"
+        )
     chain = [_apply_precision(p, precision, _version(ort_version)) for p in chain]
-    if precision != "fp32" and not any(_runs_precision(p, precision, quantized) for p in chain) \
-            and not (precision == "int8" and quantized):
+    if (
+        precision != "fp32"
+        and not any(_runs_precision(p, precision, quantized) for p in chain)
+        and not (precision == "int8" and quantized)
+    ):
         raise UnsupportedOptionError(_precision_hint(device, precision))
     missing = [name for name, _ in chain if name not in available]
     if missing:
-        raise UnsupportedOptionError(f"onnxruntime: execution provider {missing[0]} is not in this build "
-                                     f"(available: {', '.join(available)})")
+        raise UnsupportedOptionError(
+            f"onnxruntime: execution provider {missing[0]} is not in this build (available: {', '.join(available)})"
+        )
     if precision == "fp32" and tf32_override != "0":
         _refuse_tf32(chain, ort_version)
     return chain + [(CPU, {})]
@@ -145,8 +181,7 @@ def _apply_precision(provider: Provider, precision: str, version: tuple[int, ...
 
 def _refuse_tf32(chain: Sequence[Provider], ort_version: str) -> None:
     """fp32 on a provider that would compute it in TF32 (Ampere and later GPUs) with no option to stop it."""
-    how = ("set NVIDIA_TF32_OVERRIDE=0 in the environment before the process starts (it turns TF32 off "
-           "process-wide)")
+    how = "set NVIDIA_TF32_OVERRIDE=0 in the environment before the process starts (it turns TF32 off process-wide)"
     for name, opts in chain:
         if name == TENSORRT:
             # onnxruntime's TensorRT EP leaves TensorRT's default BuilderFlag.TF32 set and has no option to clear it
@@ -155,12 +190,14 @@ def _refuse_tf32(chain: Sequence[Provider], ort_version: str) -> None:
                 "onnxruntime: the TensorRT EP has no option to turn off TF32, which TensorRT uses for fp32 layers on "
                 f"Ampere and later GPUs, so precision='fp32' would not be fp32. To run it: {how}; or use the CUDA EP "
                 "(the default for device='cuda'), unirt's TensorRT backend (backend='tensorrt' clears TF32), or "
-                "precision='fp16'")
+                "precision='fp16'"
+            )
         if name == CUDA and "use_tf32" not in opts:
             raise UnsupportedOptionError(
                 f"onnxruntime {ort_version}'s CUDA EP has no use_tf32 option (it came in "
                 f"{'.'.join(map(str, CUDA_USE_TF32_SINCE))}), and cuDNN computes fp32 convolutions in TF32 on Ampere "
-                f"and later GPUs, so precision='fp32' would not be fp32: upgrade onnxruntime-gpu, or {how}")
+                f"and later GPUs, so precision='fp32' would not be fp32: upgrade onnxruntime-gpu, or {how}"
+            )
 
 
 def _openvino_gpu(device: Device) -> str:
@@ -176,8 +213,11 @@ def _runs_precision(provider: Provider, precision: str, quantized: bool) -> bool
             from unirt.plugin_sdk import cpu_arithmetic
 
             return cpu_arithmetic("fp16")[0]
-        return (name == TENSORRT and opts.get("trt_fp16_enable")) or (name == OPENVINO and opts.get("precision")
-                                                                         == "FP16") or name in (DML, COREML, QNN)
+        return (
+            (name == TENSORRT and opts.get("trt_fp16_enable"))
+            or (name == OPENVINO and opts.get("precision") == "FP16")
+            or name in (DML, COREML, QNN)
+        )
     if precision == "int8":
         # The TensorRT EP runs int8 from a QDQ model; an fp32 model needs a calibration table
         # (trt_int8_calibration_table_name), without which TensorRT silently keeps those layers in fp32/TF32.
@@ -189,25 +229,40 @@ def _runs_precision(provider: Provider, precision: str, quantized: bool) -> bool
 
 def _precision_hint(device: Device, precision: str) -> str:
     if precision == "bf16":
-        return (f"onnxruntime has no bf16 mode for fp32 models on {device}; it supports fp32, fp16 (TensorRT/OpenVINO "
-                "EPs) and int8 (quantized models)")
+        return (
+            f"onnxruntime has no bf16 mode for fp32 models on {device}; it supports fp32, fp16 (TensorRT/OpenVINO "
+            "EPs) and int8 (quantized models)"
+        )
     if precision == "fp16":
         lacks = ""
         if device.kind == "cpu":
             from unirt.plugin_sdk import cpu_arithmetic
 
             lacks = f" ({cpu_arithmetic('fp16')[1]}: the OpenVINO EP on this CPU would compute fp32)"
-        return (f"onnxruntime cannot run an fp32 model in fp16 on {device}{lacks}: use device='cuda' with "
-                "backend_options={'execution_provider': 'tensorrt'}, the OpenVINO EP on a GPU or a CPU with fp16 "
-                "arithmetic, or convert the model to fp16 first (then load it with precision='fp32'); it supports "
-                "fp32 here")
-    return (f"onnxruntime runs int8 only from a quantized model (QuantizeLinear/QLinear/Integer ops) on {device}; "
-            "quantize the model first (the TensorRT EP takes a calibration table only through backend_options "
-            "providers/provider_options: trt_int8_enable, trt_int8_calibration_table_name); it supports fp32 here")
+        return (
+            f"onnxruntime cannot run an fp32 model in fp16 on {device}{lacks}: use device='cuda' with "
+            "backend_options={'execution_provider': 'tensorrt'}, the OpenVINO EP on a GPU or a CPU with fp16 "
+            "arithmetic, or convert the model to fp16 first (then load it with precision='fp32'); it supports "
+            "fp32 here"
+        )
+    return (
+        f"onnxruntime runs int8 only from a quantized model (QuantizeLinear/QLinear/Integer ops) on {device}; "
+        "quantize the model first (the TensorRT EP takes a calibration table only through backend_options "
+        "providers/provider_options: trt_int8_enable, trt_int8_calibration_table_name); it supports fp32 here"
+    )
 
 
-QUANTIZED_OPS = (b"QuantizeLinear", b"DequantizeLinear", b"QLinearConv", b"QLinearMatMul", b"MatMulInteger",
-                 b"ConvInteger", b"DynamicQuantizeLinear", b"MatMulIntegerToFloat", b"QGemm")
+QUANTIZED_OPS = (
+    b"QuantizeLinear",
+    b"DequantizeLinear",
+    b"QLinearConv",
+    b"QLinearMatMul",
+    b"MatMulInteger",
+    b"ConvInteger",
+    b"DynamicQuantizeLinear",
+    b"MatMulIntegerToFloat",
+    b"QGemm",
+)
 
 
 def looks_quantized(model_bytes: bytes) -> bool:

@@ -5,22 +5,46 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from unirt import (BackendSession, BuffersRefusedError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError,
-                   TensorInfo,
-                   UnsupportedOptionError)
+from unirt import (
+    BackendSession,
+    BuffersRefusedError,
+    LoadOptions,
+    ModelFile,
+    ModelFormat,
+    ModelLoadError,
+    RunError,
+    TensorInfo,
+    UnsupportedOptionError,
+)
 from unirt.plugin_sdk import onnx_quantization_ops, quantized_info, quantized_precision
 
 from .providers import CPU, providers_for
 
 _ORT_ERRORS: tuple[type[BaseException], ...] = tuple(
-    cls for cls in (getattr(ort.capi.onnxruntime_pybind11_state, n, None) for n in (
-        "Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError", "RuntimeException", "InvalidProtobuf",
-        "ModelLoaded", "NotImplemented", "InvalidGraph", "EPFail")) if isinstance(cls, type)
+    cls
+    for cls in (
+        getattr(ort.capi.onnxruntime_pybind11_state, n, None)
+        for n in (
+            "Fail",
+            "InvalidArgument",
+            "NoSuchFile",
+            "NoModel",
+            "EngineError",
+            "RuntimeException",
+            "InvalidProtobuf",
+            "ModelLoaded",
+            "NotImplemented",
+            "InvalidGraph",
+            "EPFail",
+        )
+    )
+    if isinstance(cls, type)
 ) + (RuntimeError,)
 
 _OPT_LEVELS = {
@@ -33,9 +57,20 @@ if hasattr(ort.GraphOptimizationLevel, "ORT_ENABLE_LAYOUT"):
     _OPT_LEVELS["layout"] = ort.GraphOptimizationLevel.ORT_ENABLE_LAYOUT
 
 _ORT_TYPES = {
-    "float": np.float32, "double": np.float64, "float16": np.float16, "int8": np.int8, "int16": np.int16,
-    "int32": np.int32, "int64": np.int64, "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32,
-    "uint64": np.uint64, "bool": np.bool_, "string": np.object_, "complex64": np.complex64,
+    "float": np.float32,
+    "double": np.float64,
+    "float16": np.float16,
+    "int8": np.int8,
+    "int16": np.int16,
+    "int32": np.int32,
+    "int64": np.int64,
+    "uint8": np.uint8,
+    "uint16": np.uint16,
+    "uint32": np.uint32,
+    "uint64": np.uint64,
+    "bool": np.bool_,
+    "string": np.object_,
+    "complex64": np.complex64,
     "complex128": np.complex128,
 }
 # Element types numpy lacks, by their ONNX type number: onnxruntime's numpy bridge refuses them, so a session that
@@ -45,30 +80,49 @@ _PACKED_TYPES: tuple[Any, ...] = ()
 try:  # numpy has no bfloat16/float8; ml_dtypes (installed with onnx) provides them when present
     import ml_dtypes  # a dependency of this plugin; guarded so a broken install still loads fp32 models
 
-    _ORT_TYPES.update({"bfloat16": ml_dtypes.bfloat16, "float8e4m3fn": ml_dtypes.float8_e4m3fn,
-                       "float8e5m2": ml_dtypes.float8_e5m2, "float8e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
-                       "float8e5m2fnuz": ml_dtypes.float8_e5m2fnuz, "int4": ml_dtypes.int4,
-                       "uint4": ml_dtypes.uint4})
-    _BITS_TYPES = {np.dtype(ml_dtypes.bfloat16): (16, np.uint16), np.dtype(ml_dtypes.float8_e4m3fn): (17, np.uint8),
-                   np.dtype(ml_dtypes.float8_e4m3fnuz): (18, np.uint8), np.dtype(ml_dtypes.float8_e5m2): (19, np.uint8),
-                   np.dtype(ml_dtypes.float8_e5m2fnuz): (20, np.uint8)}
+    _ORT_TYPES.update(
+        {
+            "bfloat16": ml_dtypes.bfloat16,
+            "float8e4m3fn": ml_dtypes.float8_e4m3fn,
+            "float8e5m2": ml_dtypes.float8_e5m2,
+            "float8e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
+            "float8e5m2fnuz": ml_dtypes.float8_e5m2fnuz,
+            "int4": ml_dtypes.int4,
+            "uint4": ml_dtypes.uint4,
+        }
+    )
+    _BITS_TYPES = {
+        np.dtype(ml_dtypes.bfloat16): (16, np.uint16),
+        np.dtype(ml_dtypes.float8_e4m3fn): (17, np.uint8),
+        np.dtype(ml_dtypes.float8_e4m3fnuz): (18, np.uint8),
+        np.dtype(ml_dtypes.float8_e5m2): (19, np.uint8),
+        np.dtype(ml_dtypes.float8_e5m2fnuz): (20, np.uint8),
+    }
     _PACKED_TYPES = (np.dtype(ml_dtypes.int4), np.dtype(ml_dtypes.uint4))
 except ImportError:
     pass
 
 # Keys of backend_options that unirt interprets; the rest must be SessionOptions attributes.
-_OWN_KEYS = {"graph_optimization_level", "execution_provider", "providers", "provider_options", "session_config",
-             "free_dimension_overrides"}
+_OWN_KEYS = {
+    "graph_optimization_level",
+    "execution_provider",
+    "providers",
+    "provider_options",
+    "session_config",
+    "free_dimension_overrides",
+}
 
 
 def _tensor_info(arg: Any) -> TensorInfo:
     kind = arg.type or ""
     if kind.startswith("tensor(") and kind.endswith(")"):
-        elem = kind[len("tensor("):-1]
+        elem = kind[len("tensor(") : -1]
         dtype = _ORT_TYPES.get(elem)
         if dtype is None:
-            raise ModelLoadError(f"tensor {arg.name!r} has element type {elem}, which numpy cannot hold "
-                                 "(install ml_dtypes for bfloat16/float8/int4)")
+            raise ModelLoadError(
+                f"tensor {arg.name!r} has element type {elem}, which numpy cannot hold "
+                "(install ml_dtypes for bfloat16/float8/int4)"
+            )
         shape = tuple(arg.shape) if arg.shape is not None else ()
         return TensorInfo(arg.name, shape, dtype)
     # sequence/map/optional values come back as Python objects
@@ -85,36 +139,44 @@ def _session_options(options: LoadOptions) -> ort.SessionOptions:
     level = bo.get("graph_optimization_level", "all")
     if not isinstance(level, ort.GraphOptimizationLevel):
         if not isinstance(level, str) or level not in _OPT_LEVELS:
-            raise UnsupportedOptionError(f"onnxruntime: graph_optimization_level must be one of "
-                                         f"{', '.join(_OPT_LEVELS)} (or an onnxruntime.GraphOptimizationLevel), "
-                                         f"got {level!r}")
+            raise UnsupportedOptionError(
+                f"onnxruntime: graph_optimization_level must be one of "
+                f"{', '.join(_OPT_LEVELS)} (or an onnxruntime.GraphOptimizationLevel), "
+                f"got {level!r}"
+            )
         level = _OPT_LEVELS[level]
     so.graph_optimization_level = level
     config = bo.get("session_config", {})
     if not isinstance(config, Mapping) or not all(isinstance(k, str) for k in config):
-        raise UnsupportedOptionError(f"onnxruntime: session_config must be a dict of onnxruntime session config "
-                                     f"entries {{'session.key': 'value'}}, got {config!r}")
+        raise UnsupportedOptionError(
+            f"onnxruntime: session_config must be a dict of onnxruntime session config "
+            f"entries {{'session.key': 'value'}}, got {config!r}"
+        )
     for key, value in config.items():
         if not isinstance(value, (str, int, float)):
-            raise UnsupportedOptionError(f"onnxruntime: session_config[{key!r}] must be a string or number, "
-                                         f"got {value!r}")
+            raise UnsupportedOptionError(
+                f"onnxruntime: session_config[{key!r}] must be a string or number, got {value!r}"
+            )
         so.add_session_config_entry(key, str(int(value) if isinstance(value, bool) else value))
     overrides = bo.get("free_dimension_overrides", {})
     if not isinstance(overrides, Mapping):
-        raise UnsupportedOptionError(f"onnxruntime: free_dimension_overrides must be a dict {{dim name: size}}, "
-                                     f"got {overrides!r}")
+        raise UnsupportedOptionError(
+            f"onnxruntime: free_dimension_overrides must be a dict {{dim name: size}}, got {overrides!r}"
+        )
     for dim, size in overrides.items():
-        if not isinstance(dim, str) or isinstance(size, bool) or not isinstance(size, (int, np.integer)) \
-                or size < 1:
-            raise UnsupportedOptionError(f"onnxruntime: free_dimension_overrides[{dim!r}] must map a dim name to a "
-                                         f"positive int, got {size!r}")
+        if not isinstance(dim, str) or isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise UnsupportedOptionError(
+                f"onnxruntime: free_dimension_overrides[{dim!r}] must map a dim name to a positive int, got {size!r}"
+            )
         so.add_free_dimension_override_by_name(dim, int(size))
     for key, value in bo.items():
         if key in _OWN_KEYS:
             continue
         if key.startswith("_") or not hasattr(so, key):
-            raise UnsupportedOptionError(f"onnxruntime: unknown backend option {key!r}; use one of "
-                                         f"{', '.join(sorted(_OWN_KEYS))} or an onnxruntime.SessionOptions attribute")
+            raise UnsupportedOptionError(
+                f"onnxruntime: unknown backend option {key!r}; use one of "
+                f"{', '.join(sorted(_OWN_KEYS))} or an onnxruntime.SessionOptions attribute"
+            )
         try:
             setattr(so, key, value)
         except (TypeError, AttributeError) as exc:
@@ -125,15 +187,25 @@ def _session_options(options: LoadOptions) -> ort.SessionOptions:
 def _explicit_providers(bo: Mapping[str, Any]) -> tuple[list[str], list[dict] | None]:
     """backend_options' own `providers` list (names) and optional `provider_options` (one dict each), checked."""
     providers, provider_options = bo["providers"], bo.get("provider_options")
-    if isinstance(providers, str) or not isinstance(providers, (list, tuple)) or not providers \
-            or not all(isinstance(p, str) for p in providers):
-        raise UnsupportedOptionError(f"onnxruntime: providers must be a non-empty list of execution provider names "
-                                     f"such as ['CUDAExecutionProvider', 'CPUExecutionProvider'], got {providers!r}")
-    if provider_options is not None and (not isinstance(provider_options, (list, tuple))
-                                         or len(provider_options) != len(providers)
-                                         or not all(isinstance(o, Mapping) for o in provider_options)):
-        raise UnsupportedOptionError(f"onnxruntime: provider_options must be a list of {len(providers)} dict(s), one "
-                                     f"per provider in providers, got {provider_options!r}")
+    if (
+        isinstance(providers, str)
+        or not isinstance(providers, (list, tuple))
+        or not providers
+        or not all(isinstance(p, str) for p in providers)
+    ):
+        raise UnsupportedOptionError(
+            f"onnxruntime: providers must be a non-empty list of execution provider names "
+            f"such as ['CUDAExecutionProvider', 'CPUExecutionProvider'], got {providers!r}"
+        )
+    if provider_options is not None and (
+        not isinstance(provider_options, (list, tuple))
+        or len(provider_options) != len(providers)
+        or not all(isinstance(o, Mapping) for o in provider_options)
+    ):
+        raise UnsupportedOptionError(
+            f"onnxruntime: provider_options must be a list of {len(providers)} dict(s), one "
+            f"per provider in providers, got {provider_options!r}"
+        )
     return list(providers), [dict(o) for o in provider_options] if provider_options is not None else None
 
 
@@ -145,12 +217,16 @@ def _version_hint(message: str, version: str) -> str:
     """What to do when the model is newer than this onnxruntime (a newer onnx/exporter wrote it)."""
     skew = _IR_SKEW.search(message)
     if skew:
-        return (f". The model was written by a newer onnx (IR {skew.group(1)}) than onnxruntime {version} reads (IR "
-                f"{skew.group(2)}): upgrade onnxruntime (pip install -U onnxruntime), or re-save the model with "
-                f"model.ir_version = {skew.group(2)} if it uses nothing newer")
+        return (
+            f". The model was written by a newer onnx (IR {skew.group(1)}) than onnxruntime {version} reads (IR "
+            f"{skew.group(2)}): upgrade onnxruntime (pip install -U onnxruntime), or re-save the model with "
+            f"model.ir_version = {skew.group(2)} if it uses nothing newer"
+        )
     if _OPSET_SKEW.search(message):
-        return (f". The model uses a newer opset than onnxruntime {version} implements: upgrade onnxruntime, or "
-                "export the model at an older opset")
+        return (
+            f". The model uses a newer opset than onnxruntime {version} implements: upgrade onnxruntime, or "
+            "export the model at an older opset"
+        )
     return ""
 
 
@@ -159,25 +235,39 @@ class OnnxRuntimeSession(BackendSession):
         bo = options.backend_options
         so = _session_options(options)
         # A quantized model computes int8 whatever was asked (fp32 runs it as it is: it cannot be un-quantized)
-        qops = onnx_quantization_ops(model.path if model.path is not None else model.data) \
-            if model.format is ModelFormat.ONNX else ()
+        qops = (
+            onnx_quantization_ops(model.path if model.path is not None else model.data)
+            if model.format is ModelFormat.ONNX
+            else ()
+        )
         available = ort.get_available_providers()
         if "providers" in bo:
             providers, provider_options = _explicit_providers(bo)
         else:
             if "provider_options" in bo:
-                raise UnsupportedOptionError("onnxruntime: provider_options goes with providers (one dict per "
-                                             "provider, in the same order); without providers, use device and "
-                                             "execution_provider")
-            chain = providers_for(options.device, options.precision, available, bo, bool(qops), ort.__version__,
-                                  os.environ.get("NVIDIA_TF32_OVERRIDE"))
+                raise UnsupportedOptionError(
+                    "onnxruntime: provider_options goes with providers (one dict per "
+                    "provider, in the same order); without providers, use device and "
+                    "execution_provider"
+                )
+            chain = providers_for(
+                options.device,
+                options.precision,
+                available,
+                bo,
+                bool(qops),
+                ort.__version__,
+                os.environ.get("NVIDIA_TF32_OVERRIDE"),
+            )
             providers, provider_options = [p for p, _ in chain], [o for _, o in chain]
         source = str(model.path) if model.path is not None else model.data
         try:
             self._sess = ort.InferenceSession(source, so, providers=providers, provider_options=provider_options)
         except _ORT_ERRORS as exc:
-            raise ModelLoadError(f"{model.name}: onnxruntime could not load this {model.format} model: "
-                                 f"{str(exc).strip()}{_version_hint(str(exc), ort.__version__)}") from None
+            raise ModelLoadError(
+                f"{model.name}: onnxruntime could not load this {model.format} model: "
+                f"{str(exc).strip()}{_version_hint(str(exc), ort.__version__)}"
+            ) from None
         active = self._sess.get_providers()
         # onnxruntime silently falls back to the CPU when a provider fails to start: refuse that.
         if providers[0] != CPU and providers[0] not in active:
@@ -191,9 +281,11 @@ class OnnxRuntimeSession(BackendSession):
         self.outputs = [_tensor_info(a) for a in self._sess.get_outputs()]
         packed = next((t for t in list(self.inputs) + list(self.outputs) if np.dtype(t.dtype) in _PACKED_TYPES), None)
         if packed is not None:
-            raise ModelLoadError(f"{model.name}: tensor {packed.name!r} is {np.dtype(packed.dtype).name}: onnxruntime "
-                                 "packs 4-bit tensors two to a byte, which unirt cannot pass to or from it; use an "
-                                 "int8/uint8 tensor at the model's boundary")
+            raise ModelLoadError(
+                f"{model.name}: tensor {packed.name!r} is {np.dtype(packed.dtype).name}: onnxruntime "
+                "packs 4-bit tensors two to a byte, which unirt cannot pass to or from it; use an "
+                "int8/uint8 tensor at the model's boundary"
+            )
         if any(np.dtype(t.dtype) in _BITS_TYPES for t in list(self.inputs) + list(self.outputs)):
             # bfloat16/float8 tensors: run through OrtValues of their bits (ORT's numpy bridge refuses them)
             self.run = _BitsRun(self._sess).run  # type: ignore[method-assign]
@@ -219,17 +311,20 @@ class OnnxRuntimeSession(BackendSession):
         except _ORT_ERRORS as exc:
             raise RunError(f"onnxruntime: {str(exc).strip()}") from None
 
-    def run_into(self, feeds: dict[str, np.ndarray], output_names: Sequence[str],
-                 out: dict[str, np.ndarray]) -> list[Any]:
+    def run_into(
+        self, feeds: dict[str, np.ndarray], output_names: Sequence[str], out: dict[str, np.ndarray]
+    ) -> list[Any]:
         """Write outputs into the caller's arrays in place: every output given -> the native run with
         pre-allocated OrtValues; some -> IOBinding (ORT allocates the others)."""
         for name in self._passthrough:
             target = out.get(name)
             if target is not None:  # ORT would leave it unwritten (see __init__)
                 if target.shape != feeds[name].shape:
-                    raise BuffersRefusedError(f"output {name!r} is input {name!r} passed through, shape "
-                                              f"{list(feeds[name].shape)}; the array for it has shape "
-                                              f"{list(target.shape)}")
+                    raise BuffersRefusedError(
+                        f"output {name!r} is input {name!r} passed through, shape "
+                        f"{list(feeds[name].shape)}; the array for it has shape "
+                        f"{list(target.shape)}"
+                    )
                 np.copyto(target, feeds[name])
         prealloc = self._prealloc
         if prealloc is not None and len(out) == len(output_names):
@@ -322,11 +417,15 @@ class _PreallocatedRun:
         self._devices: dict[int, list[Any]] = {}
 
     @classmethod
-    def create(cls, native: Any, inputs: Sequence[TensorInfo]) -> "_PreallocatedRun | None":
+    def create(cls, native: Any, inputs: Sequence[TensorInfo]) -> _PreallocatedRun | None:
         needed = ("run_with_ortvaluevector",)
         C = getattr(getattr(ort, "capi", None), "_pybind_state", None)
-        if native is None or C is None or not all(hasattr(native, n) for n in needed) or not all(
-                hasattr(C, n) for n in ("OrtValueVector", "OrtDevice", "RunOptions", "OrtValue")):
+        if (
+            native is None
+            or C is None
+            or not all(hasattr(native, n) for n in needed)
+            or not all(hasattr(C, n) for n in ("OrtValueVector", "OrtDevice", "RunOptions", "OrtValue"))
+        ):
             return None
         if any(i.dtype == object for i in inputs):  # string tensors do not wrap as OrtValues without a copy
             return None

@@ -40,12 +40,18 @@ def test_an_ill_conditioned_reference_is_told_apart(tmp_path):
     # Whether OpenVINO lands inside the tolerance depends on its kernels and their release;
     # either way the model is ill-conditioned, and a differing answer says so.
     outcome = check_case("openvino", case, "fp32", {"threads": 1})
-    assert outcome.status == "pass" or (outcome.status == "wrong" and outcome.detail.startswith(
-        "ill-conditioned: the reference moves beyond the tolerance when each float32 intermediate result moves by "
-        "one rounding step (rel-L2 error")), outcome
+    assert outcome.status == "pass" or (
+        outcome.status == "wrong"
+        and outcome.detail.startswith(
+            "ill-conditioned: the reference moves beyond the tolerance when each float32 intermediate result moves by "
+            "one rounding step (rel-L2 error"
+        )
+    ), outcome
     wheel_feeds = {i.name: v for i, v in zip(unirt.Session(case.model, backend="onnxruntime").inputs, case.inputs)}
-    assert ill_conditioned(case.model, wheel_feeds, reference_outputs(case.model, wheel_feeds),
-                           TOLERANCES["fp32"]) is not None
+    assert (
+        ill_conditioned(case.model, wheel_feeds, reference_outputs(case.model, wheel_feeds), TOLERANCES["fp32"])
+        is not None
+    )
     model = softmax_coerced(tmp_path / "s.onnx")
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 3, 4, 5)).astype(np.float32)}
     assert ill_conditioned(model, feeds, reference_outputs(model, feeds), TOLERANCES["fp32"]) is None

@@ -5,9 +5,18 @@ from __future__ import annotations
 import pytest
 
 from unirt import Device, UnsupportedOptionError
-from unirt_openvino.options import (common_capabilities, compile_settings, device_name, float64_allowed,
-                                    offered_devices, parse_dims, precision_hint, precision_in_force, precision_info,
-                                    real_devices)
+from unirt_openvino.options import (
+    common_capabilities,
+    compile_settings,
+    device_name,
+    float64_allowed,
+    offered_devices,
+    parse_dims,
+    precision_hint,
+    precision_in_force,
+    precision_info,
+    real_devices,
+)
 
 CPU_BF16 = ["BF16", "WINOGRAD", "FP32", "INT8", "BIN", "EXPORT_IMPORT"]  # this machine's CPU
 GPU = ["FP32", "BIN", "FP16", "INT8", "GPU_HW_MATMUL", "EXPORT_IMPORT"]
@@ -85,31 +94,56 @@ def test_float64_needs_an_explicit_opt_in():
     assert float64_allowed({"allow_float64_as_float32": True}) is True
     with pytest.raises(UnsupportedOptionError, match="allow_float64_as_float32 must be True or False"):
         float64_allowed({"allow_float64_as_float32": "yes"})
-    s = compile_settings(Device.parse("cpu"), ["CPU"], "fp32", CPU_BF16, None, {"allow_float64_as_float32": True},
-                         False)
+    s = compile_settings(
+        Device.parse("cpu"), ["CPU"], "fp32", CPU_BF16, None, {"allow_float64_as_float32": True}, False
+    )
     assert "allow_float64_as_float32" not in s.config  # unirt's own option, not an OpenVINO property
 
 
 def test_compile_settings():
-    s = compile_settings(Device.parse("cpu"), ["CPU"], "fp32", CPU_BF16, 2,
-                         {"performance_hint": "throughput", "num_streams": 2, "NUM_STREAMS": 3,
-                          "config": {"ENABLE_CPU_PINNING": False}, "shapes": {"x": [1, "2..8", None]}}, False)
+    s = compile_settings(
+        Device.parse("cpu"),
+        ["CPU"],
+        "fp32",
+        CPU_BF16,
+        2,
+        {
+            "performance_hint": "throughput",
+            "num_streams": 2,
+            "NUM_STREAMS": 3,
+            "config": {"ENABLE_CPU_PINNING": False},
+            "shapes": {"x": [1, "2..8", None]},
+        },
+        False,
+    )
     assert s.device == "CPU"
-    assert s.config == {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2, "PERFORMANCE_HINT": "THROUGHPUT",
-                        "NUM_STREAMS": 3, "ENABLE_CPU_PINNING": False}
+    assert s.config == {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "INFERENCE_NUM_THREADS": 2,
+        "PERFORMANCE_HINT": "THROUGHPUT",
+        "NUM_STREAMS": 3,
+        "ENABLE_CPU_PINNING": False,
+    }
     assert s.shapes == {"x": [1, (2, 8), -1]}
-    assert compile_settings(Device.parse("cpu"), ["CPU"], "fp32", CPU_BF16, None, {"device_name": "AUTO:GPU,CPU"},
-                            False).device == "AUTO:GPU,CPU"
+    assert (
+        compile_settings(
+            Device.parse("cpu"), ["CPU"], "fp32", CPU_BF16, None, {"device_name": "AUTO:GPU,CPU"}, False
+        ).device
+        == "AUTO:GPU,CPU"
+    )
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"nope": 1}, "unknown backend option 'nope'"),
-    ({"performance_hint": "fast"}, "performance_hint must be one of latency, throughput"),
-    ({"num_streams": 0}, "num_streams must be a positive int or 'auto'"),
-    ({"shapes": [1, 2]}, "shapes must be a dict"),
-    ({"config": 3}, "config must be a dict"),
-    ({"device_name": 3}, "device_name must be a string"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"nope": 1}, "unknown backend option 'nope'"),
+        ({"performance_hint": "fast"}, "performance_hint must be one of latency, throughput"),
+        ({"num_streams": 0}, "num_streams must be a positive int or 'auto'"),
+        ({"shapes": [1, 2]}, "shapes must be a dict"),
+        ({"config": 3}, "config must be a dict"),
+        ({"device_name": 3}, "device_name must be a string"),
+    ],
+)
 def test_bad_options(options, message):
     with pytest.raises(UnsupportedOptionError, match=message):
         compile_settings(Device.parse("cpu"), ["CPU"], "fp32", CPU_BF16, None, options, False)
@@ -125,31 +159,46 @@ def test_parse_dims():
 def test_a_refused_reduced_precision_names_what_the_device_lacks():
     from unirt.precision import cpu_arithmetic
 
-    with pytest.raises(UnsupportedOptionError, match=r"CPU has no bf16 mode here; it supports fp32, int8 "
-                                                     r"\(OPTIMIZATION_CAPABILITIES: FP32, INT8; OpenVINO's CPU bf16 "
-                                                     r"kernels need native bf16 arithmetic: CPU (has|lacks) "):
+    with pytest.raises(
+        UnsupportedOptionError,
+        match=r"CPU has no bf16 mode here; it supports fp32, int8 "
+        r"\(OPTIMIZATION_CAPABILITIES: FP32, INT8; OpenVINO's CPU bf16 "
+        r"kernels need native bf16 arithmetic: CPU (has|lacks) ",
+    ):
         precision_hint("bf16", ["FP32", "INT8"], False, "CPU")
     # on the CPU the refusal says which instructions this machine has or lacks
     with pytest.raises(UnsupportedOptionError) as info:
         precision_hint("fp16", ["FP32", "INT8"], False, "CPU")
     assert cpu_arithmetic("fp16")[1] in str(info.value)
-    with pytest.raises(UnsupportedOptionError, match=r"NPU has no bf16 mode here; it supports fp16, int8 "
-                                                     r"\(OPTIMIZATION_CAPABILITIES: FP16, INT8, EXPORT_IMPORT\)$"):
+    with pytest.raises(
+        UnsupportedOptionError,
+        match=r"NPU has no bf16 mode here; it supports fp16, int8 "
+        r"\(OPTIMIZATION_CAPABILITIES: FP16, INT8, EXPORT_IMPORT\)$",
+    ):
         precision_hint("bf16", NPU, False, "NPU")
 
 
 def test_precision_info_says_what_the_compiled_model_reports_and_why():
     from unirt.precision import cpu_arithmetic
 
-    assert precision_info("fp32", ["f32"], "CPU", ["FP32", "INT8"]) == \
-        "fp32 (OpenVINO INFERENCE_PRECISION_HINT=f32 on the compiled model for CPU)"
+    assert (
+        precision_info("fp32", ["f32"], "CPU", ["FP32", "INT8"])
+        == "fp32 (OpenVINO INFERENCE_PRECISION_HINT=f32 on the compiled model for CPU)"
+    )
     text = precision_info("bf16", ["bf16"], "CPU", CPU_BF16)
-    assert text.startswith("bf16 (OpenVINO INFERENCE_PRECISION_HINT=bf16 on the compiled model for CPU; "
-                           "OPTIMIZATION_CAPABILITIES lists BF16; ") and cpu_arithmetic("bf16")[1] in text
+    assert (
+        text.startswith(
+            "bf16 (OpenVINO INFERENCE_PRECISION_HINT=bf16 on the compiled model for CPU; "
+            "OPTIMIZATION_CAPABILITIES lists BF16; "
+        )
+        and cpu_arithmetic("bf16")[1] in text
+    )
     assert precision_info("fp16", ["f16"], "GPU.0", GPU).endswith("OPTIMIZATION_CAPABILITIES lists FP16)")
     assert precision_info("int8", ["f32"], "CPU", CPU_BF16, ("FakeQuantize",)) == (
         "int8 (the model is quantized: FakeQuantize; OpenVINO runs its FakeQuantize parts in int8; the rest at "
-        "INFERENCE_PRECISION_HINT f32)")
+        "INFERENCE_PRECISION_HINT f32)"
+    )
     # ONNX dynamic quantization: OpenVINO decomposes it into fp32 arithmetic, and says so
     assert "fp32 arithmetic that rounds to int8 (no FakeQuantize: no int8 kernels)" in precision_info(
-        "int8", ["f32"], "CPU", CPU_BF16, ("ConvInteger", "DynamicQuantizeLinear"), int8_kernels=False)
+        "int8", ["f32"], "CPU", CPU_BF16, ("ConvInteger", "DynamicQuantizeLinear"), int8_kernels=False
+    )

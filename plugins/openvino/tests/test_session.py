@@ -88,9 +88,12 @@ def test_int8_runs_a_quantized_model(tmp_path, model):
 
 
 def test_threads_hint_streams_and_verbatim_properties(model):
-    sess = unirt.Session(model("dynamic_mlp"), backend="openvino", threads=2,
-                         backend_options={"performance_hint": "throughput", "num_streams": 2,
-                                          "ENABLE_CPU_PINNING": False})
+    sess = unirt.Session(
+        model("dynamic_mlp"),
+        backend="openvino",
+        threads=2,
+        backend_options={"performance_hint": "throughput", "num_streams": 2, "ENABLE_CPU_PINNING": False},
+    )
     compiled = sess._runner._compiled
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 2
     assert str(compiled.get_property("PERFORMANCE_HINT")).endswith("THROUGHPUT")
@@ -105,18 +108,22 @@ def test_compiled_model_cache(model, tmp_path, monkeypatch):
 
 
 def test_reshape_to_static_shapes(model):
-    sess = unirt.Session(model("dynamic_mlp"), backend="openvino", batched=True,
-                         backend_options={"shapes": {"x": [4, 8]}})
+    sess = unirt.Session(
+        model("dynamic_mlp"), backend="openvino", batched=True, backend_options={"shapes": {"x": [4, 8]}}
+    )
     assert sess.inputs[0].shape == (4, 8)
     feeds = sample_feeds("dynamic_mlp", batch=4)
-    np.testing.assert_allclose(sess.run(feeds)["probs"], reference_outputs(model("dynamic_mlp"), feeds)["probs"],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        sess.run(feeds)["probs"], reference_outputs(model("dynamic_mlp"), feeds)["probs"], rtol=1e-5, atol=1e-6
+    )
     three = sample_feeds("dynamic_mlp", batch=3)  # a static batch of 4: 3 rows are padded to 4
-    np.testing.assert_allclose(sess.run(three)["probs"], reference_outputs(model("dynamic_mlp"), three)["probs"],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        sess.run(three)["probs"], reference_outputs(model("dynamic_mlp"), three)["probs"], rtol=1e-5, atol=1e-6
+    )
     for batched in (False, None):  # a static dim 0 above 1 is a batch only when asserted
-        strict = unirt.Session(model("dynamic_mlp"), backend="openvino", batched=batched,
-                               backend_options={"shapes": {"x": [4, 8]}})
+        strict = unirt.Session(
+            model("dynamic_mlp"), backend="openvino", batched=batched, backend_options={"shapes": {"x": [4, 8]}}
+        )
         with pytest.raises(InputError, match="dim 0"):
             strict.run(np.ones((3, 8), np.float32))
     bounded = unirt.Session(model("dynamic_mlp"), backend="openvino", backend_options={"shapes": {"x": ["1..8", 8]}})
@@ -152,8 +159,9 @@ def test_convert_tflite_to_ir_and_errors(tmp_path):
 def test_reads_tflite(tmp_path, model):
     sess = unirt.Session(build_tflite("matmul_relu", tmp_path), backend="openvino")
     feeds = sample_feeds("matmul_relu", seed=5)
-    np.testing.assert_allclose(sess.run(feeds)["y"], reference_outputs(model("matmul_relu"), feeds)["y"],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        sess.run(feeds)["y"], reference_outputs(model("matmul_relu"), feeds)["y"], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_model_from_bytes(model):
@@ -180,12 +188,15 @@ def test_devices_it_does_not_have_are_refused(model):
 
 def _binary_model(path, op, elem_type, dims=("N",)):
     """z = op(x, y), all three of ONNX type `elem_type` and shape `dims`."""
-    from onnx import helper as h, save
+    from onnx import helper as h
+    from onnx import save
 
-    graph = h.make_graph([h.make_node(op, ["x", "y"], ["z"])], op.lower(),
-                         [h.make_tensor_value_info("x", elem_type, list(dims)),
-                          h.make_tensor_value_info("y", elem_type, list(dims))],
-                         [h.make_tensor_value_info("z", elem_type, list(dims))])
+    graph = h.make_graph(
+        [h.make_node(op, ["x", "y"], ["z"])],
+        op.lower(),
+        [h.make_tensor_value_info("x", elem_type, list(dims)), h.make_tensor_value_info("y", elem_type, list(dims))],
+        [h.make_tensor_value_info("z", elem_type, list(dims))],
+    )
     save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(path))
     return path
 
@@ -201,14 +212,17 @@ def test_64_bit_ints_outside_int32_are_refused_not_wrapped(tmp_path, op, dtype):
     np.testing.assert_array_equal(sess.run(inside)["z"], reference_outputs(path, inside)["z"])
     # OpenVINO computes these as int32: 2**40 + 1 came back as 1 (and 3e9 + 1 as -1294967295)
     outside = {"x": np.array([2**40, 3 * 10**9, 5], dtype), "y": np.array([1, 1, 2], dtype)}
-    with pytest.raises(InputError, match=r"input 'x': OpenVINO computes u?int64 as int32.*outside the int32 range "
-                                         r"\[-2147483648, 2147483647\]"):
+    with pytest.raises(
+        InputError,
+        match=r"input 'x': OpenVINO computes u?int64 as int32.*outside the int32 range "
+        r"\[-2147483648, 2147483647\]",
+    ):
         sess.run(outside)
     with pytest.raises(InputError, match="input 'x'"):  # writing into caller memory is checked the same way
         sess.run(outside, out={"z": np.empty(3, dtype)})
     if dtype == np.int64:
         with pytest.raises(InputError, match="input 'y'"):
-            sess.run({"x": np.array([1], dtype), "y": np.array([-2**31 - 1], dtype)})
+            sess.run({"x": np.array([1], dtype), "y": np.array([-(2**31) - 1], dtype)})
     assert sess.run({"x": np.array([], dtype), "y": np.array([], dtype)})["z"].shape == (0,)
 
 
@@ -216,8 +230,11 @@ def test_float64_models_are_refused_unless_float32_is_accepted(tmp_path):
     from onnx import TensorProto
 
     path = _binary_model(tmp_path / "add_f64.onnx", "Add", TensorProto.DOUBLE)
-    with pytest.raises(UnsupportedOptionError, match=r"computes float64 in float32.*\(x, y, z, 1 more inside the "
-                                                     r"model\).*allow_float64_as_float32"):
+    with pytest.raises(
+        UnsupportedOptionError,
+        match=r"computes float64 in float32.*\(x, y, z, 1 more inside the "
+        r"model\).*allow_float64_as_float32",
+    ):
         unirt.Session(path, backend="openvino")
     sess = unirt.Session(path, backend="openvino", backend_options={"allow_float64_as_float32": True})
     feeds = {"x": np.array([1.5, 1e10, 1.0]), "y": np.array([2.25, 1.0, 1e-9])}
@@ -242,11 +259,13 @@ def test_virtual_device_reports_the_precision_asked_for(model):
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     if "BF16" not in caps:
         with pytest.raises(UnsupportedOptionError, match="AUTO:CPU has no bf16 mode here"):
-            unirt.Session(model("dynamic_mlp"), backend="openvino", precision="bf16",
-                          backend_options={"device_name": "AUTO:CPU"})
+            unirt.Session(
+                model("dynamic_mlp"), backend="openvino", precision="bf16", backend_options={"device_name": "AUTO:CPU"}
+            )
         return
-    sess = unirt.Session(model("dynamic_mlp"), backend="openvino", precision="bf16",
-                         backend_options={"device_name": "AUTO:CPU"})
+    sess = unirt.Session(
+        model("dynamic_mlp"), backend="openvino", precision="bf16", backend_options={"device_name": "AUTO:CPU"}
+    )
     assert sess.precision == "bf16"
 
 
@@ -296,11 +315,15 @@ def test_bounded_dims_are_checked_before_the_run(model):
     sess = unirt.Session(model("dynamic_mlp"), backend="openvino", backend_options={"shapes": {"x": ["2..4", 8]}})
     assert sess.inputs[0].shape == ("N", 8)
     feeds = sample_feeds("dynamic_mlp", batch=3)
-    np.testing.assert_allclose(sess.run(feeds)["probs"], reference_outputs(model("dynamic_mlp"), feeds)["probs"],
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        sess.run(feeds)["probs"], reference_outputs(model("dynamic_mlp"), feeds)["probs"], rtol=1e-5, atol=1e-6
+    )
     for rows in (1, 5):
-        with pytest.raises(InputError, match=rf"input 'x': dim 0 must be in 2..4 \(the model's bounds\), got "
-                                             rf"shape \({rows}, 8\)"):
+        with pytest.raises(
+            InputError,
+            match=rf"input 'x': dim 0 must be in 2..4 \(the model's bounds\), got "
+            rf"shape \({rows}, 8\)",
+        ):
             sess.run(np.ones((rows, 8), np.float32))
 
 
@@ -343,8 +366,11 @@ def test_dynamic_outputs_into_caller_arrays_of_the_wrong_size(tmp_path, threads)
     assert sess.run(x, out={"pooled": mine})["pooled"] is mine
     np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-6)
     for rows in (2, 4):  # refused before the run: 'pooled' dim 0 is the input's dim N
-        with pytest.raises(unirt.InputError, match=rf"out\['pooled'\]: expected shape \[3, 16, 1, 1\] for these "
-                                                   rf"inputs, got \[{rows}, 16, 1, 1\]"):
+        with pytest.raises(
+            unirt.InputError,
+            match=rf"out\['pooled'\]: expected shape \[3, 16, 1, 1\] for these "
+            rf"inputs, got \[{rows}, 16, 1, 1\]",
+        ):
             sess.run(x, out={"pooled": np.empty((rows, 16, 1, 1), np.float32)})
     np.testing.assert_allclose(sess.run(x)["pooled"], expected, rtol=1e-5, atol=1e-6)  # the request recovered
 
@@ -352,11 +378,15 @@ def test_dynamic_outputs_into_caller_arrays_of_the_wrong_size(tmp_path, threads)
 def test_output_dim_names_that_do_not_hold_are_not_trusted(tmp_path):
     """y is declared [N, 4] but is Concat(x, x): [2N, 4]. unirt sizes it from the name; OpenVINO's shape inference
     does not prove it, so it is not bound and the session falls back to OpenVINO's own array."""
-    from onnx import TensorProto, helper as h, save
+    from onnx import TensorProto, save
+    from onnx import helper as h
 
-    graph = h.make_graph([h.make_node("Concat", ["x", "x"], ["y"], axis=0)], "liar",
-                         [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                         [h.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    graph = h.make_graph(
+        [h.make_node("Concat", ["x", "x"], ["y"], axis=0)],
+        "liar",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+    )
     path = tmp_path / "liar.onnx"
     save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(path))
     sess = unirt.Session(path, backend="openvino", threads=1, pooled_outputs=True)
@@ -374,10 +404,12 @@ def test_tflite_from_bytes(tmp_path, model):
     sess = unirt.Session(build_tflite("matmul_relu", tmp_path).read_bytes(), backend="openvino")
     assert set(Path(tempfile.gettempdir()).glob("unirt_openvino_*")) == before  # the spilled file is gone
     feeds = sample_feeds("matmul_relu", seed=6)
-    np.testing.assert_allclose(sess.run(feeds)["y"], reference_outputs(model("matmul_relu"), feeds)["y"],
-                               rtol=1e-5, atol=1e-5)
-    ir = OpenVinoBackend().convert(unirt.open_model(build_tflite("dynamic_mlp", tmp_path).read_bytes()),
-                                   tmp_path / "ir", unirt.LoadOptions())
+    np.testing.assert_allclose(
+        sess.run(feeds)["y"], reference_outputs(model("matmul_relu"), feeds)["y"], rtol=1e-5, atol=1e-5
+    )
+    ir = OpenVinoBackend().convert(
+        unirt.open_model(build_tflite("dynamic_mlp", tmp_path).read_bytes()), tmp_path / "ir", unirt.LoadOptions()
+    )
     assert ir.format is unirt.ModelFormat.OPENVINO
 
 
@@ -390,10 +422,13 @@ def test_an_output_an_identity_produces_keeps_the_models_name(tmp_path):
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w")
     b = numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "b")
-    graph = helper.make_graph([helper.make_node("Gemm", ["x", "w", "b"], ["gemm91"]),
-                               helper.make_node("Identity", ["gemm91"], ["logits"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])], [w, b])
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["gemm91"]), helper.make_node("Identity", ["gemm91"], ["logits"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])],
+        [w, b],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(tmp_path / "identity_out.onnx"))
@@ -402,5 +437,6 @@ def test_an_output_an_identity_produces_keeps_the_models_name(tmp_path):
     x = rng.standard_normal((1, 4)).astype(np.float32)
     got = sess.run({"x": x})
     assert list(got) == ["logits"]
-    np.testing.assert_allclose(got["logits"], x @ onnx.numpy_helper.to_array(w) + onnx.numpy_helper.to_array(b),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        got["logits"], x @ onnx.numpy_helper.to_array(w) + onnx.numpy_helper.to_array(b), rtol=1e-5, atol=1e-5
+    )

@@ -4,12 +4,25 @@ imported lazily."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from unirt import (Availability, Backend, ConversionError, FormatFacts, LoadOptions, ModelFile, ModelFormat,
-                   ModelLoadError, open_model)
+from unirt import (
+    Availability,
+    Backend,
+    ConversionError,
+    FormatFacts,
+    LoadOptions,
+    ModelFile,
+    ModelFormat,
+    ModelLoadError,
+    open_model,
+)
 from unirt.backend import NUMERIC_DTYPES
 
 from .options import offered_devices
+
+if TYPE_CHECKING:
+    from .session import OpenVinoSession
 
 
 class OpenVinoBackend(Backend):
@@ -25,7 +38,7 @@ class OpenVinoBackend(Backend):
 
     def probe(self) -> Availability:
         try:
-            import openvino  # noqa: F401
+            import openvino
 
             from .session import shared_core
 
@@ -36,7 +49,7 @@ class OpenVinoBackend(Backend):
             return Availability.missing("openvino found no device (CPU, GPU or NPU) it can use here")
         return Availability(True, version=openvino.get_version().split("-")[0], devices=devices)
 
-    def load(self, model: ModelFile, options: LoadOptions) -> "OpenVinoSession":  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> OpenVinoSession:
         from .session import OpenVinoSession
 
         return OpenVinoSession(model, options)
@@ -49,8 +62,9 @@ class OpenVinoBackend(Backend):
         from .session import _message, read_model, shared_core
 
         if model.format not in self.converts_from:
-            raise ConversionError(f"openvino converts {', '.join(sorted(f.value for f in self.converts_from))} "
-                                  f"models, not {model.format}")
+            raise ConversionError(
+                f"openvino converts {', '.join(sorted(f.value for f in self.converts_from))} models, not {model.format}"
+            )
         target = Path(out_dir) / "model.xml"
         try:
             with read_model(shared_core(), model) as ov_model:

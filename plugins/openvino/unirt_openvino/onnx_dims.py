@@ -55,7 +55,7 @@ def _dims(buf: memoryview, value_info: tuple[int, int]) -> tuple[str, tuple[str 
     name, dims = "", None
     for number, value in _fields(buf, *value_info):
         if number == 1:  # name
-            name = bytes(buf[value[0]:value[1]]).decode("utf-8", "replace")
+            name = bytes(buf[value[0] : value[1]]).decode("utf-8", "replace")
         elif number == 2:  # type: TypeProto.tensor_type (1) -> shape (2) -> dim (1)
             for t_number, tensor in _fields(buf, *value):
                 if t_number != 1:
@@ -72,7 +72,7 @@ def _dims(buf: memoryview, value_info: tuple[int, int]) -> tuple[str, tuple[str 
                             if f_number == 1:  # dim_value, an int64 (-1 is written as 2**64 - 1)
                                 entry = f_value - (1 << 64) if f_value >= 1 << 63 else f_value
                             elif f_number == 2 and f_value[1] > f_value[0]:  # dim_param
-                                entry = bytes(buf[f_value[0]:f_value[1]]).decode("utf-8", "replace")
+                                entry = bytes(buf[f_value[0] : f_value[1]]).decode("utf-8", "replace")
                         dims.append(normalize_dim(entry))  # placeholders ("?", -1) name nothing
     return name, tuple(dims) if dims is not None else None
 

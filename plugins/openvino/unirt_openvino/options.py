@@ -3,8 +3,9 @@ every branch (GPU, NPU, bf16 CPUs) is testable on any machine."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from unirt import Device, UnsupportedOptionError, cache_dir
 from unirt.plugin_sdk import quantized_info
@@ -12,12 +13,18 @@ from unirt.plugin_sdk import quantized_info
 # unirt precision -> (OpenVINO INFERENCE_PRECISION_HINT, the OPTIMIZATION_CAPABILITIES entry it needs)
 PRECISION_HINTS = {"fp32": ("f32", "FP32"), "fp16": ("f16", "FP16"), "bf16": ("bf16", "BF16"), "int8": ("f32", "INT8")}
 # OpenVINO element type names (ov.Type.get_type_name()) -> unirt precision, to report what is in force
-HINT_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "float32": "fp32", "float16": "fp16",
-              "bfloat16": "bf16"}
+HINT_NAMES = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 PERFORMANCE_HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT", "cumulative_throughput": "CUMULATIVE_THROUGHPUT"}
 # backend_options keys unirt interprets; UPPER_CASE keys are OpenVINO properties and go to compile_model verbatim.
-OWN_KEYS = ("performance_hint", "num_streams", "cache_dir", "shapes", "device_name", "config",
-            "allow_float64_as_float32")
+OWN_KEYS = (
+    "performance_hint",
+    "num_streams",
+    "cache_dir",
+    "shapes",
+    "device_name",
+    "config",
+    "allow_float64_as_float32",
+)
 # Devices that hand a model to other devices: "AUTO:GPU,CPU", "MULTI:GPU,CPU", "HETERO:GPU,CPU", "BATCH:GPU(4)".
 VIRTUAL_DEVICES = frozenset({"AUTO", "MULTI", "HETERO", "BATCH"})
 # Ops that make a model quantized for OpenVINO (ONNX QDQ is read as FakeQuantize; IR from NNCF has FakeQuantize or
@@ -112,13 +119,17 @@ def precision_hint(precision: str, capabilities: Sequence[str], quantized: bool,
     hint, capability = PRECISION_HINTS[precision]
     supported = [p for p, (_, cap) in PRECISION_HINTS.items() if cap in capabilities]
     if capability not in capabilities:
-        raise UnsupportedOptionError(f"openvino: {device} has no {precision} mode here; it supports "
-                                     f"{', '.join(supported) or 'none of fp32, fp16, bf16, int8'}"
-                                     f"{_lacking(precision, device, capabilities)}")
+        raise UnsupportedOptionError(
+            f"openvino: {device} has no {precision} mode here; it supports "
+            f"{', '.join(supported) or 'none of fp32, fp16, bf16, int8'}"
+            f"{_lacking(precision, device, capabilities)}"
+        )
     if precision == "int8" and not quantized:
-        raise UnsupportedOptionError("openvino runs int8 only from a quantized model (FakeQuantize or ONNX "
-                                     "QuantizeLinear/DequantizeLinear); quantize the model first (e.g. with NNCF), "
-                                     f"or ask for one of {', '.join(p for p in supported if p != 'int8')}")
+        raise UnsupportedOptionError(
+            "openvino runs int8 only from a quantized model (FakeQuantize or ONNX "
+            "QuantizeLinear/DequantizeLinear); quantize the model first (e.g. with NNCF), "
+            f"or ask for one of {', '.join(p for p in supported if p != 'int8')}"
+        )
     return hint
 
 
@@ -151,19 +162,29 @@ def parse_dims(name: str, dims: Any) -> list[Any]:
         elif isinstance(d, (tuple, list)) and len(d) == 2 and all(isinstance(v, int) for v in d):
             parsed.append((d[0], d[1]))
         else:
-            raise UnsupportedOptionError(f"openvino: shapes[{name!r}]: dim {d!r} is not an int, -1/None (dynamic), "
-                                         "'lo..hi' or (lo, hi)")
+            raise UnsupportedOptionError(
+                f"openvino: shapes[{name!r}]: dim {d!r} is not an int, -1/None (dynamic), 'lo..hi' or (lo, hi)"
+            )
     return parsed
 
 
-def compile_settings(device: Device, available: Sequence[str], precision: str, capabilities: Sequence[str],
-                     threads: int | None, options: Mapping[str, Any], quantized: bool) -> CompileSettings:
+def compile_settings(
+    device: Device,
+    available: Sequence[str],
+    precision: str,
+    capabilities: Sequence[str],
+    threads: int | None,
+    options: Mapping[str, Any],
+    quantized: bool,
+) -> CompileSettings:
     """Everything unirt's options mean for `Core.compile_model`, checked before OpenVINO sees any of it."""
     unknown = [k for k in options if k not in OWN_KEYS and not (isinstance(k, str) and k.isupper())]
     if unknown:
-        raise UnsupportedOptionError(f"openvino: unknown backend option {unknown[0]!r}; use one of "
-                                     f"{', '.join(OWN_KEYS)}, or an OpenVINO property name in upper case "
-                                     "(e.g. 'NUM_STREAMS')")
+        raise UnsupportedOptionError(
+            f"openvino: unknown backend option {unknown[0]!r}; use one of "
+            f"{', '.join(OWN_KEYS)}, or an OpenVINO property name in upper case "
+            "(e.g. 'NUM_STREAMS')"
+        )
     name = options.get("device_name") or device_name(device, available)
     if not isinstance(name, str):
         raise UnsupportedOptionError(f"openvino: device_name must be a string such as 'AUTO:GPU,CPU', got {name!r}")
@@ -172,8 +193,9 @@ def compile_settings(device: Device, available: Sequence[str], precision: str, c
         config["INFERENCE_NUM_THREADS"] = threads
     hint = options.get("performance_hint", "latency")
     if hint not in PERFORMANCE_HINTS:
-        raise UnsupportedOptionError(f"openvino: performance_hint must be one of {', '.join(PERFORMANCE_HINTS)}, "
-                                     f"got {hint!r}")
+        raise UnsupportedOptionError(
+            f"openvino: performance_hint must be one of {', '.join(PERFORMANCE_HINTS)}, got {hint!r}"
+        )
     config["PERFORMANCE_HINT"] = PERFORMANCE_HINTS[hint]
     if "num_streams" in options:
         streams = options["num_streams"]
@@ -200,16 +222,25 @@ def compile_settings(device: Device, available: Sequence[str], precision: str, c
 _BY_PRECISION = ("fp32", "bf16", "fp16")
 
 
-def precision_info(in_force: str, hint_type_names: Sequence[str], device: str, capabilities: Sequence[str],
-                   quantized_ops: Sequence[str] = (), int8_kernels: bool = True) -> str:
+def precision_info(
+    in_force: str,
+    hint_type_names: Sequence[str],
+    device: str,
+    capabilities: Sequence[str],
+    quantized_ops: Sequence[str] = (),
+    int8_kernels: bool = True,
+) -> str:
     """How the precision in force was determined: the compiled model's INFERENCE_PRECISION_HINT (read back, not the
     one asked for), the device's capabilities and, on the CPU, the instructions behind a reduced precision. For a
     quantized model: its quantization ops, and whether OpenVINO reads them as FakeQuantize (int8 kernels) or as
     fp32 arithmetic that rounds to int8 (ONNX dynamic quantization: the int8 error without int8 speed)."""
     if in_force == "int8":
         rest = f"the rest at INFERENCE_PRECISION_HINT {'/'.join(hint_type_names) or 'f32'}"
-        how = ("OpenVINO runs its FakeQuantize parts in int8" if int8_kernels else
-               "OpenVINO reads them as fp32 arithmetic that rounds to int8 (no FakeQuantize: no int8 kernels)")
+        how = (
+            "OpenVINO runs its FakeQuantize parts in int8"
+            if int8_kernels
+            else "OpenVINO reads them as fp32 arithmetic that rounds to int8 (no FakeQuantize: no int8 kernels)"
+        )
         return quantized_info("/".join(quantized_ops) or "FakeQuantize", f"{how}; {rest}")
     hints = "/".join(hint_type_names) or "not reported"
     text = f"{in_force} (OpenVINO INFERENCE_PRECISION_HINT={hints} on the compiled model for {device}"

@@ -18,20 +18,38 @@ import re
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import openvino as ov
 from openvino._pyopenvino import InferRequest as _NativeRequest
 
-from unirt import (BackendSession, InputError, LoadOptions, ModelFile, ModelFormat, ModelLoadError, RunError,
-                   TensorInfo, UnsupportedOptionError)
+from unirt import (
+    BackendSession,
+    InputError,
+    LoadOptions,
+    ModelFile,
+    ModelFormat,
+    ModelLoadError,
+    RunError,
+    TensorInfo,
+    UnsupportedOptionError,
+)
 from unirt.plugin_sdk import onnx_quantization_ops, read_sidecar
 
 from .onnx_dims import onnx_dim_names
-from .options import (QUANTIZED_OPS, common_capabilities, compile_settings, device_name, float64_allowed,
-                      precision_in_force, precision_info, real_devices)
+from .options import (
+    QUANTIZED_OPS,
+    common_capabilities,
+    compile_settings,
+    device_name,
+    float64_allowed,
+    precision_in_force,
+    precision_info,
+    real_devices,
+)
 from .types import SHAREABLE, numpy_dtype
 
 _core: ov.Core | None = None
@@ -57,8 +75,11 @@ _CHECK_PREFIX = re.compile(r"^Check '.*' failed at src/\S*:\s*")
 def _message(exc: BaseException) -> str:
     """OpenVINO's messages start with C++ source locations ("Exception from src/...:", "Check '...' failed at
     src/...:"); keep what says what went wrong."""
-    lines = [_CHECK_PREFIX.sub("", ln.strip()) for ln in str(exc).splitlines()
-             if ln.strip() and not ln.startswith("Exception from src/")]
+    lines = [
+        _CHECK_PREFIX.sub("", ln.strip())
+        for ln in str(exc).splitlines()
+        if ln.strip() and not ln.startswith("Exception from src/")
+    ]
     return " ".join(ln for ln in lines if ln) or type(exc).__name__
 
 
@@ -107,13 +128,15 @@ def read_model(core: ov.Core, model: ModelFile, onnx_bytes: bytes | None = None)
                 ov_model = core.read_model(model.read_bytes())
             elif model.format is ModelFormat.OPENVINO:
                 weights = model.companion(".bin")
-                ov_model = core.read_model(str(model.path), str(weights)) if weights else \
-                    core.read_model(str(model.path))
+                ov_model = (
+                    core.read_model(str(model.path), str(weights)) if weights else core.read_model(str(model.path))
+                )
             else:
                 ov_model = core.read_model(str(model.path))
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses (OpConversionFailure, GeneralFailure)
-            raise ModelLoadError(f"{model.name}: openvino could not read this {model.format} model: "
-                                 f"{_message(exc)}") from None
+            raise ModelLoadError(
+                f"{model.name}: openvino could not read this {model.format} model: {_message(exc)}"
+            ) from None
         yield ov_model
     finally:
         if spilled is not None:
@@ -142,15 +165,17 @@ def _tensor_info(port: Any, name: str, named: Sequence[Any] | None) -> TensorInf
     dims = list(port.get_partial_shape())
     if named is None or len(named) != len(dims):
         named = (None,) * len(dims)
-    shape = tuple(d.get_length() if d.is_static else (n if isinstance(n, str) else None)
-                  for d, n in zip(dims, named))
+    shape = tuple(d.get_length() if d.is_static else (n if isinstance(n, str) else None) for d, n in zip(dims, named))
     return TensorInfo(name, shape, dtype)
 
 
 def _bounded_dims(port: Any) -> tuple[tuple[int, int, int], ...]:
     """(axis, min, max) of each dynamic dim with bounds ("1..8"); max -1 when only a minimum is set."""
-    return tuple((axis, d.get_min_length(), d.get_max_length()) for axis, d in enumerate(port.get_partial_shape())
-                 if d.is_dynamic and (d.get_min_length() > 0 or d.get_max_length() >= 0))
+    return tuple(
+        (axis, d.get_min_length(), d.get_max_length())
+        for axis, d in enumerate(port.get_partial_shape())
+        if d.is_dynamic and (d.get_min_length() > 0 or d.get_max_length() >= 0)
+    )
 
 
 def _proven_shapes(ov_model: ov.Model, named: dict[str, Any]) -> list[tuple[Any, ...] | None]:
@@ -223,18 +248,26 @@ def _hints_in_force(compiled: Any) -> list[str]:
         pass
     try:
         per_device = compiled.get_property("DEVICE_PROPERTIES")
-        return [props["INFERENCE_PRECISION_HINT"].get_type_name() for props in per_device.values()
-                if isinstance(props, dict) and "INFERENCE_PRECISION_HINT" in props]
+        return [
+            props["INFERENCE_PRECISION_HINT"].get_type_name()
+            for props in per_device.values()
+            if isinstance(props, dict) and "INFERENCE_PRECISION_HINT" in props
+        ]
     except Exception:
         return []
 
 
 def _float64_tensors(ov_model: ov.Model) -> list[str]:
     """Names of the model's float64 inputs and outputs, and a count of its other float64 tensors."""
-    io = [p.get_any_name() for p in (*ov_model.inputs, *ov_model.outputs)
-          if p.get_element_type().get_type_name() == "f64"]
-    inner = sum(1 for op in ov_model.get_ops() if op.get_type_name() not in ("Parameter", "Result")
-                and any(op.get_output_element_type(i).get_type_name() == "f64" for i in range(op.get_output_size())))
+    io = [
+        p.get_any_name() for p in (*ov_model.inputs, *ov_model.outputs) if p.get_element_type().get_type_name() == "f64"
+    ]
+    inner = sum(
+        1
+        for op in ov_model.get_ops()
+        if op.get_type_name() not in ("Parameter", "Result")
+        and any(op.get_output_element_type(i).get_type_name() == "f64" for i in range(op.get_output_size()))
+    )
     return io + ([f"{inner} more inside the model"] if inner else [])
 
 
@@ -242,10 +275,13 @@ def _reshape(ov_model: ov.Model, shapes: dict[str, list[Any]]) -> None:
     inputs = {n for port in ov_model.inputs for n in port.get_names()}
     unknown = [n for n in shapes if n not in inputs]
     if unknown:
-        raise UnsupportedOptionError(f"openvino: shapes names unknown input {unknown[0]!r}; inputs: "
-                                     f"{', '.join(sorted(inputs))}")
-    new = {name: ov.PartialShape([ov.Dimension(*d) if isinstance(d, tuple) else ov.Dimension(d) for d in dims])
-           for name, dims in shapes.items()}
+        raise UnsupportedOptionError(
+            f"openvino: shapes names unknown input {unknown[0]!r}; inputs: {', '.join(sorted(inputs))}"
+        )
+    new = {
+        name: ov.PartialShape([ov.Dimension(*d) if isinstance(d, tuple) else ov.Dimension(d) for d in dims])
+        for name, dims in shapes.items()
+    }
     try:
         ov_model.reshape(new)
     except Exception as exc:
@@ -275,41 +311,51 @@ class OpenVinoSession(BackendSession):
         onnx_qops = onnx_quantization_ops(data) if data is not None else ()
         with read_model(core, model, data) as ov_model:
             del data
-            strings = [p.get_any_name() for p in (*ov_model.inputs, *ov_model.outputs)
-                       if p.get_element_type().get_type_name() == "string"]
+            strings = [
+                p.get_any_name()
+                for p in (*ov_model.inputs, *ov_model.outputs)
+                if p.get_element_type().get_type_name() == "string"
+            ]
             if strings:
                 # OpenVINO 2026.4 frees string tensors twice once a request has run (heap corruption, abort).
-                raise ModelLoadError(f"{model.name}: unirt's openvino backend does not run string tensors "
-                                     f"({', '.join(strings)}): OpenVINO's string tensors corrupt the heap when freed")
+                raise ModelLoadError(
+                    f"{model.name}: unirt's openvino backend does not run string tensors "
+                    f"({', '.join(strings)}): OpenVINO's string tensors corrupt the heap when freed"
+                )
             f64 = _float64_tensors(ov_model)
             if f64 and not allow_f64:
                 raise UnsupportedOptionError(
                     f"{model.name}: OpenVINO computes float64 in float32 (its CPU and GPU plugins have no float64 "
                     f"kernels), so this model's float64 tensors ({', '.join(f64)}) would lose precision silently. "
                     "Pass backend_options={'allow_float64_as_float32': True} to run it at float32 precision, or use "
-                    "a backend that computes float64 (onnxruntime)")
+                    "a backend that computes float64 (onnxruntime)"
+                )
             # quantized: the ONNX graph's quantization ops (dynamic quantization leaves no trace in OpenVINO's
             # graph) or OpenVINO's own (FakeQuantize from ONNX Q/DQ or NNCF IR)
             ov_ops = sorted({op.get_type_name() for op in ov_model.get_ops()} & QUANTIZED_OPS)
             qops = onnx_qops or tuple(ov_ops)
             quantized = bool(qops)
             capabilities = _capabilities(core, str(target), available)
-            settings = compile_settings(options.device, available, options.precision, capabilities, options.threads,
-                                        bo, quantized)
+            settings = compile_settings(
+                options.device, available, options.precision, capabilities, options.threads, bo, quantized
+            )
             if settings.shapes:
                 _reshape(ov_model, settings.shapes)
             proven = _proven_shapes(ov_model, named)
             try:
                 self._compiled = core.compile_model(ov_model, settings.device, settings.config)
             except Exception as exc:
-                raise ModelLoadError(f"{model.name}: openvino could not compile this {model.format} model for "
-                                     f"{settings.device}: {_message(exc)}") from None
+                raise ModelLoadError(
+                    f"{model.name}: openvino could not compile this {model.format} model for "
+                    f"{settings.device}: {_message(exc)}"
+                ) from None
         self.device = str(options.device)
         self.ov_device = settings.device
         hints = _hints_in_force(self._compiled)
         self.precision = precision_in_force(hints, options.precision, quantized)
-        self.precision_info = precision_info(self.precision, hints, settings.device, capabilities, qops,
-                                             int8_kernels=bool(ov_ops))
+        self.precision_info = precision_info(
+            self.precision, hints, settings.device, capabilities, qops, int8_kernels=bool(ov_ops)
+        )
         in_ports, out_ports = list(self._compiled.inputs), list(self._compiled.outputs)
         in_names = [p.get_any_name() for p in in_ports]
         out_names = _output_names(out_ports, set(in_names), tuple(n for n in named if n not in in_names))
@@ -320,13 +366,16 @@ class OpenVinoSession(BackendSession):
         self._out_index = {n: i for i, n in enumerate(out_names)}
         self._static_outputs = frozenset(o.name for o in self.outputs if not o.is_dynamic)
         # dynamic outputs whose shape follows from the inputs': {name: per dim a size or (input name, axis)}
-        self._sizable = {n: tuple(d if isinstance(d, int) else (in_names[d[0]], d[1]) for d in recipe)
-                         for n, recipe, o in zip(out_names, proven, self.outputs)
-                         if recipe is not None and o.is_dynamic}
+        self._sizable = {
+            n: tuple(d if isinstance(d, int) else (in_names[d[0]], d[1]) for d in recipe)
+            for n, recipe, o in zip(out_names, proven, self.outputs)
+            if recipe is not None and o.is_dynamic
+        }
         # What OpenVINO cannot take although the declared shape and dtype allow it, checked before each run:
         # int64/uint64 values outside int32 (computed as int32, they would wrap) and dims outside their bounds.
-        self._narrowed = tuple(n for p, n in zip(in_ports, in_names)
-                               if p.get_element_type().get_type_name() in _NARROWED_INTS)
+        self._narrowed = tuple(
+            n for p, n in zip(in_ports, in_names) if p.get_element_type().get_type_name() in _NARROWED_INTS
+        )
         self._bounds = tuple((n, b) for p, n in zip(in_ports, in_names) if (b := _bounded_dims(p)))
         self._guarded = bool(self._narrowed or self._bounds)
         # Exotic input types (bf16, f8) need OpenVINO's converting dispatcher; everything else is shared as-is.
@@ -340,15 +389,19 @@ class OpenVinoSession(BackendSession):
         for name in self._narrowed:
             x = feeds[name]
             if x.size and (int(x.min()) < _INT32_MIN or int(x.max()) > _INT32_MAX):
-                raise InputError(f"input {name!r}: OpenVINO computes {x.dtype} as int32, and this input holds "
-                                 f"values outside the int32 range [{_INT32_MIN}, {_INT32_MAX}] (min {x.min()}, max "
-                                 f"{x.max()}) that would wrap; use a backend that computes int64 (onnxruntime)")
+                raise InputError(
+                    f"input {name!r}: OpenVINO computes {x.dtype} as int32, and this input holds "
+                    f"values outside the int32 range [{_INT32_MIN}, {_INT32_MAX}] (min {x.min()}, max "
+                    f"{x.max()}) that would wrap; use a backend that computes int64 (onnxruntime)"
+                )
         for name, bounds in self._bounds:
             shape = feeds[name].shape
             for axis, lo, hi in bounds:
                 if shape[axis] < lo or (hi >= 0 and shape[axis] > hi):
-                    raise InputError(f"input {name!r}: dim {axis} must be in {lo}..{hi if hi >= 0 else ''} (the "
-                                     f"model's bounds), got shape {tuple(shape)}")
+                    raise InputError(
+                        f"input {name!r}: dim {axis} must be in {lo}..{hi if hi >= 0 else ''} (the "
+                        f"model's bounds), got shape {tuple(shape)}"
+                    )
 
     # -- requests: an InferRequest runs one call at a time, so each concurrent caller takes its own -------------
     def _acquire(self) -> Any:
@@ -396,8 +449,9 @@ class OpenVinoSession(BackendSession):
             self._idle.append(request)
         return [results[self._ports[name]] for name in output_names]
 
-    def run_into(self, feeds: dict[str, np.ndarray], output_names: Sequence[str],
-                 out: dict[str, np.ndarray]) -> list[Any]:
+    def run_into(
+        self, feeds: dict[str, np.ndarray], output_names: Sequence[str], out: dict[str, np.ndarray]
+    ) -> list[Any]:
         """Point the request's output tensors at the caller's arrays for this call only.
 
         A dynamic output is bound only when its array has the shape OpenVINO's shape inference proves it will
@@ -415,7 +469,8 @@ class OpenVinoSession(BackendSession):
             else:
                 recipe = sizable.get(name)
                 if recipe is not None and array.shape == tuple(
-                        d if type(d) is int else feeds[d[0]].shape[d[1]] for d in recipe):
+                    d if type(d) is int else feeds[d[0]].shape[d[1]] for d in recipe
+                ):
                     bind[name] = array
         if not self._lean or not bind:
             return self._run(feeds, output_names)

@@ -34,8 +34,9 @@ def test_unavailable_with_the_exact_reason(tmp_path):
     if not hardware().cuda_gpus:
         assert "no CUDA GPU" in avail.reason
     path = testing.build("dynamic_mlp", tmp_path)
-    with pytest.raises(unirt.BackendUnavailableError, match="backend 'tensorrt' cannot run here: .*" +
-                       avail.reason.split(":")[0]):
+    with pytest.raises(
+        unirt.BackendUnavailableError, match="backend 'tensorrt' cannot run here: .*" + avail.reason.split(":")[0]
+    ):
         unirt.Session(path, backend="tensorrt")
     with pytest.raises(unirt.ConversionError, match="tensorrt cannot build engines here"):
         TensorRTBackend().convert(unirt.open_model(path), tmp_path, unirt.LoadOptions())
@@ -66,8 +67,7 @@ def test_builds_and_runs_an_onnx_model_against_onnxruntime(tmp_path, monkeypatch
         np.testing.assert_allclose(sess.run(feeds)["probs"], ref["probs"], rtol=1e-4, atol=1e-5)
     assert list((tmp_path / "cache" / "tensorrt" / "engines").glob("*.engine"))
     feeds = sample_feeds("dynamic_mlp", seed=9, batch=9)  # above the engine's max: the Session splits it
-    np.testing.assert_allclose(sess.run(feeds)["probs"], reference_outputs(path, feeds)["probs"], rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(sess.run(feeds)["probs"], reference_outputs(path, feeds)["probs"], rtol=1e-4, atol=1e-5)
     assert sess.batch_stats().split_requests == 1
     unsplit = unirt.Session(path, backend="tensorrt", backend_options={"max_batch": 8}, batched=False)
     with pytest.raises(unirt.InputError, match="outside the TensorRT engine's profile"):

@@ -30,12 +30,24 @@ class TestTensorRTConformance(BackendConformance):
     session_kwargs = {"backend_options": {"max_batch": MAX_BATCH}}
     refuses = {"strings": "tensorrt could not parse this onnx model"}  # TensorRT has no string tensors
     wheel_subset = (
-        "simple/test_single_relu_model", "simple/test_sign_model", "pytorch-converted/test_AvgPool2d",
-        "pytorch-converted/test_Conv1d", "pytorch-converted/test_Conv2d", "pytorch-converted/test_Conv2d_depthwise",
-        "pytorch-converted/test_ConvTranspose2d", "pytorch-converted/test_ConstantPad2d", "pytorch-converted/test_ELU",
-        "pytorch-converted/test_LogSoftmax", "pytorch-converted/test_MaxPool1d", "pytorch-converted/test_PixelShuffle",
-        "pytorch-converted/test_ReflectionPad2d", "pytorch-converted/test_Sigmoid", "pytorch-converted/test_Softmax",
-        "pytorch-converted/test_Tanh", "pytorch-operator/test_operator_clip", "pytorch-operator/test_operator_conv",
+        "simple/test_single_relu_model",
+        "simple/test_sign_model",
+        "pytorch-converted/test_AvgPool2d",
+        "pytorch-converted/test_Conv1d",
+        "pytorch-converted/test_Conv2d",
+        "pytorch-converted/test_Conv2d_depthwise",
+        "pytorch-converted/test_ConvTranspose2d",
+        "pytorch-converted/test_ConstantPad2d",
+        "pytorch-converted/test_ELU",
+        "pytorch-converted/test_LogSoftmax",
+        "pytorch-converted/test_MaxPool1d",
+        "pytorch-converted/test_PixelShuffle",
+        "pytorch-converted/test_ReflectionPad2d",
+        "pytorch-converted/test_Sigmoid",
+        "pytorch-converted/test_Softmax",
+        "pytorch-converted/test_Tanh",
+        "pytorch-operator/test_operator_clip",
+        "pytorch-operator/test_operator_conv",
     )
 
     def open(self, path: Path, **kwargs: Any) -> Any:

@@ -33,15 +33,21 @@ def test_dynamic_batch_follows_max_batch():
     assert derive_profile([("x", (2, 4))]).max_batch() is None  # static: nothing to split at
     with pytest.raises(UnsupportedOptionError, match="opt_batch 9 is larger than max_batch 8 \\(the default"):
         derive_profile(IMAGE, opt_batch=9)
-    assert derive_profile(IMAGE, max_batch=16).ranges["images"] == ((1, 3, 224, 224), (16, 3, 224, 224),
-                                                                    (16, 3, 224, 224))
+    assert derive_profile(IMAGE, max_batch=16).ranges["images"] == (
+        (1, 3, 224, 224),
+        (16, 3, 224, 224),
+        (16, 3, 224, 224),
+    )
     assert derive_profile(IMAGE, max_batch=16, opt_batch=4).ranges["images"][1] == (4, 3, 224, 224)
 
 
 def test_shapes_fix_or_bound_inputs():
     inputs = [("images", (-1, 3, -1, -1)), ("scale", (-1,))]
-    p = derive_profile(inputs, max_batch=8, shapes={
-        "images": {"min": [1, 3, 320, 320], "opt": [4, 3, 640, 640], "max": "8x3x1280x1280"}, "scale": [2]})
+    p = derive_profile(
+        inputs,
+        max_batch=8,
+        shapes={"images": {"min": [1, 3, 320, 320], "opt": [4, 3, 640, 640], "max": "8x3x1280x1280"}, "scale": [2]},
+    )
     assert p.ranges["images"] == ((1, 3, 320, 320), (4, 3, 640, 640), (8, 3, 1280, 1280))
     assert p.ranges["scale"] == ((2,), (2,), (2,))
     assert p.as_json()["scale"] == [[2], [2], [2]]
@@ -58,18 +64,26 @@ def test_a_dynamic_input_fixed_by_shapes_still_gets_a_profile_entry():
     assert dynamic_inputs([("x", (1, 3, 8, 8))]) == [] and dynamic_inputs([("s", ())]) == []
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(inputs=[("x", (-1, 3, -1, -1))]), r"input 'x' dim 2 is dynamic .*'min': \.\.\."),
-    (dict(inputs=IMAGE, max_batch=0), "max_batch must be a positive int"),
-    (dict(inputs=IMAGE, max_batch=4, opt_batch=8), "opt_batch 8 is larger than max_batch 4"),
-    (dict(inputs=IMAGE, shapes={"other": [1]}), "unknown input 'other'"),
-    (dict(inputs=IMAGE, shapes={"images": [1, 3, 224]}), "min has rank 3, the input has rank 4"),
-    (dict(inputs=IMAGE, shapes={"images": [1, 4, 224, 224]}), "changes static dim 1"),
-    (dict(inputs=IMAGE, shapes={"images": {"min": [4, 3, 224, 224], "opt": [2, 3, 224, 224],
-                                           "max": [8, 3, 224, 224]}}), "min <= opt <= max"),
-    (dict(inputs=IMAGE, shapes={"images": {"min": [1, 3, 224, 224]}}), "missing opt, max"),
-    (dict(inputs=IMAGE, shapes={"images": ["a"]}), "expected a list of ints"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(inputs=[("x", (-1, 3, -1, -1))]), r"input 'x' dim 2 is dynamic .*'min': \.\.\."),
+        (dict(inputs=IMAGE, max_batch=0), "max_batch must be a positive int"),
+        (dict(inputs=IMAGE, max_batch=4, opt_batch=8), "opt_batch 8 is larger than max_batch 4"),
+        (dict(inputs=IMAGE, shapes={"other": [1]}), "unknown input 'other'"),
+        (dict(inputs=IMAGE, shapes={"images": [1, 3, 224]}), "min has rank 3, the input has rank 4"),
+        (dict(inputs=IMAGE, shapes={"images": [1, 4, 224, 224]}), "changes static dim 1"),
+        (
+            dict(
+                inputs=IMAGE,
+                shapes={"images": {"min": [4, 3, 224, 224], "opt": [2, 3, 224, 224], "max": [8, 3, 224, 224]}},
+            ),
+            "min <= opt <= max",
+        ),
+        (dict(inputs=IMAGE, shapes={"images": {"min": [1, 3, 224, 224]}}), "missing opt, max"),
+        (dict(inputs=IMAGE, shapes={"images": ["a"]}), "expected a list of ints"),
+    ],
+)
 def test_profile_errors(kwargs, message):
     with pytest.raises(UnsupportedOptionError, match=message):
         derive_profile(**kwargs)
@@ -120,12 +134,18 @@ def test_tensorrt_11_is_strongly_typed_and_sets_no_precision_flag():
     assert half.onnx_transform == "fp16" and half.strongly_typed and _flags(half) == (set(), {"TF32"})
     int8 = build_plan(TRT11, "int8", True, "8.9")
     assert int8.onnx_transform is None and int8.strongly_typed and _flags(int8) == (set(), {"TF32"})
-    with pytest.raises(UnsupportedOptionError, match=r"tensorrt 11.4.0.106 builds int8 only from a quantized ONNX "
-                                                     r"model.*unirt quantize model.onnx -o model_int8.onnx --int8"):
+    with pytest.raises(
+        UnsupportedOptionError,
+        match=r"tensorrt 11.4.0.106 builds int8 only from a quantized ONNX "
+        r"model.*unirt quantize model.onnx -o model_int8.onnx --int8",
+    ):
         build_plan(TRT11, "int8", False, "8.9")
-    with pytest.raises(UnsupportedOptionError, match=r"bf16 needs the ONNX model converted to bf16.*float16 tool "
-                                                     r"\(as onnxconverter-common's\) converts to fp16 only.*"
-                                                     r"precision='fp32'"):
+    with pytest.raises(
+        UnsupportedOptionError,
+        match=r"bf16 needs the ONNX model converted to bf16.*float16 tool "
+        r"\(as onnxconverter-common's\) converts to fp16 only.*"
+        r"precision='fp32'",
+    ):
         build_plan(TRT11, "bf16", False, "9.0")
     with pytest.raises(UnsupportedOptionError, match="unknown precision 'fp8'; it supports fp32, fp16"):
         build_plan(TRT11, "fp8", True, "9.0")
@@ -147,18 +167,35 @@ def test_model_has_qdq_reads_the_op_types(tmp_path):
     from unirt import open_model
 
     def save(nodes, inits, name):
-        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+        graph = helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+            inits,
+        )
         path = tmp_path / name
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
         return open_model(path)
 
     scale = helper.make_tensor("s", TensorProto.FLOAT, [], [0.05])
     zero = helper.make_tensor("z", TensorProto.INT8, [], [0])
-    qdq = save([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
-                helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])], [scale, zero], "qdq.onnx")
-    plain = save([helper.make_node("Relu", ["x"], ["QuantizeLinear_out"], name="DequantizeLinear_like"),
-                  helper.make_node("Identity", ["QuantizeLinear_out"], ["y"])], [], "plain.onnx")
+    qdq = save(
+        [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+        ],
+        [scale, zero],
+        "qdq.onnx",
+    )
+    plain = save(
+        [
+            helper.make_node("Relu", ["x"], ["QuantizeLinear_out"], name="DequantizeLinear_like"),
+            helper.make_node("Identity", ["QuantizeLinear_out"], ["y"]),
+        ],
+        [],
+        "plain.onnx",
+    )
     assert model_has_qdq(qdq) and model_has_qdq(qdq.read_bytes())
     assert not model_has_qdq(plain)
     # the plan follows it: on 11, int8 takes the Q/DQ model and refuses the plain one
@@ -178,9 +215,13 @@ def test_build_settings():
         build_settings({"max_batch": 4}, max_batch=16)
     s = build_settings({}, max_batch=16)
     assert derive_profile(IMAGE, s.max_batch, s.shapes, s.opt_batch).ranges["images"][2] == (16, 3, 224, 224)
-    for bad, message in (({"fp16": True}, "unknown backend option 'fp16'"), ({"workspace": -1}, "workspace must"),
-                         ({"builder_optimization_level": 9}, "0..5"), ({"engine_cache": "yes"}, "True or False"),
-                         ({"shapes": [1]}, "shapes must be a dict")):
+    for bad, message in (
+        ({"fp16": True}, "unknown backend option 'fp16'"),
+        ({"workspace": -1}, "workspace must"),
+        ({"builder_optimization_level": 9}, "0..5"),
+        ({"engine_cache": "yes"}, "True or False"),
+        ({"shapes": [1]}, "shapes must be a dict"),
+    ):
         with pytest.raises(UnsupportedOptionError, match=message):
             build_settings(bad)
 
@@ -209,16 +250,32 @@ def test_packed_types_are_refused_not_copied_byte_per_value(trt_type):
 def test_engine_cache_key_changes_with_everything_that_shapes_an_engine(tmp_path, monkeypatch):
     monkeypatch.setenv("UNIRT_CACHE_DIR", str(tmp_path))
     p = derive_profile(IMAGE, max_batch=4)
-    base = dict(model_sha256=model_digest(b"model"), gpu="NVIDIA H100", compute_capability="9.0",
-                trt_version="10.16.1", precision="fp32", profile=p, build_options={"workspace": 1})
+    base = dict(
+        model_sha256=model_digest(b"model"),
+        gpu="NVIDIA H100",
+        compute_capability="9.0",
+        trt_version="10.16.1",
+        precision="fp32",
+        profile=p,
+        build_options={"workspace": 1},
+    )
     key = engine_key(**base)
     assert key == engine_key(**base) and len(key) == 40
-    for change in (dict(model_sha256=model_digest(b"other")), dict(gpu="NVIDIA L4"), dict(compute_capability="8.9"),
-                   dict(trt_version="10.16.2"), dict(precision="fp16"), dict(profile=derive_profile(IMAGE, 8)),
-                   dict(build_options={"workspace": 2})):
+    for change in (
+        dict(model_sha256=model_digest(b"other")),
+        dict(gpu="NVIDIA L4"),
+        dict(compute_capability="8.9"),
+        dict(trt_version="10.16.2"),
+        dict(precision="fp16"),
+        dict(profile=derive_profile(IMAGE, 8)),
+        dict(build_options={"workspace": 2}),
+    ):
         assert engine_key(**{**base, **change}) != key, change
     assert engine_path(key) == tmp_path / "tensorrt" / "engines" / f"{key}.engine"
-    assert timing_cache_path("NVIDIA H100 80GB HBM3", "9.0", "10.16.1").name == "NVIDIA_H100_80GB_HBM3-sm9.0-trt10.16.1.cache"
+    assert (
+        timing_cache_path("NVIDIA H100 80GB HBM3", "9.0", "10.16.1").name
+        == "NVIDIA_H100_80GB_HBM3-sm9.0-trt10.16.1.cache"
+    )
 
 
 def test_engine_cache_key_covers_the_build_plan_and_the_conversion():
@@ -228,30 +285,51 @@ def test_engine_cache_key_covers_the_build_plan_and_the_conversion():
 
     def key(version, precision="fp16", converter=None, qdq=False):
         plan = build_plan(version, precision, qdq, "9.0", True)
-        return engine_key("0" * 64, "NVIDIA H100", "9.0", version, precision, p,
-                          build_fields({"workspace": 1}, plan, version, converter))
+        return engine_key(
+            "0" * 64,
+            "NVIDIA H100",
+            "9.0",
+            version,
+            precision,
+            p,
+            build_fields({"workspace": 1}, plan, version, converter),
+        )
 
     conv = "onnxruntime 1.32.0 transformers.float16"
-    keys = {key(TRT10), key(TRT11, converter=conv), key(TRT11, converter="onnxruntime 1.33.0 transformers.float16"),
-            key("11.5.0.1", converter=conv), key(TRT11, "fp32"), key(TRT10, "fp32")}
+    keys = {
+        key(TRT10),
+        key(TRT11, converter=conv),
+        key(TRT11, converter="onnxruntime 1.33.0 transformers.float16"),
+        key("11.5.0.1", converter=conv),
+        key(TRT11, "fp32"),
+        key(TRT10, "fp32"),
+    }
     assert len(keys) == 6 and key(TRT11, converter=conv) == key(TRT11, converter=conv)
     fields = build_fields({"workspace": 1}, build_plan(TRT11, "fp16", False), TRT11, conv)
     assert fields["tensorrt_major_minor"] == "11.4" and fields["converter"] == conv
-    assert fields["plan"] == {"network_flags": ["STRONGLY_TYPED"], "set": [], "clear": ["TF32"],
-                              "onnx_transform": "fp16"}
+    assert fields["plan"] == {
+        "network_flags": ["STRONGLY_TYPED"],
+        "set": [],
+        "clear": ["TF32"],
+        "onnx_transform": "fp16",
+    }
 
 
 # -- error mapping --------------------------------------------------------------------------------------------
 def test_parser_errors_name_the_nodes():
     err = parser_failure("m.onnx", [("No importer registered for op: FancyOp", "node_7"), ("Invalid Node", "")])
     assert isinstance(err, ModelLoadError)
-    assert str(err) == ("m.onnx: tensorrt could not parse this onnx model: No importer registered for op: FancyOp "
-                        "(node node_7); Invalid Node")
+    assert str(err) == (
+        "m.onnx: tensorrt could not parse this onnx model: No importer registered for op: FancyOp "
+        "(node node_7); Invalid Node"
+    )
 
 
 def test_stale_engines_say_rebuild():
-    msg = ("IRuntime::deserializeCudaEngine: Error Code 6: API Usage Error (The engine plan file is not compatible "
-           "with this version of TensorRT, expecting library version 10.16.1.11 got 10.3.0.26, please rebuild.)")
+    msg = (
+        "IRuntime::deserializeCudaEngine: Error Code 6: API Usage Error (The engine plan file is not compatible "
+        "with this version of TensorRT, expecting library version 10.16.1.11 got 10.3.0.26, please rebuild.)"
+    )
     err = deserialize_failure("yolo.engine", [msg])
     assert "built by another TensorRT version or for another GPU" in str(err) and "10.3.0.26" in str(err)
     assert "could not deserialize" in str(deserialize_failure("x.engine", ["Error Code 1: Cuda Runtime"]))
@@ -295,8 +373,10 @@ def test_cuda_errors():
     run_oom = cuda_failure("cudaMalloc", "cudaErrorMemoryAllocation", True)
     assert isinstance(run_oom, RunError) and "out of GPU memory" in str(run_oom)
     assert isinstance(cuda_failure("cudaMalloc", "cudaErrorMemoryAllocation", False), ModelLoadError)
-    assert str(cuda_failure("cudaMemcpyAsync", "cudaErrorIllegalAddress", True)) == \
-        "tensorrt: cudaMemcpyAsync failed: cudaErrorIllegalAddress"
+    assert (
+        str(cuda_failure("cudaMemcpyAsync", "cudaErrorIllegalAddress", True))
+        == "tensorrt: cudaMemcpyAsync failed: cudaErrorIllegalAddress"
+    )
 
 
 def test_engine_cache_key_covers_external_weights(tmp_path):
@@ -325,8 +405,10 @@ def test_a_prebuilt_engine_refuses_another_precision(tmp_path):
     model = open_model(engine)
     assert model.format is ModelFormat.TENSORRT
     for precision in ("fp16", "bf16", "int8"):
-        with pytest.raises(UnsupportedOptionError, match=f"model.engine is a prebuilt engine.*precision='{precision}' "
-                                                         "cannot be applied"):
+        with pytest.raises(
+            UnsupportedOptionError,
+            match=f"model.engine is a prebuilt engine.*precision='{precision}' cannot be applied",
+        ):
             TensorRTBackend().load(model, LoadOptions(precision=precision))
     check_engine_precision(model.name, "fp32")  # the default: run it as built
 
@@ -337,8 +419,10 @@ def test_tensorrt_10_and_11_are_accepted():
     for ok in ("10.16.1.11", "10.0.1", "11.4.0.106", "11.0.0"):
         assert version_problem(ok) is None
     for other in ("12.0.0", "8.6.1", "9.3.0.post12.dev1"):
-        assert version_problem(other) == (f"tensorrt {other} is installed; unirt's TensorRT backend uses the TensorRT "
-                                          "10.x and 11.x APIs: pip install 'tensorrt>=10,<12'")
+        assert version_problem(other) == (
+            f"tensorrt {other} is installed; unirt's TensorRT backend uses the TensorRT "
+            "10.x and 11.x APIs: pip install 'tensorrt>=10,<12'"
+        )
         with pytest.raises(UnsupportedOptionError, match=f"tensorrt {other} is installed"):
             build_plan(other, "fp32", False, "9.0")
     assert major_minor("11.4.0.106") == "11.4" and major_minor("10.16.1.11") == "10.16"
@@ -346,17 +430,24 @@ def test_tensorrt_10_and_11_are_accepted():
 
 def test_precision_info_names_how_the_engine_was_built():
     """What Session.precision_info says for an engine built here (the GPU part needs a device; this is the text)."""
+
     def info(version, precision, sm="8.9", gpu="NVIDIA L4", qdq=False, converter=None):
         return precision_info(build_plan(version, precision, qdq, sm, True), precision, sm, gpu, converter)
 
     assert info(TRT10, "fp32") == "fp32 (TensorRT BuilderFlag TF32 cleared; NVIDIA L4, sm 8.9)"
     half = info(TRT10, "fp16", "7.5", "Tesla T4")
-    assert half.startswith("fp16 (TensorRT BuilderFlag FP16, TF32 cleared; Tesla T4, sm 7.5, "
-                           "Builder.platform_has_fast_fp16") and "fp32 elsewhere" in half
+    assert (
+        half.startswith(
+            "fp16 (TensorRT BuilderFlag FP16, TF32 cleared; Tesla T4, sm 7.5, Builder.platform_has_fast_fp16"
+        )
+        and "fp32 elsewhere" in half
+    )
     assert "bf16 tensor cores (sm 8.0+)" in info(TRT10, "bf16", "9.0", "H100")
     assert info(TRT10, "int8", "8.6", "A10", qdq=True).startswith("int8 (TensorRT BuilderFlag INT8 on a QDQ model")
-    assert info(TRT11, "fp32") == ("fp32 (TensorRT strongly typed network: each tensor as the model types it, TF32 "
-                                   "cleared; NVIDIA L4, sm 8.9)")
+    assert info(TRT11, "fp32") == (
+        "fp32 (TensorRT strongly typed network: each tensor as the model types it, TF32 cleared; NVIDIA L4, sm 8.9)"
+    )
     assert info(TRT11, "fp16", converter="onnxruntime 1.32.0 transformers.float16").startswith(
-        "fp16 (the ONNX model converted to fp16 by onnxruntime 1.32.0 transformers.float16, verified against the fp32")
+        "fp16 (the ONNX model converted to fp16 by onnxruntime 1.32.0 transformers.float16, verified against the fp32"
+    )
     assert info(TRT11, "int8", qdq=True).startswith("int8 (the model's Q/DQ nodes in a TensorRT strongly typed")

@@ -5,15 +5,29 @@ itself without them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from unirt import (Availability, Backend, ConversionError, FormatFacts, LoadOptions, ModelFile, ModelFormat, hardware,
-                   open_model)
+from unirt import (
+    Availability,
+    Backend,
+    ConversionError,
+    FormatFacts,
+    LoadOptions,
+    ModelFile,
+    ModelFormat,
+    hardware,
+    open_model,
+)
 from unirt.backend import NUMERIC_DTYPES
 
 from .plan import version_problem
 
-ENGINE_EXTRA = ("pip install './plugins/tensorrt[engine]' from unirt's source checkout (TensorRT's CUDA libraries are "
-                "several GB)")
+if TYPE_CHECKING:
+    from .session import TensorRTSession
+
+ENGINE_EXTRA = (
+    "pip install './plugins/tensorrt[engine]' from unirt's source checkout (TensorRT's CUDA libraries are several GB)"
+)
 __all__ = ["TensorRTBackend", "unavailable_reason", "version_problem"]
 
 
@@ -33,7 +47,7 @@ def unavailable_reason() -> tuple[str | None, str | None]:
         problems.append("this machine has no CUDA GPU (none in /proc/driver/nvidia/gpus or nvidia-smi)")
     if version is not None and hardware().cuda_gpus:
         try:
-            from . import cuda  # noqa: F401  (cuda-python's runtime bindings)
+            from . import cuda  # noqa: F401 - probed: cuda-python's runtime bindings
         except Exception as exc:
             problems.append(f"cannot import cuda-python: {type(exc).__name__}: {exc}. Install it with: {ENGINE_EXTRA}")
     return ("; and ".join(problems) or None), version
@@ -59,7 +73,7 @@ class TensorRTBackend(Backend):
             return Availability(False, reason, version=version)
         return Availability(True, version=version, devices=tuple(f"cuda:{i}" for i in range(len(hardware().cuda_gpus))))
 
-    def load(self, model: ModelFile, options: LoadOptions) -> TensorRTSession:  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> TensorRTSession:
         if model.format is ModelFormat.TENSORRT:
             from .options import check_engine_precision
 
@@ -90,8 +104,9 @@ class TensorRTBackend(Backend):
         index = options.device.index or 0
         cuda.set_device(index)
         gpu, sm = cuda.device_properties(index)
-        built = build_engine(trt, model, options.precision,
-                             build_settings(options.backend_options, options.max_batch), gpu, sm)
+        built = build_engine(
+            trt, model, options.precision, build_settings(options.backend_options, options.max_batch), gpu, sm
+        )
         target = Path(out_dir) / "model.engine"
         target.write_bytes(built.plan)
         return open_model(target)

@@ -63,8 +63,7 @@ def collecting_logger(trt: Any) -> Any:
                 def log(self, severity: Any, msg: str) -> None:
                     if severity <= trt.ILogger.Severity.WARNING:
                         self.messages.add(msg)
-                        log.log(logging.ERROR if severity <= trt.ILogger.Severity.ERROR else logging.WARNING, "%s",
-                                msg)
+                        log.log(logging.ERROR if severity <= trt.ILogger.Severity.ERROR else logging.WARNING, "%s", msg)
 
             _LOGGER = Collecting()
         return _LOGGER
@@ -104,8 +103,10 @@ def network_inputs(network: Any) -> list[tuple[str, tuple[int, ...]]]:
 def _flag(trt: Any, name: str) -> Any:
     flag = getattr(trt.BuilderFlag, name, None)
     if flag is None:  # the weakly typed precision flags: deprecated since TensorRT 10.12, removed in 11
-        raise UnsupportedOptionError(f"tensorrt {trt.__version__} has no BuilderFlag.{name}; unirt's TensorRT backend "
-                                     "was checked against TensorRT 10.x and 11.x")
+        raise UnsupportedOptionError(
+            f"tensorrt {trt.__version__} has no BuilderFlag.{name}; unirt's TensorRT backend "
+            "was checked against TensorRT 10.x and 11.x"
+        )
     return flag
 
 
@@ -127,15 +128,17 @@ def _fast_fp16(trt: Any, builder: Any, precision: str) -> bool | None:
     return bool(builder.platform_has_fast_fp16)
 
 
-def build_engine(trt: Any, model: ModelFile, precision: str, settings: BuildSettings, gpu: str,
-                 compute_capability: str) -> BuiltEngine:
+def build_engine(
+    trt: Any, model: ModelFile, precision: str, settings: BuildSettings, gpu: str, compute_capability: str
+) -> BuiltEngine:
     """A serialized engine for `model`, from unirt's engine cache when one was built with the same everything."""
     logger = collecting_logger(trt)
     mark = logger.messages.mark()
     builder = trt.Builder(logger)
     quantized = model_has_qdq(model)  # a QDQ model builds its Q/DQ layers at every precision asked
-    plan_of_build = build_plan(trt.__version__, precision, quantized, compute_capability,
-                               _fast_fp16(trt, builder, precision))
+    plan_of_build = build_plan(
+        trt.__version__, precision, quantized, compute_capability, _fast_fp16(trt, builder, precision)
+    )
     conversion, source = None, model
     if plan_of_build.onnx_transform == "fp16":
         from unirt.plugin_sdk import onnx_to_fp16
@@ -146,8 +149,12 @@ def build_engine(trt: Any, model: ModelFile, precision: str, settings: BuildSett
     network, _parser = _parse(trt, logger, builder, source, _network_flags(trt, plan_of_build.network_flags))
     inputs = network_inputs(network)
     profile = derive_profile(inputs, settings.max_batch, settings.shapes, settings.opt_batch)
-    options = build_fields(settings.cache_fields(), plan_of_build, trt.__version__,
-                           conversion.converter if conversion is not None else None)
+    options = build_fields(
+        settings.cache_fields(),
+        plan_of_build,
+        trt.__version__,
+        conversion.converter if conversion is not None else None,
+    )
     key = engine_key(model_digest(model), gpu, compute_capability, trt.__version__, precision, profile, options)
     cached = engine_path(key)
     if settings.engine_cache and cached.is_file():

@@ -24,22 +24,40 @@ def model_digest(model: ModelFile | bytes) -> str:
     return model.content_hash
 
 
-def engine_key(model_sha256: str, gpu: str, compute_capability: str, trt_version: str, precision: str,
-               profile: Profile, build_options: Mapping[str, Any]) -> str:
+def engine_key(
+    model_sha256: str,
+    gpu: str,
+    compute_capability: str,
+    trt_version: str,
+    precision: str,
+    profile: Profile,
+    build_options: Mapping[str, Any],
+) -> str:
     """A key that changes whenever anything that shapes the engine changes."""
-    payload = {"model": model_sha256, "gpu": gpu, "sm": compute_capability, "tensorrt": trt_version,
-               "precision": precision, "profile": profile.as_json(),
-               "options": {k: build_options[k] for k in sorted(build_options)}}
+    payload = {
+        "model": model_sha256,
+        "gpu": gpu,
+        "sm": compute_capability,
+        "tensorrt": trt_version,
+        "precision": precision,
+        "profile": profile.as_json(),
+        "options": {k: build_options[k] for k in sorted(build_options)},
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:40]
 
 
-def build_fields(settings_fields: Mapping[str, Any], plan: BuildPlan, trt_version: str,
-                 converter: str | None) -> dict[str, Any]:
+def build_fields(
+    settings_fields: Mapping[str, Any], plan: BuildPlan, trt_version: str, converter: str | None
+) -> dict[str, Any]:
     """The build options part of the engine key: the settings', the BuildPlan's (network and builder flags, the ONNX
     transform), the TensorRT major.minor (engines do not carry over between them) and the converter (name and
     version) that made the ONNX model the engine was built from, if any."""
-    return {**settings_fields, "plan": plan.cache_fields(), "tensorrt_major_minor": major_minor(trt_version),
-            "converter": converter}
+    return {
+        **settings_fields,
+        "plan": plan.cache_fields(),
+        "tensorrt_major_minor": major_minor(trt_version),
+        "converter": converter,
+    }
 
 
 def _slug(text: str) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 try:  # cuda-python >= 12.6 moved the runtime bindings to cuda.bindings
     from cuda.bindings import runtime as cudart
 except ImportError:  # pragma: no cover - older cuda-python
-    from cuda import cudart  # type: ignore[no-redef]
+    from cuda import cudart
 
 from .errors import cuda_failure
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 TRT_TO_NUMPY: dict[str, np.dtype] = {
-    name: np.dtype(t) for name, t in {
-        "FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
-        "BOOL": np.bool_, "UINT8": np.uint8,
+    name: np.dtype(t)
+    for name, t in {
+        "FLOAT": np.float32,
+        "HALF": np.float16,
+        "INT8": np.int8,
+        "INT32": np.int32,
+        "INT64": np.int64,
+        "BOOL": np.bool_,
+        "UINT8": np.uint8,
     }.items()
 }
 try:  # numpy lacks bf16/fp8; ml_dtypes provides them (TensorRT's FP8 is E4M3 with bias 7: float8_e4m3fn)
@@ -29,12 +35,16 @@ def numpy_dtype(trt_type_name: str, tensor: str) -> np.dtype:
 
     dtype = TRT_TO_NUMPY.get(trt_type_name)
     if trt_type_name in PACKED:
-        raise ModelLoadError(f"tensorrt: tensor {tensor!r} has TensorRT type {trt_type_name}, packed two values to a "
-                             "byte, which unirt cannot pass to or from numpy; use an int8/uint8 tensor at the model's "
-                             "boundary")
+        raise ModelLoadError(
+            f"tensorrt: tensor {tensor!r} has TensorRT type {trt_type_name}, packed two values to a "
+            "byte, which unirt cannot pass to or from numpy; use an int8/uint8 tensor at the model's "
+            "boundary"
+        )
     if dtype is None:
-        raise ModelLoadError(f"tensorrt: tensor {tensor!r} has TensorRT type {trt_type_name}, which numpy cannot "
-                             "hold (install ml_dtypes for BF16/FP8)")
+        raise ModelLoadError(
+            f"tensorrt: tensor {tensor!r} has TensorRT type {trt_type_name}, which numpy cannot "
+            "hold (install ml_dtypes for BF16/FP8)"
+        )
     return dtype
 
 

@@ -3,12 +3,18 @@ TensorRT's logger and ONNX parser report, so every branch is testable without a 
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from unirt import BackendUnavailableError, ModelLoadError, RunError, UnsupportedOptionError
 
-_STALE_ENGINE = ("not compatible with this version of tensorrt", "incompatible device", "magic tag does not match",
-                 "serialization assertion", "version tag does not match", "please rebuild")
+_STALE_ENGINE = (
+    "not compatible with this version of tensorrt",
+    "incompatible device",
+    "magic tag does not match",
+    "serialization assertion",
+    "version tag does not match",
+    "please rebuild",
+)
 
 
 def parser_failure(model: str, errors: Sequence[tuple[str, str]]) -> ModelLoadError:
@@ -26,8 +32,9 @@ def build_failure(model: str, messages: Iterable[str]) -> ModelLoadError | Unsup
     text = "; ".join(errors[-3:]) or "no error was logged"
     lowered = text.lower()
     if "out of memory" in lowered or "insufficient memory" in lowered:
-        return UnsupportedOptionError(f"tensorrt ran out of GPU memory building {model}: {text}. Lower max_batch or "
-                                      "backend_options['workspace']")
+        return UnsupportedOptionError(
+            f"tensorrt ran out of GPU memory building {model}: {text}. Lower max_batch or backend_options['workspace']"
+        )
     if "fp16" in lowered and ("not supported" in lowered or "does not support" in lowered):
         return UnsupportedOptionError(f"tensorrt: this GPU has no fast fp16 for {model}: {text}")
     return ModelLoadError(f"{model}: tensorrt could not build an engine: {text}")
@@ -38,9 +45,11 @@ def deserialize_failure(model: str, messages: Iterable[str]) -> ModelLoadError:
     errors = [m.strip() for m in messages if m.strip()]
     text = "; ".join(errors[-3:]) or "no error was logged"
     if any(marker in text.lower() for marker in _STALE_ENGINE):
-        return ModelLoadError(f"{model}: this TensorRT engine was built by another TensorRT version or for another "
-                              f"GPU and cannot run here ({text}); rebuild it from the ONNX model (unirt builds and "
-                              "caches engines for ONNX models itself)")
+        return ModelLoadError(
+            f"{model}: this TensorRT engine was built by another TensorRT version or for another "
+            f"GPU and cannot run here ({text}); rebuild it from the ONNX model (unirt builds and "
+            "caches engines for ONNX models itself)"
+        )
     return ModelLoadError(f"{model}: tensorrt could not deserialize this engine: {text}")
 
 
@@ -60,11 +69,15 @@ def unsupported_io(model: str, tensor: str, location: str, layout: str) -> Model
     a shape tensor TensorRT reads on the host (TensorLocation HOST), or a vectorized layout (TensorFormat other
     than LINEAR, e.g. a prebuilt engine built with trtexec --inputIOFormats=fp16:chw16). None when it can."""
     if location != "DEVICE":
-        return ModelLoadError(f"{model}: tensorrt tensor {tensor!r} is a shape tensor TensorRT reads on the host "
-                              f"(location {location}), which unirt's TensorRT runner does not support; feed that value "
-                              "as a constant in the ONNX model")
+        return ModelLoadError(
+            f"{model}: tensorrt tensor {tensor!r} is a shape tensor TensorRT reads on the host "
+            f"(location {location}), which unirt's TensorRT runner does not support; feed that value "
+            "as a constant in the ONNX model"
+        )
     if layout != "LINEAR":
-        return ModelLoadError(f"{model}: tensorrt tensor {tensor!r} has the vectorized layout {layout}, which unirt's "
-                              "TensorRT runner does not support; rebuild the engine with linear I/O formats (trtexec's "
-                              "default), or load the ONNX model")
+        return ModelLoadError(
+            f"{model}: tensorrt tensor {tensor!r} has the vectorized layout {layout}, which unirt's "
+            "TensorRT runner does not support; rebuild the engine with linear I/O formats (trtexec's "
+            "default), or load the ONNX model"
+        )
     return None

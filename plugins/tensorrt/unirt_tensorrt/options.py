@@ -9,8 +9,15 @@ from typing import Any
 
 from unirt import ModelFile, UnsupportedOptionError
 
-OWN_KEYS = ("max_batch", "opt_batch", "shapes", "workspace", "engine_cache", "timing_cache",
-            "builder_optimization_level")
+OWN_KEYS = (
+    "max_batch",
+    "opt_batch",
+    "shapes",
+    "workspace",
+    "engine_cache",
+    "timing_cache",
+    "builder_optimization_level",
+)
 DEFAULT_WORKSPACE = 1 << 30  # bytes of scratch memory the builder may use for tactics
 
 
@@ -34,8 +41,9 @@ def build_settings(options: Mapping[str, Any], max_batch: int | None = None) -> 
     profile's batch range when backend_options gives no max_batch of its own, which must not be smaller."""
     unknown = [k for k in options if k not in OWN_KEYS]
     if unknown:
-        raise UnsupportedOptionError(f"tensorrt: unknown backend option {unknown[0]!r}; use one of "
-                                     f"{', '.join(OWN_KEYS)}")
+        raise UnsupportedOptionError(
+            f"tensorrt: unknown backend option {unknown[0]!r}; use one of {', '.join(OWN_KEYS)}"
+        )
     workspace = options.get("workspace", DEFAULT_WORKSPACE)
     if isinstance(workspace, bool) or not isinstance(workspace, int) or workspace <= 0:
         raise UnsupportedOptionError(f"tensorrt: workspace must be a positive number of bytes, got {workspace!r}")
@@ -50,20 +58,31 @@ def build_settings(options: Mapping[str, Any], max_batch: int | None = None) -> 
             raise UnsupportedOptionError(f"tensorrt: {key} must be True or False, got {options[key]!r}")
     own = options.get("max_batch")
     if max_batch is not None and isinstance(own, int) and not isinstance(own, bool) and own < max_batch:
-        raise UnsupportedOptionError(f"tensorrt: backend_options max_batch {own} is smaller than the Session's "
-                                     f"max_batch {max_batch}, which requests are split at; drop one or raise it")
-    return BuildSettings(own if own is not None else max_batch, options.get("opt_batch"), dict(shapes), workspace,
-                         options.get("engine_cache", True), options.get("timing_cache", True), level)
+        raise UnsupportedOptionError(
+            f"tensorrt: backend_options max_batch {own} is smaller than the Session's "
+            f"max_batch {max_batch}, which requests are split at; drop one or raise it"
+        )
+    return BuildSettings(
+        own if own is not None else max_batch,
+        options.get("opt_batch"),
+        dict(shapes),
+        workspace,
+        options.get("engine_cache", True),
+        options.get("timing_cache", True),
+        level,
+    )
 
 
 def check_engine_precision(model: str, precision: str) -> None:
     """A prebuilt engine runs in the precision it was built with: refuse asking for another one (fp32, the default,
     means "as built": repr shows that) rather than silently ignore it."""
     if precision != "fp32":
-        raise UnsupportedOptionError(f"tensorrt: {model} is a prebuilt engine, whose precision was fixed when it was "
-                                     f"built: precision={precision!r} cannot be applied to it. Load the ONNX model "
-                                     "with that precision to build such an engine, or leave the default (fp32) to "
-                                     "run this one as built")
+        raise UnsupportedOptionError(
+            f"tensorrt: {model} is a prebuilt engine, whose precision was fixed when it was "
+            f"built: precision={precision!r} cannot be applied to it. Load the ONNX model "
+            "with that precision to build such an engine, or leave the default (fp32) to "
+            "run this one as built"
+        )
 
 
 _QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})

@@ -15,8 +15,17 @@ from typing import Any
 import numpy as np
 import tensorrt as trt
 
-from unirt import (BackendSession, BuffersRefusedError, InputError, LoadOptions, ModelFile, ModelFormat,
-                   ModelLoadError, RunError, TensorInfo)
+from unirt import (
+    BackendSession,
+    BuffersRefusedError,
+    InputError,
+    LoadOptions,
+    ModelFile,
+    ModelFormat,
+    ModelLoadError,
+    RunError,
+    TensorInfo,
+)
 from unirt.plugin_sdk import onnx_quantization_ops, quantized_info, quantized_precision
 
 from . import cuda
@@ -42,14 +51,15 @@ class TensorRTSession(BackendSession):
             qops = onnx_quantization_ops(model.path if model.path is not None else model.data)
             self.precision = quantized_precision(options.precision, bool(qops))
             conv = built.conversion
-            self.precision_info = precision_info(built.build, self.precision, sm, gpu,
-                                                 conv.converter if conv is not None else None)
+            self.precision_info = precision_info(
+                built.build, self.precision, sm, gpu, conv.converter if conv is not None else None
+            )
             if qops:  # "int8 (<how the engine runs it>)" -> "int8 (the model is quantized: <ops>; <how>)"
-                self.precision_info = quantized_info("/".join(qops), self.precision_info[len("int8 ("):-1])
+                self.precision_info = quantized_info("/".join(qops), self.precision_info[len("int8 (") : -1])
             elif conv is not None and conv.verified:
                 self.precision_info += f"; fp16 ONNX vs fp32 on {conv.reference}: {conv.describe_errors()}"
         else:  # a serialized engine: its precision was fixed when it was built
-            plan, profile = model.read_bytes()[int(model.details.get("payload_offset", 0)):], None
+            plan, profile = model.read_bytes()[int(model.details.get("payload_offset", 0)) :], None
             self.precision = "as built"
         self._runtime = trt.Runtime(self._logger)
         mark = self._log.mark()
@@ -59,24 +69,37 @@ class TensorRTSession(BackendSession):
         engine = self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         for n in names:  # host-side shape tensors and vectorized layouts: not plain device arrays
-            problem = unsupported_io(model.name, n, engine.get_tensor_location(n).name,
-                                     engine.get_tensor_format(n).name)
+            problem = unsupported_io(
+                model.name, n, engine.get_tensor_location(n).name, engine.get_tensor_format(n).name
+            )
             if problem is not None:
                 raise problem
         mark = self._log.mark()
         self._context = engine.create_execution_context()
         if self._context is None:  # e.g. no GPU memory left for its activations
-            raise ModelLoadError(f"{model.name}: tensorrt could not create an execution context: "
-                                 f"{'; '.join(self._log.since(mark)[-3:]) or 'no error logged'}")
+            raise ModelLoadError(
+                f"{model.name}: tensorrt could not create an execution context: "
+                f"{'; '.join(self._log.since(mark)[-3:]) or 'no error logged'}"
+            )
         is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
-        infos = {n: TensorInfo(n, tuple(None if d < 0 else int(d) for d in engine.get_tensor_shape(n)),
-                               numpy_dtype(engine.get_tensor_dtype(n).name, n)) for n in names}
+        infos = {
+            n: TensorInfo(
+                n,
+                tuple(None if d < 0 else int(d) for d in engine.get_tensor_shape(n)),
+                numpy_dtype(engine.get_tensor_dtype(n).name, n),
+            )
+            for n in names
+        }
         self.inputs = [infos[n] for n in names if is_input[n]]
         self.outputs = [infos[n] for n in names if not is_input[n]]
         self.device = f"cuda:{self._gpu_index}"
-        self._profile = profile or Profile({i.name: tuple(tuple(int(d) for d in s) for s in
-                                                          engine.get_tensor_profile_shape(i.name, 0))
-                                            for i in self.inputs if i.is_dynamic})
+        self._profile = profile or Profile(
+            {
+                i.name: tuple(tuple(int(d) for d in s) for s in engine.get_tensor_profile_shape(i.name, 0))
+                for i in self.inputs
+                if i.is_dynamic
+            }
+        )
         self._dynamic = frozenset(i.name for i in self.inputs if i.is_dynamic)
         self.max_batch = self._profile.max_batch()  # a Session with no max_batch of its own splits at this
         self._dtypes = {i.name: i.dtype for i in (*self.inputs, *self.outputs)}
@@ -93,8 +116,10 @@ class TensorRTSession(BackendSession):
             if info.name in self._dynamic:
                 self._profile.check(info.name, x.shape)
             if not ctx.set_input_shape(info.name, x.shape):
-                raise InputError(f"input {info.name!r}: TensorRT refused shape {list(x.shape)} (engine shape "
-                                 f"{[d if d is not None else -1 for d in info.shape]})")
+                raise InputError(
+                    f"input {info.name!r}: TensorRT refused shape {list(x.shape)} (engine shape "
+                    f"{[d if d is not None else -1 for d in info.shape]})"
+                )
             size = nbytes(x.shape, x.dtype)
             device = self._device_buffers[info.name].ensure(size, True)
             pinned = self._pinned[info.name]
@@ -106,8 +131,10 @@ class TensorRTSession(BackendSession):
         for info in self.outputs:
             shape = tuple(int(d) for d in ctx.get_tensor_shape(info.name))
             if any(d < 0 for d in shape):
-                raise RunError(f"tensorrt: output {info.name!r} has a data-dependent shape {list(shape)}, which "
-                               "unirt's TensorRT runner does not support yet")
+                raise RunError(
+                    f"tensorrt: output {info.name!r} has a data-dependent shape {list(shape)}, which "
+                    "unirt's TensorRT runner does not support yet"
+                )
             device = self._device_buffers[info.name].ensure(nbytes(shape, info.dtype), True)
             ctx.set_tensor_address(info.name, device)
             shapes[info.name] = (shape, device)
@@ -119,8 +146,9 @@ class TensorRTSession(BackendSession):
     def run(self, feeds: dict[str, np.ndarray], output_names: Sequence[str]) -> list[Any]:
         return self.run_into(feeds, output_names, {})
 
-    def run_into(self, feeds: dict[str, np.ndarray], output_names: Sequence[str],
-                 out: dict[str, np.ndarray]) -> list[Any]:
+    def run_into(
+        self, feeds: dict[str, np.ndarray], output_names: Sequence[str], out: dict[str, np.ndarray]
+    ) -> list[Any]:
         with self._lock:
             shapes = self._enqueue(feeds)
             staged = []
@@ -130,8 +158,10 @@ class TensorRTSession(BackendSession):
                 target = out.get(name)
                 if target is not None:
                     if target.shape != shape:
-                        raise BuffersRefusedError(f"out[{name!r}]: the model produced shape {list(shape)}, the "
-                                                  f"array given has shape {list(target.shape)}")
+                        raise BuffersRefusedError(
+                            f"out[{name!r}]: the model produced shape {list(shape)}, the "
+                            f"array given has shape {list(target.shape)}"
+                        )
                     self._stream.copy_out(target.ctypes.data, device, size)
                     staged.append((name, target, None))
                 else:
@@ -140,8 +170,10 @@ class TensorRTSession(BackendSession):
                     self._stream.copy_out(pinned.ptr, device, size)
                     staged.append((name, None, shape))
             self._stream.synchronize()
-            return [target if target is not None else self._pinned[name].view(shape, self._dtypes[name]).copy()
-                    for name, target, shape in staged]
+            return [
+                target if target is not None else self._pinned[name].view(shape, self._dtypes[name]).copy()
+                for name, target, shape in staged
+            ]
 
     def close(self) -> None:
         with self._lock:

@@ -11,7 +11,6 @@ import pytest
 from unirt.testing.conformance import BackendConformance
 from unirt.testing.tflite import TFLITE_BUILDERS, build_tflite
 
-
 _NO_TWIN = {
     "strings": "TFLite's string tensors have no op that passes them through",
     "byte_transformer": "its string-free twin would need TFLite's embedding and attention ops, not built here",

@@ -30,12 +30,24 @@ def frame_scorer(path: Path, length: int | None = None, seed: int = 0) -> Path:
     e2 = g.tensor("e2", [batch, 1, length, 1], np.float32)
     g.op("EXPAND_DIMS", [x, a1], [e1], _options("ExpandDimsOptionsT"))
     g.op("EXPAND_DIMS", [e1, a3], [e2], _options("ExpandDimsOptionsT"))
-    w = g.tensor("w", [CHANNELS, 1, TAPS, 1], np.float32, rng.standard_normal((CHANNELS, 1, TAPS, 1)).astype(np.float32))
+    w = g.tensor(
+        "w", [CHANNELS, 1, TAPS, 1], np.float32, rng.standard_normal((CHANNELS, 1, TAPS, 1)).astype(np.float32)
+    )
     b = g.tensor("b", [CHANNELS], np.float32, rng.standard_normal(CHANNELS).astype(np.float32))
     frames = None if length is None else max(length - TAPS + 1, 1)
     conv = g.tensor("conv", [batch, 1, frames, CHANNELS], np.float32)
-    g.op("CONV_2D", [e2, w, b], [conv], _options("Conv2DOptionsT", padding=s.Padding.VALID, strideW=1, strideH=1,
-                                                  fusedActivationFunction=s.ActivationFunctionType.RELU))
+    g.op(
+        "CONV_2D",
+        [e2, w, b],
+        [conv],
+        _options(
+            "Conv2DOptionsT",
+            padding=s.Padding.VALID,
+            strideW=1,
+            strideH=1,
+            fusedActivationFunction=s.ActivationFunctionType.RELU,
+        ),
+    )
     axes = g.tensor("axes", [2], np.int32, np.array([1, 2], np.int32))
     y = g.tensor("score", [batch, CHANNELS], np.float32)
     g.op("MEAN", [conv, axes], [y], _options("ReducerOptionsT", keepDims=False))

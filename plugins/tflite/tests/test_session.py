@@ -71,7 +71,9 @@ def test_xnnpack_off_gives_the_same_answers(models, onnx):
 
 def test_delegates_that_cannot_load_are_option_errors(models, tmp_path):
     with pytest.raises(UnsupportedOptionError, match="cannot load delegate .*nope.so"):
-        unirt.Session(models("dynamic_mlp"), backend="tflite", backend_options={"delegates": [str(tmp_path / "nope.so")]})
+        unirt.Session(
+            models("dynamic_mlp"), backend="tflite", backend_options={"delegates": [str(tmp_path / "nope.so")]}
+        )
     with pytest.raises(UnsupportedOptionError, match="needs a 'library' key"):
         unirt.Session(models("dynamic_mlp"), backend="tflite", backend_options={"delegates": [{"options": {}}]})
 
@@ -90,9 +92,12 @@ def test_a_library_that_is_not_a_delegate_is_an_option_error(models, monkeypatch
     unraisable = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
     library = not_a_delegate.__file__
-    with pytest.raises(UnsupportedOptionError, match=r"tflite: backend_options\['delegates'\]: .* is not a TFLite "
-                                                     "external delegate library: it does not export "
-                                                     "tflite_plugin_create_delegate"):
+    with pytest.raises(
+        UnsupportedOptionError,
+        match=r"tflite: backend_options\['delegates'\]: .* is not a TFLite "
+        "external delegate library: it does not export "
+        "tflite_plugin_create_delegate",
+    ):
         unirt.Session(models("dynamic_mlp"), backend="tflite", backend_options={"delegates": [library]})
     gc.collect()
     assert not unraisable, [str(u.exc_value) for u in unraisable]
@@ -102,8 +107,12 @@ def test_a_failed_resize_does_not_leave_a_stale_shape(models):
     """Inputs whose dynamic dims cannot go together fail to re-plan: the same bad feed fails the same way again
     (not with "Tensor is unallocated"), and a good one runs afterwards."""
     sess = unirt.Session(models("multi_io"), backend="tflite", batched=False)
-    good = {"a": np.ones((2, 4), np.float32), "b": np.ones((2, 4), np.float32), "idx": np.zeros(2, np.int64),
-            "scale": np.float32(1)}
+    good = {
+        "a": np.ones((2, 4), np.float32),
+        "b": np.ones((2, 4), np.float32),
+        "idx": np.zeros(2, np.int64),
+        "scale": np.float32(1),
+    }
     expected = sess.run(good)
     bad = dict(good, b=np.ones((3, 4), np.float32))
     messages = []
@@ -145,15 +154,18 @@ def test_options_logic():
     assert interpreter_settings({}).op_resolver == "AUTO"
     assert interpreter_settings({"xnnpack": False}).op_resolver == "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
     assert interpreter_settings({"delegates": "libedgetpu.so.1"}).delegates == ("libedgetpu.so.1",)
-    for bad, message in (({"xnnpack": "no"}, "xnnpack must be True or False"),
-                         ({"op_resolver": "fast"}, "op_resolver must be one of"),
-                         ({"xnnpack": False, "op_resolver": "auto"}, "contradicts xnnpack=False"),
-                         ({"gpu": True}, "unknown backend option 'gpu'")):
+    for bad, message in (
+        ({"xnnpack": "no"}, "xnnpack must be True or False"),
+        ({"op_resolver": "fast"}, "op_resolver must be one of"),
+        ({"xnnpack": False, "op_resolver": "auto"}, "contradicts xnnpack=False"),
+        ({"gpu": True}, "unknown backend option 'gpu'"),
+    ):
         with pytest.raises(UnsupportedOptionError, match=message):
             interpreter_settings(bad)
     assert precision_in_force("fp32", False) == "fp32" and precision_in_force("fp32", True) == "int8"
-    per_axis = quantization({"scales": np.array([0.1, 0.2]), "zero_points": np.array([0, 0]),
-                             "quantized_dimension": 3}, np.dtype(np.int8))
+    per_axis = quantization(
+        {"scales": np.array([0.1, 0.2]), "zero_points": np.array([0, 0]), "quantized_dimension": 3}, np.dtype(np.int8)
+    )
     assert per_axis == Quantization((0.1, 0.2), (0, 0), 3)
     assert quantization({"scales": np.array([]), "zero_points": np.array([])}, np.dtype(np.int8)) is None
     assert quantization({"scales": np.array([0.5])}, np.dtype(np.float32)) is None
@@ -164,8 +176,11 @@ def test_convert_to_tflite_points_to_onnx2tf(onnx, capsys):
     """unirt has no ONNX -> TFLite converter: the error says so and names the tool that has one."""
     from unirt.cli import main
 
-    with pytest.raises(unirt.ConversionError, match=r"backend 'tflite' cannot convert onnx models \(it converts "
-                                                    r"from: nothing\)\. unirt has no ONNX -> TFLite converter"):
+    with pytest.raises(
+        unirt.ConversionError,
+        match=r"backend 'tflite' cannot convert onnx models \(it converts "
+        r"from: nothing\)\. unirt has no ONNX -> TFLite converter",
+    ):
         unirt.convert(onnx("dynamic_mlp"), to="tflite")
     assert main(["convert", str(onnx("dynamic_mlp")), "--to", "tflite"]) == 2
     err = capsys.readouterr().err

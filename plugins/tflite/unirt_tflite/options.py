@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from unirt import Quantization, UnsupportedOptionError
 
 OWN_KEYS = ("xnnpack", "delegates", "op_resolver", "preserve_all_tensors")
-OP_RESOLVERS = {"auto": "AUTO", "builtin": "BUILTIN", "builtin_ref": "BUILTIN_REF",
-                "builtin_without_default_delegates": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}
+OP_RESOLVERS = {
+    "auto": "AUTO",
+    "builtin": "BUILTIN",
+    "builtin_ref": "BUILTIN_REF",
+    "builtin_without_default_delegates": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+}
 
 
 @dataclass(frozen=True)
@@ -44,22 +49,28 @@ def interpreter_settings(options: Mapping[str, Any]) -> InterpreterSettings:
         delegates = (delegates,)
     for d in delegates:
         if isinstance(d, Mapping) and "library" not in d:
-            raise UnsupportedOptionError("tflite: a delegate given as a dict needs a 'library' key (and optional "
-                                         f"'options'), got {dict(d)!r}")
-    return InterpreterSettings(OP_RESOLVERS[resolver], bool(options.get("preserve_all_tensors", False)),
-                               tuple(delegates))
+            raise UnsupportedOptionError(
+                f"tflite: a delegate given as a dict needs a 'library' key (and optional 'options'), got {dict(d)!r}"
+            )
+    return InterpreterSettings(
+        OP_RESOLVERS[resolver], bool(options.get("preserve_all_tensors", False)), tuple(delegates)
+    )
 
 
 def precision_in_force(requested: str, quantized: bool) -> str:
     """TFLite on the CPU computes float models in fp32 and quantized models in int8; it has no switch for fp16 or
     bf16 arithmetic on an fp32 model. A quantized model runs int8 whatever was asked: that is the model itself."""
     if requested in ("fp16", "bf16"):
-        raise UnsupportedOptionError(f"tflite cannot run a model in {requested} on the cpu; it supports fp32, and "
-                                     "int8 for quantized models (convert the model with fp16 or int8 quantization "
-                                     "instead)")
+        raise UnsupportedOptionError(
+            f"tflite cannot run a model in {requested} on the cpu; it supports fp32, and "
+            "int8 for quantized models (convert the model with fp16 or int8 quantization "
+            "instead)"
+        )
     if requested == "int8" and not quantized:
-        raise UnsupportedOptionError("tflite runs int8 only from a quantized model (int8/uint8 tensors with scales); "
-                                     "this model is float. It supports fp32 here; quantize the model when converting")
+        raise UnsupportedOptionError(
+            "tflite runs int8 only from a quantized model (int8/uint8 tensors with scales); "
+            "this model is float. It supports fp32 here; quantize the model when converting"
+        )
     return "int8" if quantized else "fp32"
 
 

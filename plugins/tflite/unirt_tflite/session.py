@@ -12,17 +12,25 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from ai_edge_litert import interpreter as litert
 
-from unirt import (BackendSession, BuffersRefusedError, LoadOptions, ModelFile, ModelLoadError, RunError,
-                   TensorInfo, UnsupportedOptionError)
+from unirt import (
+    BackendSession,
+    BuffersRefusedError,
+    LoadOptions,
+    ModelFile,
+    ModelLoadError,
+    RunError,
+    TensorInfo,
+    UnsupportedOptionError,
+)
 from unirt.plugin_sdk import filtered_stderr, quantized_info
 
 from .options import dims, interpreter_settings, precision_in_force, quantization
-
 
 log = logging.getLogger(__name__)
 #: How LiteRT says a model uses an op it does not have (a custom op, a builtin newer than this LiteRT).
@@ -45,8 +53,10 @@ def _load_delegates(specs: Sequence[Any]) -> list[Any]:
             raise UnsupportedOptionError(f"tflite: cannot load delegate {library}: {exc}") from None
         missing = [s for s in _DELEGATE_SYMBOLS if not hasattr(lib, s)]
         if missing:  # e.g. any other shared library: LiteRT would fail with an AttributeError, then again in __del__
-            raise UnsupportedOptionError(f"tflite: backend_options['delegates']: {library} is not a TFLite external "
-                                         f"delegate library: it does not export {' and '.join(missing)}")
+            raise UnsupportedOptionError(
+                f"tflite: backend_options['delegates']: {library} is not a TFLite external "
+                f"delegate library: it does not export {' and '.join(missing)}"
+            )
         try:
             delegates.append(litert.load_delegate(str(library), opts))
         except (ValueError, OSError, RuntimeError, AttributeError) as exc:
@@ -75,8 +85,9 @@ class TFLiteSession(BackendSession):
         try:
             self._interpreter = litert.Interpreter(**kwargs)
         except (ValueError, RuntimeError) as exc:
-            raise ModelLoadError(f"{model.name}: tflite could not load this {model.format} model: {_clean(exc)}") \
-                from None
+            raise ModelLoadError(
+                f"{model.name}: tflite could not load this {model.format} model: {_clean(exc)}"
+            ) from None
         it = self._interpreter
         in_details, out_details = it.get_input_details(), it.get_output_details()
         dynamic = any(any(s < 0 for s in d["shape_signature"]) for d in in_details)
@@ -90,30 +101,39 @@ class TFLiteSession(BackendSession):
             # at the first run's shapes; a model with only static inputs has no other shape to plan at.
             # An op this LiteRT lacks fails at every shape: that is a load error whatever the signature says.
             if not dynamic or any(m in str(exc) for m in _MISSING_OP):
-                raise ModelLoadError(f"{model.name}: tflite could not load this {model.format} model: "
-                                     f"{_clean(exc)}") from None
+                raise ModelLoadError(
+                    f"{model.name}: tflite could not load this {model.format} model: {_clean(exc)}"
+                ) from None
             allocated = False
-            log.debug("%s: not prepared at the placeholder shapes (%s); planned at the first run's shapes",
-                      model.name, _clean(exc))
+            log.debug(
+                "%s: not prepared at the placeholder shapes (%s); planned at the first run's shapes",
+                model.name,
+                _clean(exc),
+            )
         self.inputs = [self._info(d) for d in in_details]
         self.outputs = [self._info(d) for d in out_details]
         quantized = any(i.quantization is not None for i in (*self.inputs, *self.outputs)) or any(
             quantization(d.get("quantization_parameters"), np.dtype(d["dtype"])) is not None
-            for d in it.get_tensor_details())
+            for d in it.get_tensor_details()
+        )
         self.precision = precision_in_force(options.precision, quantized)
-        self.precision_info = (quantized_info("int8/uint8 tensors with scales", "TFLite's int8 kernels")
-                               if quantized else
-                               "fp32 (TFLite's CPU kernels compute a float model in fp32)")
+        self.precision_info = (
+            quantized_info("int8/uint8 tensors with scales", "TFLite's int8 kernels")
+            if quantized
+            else "fp32 (TFLite's CPU kernels compute a float model in fp32)"
+        )
         self.device = "cpu"
         self.delegates = tuple(type(d).__name__ for d in delegates)
         self._lock = threading.Lock()
         self._native = it._interpreter  # the C++ wrapper the public methods call
         self._in_pairs = tuple((d["name"], int(d["index"])) for d in in_details)
-        self._dynamic_inputs = tuple((d["name"], int(d["index"])) for d in in_details
-                                     if any(s < 0 for s in d["shape_signature"]))
+        self._dynamic_inputs = tuple(
+            (d["name"], int(d["index"])) for d in in_details if any(s < 0 for s in d["shape_signature"])
+        )
         # an input's shape as planned; None: the tensors are unallocated, the next run resizes and re-plans
         self._shapes: dict[int, tuple[int, ...] | None] = {
-            int(d["index"]): tuple(int(s) for s in d["shape"]) if allocated else None for d in in_details}
+            int(d["index"]): tuple(int(s) for s in d["shape"]) if allocated else None for d in in_details
+        }
         self._out_index = {d["name"]: int(d["index"]) for d in out_details}
         self._scalar_outputs = any(o.rank == 0 for o in self.outputs)
 
@@ -123,8 +143,7 @@ class TFLiteSession(BackendSession):
         if dtype.kind in "SU":
             dtype = np.dtype(object)
         signature = detail.get("shape_signature")
-        shape = dims(signature if signature is not None and len(signature) == len(detail["shape"])
-                     else detail["shape"])
+        shape = dims(signature if signature is not None and len(signature) == len(detail["shape"]) else detail["shape"])
         return TensorInfo(detail["name"], shape, dtype, quantization(detail.get("quantization_parameters"), dtype))
 
     def _feed(self, feeds: dict[str, np.ndarray]) -> None:
@@ -146,8 +165,7 @@ class TFLiteSession(BackendSession):
                     self._shapes = dict.fromkeys(self._shapes)
                     if isinstance(exc, (ValueError, RuntimeError)):
                         at = ", ".join(f"{name!r} {list(feeds[name].shape)}" for name, _ in self._dynamic_inputs)
-                        raise RuntimeError(f"the model does not prepare at input shapes {at}: {_clean(exc)}") \
-                            from None
+                        raise RuntimeError(f"the model does not prepare at input shapes {at}: {_clean(exc)}") from None
                     raise
                 for index, shape in changed:
                     self._shapes[index] = shape
@@ -166,8 +184,9 @@ class TFLiteSession(BackendSession):
         # GetTensor gives numpy scalars for 0-d tensors; unirt's outputs are arrays
         return [np.asarray(v) for v in values] if self._scalar_outputs else values
 
-    def run_into(self, feeds: dict[str, np.ndarray], output_names: Sequence[str],
-                 out: dict[str, np.ndarray]) -> list[Any]:
+    def run_into(
+        self, feeds: dict[str, np.ndarray], output_names: Sequence[str], out: dict[str, np.ndarray]
+    ) -> list[Any]:
         """Copy outputs named in `out` straight from the interpreter's buffers into the caller's arrays."""
         native, out_index = self._native, self._out_index
         with self._lock:
@@ -182,8 +201,10 @@ class TFLiteSession(BackendSession):
                         continue
                     view = native.tensor(native, out_index[name])
                     if view.shape != target.shape:
-                        raise BuffersRefusedError(f"out[{name!r}]: the model produced shape {list(view.shape)}, "
-                                                  f"the array given has shape {list(target.shape)}")
+                        raise BuffersRefusedError(
+                            f"out[{name!r}]: the model produced shape {list(view.shape)}, "
+                            f"the array given has shape {list(target.shape)}"
+                        )
                     np.copyto(target, view)
                     del view  # a live view of the interpreter's memory would block the next Invoke
                     values.append(target)

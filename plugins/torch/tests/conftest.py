@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 
 # The plugin's tests need torch (the plugin's `engine` extra); without it they are skipped, saying so.
-pytest.importorskip("torch", reason="torch is not installed (pip install './plugins/torch[engine]'): the torch "
-                    "plugin's tests need it")
+pytest.importorskip(
+    "torch", reason="torch is not installed (pip install './plugins/torch[engine]'): the torch plugin's tests need it"
+)
 
 
 @pytest.fixture(scope="session")

@@ -146,16 +146,16 @@ def aoti_package():
             import torch
             torch.manual_seed(0)
             m = torch.nn.Sequential(torch.nn.Linear(8, 3), torch.nn.ReLU()).eval()
-            torch.save(m.state_dict(), {str(path) + '.weights'!r})
+            torch.save(m.state_dict(), {str(path) + ".weights"!r})
             ep = torch.export.export(m, (torch.randn(2, 8),), dynamic_shapes=({{0: torch.export.Dim("N", max=64)}},))
-            torch._inductor.aoti_compile_and_package(ep, package_path={str(path) + '.tmp.pt2'!r})
+            torch._inductor.aoti_compile_and_package(ep, package_path={str(path) + ".tmp.pt2"!r})
         """)
         try:
-            done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                                  timeout=AOTI_TIMEOUT)
+            done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=AOTI_TIMEOUT)
         except subprocess.TimeoutExpired:
-            pytest.skip(f"compiling an AOTInductor package took over {AOTI_TIMEOUT:.0f} s here "
-                        "(UNIRT_TEST_AOTI_TIMEOUT)")
+            pytest.skip(
+                f"compiling an AOTInductor package took over {AOTI_TIMEOUT:.0f} s here (UNIRT_TEST_AOTI_TIMEOUT)"
+            )
         if done.returncode != 0:
             pytest.skip(f"cannot compile an AOTInductor package here: {done.stderr.strip()[-400:]}")
         os.replace(str(path) + ".tmp.pt2", path)
@@ -236,6 +236,7 @@ def test_device_outputs_need_a_gpu(torch_model):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
 def test_fp32_on_cuda_is_not_tf32(tmp_path):
     """A 1024-deep fp32 matmul: TF32 (10-bit mantissa) misses the float64 answer by ~1e-3 relative; fp32 does not."""
+
     class MatMul(torch.nn.Module):
         def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return a @ b
@@ -265,7 +266,8 @@ def test_cuda_tensors_in_and_out_without_a_host_copy(torch_model):
         x = torch.randn(4, 8, device="cuda")
         seen = []
         handle = torch.nn.modules.module.register_module_forward_pre_hook(
-            lambda m, args: seen.extend(a.data_ptr() for a in args if isinstance(a, torch.Tensor)))
+            lambda m, args: seen.extend(a.data_ptr() for a in args if isinstance(a, torch.Tensor))
+        )
         try:
             out = sess.run({"x": x})
         finally:
@@ -276,13 +278,13 @@ def test_cuda_tensors_in_and_out_without_a_host_copy(torch_model):
         np.testing.assert_allclose(out["probs"].cpu().numpy(), host["probs"], rtol=1e-5, atol=1e-6)
 
 
-
 # -- conversion to ONNX --------------------------------------------------------------------------------------------
 def test_onnx_backends_run_an_exported_program_verified_against_torch(torch_model):
     pytest.importorskip("onnxscript", reason="torch's dynamo ONNX exporter needs onnxscript")
     path = torch_model("multi_io")
-    with unirt.Session(path, backend="onnxruntime", input_shapes={"a": (3, 4), "b": (3, 4), "idx": (4,),
-                                                                  "scale": ()}) as sess:
+    with unirt.Session(
+        path, backend="onnxruntime", input_shapes={"a": (3, 4), "b": (3, 4), "idx": (4,), "scale": ()}
+    ) as sess:
         record = sess.conversion
         assert record is not None and "verified against torch" in str(record), str(record)
         assert [i.name for i in sess.inputs] == ["a", "b", "idx", "scale"]

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from unirt import Availability, Backend, FormatFacts, LoadOptions, ModelFile, ModelFormat, hardware
 from unirt.backend import NUMERIC_DTYPES
+
+if TYPE_CHECKING:
+    from .session import TorchSession
 
 
 class TorchBackend(Backend):
@@ -27,11 +32,14 @@ class TorchBackend(Backend):
         cuda = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
         note = ""
         if not cuda and hardware().has_cuda:
-            note = ("this torch build has no CUDA (torch.version.cuda is None): install a CUDA build of torch"
-                    if torch.version.cuda is None else "torch sees no CUDA device (driver?)")
+            note = (
+                "this torch build has no CUDA (torch.version.cuda is None): install a CUDA build of torch"
+                if torch.version.cuda is None
+                else "torch sees no CUDA device (driver?)"
+            )
         return Availability(True, version=torch.__version__, devices=(*cuda, "cpu"), device_note=note)
 
-    def load(self, model: ModelFile, options: LoadOptions) -> TorchSession:  # noqa: F821
+    def load(self, model: ModelFile, options: LoadOptions) -> TorchSession:
         from .session import TorchSession
 
         return TorchSession(model, options)

@@ -92,8 +92,10 @@ def _tensor_info(name: str, value: Any, what: str) -> TensorInfo:
     import torch
 
     if not isinstance(value, torch.Tensor):
-        raise ModelLoadError(f"{what} {name!r} is a {type(value).__name__}, not a tensor: unirt feeds and returns "
-                             "tensors only (export with the non-tensor values fixed)")
+        raise ModelLoadError(
+            f"{what} {name!r} is a {type(value).__name__}, not a tensor: unirt feeds and returns "
+            "tensors only (export with the non-tensor values fixed)"
+        )
     return TensorInfo(name, tuple(_dim(s) for s in value.shape), numpy_dtype(value.dtype))
 
 
@@ -114,11 +116,17 @@ def _load_export(model: ModelFile, device: Any) -> Loaded:
     user = [n for n in sig.user_inputs]
     inputs = [_tensor_info(n, placeholders[n].meta.get("val"), "input") for n in user]
     out_node = next(n for n in ep.graph.nodes if n.op == "output")
-    values = [a.meta.get("val") if hasattr(a, "meta") else a for a in out_node.args[0]][-len(sig.user_outputs):] \
-        if sig.user_outputs else []
+    values = (
+        [a.meta.get("val") if hasattr(a, "meta") else a for a in out_node.args[0]][-len(sig.user_outputs) :]
+        if sig.user_outputs
+        else []
+    )
     out_spec = ep.call_spec.out_spec
-    names = _leaves(out_spec) if out_spec is not None and not out_spec.is_leaf() and out_spec.type is dict \
+    names = (
+        _leaves(out_spec)
+        if out_spec is not None and not out_spec.is_leaf() and out_spec.type is dict
         else list(sig.user_outputs)
+    )
     outputs = [_tensor_info(n, v, "output") for n, v in zip(names, values, strict=True)]
     in_spec = ep.call_spec.in_spec
     module = ep.module()
@@ -126,9 +134,11 @@ def _load_export(model: ModelFile, device: Any) -> Loaded:
     if positional:
         call = module
     else:
+
         def call(*flat: Any) -> Any:
             args, kwargs = pytree.tree_unflatten(list(flat), in_spec)
             return module(*args, **kwargs)
+
     mutated = frozenset(getattr(sig, "user_inputs_to_mutate", {}).values())
     return Loaded(call, pytree.tree_leaves, inputs, outputs, mutated)
 
@@ -149,8 +159,9 @@ def _declared_dtypes(names: Sequence[str], options: Mapping[str, Any], fmt: Mode
         raise UnsupportedOptionError(f"torch: input_dtypes must be a dict {{input: dtype}}, got {given!r}")
     unknown = sorted(set(given) - set(names))
     if unknown:
-        raise UnsupportedOptionError(f"torch: input_dtypes names unknown input {unknown[0]!r}; this {fmt} model's "
-                                     f"inputs are: {', '.join(names)}")
+        raise UnsupportedOptionError(
+            f"torch: input_dtypes names unknown input {unknown[0]!r}; this {fmt} model's inputs are: {', '.join(names)}"
+        )
     try:
         return [np.dtype(given.get(n, "float32")) for n in names]
     except TypeError as exc:
@@ -162,20 +173,24 @@ def _load_aoti(model: ModelFile, device: Any, options: Mapping[str, Any]) -> Loa
     from torch.utils import _pytree as pytree
 
     if model.path is None:
-        raise ModelLoadError("an AOTInductor package must be loaded from its .pt2 path (its compiled library is "
-                             "extracted from the file)")
+        raise ModelLoadError(
+            "an AOTInductor package must be loaded from its .pt2 path (its compiled library is extracted from the file)"
+        )
     try:
         index = (device.index or 0) if device.type != "cpu" else -1
         compiled = torch._inductor.aoti_load_package(str(model.path), device_index=index)
         in_spec, out_spec = (pytree.treespec_loads(s) for s in compiled.loader.get_call_spec())
         built_for = compiled.get_metadata().get("AOTI_DEVICE_KEY", "cpu")
     except Exception as exc:
-        raise ModelLoadError(f"{model.name}: cannot load this AOTInductor package: {type(exc).__name__}: {exc}") \
-            from exc
+        raise ModelLoadError(
+            f"{model.name}: cannot load this AOTInductor package: {type(exc).__name__}: {exc}"
+        ) from exc
     if built_for != device.type:
-        raise ModelLoadError(f"{model.name}: this AOTInductor package was compiled for {built_for}, not "
-                             f"{device.type}: compile it for {device.type} (aoti_compile_and_package on a program "
-                             f"exported with {device.type} tensors), or load it with device={built_for!r}")
+        raise ModelLoadError(
+            f"{model.name}: this AOTInductor package was compiled for {built_for}, not "
+            f"{device.type}: compile it for {device.type} (aoti_compile_and_package on a program "
+            f"exported with {device.type} tensors), or load it with device={built_for!r}"
+        )
     names = [f"input_{k}" for k in range(in_spec.num_leaves)]
     dtypes = _declared_dtypes(names, options, ModelFormat.TORCH_AOTI)
     inputs = [UnknownRankInfo(n, (), d) for n, d in zip(names, dtypes, strict=True)]
@@ -188,8 +203,13 @@ def _load_aoti(model: ModelFile, device: Any, options: Mapping[str, Any]) -> Loa
         args, kwargs = pytree.tree_unflatten(list(flat), in_spec)
         return compiled(*args, **kwargs)
 
-    return Loaded(call, pytree.tree_leaves, inputs, outputs,
-                  fixed_precision="an AOTInductor package runs at the precision it was compiled at")
+    return Loaded(
+        call,
+        pytree.tree_leaves,
+        inputs,
+        outputs,
+        fixed_precision="an AOTInductor package runs at the precision it was compiled at",
+    )
 
 
 def _load_torchscript(model: ModelFile, device: Any, options: Mapping[str, Any]) -> Loaded:
@@ -208,8 +228,10 @@ def _load_torchscript(model: ModelFile, device: Any, options: Mapping[str, Any])
     args = schema.arguments[1:]  # self first
     for a in args:
         if str(a.type) not in ("Tensor", "Optional[Tensor]"):
-            raise ModelLoadError(f"{model.name}: forward argument {a.name!r} is a {a.type}: unirt feeds tensors "
-                                 "only (script a wrapper whose forward takes tensors)")
+            raise ModelLoadError(
+                f"{model.name}: forward argument {a.name!r} is a {a.type}: unirt feeds tensors "
+                "only (script a wrapper whose forward takes tensors)"
+            )
     names = [a.name for a in args]
     dtypes = _declared_dtypes(names, options, ModelFormat.TORCHSCRIPT)
     inputs = [UnknownRankInfo(n, (), d) for n, d in zip(names, dtypes, strict=True)]
@@ -220,8 +242,10 @@ def _load_torchscript(model: ModelFile, device: Any, options: Mapping[str, Any])
     elif text.startswith("Tuple[") and all(p.strip() == "Tensor" for p in text[6:-1].split(",")):
         outs = [f"output_{k}" for k in range(len(text[6:-1].split(",")))]
     else:
-        raise ModelLoadError(f"{model.name}: forward returns {text}; unirt reads TorchScript models that return a "
-                             "tensor or a tuple of tensors (export with torch.export for other structures)")
+        raise ModelLoadError(
+            f"{model.name}: forward returns {text}; unirt reads TorchScript models that return a "
+            "tensor or a tuple of tensors (export with torch.export for other structures)"
+        )
     return Loaded(module, pytree.tree_leaves, inputs, [UnknownRankInfo(n, (), np.float32) for n in outs])
 
 
@@ -234,8 +258,10 @@ def _bytes_file(model: ModelFile) -> Any:
 def load_model(model: ModelFile, device: Any, options: Mapping[str, Any]) -> Loaded:
     if model.format is ModelFormat.TORCH_EXPORT:
         if "input_dtypes" in options:
-            raise UnsupportedOptionError("torch: input_dtypes is for AOTInductor and TorchScript models; an "
-                                         "ExportedProgram records its inputs' dtypes")
+            raise UnsupportedOptionError(
+                "torch: input_dtypes is for AOTInductor and TorchScript models; an "
+                "ExportedProgram records its inputs' dtypes"
+            )
         return _load_export(model, device)
     if model.format is ModelFormat.TORCH_AOTI:
         return _load_aoti(model, device, options)

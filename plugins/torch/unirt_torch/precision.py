@@ -57,23 +57,33 @@ def autocast_dtype(torch: Any, options: LoadOptions, device_type: str, fixed: st
         where = "TF32 off" if device_type == "cuda" else "float32 matmul precision 'highest'"
         return None, f"fp32 ({where} while the session runs)"
     if precision == "int8":
-        raise UnsupportedOptionError("torch: precision='int8' needs a model quantized before export (torch.ao / "
-                                     "torchao); unirt does not quantize PyTorch models. Use precision='fp32', or "
-                                     "convert the model to ONNX and quantize it there")
+        raise UnsupportedOptionError(
+            "torch: precision='int8' needs a model quantized before export (torch.ao / "
+            "torchao); unirt does not quantize PyTorch models. Use precision='fp32', or "
+            "convert the model to ONNX and quantize it there"
+        )
     if fixed is not None:
-        raise UnsupportedOptionError(f"torch: precision={precision!r}: {fixed}; use precision='fp32' (or compile "
-                                     "the package in the precision you want)")
+        raise UnsupportedOptionError(
+            f"torch: precision={precision!r}: {fixed}; use precision='fp32' (or compile "
+            "the package in the precision you want)"
+        )
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     if device_type == "cuda":
         if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            raise UnsupportedOptionError("torch: precision='bf16': this GPU has no bf16 arithmetic; use 'fp16' or "
-                                         "'fp32'")
+            raise UnsupportedOptionError(
+                "torch: precision='bf16': this GPU has no bf16 arithmetic; use 'fp16' or 'fp32'"
+            )
         return dtype, f"{precision} (torch.autocast cuda {precision}: matmuls and convolutions in {precision})"
     native, why = cpu_arithmetic(precision)
     if not native and not storage_only_allowed("torch", options.backend_options):
         from unirt.plugin_sdk import storage_only_refusal
 
-        raise storage_only_refusal("torch", precision, why, "not timed for torch; by construction, autocast on a CPU "
-                                   "without native "
-                                   f"{precision} arithmetic converts to and from fp32 around each op")
+        raise storage_only_refusal(
+            "torch",
+            precision,
+            why,
+            "not timed for torch; by construction, autocast on a CPU "
+            "without native "
+            f"{precision} arithmetic converts to and from fp32 around each op",
+        )
     return dtype, f"{precision} (torch.autocast cpu {precision}; {why})"

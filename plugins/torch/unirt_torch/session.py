@@ -42,8 +42,10 @@ def set_threads(torch: Any, session: TorchSession, threads: int | None) -> str |
         _thread_requests[session] = threads
         torch.set_num_threads(threads)
     if others:
-        note = (f"torch threads are process-wide: this session set {threads}, which now applies to the other torch "
-                f"sessions too (they asked for {', '.join(map(str, sorted(others)))})")
+        note = (
+            f"torch threads are process-wide: this session set {threads}, which now applies to the other torch "
+            f"sessions too (they asked for {', '.join(map(str, sorted(others)))})"
+        )
         log.warning(note)
         return note
     return None
@@ -56,8 +58,9 @@ class TorchSession(BackendSession):
         self._torch = torch
         unknown = sorted(set(options.backend_options) - _KNOWN_OPTIONS)
         if unknown:
-            raise UnsupportedOptionError(f"torch: unknown backend option {unknown[0]!r}; it takes "
-                                         f"{', '.join(sorted(_KNOWN_OPTIONS))}")
+            raise UnsupportedOptionError(
+                f"torch: unknown backend option {unknown[0]!r}; it takes {', '.join(sorted(_KNOWN_OPTIONS))}"
+            )
         kind = options.device.kind if options.device.kind != "gpu" else "cuda"
         self._device = torch.device(kind, options.device.index or 0) if kind == "cuda" else torch.device("cpu")
         self.device = str(self._device)
@@ -79,8 +82,9 @@ class TorchSession(BackendSession):
         self.device_inputs = frozenset({"cuda"}) if self._cuda else frozenset()
         self._keep_on_device = self.device_outputs = bool(getattr(options, "device_outputs", False))
         if self._keep_on_device and not self._cuda:
-            raise UnsupportedOptionError("torch: device_outputs=True keeps outputs on a GPU; this session runs on "
-                                         "cpu (use device='cuda')")
+            raise UnsupportedOptionError(
+                "torch: device_outputs=True keeps outputs on a GPU; this session runs on cpu (use device='cuda')"
+            )
 
     def _scope(self) -> Any:
         if self._cast is None:
@@ -114,8 +118,10 @@ class TorchSession(BackendSession):
             self._observe(output_names, picked)
         if self._keep_on_device:
             torch.cuda.synchronize(self._device)
-            return [t if numpy_dtype(t.dtype) == self._dtypes[n] else t.to(_torch_dtype(torch, self._dtypes[n]))
-                    for n, t in zip(output_names, picked, strict=True)]
+            return [
+                t if numpy_dtype(t.dtype) == self._dtypes[n] else t.to(_torch_dtype(torch, self._dtypes[n]))
+                for n, t in zip(output_names, picked, strict=True)
+            ]
         return [self._host(n, t, args) for n, t in zip(output_names, picked, strict=True)]
 
     def _host(self, name: str, t: Any, args: list[Any]) -> np.ndarray:

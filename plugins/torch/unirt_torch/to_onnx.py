@@ -20,9 +20,11 @@ INSTALL_HINT = "pip install './plugins/torch[engine]' (torch and onnxscript)"
 def export_onnx(model: ModelFile, out_dir: Path, opset: int | None = None) -> ModelFile:
     """Write `model` (a torch.export archive) as `<out_dir>/<stem>.onnx` and return it."""
     if model.format is not ModelFormat.TORCH_EXPORT:
-        raise ConversionError(f"{model.name}: only torch.export programs (.pt2) convert to ONNX; this is a "
-                              f"{model.format} model (an AOTInductor package is compiled code, TorchScript has no "
-                              "exported program: export the module with torch.export)")
+        raise ConversionError(
+            f"{model.name}: only torch.export programs (.pt2) convert to ONNX; this is a "
+            f"{model.format} model (an AOTInductor package is compiled code, TorchScript has no "
+            "exported program: export the module with torch.export)"
+        )
     try:
         import torch
     except ImportError:
@@ -34,18 +36,29 @@ def export_onnx(model: ModelFile, out_dir: Path, opset: int | None = None) -> Mo
     from .loaders import load_model
 
     loaded = load_model(model, torch.device("cpu"), {})
-    ep = torch.export.load(str(model.path)) if model.path is not None else torch.export.load(
-        __import__("io").BytesIO(model.read_bytes()))
+    ep = (
+        torch.export.load(str(model.path))
+        if model.path is not None
+        else torch.export.load(__import__("io").BytesIO(model.read_bytes()))
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / ((Path(model.path).stem if model.path is not None else "model") + ".onnx")
     kwargs = {"opset_version": opset} if opset else {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(ep, (), dynamo=True, input_names=[i.name for i in loaded.inputs],
-                                        output_names=[o.name for o in loaded.outputs], verbose=False, **kwargs)
+            program = torch.onnx.export(
+                ep,
+                (),
+                dynamo=True,
+                input_names=[i.name for i in loaded.inputs],
+                output_names=[o.name for o in loaded.outputs],
+                verbose=False,
+                **kwargs,
+            )
             program.save(str(path))
     except Exception as exc:
-        raise ConversionError(f"{model.name}: torch.onnx.export (dynamo) failed: {type(exc).__name__}: "
-                              f"{str(exc).strip()[:1500]}") from exc
+        raise ConversionError(
+            f"{model.name}: torch.onnx.export (dynamo) failed: {type(exc).__name__}: {str(exc).strip()[:1500]}"
+        ) from exc
     return open_model(path)
