@@ -131,13 +131,16 @@ def _load_export(model: ModelFile, device: Any) -> Loaded:
     in_spec = ep.call_spec.in_spec
     module = ep.module()
     positional = in_spec is not None and in_spec.num_leaves == len(user) and _flat_positional(in_spec)
+    call: Callable[..., Any]
     if positional:
         call = module
     else:
 
-        def call(*flat: Any) -> Any:
+        def call_flat(*flat: Any) -> Any:
             args, kwargs = pytree.tree_unflatten(list(flat), in_spec)
             return module(*args, **kwargs)
+
+        call = call_flat
 
     mutated = frozenset(getattr(sig, "user_inputs_to_mutate", {}).values())
     return Loaded(call, pytree.tree_leaves, inputs, outputs, mutated)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 from unirt import ConversionError, ModelFile, ModelFormat, open_model
 
@@ -43,7 +44,7 @@ def export_onnx(model: ModelFile, out_dir: Path, opset: int | None = None) -> Mo
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / ((Path(model.path).stem if model.path is not None else "model") + ".onnx")
-    kwargs = {"opset_version": opset} if opset else {}
+    kwargs: dict[str, Any] = {"opset_version": opset} if opset else {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -56,6 +57,8 @@ def export_onnx(model: ModelFile, out_dir: Path, opset: int | None = None) -> Mo
                 verbose=False,
                 **kwargs,
             )
+            if program is None:  # only the non-dynamo exporter returns None
+                raise RuntimeError("torch.onnx.export returned no ONNX program")
             program.save(str(path))
     except Exception as exc:
         raise ConversionError(
