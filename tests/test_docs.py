@@ -40,6 +40,8 @@ THIRD_PARTY = {
     "pyyaml",
     "torch",
     "onnxscript",
+    "scikit-build-core",
+    "pre-commit",
 }
 
 
