@@ -71,6 +71,8 @@ def test_device_options_are_checked(model):
         unirt.Session(model("dynamic_mlp"), backend="onnxruntime", copy_device_inputs="yes")
     with pytest.raises(unirt.UnsupportedOptionError, match="device_outputs=True: backend 'onnxruntime' on cpu"):
         unirt.Session(model("dynamic_mlp"), backend="onnxruntime", device="cpu", device_outputs=True)
+    with pytest.raises(unirt.UnsupportedOptionError, match="device_outputs=True needs the backend named"):
+        unirt.Session(model("dynamic_mlp"), backend="fastest", device_outputs=True)
 
 
 def test_a_backend_that_takes_cuda_tensors_gets_them_checked_and_uncopied():

@@ -160,6 +160,11 @@ class Session:
         for flag, value in (("copy_device_inputs", copy_device_inputs), ("device_outputs", device_outputs)):
             if not isinstance(value, bool):
                 raise UnsupportedOptionError(f"{flag} must be True or False, got {value!r}")
+        if device_outputs and backend == "fastest":
+            raise UnsupportedOptionError(
+                "device_outputs=True needs the backend named (e.g. backend='torch', device='cuda'): "
+                "backend='fastest' times the candidates on host arrays and may pick one that returns host arrays"
+            )
         self._copy_device_inputs = copy_device_inputs
         self._device_outputs = device_outputs
         requested = Device.parse(device)
