@@ -250,21 +250,3 @@ def _precision_hint(device: Device, precision: str) -> str:
         "quantize the model first (the TensorRT EP takes a calibration table only through backend_options "
         "providers/provider_options: trt_int8_enable, trt_int8_calibration_table_name); it supports fp32 here"
     )
-
-
-QUANTIZED_OPS = (
-    b"QuantizeLinear",
-    b"DequantizeLinear",
-    b"QLinearConv",
-    b"QLinearMatMul",
-    b"MatMulInteger",
-    b"ConvInteger",
-    b"DynamicQuantizeLinear",
-    b"MatMulIntegerToFloat",
-    b"QGemm",
-)
-
-
-def looks_quantized(model_bytes: bytes) -> bool:
-    """Whether an ONNX model contains int8 quantization ops (op types are stored as plain strings)."""
-    return any(op in model_bytes for op in QUANTIZED_OPS)
