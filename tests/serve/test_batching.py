@@ -66,9 +66,10 @@ def test_batch_key_separates_shapes_and_dtypes():
 def test_scheduler_merges_queued_requests_up_to_the_limits(mlp):
     stats = ModelStats()
     calls = []
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
 
     def run(feeds, names):
+        entered.set()
         gate.wait(10)
         calls.append(feeds["x"].shape[0])
         return mlp.run(feeds, names)
@@ -79,7 +80,7 @@ def test_scheduler_merges_queued_requests_up_to_the_limits(mlp):
     try:
         rng = np.random.default_rng(2)
         first = sched.submit({"x": rng.standard_normal((1, 8)).astype(np.float32)}, 1)
-        time.sleep(0.1)  # the worker took the first request alone and waits at the gate
+        assert entered.wait(10)  # the worker took the first request alone and waits at the gate
         feeds = [{"x": rng.standard_normal((n, 8)).astype(np.float32)} for n in (2, 2, 3, 1)]
         futures = [sched.submit(f, f["x"].shape[0]) for f in feeds]
         odd = sched.submit({"x": np.zeros((1, 8), np.float64)}, 1)  # cannot join a float32 batch
@@ -137,12 +138,14 @@ def test_cheap_model_runs_inline_once_measured_and_only_when_idle(mlp):
         np.testing.assert_allclose(done.outputs["probs"], mlp.run({"x": x})["probs"], rtol=1e-6)
         assert stats.execution_count == 21
         # an instance busy with a queued request: the next one queues behind it
-        gate = threading.Event()
+        gate, entered = threading.Event(), threading.Event()
         threads.clear()
-        slow = Scheduler("slow", [lambda f, n: (gate.wait(10), run(f, n))[1]], ["probs"], ModelStats(), inline=True)
+        slow = Scheduler(
+            "slow", [lambda f, n: (entered.set(), gate.wait(10), run(f, n))[2]], ["probs"], ModelStats(), inline=True
+        )
         slow._run_ns = 1000  # measured cheap (the gate holds this one run only)
         pending = slow.submit({"x": x}, 1)
-        time.sleep(0.05)
+        assert entered.wait(10)  # the instance is busy with it
         assert slow.run_inline({"x": x}, 1) is None
         gate.set()
         pending.result(10)
@@ -180,10 +183,10 @@ def test_batched_answers_reach_the_loop(mlp):
 
 
 def test_max_queue_size_rejects(mlp):
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
     sched = Scheduler(
         "t",
-        [lambda f, n: (gate.wait(10), mlp.run(f, n))[1]],
+        [lambda f, n: (entered.set(), gate.wait(10), mlp.run(f, n))[2]],
         ["probs"],
         ModelStats(),
         max_batch_size=1,
@@ -191,7 +194,7 @@ def test_max_queue_size_rejects(mlp):
     )
     try:
         sched.submit({"x": np.ones((1, 8), np.float32)}, 1)
-        time.sleep(0.05)
+        assert entered.wait(10)  # the worker holds the first: the next one waits in the queue
         sched.submit({"x": np.ones((1, 8), np.float32)}, 1)
         with pytest.raises(unirt.UnirtError, match="maximum queue size"):
             sched.submit({"x": np.ones((1, 8), np.float32)}, 1)
