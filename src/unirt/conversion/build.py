@@ -446,15 +446,14 @@ def build(
             "verify_inputs2": in2_paths,
             "verify_outputs2": out2_paths,
         }
-        try:
-            result = _run_child(spec, timeout, work)
-        except ConversionError:
-            if shapes2 is None:
-                raise
+
+        def static_instead(why: str) -> dict:
+            """The dynamic-size conversion failed or is off at the second size: convert at fixed shapes instead."""
             log.info(
-                "%s: the dynamic %s conversion failed; converting static at %s",
+                "%s: the dynamic %s conversion %s; converting static at %s",
                 model.name,
                 plugin_name,
+                why,
                 format_shapes(shapes),
             )
             shutil.rmtree(work, ignore_errors=True)
@@ -471,6 +470,13 @@ def build(
                 tolerance=tolerance,
                 dynamic=False,
             )
+
+        try:
+            result = _run_child(spec, timeout, work)
+        except ConversionError:
+            if shapes2 is None:
+                raise
+            return static_instead("failed")
         seconds = time.perf_counter() - t0
         dyn = {k: list(v) for k, v in (result.get("dynamic_axes") or {}).items()}
         errors: list[OutputError] = []
@@ -488,26 +494,7 @@ def build(
                 errors2 = compare(load(out2_paths), ref2)
                 tol = TOLERANCES[options.precision] if tolerance is None else float(tolerance)
                 if _within(errors, tol) and not _within(errors2, tol):
-                    log.info(
-                        "%s: the dynamic %s conversion is off at %s; converting static",
-                        model.name,
-                        plugin_name,
-                        format_shapes(shapes2),
-                    )
-                    shutil.rmtree(work, ignore_errors=True)
-                    return build(
-                        model,
-                        plugin_name,
-                        options,
-                        key,
-                        input_shapes=input_shapes,
-                        converter_options=converter_options,
-                        verify=verify,
-                        timeout=timeout,
-                        inputs=inputs,
-                        tolerance=tolerance,
-                        dynamic=False,
-                    )
+                    return static_instead(f"is off at {format_shapes(shapes2)}")
                 worst = {e.name: e for e in errors}  # the worst error per output over both sizes
                 for e in errors2:
                     if e.name not in worst or e.error > worst[e.name].error:  # type: ignore[operator]
