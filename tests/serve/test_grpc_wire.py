@@ -4,6 +4,8 @@ protobuf's own (deterministic) serialization of that message."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2 as pb
@@ -124,3 +126,29 @@ def test_decoded_request_keeps_every_field():
         ("probs", True, 3, None),
         ("z", True, 0, ("out", 0, 64)),
     ]
+
+
+def test_every_rpc_of_the_service_is_registered():
+    from unirt.serve.context import ServerContext
+    from unirt.serve.grpc_servicer import add_servicer
+    from unirt.serve.manager import ModelManager
+    from unirt.serve.repository import DirectoryRepository
+
+    class Server:
+        def __init__(self):
+            self.generic = []
+
+        def add_generic_rpc_handlers(self, handlers):
+            self.generic.extend(handlers)
+
+    server = Server()
+    add_servicer(server, ServerContext(ModelManager(DirectoryRepository(Path(__file__).parent))))
+    (handler,) = server.generic
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    for method in service.methods:
+        details = type("Details", (), {"method": f"/{service.full_name}/{method.name}", "invocation_metadata": ()})
+        found = handler.service(details)
+        assert found is not None, method.name
+        assert found.request_streaming == found.response_streaming == (method.name == "ModelStreamInfer")
+        # the two inference RPCs answer bytes the servicer encoded; the others protobuf messages
+        assert (found.response_serializer is None) == (method.name in ("ModelInfer", "ModelStreamInfer"))

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
+from tritonclient.grpc import service_pb2_grpc as pb_grpc  # the servicer's base class
 
 from ..errors import UnirtError
 from .context import ServerContext
@@ -424,32 +424,27 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         raise Unsupported("log settings are not supported by unirt serve")
 
 
-class _Handlers:
-    """Stands in for the server while the generated code registers the servicer: keeps its method handlers."""
-
-    def __init__(self) -> None:
-        self.service = ""
-        self.handlers: dict[str, Any] = {}
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        pass  # the same handlers come again to add_registered_method_handlers
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        self.service, self.handlers = service, dict(handlers)
-
-
 def add_servicer(server: Any, ctx: ServerContext, restricted: RestrictedApis | None = None) -> None:
-    """Register the v2 service on a grpc.aio server. ModelInfer and ModelStreamInfer answer bytes that
-    `encode_response` wrote (no response serializer); requests are still parsed by protobuf."""
+    """Register the v2 service on a grpc.aio server, one handler per RPC of its protobuf service. ModelInfer and
+    ModelStreamInfer answer bytes that `encode_response` wrote (no response serializer); every request is parsed
+    by protobuf."""
     servicer = InferenceServicer(ctx, restricted)
-    captured = _Handlers()
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, captured)
-    handlers = captured.handlers
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {
+        m.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, m.name),
+            request_deserializer=getattr(pb, m.input_type.name).FromString,
+            response_serializer=getattr(pb, m.output_type.name).SerializeToString,
+        )
+        for m in service.methods
+        if m.name not in ("ModelInfer", "ModelStreamInfer")  # the only streaming RPC is ModelStreamInfer
+    }
     handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
         servicer.ModelInfer, request_deserializer=pb.ModelInferRequest.FromString
     )
     handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
         servicer.ModelStreamInfer, request_deserializer=pb.ModelInferRequest.FromString
     )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(captured.service, handlers),))
-    server.add_registered_method_handlers(captured.service, handlers)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    if hasattr(server, "add_registered_method_handlers"):  # grpcio 1.63+: found without the generic lookup
+        server.add_registered_method_handlers(service.full_name, handlers)
