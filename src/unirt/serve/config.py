@@ -150,12 +150,14 @@ class ModelSpec:
     options: dict = field(default_factory=dict)
     queue: QueuePolicy = QueuePolicy()
 
-    @property
+    @cached_property
     def input_map(self) -> dict[str, TensorSpec]:
+        """Inputs by name, built once (read-only: shared by every request)."""
         return {t.name: t for t in self.inputs}
 
-    @property
+    @cached_property
     def output_map(self) -> dict[str, TensorSpec]:
+        """Outputs by name, built once (read-only: shared by every request)."""
         return {t.name: t for t in self.outputs}
 
 

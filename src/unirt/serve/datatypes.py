@@ -101,14 +101,17 @@ def element_count(shape: Sequence[int]) -> int:
 def check_shape(name: str, shape: Sequence[int]) -> int:
     """The element count of a client-claimed shape; a negative dim or a shape no array could have is a bad
     request (checked before anything is allocated from it)."""
-    n = 1
+    n, empty = 1, False
     for d in shape:
-        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+        if type(d) is not int or d < 0:  # bool, a subclass of int, is refused too
             raise BadRequest(f"input {name!r}: shape {list(shape)} must hold non-negative integers")
-        n *= max(d, 1)
-        if n > _MAX_ELEMENTS:
-            raise BadRequest(f"input {name!r}: shape {list(shape)} is too large (over {_MAX_ELEMENTS} elements)")
-    return element_count(shape)
+        if d > 1:
+            n *= d
+            if n > _MAX_ELEMENTS:
+                raise BadRequest(f"input {name!r}: shape {list(shape)} is too large (over {_MAX_ELEMENTS} elements)")
+        elif not d:
+            empty = True
+    return 0 if empty else n
 
 
 def byte_size(array: np.ndarray, datatype: str) -> int:

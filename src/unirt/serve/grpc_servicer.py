@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
+from tritonclient.grpc import service_pb2_grpc as pb_grpc  # the servicer's base class
 
 from ..errors import UnirtError
 from .context import ServerContext
@@ -66,49 +66,57 @@ def _shm_ref(params: dict[str, Any], what: str) -> tuple[str, int, int] | None:
 
 
 def decode_request(msg: Any) -> InferRequest:
-    request = InferRequest(msg.model_name, msg.model_version, msg.id)
-    params = _params(msg.parameters)
-    if params.get("sequence_id") not in (None, 0, ""):
+    """An `InferRequest` from a parsed `ModelInferRequest`; the v2 rules for raw and typed contents checked."""
+    params = _params(msg.parameters) if msg.parameters else {}
+    if params and params.get("sequence_id") not in (None, 0, ""):
         raise Unsupported("sequence_id: sequence batching is not supported by unirt serve")
-    request.parameters = params
     raw = msg.raw_input_contents  # indexed once per input: one bytes object each, which numpy then views
+    count = len(raw)
     raw_pos = 0
+    inputs = []
     for i, t in enumerate(msg.inputs):
-        if not t.name:
+        name, datatype, shape = t.name, t.datatype, tuple(t.shape)
+        if not name:
             raise BadRequest(f"inputs[{i}]: name is missing")
-        what = f"input {t.name!r}"
-        if t.datatype not in DATATYPES:
-            raise BadRequest(f"{what}: datatype {t.datatype!r} is not one of {', '.join(DATATYPES)}")
-        if any(d < 0 for d in t.shape):
-            raise BadRequest(f"{what}: shape {list(t.shape)} has a negative dim")
-        tensor = InputTensor(t.name, t.datatype, tuple(t.shape))
-        tensor.shm = _shm_ref(_params(t.parameters), what)
+        if datatype not in DATATYPES:
+            raise BadRequest(f"input {name!r}: datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
+        if shape and min(shape) < 0:
+            raise BadRequest(f"input {name!r}: shape {list(shape)} has a negative dim")
+        tensor = InputTensor(name, datatype, shape)
+        if t.parameters:
+            tensor.shm = _shm_ref(_params(t.parameters), f"input {name!r}")
         if tensor.shm is None:
             if t.HasField("contents"):
-                if raw:
-                    raise BadRequest(f"{what}: use either raw_input_contents or contents for all inputs, not both")
-                tensor.json = _contents_values(t, what)
-            else:
-                if raw_pos >= len(raw):
+                if count:
                     raise BadRequest(
-                        f"{what} has no data: raw_input_contents has {len(raw)} entries for {len(msg.inputs)} inputs"
+                        f"input {name!r}: use either raw_input_contents or contents for all inputs, not both"
+                    )
+                tensor.json = _contents_values(t, f"input {name!r}")
+            else:
+                if raw_pos >= count:
+                    raise BadRequest(
+                        f"input {name!r} has no data: raw_input_contents has {count} entries "
+                        f"for {len(msg.inputs)} inputs"
                     )
                 tensor.raw = raw[raw_pos]
                 raw_pos += 1
-        request.inputs.append(tensor)
-    if raw_pos != len(raw):
-        raise BadRequest(f"raw_input_contents has {len(raw)} entries, the inputs use {raw_pos}")
-    if len(msg.outputs):
-        request.outputs = []
+        inputs.append(tensor)
+    if raw_pos != count:
+        raise BadRequest(f"raw_input_contents has {count} entries, the inputs use {raw_pos}")
+    outputs = None
+    if msg.outputs:
+        outputs = []
         for o in msg.outputs:
-            what = f"output {o.name!r}"
-            oparams = _params(o.parameters)
-            count = oparams.get("classification", 0)
-            if isinstance(count, bool) or not isinstance(count, int):
-                raise BadRequest(f"{what}: classification must be an integer")
-            request.outputs.append(RequestedOutput(o.name, True, count, _shm_ref(oparams, what)))
-    request.binary_output = True
-    return request
+            shm_ref, classes = None, 0
+            if o.parameters:
+                what = f"output {o.name!r}"
+                oparams = _params(o.parameters)
+                classes = oparams.get("classification", 0)
+                if isinstance(classes, bool) or not isinstance(classes, int):
+                    raise BadRequest(f"{what}: classification must be an integer")
+                shm_ref = _shm_ref(oparams, what)
+            outputs.append(RequestedOutput(o.name, True, classes, shm_ref))
+    return InferRequest(msg.model_name, msg.model_version, msg.id, inputs, outputs, True, params)
 
 
 def _contents_values(t: Any, what: str) -> list:
@@ -119,21 +127,95 @@ def _contents_values(t: Any, what: str) -> list:
     return values
 
 
-def encode_response(response: InferResponse) -> Any:
-    msg = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version, id=response.id)
+# -- ModelInferResponse, encoded by hand: the message is a few strings, shapes and byte strings, and building it
+# as a protobuf message first costs more than the whole encoding (tests/serve/test_grpc_wire.py checks it against
+# service_pb2). Field numbers from grpc_service.proto.
+_SMALL = [bytes((i,)) for i in range(128)]
+_CACHE_MAX = 4096  # bound on each cache below: their keys come from the models and the requests' shapes
+
+
+def _varint(n: int) -> bytes:
+    if n < 128:
+        return _SMALL[n] if n >= 0 else _varint(n & 0xFFFFFFFFFFFFFFFF)  # int64: two's complement, 10 bytes
+    out = bytearray()
+    while n > 127:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _field(tag: int, data: bytes) -> bytes:
+    """A length-delimited field (string, bytes, message); `tag` is (field number << 3) | 2."""
+    return _SMALL[tag] + _varint(len(data)) + data
+
+
+def _text(tag: int, text: str) -> bytes:
+    return _field(tag, text.encode()) if text else b""
+
+
+_heads: dict[tuple[str, str], bytes] = {}  # (model name, version) -> fields 1 and 2 of the response
+_tensors: dict[tuple[str, str, tuple[int, ...]], bytes] = {}  # an output's name, datatype and shape fields
+
+
+def _response_head(name: str, version: str) -> bytes:
+    head = _heads.get((name, version))
+    if head is None:
+        head = _text(0x0A, name) + _text(0x12, version)
+        if len(_heads) < _CACHE_MAX:
+            _heads[(name, version)] = head
+    return head
+
+
+def _tensor_fields(name: str, datatype: str, shape: tuple[int, ...]) -> bytes:
+    key = (name, datatype, shape)
+    fields = _tensors.get(key)
+    if fields is None:
+        fields = _text(0x0A, name) + _text(0x12, datatype)
+        if shape:  # packed int64
+            fields += _field(0x1A, b"".join(_varint(d) for d in shape))
+        if len(_tensors) < _CACHE_MAX:
+            _tensors[key] = fields
+    return fields
+
+
+def _shm_params(region: str, written: int) -> bytes:
+    """The parameters map of an output written to shared memory (two map entries, in key order as protobuf's
+    deterministic serialization writes them)."""
+    region_entry = _text(0x0A, "shared_memory_region") + _field(0x12, _text(0x1A, region) or b"\x1a\x00")
+    size_entry = _text(0x0A, "shared_memory_byte_size") + _field(0x12, b"\x10" + _varint(written))
+    return _field(0x22, size_entry) + _field(0x22, region_entry)
+
+
+def encode_response(response: InferResponse) -> bytes:
+    """The serialized `ModelInferResponse` of `response`: outputs written to shared memory carry their region and
+    size as parameters and an empty raw entry where a later output has data (the entries stay aligned)."""
+    parts = [_response_head(response.model_name, response.model_version)]
+    if response.id:
+        parts.append(_text(0x1A, response.id))
+    raws: list[Any] = []
     pending_empty = 0
     for out in response.outputs:
-        tensor = msg.outputs.add(name=out.name, datatype=out.datatype, shape=list(out.shape))
+        fields = _tensor_fields(out.name, out.datatype, tuple(out.shape))
         if out.shm is not None:
-            tensor.parameters["shared_memory_region"].string_param = out.shm[0]
-            tensor.parameters["shared_memory_byte_size"].int64_param = out.shm[1]
+            fields += _shm_params(out.shm[0], out.shm[1])
             pending_empty += 1  # keeps raw_output_contents aligned with outputs if a later one has data
         else:
-            msg.raw_output_contents.extend([b""] * pending_empty)
-            pending_empty = 0
-            raw = encode_raw(out.array, out.datatype)
-            msg.raw_output_contents.append(raw if isinstance(raw, bytes) else raw.tobytes())
-    return msg
+            if pending_empty:
+                raws.extend([b""] * pending_empty)
+                pending_empty = 0
+            raws.append(encode_raw(out.array, out.datatype))  # type: ignore[arg-type]
+        parts.append(_field(0x2A, fields))
+    for raw in raws:
+        parts.append(_SMALL[0x32])
+        parts.append(_varint(len(raw)))  # a memoryview from encode_raw is cast to bytes: len is its size
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def _stream_answer(encoded: bytes) -> bytes:
+    """A `ModelStreamInferResponse` holding an encoded `ModelInferResponse` (its field 2)."""
+    return _SMALL[0x12] + _varint(len(encoded)) + encoded
 
 
 Method = Callable[[Any, Any], Awaitable[Any]]
@@ -228,12 +310,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return json_format.ParseDict(self.ctx.statistics(request.name, request.version), pb.ModelStatisticsResponse())
 
     @_rpc
-    async def ModelInfer(self, request: Any, context: Any) -> Any:
-        response = await self.ctx.service.infer(decode_request(request))
-        return encode_response(response)
+    async def ModelInfer(self, request: Any, context: Any) -> bytes:
+        """Answers the serialized response (registered without a response serializer, see `add_servicer`)."""
+        return encode_response(await self.ctx.service.infer(decode_request(request)))
 
-    async def ModelStreamInfer(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-        """Bidirectional stream: requests run concurrently; each answer (or error) is sent when ready."""
+    async def ModelStreamInfer(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[bytes]:
+        """Bidirectional stream: requests run concurrently; each answer (or error) is sent when ready, serialized
+        (registered without a response serializer, see `add_servicer`)."""
         if "inference" in self.restricted_categories:
             try:
                 self.restricted.check("inference", _metadata_getter(context))
@@ -244,14 +327,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def one(msg: Any) -> None:
             try:
-                answer = pb.ModelStreamInferResponse(
-                    infer_response=encode_response(await self.ctx.service.infer(decode_request(msg)))
-                )
+                answer = _stream_answer(encode_response(await self.ctx.service.infer(decode_request(msg))))
             except UnirtError as exc:
-                answer = pb.ModelStreamInferResponse(error_message=str(exc))
+                answer = pb.ModelStreamInferResponse(error_message=str(exc)).SerializeToString()
             except Exception as exc:
                 log.exception("internal error in ModelStreamInfer")
-                answer = pb.ModelStreamInferResponse(error_message=f"internal error: {type(exc).__name__}: {exc}")
+                answer = pb.ModelStreamInferResponse(
+                    error_message=f"internal error: {type(exc).__name__}: {exc}"
+                ).SerializeToString()
             await answers.put(answer)
 
         async def reader() -> None:
@@ -342,4 +425,26 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 def add_servicer(server: Any, ctx: ServerContext, restricted: RestrictedApis | None = None) -> None:
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(ctx, restricted), server)
+    """Register the v2 service on a grpc.aio server, one handler per RPC of its protobuf service. ModelInfer and
+    ModelStreamInfer answer bytes that `encode_response` wrote (no response serializer); every request is parsed
+    by protobuf."""
+    servicer = InferenceServicer(ctx, restricted)
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {
+        m.name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, m.name),
+            request_deserializer=getattr(pb, m.input_type.name).FromString,
+            response_serializer=getattr(pb, m.output_type.name).SerializeToString,
+        )
+        for m in service.methods
+        if m.name not in ("ModelInfer", "ModelStreamInfer")  # the only streaming RPC is ModelStreamInfer
+    }
+    handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
+        servicer.ModelInfer, request_deserializer=pb.ModelInferRequest.FromString
+    )
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        servicer.ModelStreamInfer, request_deserializer=pb.ModelInferRequest.FromString
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    if hasattr(server, "add_registered_method_handlers"):  # grpcio 1.63+: found without the generic lookup
+        server.add_registered_method_handlers(service.full_name, handlers)

@@ -203,7 +203,7 @@ def prepare_request(
                 f"unexpected input {tensor.name!r} for model {spec.name!r}; its inputs are: {', '.join(inputs)}"
             )
         given[tensor.name] = tensor
-    missing = [n for n, t in inputs.items() if n not in given and not t.optional]
+    missing = len(given) < len(inputs) and [n for n, t in inputs.items() if n not in given and not t.optional]
     if missing:
         raise BadRequest(
             f"model {spec.name!r}: missing input(s) {', '.join(map(repr, missing))}; its inputs "
@@ -239,17 +239,17 @@ def _check_shape(spec: ModelSpec, spec_t: TensorSpec, tensor: InputTensor, batch
     if tensor.datatype != spec_t.datatype:
         raise BadRequest(f"input {name!r}: datatype {tensor.datatype}, expected {spec_t.datatype}")
     shape = tensor.shape
-    expected = ([-1] if batched else []) + list(spec_t.dims)
-    if len(shape) != len(expected) or any(d < 0 for d in shape):
+    dims = spec_t.dims
+    if len(shape) != len(dims) + batched or (shape and min(shape) < 0):
         raise BadRequest(
-            f"input {name!r}: shape {list(shape)}, expected {expected}"
+            f"input {name!r}: shape {list(shape)}, expected {([-1] if batched else []) + list(dims)}"
             + (" (the batch dim first, as max_batch_size > 0)" if batched else "")
         )
     if batched and not 1 <= shape[0] <= spec.max_batch_size:
         raise BadRequest(f"input {name!r}: batch size {shape[0]} is outside 1..max_batch_size ({spec.max_batch_size})")
-    for want, have in zip(expected[1:] if batched else expected, shape[1:] if batched else shape):
-        if want != -1 and want != have:
-            raise BadRequest(f"input {name!r}: shape {list(shape)}, expected {expected}")
+    body = shape[1:] if batched else shape
+    if body != dims and any(want != -1 and want != have for want, have in zip(dims, body)):
+        raise BadRequest(f"input {name!r}: shape {list(shape)}, expected {([-1] if batched else []) + list(dims)}")
     return tuple(shape)
 
 

@@ -21,6 +21,9 @@ class ModelStats:
         self.inference_count = 0
         self.execution_count = 0
         self.durations = {k: [0, 0] for k in _DURATIONS}  # name -> [count, ns]
+        self._success_rows = tuple(
+            self.durations[k] for k in ("success", "queue", "compute_input", "compute_infer", "compute_output")
+        )
         self.batches: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # size -> [count, in, infer, out ns]
         self.failures: dict[str, int] = defaultdict(int)  # reason -> count
         self.pending = 0
@@ -44,17 +47,18 @@ class ModelStats:
             b[3] += output_ns
 
     def success(self, total_ns: int, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        d = self._success_rows
         with self._lock:
-            for key, ns in (
-                ("success", total_ns),
-                ("queue", queue_ns),
-                ("compute_input", input_ns),
-                ("compute_infer", infer_ns),
-                ("compute_output", output_ns),
-            ):
-                d = self.durations[key]
-                d[0] += 1
-                d[1] += ns
+            d[0][0] += 1
+            d[0][1] += total_ns
+            d[1][0] += 1
+            d[1][1] += queue_ns
+            d[2][0] += 1
+            d[2][1] += input_ns
+            d[3][0] += 1
+            d[3][1] += infer_ns
+            d[4][0] += 1
+            d[4][1] += output_ns
 
     def failure(self, total_ns: int, reason: str) -> None:
         with self._lock:
