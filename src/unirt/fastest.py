@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import statistics
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,14 +62,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: The measurement's budget: up to BUDGET_S seconds of timed runs per candidate (more where MIN_RUNS runs take
-#: longer), after one warm-up run, spread over at most ROUNDS blocks of runs; MAX_RUNS caps a candidate's runs.
+#: longer), after warming up as long as a block, spread over at most ROUNDS blocks; MAX_RUNS caps a candidate's runs.
 BUDGET_S = 0.5
 MIN_RUNS = 5
 MAX_RUNS = 200
 ROUNDS = 8
-#: The pause before each block: an engine whose threads spin-wait after a run (ncnn's OpenMP, 20 ms by default)
-#: would otherwise slow whichever candidate runs next, which no user of one Session sees.
-PAUSE_S = 0.02
+#: Before each block, a pause until this process's threads are idle, at most SETTLE_S: an engine whose threads
+#: spin-wait after its runs (ONNX Runtime's pool, about 0.1 s; ncnn's OpenMP, 20 ms) would otherwise slow
+#: whichever candidate runs next, which no user of one Session sees.
+SETTLE_S = 0.25
 #: Medians within this fraction of the fastest one's are a tie, within the noise of a shared machine: the hardware
 #: table's order decides it, so that it does not flip from one measurement to the next.
 TIE = 0.03
@@ -252,6 +254,7 @@ class _Contender:
         self.per_block = 1
         self.fastest_run = float("inf")
         self.dropped: str | None = None
+        self.settle = 0.0  # seconds the last pause before its block took
 
     @property
     def backend(self) -> str:
@@ -262,9 +265,13 @@ class _Contender:
         return statistics.median(self.blocks)
 
     def block(self, seconds: float | None) -> None:
-        """Time one block: as many runs as fill `seconds` (the first block, which sets the count), else that many."""
+        """Time one block: as many runs as fill `seconds` (the first block, which sets the count, after as long
+        untimed: an engine's first runs after loading are slower than the rest), else that many."""
         cap = max(1, MAX_RUNS // ROUNDS)
         samples: list[float] = []
+        start = time.perf_counter()
+        while seconds is not None and time.perf_counter() - start < seconds:
+            self.runner.run(self.feeds, self.names)
         start = time.perf_counter()
         while len(samples) < (cap if seconds is not None else self.per_block) and (
             seconds is None or not samples or time.perf_counter() - start < seconds
@@ -374,15 +381,16 @@ def choose(
     the winner came from the cache, or when nothing could run).
 
     How: each candidate is loaded (converted and verified first where it converts, as a Session loads it), run
-    once to warm up, and timed for one block of runs (about budget_s / ROUNDS: the count fixed for its later
-    blocks). Then, round after round, every candidate left runs one block, after a short pause, in an order that
-    rotates each round, so the load of a shared machine falls on all alike. A candidate's figure is the median of
-    its blocks' medians: each block is one slot of time, weighted alike whatever the run's length. A candidate far
-    slower than the leader is closed at once (`DROP_ON_SIGHT`, checked as each is loaded: this bounds how many
-    engines are held at once), one clearly slower after `MIN_BLOCKS` rounds (`DROP_MARGIN`) too; timing stops
-    when one is left, after ROUNDS rounds, or when the budget (budget_s per candidate, or MIN_RUNS runs where
-    longer) is spent. Medians within `TIE` of the smallest: the hardware table's order decides (`decide`). Every
-    candidate not dropped is loaded at once while it is timed: the peak memory is that of all of them together.
+    once to warm up, and timed for one block of runs (about budget_s / ROUNDS: that fixes its blocks' run count).
+    Then, round after round, every candidate left runs one block, in an order that rotates each round, so the load
+    of a shared machine falls on all alike; before each block, a pause until the last engine's threads stop
+    spin-waiting (`SETTLE_S`). A candidate's figure is the median of its blocks' medians: each block is one slot of
+    time, weighted alike whatever the run's length. A candidate far slower than the leader is closed at once
+    (`DROP_ON_SIGHT`, checked as each is loaded: this bounds how many engines are held at once), one clearly slower
+    after `MIN_BLOCKS` rounds (`DROP_MARGIN`) too. Timing stops when one is left, after ROUNDS rounds, or when the
+    budget is spent (budget_s per candidate, or MIN_RUNS runs where longer; pauses included). Medians within `TIE`
+    of the smallest are a tie that the hardware table's order decides (`decide`). The candidates not dropped are
+    all loaded at once while they are timed: the peak memory is theirs together.
 
     `input_shapes`: the shapes to time at (and convert at, for backends that convert). `inputs`: a run's real
     inputs (a Session choosing at its first run): timed on them, conversions made at their shapes and verified on
@@ -404,8 +412,7 @@ def choose(
     # cached (a Session defers "fastest" to its first run's shapes instead: `Session(backend="fastest")`)
     guessed = _open_shapes(model, input_shapes)
     guessed_feeds = sample_inputs(guessed, input_shapes) if guessed else inputs
-    pause = min(PAUSE_S, budget_s / ROUNDS / 3)
-    clock = _Clock(pause, budget_s / ROUNDS - pause)
+    clock = _Clock(budget_s / ROUNDS)
     failed: dict[str, Timing] = {}
     live: list[_Contender] = []  # loaded and still timed, in the table's order
     done: list[_Contender] = []  # dropped (closed) or failed after loading
@@ -419,19 +426,19 @@ def choose(
                 continue
             if clock.block(contender, 0, first=True, failed=failed):
                 live.append(contender)
-                _drop(live, done, clock, on_sight_only=True)
+                _drop(live, done, clock, on_sight_only=True, failed=failed)
             else:
                 done.append(contender)
         budget = sum(max(budget_s, MIN_RUNS * c.median) for c in live + done if c.blocks)
         for r in range(1, ROUNDS):  # interleaved rounds over those left, in an order that rotates each round
-            if len(live) < 2 or clock.spent + sum(clock.pause + c.per_block * c.median for c in live) > budget:
+            if len(live) < 2 or clock.spent + sum(c.settle + c.per_block * c.median for c in live) > budget:
                 break
             k = r % len(live)
             for contender in live[k:] + live[:k]:
                 if not clock.block(contender, r, first=False, failed=failed):
                     live.remove(contender)
                     done.append(contender)
-            _drop(live, done, clock, on_sight_only=r + 1 < MIN_BLOCKS)
+            _drop(live, done, clock, on_sight_only=r + 1 < MIN_BLOCKS, failed=failed)
         name = decide([c.timing() for c in live], [c.backend for c in eligible])
         winner = next((c for c in live if c.backend == name), None)
     finally:
@@ -513,15 +520,17 @@ def _load(
 
 
 class _Clock:
-    """Times blocks, each after a pause, and adds up the time they took (`spent`, pauses included)."""
+    """Times blocks, each after the machine settles (`_settle`), and adds up the time they took (`spent`, pauses
+    included)."""
 
-    def __init__(self, pause: float, seconds: float) -> None:
-        self.pause, self.seconds, self.spent = pause, seconds, 0.0
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.spent = seconds, 0.0
 
     def block(self, c: _Contender, round_: int, *, first: bool, failed: dict[str, Timing]) -> bool:
         """One block of `c`'s runs; False, with its failure in `failed` and its runner closed, when a run fails."""
         start = time.perf_counter()
-        time.sleep(self.pause)
+        _settle(SETTLE_S)
+        c.settle = time.perf_counter() - start
         try:
             c.block(self.seconds if first else None)
         except Exception as exc:  # a run that fails disqualifies it as a failed load does
@@ -531,26 +540,72 @@ class _Clock:
         finally:
             self.spent += time.perf_counter() - start
         log.debug(
-            "fastest: round %d: %s, block of %d runs, median %.3f ms",
+            "fastest: round %d: %s, block of %d runs, median %.3f ms, after %.0f ms settling",
             round_,
             c.backend,
             c.per_block,
             c.blocks[-1] * 1e3,
+            c.settle * 1e3,
         )
         return True
 
 
-def _drop(live: list[_Contender], done: list[_Contender], clock: _Clock, *, on_sight_only: bool) -> None:
+def _settle(at_most: float, step: float = 0.005) -> None:
+    """Sleep until no other thread of this process is running or runnable (the engine that ran last has stopped
+    spin-waiting for work), `step` at least and `at_most` at the most. Other processes' load does not count: it is
+    the same for every candidate. Without /proc (not Linux): until the process used under a tenth of a core over
+    two steps in a row."""
+    deadline = time.perf_counter() + at_most
+    idle = 0
+    while True:
+        cpu, wall = time.process_time(), time.perf_counter()
+        time.sleep(step)
+        busy = _busy_threads()
+        if busy is None:  # descheduled spinning threads use no CPU for a while: ask for two idle steps
+            idle = idle + 1 if time.process_time() - cpu < 0.1 * (time.perf_counter() - wall) else 0
+        if busy == 0 or idle >= 2 or time.perf_counter() >= deadline:
+            return
+
+
+def _busy_threads() -> int | None:
+    """How many of this process's threads but the calling one are running or runnable (Linux), else None."""
+    me = str(threading.get_native_id())
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    busy = 0
+    for task in tasks:
+        if task == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        busy += stat[stat.rindex(")") + 2 : stat.rindex(")") + 3] == "R"
+    return busy
+
+
+def _drop(
+    live: list[_Contender], done: list[_Contender], clock: _Clock, *, on_sight_only: bool, failed: dict[str, Timing]
+) -> None:
     """Close and stop timing the candidates clearly slower than the leader (the smallest median so far): one whose
-    fastest run is over DROP_ON_SIGHT x the leader's median; unless `on_sight_only`, one whose best block is over
-    (1 + DROP_MARGIN) x it. A candidate's best block against the leader's median: the load a shared machine
-    adds only ever slows runs, so the best block is the closest to its unloaded speed."""
+    fastest run in two blocks or more is over DROP_ON_SIGHT x the leader's median (one with a single block is given
+    a second first: a burst of load may have slowed the whole first); unless `on_sight_only`, one whose best block
+    is over (1 + DROP_MARGIN) x it. A candidate's best against the leader's median: the load a shared machine
+    adds only ever slows runs, so its best is the closest to its unloaded speed."""
     if len(live) < 2:
         return
     leader = min(live, key=lambda c: c.median)
     for c in list(live):
         if c is leader:
             continue
+        if c.fastest_run > DROP_ON_SIGHT * leader.median and len(c.blocks) < 2:
+            if not clock.block(c, 0, first=False, failed=failed):  # the second opinion
+                live.remove(c)
+                done.append(c)
+                continue
         if c.fastest_run > DROP_ON_SIGHT * leader.median:
             why = f"its fastest run {c.fastest_run * 1e3:.3f} ms, over {DROP_ON_SIGHT:g}x"
         elif not on_sight_only and min(c.blocks) > (1 + DROP_MARGIN) * leader.median:
