@@ -70,7 +70,7 @@ ROUNDS = 8
 #: Before each block, a pause until this process's threads are idle, at most SETTLE_S: an engine whose threads
 #: spin-wait after its runs (ONNX Runtime's pool, about 0.1 s; ncnn's OpenMP, 20 ms) would otherwise slow
 #: whichever candidate runs next, which no user of one Session sees.
-SETTLE_S = 0.25
+SETTLE_S = 0.15
 #: Medians within this fraction of the fastest one's are a tie, within the noise of a shared machine: the hardware
 #: table's order decides it, so that it does not flip from one measurement to the next.
 TIE = 0.03
@@ -255,6 +255,7 @@ class _Contender:
         self.fastest_run = float("inf")
         self.dropped: str | None = None
         self.settle = 0.0  # seconds the last pause before its block took
+        self.warmed: float | None = None  # seconds of warm-up runs after the first (which compiles lazily)
 
     @property
     def backend(self) -> str:
@@ -266,12 +267,12 @@ class _Contender:
 
     def block(self, seconds: float | None) -> None:
         """Time one block: as many runs as fill `seconds` (the first block, which sets the count, after as long
-        untimed: an engine's first runs after loading are slower than the rest), else that many."""
+        of warm-up runs after the first, untimed: an engine's first runs after loading are slower than the rest),
+        else that many."""
         cap = max(1, MAX_RUNS // ROUNDS)
         samples: list[float] = []
-        start = time.perf_counter()
-        while seconds is not None and time.perf_counter() - start < seconds:
-            self.runner.run(self.feeds, self.names)
+        while seconds is not None and (self.warmed or 0.0) < seconds:
+            self.warm_up()
         start = time.perf_counter()
         while len(samples) < (cap if seconds is not None else self.per_block) and (
             seconds is None or not samples or time.perf_counter() - start < seconds
@@ -284,6 +285,11 @@ class _Contender:
         self.blocks.append(statistics.median(samples))
         self.runs += len(samples)
         self.fastest_run = min(self.fastest_run, min(samples))
+
+    def warm_up(self) -> None:
+        start = time.perf_counter()
+        self.runner.run(self.feeds, self.names)
+        self.warmed = 0.0 if self.warmed is None else self.warmed + time.perf_counter() - start
 
     def timing(self) -> Timing:
         return Timing(
@@ -506,7 +512,7 @@ def _load(
             else sample_inputs(runner.inputs, input_shapes)
         )
         contender = _Contender(c, runner, feeds, conv, precision)
-        runner.run(feeds, contender.names)  # warm-up: first runs allocate and compile lazily
+        contender.warm_up()  # (more in its first block): first runs allocate and compile lazily
         return contender
     except InputError:
         if runner is not None:
