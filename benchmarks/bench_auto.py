@@ -2,8 +2,10 @@
 
 For each model: every eligible backend's latency (median of blocks of runs interleaved across the backends,
 fp32, the same threads for all), what `auto` picks from the hardware table (no measurement stored), what
-`fastest` picks (timing every backend; its load time is the cost of that first measurement), what `auto` picks
-once that measurement is stored, and `pick ÷ best` for each, as a table.
+`fastest` picks (timing every backend; its load time is the cost of that first measurement, conversions cached
+by then), what `auto` picks once that measurement is stored, and `pick ÷ best` for each, as a table. `fastest`
+measures halfway through the reference passes (their sessions stay loaded, idle), so that both see the same
+stretch of a shared machine's load.
 
     python benchmarks/bench_auto.py                       # every model below, threads=2
     python benchmarks/bench_auto.py --models det320,rec48x320 --rounds 5 --threads 2
@@ -182,8 +184,10 @@ MODELS = {
 
 
 def _time_backends(
-    path: Path, names: list[str], threads: int, rounds: int, runs: int, gap: float
+    path: Path, names: list[str], threads: int, rounds: int, runs: int, gap: float, midway=None
 ) -> dict[str, float | str]:
+    """Each backend's median latency over `rounds` passes of `runs` runs; `midway()` is called halfway through the
+    passes (the sessions stay loaded), so that what it measures falls in the same stretch of the machine's load."""
     sessions, feeds, out = {}, {}, {}
     for name in names:
         try:
@@ -200,6 +204,8 @@ def _time_backends(
     # that comes and goes over every backend alike.
     samples: dict[str, list[float]] = {n: [] for n in sessions}
     for r in range(rounds):
+        if r == rounds // 2 and midway is not None:
+            midway()
         for name in list(sessions) if r % 2 == 0 else list(reversed(sessions)):
             s, f = sessions[name], feeds[name]
             time.sleep(gap)
@@ -218,20 +224,29 @@ def bench_model(label: str, path: Path, threads: int, rounds: int, runs: int, ga
     fastest.clear_cache()
     table = unirt.explain(path, threads=threads)
     eligible = [c.backend for c in table.candidates if c.eligible]
-    times = _time_backends(path, eligible, threads, rounds, runs, gap)
-    t0 = time.perf_counter()
-    sess = unirt.Session(path, backend="fastest", threads=threads)
-    fastest_s = time.perf_counter() - t0
-    fastest_pick = sess.backend
-    sess.close()
+    picked = {}
+
+    def choose() -> None:  # backend="fastest" measures halfway through the reference's passes
+        time.sleep(gap)
+        t0 = time.perf_counter()
+        sess = unirt.Session(path, backend="fastest", threads=threads)
+        picked["s"] = time.perf_counter() - t0
+        picked["backend"] = sess.backend
+        picked["timings"] = sess.selection.timings
+        sess.close()
+
+    times = _time_backends(path, eligible, threads, rounds, runs, gap, midway=choose)
+    if "backend" not in picked:  # no backend could be timed by the reference: measure anyway
+        choose()
     measured = unirt.explain(path, threads=threads)
     assert measured.measurement is not None, "the measurement fastest stored was not found"
     return {
         "model": label,
         "times": times,
         "auto_table": table.chosen.backend,
-        "fastest": fastest_pick,
-        "fastest_s": fastest_s,
+        "fastest": picked["backend"],
+        "fastest_s": picked["s"],
+        "fastest_timings": picked["timings"],
         "auto_measured": measured.chosen.backend,
     }
 
@@ -261,6 +276,12 @@ def main(argv: list[str] | None = None) -> int:
             f"  {label}: "
             + ", ".join(
                 f"{k} {v:.2f} ms" if isinstance(v, float) else f"{k} failed ({v})" for k, v in row["times"].items()
+            )
+            + "; backend='fastest' measured: "
+            + ", ".join(
+                f"{t.backend} {t.median_ms:.2f} ms" + (" (dropped)" if getattr(t, "dropped", None) else "")
+                for t in row["fastest_timings"]
+                if t.median_ms is not None
             ),
             flush=True,
         )

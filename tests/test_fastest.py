@@ -176,3 +176,106 @@ def test_cli_explain_shows_the_precision(model, capsys):
 
     assert main(["explain", str(model("matmul_relu")), "--precision", "fp16"]) == 0
     assert "precision requested: fp16" in capsys.readouterr().out
+
+
+def test_candidates_are_timed_in_interleaved_rounds(model, monkeypatch, caplog):
+    """Each candidate's blocks alternate with the others' (round after round, the order rotating), instead of
+    each being timed in one stretch of its own. Drops are switched off here so every round has every candidate."""
+    import logging
+
+    from unirt import fastest
+
+    path = model("matmul_relu")
+    if not {"onnxruntime", "openvino"} <= eligible(path):
+        pytest.skip("needs onnxruntime and openvino installed")
+    monkeypatch.setattr(fastest, "DROP_ON_SIGHT", 1e9)
+    monkeypatch.setattr(fastest, "DROP_MARGIN", 1e9)
+    caplog.set_level(logging.DEBUG, logger="unirt.fastest")
+    explanation, runner = choose(unirt.open_model(path), "cpu", threads=1)
+    runner.close()
+    timed = [t.backend for t in explanation.timings if t.error is None]
+    blocks = [
+        (int(r.args[0]), r.args[1]) for r in caplog.records if r.msg.startswith("fastest: round")
+    ]  # (round, backend), in the order they ran
+    rounds: dict[int, list[str]] = {}
+    for r, name in blocks:
+        rounds.setdefault(r, []).append(name)
+    assert rounds[0] == timed  # each timed once as it is loaded, in the table's order
+    assert len(rounds) >= fastest.MIN_BLOCKS
+    for r in range(1, len(rounds)):
+        k = r % len(timed)
+        assert rounds[r] == timed[k:] + timed[:k]  # every candidate once per round, the order rotated
+    ort = [i for i, (_, name) in enumerate(blocks) if name == "onnxruntime"]
+    ov = [i for i, (_, name) in enumerate(blocks) if name == "openvino"]
+    assert ov[0] < ort[1] and ort[1] < ov[-1]  # interleaved, not one after the other
+    for t in explanation.timings:
+        if t.error is None:
+            assert t.blocks == len(rounds) and t.runs >= t.blocks and t.dropped is None
+
+
+def test_a_near_tie_goes_to_the_table_order(model):
+    """Medians within TIE of the fastest are a tie, decided by the hardware table's order, for `fastest` and
+    for `auto` alike, and the explanation says so; beyond TIE, the smallest median wins."""
+    from unirt.fastest import TIE, Timing, decide, record
+
+    assert (
+        decide(
+            [Timing("openvino", "cpu", 1.0, 10), Timing("onnxruntime", "cpu", 1.02, 10)], ["onnxruntime", "openvino"]
+        )
+        == "onnxruntime"
+    )
+    slower = 1.0 * (1 + TIE) * 1.01
+    assert (
+        decide(
+            [Timing("openvino", "cpu", 1.0, 10), Timing("onnxruntime", "cpu", slower, 10)], ["onnxruntime", "openvino"]
+        )
+        == "openvino"
+    )
+    assert decide([Timing("openvino", "cpu", error="failed")], ["openvino"]) is None
+
+    path = model("matmul_relu")
+    table = [c.backend for c in unirt.explain(path, threads=1).candidates if c.eligible]
+    if len(table) < 2:
+        pytest.skip("needs two backends that run the model")
+    first, second = table[0], table[1]
+    # as a measurement made elsewhere (`unirt bench`) would store it: the table's second 1% faster than its first
+    timings = [Timing(first, "cpu", 1.01, 50, precision="fp32"), Timing(second, "cpu", 1.0, 50, precision="fp32")]
+    timings += [Timing(b, "cpu", 5.0, 50, precision="fp32") for b in table[2:]]
+    assert record(unirt.open_model(path), timings, threads=1) is not None
+    auto = unirt.explain(path, threads=1)
+    assert auto.chosen.backend == first and auto.measurement is not None
+    assert f"near tie: {first} 1.010 ms is within 3% (the noise of the measurement) of {second} 1.000 ms" in str(auto)
+    sess = unirt.Session(path, backend="fastest", threads=1)
+    assert sess.selection.cached and sess.backend == first
+    assert f"-> near tie: {first} 1.010 ms" in str(sess.selection)
+
+
+def test_every_loser_is_closed_and_the_winner_returned_open(model, monkeypatch):
+    """Real engines: every runner `choose` loads is closed, but the winner's, which it returns."""
+    from unirt import fastest
+
+    path = model("matmul_relu")
+    loaded: list = []
+    closed: list = []
+    real_load = fastest.load_runner
+
+    def load_and_watch(backend, model_file, options):
+        runner = real_load(backend, model_file, options)
+        close = runner.close
+
+        def watched_close():
+            closed.append(runner)
+            close()
+
+        runner.close = watched_close
+        loaded.append(runner)
+        return runner
+
+    monkeypatch.setattr(fastest, "load_runner", load_and_watch)
+    explanation, winner = choose(unirt.open_model(path), "cpu", threads=1, budget_s=0.1)
+    timed = [t for t in explanation.timings if t.error is None]
+    assert winner is not None and len(loaded) >= len(timed) >= 1
+    assert winner in loaded and winner not in closed
+    assert sorted(map(id, closed)) == sorted(id(r) for r in loaded if r is not winner)  # each once
+    assert np.isfinite(winner.run(sample_inputs(winner.inputs), [o.name for o in winner.outputs])[0]).all()
+    winner.close()

@@ -2,10 +2,14 @@
 caller's shapes and precision, and keep the fastest.
 
 No fixed backend order is right for every model (OpenVINO wins on some CNNs, ONNX Runtime on some text models,
-and one engine may fail on a recurrent model), so the choice is measured. The winner is cached as JSON in
-`unirt.cache_dir("fastest")`, keyed by the model's content hash, the machine, the installed engine versions and
-the options, and reused on the next load without timing. The explanation lists every candidate with its timing
-or the reason it was skipped.
+and one engine may fail on a recurrent model), so the choice is measured. The candidates are timed interleaved
+(short blocks of runs, round after round, in an order that rotates), not one after another: on a shared machine
+the load that comes and goes then falls on every candidate alike, instead of deciding the winner by whose turn it
+was. A candidate clearly slower than the leader is dropped early, and candidates within the noise of each other
+(`TIE`) are decided by the hardware table's order, so a near tie does not flip between measurements. The winner
+is cached as JSON in `unirt.cache_dir("fastest")`, keyed by the model's content hash, the machine, the installed
+engine versions and the options, and reused on the next load without timing. The explanation lists every
+candidate with its timing or the reason it was skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import logging
 import os
 import statistics
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +46,8 @@ __all__ = [
     "Measurement",
     "DeferredChoice",
     "choose",
+    "decide",
+    "tie_note",
     "cached_choice",
     "record",
     "options_for",
@@ -49,22 +56,42 @@ __all__ = [
     "BUDGET_S",
     "MIN_RUNS",
     "MAX_RUNS",
+    "ROUNDS",
+    "TIE",
 ]
 log = logging.getLogger(__name__)
 
-#: Seconds of timed runs per candidate (after one warm-up run), and the bounds on their count.
+#: The measurement's budget: up to BUDGET_S seconds of timed runs per candidate (more where MIN_RUNS runs take
+#: longer), after warming up as long as a block, spread over at most ROUNDS blocks; MAX_RUNS caps a candidate's runs.
 BUDGET_S = 0.5
 MIN_RUNS = 5
 MAX_RUNS = 200
-_CACHE_VERSION = 2
+ROUNDS = 8
+#: Before each block, a pause until this process's threads are idle, at most SETTLE_S: an engine whose threads
+#: spin-wait after its runs (ONNX Runtime's pool, about 0.1 s; ncnn's OpenMP, 20 ms) would otherwise slow
+#: whichever candidate runs next, which no user of one Session sees.
+SETTLE_S = 0.15
+#: Medians within this fraction of the fastest one's are a tie, within the noise of a shared machine: the hardware
+#: table's order decides it, so that it does not flip from one measurement to the next.
+TIE = 0.03
+#: Early drops (the runner is closed and timed no more): a candidate whose fastest run is over DROP_ON_SIGHT x the
+#: leader's median, at any block; after MIN_BLOCKS blocks, one whose best block is over (1 + DROP_MARGIN) x it.
+DROP_ON_SIGHT = 2.0
+DROP_MARGIN = 0.10
+MIN_BLOCKS = 3
+#: 3: interleaved blocks, the tie rule (a stored winner may not be the smallest median); 2 timed sequentially.
+_CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
 class Timing:
     """One candidate's measurement: median latency of `runs` timed runs, or why it could not be timed.
 
-    `precision`: the precision the loaded runner reported in force; `converted`: how the model was converted for
-    this backend first (a backend that converts ONNX on load), else None."""
+    `median_ms`: the median of the medians of its `blocks` blocks of runs (each block is a slot of time that the
+    other candidates' blocks alternate with; `unirt bench` timings have no blocks: 0). `dropped`: why it was timed
+    no further, when it was dropped early as clearly slower. `precision`: the precision the loaded runner reported
+    in force; `converted`: how the model was converted for this backend first (a backend that converts ONNX on
+    load), else None."""
 
     backend: str
     device: str
@@ -73,6 +100,8 @@ class Timing:
     error: str | None = None
     precision: str | None = None
     converted: str | None = None
+    blocks: int = 0
+    dropped: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,8 +126,10 @@ class FastestExplanation(Explanation):
             mark = "chosen" if c.chosen else ("timed" if c.eligible else "skipped")
             t = by_name.get(c.backend)
             if t is not None and t.median_ms is not None:
-                detail = f"{t.median_ms:.3f} ms median of {t.runs} runs on {t.device}"
-                detail += f" in {t.precision}" if t.precision else ""
+                detail = f"{t.median_ms:.3f} ms median of {t.runs} runs"
+                detail += f" in {t.blocks} block{'s' if t.blocks > 1 else ''}" if t.blocks else ""
+                detail += f" on {t.device}" + (f" in {t.precision}" if t.precision else "")
+                detail += f" ({t.dropped})" if t.dropped else ""
             elif t is not None:
                 detail = f"failed: {t.error}"
             else:
@@ -108,7 +139,36 @@ class FastestExplanation(Explanation):
             lines.append(f"  {i}. {c.backend:<12} {mark:<8} {detail}")
         if self.chosen is None:
             lines.append("  -> no backend can run this model here")
+        elif note := tie_note(self.timings, self.chosen.backend):
+            lines.append(f"  -> {note}")
         return "\n".join(lines)
+
+
+def tie_note(timings: Sequence[Timing], winner: str) -> str | None:
+    """What to say when `winner` is not the smallest median among `timings`: the tie rule chose it (`TIE`)."""
+    timed = [t for t in timings if t.error is None and t.median_ms is not None]
+    won = next((t for t in timed if t.backend == winner), None)
+    if won is None:
+        return None
+    first = min(timed, key=lambda t: t.median_ms)  # type: ignore[arg-type, return-value]
+    if first.backend == winner or won.median_ms > first.median_ms * (1 + TIE):  # type: ignore[operator]
+        return None
+    return (
+        f"near tie: {winner} {won.median_ms:.3f} ms is within {TIE:.0%} (the noise of the measurement) of "
+        f"{first.backend} {first.median_ms:.3f} ms; {winner} is chosen as the hardware table ranks it first, so a "
+        "tie does not flip between measurements"
+    )
+
+
+def decide(timings: Sequence[Timing], order: Sequence[str]) -> str | None:
+    """The winner among the timings that ran: the smallest median, or, among those within `TIE` of it, the one
+    first in `order` (the hardware table's order of the candidates). None when none ran."""
+    timed = [t for t in timings if t.error is None and t.median_ms is not None]
+    if not timed:
+        return None
+    fastest = min(t.median_ms for t in timed)  # type: ignore[type-var]
+    near = [t.backend for t in timed if t.median_ms <= fastest * (1 + TIE)]  # type: ignore[operator]
+    return min(near, key=lambda b: order.index(b) if b in order else len(order))
 
 
 def options_for(backend_options: Mapping[str, Any], backend: str) -> dict[str, Any]:
@@ -175,16 +235,83 @@ def _cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _time(runner: BackendSession, feeds: dict[str, np.ndarray], budget_s: float) -> tuple[float, int]:
-    names = [o.name for o in runner.outputs]
-    runner.run(feeds, names)  # warm-up: first runs allocate and compile lazily
-    samples: list[float] = []
-    start = time.perf_counter()
-    while len(samples) < MAX_RUNS and (len(samples) < MIN_RUNS or time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
-        runner.run(feeds, names)
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples) * 1e3, len(samples)
+class _Contender:
+    """One loaded candidate while the candidates are timed: its runner, inputs, and its blocks' medians."""
+
+    def __init__(
+        self,
+        candidate: Candidate,
+        runner: BackendSession,
+        feeds: dict[str, np.ndarray],
+        conversion: Any,
+        precision: str,
+    ) -> None:
+        self.candidate, self.runner, self.feeds, self.conversion = candidate, runner, feeds, conversion
+        self.precision = getattr(runner, "precision", None) or precision
+        self.names = [o.name for o in runner.outputs]
+        self.blocks: list[float] = []  # seconds: the median run of each block
+        self.runs = 0
+        self.per_block = 1
+        self.fastest_run = float("inf")
+        self.dropped: str | None = None
+        self.settle = 0.0  # seconds the last pause before its block took
+        self.warmed: float | None = None  # seconds of warm-up runs after the first (which compiles lazily)
+
+    @property
+    def backend(self) -> str:
+        return self.candidate.backend
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.blocks)
+
+    def block(self, seconds: float | None) -> None:
+        """Time one block: as many runs as fill `seconds` (the first block, which sets the count, after as long
+        of warm-up runs after the first, untimed: an engine's first runs after loading are slower than the rest),
+        else that many."""
+        cap = max(1, MAX_RUNS // ROUNDS)
+        samples: list[float] = []
+        while seconds is not None and (self.warmed or 0.0) < seconds:
+            self.warm_up()
+        start = time.perf_counter()
+        while len(samples) < (cap if seconds is not None else self.per_block) and (
+            seconds is None or not samples or time.perf_counter() - start < seconds
+        ):
+            t0 = time.perf_counter()
+            self.runner.run(self.feeds, self.names)
+            samples.append(time.perf_counter() - t0)
+        if seconds is not None:
+            self.per_block = len(samples)
+        self.blocks.append(statistics.median(samples))
+        self.runs += len(samples)
+        self.fastest_run = min(self.fastest_run, min(samples))
+
+    def warm_up(self) -> None:
+        start = time.perf_counter()
+        self.runner.run(self.feeds, self.names)
+        self.warmed = 0.0 if self.warmed is None else self.warmed + time.perf_counter() - start
+
+    def timing(self) -> Timing:
+        return Timing(
+            self.backend,
+            self.candidate.device or "",
+            round(self.median * 1e3, 4),
+            self.runs,
+            precision=self.precision,
+            converted=_describe_conversion(self.conversion) if self.conversion is not None else None,
+            blocks=len(self.blocks),
+            dropped=self.dropped,
+        )
+
+
+def _failure(c: Candidate, exc: BaseException, conv: Any) -> Timing:
+    reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UnirtError) else str(exc)
+    return Timing(
+        c.backend,
+        c.device or "",
+        error=reason.splitlines()[0][:300],
+        converted=_describe_conversion(conv) if conv is not None else None,
+    )
 
 
 def _read_cache(path: Path) -> dict[str, Any] | None:
@@ -259,6 +386,18 @@ def choose(
     """Time every eligible backend on `model`; return the explanation and the winner's loaded runner (None when
     the winner came from the cache, or when nothing could run).
 
+    How: each candidate is loaded (converted and verified first where it converts, as a Session loads it), run
+    once to warm up, and timed for one block of runs (about budget_s / ROUNDS: that fixes its blocks' run count).
+    Then, round after round, every candidate left runs one block, in an order that rotates each round, so the load
+    of a shared machine falls on all alike; before each block, a pause until the last engine's threads stop
+    spin-waiting (`SETTLE_S`). A candidate's figure is the median of its blocks' medians: each block is one slot of
+    time, weighted alike whatever the run's length. A candidate far slower than the leader is closed at once
+    (`DROP_ON_SIGHT`, checked as each is loaded: this bounds how many engines are held at once), one clearly slower
+    after `MIN_BLOCKS` rounds (`DROP_MARGIN`) too. Timing stops when one is left, after ROUNDS rounds, or when the
+    budget is spent (budget_s per candidate, or MIN_RUNS runs where longer; pauses included). Medians within `TIE`
+    of the smallest are a tie that the hardware table's order decides (`decide`). The candidates not dropped are
+    all loaded at once while they are timed: the peak memory is theirs together.
+
     `input_shapes`: the shapes to time at (and convert at, for backends that convert). `inputs`: a run's real
     inputs (a Session choosing at its first run): timed on them, conversions made at their shapes and verified on
     them. Without either, a model with dynamic dims is timed at 1 per dim and the choice is not cached."""
@@ -275,79 +414,218 @@ def choose(
         timings = [Timing(**t) for t in cached.get("timings", [])]
         log.debug("fastest: %s from cache %s", cached["winner"], path)
         return _explanation(base, cached["winner"], timings, True, path, precision), None
-    timings: list[Timing] = []
-    best: tuple[float, str, BackendSession, Any] | None = None
     # Shapes the model leaves open and the caller does not give: timed at a guess (1 per dynamic dim), never
     # cached (a Session defers "fastest" to its first run's shapes instead: `Session(backend="fastest")`)
     guessed = _open_shapes(model, input_shapes)
     guessed_feeds = sample_inputs(guessed, input_shapes) if guessed else inputs
-    for c in eligible:
-        assert c.device is not None
-        options = LoadOptions(
-            device=Device.parse(c.device),
-            threads=threads,
-            precision=precision,
-            backend_options=options_for(backend_options, c.backend),
-            max_batch=max_batch,
-        )
-        runner = conv = None
-        try:  # as a Session loads it: ncnn, MNN run their conversion first (cached)
-            prepared = prepare(c.backend, model, options, input_shapes=input_shapes, inputs=guessed_feeds)
-            conv = prepared.conversion
-            runner = load_runner(c.backend, prepared.model, prepared.options)
-            feeds = (
-                InputChecker(runner.inputs).check(dict(inputs))
-                if inputs is not None
-                else sample_inputs(runner.inputs, input_shapes)
+    clock = _Clock(budget_s / ROUNDS)
+    failed: dict[str, Timing] = {}
+    live: list[_Contender] = []  # loaded and still timed, in the table's order
+    done: list[_Contender] = []  # dropped (closed) or failed after loading
+    winner: _Contender | None = None
+    try:
+        for c in eligible:  # load each, warm it up and time its first block; a clearly slower one is closed now
+            contender = _load(
+                c, model, threads, precision, backend_options, max_batch, input_shapes, inputs, guessed_feeds, failed
             )
-            median_ms, runs = _time(runner, feeds, budget_s)
-        except InputError:
-            if runner is not None:
-                runner.close()
-            raise  # the caller's input_shapes are wrong: say so rather than time nothing
-        except Exception as exc:  # any failure disqualifies this candidate, with its reason
-            if runner is not None:
-                runner.close()
-            reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, UnirtError) else str(exc)
-            timings.append(
-                Timing(
-                    c.backend,
-                    c.device,
-                    error=reason.splitlines()[0][:300],
-                    converted=_describe_conversion(conv) if conv is not None else None,
-                )
-            )
-            continue
-        timings.append(
-            Timing(
-                c.backend,
-                c.device,
-                round(median_ms, 4),
-                runs,
-                precision=getattr(runner, "precision", None) or precision,
-                converted=_describe_conversion(conv) if conv is not None else None,
-            )
-        )
-        if best is None or median_ms < best[0]:
-            if best is not None:
-                best[2].close()
-            best = (median_ms, c.backend, runner, conv)
-        else:
-            runner.close()
-    winner = best[1] if best is not None else None
+            if contender is None:
+                continue
+            if clock.block(contender, 0, first=True, failed=failed):
+                live.append(contender)
+                _drop(live, done, clock, on_sight_only=True, failed=failed)
+            else:
+                done.append(contender)
+        budget = sum(max(budget_s, MIN_RUNS * c.median) for c in live + done if c.blocks)
+        for r in range(1, ROUNDS):  # interleaved rounds over those left, in an order that rotates each round
+            if len(live) < 2 or clock.spent + sum(c.settle + c.per_block * c.median for c in live) > budget:
+                break
+            k = r % len(live)
+            for contender in live[k:] + live[:k]:
+                if not clock.block(contender, r, first=False, failed=failed):
+                    live.remove(contender)
+                    done.append(contender)
+            _drop(live, done, clock, on_sight_only=r + 1 < MIN_BLOCKS, failed=failed)
+        name = decide([c.timing() for c in live], [c.backend for c in eligible])
+        winner = next((c for c in live if c.backend == name), None)
+    finally:
+        for contender in live:
+            if contender is not winner:
+                contender.runner.close()
+    measured = {c.backend: c.timing() for c in live + done if c.blocks and c.backend not in failed}
+    timings = [
+        measured.get(c.backend) or failed[c.backend] for c in eligible if c.backend in measured or c.backend in failed
+    ]
+    log.debug("fastest: %s chosen after %.2f s of timed blocks", name, clock.spent)
     if winner is not None and not guessed:
         _write_cache(
             path,
             {
                 "v": _CACHE_VERSION,
-                "winner": winner,
+                "winner": winner.backend,
                 "created": time.time(),
                 "model": model.name,
                 "timings": [t.__dict__ for t in timings],
             },
         )
-    explanation = _explanation(base, winner, timings, False, path, precision, best[3] if best is not None else None)
-    return explanation, (best[2] if best is not None else None)
+    explanation = _explanation(
+        base,
+        winner.backend if winner is not None else None,
+        timings,
+        False,
+        path,
+        precision,
+        winner.conversion if winner is not None else None,
+    )
+    return explanation, (winner.runner if winner is not None else None)
+
+
+def _load(
+    c: Candidate,
+    model: ModelFile,
+    threads: int | None,
+    precision: str,
+    backend_options: Mapping[str, Any],
+    max_batch: int | None,
+    input_shapes: Mapping[str, Sequence[int]] | None,
+    inputs: Mapping[str, np.ndarray] | None,
+    guessed_feeds: Mapping[str, np.ndarray] | None,
+    failed: dict[str, Timing],
+) -> _Contender | None:
+    """Load (converting first, as a Session does) and warm up one candidate; None, with its failure in `failed`,
+    when it cannot. An InputError (the caller's shapes or inputs are wrong) is raised, not counted against it."""
+    assert c.device is not None
+    options = LoadOptions(
+        device=Device.parse(c.device),
+        threads=threads,
+        precision=precision,
+        backend_options=options_for(backend_options, c.backend),
+        max_batch=max_batch,
+    )
+    runner = conv = None
+    try:  # as a Session loads it: ncnn, MNN run their conversion first (cached)
+        prepared = prepare(c.backend, model, options, input_shapes=input_shapes, inputs=guessed_feeds)
+        conv = prepared.conversion
+        runner = load_runner(c.backend, prepared.model, prepared.options)
+        feeds = (
+            InputChecker(runner.inputs).check(dict(inputs))
+            if inputs is not None
+            else sample_inputs(runner.inputs, input_shapes)
+        )
+        contender = _Contender(c, runner, feeds, conv, precision)
+        contender.warm_up()  # (more in its first block): first runs allocate and compile lazily
+        return contender
+    except InputError:
+        if runner is not None:
+            runner.close()
+        raise  # the caller's input_shapes are wrong: say so rather than time nothing
+    except Exception as exc:  # any failure disqualifies this candidate, with its reason
+        if runner is not None:
+            runner.close()
+        failed[c.backend] = _failure(c, exc, conv)
+        return None
+
+
+class _Clock:
+    """Times blocks, each after the machine settles (`_settle`), and adds up the time they took (`spent`, pauses
+    included)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.spent = seconds, 0.0
+
+    def block(self, c: _Contender, round_: int, *, first: bool, failed: dict[str, Timing]) -> bool:
+        """One block of `c`'s runs; False, with its failure in `failed` and its runner closed, when a run fails."""
+        start = time.perf_counter()
+        _settle(SETTLE_S)
+        c.settle = time.perf_counter() - start
+        try:
+            c.block(self.seconds if first else None)
+        except Exception as exc:  # a run that fails disqualifies it as a failed load does
+            c.runner.close()
+            failed[c.backend] = _failure(c.candidate, exc, c.conversion)
+            return False
+        finally:
+            self.spent += time.perf_counter() - start
+        log.debug(
+            "fastest: round %d: %s, block of %d runs, median %.3f ms, after %.0f ms settling",
+            round_,
+            c.backend,
+            c.per_block,
+            c.blocks[-1] * 1e3,
+            c.settle * 1e3,
+        )
+        return True
+
+
+def _settle(at_most: float, step: float = 0.005) -> None:
+    """Sleep until no other thread of this process is running or runnable (the engine that ran last has stopped
+    spin-waiting for work), `step` at least and `at_most` at the most. Other processes' load does not count: it is
+    the same for every candidate. Without /proc (not Linux): until the process used under a tenth of a core over
+    two steps in a row."""
+    deadline = time.perf_counter() + at_most
+    idle = 0
+    while True:
+        cpu, wall = time.process_time(), time.perf_counter()
+        time.sleep(step)
+        busy = _busy_threads()
+        if busy is None:  # descheduled spinning threads use no CPU for a while: ask for two idle steps
+            idle = idle + 1 if time.process_time() - cpu < 0.1 * (time.perf_counter() - wall) else 0
+        if busy == 0 or idle >= 2 or time.perf_counter() >= deadline:
+            return
+
+
+def _busy_threads() -> int | None:
+    """How many of this process's threads but the calling one are running or runnable (Linux), else None."""
+    me = str(threading.get_native_id())
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    busy = 0
+    for task in tasks:
+        if task == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        busy += stat[stat.rindex(")") + 2 : stat.rindex(")") + 3] == "R"
+    return busy
+
+
+def _drop(
+    live: list[_Contender], done: list[_Contender], clock: _Clock, *, on_sight_only: bool, failed: dict[str, Timing]
+) -> None:
+    """Close and stop timing the candidates clearly slower than the leader (the smallest median so far): one whose
+    fastest run in two blocks or more is over DROP_ON_SIGHT x the leader's median (one with a single block is given
+    a second first: a burst of load may have slowed the whole first); unless `on_sight_only`, one whose best block
+    is over (1 + DROP_MARGIN) x it. A candidate's best against the leader's median: the load a shared machine
+    adds only ever slows runs, so its best is the closest to its unloaded speed."""
+    if len(live) < 2:
+        return
+    leader = min(live, key=lambda c: c.median)
+    for c in list(live):
+        if c is leader:
+            continue
+        if c.fastest_run > DROP_ON_SIGHT * leader.median and len(c.blocks) < 2:
+            if not clock.block(c, 0, first=False, failed=failed):  # the second opinion
+                live.remove(c)
+                done.append(c)
+                continue
+        if c.fastest_run > DROP_ON_SIGHT * leader.median:
+            why = f"its fastest run {c.fastest_run * 1e3:.3f} ms, over {DROP_ON_SIGHT:g}x"
+        elif not on_sight_only and min(c.blocks) > (1 + DROP_MARGIN) * leader.median:
+            why = f"its best block {min(c.blocks) * 1e3:.3f} ms, over {1 + DROP_MARGIN:g}x"
+        else:
+            continue
+        c.dropped = (
+            f"dropped after {len(c.blocks)} block{'s' if len(c.blocks) > 1 else ''}: {why} "
+            f"{leader.backend}'s median {leader.median * 1e3:.3f} ms"
+        )
+        log.debug("fastest: %s %s", c.backend, c.dropped)
+        c.runner.close()
+        live.remove(c)
+        done.append(c)
 
 
 class DeferredChoice(BackendSession):
@@ -413,12 +691,14 @@ class Measurement:
     """Timings of the backends on one model, machine and set of options, read from the store that
     `backend="fastest"`, `unirt explain --fastest` and `unirt bench` fill (`cache_dir("fastest")`).
 
-    `source`: what measured it ("backend='fastest'" or "unirt bench"); `created`: when (seconds since the epoch)."""
+    `source`: what measured it ("backend='fastest'" or "unirt bench"); `created`: when (seconds since the epoch);
+    `winner`: the backend it chose (a near tie is decided by the table's order, not by the smallest median)."""
 
     timings: tuple[Timing, ...]
     created: float | None
     source: str
     file: str
+    winner: str | None = None
 
     def honest(self, precision: str = "fp32") -> list[Timing]:
         """The timings that count, fastest first: the backend ran (a failed load, a refused backend or a conversion
@@ -429,6 +709,15 @@ class Measurement:
             if t.error is None and t.median_ms is not None and (t.precision is None or t.precision == precision)
         ]
         return sorted(ok, key=lambda t: t.median_ms)  # type: ignore[arg-type, return-value]
+
+    def ranked(self, precision: str = "fp32") -> list[Timing]:
+        """`honest`, with the measurement's winner first where it is one of them (it won a near tie)."""
+        ok = self.honest(precision)
+        return [t for t in ok if t.backend == self.winner] + [t for t in ok if t.backend != self.winner]
+
+    def tie_note(self, winner: str, precision: str = "fp32") -> str | None:
+        """Why `winner` comes first although another honest timing is a little smaller (`tie_note`), or None."""
+        return tie_note(self.honest(precision), winner)
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.created)) if self.created else "unknown time"
@@ -488,6 +777,7 @@ def cached_choice(
         created=data.get("created"),
         source=str(data.get("source") or "backend='fastest'"),
         file=str(path),
+        winner=data.get("winner"),
     )
 
 
@@ -505,22 +795,23 @@ def record(
 ) -> Path | None:
     """Store timings measured elsewhere (`unirt bench`) under the key `choose` and `backend="auto"` read, so the
     next `backend="fastest"` or `"auto"` load follows them. The winner is the fastest honest timing (see
-    `Measurement.honest`) among the backends eligible here; nothing is written when none ran or when the timings
-    do not cover every backend eligible here (a bench of some backends is not a measurement of the choice)."""
+    `Measurement.honest`) among the backends eligible here, a near tie decided by the table's order as `choose`
+    decides it (`decide`); nothing is written when none ran or when the timings do not cover every backend
+    eligible here (a bench of some backends is not a measurement of the choice)."""
     eligible = [c for c in rank(model, device).candidates if c.eligible]
     names = {c.backend for c in eligible}
     if not names <= {t.backend for t in timings}:  # a partial run would stop "fastest" from timing the rest
         return None
     ok = Measurement(tuple(timings), None, source, "").honest(precision)
-    ok = [t for t in ok if t.backend in names]
-    if not ok:
+    winner = decide([t for t in ok if t.backend in names], [c.backend for c in eligible])
+    if winner is None:
         return None
     path = _store_path(model, device, threads, precision, backend_options, input_shapes, max_batch, eligible)
     _write_cache(
         path,
         {
             "v": _CACHE_VERSION,
-            "winner": ok[0].backend,
+            "winner": winner,
             "created": time.time(),
             "model": model.name,
             "source": source,

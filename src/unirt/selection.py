@@ -250,7 +250,8 @@ def rank(
     """Every backend in preference order, judged for `model` on `device`; the first eligible one is chosen.
 
     `measurement` (a `unirt.fastest.Measurement`): its honest timings in `precision` order the eligible backends
-    it timed, fastest first, ahead of the table's order (unless UNIRT_BACKEND_ORDER is set)."""
+    it timed, fastest first (its winner first: a near tie is decided by the table's order, `unirt.fastest.TIE`),
+    ahead of the table's order (unless UNIRT_BACKEND_ORDER is set)."""
     device = Device.parse(device)
     hw = hw or hardware()
     order, source = _order(hw, device)
@@ -260,13 +261,15 @@ def rank(
     judged = [c for c in judged if c.backend in installed or c.backend in _missing(model, installed)]
     used = None
     if measurement is not None and not os.environ.get(ENV_ORDER, "").strip():
-        times = {t.backend: t for t in measurement.honest(precision)}
-        measured = sorted(
-            (c for c in judged if c.eligible and c.backend in times), key=lambda c: times[c.backend].median_ms
-        )
+        ranked = measurement.ranked(precision)  # fastest first, the winner of a near tie before the others
+        times = {t.backend: t for t in ranked}
+        position = {t.backend: i for i, t in enumerate(ranked)}
+        measured = sorted((c for c in judged if c.eligible and c.backend in times), key=lambda c: position[c.backend])
         if measured:
             used = measurement
             notes = {c.backend: _timed_note(times[c.backend]) for c in measured}
+            if tie := measurement.tie_note(measured[0].backend, precision):
+                notes[measured[0].backend] += f"; {tie}"
             measured = [replace(c, reason=c.reason + f"; {notes[c.backend]}") for c in measured]
             judged = measured + [c for c in judged if c.backend not in notes]
             source = f"measured ({measurement.source}), then default for {source.removeprefix('default for ')}"
