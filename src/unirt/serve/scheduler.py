@@ -16,17 +16,19 @@ handing it to a worker thread and back: two thread switches and a loop wake-up l
 of the serving cost of a sub-millisecond model. `run_inline` lends the idle worker's runner for that run; the
 worker takes no request until it is back. Only in-process instances run inline (`inline=True`).
 
-With dynamic batching, a cheap in-process model batches on the event loop: `submit_async` collects the requests
-that arrive within one loop turn while an instance is idle and nothing is queued, and one callback at the end of
-the turn (`_flush`) runs them as batches on a lent runner and answers them there: no thread hop, no queue delay.
-What does not fit the turn's time budget (`INLINE_BATCH_NS`), or finds every instance busy, goes to the queue.
+With (adaptive) dynamic batching, a cheap in-process model batches on the event loop: `submit_async` collects
+the requests that arrive within one loop turn, and one callback at the end of the turn (`_flush`) runs them as
+batches on an idle instance's lent runner and answers them there: no thread hop, no queue delay. What does not
+fit the turn's time budget (`INLINE_BATCH_NS`), or finds every instance busy or requests queued before it, goes
+to the queue, where a worker takes it without waiting max_queue_delay (its loop turn was its batching window).
 
-Adaptive batch size: a batch is worth its rows only while the model's run time per row falls as the batch grows.
-On a CPU it often does not (a CNN's activations outgrow the cache: per-row time rises with the batch), and then
-waiting for and merging requests costs throughput. `BatchCosts` keeps the per-row time by batch size class
-(1, 2-3, 4-7, ...) and caps batches at the class past which it stops falling, trying the next class up now and
-then; a model whose batches never pay runs one request at a time, without waiting max_queue_delay, inline when
-cheap. Models with preferred batch sizes or a fixed batch dim are not capped: their configs say what pays.
+Adaptive batch size: a batch is worth its rows only while the instance's time per row (the run, and the worker's
+wait for the batch to fill) falls as the batch grows. On a CPU it often does not (a CNN's activations outgrow the
+cache: per-row time rises with the batch), and then waiting for and merging requests costs throughput. `BatchCosts`
+keeps the per-row time by batch size class (1, 2-3, 4-7, ...) and caps batches at the class past which it stops
+falling, trying the next class up now and then; a model whose batches never pay runs one request at a time, without
+waiting max_queue_delay, inline when cheap. Models with preferred batch sizes or a fixed batch dim are not capped:
+their configs say what pays.
 """
 
 from __future__ import annotations
@@ -108,15 +110,18 @@ def _answer_loops(items: list[_Pending]) -> None:
             pass
 
 
+_EXPLORE = (1, -1, 2, -1)  # the classes BatchCosts tries in turn, relative to the cheapest
+
+
 class BatchCosts:
-    """The model's run time per row by batch size class (class k: 2**k to 2**(k+1) - 1 rows) and the batch size
-    cap it implies: the top of the cheapest class per row, where a larger class must be cheaper by `gain` to
-    count. A class's time is the lower quartile of its last `window` runs: a run the OS or other threads
-    interrupted takes longer, never shorter, and batches form most when the server is slowed down. The class
-    above the cheapest is tried while unmeasured, and every `explore_every` runs the one or (every other time)
-    two classes above it are tried (until a batch above the cheapest has run, or for `explore_every // 4` runs),
-    so a cap follows the model as loads change. The first run of each batch size is not counted: engines plan
-    memory for a new shape on its first run."""
+    """The model's run time per row by batch size class (class k: 2**k to 2**(k+1) - 1 rows) and the batch size cap it
+    implies: the top of the cheapest class per row, where a larger class must be cheaper by `gain` to count. A
+    class's time is the lower quartile of its last `window` runs: a run the OS or other threads interrupted takes
+    longer, never shorter, and batches form most when the server is slowed down. The class above the cheapest is
+    tried while unmeasured, and every `explore_every` runs one class above, one below, two above, one below, ... are
+    tried in turn (until a batch of such a size has run, or for `explore_every // 4` runs), so a cap follows the
+    model as loads change and recovers from a class measured at a bad moment. The first run of each batch size is
+    not counted: engines plan memory for a new shape on its first run."""
 
     def __init__(self, max_rows: int, *, gain: float = 0.05, explore_every: int = 64, window: int = 16) -> None:
         self.max_rows = max_rows
@@ -127,8 +132,9 @@ class BatchCosts:
         self._samples: list[deque[float]] = [deque(maxlen=window) for _ in range(classes)]
         self._seen: set[int] = set()
         self._runs = 0
-        self._exploring = 0  # runs left to try the class `_explore` above the best one
-        self._explore = 1
+        self._exploring = 0  # runs left to try the class `_explore` classes off the best one
+        self._explore = 0
+        self._tries = 0
         self.cap = max_rows  # nothing measured: any size
 
     def record(self, rows: int, ns: float) -> None:
@@ -146,12 +152,14 @@ class BatchCosts:
             return
         top = len(self.per_row) - 1
         if self._exploring:
-            self._exploring = 0 if k > best else self._exploring - 1
+            tried = k > best if self._explore > 0 else k < best
+            self._exploring = 0 if tried else self._exploring - 1
         elif self._runs % self.explore_every == 0:
             self._exploring = max(1, self.explore_every // 4)
-            self._explore = 3 - self._explore
+            self._explore = _EXPLORE[self._tries % len(_EXPLORE)]
+            self._tries += 1
         if self._exploring:
-            best = min(top, best + self._explore)
+            best = min(top, max(0, best + self._explore))
         elif best < top and self.per_row[best + 1] is None:
             best += 1
         self.cap = min(self.max_rows, (1 << (best + 1)) - 1)
@@ -216,6 +224,8 @@ class Scheduler:
         self._on_error = on_error
         self._runners = list(runners)
         self._inline = inline
+        # batching on the loop: for adaptive batching only (preferred sizes and a fixed batch dim want the delay)
+        self._gather = inline and self.costs is not None
         self._run_ns: float | None = None  # moving average of the run times (whole batches)
         self._row_ns: float | None = None  # moving average of the run times per row
         self._runs = 0
@@ -223,6 +233,7 @@ class Scheduler:
         self._lent: set[int] = set()  # workers whose runner runs an inline request
         self._gathering: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}  # collected this loop turn
         self._gathered = 0
+        self._waited: dict[int, int] = {}  # worker -> how long it waited for its batch to fill (ns)
         self._threads = [
             threading.Thread(target=self._worker, args=(i, run), name=f"unirt-serve-{name}-{i}", daemon=True)
             for i, run in enumerate(runners)
@@ -269,7 +280,8 @@ class Scheduler:
             if self._queue or self._stopping:
                 self._cond.notify_all()
 
-    def _ran(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+    def _ran(self, rows: int, input_ns: int, infer_ns: int, output_ns: int, waited_ns: int = 0) -> None:
+        """Count a run; `waited_ns`: how long its worker waited for the batch to fill (the instance's time, too)."""
         self._stats.execution(rows, input_ns, infer_ns, output_ns)
         took = input_ns + infer_ns + output_ns
         self._runs += 1  # the mean of the first runs, then a moving average
@@ -279,7 +291,7 @@ class Scheduler:
         per_row = took / max(run_rows, 1)
         self._row_ns = per_row if self._row_ns is None else self._row_ns + weight * (per_row - self._row_ns)
         if self.costs is not None:
-            self.costs.record(rows, took)
+            self.costs.record(rows, took + waited_ns)
 
     def submit(self, feeds: dict[str, np.ndarray], size: int) -> Future:
         """Queue one request of `size` batch rows; the future resolves to a `Completed`."""
@@ -307,11 +319,7 @@ class Scheduler:
                 )
             self._stats.queued(+1)
             if (
-                loop is not None
-                and self._inline
-                and self._max_rows
-                and self._row_ns is not None
-                and self._row_ns < INLINE_NS
+                loop is not None and self._gather and self._row_ns is not None and self._row_ns < INLINE_NS
             ):  # a cheap model: batch this loop turn's requests at its end
                 group = self._gathering.get(loop)
                 if group is None:
@@ -432,7 +440,7 @@ class Scheduler:
             batch = self._take(index)
             if batch is None:
                 return
-            failed = self._execute(run, batch, _answer_loops)
+            failed = self._execute(run, batch, _answer_loops, self._waited.pop(index, 0))
             if failed is not None and self._on_error is not None:
                 try:
                     self._on_error(index, failed)
@@ -455,9 +463,9 @@ class Scheduler:
                 self._queued_rows -= item.size
                 self._stats.queued(-1)
                 return [item]
-            return self._take_batch()
+            return self._take_batch(index)
 
-    def _take_batch(self) -> list[_Pending]:
+    def _take_batch(self, index: int) -> list[_Pending]:
         """Called with the lock held and the queue non-empty."""
         policy = self._policy
         assert policy is not None
@@ -476,6 +484,7 @@ class Scheduler:
                 self._cond.wait((deadline - now) / 1e9)
             finally:
                 self._collecting -= 1
+                self._waited[index] = self._waited.get(index, 0) + time.perf_counter_ns() - now
             if not self._queue:  # another worker took them
                 return []
         if preferred:  # the largest preferred size the queue's prefix can make, if any
@@ -502,7 +511,7 @@ class Scheduler:
         return count, rows
 
     def _execute(
-        self, run: RunFn, batch: list[_Pending], answer: Callable[[list[_Pending]], None]
+        self, run: RunFn, batch: list[_Pending], answer: Callable[[list[_Pending]], None], waited_ns: int = 0
     ) -> BaseException | None:
         """Run one batch and answer its requests through `answer` (`_answer_loops` from a worker thread,
         `_resolve` on the loop itself); the exception when the run failed."""
@@ -523,7 +532,7 @@ class Scheduler:
             answer(taken)
             return exc
         total = sum(sizes)
-        self._ran(total, result.input_ns, result.infer_ns, result.output_ns)
+        self._ran(total, result.input_ns, result.infer_ns, result.output_ns, waited_ns)
         for item, outputs in zip(batch, result.outputs):
             item.future.set_result(
                 Completed(outputs, started - item.enqueued, result.input_ns, result.infer_ns, result.output_ns, total)
