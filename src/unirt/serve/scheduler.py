@@ -110,26 +110,36 @@ def _answer_loops(items: list[_Pending]) -> None:
             pass
 
 
-_EXPLORE = (1, -1, 2, -1)  # the classes BatchCosts tries in turn, relative to the cheapest
+#: BatchCosts compares CPU time where runs spend at least this share of their time on the CPU of their thread
+_CPU_BOUND = 0.3
+_EXPLORE = (1, 0, 2, 0)  # what BatchCosts tries in turn: 1 or 2 classes above the cheapest, 0: one row at a time
 
 
 class BatchCosts:
-    """The model's run time per row by batch size class (class k: 2**k to 2**(k+1) - 1 rows) and the batch size cap it
-    implies: the top of the cheapest class per row, where a larger class must be cheaper by `gain` to count. A
-    class's time is the lower quartile of its last `window` runs: a run the OS or other threads interrupted takes
-    longer, never shorter, and batches form most when the server is slowed down. The class above the cheapest is
-    tried while unmeasured, and every `explore_every` runs one class above, one below, two above, one below, ... are
-    tried in turn (until a batch of such a size has run, or for `explore_every // 4` runs), so a cap follows the
-    model as loads change and recovers from a class measured at a bad moment. The first run of each batch size is
-    not counted: engines plan memory for a new shape on its first run."""
+    """The model's time per row by batch size class (class k: 2**k to 2**(k+1) - 1 rows) and the batch size cap it
+    implies: the top of the cheapest class per row, where a larger class must be cheaper by `gain` to count. The
+    time is the CPU time of the running thread where the engine computes there (an in-process CPU engine at one
+    thread: at least `_CPU_BOUND` of the wall time), else the wall time (a GPU, a child process, a thread pool).
+    CPU time is what a CPU-bound run costs the machine, and it does not count waits for the GIL or for a CPU the
+    OS gave to another process, which inflate the wall time of small batches most on a busy machine; for the
+    worker, the wall time includes its wait for the batch to fill. A class's time is the lower quartile of its
+    last `window` runs (interruptions make runs longer, never shorter). One row at a time is tried first, then
+    the class above the cheapest while unmeasured, and every `explore_every` runs one class above, one row at a
+    time, two classes above, one row at a time, ... are tried in turn (until a batch of such a size has run, or
+    for `explore_every // 4` runs), so a cap follows the model as loads change and recovers from a class measured
+    at a bad moment. The first run of each batch size is not counted: engines plan memory for a new shape on its
+    first run."""
 
-    def __init__(self, max_rows: int, *, gain: float = 0.05, explore_every: int = 64, window: int = 16) -> None:
+    def __init__(self, max_rows: int, *, gain: float = 0.1, explore_every: int = 64, window: int = 16) -> None:
         self.max_rows = max_rows
         self.gain = gain
         self.explore_every = explore_every
         classes = max(1, max_rows.bit_length())
-        self.per_row: list[float | None] = [None] * classes
-        self._samples: list[deque[float]] = [deque(maxlen=window) for _ in range(classes)]
+        self.per_row: list[float | None] = [None] * classes  # by the metric in use (CPU or wall time)
+        self._wall: list[deque[float]] = [deque(maxlen=window) for _ in range(classes)]
+        self._cpu: list[deque[float]] = [deque(maxlen=window) for _ in range(classes)]
+        self._wall_sum = self._cpu_sum = 0.0
+        self.by_cpu = False
         self._seen: set[int] = set()
         self._runs = 0
         self._exploring = 0  # runs left to try the class `_explore` classes off the best one
@@ -137,32 +147,47 @@ class BatchCosts:
         self._tries = 0
         self.cap = max_rows  # nothing measured: any size
 
-    def record(self, rows: int, ns: float) -> None:
-        """One run of `rows` rows took `ns`: update its class and the cap."""
+    def record(self, rows: int, ns: float, cpu_ns: float | None = None) -> None:
+        """One run of `rows` rows took `ns` (`cpu_ns` of CPU time on the running thread): update its class and the
+        cap."""
         self._runs += 1
         k = self._class(rows)
         if rows not in self._seen:  # its first run: a new shape's set-up, not its cost
             self._seen.add(rows)
         else:
-            samples = self._samples[k]
-            samples.append(ns / rows)
-            self.per_row[k] = sorted(samples)[len(samples) // 4]
+            cpu_ns = ns if cpu_ns is None else cpu_ns
+            self._wall[k].append(ns / rows)
+            self._cpu[k].append(cpu_ns / rows)
+            self._wall_sum += ns
+            self._cpu_sum += cpu_ns
+            by_cpu = self._cpu_sum >= _CPU_BOUND * self._wall_sum
+            if by_cpu != self.by_cpu:
+                self.by_cpu = by_cpu
+                self.per_row = [self._quartile(j) for j in range(len(self.per_row))]
+            else:
+                self.per_row[k] = self._quartile(k)
         best = self._best()
         if best < 0:
             return
         top = len(self.per_row) - 1
         if self._exploring:
-            tried = k > best if self._explore > 0 else k < best
+            tried = k > best if self._explore else k < best
             self._exploring = 0 if tried else self._exploring - 1
         elif self._runs % self.explore_every == 0:
-            self._exploring = max(1, self.explore_every // 4)
             self._explore = _EXPLORE[self._tries % len(_EXPLORE)]
             self._tries += 1
-        if self._exploring:
-            best = min(top, max(0, best + self._explore))
+            self._exploring = max(1, self.explore_every // 4) if self._explore or best else 0
+        if self.per_row[0] is None:  # one row at a time first: the baseline batches must beat
+            best = 0
+        elif self._exploring:
+            best = min(top, best + self._explore) if self._explore else 0
         elif best < top and self.per_row[best + 1] is None:
             best += 1
         self.cap = min(self.max_rows, (1 << (best + 1)) - 1)
+
+    def _quartile(self, k: int) -> float | None:
+        samples = sorted(self._cpu[k] if self.by_cpu else self._wall[k])
+        return samples[len(samples) // 4] if samples else None
 
     def _class(self, rows: int) -> int:
         return min(max(rows, 1).bit_length() - 1, len(self.per_row) - 1)
@@ -264,10 +289,11 @@ class Scheduler:
             index = self._free.pop()
             self._lent.add(index)
         try:
+            cpu = time.thread_time_ns()
             result = run_batch(
                 self._runners[index], [feeds], [size], self._output_names, static_batch=self._static_batch
             )
-            self._ran(size, result.input_ns, result.infer_ns, result.output_ns)
+            self._ran(size, result.input_ns, result.infer_ns, result.output_ns, time.thread_time_ns() - cpu)
             return Completed(result.outputs[0], 0, result.input_ns, result.infer_ns, result.output_ns, size)
         finally:
             self._give_back(index)
@@ -280,8 +306,9 @@ class Scheduler:
             if self._queue or self._stopping:
                 self._cond.notify_all()
 
-    def _ran(self, rows: int, input_ns: int, infer_ns: int, output_ns: int, waited_ns: int = 0) -> None:
-        """Count a run; `waited_ns`: how long its worker waited for the batch to fill (the instance's time, too)."""
+    def _ran(self, rows: int, input_ns: int, infer_ns: int, output_ns: int, cpu_ns: int, waited_ns: int = 0) -> None:
+        """Count a run: its times, `cpu_ns` of CPU time on its thread, and `waited_ns`, how long its worker waited
+        for the batch to fill (the instance's time, too)."""
         self._stats.execution(rows, input_ns, infer_ns, output_ns)
         took = input_ns + infer_ns + output_ns
         self._runs += 1  # the mean of the first runs, then a moving average
@@ -291,7 +318,7 @@ class Scheduler:
         per_row = took / max(run_rows, 1)
         self._row_ns = per_row if self._row_ns is None else self._row_ns + weight * (per_row - self._row_ns)
         if self.costs is not None:
-            self.costs.record(rows, took + waited_ns)
+            self.costs.record(rows, took + waited_ns, cpu_ns)
 
     def submit(self, feeds: dict[str, np.ndarray], size: int) -> Future:
         """Queue one request of `size` batch rows; the future resolves to a `Completed`."""
@@ -522,6 +549,7 @@ class Scheduler:
             return None
         started = time.perf_counter_ns()
         sizes = [item.size for item in batch]
+        cpu = time.thread_time_ns()
         try:
             result = run_batch(
                 run, [item.feeds for item in batch], sizes, self._output_names, static_batch=self._static_batch
@@ -532,7 +560,7 @@ class Scheduler:
             answer(taken)
             return exc
         total = sum(sizes)
-        self._ran(total, result.input_ns, result.infer_ns, result.output_ns, waited_ns)
+        self._ran(total, result.input_ns, result.infer_ns, result.output_ns, time.thread_time_ns() - cpu, waited_ns)
         for item, outputs in zip(batch, result.outputs):
             item.future.set_result(
                 Completed(outputs, started - item.enqueued, result.input_ns, result.infer_ns, result.output_ns, total)
