@@ -374,6 +374,14 @@ def test_batch_costs_cap_where_the_per_row_time_stops_falling():
         falling.record(rows, per_row * rows)
     assert falling.cap == 7  # 8 rows are no cheaper per row than 4: capped at the 4-7 class
 
+    # CPU time decides where the engine computes on the running thread; wall time where it does not (a GPU)
+    on_thread, elsewhere = BatchCosts(32, explore_every=1000), BatchCosts(32, explore_every=1000)
+    for rows, wall, cpu in [(1, 9.0, 5.0), (1, 9.0, 5.0), (2, 5.0, 6.0), (2, 5.0, 6.0)]:  # per row
+        on_thread.record(rows, wall * rows, cpu * rows)
+        elsewhere.record(rows, wall * rows, cpu * rows / 100)
+    assert on_thread.by_cpu and on_thread.cap == 1  # the pair's wall time looked cheaper: waits, not work
+    assert not elsewhere.by_cpu and elsewhere.cap == 7  # pairs take less time per row: grow
+
     explored = BatchCosts(32, explore_every=10)
     caps = []
     for _ in range(30):

@@ -22,13 +22,13 @@ batches on an idle instance's lent runner and answers them there: no thread hop,
 fit the turn's time budget (`INLINE_BATCH_NS`), or finds every instance busy or requests queued before it, goes
 to the queue, where a worker takes it without waiting max_queue_delay (its loop turn was its batching window).
 
-Adaptive batch size: a batch is worth its rows only while the instance's time per row (the run, and the worker's
-wait for the batch to fill) falls as the batch grows. On a CPU it often does not (a CNN's activations outgrow the
-cache: per-row time rises with the batch), and then waiting for and merging requests costs throughput. `BatchCosts`
-keeps the per-row time by batch size class (1, 2-3, 4-7, ...) and caps batches at the class past which it stops
-falling, trying the next class up now and then; a model whose batches never pay runs one request at a time, without
-waiting max_queue_delay, inline when cheap. Models with preferred batch sizes or a fixed batch dim are not capped:
-their configs say what pays.
+Adaptive batch size: a batch is worth its rows only while the time per row falls as the batch grows. On a CPU it
+often does not (a CNN's activations outgrow the cache: per-row time rises with the batch), and then waiting for and
+merging requests costs throughput. `BatchCosts` keeps the time per row by batch size class (1, 2-3, 4-7, ...; CPU
+time where the engine computes on the running thread, else wall time with the wait for the batch to fill) and caps
+batches at the class past which it stops falling, trying a larger class, or one row at a time again, now and then; a
+model whose batches do not pay runs one request at a time, without waiting max_queue_delay, inline when cheap.
+Models with preferred batch sizes or a fixed batch dim are not capped: their configs say what pays.
 """
 
 from __future__ import annotations
