@@ -496,3 +496,24 @@ def test_small_and_large_merges_agree(mlp, monkeypatch):
     large = run_batch(_run(mlp), parts, [1, 2, 1], ["probs"])
     for a, b in zip(small.outputs, large.outputs):
         np.testing.assert_array_equal(a["probs"], b["probs"])
+
+
+def test_cheap_model_with_batching_runs_inline_where_batches_do_not_form(mlp):
+    """One request at a time (low load): batches never form, so a model with dynamic batching runs its requests
+    inline like one without, after a short try of pairs, and the pairs' try ends without waiting for them."""
+    sched = Scheduler(
+        "t", [_run(mlp)], ["probs"], ModelStats(), max_batch_size=8, batching=BatchingPolicy((), 0.001), inline=True
+    )
+    x = np.random.default_rng(6).standard_normal((1, 8)).astype(np.float32)
+    inline = 0
+    try:
+        for _ in range(200):
+            done = sched.run_inline({"x": x}, 1)
+            if done is None:
+                done = sched.submit({"x": x}, 1).result(10)
+            else:
+                inline += 1
+            np.testing.assert_allclose(done.outputs["probs"], mlp.run({"x": x})["probs"], rtol=1e-6)
+    finally:
+        sched.stop(10)
+    assert inline > 150 and sched.batch_cap == 1

@@ -123,21 +123,25 @@ class BatchCosts:
     CPU time is what a CPU-bound run costs the machine, and it does not count waits for the GIL or for a CPU the
     OS gave to another process, which inflate the wall time of small batches most on a busy machine; for the
     worker, the wall time includes its wait for the batch to fill. A class's time is the lower quartile of its
-    last `window` runs (interruptions make runs longer, never shorter). One row at a time is tried first, then
-    the class above the cheapest while unmeasured, and every `explore_every` runs one class above, one row at a
-    time, two classes above, one row at a time, ... are tried in turn (until a batch of such a size has run, or
-    for `explore_every // 4` runs), so a cap follows the model as loads change and recovers from a class measured
-    at a bad moment. The first run of each batch size is not counted: engines plan memory for a new shape on its
-    first run."""
+    last `samples` runs (interruptions make runs longer, never shorter). One row at a time is measured first; a
+    class above the cheapest that was never measured is tried once as soon as it is next; every `explore_every`
+    runs one class above, one row at a time, two classes above, one row at a time, ... are tried in turn. A try
+    lasts until a batch of such a size has run, or `window` runs (a batch forms only when requests come together:
+    at low load it does not, and the model runs one row at a time). So the cap follows the model as loads change
+    and recovers from a class measured at a bad moment, and a try costs little where batches do not form. The
+    first run of each batch size is not counted: engines plan memory for a new shape on its first run."""
 
-    def __init__(self, max_rows: int, *, gain: float = 0.1, explore_every: int = 64, window: int = 16) -> None:
+    def __init__(
+        self, max_rows: int, *, gain: float = 0.1, explore_every: int = 64, samples: int = 16, window: int = 4
+    ) -> None:
         self.max_rows = max_rows
         self.gain = gain
         self.explore_every = explore_every
+        self.window = window
         classes = max(1, max_rows.bit_length())
         self.per_row: list[float | None] = [None] * classes  # by the metric in use (CPU or wall time)
-        self._wall: list[deque[float]] = [deque(maxlen=window) for _ in range(classes)]
-        self._cpu: list[deque[float]] = [deque(maxlen=window) for _ in range(classes)]
+        self._wall: list[deque[float]] = [deque(maxlen=samples) for _ in range(classes)]
+        self._cpu: list[deque[float]] = [deque(maxlen=samples) for _ in range(classes)]
         self._wall_sum = self._cpu_sum = 0.0
         self.by_cpu = False
         self._seen: set[int] = set()
@@ -145,6 +149,8 @@ class BatchCosts:
         self._exploring = 0  # runs left to try the class `_explore` classes off the best one
         self._explore = 0
         self._tries = 0
+        self._probed: set[int] = set()  # unmeasured classes tried once already
+        self._from = 0  # the cheapest class when the try began
         self.cap = max_rows  # nothing measured: any size
 
     def record(self, rows: int, ns: float, cpu_ns: float | None = None) -> None:
@@ -152,7 +158,8 @@ class BatchCosts:
         cap."""
         self._runs += 1
         k = self._class(rows)
-        if rows not in self._seen:  # its first run: a new shape's set-up, not its cost
+        counted = rows in self._seen
+        if not counted:  # its first run: a new shape's set-up, not its cost
             self._seen.add(rows)
         else:
             cpu_ns = ns if cpu_ns is None else cpu_ns
@@ -171,18 +178,20 @@ class BatchCosts:
             return
         top = len(self.per_row) - 1
         if self._exploring:
-            tried = k > best if self._explore else k < best
+            tried = counted and (k > self._from if self._explore else k < self._from)
             self._exploring = 0 if tried else self._exploring - 1
-        elif self._runs % self.explore_every == 0:
-            self._explore = _EXPLORE[self._tries % len(_EXPLORE)]
-            self._tries += 1
-            self._exploring = max(1, self.explore_every // 4) if self._explore or best else 0
+        if not self._exploring:
+            if best < top and self.per_row[best + 1] is None and best + 1 not in self._probed:
+                self._probed.add(best + 1)  # the next class up, never measured: try it once now
+                self._explore, self._exploring, self._from = 1, self.window, best
+            elif self._runs % self.explore_every == 0:
+                self._explore = _EXPLORE[self._tries % len(_EXPLORE)]
+                self._tries += 1
+                self._exploring, self._from = (self.window if self._explore or best else 0), best
         if self.per_row[0] is None:  # one row at a time first: the baseline batches must beat
             best = 0
         elif self._exploring:
             best = min(top, best + self._explore) if self._explore else 0
-        elif best < top and self.per_row[best + 1] is None:
-            best += 1
         self.cap = min(self.max_rows, (1 << (best + 1)) - 1)
 
     def _quartile(self, k: int) -> float | None:
