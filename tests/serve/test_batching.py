@@ -486,13 +486,13 @@ def test_loop_batches_keep_the_queue_bound_cancellation_and_stop(mlp):
 
 
 def test_small_and_large_merges_agree(mlp, monkeypatch):
-    """Small batches are merged with numpy (the GIL kept), large ones with the C++ gather: the same batch."""
+    """Small batches are merged with numpy, large ones with the C++ gather: the same batch."""
     import unirt.serve.batching as batching
 
     rng = np.random.default_rng(5)
     parts = [{"x": rng.standard_normal((n, 8)).astype(np.float32)} for n in (1, 2, 1)]
     small = run_batch(_run(mlp), parts, [1, 2, 1], ["probs"])
-    monkeypatch.setattr(batching, "HOLD_GIL_BYTES", 0)
+    monkeypatch.setattr(batching, "NUMPY_MERGE_BYTES", 0)
     large = run_batch(_run(mlp), parts, [1, 2, 1], ["probs"])
     for a, b in zip(small.outputs, large.outputs):
         np.testing.assert_array_equal(a["probs"], b["probs"])
