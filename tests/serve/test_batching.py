@@ -15,7 +15,7 @@ import tritonclient.http as httpclient
 import unirt
 from unirt.serve.batching import batch_key, run_batch
 from unirt.serve.config import BatchingPolicy
-from unirt.serve.scheduler import Scheduler
+from unirt.serve.scheduler import BatchCosts, Scheduler
 from unirt.serve.stats import ModelStats
 
 
@@ -354,3 +354,166 @@ model_warmup [ { name: "w" batch_size: 2 count: 2
         np.testing.assert_allclose(got, expected, rtol=1e-6)
     finally:
         loaded.close()
+
+
+# -- adaptive batch size, batching on the event loop ------------------------------------------------------------------
+def test_batch_costs_cap_where_the_per_row_time_stops_falling():
+    """The cap is the top of the cheapest size class per row; a first run per size is not counted; the classes
+    above are tried again every `explore_every` runs."""
+    rising = BatchCosts(32, explore_every=1000)
+    for rows, per_row in [(1, 50.0), (1, 5.0), (1, 5.0), (2, 6.0), (2, 6.0), (3, 7.0), (3, 7.0)]:
+        rising.record(rows, per_row * rows)
+    assert rising.per_row[:2] == [5.0, 6.0]  # the first runs of 1, 2 and 3 rows were not counted
+    assert rising.cap == 1  # larger batches cost more per row: one request at a time
+
+    falling = BatchCosts(32, explore_every=1000)
+    for rows, per_row in [(1, 9.0), (1, 9.0), (2, 6.0), (2, 6.0), (4, 4.0), (4, 4.0)]:
+        falling.record(rows, per_row * rows)
+    assert falling.cap == 15  # cheapest so far: 4-7 rows; 8-15 not measured yet, so tried
+    for rows, per_row in [(8, 4.1), (8, 4.1)]:
+        falling.record(rows, per_row * rows)
+    assert falling.cap == 7  # 8 rows are no cheaper per row than 4: capped at the 4-7 class
+
+    # CPU time decides where the engine computes on the running thread; wall time where it does not (a GPU)
+    on_thread, elsewhere = BatchCosts(32, explore_every=1000), BatchCosts(32, explore_every=1000)
+    for rows, wall, cpu in [(1, 9.0, 5.0), (1, 9.0, 5.0), (2, 5.0, 6.0), (2, 5.0, 6.0)]:  # per row
+        on_thread.record(rows, wall * rows, cpu * rows)
+        elsewhere.record(rows, wall * rows, cpu * rows / 100)
+    assert on_thread.by_cpu and on_thread.cap == 1  # the pair's wall time looked cheaper: waits, not work
+    assert not elsewhere.by_cpu and elsewhere.cap == 7  # pairs take less time per row: grow
+
+    explored = BatchCosts(32, explore_every=10)
+    caps = []
+    for _ in range(30):
+        explored.record(1, 5.0)
+        explored.record(2, 12.0)  # 6 per row: never pays
+        caps.append(explored.cap)
+    assert caps.count(1) > len(caps) / 2 and max(caps) > 1  # mostly one at a time; larger tried now and then
+
+
+def test_batches_that_do_not_pay_run_one_at_a_time_without_the_queue_delay(mlp):
+    """With a cap of 1 (per-row cost rising with the batch) a worker takes each request at once, not after
+    max_queue_delay (an hour here) while it waits for a batch to fill."""
+    stats = ModelStats()
+    gate, entered = threading.Event(), threading.Event()
+    calls = []
+
+    def run(feeds, names):
+        entered.set()
+        gate.wait(10)
+        calls.append(feeds["x"].shape[0])
+        return mlp.run(feeds, names)
+
+    sched = Scheduler("t", [run], ["probs"], stats, max_batch_size=8, batching=BatchingPolicy((), 3600.0))
+    assert sched.costs is not None
+    for rows, per_row in [(1, 1.0), (1, 1.0), (2, 1e9), (2, 1e9)]:  # ns: a second per row in pairs
+        sched.costs.record(rows, per_row * rows)
+    assert sched.batch_cap == 1
+    x = np.random.default_rng(4).standard_normal((1, 8)).astype(np.float32)
+    try:
+        first = sched.submit({"x": x}, 1)
+        assert entered.wait(10)
+        rest = [sched.submit({"x": x}, 1) for _ in range(3)]
+        gate.set()
+        for f in [first, *rest]:
+            np.testing.assert_allclose(f.result(10).outputs["probs"], mlp.run({"x": x})["probs"], rtol=1e-6)
+    finally:
+        sched.stop(10)
+    assert calls == [1, 1, 1, 1]
+
+
+def _measured_loop_scheduler(mlp, runs, **kwargs):
+    """A scheduler whose cheap model has run once (measured, so it may batch on the loop), its worker idle."""
+
+    def run(feeds, names):
+        runs.append((threading.current_thread(), feeds["x"].shape[0]))
+        return mlp.run(feeds, names)
+
+    kwargs.setdefault("batching", BatchingPolicy((), 3600.0))
+    sched = Scheduler("t", [run], ["probs"], ModelStats(), max_batch_size=8, inline=True, **kwargs)
+    sched.submit({"x": np.zeros((8, 8), np.float32)}, 8).result(10)  # a full batch at once: the model is measured
+    for _ in range(1000):  # the worker answered before it went back to waiting for a request
+        if sched._free:
+            break
+        time.sleep(0.005)
+    return sched
+
+
+def test_cheap_model_batches_one_loop_turn_on_the_loop(mlp):
+    """Requests submitted within one loop turn run as one batch on the loop's thread, answered without waiting
+    max_queue_delay (an hour here)."""
+    runs = []
+    sched = _measured_loop_scheduler(mlp, runs)
+    xs = [np.full((1, 8), i, np.float32) for i in range(4)]
+
+    async def main():
+        pairs = [sched.submit_async({"x": x}, 1) for x in xs]
+        return await asyncio.wait_for(asyncio.gather(*(w for _, w in pairs)), 10)
+
+    try:
+        done = asyncio.run(main())
+    finally:
+        sched.stop(10)
+    assert runs[1:] == [(threading.current_thread(), 4)]
+    for x, d in zip(xs, done):
+        assert d.batch_size == 4
+        np.testing.assert_allclose(d.outputs["probs"], mlp.run({"x": x})["probs"], rtol=1e-6)
+
+
+def test_loop_batches_keep_the_queue_bound_cancellation_and_stop(mlp):
+    runs = []
+    sched = _measured_loop_scheduler(mlp, runs, batching=BatchingPolicy((), 3600.0, max_queue_size=3))
+    x = np.ones((1, 8), np.float32)
+
+    async def main():
+        pairs = [sched.submit_async({"x": x}, 1) for _ in range(3)]
+        with pytest.raises(unirt.UnirtError, match="maximum queue size"):  # collected requests count as queued
+            sched.submit_async({"x": x}, 1)
+        assert pairs[0][0].cancel()  # its client went away before the turn ended: it never runs
+        await asyncio.wait_for(asyncio.gather(pairs[1][1], pairs[2][1]), 10)
+        assert pairs[0][1].cancelled()
+        assert runs[1:] == [(threading.current_thread(), 2)]
+        late = sched.submit_async({"x": x}, 1)
+        sched.stop(10)  # unloaded before the turn ended: refused, not left hanging
+        with pytest.raises(unirt.UnirtError, match="unloaded"):
+            await asyncio.wait_for(late[1], 10)
+
+    try:
+        asyncio.run(main())
+    finally:
+        sched.stop(10)
+    assert len(runs) == 2
+
+
+def test_small_and_large_merges_agree(mlp, monkeypatch):
+    """Small batches are merged with numpy, large ones with the C++ gather: the same batch."""
+    import unirt.serve.batching as batching
+
+    rng = np.random.default_rng(5)
+    parts = [{"x": rng.standard_normal((n, 8)).astype(np.float32)} for n in (1, 2, 1)]
+    small = run_batch(_run(mlp), parts, [1, 2, 1], ["probs"])
+    monkeypatch.setattr(batching, "NUMPY_MERGE_BYTES", 0)
+    large = run_batch(_run(mlp), parts, [1, 2, 1], ["probs"])
+    for a, b in zip(small.outputs, large.outputs):
+        np.testing.assert_array_equal(a["probs"], b["probs"])
+
+
+def test_cheap_model_with_batching_runs_inline_where_batches_do_not_form(mlp):
+    """One request at a time (low load): batches never form, so a model with dynamic batching runs its requests
+    inline like one without, after a short try of pairs, and the pairs' try ends without waiting for them."""
+    sched = Scheduler(
+        "t", [_run(mlp)], ["probs"], ModelStats(), max_batch_size=8, batching=BatchingPolicy((), 0.001), inline=True
+    )
+    x = np.random.default_rng(6).standard_normal((1, 8)).astype(np.float32)
+    inline = 0
+    try:
+        for _ in range(200):
+            done = sched.run_inline({"x": x}, 1)
+            if done is None:
+                done = sched.submit({"x": x}, 1).result(10)
+            else:
+                inline += 1
+            np.testing.assert_allclose(done.outputs["probs"], mlp.run({"x": x})["probs"], rtol=1e-6)
+    finally:
+        sched.stop(10)
+    assert inline > 150 and sched.batch_cap == 1

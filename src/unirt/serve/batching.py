@@ -1,8 +1,9 @@
 """Gather/scatter for the dynamic batcher: merge per-request feeds into one batch, run once, split the results.
 
-Merging is the C++ core's gather (`unirt.gather`: one copy into the batch, zero rows for padding, the GIL released
-and large copies split over threads); splitting hands out views of the batch's outputs (no copy). The scheduler
-only calls `batch_key` and `run_batch`.
+Merging is numpy's concatenate for batches under `NUMPY_MERGE_BYTES` (its fixed cost per call is less than half the
+C++ gather's: 11 against 25 us for four 110 KB rows) and the C++ core's gather above (`unirt.gather`: one copy
+into the batch, zero rows for padding, the GIL released and large copies split over threads). Splitting hands out
+views of the batch's outputs (no copy). The scheduler only calls `batch_key` and `run_batch`.
 
 The rule: requests are merged along dim 0 (the batch dim) up to max_batch_size and never padded, as Triton's
 dynamic batcher does; only a model whose batch dim is fixed (`static_batch`) gets its batch padded up to that
@@ -24,6 +25,8 @@ __all__ = ["BatchResult", "batch_key", "run_batch"]
 
 Feeds = Mapping[str, np.ndarray]
 RunFn = Callable[[dict[str, np.ndarray], Sequence[str]], dict[str, np.ndarray]]
+#: Batches whose inputs are smaller than this are merged with numpy (zero padding rows: the C++ gather)
+NUMPY_MERGE_BYTES = 8 << 20
 
 
 @dataclass
@@ -49,6 +52,8 @@ def _merge(requests: Sequence[Feeds], total: int, rows: int) -> dict[str, np.nda
             if rows > total:
                 parts.append(np.full((rows - total,) + first.shape[1:], b"", dtype=object))
             merged[name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        elif rows == total and sum(part.nbytes for part in parts) < NUMPY_MERGE_BYTES:
+            merged[name] = np.concatenate(parts, axis=0)
         else:  # one copy in C++, zero rows up to a fixed batch dim
             merged[name] = gather(parts, rows=rows)
     return merged
