@@ -21,7 +21,7 @@ Each model is served twice, with dynamic batching (max batch 32, 1 ms queue dela
 
 One client program for all: `--clients` processes (kept for the whole run) with tritonclient, batch-1 requests
 over HTTP with binary tensors, HTTP with JSON tensors, and gRPC. Servers run one at a time, in alternating order
-(reversed every round). Reported per phase: req/s, p50/p99 latency, failed requests, CPU per request (the CPU time
+(reversed every round, and so is the order of the models and of batching on/off within a server). Reported per phase: req/s, p50/p99 latency, failed requests, CPU per request (the CPU time
 of the server's whole process tree / requests), the server's RSS (tree, idle after start and at the end) and cold
 start (launch to every model ready). Loopback only; every phase is bounded in time; servers are killed at the end.
 A peer that refuses a protocol shows as failures, and its rate does not count as a peer's best (as seen with
@@ -560,7 +560,7 @@ def main() -> None:
                     time.sleep(0.5)
                     idle = tree_rss_mib(proc.pid)
                     try:
-                        for m in models:
+                        for m in models if rnd % 2 == 0 else models[::-1]:  # on/off order alternates too
                             for protocol in protocols:
                                 port = ports["grpc"] if protocol == "grpc" else ports["http"]
                                 seconds = args.json_seconds if protocol == "http-json" else args.seconds
