@@ -19,13 +19,15 @@ Every server runs the same ONNX models with ONNX Runtime at 1 thread (intra- and
   * detector: a small detector-like CNN at 1x3x320x320 (~0.2 GMAC, a 25x20x20 head): compute-bound.
 Each model is served twice, with dynamic batching (max batch 32, 1 ms queue delay) and without.
 
-One client program for all: `--clients` processes (kept for the whole run) with tritonclient, batch-1 requests
-over HTTP with binary tensors, HTTP with JSON tensors, and gRPC. Servers run one at a time, in alternating order
-(reversed every round, and so is the order of the models and of batching on/off within a server). Reported per phase: req/s, p50/p99 latency, failed requests, CPU per request (the CPU time
-of the server's whole process tree / requests), the server's RSS (tree, idle after start and at the end) and cold
-start (launch to every model ready). Loopback only; every phase is bounded in time; servers are killed at the end.
-A peer that refuses a protocol shows as failures, and its rate does not count as a peer's best (as seen with
-mlserver 1.7: no binary tensor extension, HTTP 422; kserve 0.21: tritonclient's all-JSON body answered 400).
+One client program for all: `--clients` processes (kept for the whole run) sending batch-1 requests: tritonclient
+over HTTP with binary tensors and over gRPC, and HTTP with JSON tensors from a body encoded once per phase
+(`JsonClient`). Servers run one at a time, in alternating order (reversed every round, and so is the order of the
+models and of batching on/off within a server). Reported per phase: req/s, p50/p99 latency, failed requests, CPU per
+request (the CPU time of the server's whole process tree / requests), the server's RSS (tree, idle after start and
+at the end) and cold start (launch to every model ready). Loopback only; every phase is bounded in time; servers are
+killed at the end. A peer that refuses a protocol shows as failures, and its rate does not count as a peer's best
+(as seen with mlserver 1.7: no binary tensor extension, HTTP 422; kserve 0.21 answered tritonclient's all-JSON body
+with 400; the JSON client below sends plain JSON).
 The summary prints unirt ÷ best peer (req/s) per model, protocol and batching. On a shared or small machine the
 clients compete with the server for CPU: the ratios within one run are what count.
 """
@@ -397,6 +399,41 @@ def tree_rss_mib(root: int) -> float:
 # -- clients -----------------------------------------------------------------------------------------------------
 
 
+class JsonClient:
+    """HTTP with JSON tensors, as a load generator sends them: the request body is encoded once per phase (as
+    perf_analyzer prepares its inputs), so each request costs the client a send and a parse of the answer, and the
+    servers' JSON decoding and encoding is what the phase compares (tritonclient would re-encode 28k-307k floats
+    with the standard json module on every request, which made the clients, not the servers, the bottleneck)."""
+
+    def __init__(self, port: int, model: str, x: np.ndarray) -> None:
+        import http.client
+
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.path = f"/v2/models/{model}/infer"
+        body = {
+            "inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
+            "outputs": [{"name": "y"}],
+        }
+        self.body = json.dumps(body).encode()
+        self.headers = {"Content-Type": "application/json"}
+
+    def infer(self, *_args, **_kw) -> JsonClient:
+        self.conn.request("POST", self.path, self.body, self.headers)
+        answer = self.conn.getresponse()
+        data = answer.read()
+        if answer.status != 200:
+            raise RuntimeError(f"HTTP {answer.status}: {data[:200]!r}")
+        self.answer = json.loads(data)
+        return self
+
+    def as_numpy(self, name: str) -> np.ndarray:
+        out = next(o for o in self.answer["outputs"] if o["name"] == name)
+        return np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def client_worker(index: int, commands: mp.Queue, results: mp.Queue) -> None:
     """One client process for the whole run: each command is a phase (protocol, port, model, start, stop)."""
     import tritonclient.grpc as tg
@@ -415,12 +452,13 @@ def client_worker(index: int, commands: mp.Queue, results: mp.Queue) -> None:
             tensor = tg.InferInput("x", list(x.shape), "FP32")
             tensor.set_data_from_numpy(x)
             outputs = [tg.InferRequestedOutput("y")]
+        elif protocol == "http-json":
+            client, tensor, outputs = JsonClient(port, model, x), None, None
         else:
-            binary = protocol == "http-binary"
             client = th.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=120)
             tensor = th.InferInput("x", list(x.shape), "FP32")
-            tensor.set_data_from_numpy(x, binary_data=binary)
-            outputs = [th.InferRequestedOutput("y", binary_data=binary)]
+            tensor.set_data_from_numpy(x, binary_data=True)
+            outputs = [th.InferRequestedOutput("y", binary_data=True)]
         latencies, failures, error = [], 0, ""
         try:  # warm-up: connection, first-request paths
             client.infer(model, [tensor], outputs=outputs)
