@@ -410,7 +410,8 @@ class JsonClient:
 
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self.path = f"/v2/models/{model}/infer"
-        body = {
+        body = {  # an id: KServe 0.21's JSON answer needs one (HTTP 500 without)
+            "id": "1",
             "inputs": [{"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
             "outputs": [{"name": "y"}],
         }
@@ -418,9 +419,13 @@ class JsonClient:
         self.headers = {"Content-Type": "application/json"}
 
     def infer(self, *_args, **_kw) -> JsonClient:
-        self.conn.request("POST", self.path, self.body, self.headers)
-        answer = self.conn.getresponse()
-        data = answer.read()
+        try:
+            self.conn.request("POST", self.path, self.body, self.headers)
+            answer = self.conn.getresponse()
+            data = answer.read()
+        except Exception:
+            self.conn.close()  # the next request opens a new connection
+            raise
         if answer.status != 200:
             raise RuntimeError(f"HTTP {answer.status}: {data[:200]!r}")
         self.answer = json.loads(data)
