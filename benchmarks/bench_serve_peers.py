@@ -27,7 +27,7 @@ request (the CPU time of the server's whole process tree / requests), the server
 at the end) and cold start (launch to every model ready). Loopback only; every phase is bounded in time; servers are
 killed at the end. A peer that refuses a protocol shows as failures, and its rate does not count as a peer's best
 (as seen with mlserver 1.7: no binary tensor extension, HTTP 422; kserve 0.21 answered tritonclient's all-JSON body
-with 400; the JSON client below sends plain JSON).
+with 400; the JSON client below sends plain JSON with an id, which it answers).
 The summary prints unirt ÷ best peer (req/s) per model, protocol and batching. On a shared or small machine the
 clients compete with the server for CPU: the ratios within one run are what count.
 """
