@@ -9,6 +9,7 @@ void register_host_memory(py::module_& m);
 void register_memory_pool(py::module_& m);
 void register_batch_copy(py::module_& m);
 void register_shared_memory(py::module_& m);
+void register_json_numbers(py::module_& m);
 }  // namespace unirt
 
 #ifndef UNIRT_VERSION
@@ -16,11 +17,12 @@ void register_shared_memory(py::module_& m);
 #endif
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "unirt's native core: host memory, buffer pools, arenas, batch copies, shared memory, hardware facts.";
+  m.doc() = "unirt's native core: host memory, buffer pools, arenas, batch copies, shared memory, JSON number arrays, hardware facts.";
   m.attr("__version__") = UNIRT_VERSION;
   unirt::register_cpu_info(m);
   unirt::register_host_memory(m);
   unirt::register_memory_pool(m);
   unirt::register_batch_copy(m);
   unirt::register_shared_memory(m);
+  unirt::register_json_numbers(m);
 }

@@ -17,6 +17,7 @@
 #include "arena.hpp"
 #include "batch_copy.hpp"
 #include "buffer_pool.hpp"
+#include "json_numbers.hpp"
 #include "shared_memory.hpp"
 
 namespace {
@@ -202,6 +203,26 @@ void test_shared_memory_round_trip() {
 
 }  // namespace
 
+void test_json_numbers() {
+  using unirt::json_numbers_capacity;
+  using unirt::parse_json_numbers;
+  double out[8];
+  auto parse = [&](const char* text) {
+    const std::size_t n = std::strlen(text);
+    return parse_json_numbers(text, n, out, json_numbers_capacity(text, n));
+  };
+  auto r = parse(" 1, -2.5 ,3e2,0.1 ");
+  CHECK(r.ok && !r.integral && r.count == 4);
+  CHECK(out[0] == 1.0 && out[1] == -2.5 && out[2] == 300.0 && out[3] == 0.1);
+  r = parse("7,-0");
+  CHECK(r.ok && r.integral && r.count == 2 && out[0] == 7.0 && out[1] == 0.0);
+  CHECK(parse("").ok && parse("").count == 0 && parse(" \n").ok);
+  for (const char* bad : {"1,", ",1", "1,,2", "01", "+1", ".5", "1.", "1e", "-", "NaN", "1e400", "[1]", "1 2"}) {
+    CHECK(!parse(bad).ok);
+  }
+  CHECK(!parse_json_numbers("1,2,3", 5, out, 2).ok);  // more numbers than room: refused, nothing past `out`
+}
+
 int main() {
   const std::pair<const char*, void (*)()> tests[] = {
       {"pool_reuses_blocks_by_size_class", test_pool_reuses_blocks_by_size_class},
@@ -213,6 +234,7 @@ int main() {
       {"gather_and_scatter", test_gather_and_scatter},
       {"run_copies_splits_large_copies_across_threads", test_run_copies_splits_large_copies_across_threads},
       {"shared_memory_round_trip", test_shared_memory_round_trip},
+      {"json_numbers", test_json_numbers},
   };
   for (const auto& [name, test] : tests) {
     const int before = failures;

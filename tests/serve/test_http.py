@@ -72,6 +72,19 @@ def test_infer_matches_session(http_client, repository, binary):
     assert response["id"] == "r-7" and response["model_version"] == "2"
 
 
+def test_big_json_request_is_read_off_the_loop_by_the_core_and_matches_session(http_client, repository):
+    """An all-JSON body past PARSE_IN_THREAD_MIN: parsed on a worker thread, its numbers read by the C++ core."""
+    from unirt.serve.http_app import PARSE_IN_THREAD_MIN
+
+    x = np.random.default_rng(5).standard_normal((1, 3, 96, 128)).astype(np.float32)
+    assert x.size * 12 > PARSE_IN_THREAD_MIN  # each float is written with 12+ characters
+    result = http_client.infer("images", [_input("x", x, "FP32", False)])
+    expected = _reference(repository, "images", 1, {"x": x})
+    assert expected
+    for name, value in expected.items():
+        np.testing.assert_allclose(result.as_numpy(name), value, rtol=1e-6)
+
+
 def test_infer_specific_version_and_all_outputs_binary_by_default(http_client, repository):
     x = np.ones((2, 8), np.float32)
     result = http_client.infer("mlp", [_input("x", x, "FP32")], model_version="2")

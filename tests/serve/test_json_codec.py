@@ -1,5 +1,6 @@
-"""The v2 JSON codec on both of its paths: orjson (the serve extra; data arrays parsed in C, numeric outputs written
-from numpy) and the standard library (the fallback). Both must give the same tensors and the same errors."""
+"""The v2 JSON codec on its paths: orjson (the serve extra; data arrays parsed in C, numeric outputs written from
+numpy), the standard library (the fallback), and big requests whose number arrays the C++ core reads
+(`FAST_NUMBERS_MIN`; forced here for every request). All must give the same tensors and the same errors."""
 
 from __future__ import annotations
 
@@ -19,15 +20,21 @@ try:
 except ImportError:  # the fallback path is still tested
     orjson = None
 
+NO_ORJSON = pytest.mark.skipif(orjson is None, reason="orjson not installed")
 PATHS = [
-    pytest.param(orjson, id="orjson", marks=pytest.mark.skipif(orjson is None, reason="orjson not installed")),
-    pytest.param(None, id="stdlib"),
+    pytest.param((orjson, False), id="orjson", marks=NO_ORJSON),
+    pytest.param((None, False), id="stdlib"),
+    pytest.param((orjson, True), id="orjson+core-numbers", marks=NO_ORJSON),
+    pytest.param((None, True), id="stdlib+core-numbers"),
 ]
 
 
 @pytest.fixture(params=PATHS)
 def codec(request, monkeypatch):
-    monkeypatch.setattr(http_codec, "orjson", request.param)
+    module, core_numbers = request.param
+    monkeypatch.setattr(http_codec, "orjson", module)
+    if core_numbers:
+        monkeypatch.setattr(http_codec, "FAST_NUMBERS_MIN", 0)
     return http_codec
 
 
@@ -151,3 +158,86 @@ def test_json_array_only_where_it_writes_what_the_list_would():
     strided = np.arange(12, dtype=np.float32).reshape(3, 4)[:, ::2]
     assert json_array(strided, "FP32").tolist() == encode_json_data(strided, "FP32")
     assert math.isclose(json_array(np.array([0.1], np.float16), "FP16")[0], 0.0999755859375)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("", []),
+        (" \n\t", []),
+        ("0", [0.0]),
+        ("-0", [-0.0]),
+        ("1, 2 ,3", [1.0, 2.0, 3.0]),
+        (" -0.5e-3 , 2E+4 ", [-0.0005, 20000.0]),
+        ("0.1,3.4028234663852886e38,5e-324", [0.1, 3.4028234663852886e38, 5e-324]),
+    ],
+)
+def test_core_reads_json_number_arrays_as_python_does(text, expected):
+    from unirt._core import json_numbers
+
+    data = f"[{text}]".encode()
+    found = json_numbers(data, 1, len(data) - 1)
+    assert found is not None
+    array, integral = found
+    assert array.dtype == np.float64 and array.tolist() == [float(v) for v in json.loads(f"[{text}]")] == expected
+    assert integral == all(isinstance(v, int) for v in json.loads(f"[{text}]"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[1]", "1,", ",1", "1,,2", "01", "+1", ".5", "1.", "1e", "-", "NaN", "Infinity", "1e400", '"1"', "1 2", "true"],
+)
+def test_core_refuses_what_is_not_a_flat_array_of_json_numbers(text):
+    """Left to the JSON parser, which reads it or says what is wrong: the core road never changes a meaning."""
+    from unirt._core import json_numbers
+
+    assert json_numbers(text.encode(), 0, len(text)) is None
+
+
+def test_big_float_requests_take_the_core_road_and_decode_exactly(monkeypatch):
+    x = np.random.default_rng(3).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    body = _request([{"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}])
+    assert len(body) >= http_codec.FAST_NUMBERS_MIN
+    request = http_codec.parse_infer_request(body, None, "m", "1")
+    assert isinstance(request.inputs[0].json, np.ndarray)  # read by the core, not as a list
+    (got,) = [decode_json_data(t.name, t.datatype, t.shape, t.json) for t in request.inputs]
+    assert got.dtype == np.float32 and np.array_equal(got, x)
+
+
+def test_core_road_keeps_integers_exact_and_leaves_other_data_keys_alone(monkeypatch):
+    monkeypatch.setattr(http_codec, "FAST_NUMBERS_MIN", 0)
+    big = [2**62 + 1, -(2**63), 2**63 - 1]  # not representable as float64
+    body = json.dumps(
+        {
+            "parameters": {"data": [1, 2, 3]},  # a "data" key that is not an input's: the whole body is read again
+            "inputs": [
+                {"name": "i", "datatype": "INT64", "shape": [3], "data": big},
+                {"name": "f", "datatype": "FP64", "shape": [2], "data": [0.25, 1e300]},
+            ],
+        }
+    ).encode()
+    request = http_codec.parse_infer_request(body, None, "m", "1")
+    assert request.parameters == {"data": [1, 2, 3]}
+    i, f = (decode_json_data(t.name, t.datatype, t.shape, t.json) for t in request.inputs)
+    assert i.tolist() == big and f.tolist() == [0.25, 1e300]
+    body = json.dumps({"inputs": [{"name": "i", "datatype": "INT64", "shape": [3], "data": big}]}).encode()
+    (t,) = http_codec.parse_infer_request(body, None, "m", "1").inputs
+    assert decode_json_data(t.name, t.datatype, t.shape, t.json).tolist() == big
+
+
+def test_a_request_naming_the_marker_cannot_borrow_another_inputs_data(monkeypatch):
+    monkeypatch.setattr(http_codec, "FAST_NUMBERS_MIN", 0)
+    guess = http_codec._MARK.replace("\x00", "") + "0"
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "a", "datatype": "FP32", "shape": [2], "data": [1.5, 2.5]},
+                {"name": "b", "datatype": "BYTES", "shape": [1], "data": [guess]},
+            ]
+        }
+    ).encode()
+    a, b = (
+        decode_json_data(t.name, t.datatype, t.shape, t.json)
+        for t in http_codec.parse_infer_request(body, None, "m", "1").inputs
+    )
+    assert a.tolist() == [1.5, 2.5] and b.tolist() == [guess.encode()]

@@ -204,7 +204,7 @@ def decode_json_data(name: str, datatype: str, shape: Sequence[int], data: Any) 
     """A tensor from the JSON `data` field: a flat or nested list in row-major order."""
     dtype = to_numpy_dtype(datatype)
     count = check_shape(name, shape)
-    if not isinstance(data, list):
+    if not isinstance(data, (list, np.ndarray)):  # an ndarray: numbers the HTTP codec read in C++ (float64)
         data = [data]
     try:
         if datatype == "BYTES":

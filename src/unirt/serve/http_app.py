@@ -30,6 +30,10 @@ from .inference import ClientGone, InferResponse, cancel_on_disconnect
 from .restricted import RestrictedApis
 from .shm import check_local_peer
 
+#: An all-JSON infer body this big is parsed on a worker thread: its number arrays are read in C++ without the
+#: GIL (`http_codec`), so the event loop goes on with other requests meanwhile
+PARSE_IN_THREAD_MIN = 256 * 1024
+
 __all__ = ["build_http_app", "read_body", "infer_response", "error_response"]
 log = logging.getLogger(__name__)
 Handler = Callable[[Request], Awaitable[Response]]
@@ -163,7 +167,11 @@ def build_http_app(ctx: ServerContext, restricted: RestrictedApis | None = None)
     async def infer(request: Request) -> Response:
         name, version = names(request)
         body = await read_body(request, limit)
-        infer_request = parse_infer_request(body, request.headers.get("inference-header-content-length"), name, version)
+        header_length = request.headers.get("inference-header-content-length")
+        if header_length is None and len(body) >= PARSE_IN_THREAD_MIN:  # JSON tensors: most of it runs without the GIL
+            infer_request = await run_in_threadpool(parse_infer_request, body, None, name, version)
+        else:
+            infer_request = parse_infer_request(body, header_length, name, version)
         response = await cancel_on_disconnect(request.receive, ctx.service.infer(infer_request))
         return infer_response(response, request.headers.get("accept-encoding", ""))
 

@@ -8,15 +8,24 @@ JSON goes through orjson when it is installed (the `serve` extra brings it): it 
 C, and writes numeric outputs straight from their numpy arrays, with no Python object per element. A document
 orjson refuses is read again by the standard library, which also accepts the NaN/Infinity literals that Python
 clients send; outputs holding NaN or Infinity are written by the standard library too, as before.
+
+Big request headers take a faster road for their tensors' `data`: each flat array of JSON numbers is read by the
+C++ core straight into a float64 array (strict JSON grammar, the GIL released, no Python object per element) and
+replaced by a marker before the rest of the document is parsed; an array the core cannot read (nested lists,
+strings, NaN) is left to the JSON parser, and a document whose markers do not all land on an input's `data` is
+parsed again whole, so the fast road never changes what a request means.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from typing import Any
 
 import numpy as np
 
+from .._core import json_numbers
 from .datatypes import DATATYPES, check_shape, encode_json_data, encode_raw, json_array
 
 try:
@@ -77,6 +86,74 @@ def _shm_ref(params: dict, what: str) -> tuple[str, int, int] | None:
     return region, offset, size
 
 
+#: A request header at least this big has its tensors' number arrays read by the C++ core (`_lift_numbers`)
+FAST_NUMBERS_MIN = 16 * 1024
+_DATA_KEY = re.compile(rb'"data"\s*:\s*\[')
+_FLOAT_TYPES = frozenset({"FP16", "BF16", "FP32", "FP64"})
+_MARK = "\x00unirt-numbers-" + os.urandom(6).hex() + "-"  # a client cannot send it by chance
+
+
+def _lift_numbers(header: bytes | memoryview) -> tuple[dict, dict[str, tuple[Any, bool, Any]]] | None:
+    """The request document with each flat number array under a `data` key replaced by a marker string, and what
+    each marker stands for: (float64 array, every number an integer, the array's JSON text). None when there was
+    nothing to lift or the markers did not all land on an input's `data` (the caller parses the whole header)."""
+    data = bytes(header)
+    parts: list[bytes] = []
+    lifted: dict[str, tuple[Any, bool, Any]] = {}
+    pos = search = 0
+    while (match := _DATA_KEY.search(data, search)) is not None:
+        start = search = match.end()
+        stop = data.find(b"]", start)
+        if stop < 0:
+            return None
+        found = json_numbers(data, start, stop)
+        if found is None:
+            continue
+        search = stop + 1
+        mark = f"{_MARK}{len(lifted)}"
+        parts += [data[pos : start - 1], b'"' + mark.encode().replace(b"\x00", b"\\u0000") + b'"']
+        lifted[mark] = (found[0], found[1], memoryview(data)[start - 1 : stop + 1])
+        pos = stop + 1
+    if not lifted:
+        return None
+    parts.append(data[pos:])
+    try:
+        doc = parse_json_object(b"".join(parts), "inference request")
+    except BadRequest:
+        return None
+    inputs = doc.get("inputs")
+    landed = 0
+    if isinstance(inputs, list):
+        landed = sum(1 for item in inputs if isinstance(item, dict) and _is_mark(item.get("data"), lifted))
+    return (doc, lifted) if landed == len(lifted) else None
+
+
+def _is_mark(value: Any, lifted: dict) -> bool:
+    return isinstance(value, str) and value in lifted
+
+
+def _lifted_data(value: Any, datatype: str, lifted: dict[str, tuple[Any, bool, Any]]) -> Any:
+    """An input's `data` as the decoder takes it: a lifted float array for a float tensor; the JSON parser's list
+    for any other (integers past 2**53 must stay exact), or the value itself when it was not lifted."""
+    entry = lifted.get(value) if isinstance(value, str) else None
+    if entry is None:
+        return value
+    array, _integral, text = entry
+    if datatype in _FLOAT_TYPES:
+        return array
+    return parse_json_value(text)
+
+
+def parse_json_value(data: bytes | memoryview) -> Any:
+    """Any JSON value, read as `parse_json_object` reads one (orjson first, the standard library for the rest)."""
+    if orjson is not None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(bytes(data))
+
+
 def parse_infer_request(body: bytes, header_length: str | None, model_name: str, model_version: str) -> InferRequest:
     if header_length is None:
         header, binary = body, memoryview(b"")
@@ -89,7 +166,11 @@ def parse_infer_request(body: bytes, header_length: str | None, model_name: str,
             raise BadRequest(f"Inference-Header-Content-Length {length} is outside the body's {len(body)} bytes")
         view = memoryview(body)
         header, binary = view[:length], view[length:]
-    doc = parse_json_object(header, "inference request")
+    lifted_doc = _lift_numbers(header) if len(header) >= FAST_NUMBERS_MIN else None
+    if lifted_doc is not None:
+        doc, lifted = lifted_doc
+    else:
+        doc, lifted = parse_json_object(header, "inference request"), {}
     request = InferRequest(model_name, model_version)
     rid = doc.get("id", "")
     if not isinstance(rid, str):
@@ -145,7 +226,7 @@ def parse_infer_request(body: bytes, header_length: str | None, model_name: str,
             tensor.raw = binary[pos : pos + size]
             pos += size
         else:
-            tensor.json = item["data"]
+            tensor.json = _lifted_data(item["data"], datatype, lifted) if lifted else item["data"]
         request.inputs.append(tensor)
     if pos != len(binary):
         raise BadRequest(
