@@ -37,11 +37,12 @@ def test_an_ill_conditioned_reference_is_told_apart(tmp_path):
     from unirt.testing.conformance import TOLERANCES, check_case, ill_conditioned, reference_outputs, wheel_cases
 
     case = next(c for c in wheel_cases() if c.name == "light_squeezenet")
-    # Whether OpenVINO lands inside the tolerance depends on its kernels and their release;
-    # either way the model is ill-conditioned, and a differing answer says so.
+    # Whether OpenVINO lands inside the tolerance depends on its kernels, their release and the CPU's instruction
+    # set (with AVX-512 its answer is refused by the frontend check against ONNX Runtime); either way the model is
+    # ill-conditioned, and a differing answer says so.
     outcome = check_case("openvino", case, "fp32", {"threads": 1})
     assert outcome.status == "pass" or (
-        outcome.status == "wrong"
+        outcome.status in ("wrong", "refused")
         and outcome.detail.startswith(
             "ill-conditioned: the reference moves beyond the tolerance when each float32 intermediate result moves by "
             "one rounding step (rel-L2 error"
