@@ -41,15 +41,8 @@ __all__ = ["parse_infer_request", "encode_infer_response", "parse_json_object"]
 def parse_json_object(data: bytes | memoryview, what: str) -> dict:
     if not len(data):
         return {}
-    value = None
-    if orjson is not None:
-        try:
-            value = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            value = None  # the standard library says what is wrong, or reads NaN/Infinity (Python clients send them)
     try:
-        if value is None:
-            value = json.loads(bytes(data))
+        value = parse_json_value(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{what}: malformed JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -145,7 +138,8 @@ def _lifted_data(value: Any, datatype: str, lifted: dict[str, tuple[Any, bool, A
 
 
 def parse_json_value(data: bytes | memoryview) -> Any:
-    """Any JSON value, read as `parse_json_object` reads one (orjson first, the standard library for the rest)."""
+    """Any JSON value: orjson first; what it refuses, the standard library says what is wrong with, or reads
+    (NaN/Infinity, which Python clients send)."""
     if orjson is not None:
         try:
             return orjson.loads(data)
